@@ -1,0 +1,297 @@
+#!/usr/bin/env bash
+# Prepares this machine for the integration tests, which start PostgreSQL
+# through testcontainers:
+#   1. a running Docker engine (installs docker.io and starts dockerd if needed);
+#   2. local images postgres:13, postgres:15 and postgres:17.
+# An image that already exists is reused. Otherwise it is pulled, and when no
+# registry is reachable (the normal case here) it is built offline: a minimal
+# Debian root file system with that major's Debian package, from the Debian
+# mirror that apt on this machine already uses, plus an entrypoint
+# (scripts/images/postgres-entrypoint.sh) that behaves like the official image's.
+#
+# Idempotent: a second run only checks. Runs as root on Debian.
+#
+# Usage: scripts/test-prereqs.sh [--rebuild]
+#   --rebuild        rebuild the postgres images even if they exist
+# Environment:
+#   PG_MAJORS        majors to provide (default: "13 15 17")
+#   DEBIAN_MIRROR    Debian archive to bootstrap from (default: read from apt sources)
+#   DOCKERD_LOG      dockerd's log file (default: /var/log/dockerd.log)
+set -Eeuo pipefail
+
+SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ENTRYPOINT_SRC="$SCRIPT_DIR/images/postgres-entrypoint.sh"
+DOCKERD_LOG=${DOCKERD_LOG:-/var/log/dockerd.log}
+read -r -a PG_MAJORS <<<"${PG_MAJORS:-13 15 17}"
+# Debian release that ships each PostgreSQL major as its default version.
+declare -A SUITE_OF=([13]=bullseye [15]=bookworm [17]=trixie)
+# Bump when the image recipe below changes in a way that needs a rebuild; the
+# entrypoint's content is part of the recipe hash anyway.
+RECIPE_VERSION=1
+REBUILD=0
+
+export PATH="/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:$PATH"
+
+log() { printf '[test-prereqs] %s\n' "$*" >&2; }
+die() {
+    printf '[test-prereqs] FAILED: %s\n' "$*" >&2
+    exit 1
+}
+# Anything that fails without its own message still ends with one clear line.
+trap 'rc=$?; printf "[test-prereqs] FAILED: \`%s\` exited %s (line %s)\n" "$BASH_COMMAND" "$rc" "$LINENO" >&2; exit "$rc"' ERR
+
+for arg in "$@"; do
+    case "$arg" in
+    --rebuild) REBUILD=1 ;;
+    -h | --help)
+        sed -n '2,/^set -Eeuo/{/^set/d;s/^# \{0,1\}//;p}' "$0"
+        exit 0
+        ;;
+    *) die "unknown argument: $arg (try --help)" ;;
+    esac
+done
+
+[ "$(id -u)" = 0 ] || die "must run as root (it installs packages and starts dockerd)"
+[ -r "$ENTRYPOINT_SRC" ] || die "missing $ENTRYPOINT_SRC"
+for major in "${PG_MAJORS[@]}"; do
+    [ -n "${SUITE_OF[$major]:-}" ] || die "no Debian suite known for PostgreSQL $major (known: ${!SUITE_OF[*]})"
+done
+
+# --- apt helpers -------------------------------------------------------------
+APT_LOG=/var/log/netpoint-test-prereqs-apt.log
+APT_UPDATED=0
+apt_install() {
+    if [ "$APT_UPDATED" = 0 ]; then
+        log "apt-get update"
+        apt-get update >>"$APT_LOG" 2>&1 || die "apt-get update failed; see $APT_LOG"
+        APT_UPDATED=1
+    fi
+    log "installing $* (log: $APT_LOG)"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "$@" >>"$APT_LOG" 2>&1 ||
+        die "apt-get install $* failed; see $APT_LOG"
+}
+
+# The main Debian archive apt uses (not -security, not a third-party repo):
+# the first source that offers this release's own suite with a "main" component.
+debian_mirror() {
+    if [ -n "${DEBIAN_MIRROR:-}" ]; then
+        echo "$DEBIAN_MIRROR"
+        return
+    fi
+    local codename
+    codename=$(. /etc/os-release && echo "${VERSION_CODENAME:-}")
+    [ -n "$codename" ] || die "cannot tell the Debian release from /etc/os-release; set DEBIAN_MIRROR"
+    local files=()
+    shopt -s nullglob
+    files=(/etc/apt/sources.list.d/*.sources)
+    shopt -u nullglob
+    local mirror=""
+    if [ ${#files[@]} -gt 0 ]; then
+        # deb822 stanzas, separated by blank lines; field names are case-insensitive.
+        mirror=$(awk -v want="$codename" '
+            function flush(  i) {
+                if (!found && types ~ /(^| )deb( |$)/ && enabled != "no" &&
+                    suites ~ ("(^| )" want "( |$)") && comps ~ /(^| )main( |$)/)
+                    for (i = 1; i <= n; i++)
+                        if (uris[i] !~ /security/) { print uris[i]; found = 1; break }
+                types = suites = comps = enabled = ""; n = 0
+            }
+            /^[ \t]*#/ { next }
+            /^[ \t]*$/ { flush(); next }
+            {
+                key = tolower($1); val = $0; sub(/^[^:]*:[ \t]*/, "", val)
+                if (key == "types:") types = val
+                else if (key == "suites:") suites = val
+                else if (key == "components:") comps = val
+                else if (key == "enabled:") enabled = tolower(val)
+                else if (key == "uris:") { n = split(val, uris, /[ \t]+/) }
+            }
+            END { flush() }' "${files[@]}")
+    fi
+    if [ -z "$mirror" ] && [ -r /etc/apt/sources.list ]; then
+        # One-line format: deb [options] URI suite component...
+        mirror=$(awk -v want="$codename" '
+            $1 != "deb" { next }
+            {
+                i = 2
+                if ($i ~ /^\[/) { while (i <= NF && $i !~ /\]$/) i++; i++ }
+                uri = $i; suite = $(i + 1); main = 0
+                for (j = i + 2; j <= NF; j++) if ($j == "main") main = 1
+                if (suite == want && main && uri !~ /security/) { print uri; exit }
+            }' /etc/apt/sources.list)
+    fi
+    [ -n "$mirror" ] || die "no Debian archive for '$codename' with component main in /etc/apt/sources.list{,.d/*.sources}; set DEBIAN_MIRROR"
+    echo "${mirror%/}"
+}
+
+# --- 1. Docker engine -------------------------------------------------------------
+ensure_docker() {
+    if docker info >/dev/null 2>&1; then
+        log "Docker engine: already running ($(docker info --format '{{.ServerVersion}}'))"
+        return
+    fi
+    if ! command -v dockerd >/dev/null 2>&1; then
+        apt_install docker.io
+        # The package may have started the daemon through its init script.
+        if docker info >/dev/null 2>&1; then
+            log "Docker engine: started by the docker.io package"
+            return
+        fi
+    fi
+    if pgrep -x dockerd >/dev/null 2>&1; then
+        log "dockerd is running but not answering yet; waiting for it"
+    else
+        log "starting dockerd (log: $DOCKERD_LOG)"
+        mkdir -p "$(dirname "$DOCKERD_LOG")"
+        # setsid: its own session, so it outlives this script and its caller's
+        # process group; nohup for good measure when run from a terminal.
+        setsid nohup dockerd >>"$DOCKERD_LOG" 2>&1 </dev/null &
+    fi
+    local waited=0
+    until docker info >/dev/null 2>&1; do
+        if [ "$waited" -ge 60 ]; then
+            die "dockerd did not become ready within 60 s; see $DOCKERD_LOG (last line: $(tail -n 1 "$DOCKERD_LOG" 2>/dev/null))"
+        fi
+        if ! pgrep -x dockerd >/dev/null 2>&1; then
+            die "dockerd exited during start-up; see $DOCKERD_LOG (last line: $(tail -n 1 "$DOCKERD_LOG" 2>/dev/null))"
+        fi
+        sleep 1
+        waited=$((waited + 1))
+    done
+    log "Docker engine: ready after ${waited} s ($(docker info --format '{{.ServerVersion}}'))"
+}
+
+# --- 2. postgres images ------------------------------------------------------------
+# Identifies what an offline build of this major contains; stored in the image
+# as ENV NETPOINT_PG_IMAGE_RECIPE so a changed entrypoint triggers a rebuild.
+recipe_of() {
+    { echo "recipe=$RECIPE_VERSION major=$1 suite=${SUITE_OF[$1]}"; cat "$ENTRYPOINT_SRC"; } |
+        sha256sum | cut -c1-16
+}
+
+image_recipe() { # prints the recipe of an existing image ("" for a pulled one)
+    docker image inspect --format '{{range .Config.Env}}{{println .}}{{end}}' "$1" |
+        sed -n 's/^NETPOINT_PG_IMAGE_RECIPE=//p'
+}
+
+BUILD_DIR=""
+cleanup_build_dir() {
+    [ -n "$BUILD_DIR" ] && [ -d "$BUILD_DIR" ] || return 0
+    # debootstrap mounts /proc and /sys (and may bind /dev) inside the target;
+    # if it died half-way they can still be there. Never rm -rf across them.
+    local m
+    for m in $(awk -v d="$BUILD_DIR/" 'index($2, d) == 1 { print $2 }' /proc/mounts | sort -r); do
+        umount -l "$m" 2>/dev/null || true
+    done
+    rm -rf --one-file-system "$BUILD_DIR" || log "warning: could not remove $BUILD_DIR"
+    BUILD_DIR=""
+}
+trap cleanup_build_dir EXIT
+trap 'cleanup_build_dir; exit 130' INT TERM
+
+build_image() {
+    local major=$1 suite=${SUITE_OF[$1]} mirror=$2 recipe=$3
+    local start=$SECONDS
+    command -v debootstrap >/dev/null 2>&1 || apt_install debootstrap
+    [ -e "/usr/share/debootstrap/scripts/$suite" ] ||
+        die "this debootstrap does not know the suite '$suite' (needed for postgres:$major)"
+
+    BUILD_DIR=$(mktemp -d /var/tmp/netpoint-pg$major.XXXXXX)
+    local root="$BUILD_DIR/rootfs" dlog="$BUILD_DIR/debootstrap.log"
+    log "postgres:$major: debootstrap $suite from $mirror (postgresql-$major)"
+    # util-linux for setpriv (essential on bookworm, listed to be sure elsewhere).
+    if ! debootstrap --variant=minbase --include="postgresql-$major,util-linux" \
+        "$suite" "$root" "$mirror" >"$dlog" 2>&1; then
+        # Keep the log: the build dir is about to be removed.
+        cp "$dlog" "/var/log/netpoint-debootstrap-$suite.log" 2>/dev/null || true
+        die "debootstrap of $suite for postgres:$major failed; see /var/log/netpoint-debootstrap-$suite.log (last line: $(tail -n 1 "$dlog"))"
+    fi
+    [ -x "$root/usr/lib/postgresql/$major/bin/postgres" ] ||
+        die "postgres:$major: $root/usr/lib/postgresql/$major/bin/postgres missing after debootstrap"
+    chroot "$root" sh -c 'command -v setpriv' >/dev/null ||
+        die "postgres:$major: setpriv missing from the $suite root file system"
+
+    # The package's postinst creates a "main" cluster (Debian's layout, under
+    # /var/lib/postgresql/$major and /etc/postgresql/$major); the image uses
+    # $PGDATA instead, so drop it rather than ship an unused, initialised cluster.
+    rm -rf "$root/var/lib/postgresql/$major" "$root/etc/postgresql/$major"
+    # Shrink: docs, man pages, message catalogues, apt's package lists and caches,
+    # logs. (The server's own files, zoneinfo and ICU data stay.)
+    rm -rf "$root"/usr/share/doc/* "$root"/usr/share/man/* "$root"/usr/share/info/* \
+        "$root"/usr/share/locale/* "$root"/var/lib/apt/lists/* "$root"/var/cache/apt/* \
+        "$root"/var/cache/debconf/*-old "$root"/var/log/*
+    # Docker supplies these at run time; do not ship the build host's.
+    : >"$root/etc/resolv.conf"
+    : >"$root/etc/hostname"
+
+    install -m 0755 "$ENTRYPOINT_SRC" "$root/usr/local/bin/docker-entrypoint.sh"
+    mkdir -p "$root/docker-entrypoint-initdb.d" "$root/var/lib/postgresql/data" "$root/var/run/postgresql"
+    # Owner by name inside the rootfs: its postgres uid need not match the host's.
+    chroot "$root" chown postgres:postgres /var/lib/postgresql/data /var/run/postgresql
+    chmod 0700 "$root/var/lib/postgresql/data"
+    chmod 3777 "$root/var/run/postgresql" # as the official image: works with --user too
+
+    log "postgres:$major: importing into docker"
+    # (Docker 20.10's import rejects STOPSIGNAL, so `docker stop` sends SIGTERM:
+    # a "smart" shutdown, which waits for clients to disconnect.)
+    # --numeric-owner keeps the rootfs's own uids (not the host's names).
+    # dev/proc/sys are mounted by docker at run time; ship them empty.
+    tar --numeric-owner -C "$root" --exclude='./dev/*' --exclude='./proc/*' --exclude='./sys/*' -c . |
+        docker import \
+            -c 'ENTRYPOINT ["/usr/local/bin/docker-entrypoint.sh"]' \
+            -c 'CMD ["postgres"]' \
+            -c "ENV PATH=/usr/lib/postgresql/$major/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" \
+            -c 'ENV LANG=C.UTF-8' \
+            -c "ENV PG_MAJOR=$major" \
+            -c 'ENV PGDATA=/var/lib/postgresql/data' \
+            -c "ENV NETPOINT_PG_IMAGE_RECIPE=$recipe" \
+            -c 'VOLUME /var/lib/postgresql/data' \
+            -c 'EXPOSE 5432' \
+            -m "offline build: debootstrap $suite + postgresql-$major" \
+            - "postgres:$major" >/dev/null ||
+        die "docker import of postgres:$major failed"
+    cleanup_build_dir
+    BUILT+=("$major:$((SECONDS - start))s")
+    log "postgres:$major: built in $((SECONDS - start)) s ($(docker image inspect --format '{{.Size}}' "postgres:$major" | numfmt --to=iec) uncompressed)"
+}
+
+ensure_image() {
+    local major=$1 image="postgres:$1" recipe have
+    recipe=$(recipe_of "$major")
+    if [ "$REBUILD" = 0 ] && docker image inspect "$image" >/dev/null 2>&1; then
+        have=$(image_recipe "$image")
+        if [ -z "$have" ] || [ "$have" = "$recipe" ]; then
+            log "$image: present, reusing${have:+ (offline build $have)}"
+            REUSED+=("$major")
+            return
+        fi
+        log "$image: offline build $have is out of date (now $recipe); rebuilding"
+    elif [ "$REBUILD" = 0 ]; then
+        log "$image: not present; trying docker pull"
+        if timeout 30 docker pull -q "$image" >/dev/null 2>&1; then
+            log "$image: pulled"
+            PULLED+=("$major")
+            return
+        fi
+        log "$image: pull failed (no registry reachable?); building it offline"
+    fi
+    # (`|| exit`: debian_mirror already said why, in its subshell.)
+    [ -n "$MIRROR" ] || MIRROR=$(debian_mirror) || exit 1
+    build_image "$major" "$MIRROR" "$recipe"
+}
+
+START=$SECONDS
+ensure_docker
+MIRROR=""
+REUSED=()
+PULLED=()
+BUILT=()
+for major in "${PG_MAJORS[@]}"; do
+    ensure_image "$major"
+done
+
+summary="Docker $(docker info --format '{{.ServerVersion}}') running"
+[ ${#REUSED[@]} -eq 0 ] || summary+="; reused postgres:{${REUSED[*]}}"
+[ ${#PULLED[@]} -eq 0 ] || summary+="; pulled postgres:{${PULLED[*]}}"
+[ ${#BUILT[@]} -eq 0 ] || summary+="; built postgres:{${BUILT[*]}}"
+log "OK: $summary (total $((SECONDS - START)) s)"

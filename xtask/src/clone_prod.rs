@@ -1,0 +1,604 @@
+//! `cargo xtask clone-prod`: production's database and media into a dev environment,
+//! directly or through a portable bundle, verified and atomic.
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context};
+use serde_json::json;
+use xshell::Shell;
+
+use crate::{
+    atomic_file, bundle,
+    db_url::DbUrl,
+    dump, media,
+    pg_tools::{self, Access, PgTools, Server, Tool},
+    restore::{self, INTERRUPTED},
+    schema_snapshot::source_url,
+    term,
+};
+
+/// Changelog tables whose data is left out unless --with-changelog is given.
+pub const CHANGELOG_TABLES: &[&str] = &["extras_objectchange", "core_objectchange"];
+
+/// Replicate production (database and media) into a dev environment, or through a bundle.
+#[derive(Debug, clap::Args)]
+pub struct CloneProd {
+    /// Production database, only ever read [default: $NETPOINT_PROD_DATABASE_URL].
+    #[arg(long, value_name = "URL", conflicts_with = "bundle")]
+    source: Option<String>,
+    /// Dev database to replace [default: $NETPOINT_DATABASE_URL].
+    #[arg(long, value_name = "URL", conflicts_with = "out")]
+    target: Option<String>,
+    /// Export: write a bundle to this new directory instead of loading a database.
+    #[arg(long, value_name = "DIR", conflicts_with = "bundle")]
+    out: Option<PathBuf>,
+    /// Import: load a bundle written by --out.
+    #[arg(long, value_name = "DIR")]
+    bundle: Option<PathBuf>,
+    /// Production media directory [default: $NETPOINT_PROD_MEDIA_ROOT].
+    #[arg(long, value_name = "DIR", conflicts_with = "bundle")]
+    source_media: Option<PathBuf>,
+    /// Dev media directory to replace [default: $NETPOINT_MEDIA_ROOT].
+    #[arg(long, value_name = "DIR", conflicts_with = "out")]
+    target_media: Option<PathBuf>,
+    /// Keep the data of the changelog (extras_objectchange, core_objectchange).
+    #[arg(long, conflicts_with = "bundle")]
+    with_changelog: bool,
+    /// Also leave out the data of tables matching PATTERN (pg_dump pattern; repeatable).
+    #[arg(long, value_name = "PATTERN", conflicts_with = "bundle")]
+    exclude_table_data: Vec<String>,
+    /// Print the plan and change nothing.
+    #[arg(long)]
+    dry_run: bool,
+    #[command(flatten)]
+    guard: LoadGuard,
+}
+
+/// Flags that guard a database about to be replaced.
+#[derive(Debug, Clone, clap::Args)]
+pub struct LoadGuard {
+    /// Replace a target database that has tables without asking.
+    #[arg(long)]
+    pub yes: bool,
+    /// Allow a target database that is not on this machine.
+    #[arg(long)]
+    pub allow_remote_target: bool,
+}
+
+impl CloneProd {
+    pub fn run(self, sh: &Shell) -> anyhow::Result<()> {
+        let tools = PgTools::discover(sh);
+        if let Some(dir) = &self.bundle {
+            let target = source_url(self.target.clone(), "NETPOINT_DATABASE_URL", "--target")?;
+            let target_media = path_or_env(self.target_media.clone(), "NETPOINT_MEDIA_ROOT");
+            let load = Load { dir, media: MediaForm::Archive, target: &target, target_media: target_media.as_deref(), guard: &self.guard };
+            return load.run(sh, &tools, self.dry_run);
+        }
+        let source = source_url(self.source.clone(), "NETPOINT_PROD_DATABASE_URL", "--source")?;
+        let source_media = path_or_env(self.source_media.clone(), "NETPOINT_PROD_MEDIA_ROOT");
+        let mut excluded: Vec<String> = if self.with_changelog { Vec::new() } else { CHANGELOG_TABLES.iter().map(|t| t.to_string()).collect() };
+        excluded.extend(self.exclude_table_data.iter().cloned());
+        match &self.out {
+            Some(out) => export(sh, &tools, &source, source_media.as_deref(), &excluded, out, self.dry_run),
+            None => {
+                let target = source_url(self.target.clone(), "NETPOINT_DATABASE_URL", "--target")?;
+                let target_media = path_or_env(self.target_media.clone(), "NETPOINT_MEDIA_ROOT");
+                let direct = Direct { source: &source, source_media: source_media.as_deref(), target: &target, target_media: target_media.as_deref(), excluded: &excluded, guard: &self.guard };
+                direct.run(sh, &tools, self.dry_run)
+            }
+        }
+    }
+}
+
+pub fn path_or_env(flag: Option<PathBuf>, var: &str) -> Option<PathBuf> {
+    flag.or_else(|| std::env::var_os(var).filter(|v| !v.is_empty()).map(PathBuf::from))
+}
+
+/// Time spent per step, for the closing summary.
+#[derive(Default)]
+pub struct Timings(Vec<(&'static str, Duration)>);
+
+impl Timings {
+    pub fn time<T>(&mut self, step: &'static str, f: impl FnOnce() -> anyhow::Result<T>) -> anyhow::Result<T> {
+        let start = Instant::now();
+        let out = f()?;
+        self.0.push((step, start.elapsed()));
+        Ok(out)
+    }
+
+    pub fn line(&self) -> String {
+        self.0.iter().map(|(step, d)| format!("{step} {}", term::human_duration(*d))).collect::<Vec<_>>().join(", ")
+    }
+}
+
+/// Tables whose data the dump leaves out, with their (estimated) row counts.
+fn excluded_tables(sh: &Shell, tools: &PgTools, source: &DbUrl, patterns: &[String]) -> anyhow::Result<Vec<(String, i64)>> {
+    if patterns.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut found = Vec::new();
+    for pattern in patterns {
+        let (schema, table) = match pattern.split_once('.') {
+            Some((schema, table)) => (Some(schema), table),
+            None => (None, pattern.as_str()),
+        };
+        let like = |p: &str| restore::literal(&p.replace('*', "%").replace('?', "_"));
+        let schema_filter = match schema {
+            Some(schema) => format!("n.nspname like {}", like(schema)),
+            None => "n.nspname not in ('pg_catalog', 'information_schema')".to_string(),
+        };
+        let rows = tools.query(
+            sh,
+            source,
+            Access::ReadOnly,
+            &format!(
+                "select n.nspname || '.' || c.relname, greatest(c.reltuples, 0)::bigint from pg_class c \
+                 join pg_namespace n on n.oid = c.relnamespace where c.relkind in ('r', 'p') \
+                 and c.relname like {} and {schema_filter} order by 1",
+                like(table)
+            ),
+        )?;
+        for row in rows.lines().filter(|r| !r.is_empty()) {
+            let (name, count) = row.split_once('|').unwrap_or((row, "0"));
+            if !found.iter().any(|(n, _)| n == name) {
+                found.push((name.to_string(), count.parse().unwrap_or(0)));
+            }
+        }
+    }
+    Ok(found)
+}
+
+fn source_server(sh: &Shell, tools: &PgTools, source: &DbUrl) -> anyhow::Result<Server> {
+    let server = tools.server(sh, source, Access::ReadOnly)?;
+    tools.check_dump_compatible(source, &server)?;
+    Ok(server)
+}
+
+/// `pg_dump` of the source as plain SQL on its stdout, in a read-only session.
+fn spawn_dump(sh: &Shell, tools: &PgTools, source: &DbUrl, patterns: &[String]) -> anyhow::Result<std::process::Child> {
+    let excludes: Vec<String> = patterns.iter().map(|p| format!("--exclude-table-data={p}")).collect();
+    let cmd = tools
+        .cmd(sh, Tool::PgDump, source, Access::ReadOnly)?
+        .args(["--format=plain", "--no-owner", "--no-privileges"])
+        .args(&excludes);
+    pg_tools::log(&cmd, source);
+    let mut command = Command::from(cmd);
+    restore::dies_with_parent(&mut command);
+    command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    command.spawn().with_context(|| format!("starting pg_dump for {source}"))
+}
+
+/// Streams a dump of `source` through `sink`; fails with pg_dump's error when the dump failed.
+fn with_dump<T>(
+    sh: &Shell,
+    tools: &PgTools,
+    source: &DbUrl,
+    patterns: &[String],
+    sink: impl FnOnce(&mut dyn std::io::Read) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    let mut child = spawn_dump(sh, tools, source, patterns)?;
+    let stderr = restore::collect_stderr(child.stderr.take().unwrap());
+    let mut reader = dump::normalising_reader(child.stdout.take().unwrap());
+    let result = sink(&mut reader);
+    drop(reader);
+    let status = match (&result, child.try_wait()?) {
+        (_, Some(status)) => status,
+        (Ok(_), None) => child.wait()?,
+        (Err(_), None) => {
+            let _ = child.kill();
+            child.wait()?
+        }
+    };
+    let stderr = stderr.join().unwrap_or_default();
+    if !status.success() && (result.is_ok() || !stderr.contains("Broken pipe")) && !INTERRUPTED.load(std::sync::atomic::Ordering::SeqCst) {
+        return Err(pg_tools::explain_failure(source, &stderr)).context(format!("pg_dump of {source} failed"));
+    }
+    result
+}
+
+/// Media paths of a run, checked before anything is changed.
+fn check_media_pair(source: Option<&Path>, target: Option<&Path>) -> anyhow::Result<()> {
+    if let (Some(source), Some(target)) = (source, target) {
+        let source = fs::canonicalize(source).with_context(|| format!("media directory {} not found", source.display()))?;
+        if fs::canonicalize(target).is_ok_and(|t| t == source) {
+            bail!("--source-media and --target-media are the same directory ({}): refusing to replace it with itself", source.display());
+        }
+    }
+    if let Some(target) = target {
+        atomic_file::parent_dir(target).context("--target-media")?;
+    }
+    Ok(())
+}
+
+fn guard_target(target: &DbUrl, guard: &LoadGuard) -> anyhow::Result<()> {
+    if !target.is_loopback() && !guard.allow_remote_target {
+        bail!("target {target} is not on this machine: pass --allow-remote-target if you really mean to replace a remote database");
+    }
+    Ok(())
+}
+
+/// Asks before replacing a database that has tables; refuses without a terminal unless --yes.
+pub fn confirm_replace(target: &DbUrl, state: &restore::TargetState, media: Option<&Path>, guard: &LoadGuard) -> anyhow::Result<()> {
+    if !state.exists || state.tables == 0 || guard.yes {
+        return Ok(());
+    }
+    let what = format!("{target} ({} tables, {})", state.tables, term::human_bytes(state.size));
+    let media = media.map(|m| format!(" and media directory {}", m.display())).unwrap_or_default();
+    if !term::stdin_is_terminal() {
+        bail!("database {what} would be replaced{media}: pass --yes to confirm (standard input is not a terminal)");
+    }
+    if !term::confirm(&format!("Replace database {what}{media}?"))? {
+        bail!("cancelled: nothing was changed");
+    }
+    Ok(())
+}
+
+struct Direct<'a> {
+    source: &'a DbUrl,
+    source_media: Option<&'a Path>,
+    target: &'a DbUrl,
+    target_media: Option<&'a Path>,
+    excluded: &'a [String],
+    guard: &'a LoadGuard,
+}
+
+impl Direct<'_> {
+    fn run(&self, sh: &Shell, tools: &PgTools, dry_run: bool) -> anyhow::Result<()> {
+        if self.source.same_database(self.target) {
+            bail!("source and target are the same database ({}): refusing to replace a database with itself", self.target);
+        }
+        guard_target(self.target, self.guard)?;
+        if self.source_media.is_some() != self.target_media.is_some() {
+            let missing = if self.source_media.is_some() { "--target-media (or NETPOINT_MEDIA_ROOT)" } else { "--source-media (or NETPOINT_PROD_MEDIA_ROOT)" };
+            bail!("media need both a source and a target directory: pass {missing}, or neither to clone the database only");
+        }
+        check_media_pair(self.source_media, self.target_media)?;
+        let server = source_server(sh, tools, self.source)?;
+        let excluded = excluded_tables(sh, tools, self.source, self.excluded)?;
+        let media_entries = self.source_media.map(media::scan).transpose()?;
+        if dry_run {
+            print_plan(&[
+                format!("read {} (PostgreSQL {}, read-only session)", self.source, server.version),
+                format!("dump it with pg_dump --no-owner --no-privileges{}", excluded_text(&excluded)),
+                format!("restore into a temporary database beside {} and swap it in place", self.target),
+                media_plan(self.source_media, self.target_media, media_entries.as_deref()),
+            ]);
+            return Ok(());
+        }
+        let (admin, state) = restore::inspect_target(sh, tools, self.target)?;
+        confirm_replace(self.target, &state, self.target_media, self.guard)?;
+        let mut timings = Timings::default();
+        let staged = match (self.source_media, self.target_media, &media_entries) {
+            (Some(src), Some(dst), Some(entries)) => Some(timings.time("media copy", || stage_media_copy(src, entries, dst))?),
+            _ => None,
+        };
+        let result = timings.time("database", || {
+            term::step(format!("cloning {} into {}", self.source, self.target));
+            let bar = term::bytes_progress("restore", None);
+            let encoding = database_encoding(sh, tools, self.source)?;
+            restore::replace(sh, tools, &admin, self.target, Some(&encoding), |temp| {
+                let psql = restore::spawn_psql_load(sh, tools, temp)?;
+                with_dump(sh, tools, self.source, self.excluded, |reader| restore::feed_psql(temp, psql, reader, &|n| bar.inc(n)).map(|_| ()))
+            })?;
+            bar.finish_and_clear();
+            Ok(())
+        });
+        let media = finish_media(result, staged, self.target_media)?;
+        summarise(sh, tools, self.target, &excluded, media, &timings);
+        Ok(())
+    }
+}
+
+fn database_encoding(sh: &Shell, tools: &PgTools, url: &DbUrl) -> anyhow::Result<String> {
+    tools.query(sh, url, Access::ReadOnly, "select pg_encoding_to_char(encoding) from pg_database where datname = current_database()")
+}
+
+fn excluded_text(excluded: &[(String, i64)]) -> String {
+    if excluded.is_empty() {
+        return ", all table data included".to_string();
+    }
+    let names: Vec<String> = excluded.iter().map(|(name, rows)| format!("{name} (~{rows} rows)")).collect();
+    format!(", without the data of {}", names.join(", "))
+}
+
+fn media_plan(source: Option<&Path>, target: Option<&Path>, entries: Option<&[media::Entry]>) -> String {
+    match (source, target, entries) {
+        (Some(source), Some(target), Some(entries)) => {
+            let totals = media::scan_totals(entries);
+            format!(
+                "copy media {} → {} ({} files, {}), verify every SHA-256, swap into place",
+                source.display(),
+                target.display(),
+                totals.files,
+                term::human_bytes(totals.bytes)
+            )
+        }
+        (Some(source), None, Some(entries)) => {
+            let totals = media::scan_totals(entries);
+            format!("archive media {} ({} files, {})", source.display(), totals.files, term::human_bytes(totals.bytes))
+        }
+        _ => "media: not cloned (no media directories given)".to_string(),
+    }
+}
+
+fn print_plan(steps: &[String]) {
+    println!("dry run, nothing will be changed. Plan:");
+    for (n, step) in steps.iter().enumerate() {
+        println!("  {}. {step}", n + 1);
+    }
+}
+
+/// A copy of the media tree beside the target, verified file by file, ready to swap in.
+struct StagedMedia {
+    dir: PathBuf,
+    totals: media::Totals,
+}
+
+impl Drop for StagedMedia {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn stage_media_copy(source: &Path, entries: &[media::Entry], target: &Path) -> anyhow::Result<StagedMedia> {
+    atomic_file::remove_stale_siblings(target);
+    let totals = media::scan_totals(entries);
+    term::step(format!("copying media {} → {} ({} files, {})", source.display(), target.display(), totals.files, term::human_bytes(totals.bytes)));
+    let staged = StagedMedia { dir: atomic_file::sibling(target, "staging"), totals };
+    let bar = term::bytes_progress("media", Some(totals.bytes));
+    media::copy_verified(source, entries, &staged.dir, &|n| bar.inc(n))?;
+    bar.finish_and_clear();
+    restore::check_interrupted()?;
+    Ok(staged)
+}
+
+/// After the database step: swap staged media in only when the database succeeded.
+fn finish_media(db: anyhow::Result<()>, staged: Option<StagedMedia>, target: Option<&Path>) -> anyhow::Result<Option<media::Totals>> {
+    db?;
+    let (Some(staged), Some(target)) = (staged, target) else {
+        term::step("media: not cloned (no media directories given)");
+        return Ok(None);
+    };
+    atomic_file::replace_dir(&staged.dir, target)?;
+    term::step(format!("media in place at {}: {} files, {} copied and verified", target.display(), staged.totals.files, term::human_bytes(staged.totals.bytes)));
+    Ok(Some(staged.totals))
+}
+
+fn summarise(sh: &Shell, tools: &PgTools, target: &DbUrl, excluded: &[(String, i64)], media: Option<media::Totals>, timings: &Timings) {
+    let facts = tools
+        .query(
+            sh,
+            target,
+            Access::ReadWrite,
+            "select (select count(*) from pg_class c join pg_namespace n on n.oid = c.relnamespace where c.relkind in ('r','p') \
+             and n.nspname not in ('pg_catalog','information_schema') and n.nspname not like 'pg_toast%'), pg_database_size(current_database())",
+        )
+        .unwrap_or_default();
+    let (tables, size) = facts.split_once('|').unwrap_or(("?", "0"));
+    let rows_excluded: i64 = excluded.iter().map(|(_, rows)| rows).sum();
+    let media = match media {
+        Some(totals) => format!("{} media files ({})", totals.files, term::human_bytes(totals.bytes)),
+        None => "no media".to_string(),
+    };
+    term::success(format!(
+        "{target}: {tables} tables, {}, ~{rows_excluded} changelog/excluded rows left out, {media}; {}",
+        term::human_bytes(size.parse().unwrap_or(0)),
+        timings.line()
+    ));
+}
+
+fn export(sh: &Shell, tools: &PgTools, source: &DbUrl, source_media: Option<&Path>, patterns: &[String], out: &Path, dry_run: bool) -> anyhow::Result<()> {
+    if out.exists() && fs::read_dir(out).map(|mut d| d.next().is_some()).unwrap_or(true) {
+        bail!("{} already exists and is not empty: choose a new directory for the bundle", out.display());
+    }
+    atomic_file::parent_dir(out).context("--out")?;
+    let server = source_server(sh, tools, source)?;
+    let excluded = excluded_tables(sh, tools, source, patterns)?;
+    let entries = source_media.map(media::scan).transpose()?;
+    let encoding = database_encoding(sh, tools, source)?;
+    if dry_run {
+        print_plan(&[
+            format!("read {} (PostgreSQL {}, read-only session)", source, server.version),
+            format!("dump it to {}/{}{}", out.display(), bundle::SQL, excluded_text(&excluded)),
+            media_plan(source_media, None, entries.as_deref()),
+            format!("write {}, {} and {}", bundle::MEDIA_SUMS, bundle::MANIFEST, bundle::SUMS),
+        ]);
+        return Ok(());
+    }
+    atomic_file::remove_stale_siblings(out);
+    let staging = Staging(atomic_file::sibling(out, "staging"));
+    fs::create_dir(&staging.0).with_context(|| format!("creating {}", staging.0.display()))?;
+    let mut timings = Timings::default();
+    let dumped = timings.time("dump", || {
+        term::step(format!("dumping {source} into {}", bundle::SQL));
+        let bar = term::bytes_progress("dump", None);
+        let path = staging.0.join(bundle::SQL);
+        let mut file = fs::File::create(&path).with_context(|| format!("writing {}", path.display()))?;
+        let bytes = with_dump(sh, tools, source, patterns, |reader| {
+            let mut counted = ProgressReader { inner: reader, on_bytes: &|n| bar.inc(n) };
+            Ok(std::io::copy(&mut counted, &mut file)?)
+        })?;
+        file.sync_all()?;
+        bar.finish_and_clear();
+        Ok(bytes)
+    })?;
+    let mut names = vec![bundle::SQL, bundle::MANIFEST];
+    let media_totals = match (source_media, &entries) {
+        (Some(root), Some(entries)) => {
+            names.extend([bundle::MEDIA_ARCHIVE, bundle::MEDIA_SUMS]);
+            Some(timings.time("media archive", || {
+                let totals = media::scan_totals(entries);
+                term::step(format!("archiving media {} ({} files, {})", root.display(), totals.files, term::human_bytes(totals.bytes)));
+                let bar = term::bytes_progress("media", Some(totals.bytes));
+                let file = fs::File::create(staging.0.join(bundle::MEDIA_ARCHIVE))?;
+                let hashed = media::write_archive(root, entries, std::io::BufWriter::with_capacity(1 << 20, file), &|n| bar.inc(n))?;
+                bar.finish_and_clear();
+                fs::write(staging.0.join(bundle::MEDIA_SUMS), media::sha256_list(&hashed))?;
+                Ok(media::totals(&hashed))
+            })?)
+        }
+        _ => {
+            term::step("media: not included (no --source-media or NETPOINT_PROD_MEDIA_ROOT)");
+            None
+        }
+    };
+    let manifest = json!({
+        "format": 1,
+        "tool": {"name": "netpoint-xtask", "version": env!("CARGO_PKG_VERSION")},
+        "created_at": humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+        "source": {
+            "host": source.host.clone().unwrap_or_else(|| "localhost".into()),
+            "port": source.port,
+            "database": source.database,
+            "server_version": server.version,
+            "server_major": server.major,
+            "encoding": encoding,
+        },
+        "excluded_table_data": excluded.iter().map(|(name, _)| name.clone()).collect::<Vec<_>>(),
+        "sql_bytes": dumped,
+        "media": media_totals.map(|t| json!({"files": t.files, "bytes": t.bytes})),
+    });
+    fs::write(staging.0.join(bundle::MANIFEST), bundle::manifest_text(&manifest))?;
+    let sums = bundle::sums_for(&staging.0, &names)?;
+    fs::write(staging.0.join(bundle::SUMS), sums)?;
+    restore::check_interrupted()?;
+    if out.exists() {
+        fs::remove_dir(out).with_context(|| format!("replacing the empty directory {}", out.display()))?;
+    }
+    fs::rename(&staging.0, out).with_context(|| format!("moving the bundle into {}", out.display()))?;
+    let media = media_totals.map(|t| format!(", {} media files ({})", t.files, term::human_bytes(t.bytes))).unwrap_or_default();
+    term::success(format!("bundle written to {}: {} of SQL{media}; {}", out.display(), term::human_bytes(dumped), timings.line()));
+    Ok(())
+}
+
+/// A directory being filled; removed unless it was renamed into place.
+struct Staging(PathBuf);
+
+impl Drop for Staging {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+struct ProgressReader<'a, R: ?Sized> {
+    inner: &'a mut R,
+    on_bytes: &'a dyn Fn(u64),
+}
+
+impl<R: std::io::Read + ?Sized> std::io::Read for ProgressReader<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        restore::check_interrupted().map_err(|_| std::io::Error::new(std::io::ErrorKind::Interrupted, "interrupted"))?;
+        let n = self.inner.read(buf)?;
+        (self.on_bytes)(n as u64);
+        Ok(n)
+    }
+}
+
+/// How a bundle carries its media.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum MediaForm {
+    /// `netpoint_media.tar.gz`, as clone-prod exports it.
+    Archive,
+    /// `media/` unpacked, as the committed fixtures keep it.
+    Tree,
+}
+
+/// Loading a bundle into a target database and media directory.
+pub struct Load<'a> {
+    pub dir: &'a Path,
+    pub media: MediaForm,
+    pub target: &'a DbUrl,
+    pub target_media: Option<&'a Path>,
+    pub guard: &'a LoadGuard,
+}
+
+impl Load<'_> {
+    pub fn run(&self, sh: &Shell, tools: &PgTools, dry_run: bool) -> anyhow::Result<()> {
+        guard_target(self.target, self.guard)?;
+        let listed = bundle::verify_sums(self.dir)?;
+        let media_sums = match listed.contains_key(bundle::MEDIA_SUMS) {
+            true => Some(media::parse_sha256_list(&fs::read_to_string(self.dir.join(bundle::MEDIA_SUMS))?, bundle::MEDIA_SUMS)?),
+            false => None,
+        };
+        if let Some(target_media) = self.target_media {
+            atomic_file::parent_dir(target_media).context("--target-media")?;
+        }
+        let manifest = bundle::read_manifest(self.dir).ok();
+        if dry_run {
+            let media = match (&media_sums, self.target_media) {
+                (Some(sums), Some(target)) => format!("unpack {} media files into staging, verify each against {}, swap into {}", sums.len(), bundle::MEDIA_SUMS, target.display()),
+                (Some(_), None) => "media: not loaded (no --target-media or NETPOINT_MEDIA_ROOT)".to_string(),
+                (None, _) => "media: the bundle has none".to_string(),
+            };
+            print_plan(&[
+                format!("checksums of {} verified", self.dir.display()),
+                format!("restore {} into a temporary database beside {} and swap it in place", bundle::SQL, self.target),
+                media,
+            ]);
+            return Ok(());
+        }
+        let (admin, state) = restore::inspect_target(sh, tools, self.target)?;
+        confirm_replace(self.target, &state, self.target_media, self.guard)?;
+        let mut timings = Timings::default();
+        let staged = match (&media_sums, self.target_media) {
+            (Some(sums), Some(target)) => Some(timings.time("media", || self.stage_media(sums, target))?),
+            (Some(_), None) => {
+                term::step("media: not loaded (no --target-media or NETPOINT_MEDIA_ROOT)");
+                None
+            }
+            (None, _) => None,
+        };
+        let result = timings.time("database", || {
+            let sql = self.dir.join(bundle::SQL);
+            let size = fs::metadata(&sql)?.len();
+            term::step(format!("loading {} ({}) into {}", sql.display(), term::human_bytes(size), self.target));
+            let bar = term::bytes_progress("restore", Some(size));
+            let encoding = manifest.as_ref().and_then(|m| m["source"]["encoding"].as_str()).unwrap_or("UTF8").to_string();
+            restore::replace(sh, tools, &admin, self.target, Some(&encoding), |temp| {
+                let psql = restore::spawn_psql_load(sh, tools, temp)?;
+                let mut file = fs::File::open(&sql)?;
+                restore::feed_psql(temp, psql, &mut file, &|n| bar.inc(n)).map(|_| ())
+            })?;
+            bar.finish_and_clear();
+            Ok(())
+        });
+        let media = finish_media(result, staged, self.target_media)?;
+        let excluded: Vec<(String, i64)> = manifest
+            .as_ref()
+            .and_then(|m| m["excluded_table_data"].as_array().cloned())
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|v| v.as_str().map(|s| (s.to_string(), 0)))
+            .collect();
+        summarise(sh, tools, self.target, &excluded, media, &timings);
+        Ok(())
+    }
+
+    fn stage_media(&self, sums: &std::collections::BTreeMap<String, String>, target: &Path) -> anyhow::Result<StagedMedia> {
+        atomic_file::remove_stale_siblings(target);
+        let dir = atomic_file::sibling(target, "staging");
+        let mut staged = StagedMedia { dir, totals: media::Totals::default() };
+        match self.media {
+            MediaForm::Archive => {
+                term::step(format!("unpacking {}", bundle::MEDIA_ARCHIVE));
+                media::extract_archive(&self.dir.join(bundle::MEDIA_ARCHIVE), &staged.dir)?;
+            }
+            MediaForm::Tree => {
+                let root = self.dir.join(bundle::MEDIA_DIR);
+                let entries = media::scan(&root)?;
+                term::step(format!("copying {}", root.display()));
+                media::copy_verified(&root, &entries, &staged.dir, &|_| {})?;
+            }
+        }
+        let bar = term::files_progress("verify", sums.len() as u64);
+        staged.totals = media::verify(&staged.dir, sums, &|_| bar.inc(1))?;
+        bar.finish_and_clear();
+        restore::check_interrupted()?;
+        Ok(staged)
+    }
+}

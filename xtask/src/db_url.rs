@@ -1,0 +1,243 @@
+//! A PostgreSQL connection, parsed from a `postgres://` URL, that never shows its password.
+
+use std::{fmt, net::IpAddr};
+
+use anyhow::{bail, Context};
+use percent_encoding::percent_decode_str;
+
+/// Query parameters that libpq understands, and the environment variable each becomes.
+const QUERY_ENV: &[(&str, &str)] = &[
+    ("sslmode", "PGSSLMODE"),
+    ("sslrootcert", "PGSSLROOTCERT"),
+    ("sslcert", "PGSSLCERT"),
+    ("sslkey", "PGSSLKEY"),
+    ("sslcrl", "PGSSLCRL"),
+    ("connect_timeout", "PGCONNECT_TIMEOUT"),
+    ("application_name", "PGAPPNAME"),
+    ("target_session_attrs", "PGTARGETSESSIONATTRS"),
+    ("gssencmode", "PGGSSENCMODE"),
+    ("passfile", "PGPASSFILE"),
+    ("options", "PGOPTIONS"),
+];
+
+#[derive(Clone, PartialEq, Eq)]
+pub struct DbUrl {
+    pub user: Option<String>,
+    password: Option<String>,
+    /// A host name, an IP address, or a Unix socket directory (from `?host=/path`).
+    pub host: Option<String>,
+    pub port: u16,
+    pub database: String,
+    /// libpq parameters from the query string, as `(PGVAR, value)`.
+    pub params: Vec<(String, String)>,
+}
+
+impl DbUrl {
+    pub fn parse(text: &str) -> anyhow::Result<DbUrl> {
+        let hint = "expected postgres://user:password@host:port/database";
+        let url = url::Url::parse(text.trim())
+            .map_err(|err| anyhow::anyhow!("malformed database URL ({err}): {hint}"))?;
+        if !matches!(url.scheme(), "postgres" | "postgresql") {
+            bail!("malformed database URL: scheme `{}` is not postgres://; {hint}", url.scheme());
+        }
+        let decode = |s: &str| -> anyhow::Result<String> {
+            Ok(percent_decode_str(s)
+                .decode_utf8()
+                .context("malformed database URL: invalid percent-encoding")?
+                .into_owned())
+        };
+        let user = match url.username() {
+            "" => None,
+            user => Some(decode(user)?),
+        };
+        let password = url.password().map(decode).transpose()?;
+        let mut host = match url.host() {
+            None => None,
+            Some(url::Host::Ipv6(addr)) => Some(addr.to_string()),
+            Some(host) => Some(decode(&host.to_string())?),
+        };
+        let database = decode(url.path().trim_start_matches('/'))?;
+        if database.contains('/') {
+            bail!("malformed database URL: database name `{database}` contains `/`; {hint}");
+        }
+        let mut port = url.port().unwrap_or(5432);
+        let mut params = Vec::new();
+        let mut user = user;
+        let mut database = database;
+        for (key, value) in url.query_pairs() {
+            match key.as_ref() {
+                "host" => host = Some(value.into_owned()),
+                "port" => {
+                    port = value.parse().with_context(|| {
+                        format!("malformed database URL: port `{value}` is not a number")
+                    })?
+                }
+                "user" => user = Some(value.into_owned()),
+                "dbname" => database = value.into_owned(),
+                "password" => bail!(
+                    "malformed database URL: put the password before the host \
+                     (postgres://user:password@host/db), not in the query string"
+                ),
+                key => match QUERY_ENV.iter().find(|(name, _)| *name == key) {
+                    Some((_, var)) => params.push((var.to_string(), value.into_owned())),
+                    None => bail!("malformed database URL: unknown parameter `{key}`"),
+                },
+            }
+        }
+        if database.is_empty() {
+            bail!("malformed database URL: no database name; {hint}");
+        }
+        Ok(DbUrl { user, password, host, port, database, params })
+    }
+
+    pub fn has_password(&self) -> bool {
+        self.password.is_some()
+    }
+
+    /// The same server with another database.
+    pub fn with_database(&self, database: &str) -> DbUrl {
+        DbUrl { database: database.to_string(), ..self.clone() }
+    }
+
+    /// The URL as it may be shown anywhere: the password replaced by `***`.
+    pub fn masked(&self) -> String {
+        let mut out = String::from("postgres://");
+        if let Some(user) = &self.user {
+            out.push_str(user);
+            if self.password.is_some() {
+                out.push_str(":***");
+            }
+            out.push('@');
+        }
+        out.push_str(&self.host_port());
+        out.push('/');
+        out.push_str(&self.database);
+        out
+    }
+
+    /// `host:port` for messages; a socket directory is shown as is.
+    pub fn host_port(&self) -> String {
+        match &self.host {
+            Some(host) if host.contains(':') => format!("[{host}]:{}", self.port),
+            Some(host) => format!("{host}:{}", self.port),
+            None => format!("localhost:{}", self.port),
+        }
+    }
+
+    /// Environment for libpq tools. The password travels only here, never in argv.
+    pub fn pg_env(&self) -> Vec<(String, String)> {
+        let mut env = vec![
+            ("PGPORT".to_string(), self.port.to_string()),
+            ("PGDATABASE".to_string(), self.database.clone()),
+        ];
+        if let Some(host) = &self.host {
+            env.push(("PGHOST".to_string(), host.clone()));
+        }
+        if let Some(user) = &self.user {
+            env.push(("PGUSER".to_string(), user.clone()));
+        }
+        if let Some(password) = &self.password {
+            env.push(("PGPASSWORD".to_string(), password.clone()));
+        }
+        env.extend(self.params.iter().cloned());
+        env
+    }
+
+    /// The password itself, for scrubbing it out of captured tool output.
+    pub fn secret(&self) -> Option<&str> {
+        self.password.as_deref()
+    }
+
+    pub fn is_loopback(&self) -> bool {
+        match self.host.as_deref() {
+            None => true,
+            Some(host) if host.starts_with('/') => true,
+            Some("localhost") => true,
+            Some(host) => host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback()),
+        }
+    }
+
+    /// Whether both URLs name the same database on the same server.
+    pub fn same_database(&self, other: &DbUrl) -> bool {
+        self.port == other.port
+            && self.database == other.database
+            && (self.host == other.host || (self.is_local_host() && other.is_local_host()))
+    }
+
+    fn is_local_host(&self) -> bool {
+        match self.host.as_deref() {
+            None => true,
+            Some(host) if host.starts_with('/') => true,
+            Some(host) => {
+                host == "localhost" || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+            }
+        }
+    }
+}
+
+impl fmt::Display for DbUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.masked())
+    }
+}
+
+impl fmt::Debug for DbUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.masked())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::DbUrl;
+
+    #[test]
+    fn parses_every_part() {
+        let url =
+            DbUrl::parse("postgresql://app%40corp:p%2Fss%20w@db.example.com:6543/netpoint?sslmode=require")
+                .unwrap();
+        assert_eq!(url.user.as_deref(), Some("app@corp"));
+        assert_eq!(url.secret(), Some("p/ss w"));
+        assert_eq!(url.host.as_deref(), Some("db.example.com"));
+        assert_eq!(url.port, 6543);
+        assert_eq!(url.database, "netpoint");
+        assert!(url.pg_env().contains(&("PGSSLMODE".into(), "require".into())));
+        assert_eq!(url.masked(), "postgres://app@corp:***@db.example.com:6543/netpoint");
+    }
+
+    #[test]
+    fn never_formats_the_password() {
+        let url = DbUrl::parse("postgres://u:hunter2@localhost/db").unwrap();
+        assert!(!format!("{url} {url:?} {}", url.masked()).contains("hunter2"));
+        assert!(url.pg_env().contains(&("PGPASSWORD".into(), "hunter2".into())));
+    }
+
+    #[test]
+    fn rejects_malformed() {
+        for bad in [
+            "not a url",
+            "mysql://u@h/db",
+            "postgres://u@h",
+            "postgres://u@h:notaport/db",
+            "postgres://u@h/db?password=x",
+            "postgres://u@h/db?bogus=1",
+        ] {
+            let err = DbUrl::parse(bad).unwrap_err().to_string();
+            assert!(err.starts_with("malformed database URL"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn loopback_and_same_database() {
+        let a = DbUrl::parse("postgres://u@localhost:5432/netpoint").unwrap();
+        let b = DbUrl::parse("postgres://other@127.0.0.1/netpoint").unwrap();
+        let c = DbUrl::parse("postgres://u@[::1]:5432/netpoint").unwrap();
+        let d = DbUrl::parse("postgres://u@10.0.0.5:5432/netpoint").unwrap();
+        assert!(a.same_database(&b) && b.same_database(&c) && a.same_database(&c));
+        assert!(!a.same_database(&d));
+        assert!(!a.same_database(&a.with_database("other")));
+        assert!(a.is_loopback() && c.is_loopback() && !d.is_loopback());
+        let socket = DbUrl::parse("postgres:///netpoint?host=/var/run/postgresql").unwrap();
+        assert!(socket.is_loopback());
+    }
+}

@@ -1,0 +1,84 @@
+//! `cargo xtask`: NetPoint's developer tooling for databases and media.
+
+mod atomic_file;
+mod bundle;
+mod clone_prod;
+mod db_url;
+mod dump;
+mod media;
+mod pg_tools;
+mod restore;
+mod schema_diff;
+mod schema_snapshot;
+mod term;
+
+use std::{path::Path, process::ExitCode};
+
+use clap::{Parser, Subcommand};
+use xshell::Shell;
+
+#[derive(Debug, Parser)]
+#[command(name = "cargo xtask", version, about = "NetPoint developer tooling", propagate_version = true)]
+struct Cli {
+    /// When to colour output: auto respects NO_COLOR and non-terminals.
+    #[arg(long, global = true, value_enum, default_value = "auto", value_name = "WHEN")]
+    color: term::ColorChoice,
+    /// Print each external command (credentials masked).
+    #[arg(short, long, global = true, conflicts_with = "quiet")]
+    verbose: bool,
+    /// Print only warnings, errors and requested data.
+    #[arg(short, long, global = true)]
+    quiet: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Replicate production (database and media) into a dev environment, or via a bundle.
+    CloneProd(clone_prod::CloneProd),
+    /// Write a deterministic schema-only dump (fixtures/schema.sql), or check it in CI.
+    SchemaSnapshot(schema_snapshot::SchemaSnapshot),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    term::init(cli.color, cli.verbose, cli.quiet);
+    // Ctrl-C also reaches the running pg_dump/psql; we stop, clean up, then exit.
+    let _ = ctrlc::set_handler(|| restore::INTERRUPTED.store(true, std::sync::atomic::Ordering::SeqCst));
+    match run(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            term::error(one_line(&err));
+            if restore::INTERRUPTED.load(std::sync::atomic::Ordering::SeqCst) {
+                return ExitCode::from(130);
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(command: Command) -> anyhow::Result<()> {
+    let sh = Shell::new()?;
+    sh.change_dir(workspace_root());
+    match command {
+        Command::CloneProd(cmd) => cmd.run(&sh),
+        Command::SchemaSnapshot(cmd) => cmd.run(&sh),
+    }
+}
+
+/// The error and its causes on one line, outermost first.
+fn one_line(err: &anyhow::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for cause in err.chain() {
+        let text = cause.to_string().replace('\n', " ");
+        if !parts.iter().any(|part| part.contains(&text)) {
+            parts.push(text);
+        }
+    }
+    parts.join(": ")
+}
+
+fn workspace_root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace")
+}

@@ -1,0 +1,312 @@
+//! Replacing a database atomically: load into a fresh temporary database on the target
+//! server, and only when that succeeded swap the names and drop the old one.
+
+use std::{
+    io::{self, BufRead, BufReader, Read, Write},
+    os::unix::process::CommandExt,
+    process::{Child, Command, Stdio},
+    sync::atomic::{AtomicBool, Ordering},
+    thread,
+    time::Duration,
+};
+
+use anyhow::{bail, Context};
+use xshell::Shell;
+
+use crate::{
+    db_url::DbUrl,
+    pg_tools::{self, Access, PgTools, Tool},
+    term,
+};
+
+/// Set by the Ctrl-C handler; long steps stop and clean up when they see it.
+pub static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+pub fn check_interrupted() -> anyhow::Result<()> {
+    if INTERRUPTED.load(Ordering::SeqCst) {
+        bail!("interrupted");
+    }
+    Ok(())
+}
+
+/// What is known about the database a run is about to replace.
+pub struct TargetState {
+    pub exists: bool,
+    pub tables: u64,
+    pub size: u64,
+}
+
+/// Checks the target server before anything is loaded: reachable, allowed to create
+/// databases, and allowed to replace the target. Also removes temporary databases that
+/// killed runs left behind.
+pub fn inspect_target(sh: &Shell, tools: &PgTools, target: &DbUrl) -> anyhow::Result<(DbUrl, TargetState)> {
+    let admin = admin_url(sh, tools, target)?;
+    let row = tools.query(
+        sh,
+        &admin,
+        Access::ReadWrite,
+        &format!(
+            "select r.rolcreatedb or r.rolsuper, coalesce(pg_get_userbyid(d.datdba) = current_user or r.rolsuper, true), \
+             d.datname is not null, coalesce(pg_database_size(d.oid), 0) \
+             from pg_roles r left join pg_database d on d.datname = {} where r.rolname = current_user",
+            literal(&target.database)
+        ),
+    )?;
+    let fields: Vec<&str> = row.split('|').collect();
+    let [can_create, may_replace, exists, size] = fields[..] else {
+        bail!("unexpected answer from {admin} while inspecting the target: {row}");
+    };
+    let user = target.user.as_deref().unwrap_or("(default user)");
+    if can_create != "t" {
+        bail!(
+            "user `{user}` may not create databases on {}: grant it with `ALTER ROLE \"{user}\" CREATEDB` or use a user that can",
+            target.host_port()
+        );
+    }
+    if exists == "t" && may_replace != "t" {
+        bail!(
+            "user `{user}` does not own database `{}` on {} and cannot replace it: connect as its owner or a superuser",
+            target.database,
+            target.host_port()
+        );
+    }
+    let mut state = TargetState { exists: exists == "t", tables: 0, size: size.parse().unwrap_or(0) };
+    if state.exists {
+        let tables = tools.query(
+            sh,
+            target,
+            Access::ReadWrite,
+            "select count(*) from pg_class c join pg_namespace n on n.oid = c.relnamespace \
+             where c.relkind in ('r', 'p') and n.nspname not in ('pg_catalog', 'information_schema') \
+             and n.nspname not like 'pg_toast%'",
+        )?;
+        state.tables = tables.trim().parse().unwrap_or(0);
+    }
+    drop_stale(sh, tools, &admin, &target.database)?;
+    Ok((admin, state))
+}
+
+/// A connection to the target server that is not the target database itself.
+fn admin_url(sh: &Shell, tools: &PgTools, target: &DbUrl) -> anyhow::Result<DbUrl> {
+    let candidates: &[&str] =
+        if target.database == "postgres" { &["template1"] } else { &["postgres", "template1"] };
+    let mut last = None;
+    for name in candidates {
+        let url = target.with_database(name);
+        match tools.query(sh, &url, Access::ReadWrite, "select 1") {
+            Ok(_) => return Ok(url),
+            Err(err) if err.to_string().contains("does not exist") => last = Some(err),
+            Err(err) => return Err(err),
+        }
+    }
+    Err(last.unwrap()).context("no maintenance database (postgres or template1) on the target server")
+}
+
+fn base_name(database: &str) -> String {
+    let mut end = database.len().min(40);
+    while !database.is_char_boundary(end) {
+        end -= 1;
+    }
+    database[..end].to_string()
+}
+
+fn temp_name(database: &str, kind: &str) -> String {
+    format!("{}__np{kind}_{}", base_name(database), std::process::id())
+}
+
+/// Removes `<target>__npload_*` and `<target>__npold_*` databases that nobody is connected to.
+fn drop_stale(sh: &Shell, tools: &PgTools, admin: &DbUrl, database: &str) -> anyhow::Result<()> {
+    let base = base_name(database).replace('\\', "\\\\").replace('_', "\\_").replace('%', "\\%");
+    let names = tools.query(
+        sh,
+        admin,
+        Access::ReadWrite,
+        &format!(
+            "select datname from pg_database where (datname like {0} or datname like {1}) \
+             and not exists (select 1 from pg_stat_activity a where a.datname = pg_database.datname)",
+            literal(&format!("{base}\\_\\_npload\\_%")),
+            literal(&format!("{base}\\_\\_npold\\_%")),
+        ),
+    )?;
+    for name in names.lines().filter(|n| !n.is_empty()) {
+        term::step(format!("removing {name}, left behind by an interrupted run"));
+        if let Err(err) = tools.query(sh, admin, Access::ReadWrite, &format!("drop database if exists {}", ident(name))) {
+            term::warn(format!("could not remove {name}: {err}"));
+        }
+    }
+    Ok(())
+}
+
+/// Loads into a temporary database with `load`, then swaps it in place of the target.
+/// On any failure or interruption the target is untouched and the temporary database is gone.
+pub fn replace(
+    sh: &Shell,
+    tools: &PgTools,
+    admin: &DbUrl,
+    target: &DbUrl,
+    encoding: Option<&str>,
+    load: impl FnOnce(&DbUrl) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let temp = target.with_database(&temp_name(&target.database, "load"));
+    let encoding = encoding.map(|e| format!(" encoding {}", literal(e))).unwrap_or_default();
+    tools.query(sh, admin, Access::ReadWrite, &format!("create database {} template template0{encoding}", ident(&temp.database)))?;
+    let result = load(&temp).and_then(|()| check_interrupted()).and_then(|()| swap(sh, tools, admin, target, &temp));
+    if let Err(err) = result {
+        let _ = tools.query(sh, admin, Access::ReadWrite, &format!("drop database if exists {} with (force)", ident(&temp.database)))
+            .or_else(|_| tools.query(sh, admin, Access::ReadWrite, &format!("drop database if exists {}", ident(&temp.database))));
+        return Err(err);
+    }
+    Ok(())
+}
+
+fn swap(sh: &Shell, tools: &PgTools, admin: &DbUrl, target: &DbUrl, temp: &DbUrl) -> anyhow::Result<()> {
+    let exists = tools.query(sh, admin, Access::ReadWrite, &format!("select count(*) from pg_database where datname = {}", literal(&target.database)))?;
+    if exists.trim() == "0" {
+        tools.query(sh, admin, Access::ReadWrite, &format!("alter database {} rename to {}", ident(&temp.database), ident(&target.database)))?;
+        return Ok(());
+    }
+    let old = temp_name(&target.database, "old");
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let ended = tools.query(
+            sh,
+            admin,
+            Access::ReadWrite,
+            &format!(
+                "select count(pg_terminate_backend(pid)) from pg_stat_activity where datname = {} and pid <> pg_backend_pid()",
+                literal(&target.database)
+            ),
+        )?;
+        if ended.trim() != "0" {
+            term::step(format!("ended {} other session(s) on {}", ended.trim(), target.masked()));
+        }
+        // Both renames commit together: the target name always names a whole database.
+        let renamed = tools.query(
+            sh,
+            admin,
+            Access::ReadWrite,
+            &format!(
+                "begin; alter database {0} rename to {1}; alter database {2} rename to {0}; commit;",
+                ident(&target.database),
+                ident(&old),
+                ident(&temp.database)
+            ),
+        );
+        match renamed {
+            Ok(_) => break,
+            Err(err) if attempt < 10 && err.to_string().contains("being accessed by other users") => {
+                thread::sleep(Duration::from_millis(200 * attempt));
+            }
+            Err(err) => return Err(err).context(format!("swapping the new database into {}", target.masked())),
+        }
+    }
+    if let Err(err) = tools.query(sh, admin, Access::ReadWrite, &format!("drop database {} with (force)", ident(&old)))
+        .or_else(|_| tools.query(sh, admin, Access::ReadWrite, &format!("drop database {}", ident(&old))))
+    {
+        term::warn(format!("the new database is in place, but the previous one ({old}) could not be dropped: {err}"));
+    }
+    Ok(())
+}
+
+pub fn ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+pub fn literal(value: &str) -> String {
+    format!("'{}'", value.replace('\'', "''"))
+}
+
+/// A child that dies with us, so a killed run leaves no tool behind still writing.
+pub fn dies_with_parent(command: &mut Command) -> &mut Command {
+    // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    command
+}
+
+/// `psql` reading SQL from its stdin into `url`, stopping at the first error.
+pub fn spawn_psql_load(sh: &Shell, tools: &PgTools, url: &DbUrl) -> anyhow::Result<Child> {
+    let cmd = tools.cmd(sh, Tool::Psql, url, Access::ReadWrite)?.args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-f", "-"]);
+    pg_tools::log(&cmd, url);
+    let mut command = Command::from(cmd);
+    dies_with_parent(&mut command);
+    command.stdin(Stdio::piped()).stdout(Stdio::null()).stderr(Stdio::piped());
+    command.spawn().with_context(|| format!("starting psql for {url}"))
+}
+
+/// Feeds `input` into a loading `psql`, counting bytes; fails with psql's first error.
+pub fn feed_psql(url: &DbUrl, mut psql: Child, input: &mut dyn Read, on_bytes: &dyn Fn(u64)) -> anyhow::Result<u64> {
+    let stderr = collect_stderr(psql.stderr.take().unwrap());
+    let mut stdin = psql.stdin.take().unwrap();
+    let mut buf = vec![0; 1 << 20];
+    let mut total = 0;
+    let mut broken = None;
+    loop {
+        if INTERRUPTED.load(Ordering::SeqCst) {
+            let _ = psql.kill();
+            break;
+        }
+        let n = input.read(&mut buf).context("reading the dump")?;
+        if n == 0 {
+            break;
+        }
+        if let Err(err) = stdin.write_all(&buf[..n]) {
+            broken = Some(err);
+            break;
+        }
+        total += n as u64;
+        on_bytes(n as u64);
+    }
+    drop(stdin);
+    let status = psql.wait()?;
+    let stderr = stderr.join().unwrap_or_default();
+    check_interrupted()?;
+    if !status.success() || broken.is_some() {
+        let message = first_error(&stderr).unwrap_or_else(|| format!("psql exited with {status}"));
+        bail!("restore into {url} failed: {}", pg_tools::scrub(url, &message));
+    }
+    Ok(total)
+}
+
+/// Reads a child's stderr on a thread, keeping the last 64 KiB.
+pub fn collect_stderr(stderr: impl Read + Send + 'static) -> thread::JoinHandle<String> {
+    thread::spawn(move || {
+        let mut kept = String::new();
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            kept.push_str(&line);
+            kept.push('\n');
+            if kept.len() > 64 * 1024 {
+                kept.drain(..kept.len() - 32 * 1024);
+            }
+        }
+        kept
+    })
+}
+
+/// The first `ERROR:`/`FATAL:` line a tool printed, with its location.
+pub fn first_error(stderr: &str) -> Option<String> {
+    stderr
+        .lines()
+        .find(|line| line.contains("ERROR:") || line.contains("FATAL:") || line.contains("error:"))
+        .map(|line| line.trim().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quoting() {
+        assert_eq!(ident("we\"ird"), "\"we\"\"ird\"");
+        assert_eq!(literal("o'neil"), "'o''neil'");
+        assert!(temp_name(&"x".repeat(80), "load").len() < 63);
+        assert_eq!(base_name("ü".repeat(30).as_str()).len(), 40);
+    }
+}
