@@ -73,14 +73,17 @@ if [ ! -s "$PGDATA/PG_VERSION" ]; then
     say "initialising a new cluster in $PGDATA (user \"$POSTGRES_USER\", database \"$POSTGRES_DB\")"
     initdb_args=(--username="$POSTGRES_USER" --encoding=UTF8 --locale=C.UTF-8
         --auth-local=trust --auth-host="$POSTGRES_HOST_AUTH_METHOD")
+    # shellcheck disable=SC2086 # POSTGRES_INITDB_ARGS is meant to be split
     if [ -n "$POSTGRES_PASSWORD" ]; then
         # Through a pipe, so the password appears neither in argv nor on disk.
-        # (With --auth-host=scram-sha-256, PostgreSQL 13's initdb also sets
-        # password_encryption = scram-sha-256, so the hash is SCRAM there too.)
-        initdb_args+=(--pwfile=<(printf '%s\n' "$POSTGRES_PASSWORD"))
+        # (The <(...) must sit on initdb's own command line: bash closes it
+        # when the command that created it ends.) With --auth-host=scram-sha-256,
+        # PostgreSQL 13's initdb also sets password_encryption = scram-sha-256,
+        # so the stored hash is SCRAM there too.
+        initdb "${initdb_args[@]}" --pwfile=<(printf '%s\n' "$POSTGRES_PASSWORD") $POSTGRES_INITDB_ARGS
+    else
+        initdb "${initdb_args[@]}" $POSTGRES_INITDB_ARGS
     fi
-    # shellcheck disable=SC2086 # POSTGRES_INITDB_ARGS is meant to be split
-    initdb "${initdb_args[@]}" $POSTGRES_INITDB_ARGS
 
     # Trust on the local socket (used below and by `docker exec psql`),
     # password auth for TCP from anywhere: clients come in via docker's NAT.

@@ -1,1 +1,7 @@
+//! End-to-end tests of `cargo xtask` against real PostgreSQL servers in Docker.
 
+mod clone_prod;
+mod harness;
+mod schema_snapshot;
+mod seed_dev;
+mod workflows;

@@ -90,10 +90,6 @@ impl DbUrl {
         Ok(DbUrl { user, password, host, port, database, params })
     }
 
-    pub fn has_password(&self) -> bool {
-        self.password.is_some()
-    }
-
     /// The same server with another database.
     pub fn with_database(&self, database: &str) -> DbUrl {
         DbUrl { database: database.to_string(), ..self.clone() }

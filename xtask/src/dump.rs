@@ -46,6 +46,7 @@ pub fn normalise_sorted(input: impl BufRead, mut output: impl Write) -> io::Resu
                 for row in block.iter() {
                     emit(row, &mut output)?;
                 }
+                filter.keep(&line);
                 emit(&line, &mut output)?;
                 rows = None;
             }
@@ -212,6 +213,7 @@ mod tests {
         normalise_sorted(shuffled.as_bytes(), &mut b).unwrap();
         assert_eq!(a, b);
         let text = String::from_utf8(a).unwrap();
+        assert!(!text.contains("unrestrict"), "{text}");
         assert!(text.contains("FROM stdin;\n1\tb\n2\t\n10\t\\restrict inside data\n\n\\.\n"), "{text}");
     }
 

@@ -10,6 +10,7 @@ mod pg_tools;
 mod restore;
 mod schema_diff;
 mod schema_snapshot;
+mod seed_dev;
 mod term;
 
 use std::{path::Path, process::ExitCode};
@@ -37,6 +38,8 @@ struct Cli {
 enum Command {
     /// Replicate production (database and media) into a dev environment, or via a bundle.
     CloneProd(clone_prod::CloneProd),
+    /// Seed a dev database and media from fixtures/ (in Docker if none is configured), or refresh them.
+    SeedDev(seed_dev::SeedDev),
     /// Write a deterministic schema-only dump (fixtures/schema.sql), or check it in CI.
     SchemaSnapshot(schema_snapshot::SchemaSnapshot),
 }
@@ -64,6 +67,7 @@ fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::CloneProd(cmd) => cmd.run(&sh),
         Command::SchemaSnapshot(cmd) => cmd.run(&sh),
+        Command::SeedDev(cmd) => cmd.run(&sh),
     }
 }
 

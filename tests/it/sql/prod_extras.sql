@@ -126,3 +126,20 @@ ALTER DEFAULT PRIVILEGES FOR ROLE netpoint IN SCHEMA public
     GRANT USAGE, SELECT ON SEQUENCES TO netpoint_ro;
 
 RESET client_min_messages;
+
+-- Production keeps a long changelog; clones leave its data out by default.
+INSERT INTO public.extras_objectchange
+    (id, "time", user_name, request_id, action, changed_object_id, object_repr,
+     prechange_data, postchange_data, changed_object_type_id)
+SELECT 100000 + n,
+       timestamptz '2024-01-01 00:00:00+00' + n * interval '7 minutes',
+       'changelog-bot',
+       md5('request-' || n)::uuid,
+       (ARRAY['create', 'update', 'delete'])[1 + n % 3],
+       n,
+       'object ' || n,
+       CASE WHEN n % 3 = 0 THEN NULL ELSE jsonb_build_object('name', 'before-' || n, 'status', 'active') END,
+       jsonb_build_object('name', 'after-' || n, 'status', 'planned', 'custom_fields', jsonb_build_object('n', n)),
+       (SELECT min(id) FROM public.django_content_type)
+FROM generate_series(1, 400) AS n
+ON CONFLICT (id) DO NOTHING;

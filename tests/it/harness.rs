@@ -1,0 +1,246 @@
+//! Test fixtures: real PostgreSQL servers in Docker, the built `xtask` binary, and helpers to
+//! look at databases and files.
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    process::{Command, Output, Stdio},
+    sync::{
+        atomic::{AtomicU32, Ordering},
+        OnceLock,
+    },
+};
+
+use testcontainers::{runners::SyncRunner, Container, ImageExt};
+use testcontainers_modules::postgres::Postgres;
+
+pub const SETUP_HINT: &str = "run `bash scripts/test-prereqs.sh` (starts Docker and builds the postgres:13/15/17 images offline)";
+
+pub fn workspace_root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap()
+}
+
+pub fn fixtures() -> PathBuf {
+    workspace_root().join("fixtures")
+}
+
+/// The `xtask` binary, built once per test run.
+pub fn xtask_bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "--quiet", "--package", "xtask", "--bin", "xtask"])
+            .current_dir(workspace_root())
+            .status()
+            .expect("running cargo build for xtask");
+        assert!(status.success(), "building xtask failed");
+        let target = std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| workspace_root().join("target"));
+        target.join("debug/xtask")
+    })
+}
+
+/// A unique, recognisable string: passwords and markers that must never leak.
+pub fn marker(what: &str) -> String {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    format!("{what}-{}-{}-Zq7", std::process::id(), COUNTER.fetch_add(1, Ordering::SeqCst))
+}
+
+/// One PostgreSQL server in its own container, removed when dropped.
+pub struct Pg {
+    pub container: Container<Postgres>,
+    pub port: u16,
+    pub password: String,
+    pub major: u32,
+}
+
+impl Pg {
+    pub fn start(major: u32) -> Pg {
+        let password = marker("pw");
+        Pg::start_with_password(major, &password)
+    }
+
+    pub fn start_with_password(major: u32, password: &str) -> Pg {
+        let container = Postgres::default()
+            .with_password(password)
+            .with_tag(major.to_string())
+            .start()
+            .unwrap_or_else(|err| {
+                panic!("cannot start a postgres:{major} container ({err}): {SETUP_HINT}")
+            });
+        let port = container
+            .get_host_port_ipv4(5432)
+            .expect("postgres container publishes 5432");
+        Pg { container, port, password: password.to_string(), major }
+    }
+
+    /// `postgres://postgres:<password>@127.0.0.1:<port>/<db>`
+    pub fn url(&self, db: &str) -> String {
+        format!("postgres://postgres:{}@127.0.0.1:{}/{db}", self.password, self.port)
+    }
+
+    /// Runs SQL with the host's psql (password via the environment) and returns unaligned rows.
+    pub fn psql(&self, db: &str, sql: &str) -> String {
+        let out = self.psql_cmd(db).args(["-c", sql]).output().expect("running psql");
+        assert!(
+            out.status.success(),
+            "psql failed on {db}: {sql}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap().trim_end().to_string()
+    }
+
+    pub fn psql_cmd(&self, db: &str) -> Command {
+        let mut cmd = Command::new("psql");
+        cmd.args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1"])
+            .env("PGHOST", "127.0.0.1")
+            .env("PGPORT", self.port.to_string())
+            .env("PGUSER", "postgres")
+            .env("PGPASSWORD", &self.password)
+            .env("PGDATABASE", db)
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    /// Runs a SQL file into `db`, stopping at the first error.
+    pub fn psql_file(&self, db: &str, file: &Path) {
+        let out = self.psql_cmd(db).arg("-f").arg(file).output().expect("running psql");
+        assert!(
+            out.status.success(),
+            "loading {} into {db} failed:\n{}",
+            file.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    pub fn create_db(&self, db: &str) {
+        self.psql("postgres", &format!("create database \"{db}\""));
+    }
+
+    /// A database loaded with the committed fixture, as a developer would have it.
+    pub fn load_fixture(&self, db: &str) {
+        self.create_db(db);
+        self.psql_file(db, &fixtures().join("netpoint.sql"));
+    }
+
+    /// A production-like database: the fixture plus owners, grants and roles.
+    pub fn load_prod(&self, db: &str) {
+        self.load_fixture(db);
+        self.psql_file(db, &workspace_root().join("tests/it/sql/prod_extras.sql"));
+    }
+
+    pub fn databases(&self) -> Vec<String> {
+        self.psql("postgres", "select datname from pg_database order by 1")
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
+    pub fn has_db(&self, db: &str) -> bool {
+        self.databases().iter().any(|d| d == db)
+    }
+
+    /// `table → row count` for every user table.
+    pub fn row_counts(&self, db: &str) -> Vec<(String, i64)> {
+        let tables = self.psql(
+            db,
+            "select schemaname || '.' || tablename from pg_tables \
+             where schemaname not in ('pg_catalog', 'information_schema') order by 1",
+        );
+        tables
+            .lines()
+            .map(|table| {
+                let count = self.psql(db, &format!("select count(*) from {table}"));
+                (table.to_string(), count.parse().unwrap())
+            })
+            .collect()
+    }
+}
+
+/// What a run of `cargo xtask` did.
+pub struct Run {
+    pub status: std::process::ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    pub fn output(&self) -> String {
+        format!("{}{}", self.stdout, self.stderr)
+    }
+
+    #[track_caller]
+    pub fn ok(self) -> Run {
+        assert!(self.status.success(), "xtask failed:\n{}", self.output());
+        self
+    }
+
+    #[track_caller]
+    pub fn fails_with(self, needle: &str) -> Run {
+        assert!(!self.status.success(), "xtask should have failed:\n{}", self.output());
+        assert!(
+            self.stderr.contains(needle),
+            "expected `{needle}` in stderr:\n{}",
+            self.output()
+        );
+        assert!(
+            self.stderr.lines().filter(|l| l.starts_with("error:")).count() == 1,
+            "one error line expected:\n{}",
+            self.stderr
+        );
+        self
+    }
+}
+
+/// `cargo xtask` with a clean environment: no NETPOINT_* variables, no terminal on stdin.
+pub fn xtask(args: &[&str]) -> Command {
+    let mut cmd = Command::new(xtask_bin());
+    cmd.args(args).current_dir(workspace_root()).stdin(Stdio::null()).env("NO_COLOR", "1");
+    for (key, _) in std::env::vars() {
+        if key.starts_with("NETPOINT_") || key.starts_with("PG") {
+            cmd.env_remove(key);
+        }
+    }
+    cmd
+}
+
+pub fn run(mut cmd: Command) -> Run {
+    let Output { status, stdout, stderr } = cmd.output().expect("running xtask");
+    Run {
+        status,
+        stdout: String::from_utf8_lossy(&stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&stderr).into_owned(),
+    }
+}
+
+/// Every file below `root` (relative path → bytes), for comparing trees.
+pub fn tree(root: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut files: Vec<(String, Vec<u8>)> = walkdir::WalkDir::new(root)
+        .sort_by_file_name()
+        .into_iter()
+        .map(|e| e.unwrap())
+        .filter(|e| e.file_type().is_file())
+        .map(|e| {
+            let rel = e.path().strip_prefix(root).unwrap().to_string_lossy().into_owned();
+            (rel, fs::read(e.path()).unwrap())
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+/// All text of every file below `root`, for leak checks.
+pub fn contains_anywhere(root: &Path, needle: &str) -> Vec<PathBuf> {
+    walkdir::WalkDir::new(root)
+        .into_iter()
+        .map(|e| e.unwrap())
+        .filter(|e| e.file_type().is_file())
+        .filter(|e| {
+            let bytes = fs::read(e.path()).unwrap();
+            bytes.windows(needle.len()).any(|w| w == needle.as_bytes())
+        })
+        .map(|e| e.path().to_path_buf())
+        .collect()
+}

@@ -1,0 +1,413 @@
+//! `cargo xtask seed-dev`: a working dev database and media from the committed fixtures,
+//! in a local Docker container when no database is configured; and `--refresh`, which
+//! regenerates those fixtures deterministically from a database.
+
+use std::{
+    collections::BTreeMap,
+    fs,
+    io::Write,
+    net::TcpListener,
+    os::unix::fs::OpenOptionsExt,
+    path::{Path, PathBuf},
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context};
+use serde_json::json;
+use xshell::{cmd, Shell};
+
+use crate::{
+    atomic_file, bundle,
+    clone_prod::{self, path_or_env, LoadGuard, MediaForm},
+    db_url::DbUrl,
+    dump, media,
+    pg_tools::{self, Access, PgTools, Tool},
+    schema_snapshot, term,
+};
+
+/// Seed a dev database and media from fixtures/, or regenerate the fixtures (--refresh).
+#[derive(Debug, clap::Args)]
+pub struct SeedDev {
+    /// Fixtures to load or regenerate [default: fixtures/].
+    #[arg(long, value_name = "DIR")]
+    fixtures: Option<PathBuf>,
+    /// Dev database to replace [default: $NETPOINT_DATABASE_URL, else a local Docker container].
+    #[arg(long, value_name = "URL", conflicts_with = "refresh")]
+    target: Option<String>,
+    /// Dev media directory to replace [default: $NETPOINT_MEDIA_ROOT, else netpoint/media].
+    #[arg(long, value_name = "DIR", conflicts_with = "refresh")]
+    target_media: Option<PathBuf>,
+    #[command(flatten)]
+    guard: LoadGuard,
+    /// Regenerate the fixtures from --source instead of seeding.
+    #[arg(long)]
+    refresh: bool,
+    /// With --refresh: the database to read [default: $NETPOINT_DATABASE_URL].
+    #[arg(long, value_name = "URL", requires = "refresh")]
+    source: Option<String>,
+    /// With --refresh: the media directory to copy [default: keep the fixtures' media].
+    #[arg(long, value_name = "DIR", requires = "refresh")]
+    source_media: Option<PathBuf>,
+    /// With --refresh: write nothing; fail with a summary when the fixtures are out of date.
+    #[arg(long, requires = "refresh")]
+    check: bool,
+    /// Stop the local dev-database container (its data is kept).
+    #[arg(long, conflicts_with_all = ["refresh", "destroy", "target"])]
+    stop: bool,
+    /// Remove the local dev-database container and its data volume.
+    #[arg(long, conflicts_with_all = ["refresh", "target"])]
+    destroy: bool,
+}
+
+impl SeedDev {
+    pub fn run(self, sh: &Shell) -> anyhow::Result<()> {
+        let fixtures = self.fixtures.clone().unwrap_or_else(|| sh.current_dir().join("fixtures"));
+        if self.stop {
+            return DevContainer::new(sh).stop(sh);
+        }
+        if self.destroy {
+            return DevContainer::new(sh).destroy(sh, &self.guard);
+        }
+        let tools = PgTools::discover(sh);
+        if self.refresh {
+            let source = schema_snapshot::source_url(self.source.clone(), "NETPOINT_DATABASE_URL", "--source")?;
+            let refresh = Refresh { source: &source, source_media: self.source_media.as_deref(), fixtures: &fixtures };
+            return refresh.run(sh, &tools, self.check);
+        }
+        let configured = self.target.clone().or_else(|| std::env::var("NETPOINT_DATABASE_URL").ok().filter(|v| !v.trim().is_empty()));
+        let target = match configured {
+            Some(text) => DbUrl::parse(&text)?,
+            None => DevContainer::new(sh).ensure(sh, &tools)?,
+        };
+        let target_media = path_or_env(self.target_media.clone(), "NETPOINT_MEDIA_ROOT").unwrap_or_else(|| {
+            let default = sh.current_dir().join("netpoint/media");
+            let _ = fs::create_dir_all(default.parent().unwrap());
+            default
+        });
+        let load = clone_prod::Load { dir: &fixtures, media: MediaForm::Tree, target: &target, target_media: Some(&target_media), guard: &self.guard };
+        load.run(sh, &tools, false)?;
+        println!("NETPOINT_DATABASE_URL={}", shareable_url(&target));
+        println!("NETPOINT_MEDIA_ROOT={}", target_media.display());
+        Ok(())
+    }
+}
+
+/// The URL to give the application: as configured, but never with a password in it.
+fn shareable_url(url: &DbUrl) -> String {
+    let mut text = url.masked();
+    if let Some((_, passfile)) = url.params.iter().find(|(key, _)| key == "PGPASSFILE") {
+        text.push_str(&format!("?passfile={passfile}"));
+    }
+    text
+}
+
+/// The local PostgreSQL container used when no database is configured.
+struct DevContainer {
+    name: String,
+    volume: String,
+    passfile: PathBuf,
+}
+
+const DEV_IMAGE: &str = "postgres:15";
+const DEV_USER: &str = "netpoint";
+
+impl DevContainer {
+    fn new(sh: &Shell) -> DevContainer {
+        let name = std::env::var("NETPOINT_DEV_DB_CONTAINER").ok().filter(|n| !n.is_empty()).unwrap_or_else(|| "netpoint-dev-db".into());
+        let passfile = sh.current_dir().join(".netpoint").join(format!("{name}.pgpass"));
+        DevContainer { volume: format!("{name}-data"), name, passfile }
+    }
+
+    fn docker_running(sh: &Shell) -> bool {
+        cmd!(sh, "docker info --format '{{.ServerVersion}}'").quiet().ignore_stdout().ignore_stderr().run().is_ok()
+    }
+
+    fn state(&self, sh: &Shell) -> Option<String> {
+        let name = &self.name;
+        cmd!(sh, "docker container inspect --format '{{.State.Status}}' {name}").quiet().ignore_stderr().read().ok()
+    }
+
+    /// Starts (or creates) the container and returns a URL that reaches it.
+    fn ensure(&self, sh: &Shell, tools: &PgTools) -> anyhow::Result<DbUrl> {
+        if !Self::docker_running(sh) {
+            bail!(
+                "no database configured and Docker is not running: set NETPOINT_DATABASE_URL (or pass --target URL), \
+                 or start Docker (`bash scripts/test-prereqs.sh` installs and starts it) so seed-dev can run {DEV_IMAGE}"
+            );
+        }
+        let name = &self.name;
+        match self.state(sh).as_deref() {
+            None => {
+                let port = free_port();
+                let password = random_password()?;
+                let volume = &self.volume;
+                let publish = format!("127.0.0.1:{port}:5432");
+                term::step(format!("starting {DEV_IMAGE} as container {name} on 127.0.0.1:{port} (data in volume {volume})"));
+                let run = cmd!(
+                    sh,
+                    "docker run --detach --name {name} --label netpoint.dev-db=1 --volume {volume}:/var/lib/postgresql/data
+                     --env POSTGRES_USER={DEV_USER} --env POSTGRES_DB=netpoint --env POSTGRES_PASSWORD --publish {publish} {DEV_IMAGE}"
+                )
+                .env("POSTGRES_PASSWORD", &password)
+                .quiet()
+                .ignore_stdout();
+                term::detail(run.to_string());
+                run.run().with_context(|| format!("starting container {name} from {DEV_IMAGE}: is the image available? (`bash scripts/test-prereqs.sh` builds it)"))?;
+            }
+            Some("running") => term::step(format!("using the running container {name}")),
+            Some(_) => {
+                term::step(format!("starting container {name}"));
+                cmd!(sh, "docker start {name}").quiet().ignore_stdout().run()?;
+            }
+        }
+        let url = self.url(sh)?;
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            match tools.query(sh, &url.with_database("postgres"), Access::ReadWrite, "select 1") {
+                Ok(_) => break,
+                Err(err) if Instant::now() > deadline => {
+                    return Err(err).context(format!("container {name} did not accept connections within 90 s (see `docker logs {name}`)"))
+                }
+                Err(_) => thread::sleep(Duration::from_millis(250)),
+            }
+        }
+        Ok(url)
+    }
+
+    /// The container's URL; the password goes to a 0600 passfile named in the URL.
+    fn url(&self, sh: &Shell) -> anyhow::Result<DbUrl> {
+        let name = &self.name;
+        let port = cmd!(sh, "docker port {name} 5432/tcp").quiet().read()?;
+        let port = port.lines().next().and_then(|l| l.rsplit(':').next()).context("container publishes no port")?.to_string();
+        let env = cmd!(sh, "docker container inspect --format '{{range .Config.Env}}{{println .}}{{end}}' {name}").quiet().read()?;
+        let password = env.lines().find_map(|l| l.strip_prefix("POSTGRES_PASSWORD=")).context("container has no POSTGRES_PASSWORD")?;
+        fs::create_dir_all(self.passfile.parent().unwrap())?;
+        let mut file = fs::OpenOptions::new().create(true).write(true).truncate(true).mode(0o600).open(&self.passfile)?;
+        writeln!(file, "127.0.0.1:{port}:*:{DEV_USER}:{password}")?;
+        let passfile = self.passfile.display().to_string();
+        DbUrl::parse(&format!("postgres://{DEV_USER}@127.0.0.1:{port}/netpoint?passfile={}", percent_encoding::utf8_percent_encode(&passfile, percent_encoding::NON_ALPHANUMERIC)))
+    }
+
+    fn stop(&self, sh: &Shell) -> anyhow::Result<()> {
+        let name = &self.name;
+        if !Self::docker_running(sh) {
+            bail!("Docker is not running: nothing to stop");
+        }
+        match self.state(sh) {
+            None => term::success(format!("no container {name}: nothing to stop")),
+            Some(_) => {
+                cmd!(sh, "docker stop {name}").quiet().ignore_stdout().run()?;
+                term::success(format!("stopped {name}; its data stays in volume {}", self.volume));
+            }
+        }
+        Ok(())
+    }
+
+    fn destroy(&self, sh: &Shell, guard: &LoadGuard) -> anyhow::Result<()> {
+        let (name, volume) = (&self.name, &self.volume);
+        if !Self::docker_running(sh) {
+            bail!("Docker is not running: start it to remove {name}");
+        }
+        if !guard.yes {
+            if !term::stdin_is_terminal() {
+                bail!("this removes container {name} and all its data (volume {volume}): pass --yes to confirm");
+            }
+            if !term::confirm(&format!("Remove container {name} and all its data (volume {volume})?"))? {
+                bail!("cancelled: nothing was removed");
+            }
+        }
+        cmd!(sh, "docker rm --force --volumes {name}").quiet().ignore_stdout().ignore_stderr().ignore_status().run()?;
+        cmd!(sh, "docker volume rm --force {volume}").quiet().ignore_stdout().ignore_stderr().ignore_status().run()?;
+        let _ = fs::remove_file(&self.passfile);
+        term::success(format!("removed {name} and volume {volume}"));
+        Ok(())
+    }
+}
+
+fn free_port() -> u16 {
+    if TcpListener::bind(("127.0.0.1", 5432)).is_ok() {
+        return 5432;
+    }
+    TcpListener::bind(("127.0.0.1", 0)).and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(5432)
+}
+
+fn random_password() -> anyhow::Result<String> {
+    let mut bytes = [0u8; 18];
+    std::io::Read::read_exact(&mut fs::File::open("/dev/urandom")?, &mut bytes)?;
+    Ok(media::hex(&bytes))
+}
+
+/// Regenerating the fixtures from a database.
+struct Refresh<'a> {
+    source: &'a DbUrl,
+    source_media: Option<&'a Path>,
+    fixtures: &'a Path,
+}
+
+impl Refresh<'_> {
+    fn run(&self, sh: &Shell, tools: &PgTools, check: bool) -> anyhow::Result<()> {
+        let server = tools.server(sh, self.source, Access::ReadOnly)?;
+        tools.check_dump_compatible(self.source, &server)?;
+        atomic_file::parent_dir(self.fixtures)?;
+        atomic_file::remove_stale_siblings(self.fixtures);
+        let staging = StagingDir(atomic_file::sibling(self.fixtures, "staging"));
+        fs::create_dir(&staging.0).with_context(|| format!("creating {}", staging.0.display()))?;
+        self.write(sh, tools, &server, &staging.0)?;
+        if check {
+            let changes = compare(self.fixtures, &staging.0)?;
+            if changes.is_empty() {
+                println!("fixtures in {} are up to date", self.fixtures.display());
+                return Ok(());
+            }
+            for change in &changes {
+                println!("{change}");
+            }
+            bail!(
+                "fixtures in {} are out of date ({} changes): run `cargo xtask seed-dev --refresh` with the same source",
+                self.fixtures.display(),
+                changes.len()
+            );
+        }
+        // Files in fixtures/ that the refresh does not produce are kept as they are.
+        if let Ok(entries) = fs::read_dir(self.fixtures) {
+            for entry in entries.flatten() {
+                let to = staging.0.join(entry.file_name());
+                if !to.exists() && entry.file_type()?.is_file() {
+                    fs::copy(entry.path(), &to)?;
+                }
+            }
+        }
+        atomic_file::replace_dir(&staging.0, self.fixtures)?;
+        term::success(format!("fixtures in {} regenerated from {}", self.fixtures.display(), self.source));
+        Ok(())
+    }
+
+    fn write(&self, sh: &Shell, tools: &PgTools, server: &pg_tools::Server, dir: &Path) -> anyhow::Result<()> {
+        term::step(format!("dumping {} (rows sorted, no changelog data)", self.source));
+        let excludes: Vec<String> = clone_prod::CHANGELOG_TABLES.iter().map(|t| format!("--exclude-table-data={t}")).collect();
+        let cmd = tools
+            .cmd(sh, Tool::PgDump, self.source, Access::ReadOnly)?
+            .args(["--format=plain", "--no-owner", "--no-privileges"])
+            .args(&excludes)
+            .ignore_status();
+        pg_tools::log(&cmd, self.source);
+        let out = cmd.output().with_context(|| format!("running pg_dump against {}", self.source))?;
+        if !out.status.success() {
+            return Err(pg_tools::explain_failure(self.source, &String::from_utf8_lossy(&out.stderr))).context("pg_dump failed");
+        }
+        atomic_file::write(&dir.join(bundle::SQL), |file| {
+            dump::normalise_sorted(&out.stdout[..], file)?;
+            Ok(())
+        })?;
+        let schema = schema_snapshot::snapshot(sh, tools, self.source, None)?;
+        fs::write(dir.join("schema.sql"), schema)?;
+
+        let media_root = dir.join(bundle::MEDIA_DIR);
+        let current_media = self.fixtures.join(bundle::MEDIA_DIR);
+        let from = match self.source_media {
+            Some(from) => Some(from.to_path_buf()),
+            None if current_media.is_dir() => {
+                term::step("media: keeping the fixtures' media (no --source-media given)");
+                Some(current_media)
+            }
+            None => None,
+        };
+        let totals = match from {
+            Some(from) => {
+                let entries = media::scan(&from)?;
+                let hashed = media::copy_verified(&from, &entries, &media_root, &|_| {})?;
+                fs::write(dir.join(bundle::MEDIA_SUMS), media::sha256_list(&hashed))?;
+                Some(media::totals(&hashed))
+            }
+            None => None,
+        };
+        let encoding = tools.query(sh, self.source, Access::ReadOnly, "select pg_encoding_to_char(encoding) from pg_database where datname = current_database()")?;
+        let manifest = json!({
+            "format": 1,
+            "tool": {"name": "netpoint-xtask"},
+            "source": {"server_major": server.major, "encoding": encoding},
+            "excluded_table_data": clone_prod::CHANGELOG_TABLES,
+            "media": totals.map(|t| json!({"files": t.files, "bytes": t.bytes})),
+        });
+        fs::write(dir.join(bundle::MANIFEST), bundle::manifest_text(&manifest))?;
+        let mut names = vec![bundle::SQL, bundle::MANIFEST];
+        if totals.is_some() {
+            names.push(bundle::MEDIA_SUMS);
+        }
+        fs::write(dir.join(bundle::SUMS), bundle::sums_for(dir, &names)?)?;
+        Ok(())
+    }
+}
+
+struct StagingDir(PathBuf);
+
+impl Drop for StagingDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+/// What a refresh would change, one line each: tables whose rows changed, the schema,
+/// media added, removed or changed.
+fn compare(current: &Path, fresh: &Path) -> anyhow::Result<Vec<String>> {
+    let mut changes = Vec::new();
+    let read = |dir: &Path, name: &str| fs::read_to_string(dir.join(name)).unwrap_or_default();
+    let (old_sql, new_sql) = (read(current, bundle::SQL), read(fresh, bundle::SQL));
+    if old_sql != new_sql {
+        let old_rows: BTreeMap<String, Vec<&str>> = dump::copy_blocks(&old_sql).into_iter().collect();
+        let new_rows: BTreeMap<String, Vec<&str>> = dump::copy_blocks(&new_sql).into_iter().collect();
+        for (table, rows) in &new_rows {
+            match old_rows.get(table) {
+                None => changes.push(format!("table {table}: new ({} rows)", rows.len())),
+                Some(old) if old != rows => {
+                    let added = rows.iter().filter(|r| !old.contains(r)).count();
+                    let removed = old.iter().filter(|r| !rows.contains(r)).count();
+                    changes.push(format!("table {table}: rows changed (+{added} -{removed})"));
+                }
+                Some(_) => {}
+            }
+        }
+        for table in old_rows.keys().filter(|t| !new_rows.contains_key(*t)) {
+            changes.push(format!("table {table}: removed"));
+        }
+        if schema_part(&old_sql) != schema_part(&new_sql) {
+            changes.push(format!("{}: schema or sequence values changed", bundle::SQL));
+        }
+    }
+    let old_media = media::parse_sha256_list(&read(current, bundle::MEDIA_SUMS), bundle::MEDIA_SUMS)?;
+    let new_media = media::parse_sha256_list(&read(fresh, bundle::MEDIA_SUMS), bundle::MEDIA_SUMS)?;
+    for (name, hash) in &new_media {
+        match old_media.get(name) {
+            None => changes.push(format!("media {name}: added")),
+            Some(old) if old != hash => changes.push(format!("media {name}: changed")),
+            Some(_) => {}
+        }
+    }
+    for name in old_media.keys().filter(|n| !new_media.contains_key(*n)) {
+        changes.push(format!("media {name}: removed"));
+    }
+    if read(current, "schema.sql") != read(fresh, "schema.sql") {
+        changes.push("schema.sql: changed".to_string());
+    }
+    if changes.is_empty() && [bundle::MANIFEST, bundle::SUMS].iter().any(|n| read(current, n) != read(fresh, n)) {
+        changes.push(format!("{}: changed", bundle::MANIFEST));
+    }
+    Ok(changes)
+}
+
+/// A dump without its COPY data, for telling schema changes from data changes.
+fn schema_part(sql: &str) -> String {
+    let mut out = String::new();
+    let mut in_copy = false;
+    for line in sql.lines() {
+        if in_copy {
+            in_copy = line != "\\.";
+            continue;
+        }
+        in_copy = line.starts_with("COPY ") && line.ends_with(" FROM stdin;");
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
+}
