@@ -1,5 +1,13 @@
 #!/usr/bin/env python3
-"""Write fixtures/netpoint.sql: the NetPoint test schema and its small data set.
+"""Write the staging-like source database that fixtures/ is refreshed from.
+
+It holds the NetPoint test schema and a small, realistic data set, changelog
+included. The committed fixtures are not written by hand: load this output into
+an empty database and let the tool regenerate them (README.md, "Fixtures"):
+
+    python3 scripts/gen_fixture_data.py /tmp/netpoint-source.sql
+    createdb netpoint_source && psql -v ON_ERROR_STOP=1 -d netpoint_source -f /tmp/netpoint-source.sql
+    cargo xtask seed-dev --refresh --source postgres://.../netpoint_source --source-media fixtures/media
 
 The output is a plain SQL file in the layout of a `pg_dump --no-owner
 --no-privileges` dump, so that it loads with psql as any user that owns the
@@ -12,7 +20,7 @@ fixtures/media/; keep the two in step (fixtures/media.sha256 lists them).
 
 Usage (from the repository root):
 
-    python3 scripts/gen_fixture_data.py [OUTPUT]
+    python3 scripts/gen_fixture_data.py OUTPUT
 """
 
 import base64
@@ -24,7 +32,9 @@ import random
 import sys
 import uuid
 
-OUT = sys.argv[1] if len(sys.argv) > 1 else "fixtures/netpoint.sql"
+if len(sys.argv) != 2:
+    sys.exit("usage: python3 scripts/gen_fixture_data.py OUTPUT.sql")
+OUT = sys.argv[1]
 
 rng = random.Random(20240517)
 EPOCH = dt.datetime(2023, 1, 9, 0, 0, 0, tzinfo=dt.timezone.utc)
