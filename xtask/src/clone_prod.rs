@@ -68,6 +68,25 @@ pub struct LoadGuard {
     /// Allow a target database that is not on this machine.
     #[arg(long)]
     pub allow_remote_target: bool,
+    /// Load a dump of a newer PostgreSQL major into an older server.
+    #[arg(long)]
+    pub allow_downgrade: bool,
+}
+
+/// Refuses a dump of a newer major unless --allow-downgrade; with it, returns the `SET`
+/// lines the older server would reject.
+pub fn check_versions(source_major: u32, target: &DbUrl, target_major: u32, guard: &LoadGuard) -> anyhow::Result<Vec<&'static str>> {
+    if source_major <= target_major {
+        return Ok(Vec::new());
+    }
+    if !guard.allow_downgrade {
+        bail!(
+            "the source is PostgreSQL {source_major} but {target} runs PostgreSQL {target_major}: a dump of a newer server \
+             may not load into an older one; pass --allow-downgrade to try (the target stays untouched if it fails)"
+        );
+    }
+    term::warn(format!("loading a PostgreSQL {source_major} dump into PostgreSQL {target_major} (--allow-downgrade)"));
+    Ok(dump::settings_unknown_to(target_major))
 }
 
 impl CloneProd {
@@ -155,7 +174,7 @@ fn excluded_tables(sh: &Shell, tools: &PgTools, source: &DbUrl, patterns: &[Stri
 
 fn source_server(sh: &Shell, tools: &PgTools, source: &DbUrl) -> anyhow::Result<Server> {
     let server = tools.server(sh, source, Access::ReadOnly)?;
-    tools.check_dump_compatible(source, &server)?;
+    tools.check_dump_compatible(sh, &server)?;
     Ok(server)
 }
 
@@ -179,11 +198,12 @@ fn with_dump<T>(
     tools: &PgTools,
     source: &DbUrl,
     patterns: &[String],
+    drop_settings: Vec<&'static str>,
     sink: impl FnOnce(&mut dyn std::io::Read) -> anyhow::Result<T>,
 ) -> anyhow::Result<T> {
     let mut child = spawn_dump(sh, tools, source, patterns)?;
     let stderr = restore::collect_stderr(child.stderr.take().unwrap());
-    let mut reader = dump::normalising_reader(child.stdout.take().unwrap());
+    let mut reader = dump::normalising_reader(child.stdout.take().unwrap(), drop_settings);
     let result = sink(&mut reader);
     drop(reader);
     let status = match (&result, child.try_wait()?) {
@@ -271,6 +291,7 @@ impl Direct<'_> {
             return Ok(());
         }
         let (admin, state) = restore::inspect_target(sh, tools, self.target)?;
+        let drop_settings = check_versions(server.major, self.target, state.server.major, self.guard)?;
         confirm_replace(self.target, &state, self.target_media, self.guard)?;
         let mut timings = Timings::default();
         let staged = match (self.source_media, self.target_media, &media_entries) {
@@ -283,7 +304,7 @@ impl Direct<'_> {
             let encoding = database_encoding(sh, tools, self.source)?;
             restore::replace(sh, tools, &admin, self.target, Some(&encoding), |temp| {
                 let psql = restore::spawn_psql_load(sh, tools, temp)?;
-                with_dump(sh, tools, self.source, self.excluded, |reader| restore::feed_psql(temp, psql, reader, &|n| bar.inc(n)).map(|_| ()))
+                with_dump(sh, tools, self.source, self.excluded, drop_settings, |reader| restore::feed_psql(temp, psql, reader, &|n| bar.inc(n)).map(|_| ()))
             })?;
             bar.finish_and_clear();
             Ok(())
@@ -419,7 +440,7 @@ fn export(sh: &Shell, tools: &PgTools, source: &DbUrl, source_media: Option<&Pat
         let bar = term::bytes_progress("dump", None);
         let path = staging.0.join(bundle::SQL);
         let mut file = fs::File::create(&path).with_context(|| format!("writing {}", path.display()))?;
-        let bytes = with_dump(sh, tools, source, patterns, |reader| {
+        let bytes = with_dump(sh, tools, source, patterns, Vec::new(), |reader| {
             let mut counted = ProgressReader { inner: reader, on_bytes: &|n| bar.inc(n) };
             Ok(std::io::copy(&mut counted, &mut file)?)
         })?;
@@ -543,6 +564,8 @@ impl Load<'_> {
             return Ok(());
         }
         let (admin, state) = restore::inspect_target(sh, tools, self.target)?;
+        let source_major = manifest.as_ref().and_then(|m| m["source"]["server_major"].as_u64()).unwrap_or(0) as u32;
+        let drop_settings = check_versions(source_major, self.target, state.server.major, self.guard)?;
         confirm_replace(self.target, &state, self.target_media, self.guard)?;
         let mut timings = Timings::default();
         let staged = match (&media_sums, self.target_media) {
@@ -561,8 +584,8 @@ impl Load<'_> {
             let encoding = manifest.as_ref().and_then(|m| m["source"]["encoding"].as_str()).unwrap_or("UTF8").to_string();
             restore::replace(sh, tools, &admin, self.target, Some(&encoding), |temp| {
                 let psql = restore::spawn_psql_load(sh, tools, temp)?;
-                let mut file = fs::File::open(&sql)?;
-                restore::feed_psql(temp, psql, &mut file, &|n| bar.inc(n)).map(|_| ())
+                let mut reader = dump::normalising_reader(fs::File::open(&sql)?, drop_settings.clone());
+                restore::feed_psql(temp, psql, &mut reader, &|n| bar.inc(n)).map(|_| ())
             })?;
             bar.finish_and_clear();
             Ok(())

@@ -65,9 +65,20 @@ pub fn normalise_sorted(input: impl BufRead, mut output: impl Write) -> io::Resu
     Ok(written)
 }
 
-/// [`normalise`] as a reader, for streaming a dump from `pg_dump` straight into `psql`.
-pub fn normalising_reader<R: Read>(input: R) -> impl Read {
-    NormalisingReader { input: io::BufReader::with_capacity(1 << 20, input), filter: Filter::default(), line: Vec::new(), pos: 0 }
+/// Session settings a dump may set that older servers do not know, with the major that
+/// introduced each.
+const NEW_SETTINGS: &[(u32, &str)] = &[(17, "SET transaction_timeout ")];
+
+/// The `SET` lines a server of `major` would reject.
+pub fn settings_unknown_to(major: u32) -> Vec<&'static str> {
+    NEW_SETTINGS.iter().filter(|(since, _)| *since > major).map(|(_, line)| *line).collect()
+}
+
+/// [`normalise`] as a reader, for streaming a dump from `pg_dump` straight into `psql`;
+/// also drops the `SET` lines starting with any of `drop_settings`.
+pub fn normalising_reader<R: Read>(input: R, drop_settings: Vec<&'static str>) -> impl Read {
+    let filter = Filter { drop_settings, ..Filter::default() };
+    NormalisingReader { input: io::BufReader::with_capacity(1 << 20, input), filter, line: Vec::new(), pos: 0 }
 }
 
 struct NormalisingReader<R> {
@@ -120,6 +131,7 @@ pub fn is_copy_start(line: &[u8]) -> bool {
 struct Filter {
     in_copy: bool,
     drop_next_blank: bool,
+    drop_settings: Vec<&'static str>,
 }
 
 impl Filter {
@@ -141,6 +153,9 @@ impl Filter {
             || line.starts_with(b"\\unrestrict ")
             || line.starts_with(b"-- Dumped from database version")
             || line.starts_with(b"-- Dumped by pg_dump version");
+        if self.drop_settings.iter().any(|prefix| line.starts_with(prefix.as_bytes())) {
+            return false;
+        }
         if run_dependent {
             self.drop_next_blank = true;
             return false;
@@ -200,7 +215,7 @@ mod tests {
         assert!(out.ends_with("-- PostgreSQL database dump complete\n--\n\n"));
         assert_eq!(normalise_str(&out), out, "idempotent");
         let mut streamed = String::new();
-        normalising_reader(RAW.as_bytes()).read_to_string(&mut streamed).unwrap();
+        normalising_reader(RAW.as_bytes(), Vec::new()).read_to_string(&mut streamed).unwrap();
         assert_eq!(streamed, out);
     }
 
@@ -215,6 +230,15 @@ mod tests {
         let text = String::from_utf8(a).unwrap();
         assert!(!text.contains("unrestrict"), "{text}");
         assert!(text.contains("FROM stdin;\n1\tb\n2\t\n10\t\\restrict inside data\n\n\\.\n"), "{text}");
+    }
+
+    #[test]
+    fn downgrades_drop_settings_older_servers_lack() {
+        let dump = "SET statement_timeout = 0;\nSET transaction_timeout = 0;\nSET lock_timeout = 0;\n";
+        let mut out = String::new();
+        normalising_reader(dump.as_bytes(), settings_unknown_to(15)).read_to_string(&mut out).unwrap();
+        assert_eq!(out, "SET statement_timeout = 0;\nSET lock_timeout = 0;\n");
+        assert!(settings_unknown_to(17).is_empty());
     }
 
     #[test]

@@ -30,6 +30,9 @@ struct Cli {
     /// Print only warnings, errors and requested data.
     #[arg(short, long, global = true)]
     quiet: bool,
+    /// Where pg_dump/psql come from: host tools that fit the server, else Docker (auto).
+    #[arg(long, global = true, value_enum, env = "NETPOINT_PG_TOOLS", default_value = "auto", value_name = "FROM")]
+    pg_tools: pg_tools::ToolSource,
     #[command(subcommand)]
     command: Command,
 }
@@ -47,6 +50,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     term::init(cli.color, cli.verbose, cli.quiet);
+    pg_tools::set_tool_source(cli.pg_tools);
     // Ctrl-C also reaches the running pg_dump/psql; we stop, clean up, then exit.
     let _ = ctrlc::set_handler(|| restore::INTERRUPTED.store(true, std::sync::atomic::Ordering::SeqCst));
     match run(cli.command) {

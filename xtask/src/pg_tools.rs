@@ -2,17 +2,20 @@
 //! against a server, and running them with credentials passed only through the environment.
 
 use std::{
+    cell::RefCell,
+    collections::{HashMap, HashSet},
     env,
     path::{Path, PathBuf},
     process::{Command, Stdio},
+    sync::OnceLock,
 };
 
 use anyhow::{bail, Context};
-use xshell::{Cmd, Shell};
+use xshell::{cmd, Cmd, Shell};
 
 use crate::{db_url::DbUrl, term};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Tool {
     PgDump,
     Psql,
@@ -48,51 +51,193 @@ pub struct Server {
     pub version: String,
 }
 
+/// Where the client tools come from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum ToolSource {
+    /// Host tools when they can serve the server, else the `postgres:<major>` image.
+    #[default]
+    Auto,
+    /// Only the tools on PATH.
+    Host,
+    /// Only the `postgres:<major>` images, through Docker.
+    Docker,
+}
+
+static TOOL_SOURCE: OnceLock<ToolSource> = OnceLock::new();
+
+pub fn set_tool_source(source: ToolSource) {
+    let _ = TOOL_SOURCE.set(source);
+}
+
+/// How one tool is run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Runner {
+    Host(PathBuf),
+    /// `docker run ... postgres:<major> <tool>`
+    Docker(u32),
+}
+
+/// What a step needs of a tool's major version.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Need {
+    Any,
+    /// Any host tool will do; through Docker, this major's image when it is there.
+    Prefer(u32),
+    /// At least the server's major (pg_dump refuses newer servers).
+    AtLeast(u32),
+    /// Exactly this major when it can be had (reproducible schema snapshots).
+    Exact(u32),
+}
+
 pub struct PgTools {
     pg_dump: Option<Client>,
     psql: Option<Client>,
+    source: ToolSource,
+    /// Server majors learnt so far, by `host:port`.
+    servers: RefCell<HashMap<String, u32>>,
+    images: RefCell<HashMap<u32, bool>>,
+    announced: RefCell<HashSet<(Tool, String)>>,
 }
 
 impl PgTools {
     /// Looks the tools up on `PATH`; a missing one is an error only when it is needed.
     pub fn discover(sh: &Shell) -> PgTools {
-        PgTools { pg_dump: find_client(sh, "pg_dump"), psql: find_client(sh, "psql") }
-    }
-
-    pub fn client(&self, tool: Tool) -> anyhow::Result<&Client> {
-        let found = match tool {
-            Tool::PgDump => &self.pg_dump,
-            Tool::Psql => &self.psql,
-        };
-        found.as_ref().with_context(|| {
-            format!(
-                "{} not found on PATH: install the PostgreSQL client tools \
-                 (Debian/Ubuntu: apt-get install postgresql-client)",
-                tool.name()
-            )
-        })
-    }
-
-    /// Refuses a `pg_dump` older than the server it is to dump.
-    pub fn check_dump_compatible(&self, url: &DbUrl, server: &Server) -> anyhow::Result<()> {
-        let client = self.client(Tool::PgDump)?;
-        if client.major < server.major {
-            bail!(
-                "pg_dump {} cannot dump a PostgreSQL {} server ({url}): install \
-                 postgresql-client-{} and put it first on PATH",
-                client.major,
-                server.major,
-                server.major
-            );
+        PgTools {
+            pg_dump: find_client(sh, "pg_dump"),
+            psql: find_client(sh, "psql"),
+            source: TOOL_SOURCE.get().copied().unwrap_or_default(),
+            servers: RefCell::default(),
+            images: RefCell::default(),
+            announced: RefCell::default(),
         }
-        Ok(())
+    }
+
+    fn host(&self, tool: Tool) -> Option<&Client> {
+        match tool {
+            Tool::PgDump => self.pg_dump.as_ref(),
+            Tool::Psql => self.psql.as_ref(),
+        }
+    }
+
+    /// Whether the image `postgres:<major>` is there (pulled once if it is not).
+    fn has_image(&self, sh: &Shell, major: u32) -> bool {
+        if let Some(&known) = self.images.borrow().get(&major) {
+            return known;
+        }
+        let image = format!("postgres:{major}");
+        let found = cmd!(sh, "docker image inspect {image}").quiet().ignore_stdout().ignore_stderr().run().is_ok()
+            || cmd!(sh, "docker pull --quiet {image}").quiet().ignore_stdout().ignore_stderr().run().is_ok();
+        self.images.borrow_mut().insert(major, found);
+        found
+    }
+
+    /// The newest `postgres:<major>` image present, for steps that need no particular major.
+    fn any_image(&self, sh: &Shell) -> Option<u32> {
+        let tags = cmd!(sh, "docker image ls postgres --format '{{.Tag}}'").quiet().ignore_stderr().read().ok()?;
+        let newest = tags.lines().filter_map(|t| t.trim().parse::<u32>().ok()).max()?;
+        self.images.borrow_mut().insert(newest, true);
+        Some(newest)
+    }
+
+    fn choose(&self, sh: &Shell, tool: Tool, need: Need) -> anyhow::Result<(Runner, String)> {
+        let host = self.host(tool);
+        let name = tool.name();
+        let host_fits = |client: &Client| match need {
+            Need::Any | Need::Prefer(_) => true,
+            Need::AtLeast(major) => client.major >= major,
+            Need::Exact(major) => client.major == major,
+        };
+        let wanted = match need {
+            Need::Any | Need::Prefer(_) => None,
+            Need::AtLeast(major) | Need::Exact(major) => Some(major),
+        };
+        if self.source != ToolSource::Docker {
+            if let Some(client) = host.filter(|c| host_fits(c)) {
+                return Ok((Runner::Host(client.path.clone()), format!("host {name} {} fits", client.major)));
+            }
+        }
+        if self.source != ToolSource::Host {
+            let major = match (wanted, need) {
+                (Some(major), _) => self.has_image(sh, major).then_some(major),
+                (None, Need::Prefer(major)) if self.has_image(sh, major) => Some(major),
+                (None, _) => self.any_image(sh),
+            };
+            if let Some(major) = major {
+                let why = match host {
+                    None if self.source == ToolSource::Auto => format!("no {name} on PATH"),
+                    Some(client) if self.source == ToolSource::Auto => {
+                        format!("host {name} {} does not fit PostgreSQL {}", client.major, wanted.unwrap_or(major))
+                    }
+                    _ => "--pg-tools docker".to_string(),
+                };
+                return Ok((Runner::Docker(major), why));
+            }
+        }
+        if let (Need::Exact(major), Some(client)) = (need, host) {
+            if client.major > major && self.source != ToolSource::Docker {
+                return Ok((Runner::Host(client.path.clone()), format!("no postgres:{major} image; host {name} {} is newer", client.major)));
+            }
+        }
+        let found = match host {
+            Some(client) => format!("{name} {} found on PATH", client.major),
+            None => format!("no {name} on PATH"),
+        };
+        let major = wanted.map(|m| m.to_string()).unwrap_or_else(|| "N".into());
+        let docker = match self.source {
+            ToolSource::Host => "or drop `--pg-tools host` so the postgres image can be used through Docker".to_string(),
+            _ => format!("or start Docker with the image postgres:{major} (`bash scripts/test-prereqs.sh` builds it)"),
+        };
+        match wanted {
+            Some(server) => bail!("{found}, but PostgreSQL {server} needs {name} {server} or newer: install postgresql-client-{server}, {docker}"),
+            None => bail!("{found}: install the PostgreSQL client tools (apt-get install postgresql-client), {docker}"),
+        }
+    }
+
+    /// What a tool should be for `url`'s server, when its major is known.
+    fn need_for(&self, tool: Tool, url: &DbUrl) -> Need {
+        match (tool, self.servers.borrow().get(&url.host_port())) {
+            (Tool::PgDump, Some(&major)) => Need::AtLeast(major),
+            (Tool::Psql, Some(&major)) => Need::Prefer(major),
+            (_, None) => Need::Any,
+        }
+    }
+
+    /// Refuses when no `pg_dump` can dump the server.
+    pub fn check_dump_compatible(&self, sh: &Shell, server: &Server) -> anyhow::Result<()> {
+        self.choose(sh, Tool::PgDump, Need::AtLeast(server.major)).map(|_| ())
     }
 
     /// A tool invocation against `url`: connection and password only in the environment.
     pub fn cmd<'a>(&self, sh: &'a Shell, tool: Tool, url: &DbUrl, access: Access) -> anyhow::Result<Cmd<'a>> {
-        let client = self.client(tool)?;
-        let mut cmd = sh.cmd(&client.path).quiet();
-        for (key, value) in session_env(url, access) {
+        self.cmd_with(sh, tool, url, access, self.need_for(tool, url))
+    }
+
+    pub fn cmd_with<'a>(&self, sh: &'a Shell, tool: Tool, url: &DbUrl, access: Access, need: Need) -> anyhow::Result<Cmd<'a>> {
+        let (runner, why) = self.choose(sh, tool, need)?;
+        let shown = match &runner {
+            Runner::Host(path) => path.display().to_string(),
+            Runner::Docker(major) => format!("docker image postgres:{major}"),
+        };
+        if term::verbose() && self.announced.borrow_mut().insert((tool, shown.clone())) {
+            term::detail(format!("using {} from {shown}: {why}", tool.name()));
+        }
+        let env = session_env(url, access);
+        let mut cmd = match runner {
+            Runner::Host(path) => sh.cmd(path).quiet(),
+            Runner::Docker(major) => {
+                let mut cmd = sh.cmd("docker").quiet().args(["run", "--rm", "-i", "--network", "host", "--entrypoint", tool.name()]);
+                for (key, value) in &env {
+                    // `--env NAME` without a value: docker takes it from its own environment.
+                    cmd = cmd.args(["--env", key]);
+                    let local_path = (key == "PGPASSFILE" || (key == "PGHOST" && value.starts_with('/'))).then_some(value);
+                    if let Some(path) = local_path {
+                        cmd = cmd.arg("--volume").arg(format!("{path}:{path}:ro"));
+                    }
+                }
+                cmd.arg(format!("postgres:{major}"))
+            }
+        };
+        for (key, value) in env {
             cmd = cmd.env(key, value);
         }
         Ok(cmd)
@@ -126,7 +271,9 @@ impl PgTools {
             .trim()
             .parse()
             .with_context(|| format!("unexpected server version `{out}` from {url}"))?;
-        Ok(Server { major: num / 10000, version: version.to_string() })
+        let major = num / 10000;
+        self.servers.borrow_mut().insert(url.host_port(), major);
+        Ok(Server { major, version: version.to_string() })
     }
 }
 

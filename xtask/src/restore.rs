@@ -31,6 +31,7 @@ pub fn check_interrupted() -> anyhow::Result<()> {
 
 /// What is known about the database a run is about to replace.
 pub struct TargetState {
+    pub server: crate::pg_tools::Server,
     pub exists: bool,
     pub tables: u64,
     pub size: u64,
@@ -41,6 +42,7 @@ pub struct TargetState {
 /// killed runs left behind.
 pub fn inspect_target(sh: &Shell, tools: &PgTools, target: &DbUrl) -> anyhow::Result<(DbUrl, TargetState)> {
     let admin = admin_url(sh, tools, target)?;
+    let server = tools.server(sh, &admin, Access::ReadWrite)?;
     let row = tools.query(
         sh,
         &admin,
@@ -70,7 +72,7 @@ pub fn inspect_target(sh: &Shell, tools: &PgTools, target: &DbUrl) -> anyhow::Re
             target.host_port()
         );
     }
-    let mut state = TargetState { exists: exists == "t", tables: 0, size: size.parse().unwrap_or(0) };
+    let mut state = TargetState { server, exists: exists == "t", tables: 0, size: size.parse().unwrap_or(0) };
     if state.exists {
         let tables = tools.query(
             sh,

@@ -9,7 +9,7 @@ use crate::{
     atomic_file,
     db_url::DbUrl,
     dump,
-    pg_tools::{self, Access, PgTools, Tool},
+    pg_tools::{self, Access, Need, PgTools, Tool},
     schema_diff, term,
 };
 
@@ -82,9 +82,9 @@ pub fn snapshot(sh: &Shell, tools: &PgTools, url: &DbUrl, expected_major: Option
             server.major
         );
     }
-    tools.check_dump_compatible(url, &server)?;
+    // The same server dumps to the same text only with the same pg_dump major.
     let cmd = tools
-        .cmd(sh, Tool::PgDump, url, Access::ReadOnly)?
+        .cmd_with(sh, Tool::PgDump, url, Access::ReadOnly, Need::Exact(server.major))?
         .args(["--schema-only", "--no-owner", "--no-privileges"])
         .ignore_status();
     pg_tools::log(&cmd, url);

@@ -248,7 +248,7 @@ struct Refresh<'a> {
 impl Refresh<'_> {
     fn run(&self, sh: &Shell, tools: &PgTools, check: bool) -> anyhow::Result<()> {
         let server = tools.server(sh, self.source, Access::ReadOnly)?;
-        tools.check_dump_compatible(self.source, &server)?;
+        tools.check_dump_compatible(sh, &server)?;
         atomic_file::parent_dir(self.fixtures)?;
         atomic_file::remove_stale_siblings(self.fixtures);
         let staging = StagingDir(atomic_file::sibling(self.fixtures, "staging"));
