@@ -5,3 +5,4 @@ mod harness;
 mod schema_snapshot;
 mod seed_dev;
 mod workflows;
+mod versions;
