@@ -38,7 +38,12 @@ die() {
     exit 1
 }
 # Anything that fails without its own message still ends with one clear line.
-trap 'rc=$?; printf "[test-prereqs] FAILED: \`%s\` exited %s (line %s)\n" "$BASH_COMMAND" "$rc" "$LINENO" >&2; exit "$rc"' ERR
+on_error() {
+    local rc=$? line=$1 cmd=$2
+    printf "[test-prereqs] FAILED: '%s' exited %s (line %s)\n" "$cmd" "$rc" "$line" >&2
+    exit "$rc"
+}
+trap 'on_error "$LINENO" "$BASH_COMMAND"' ERR
 
 for arg in "$@"; do
     case "$arg" in
@@ -54,7 +59,7 @@ done
 [ "$(id -u)" = 0 ] || die "must run as root (it installs packages and starts dockerd)"
 [ -r "$ENTRYPOINT_SRC" ] || die "missing $ENTRYPOINT_SRC"
 for major in "${PG_MAJORS[@]}"; do
-    [ -n "${SUITE_OF[$major]:-}" ] || die "no Debian suite known for PostgreSQL $major (known: ${!SUITE_OF[*]})"
+    [ -n "${SUITE_OF[$major]:-}" ] || die "no Debian suite known for PostgreSQL $major (known: $(printf "%s\n" "${!SUITE_OF[@]}" | sort -n | xargs))"
 done
 
 # --- apt helpers -------------------------------------------------------------
@@ -79,6 +84,7 @@ debian_mirror() {
         return
     fi
     local codename
+    # shellcheck source=/dev/null
     codename=$(. /etc/os-release && echo "${VERSION_CODENAME:-}")
     [ -n "$codename" ] || die "cannot tell the Debian release from /etc/os-release; set DEBIAN_MIRROR"
     local files=()
@@ -138,6 +144,7 @@ ensure_docker() {
             return
         fi
     fi
+    local pid=""
     if pgrep -x dockerd >/dev/null 2>&1; then
         log "dockerd is running but not answering yet; waiting for it"
     else
@@ -145,14 +152,18 @@ ensure_docker() {
         mkdir -p "$(dirname "$DOCKERD_LOG")"
         # setsid: its own session, so it outlives this script and its caller's
         # process group; nohup for good measure when run from a terminal.
-        setsid nohup dockerd >>"$DOCKERD_LOG" 2>&1 </dev/null &
+        # 9>&-: it must not inherit (and hold forever) this script's lock.
+        setsid nohup dockerd >>"$DOCKERD_LOG" 2>&1 </dev/null 9>&- &
+        pid=$!
     fi
     local waited=0
     until docker info >/dev/null 2>&1; do
         if [ "$waited" -ge 60 ]; then
             die "dockerd did not become ready within 60 s; see $DOCKERD_LOG (last line: $(tail -n 1 "$DOCKERD_LOG" 2>/dev/null))"
         fi
-        if ! pgrep -x dockerd >/dev/null 2>&1; then
+        # ($pid may still be setsid/nohup about to exec dockerd, or, if setsid
+        # forked, gone while dockerd runs: it has died only if both are false.)
+        if ! { [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; } && ! pgrep -x dockerd >/dev/null 2>&1; then
             die "dockerd exited during start-up; see $DOCKERD_LOG (last line: $(tail -n 1 "$DOCKERD_LOG" 2>/dev/null))"
         fi
         sleep 1
@@ -174,29 +185,27 @@ image_recipe() { # prints the recipe of an existing image ("" for a pulled one)
         sed -n 's/^NETPOINT_PG_IMAGE_RECIPE=//p'
 }
 
+# One build per child process (see below), so BUILD_DIR is per process.
 BUILD_DIR=""
 cleanup_build_dir() {
     [ -n "$BUILD_DIR" ] && [ -d "$BUILD_DIR" ] || return 0
-    # debootstrap mounts /proc and /sys (and may bind /dev) inside the target;
+    # debootstrap mounts /proc (and on some hosts /sys, /dev) inside the target;
     # if it died half-way they can still be there. Never rm -rf across them.
     local m
-    for m in $(awk -v d="$BUILD_DIR/" 'index($2, d) == 1 { print $2 }' /proc/mounts | sort -r); do
-        umount -l "$m" 2>/dev/null || true
-    done
+    awk -v d="$BUILD_DIR/" 'index($2, d) == 1 { print $2 }' /proc/mounts | sort -r |
+        while read -r m; do umount -l "$m" 2>/dev/null || true; done
     rm -rf --one-file-system "$BUILD_DIR" || log "warning: could not remove $BUILD_DIR"
     BUILD_DIR=""
 }
-trap cleanup_build_dir EXIT
-trap 'cleanup_build_dir; exit 130' INT TERM
 
+# Builds postgres:<major> from Debian packages; runs in a child process.
 build_image() {
     local major=$1 suite=${SUITE_OF[$1]} mirror=$2 recipe=$3
     local start=$SECONDS
-    command -v debootstrap >/dev/null 2>&1 || apt_install debootstrap
-    [ -e "/usr/share/debootstrap/scripts/$suite" ] ||
-        die "this debootstrap does not know the suite '$suite' (needed for postgres:$major)"
+    trap cleanup_build_dir EXIT
+    trap 'cleanup_build_dir; exit 130' INT TERM
 
-    BUILD_DIR=$(mktemp -d /var/tmp/netpoint-pg$major.XXXXXX)
+    BUILD_DIR=$(mktemp -d "/var/tmp/netpoint-pg$major.XXXXXX")
     local root="$BUILD_DIR/rootfs" dlog="$BUILD_DIR/debootstrap.log"
     log "postgres:$major: debootstrap $suite from $mirror (postgresql-$major)"
     # util-linux for setpriv (essential on bookworm, listed to be sure elsewhere).
@@ -206,6 +215,7 @@ build_image() {
         cp "$dlog" "/var/log/netpoint-debootstrap-$suite.log" 2>/dev/null || true
         die "debootstrap of $suite for postgres:$major failed; see /var/log/netpoint-debootstrap-$suite.log (last line: $(tail -n 1 "$dlog"))"
     fi
+    local bootstrapped=$SECONDS
     [ -x "$root/usr/lib/postgresql/$major/bin/postgres" ] ||
         die "postgres:$major: $root/usr/lib/postgresql/$major/bin/postgres missing after debootstrap"
     chroot "$root" sh -c 'command -v setpriv' >/dev/null ||
@@ -216,7 +226,8 @@ build_image() {
     # $PGDATA instead, so drop it rather than ship an unused, initialised cluster.
     rm -rf "$root/var/lib/postgresql/$major" "$root/etc/postgresql/$major"
     # Shrink: docs, man pages, message catalogues, apt's package lists and caches,
-    # logs. (The server's own files, zoneinfo and ICU data stay.)
+    # logs. (The server's own files, zoneinfo, ICU data and the LLVM JIT stay,
+    # as in the official image.)
     rm -rf "$root"/usr/share/doc/* "$root"/usr/share/man/* "$root"/usr/share/info/* \
         "$root"/usr/share/locale/* "$root"/var/lib/apt/lists/* "$root"/var/cache/apt/* \
         "$root"/var/cache/debconf/*-old "$root"/var/log/*
@@ -232,6 +243,8 @@ build_image() {
     chmod 3777 "$root/var/run/postgresql" # as the official image: works with --user too
 
     log "postgres:$major: importing into docker"
+    local old_id
+    old_id=$(docker image inspect --format '{{.Id}}' "postgres:$major" 2>/dev/null || true)
     # (Docker 20.10's import rejects STOPSIGNAL, so `docker stop` sends SIGTERM:
     # a "smart" shutdown, which waits for clients to disconnect.)
     # --numeric-owner keeps the rootfs's own uids (not the host's names).
@@ -250,48 +263,77 @@ build_image() {
             -m "offline build: debootstrap $suite + postgresql-$major" \
             - "postgres:$major" >/dev/null ||
         die "docker import of postgres:$major failed"
+    # The out-of-date image it replaces is now untagged; drop it unless a
+    # container still uses it.
+    [ -z "$old_id" ] || docker image rm "$old_id" >/dev/null 2>&1 || true
     cleanup_build_dir
-    BUILT+=("$major:$((SECONDS - start))s")
-    log "postgres:$major: built in $((SECONDS - start)) s ($(docker image inspect --format '{{.Size}}' "postgres:$major" | numfmt --to=iec) uncompressed)"
+    log "postgres:$major: built in $((SECONDS - start)) s (debootstrap $((bootstrapped - start)) s)," \
+        "$(docker image inspect --format '{{.Size}}' "postgres:$major" | numfmt --to=iec) uncompressed"
 }
 
+# Reuses or pulls postgres:<major>; adds it to TO_BUILD when neither works.
 ensure_image() {
-    local major=$1 image="postgres:$1" recipe have
-    recipe=$(recipe_of "$major")
+    local major=$1 image="postgres:$1" have
+    RECIPE[$major]=$(recipe_of "$major")
     if [ "$REBUILD" = 0 ] && docker image inspect "$image" >/dev/null 2>&1; then
         have=$(image_recipe "$image")
-        if [ -z "$have" ] || [ "$have" = "$recipe" ]; then
+        if [ -z "$have" ] || [ "$have" = "${RECIPE[$major]}" ]; then
             log "$image: present, reusing${have:+ (offline build $have)}"
             REUSED+=("$major")
             return
         fi
-        log "$image: offline build $have is out of date (now $recipe); rebuilding"
+        log "$image: offline build $have is out of date (now ${RECIPE[$major]}); rebuilding"
     elif [ "$REBUILD" = 0 ]; then
-        log "$image: not present; trying docker pull"
         if timeout 30 docker pull -q "$image" >/dev/null 2>&1; then
             log "$image: pulled"
             PULLED+=("$major")
             return
         fi
-        log "$image: pull failed (no registry reachable?); building it offline"
+        log "$image: not present and docker pull failed (no registry reachable?); building it offline"
     fi
-    # (`|| exit`: debian_mirror already said why, in its subshell.)
-    [ -n "$MIRROR" ] || MIRROR=$(debian_mirror) || exit 1
-    build_image "$major" "$MIRROR" "$recipe"
+    TO_BUILD+=("$major")
 }
+
+# Two runs at once would race on dockerd and the image tags.
+exec 9>/run/netpoint-test-prereqs.lock
+flock -w 900 9 || die "another scripts/test-prereqs.sh still holds /run/netpoint-test-prereqs.lock after 15 min"
 
 START=$SECONDS
 ensure_docker
-MIRROR=""
+declare -A RECIPE=()
 REUSED=()
 PULLED=()
-BUILT=()
+TO_BUILD=()
 for major in "${PG_MAJORS[@]}"; do
     ensure_image "$major"
 done
 
+if [ ${#TO_BUILD[@]} -gt 0 ]; then
+    # (`|| exit`: debian_mirror already said why, in its subshell.)
+    MIRROR=$(debian_mirror) || exit 1
+    command -v debootstrap >/dev/null 2>&1 || apt_install debootstrap
+    for major in "${TO_BUILD[@]}"; do
+        [ -e "/usr/share/debootstrap/scripts/${SUITE_OF[$major]}" ] ||
+            die "this debootstrap does not know the suite '${SUITE_OF[$major]}' (needed for postgres:$major)"
+    done
+    # The builds are mostly waiting on downloads and dpkg, so run them side by side.
+    build_start=$SECONDS
+    declare -A CHILD=()
+    trap 'kill "${CHILD[@]}" 2>/dev/null; wait; exit 130' INT TERM
+    for major in "${TO_BUILD[@]}"; do
+        build_image "$major" "$MIRROR" "${RECIPE[$major]}" &
+        CHILD[$major]=$!
+    done
+    failed=()
+    for major in "${TO_BUILD[@]}"; do
+        wait "${CHILD[$major]}" || failed+=("$major")
+    done
+    trap - INT TERM
+    [ ${#failed[@]} -eq 0 ] || die "could not build postgres:{${failed[*]}} (reasons above)"
+fi
+
 summary="Docker $(docker info --format '{{.ServerVersion}}') running"
 [ ${#REUSED[@]} -eq 0 ] || summary+="; reused postgres:{${REUSED[*]}}"
 [ ${#PULLED[@]} -eq 0 ] || summary+="; pulled postgres:{${PULLED[*]}}"
-[ ${#BUILT[@]} -eq 0 ] || summary+="; built postgres:{${BUILT[*]}}"
+[ ${#TO_BUILD[@]} -eq 0 ] || summary+="; built postgres:{${TO_BUILD[*]}} in $((SECONDS - build_start)) s"
 log "OK: $summary (total $((SECONDS - START)) s)"

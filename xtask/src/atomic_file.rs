@@ -40,6 +40,9 @@ pub fn parent_dir(path: &Path) -> anyhow::Result<PathBuf> {
         Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
         _ => PathBuf::from("."),
     };
+    if dir.exists() && !dir.is_dir() {
+        bail!("{} is not a directory: choose another path", dir.display());
+    }
     if !dir.is_dir() {
         bail!("directory {} does not exist: create it or choose another path", dir.display());
     }

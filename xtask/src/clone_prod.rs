@@ -2,6 +2,7 @@
 //! directly or through a portable bundle, verified and atomic.
 
 use std::{
+    collections::BTreeMap,
     fs,
     path::{Path, PathBuf},
     process::{Command, Stdio},
@@ -19,6 +20,7 @@ use crate::{
     pg_tools::{self, Access, PgTools, Server, Tool},
     restore::{self, INTERRUPTED},
     schema_snapshot::source_url,
+    scrub,
     term,
 };
 
@@ -57,6 +59,8 @@ pub struct CloneProd {
     dry_run: bool,
     #[command(flatten)]
     guard: LoadGuard,
+    #[command(flatten)]
+    scrub: scrub::ScrubFlags,
 }
 
 /// Flags that guard a database about to be replaced.
@@ -103,11 +107,11 @@ impl CloneProd {
         let mut excluded: Vec<String> = if self.with_changelog { Vec::new() } else { CHANGELOG_TABLES.iter().map(|t| t.to_string()).collect() };
         excluded.extend(self.exclude_table_data.iter().cloned());
         match &self.out {
-            Some(out) => export(sh, &tools, &source, source_media.as_deref(), &excluded, out, self.dry_run),
+            Some(out) => export(sh, &tools, &source, source_media.as_deref(), &excluded, &self.scrub, out, self.dry_run),
             None => {
                 let target = source_url(self.target.clone(), "NETPOINT_DATABASE_URL", "--target")?;
                 let target_media = path_or_env(self.target_media.clone(), "NETPOINT_MEDIA_ROOT");
-                let direct = Direct { source: &source, source_media: source_media.as_deref(), target: &target, target_media: target_media.as_deref(), excluded: &excluded, guard: &self.guard };
+                let direct = Direct { source: &source, source_media: source_media.as_deref(), target: &target, target_media: target_media.as_deref(), excluded: &excluded, guard: &self.guard, scrub: &self.scrub };
                 direct.run(sh, &tools, self.dry_run)
             }
         }
@@ -199,11 +203,13 @@ fn with_dump<T>(
     source: &DbUrl,
     patterns: &[String],
     drop_settings: Vec<&'static str>,
+    scrub: &scrub::Plan,
     sink: impl FnOnce(&mut dyn std::io::Read) -> anyhow::Result<T>,
-) -> anyhow::Result<T> {
+) -> anyhow::Result<(T, BTreeMap<String, u64>)> {
     let mut child = spawn_dump(sh, tools, source, patterns)?;
     let stderr = restore::collect_stderr(child.stderr.take().unwrap());
-    let mut reader = dump::normalising_reader(child.stdout.take().unwrap(), drop_settings);
+    let normalised = dump::normalising_reader(child.stdout.take().unwrap(), drop_settings);
+    let (mut reader, counts) = scrub::scrubbing_reader(normalised, &scrub.applied);
     let result = sink(&mut reader);
     drop(reader);
     let status = match (&result, child.try_wait()?) {
@@ -218,7 +224,8 @@ fn with_dump<T>(
     if !status.success() && (result.is_ok() || !stderr.contains("Broken pipe")) && !INTERRUPTED.load(std::sync::atomic::Ordering::SeqCst) {
         return Err(pg_tools::explain_failure(source, &stderr)).context(format!("pg_dump of {source} failed"));
     }
-    result
+    let counts = counts.borrow().clone();
+    Ok((result?, counts))
 }
 
 /// Media paths of a run, checked before anything is changed.
@@ -265,6 +272,7 @@ struct Direct<'a> {
     target_media: Option<&'a Path>,
     excluded: &'a [String],
     guard: &'a LoadGuard,
+    scrub: &'a scrub::ScrubFlags,
 }
 
 impl Direct<'_> {
@@ -281,10 +289,12 @@ impl Direct<'_> {
         let server = source_server(sh, tools, self.source)?;
         let excluded = excluded_tables(sh, tools, self.source, self.excluded)?;
         let media_entries = self.source_media.map(media::scan).transpose()?;
+        let scrub = self.scrub.plan(sh, tools, self.source)?;
         if dry_run {
             print_plan(&[
                 format!("read {} (PostgreSQL {}, read-only session)", self.source, server.version),
                 format!("dump it with pg_dump --no-owner --no-privileges{}", excluded_text(&excluded)),
+                format!("scrub {} rules in the stream ({} skipped)", scrub.applied.len(), scrub.skipped.len()),
                 format!("restore into a temporary database beside {} and swap it in place", self.target),
                 media_plan(self.source_media, self.target_media, media_entries.as_deref()),
             ]);
@@ -304,9 +314,16 @@ impl Direct<'_> {
             let encoding = database_encoding(sh, tools, self.source)?;
             restore::replace(sh, tools, &admin, self.target, Some(&encoding), |temp| {
                 let psql = restore::spawn_psql_load(sh, tools, temp)?;
-                with_dump(sh, tools, self.source, self.excluded, drop_settings, |reader| restore::feed_psql(temp, psql, reader, &|n| bar.inc(n)).map(|_| ()))
+                let ((), counts) = with_dump(sh, tools, self.source, self.excluded, drop_settings, &scrub, |reader| {
+                    restore::feed_psql(temp, psql, reader, &|n| bar.inc(n)).map(|_| ())
+                })?;
+                bar.finish_and_clear();
+                if !scrub.applied.is_empty() {
+                    scrub.verify(sh, tools, self.source, temp)?;
+                    term::step(scrub.report(&counts));
+                }
+                Ok(())
             })?;
-            bar.finish_and_clear();
             Ok(())
         });
         let media = finish_media(result, staged, self.target_media)?;
@@ -413,7 +430,8 @@ fn summarise(sh: &Shell, tools: &PgTools, target: &DbUrl, excluded: &[(String, i
     ));
 }
 
-fn export(sh: &Shell, tools: &PgTools, source: &DbUrl, source_media: Option<&Path>, patterns: &[String], out: &Path, dry_run: bool) -> anyhow::Result<()> {
+#[allow(clippy::too_many_arguments)]
+fn export(sh: &Shell, tools: &PgTools, source: &DbUrl, source_media: Option<&Path>, patterns: &[String], scrub_flags: &scrub::ScrubFlags, out: &Path, dry_run: bool) -> anyhow::Result<()> {
     if out.exists() && fs::read_dir(out).map(|mut d| d.next().is_some()).unwrap_or(true) {
         bail!("{} already exists and is not empty: choose a new directory for the bundle", out.display());
     }
@@ -422,8 +440,10 @@ fn export(sh: &Shell, tools: &PgTools, source: &DbUrl, source_media: Option<&Pat
     let excluded = excluded_tables(sh, tools, source, patterns)?;
     let entries = source_media.map(media::scan).transpose()?;
     let encoding = database_encoding(sh, tools, source)?;
+    let scrub = scrub_flags.plan(sh, tools, source)?;
     if dry_run {
         print_plan(&[
+            format!("scrub {} rules in the stream ({} skipped)", scrub.applied.len(), scrub.skipped.len()),
             format!("read {} (PostgreSQL {}, read-only session)", source, server.version),
             format!("dump it to {}/{}{}", out.display(), bundle::SQL, excluded_text(&excluded)),
             media_plan(source_media, None, entries.as_deref()),
@@ -440,14 +460,18 @@ fn export(sh: &Shell, tools: &PgTools, source: &DbUrl, source_media: Option<&Pat
         let bar = term::bytes_progress("dump", None);
         let path = staging.0.join(bundle::SQL);
         let mut file = fs::File::create(&path).with_context(|| format!("writing {}", path.display()))?;
-        let bytes = with_dump(sh, tools, source, patterns, Vec::new(), |reader| {
+        let (bytes, counts) = with_dump(sh, tools, source, patterns, Vec::new(), &scrub, |reader| {
             let mut counted = ProgressReader { inner: reader, on_bytes: &|n| bar.inc(n) };
             Ok(std::io::copy(&mut counted, &mut file)?)
         })?;
         file.sync_all()?;
         bar.finish_and_clear();
-        Ok(bytes)
+        Ok((bytes, counts))
     })?;
+    let (dumped, scrub_counts) = dumped;
+    if !scrub.applied.is_empty() {
+        term::step(scrub.report(&scrub_counts));
+    }
     let mut names = vec![bundle::SQL, bundle::MANIFEST];
     let media_totals = match (source_media, &entries) {
         (Some(root), Some(entries)) => {
@@ -482,6 +506,7 @@ fn export(sh: &Shell, tools: &PgTools, source: &DbUrl, source_media: Option<&Pat
         },
         "excluded_table_data": excluded.iter().map(|(name, _)| name.clone()).collect::<Vec<_>>(),
         "sql_bytes": dumped,
+        "scrub": (!scrub_flags.no_scrub).then(|| scrub.manifest(&scrub_counts)),
         "media": media_totals.map(|t| json!({"files": t.files, "bytes": t.bytes})),
     });
     fs::write(staging.0.join(bundle::MANIFEST), bundle::manifest_text(&manifest))?;

@@ -10,6 +10,7 @@ mod pg_tools;
 mod restore;
 mod schema_diff;
 mod schema_snapshot;
+mod scrub;
 mod seed_dev;
 mod term;
 

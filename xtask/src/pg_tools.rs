@@ -258,6 +258,21 @@ impl PgTools {
         Ok(String::from_utf8_lossy(&output.stdout).trim_end_matches('\n').to_string())
     }
 
+    /// Runs SQL given on psql's stdin (for statements that carry sensitive values).
+    pub fn query_stdin(&self, sh: &Shell, url: &DbUrl, sql: &str) -> anyhow::Result<String> {
+        let cmd = self
+            .cmd(sh, Tool::Psql, url, Access::ReadWrite)?
+            .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-f", "-"])
+            .stdin(sql)
+            .ignore_status();
+        log(&cmd, url);
+        let output = cmd.output().with_context(|| format!("running psql against {url}"))?;
+        if !output.status.success() {
+            return Err(explain_failure(url, &String::from_utf8_lossy(&output.stderr)));
+        }
+        Ok(String::from_utf8_lossy(&output.stdout).trim_end_matches('\n').to_string())
+    }
+
     /// Connects once to learn the server version, turning connection failures into clear errors.
     pub fn server(&self, sh: &Shell, url: &DbUrl, access: Access) -> anyhow::Result<Server> {
         let out = self.query(

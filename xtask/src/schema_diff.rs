@@ -56,7 +56,18 @@ fn parse_header(line: &str) -> Option<Key> {
 
 /// Column name → definition, from a `CREATE TABLE` (or view) body.
 fn columns(body: &str) -> BTreeMap<String, String> {
+    table_items(body).0
+}
+
+/// Inline constraint name → definition (`CONSTRAINT x CHECK (...)` lines of a `CREATE TABLE`).
+fn inline_constraints(body: &str) -> BTreeMap<String, String> {
+    table_items(body).1
+}
+
+/// The columns and the inline constraints of a `CREATE TABLE` body.
+fn table_items(body: &str) -> (BTreeMap<String, String>, BTreeMap<String, String>) {
     let mut columns = BTreeMap::new();
+    let mut constraints = BTreeMap::new();
     let mut inside = false;
     for line in body.lines() {
         if line.starts_with("CREATE TABLE ") && line.ends_with('(') {
@@ -70,14 +81,17 @@ fn columns(body: &str) -> BTreeMap<String, String> {
             break;
         }
         let def = line.trim().trim_end_matches(',');
-        if def.starts_with("CONSTRAINT ") {
+        if let Some(constraint) = def.strip_prefix("CONSTRAINT ") {
+            if let Some((name, rest)) = split_identifier(constraint) {
+                constraints.insert(name, rest.to_string());
+            }
             continue;
         }
         if let Some((name, rest)) = split_identifier(def) {
             columns.insert(name, rest.to_string());
         }
     }
-    columns
+    (columns, constraints)
 }
 
 fn split_identifier(def: &str) -> Option<(String, &str)> {
@@ -179,6 +193,21 @@ fn column_changes(key: &Key, old: &str, new: &str) -> Vec<String> {
     for name in old_columns.keys().filter(|name| !new_columns.contains_key(*name)) {
         lines.push(format!("- Column `{table}.{name}` removed"));
     }
+    // CHECK constraints live inside CREATE TABLE: name them like the separate ones.
+    let old_constraints = inline_constraints(old);
+    let new_constraints = inline_constraints(new);
+    for (name, def) in &new_constraints {
+        match old_constraints.get(name) {
+            None => lines.push(format!("- Constraint `{name}` on `{table}` added: `{def}`")),
+            Some(old_def) if old_def != def => {
+                lines.push(format!("- Constraint `{name}` on `{table}` changed: `{old_def}` → `{def}`"))
+            }
+            Some(_) => {}
+        }
+    }
+    for name in old_constraints.keys().filter(|name| !new_constraints.contains_key(*name)) {
+        lines.push(format!("- Constraint `{name}` on `{table}` removed"));
+    }
     if lines.is_empty() {
         lines.push(format!("- Table `{table}` changed"));
     }
@@ -232,6 +261,7 @@ CREATE VIEW public.old_view AS SELECT 1;
         let new = OLD
             .replace("    status character varying(50) NOT NULL,\n", "    status text,\n    facility text DEFAULT ''::text,\n")
             .replace("    name character varying(100) NOT NULL,\n", "")
+            .replace("    facility text DEFAULT ''::text,\n    CONSTRAINT dcim_site_check CHECK ((id > 0))\n", "    facility text DEFAULT ''::text\n")
             .replace("ADD CONSTRAINT dcim_site_name_key UNIQUE (name);", "")
             .replace(
                 "-- Name: dcim_site dcim_site_name_key; Type: CONSTRAINT; Schema: public; Owner: -",
@@ -244,6 +274,7 @@ CREATE VIEW public.old_view AS SELECT 1;
             "Column `public.dcim_site.name` removed",
             "Index `public.dcim_site_status_idx` added",
             "Constraint `dcim_site_name_key` on `public.dcim_site` removed",
+            "Constraint `dcim_site_check` on `public.dcim_site` removed",
         ] {
             assert!(lines.contains(expected), "missing {expected:?} in\n{lines}");
         }

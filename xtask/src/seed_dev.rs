@@ -5,7 +5,7 @@
 use std::{
     collections::BTreeMap,
     fs,
-    io::Write,
+    io::{self, Write},
     net::TcpListener,
     os::unix::fs::OpenOptionsExt,
     path::{Path, PathBuf},
@@ -23,7 +23,7 @@ use crate::{
     db_url::DbUrl,
     dump, media,
     pg_tools::{self, Access, PgTools, Tool},
-    schema_snapshot, term,
+    schema_snapshot, scrub, term,
 };
 
 /// Seed a dev database and media from fixtures/, or regenerate the fixtures (--refresh).
@@ -52,6 +52,8 @@ pub struct SeedDev {
     /// With --refresh: write nothing; fail with a summary when the fixtures are out of date.
     #[arg(long, requires = "refresh")]
     check: bool,
+    #[command(flatten)]
+    scrub: scrub::ScrubFlags,
     /// Stop the local dev-database container (its data is kept).
     #[arg(long, conflicts_with_all = ["refresh", "destroy", "target"])]
     stop: bool,
@@ -72,7 +74,7 @@ impl SeedDev {
         let tools = PgTools::discover(sh);
         if self.refresh {
             let source = schema_snapshot::source_url(self.source.clone(), "NETPOINT_DATABASE_URL", "--source")?;
-            let refresh = Refresh { source: &source, source_media: self.source_media.as_deref(), fixtures: &fixtures };
+            let refresh = Refresh { source: &source, source_media: self.source_media.as_deref(), fixtures: &fixtures, scrub: &self.scrub };
             return refresh.run(sh, &tools, self.check);
         }
         let configured = self.target.clone().or_else(|| std::env::var("NETPOINT_DATABASE_URL").ok().filter(|v| !v.trim().is_empty()));
@@ -243,6 +245,7 @@ struct Refresh<'a> {
     source: &'a DbUrl,
     source_media: Option<&'a Path>,
     fixtures: &'a Path,
+    scrub: &'a scrub::ScrubFlags,
 }
 
 impl Refresh<'_> {
@@ -296,10 +299,16 @@ impl Refresh<'_> {
         if !out.status.success() {
             return Err(pg_tools::explain_failure(self.source, &String::from_utf8_lossy(&out.stderr))).context("pg_dump failed");
         }
+        let scrub = self.scrub.plan(sh, tools, self.source)?;
+        let (scrubbed, counts) = scrub::scrubbing_reader(&out.stdout[..], &scrub.applied);
         atomic_file::write(&dir.join(bundle::SQL), |file| {
-            dump::normalise_sorted(&out.stdout[..], file)?;
+            dump::normalise_sorted(io::BufReader::new(scrubbed), file)?;
             Ok(())
         })?;
+        let counts = counts.borrow().clone();
+        if !scrub.applied.is_empty() {
+            term::step(scrub.report(&counts));
+        }
         let schema = schema_snapshot::snapshot(sh, tools, self.source, None)?;
         fs::write(dir.join("schema.sql"), schema)?;
 
@@ -329,6 +338,7 @@ impl Refresh<'_> {
             "source": {"server_major": server.major, "encoding": encoding},
             "excluded_table_data": clone_prod::CHANGELOG_TABLES,
             "media": totals.map(|t| json!({"files": t.files, "bytes": t.bytes})),
+            "scrub": (!self.scrub.no_scrub).then(|| scrub.manifest_rules()),
         });
         fs::write(dir.join(bundle::MANIFEST), bundle::manifest_text(&manifest))?;
         let mut names = vec![bundle::SQL, bundle::MANIFEST];
