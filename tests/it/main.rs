@@ -3,6 +3,7 @@
 mod clone_prod;
 mod harness;
 mod schema_snapshot;
+mod scrub;
 mod seed_dev;
 mod workflows;
 mod versions;
