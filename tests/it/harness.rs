@@ -45,12 +45,17 @@ pub fn xtask_bin() -> &'static Path {
 /// A unique, recognisable string: passwords and markers that must never leak.
 pub fn marker(what: &str) -> String {
     static COUNTER: AtomicU32 = AtomicU32::new(0);
-    format!("{what}-{}-{}-Zq7", std::process::id(), COUNTER.fetch_add(1, Ordering::SeqCst))
+    format!(
+        "{what}-{}-{}-Zq7",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::SeqCst)
+    )
 }
 
 /// One PostgreSQL server in its own container, removed when dropped.
 pub struct Pg {
-    pub container: Container<Postgres>,
+    /// Kept for its `Drop`, which removes the container.
+    _container: Container<Postgres>,
     pub port: u16,
     pub password: String,
     pub major: u32,
@@ -73,23 +78,38 @@ impl Pg {
         let port = container
             .get_host_port_ipv4(5432)
             .expect("postgres container publishes 5432");
-        Pg { container, port, password: password.to_string(), major }
+        Pg {
+            _container: container,
+            port,
+            password: password.to_string(),
+            major,
+        }
     }
 
     /// `postgres://postgres:<password>@127.0.0.1:<port>/<db>`
     pub fn url(&self, db: &str) -> String {
-        format!("postgres://postgres:{}@127.0.0.1:{}/{db}", self.password, self.port)
+        format!(
+            "postgres://postgres:{}@127.0.0.1:{}/{db}",
+            self.password, self.port
+        )
     }
 
     /// Runs SQL with the host's psql (password via the environment) and returns unaligned rows.
     pub fn psql(&self, db: &str, sql: &str) -> String {
-        let out = self.psql_cmd(db).args(["-c", sql]).output().expect("running psql");
+        let out = self
+            .psql_cmd(db)
+            .args(["-c", sql])
+            .output()
+            .expect("running psql");
         assert!(
             out.status.success(),
             "psql failed on {db}: {sql}\n{}",
             String::from_utf8_lossy(&out.stderr)
         );
-        String::from_utf8(out.stdout).unwrap().trim_end().to_string()
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .trim_end()
+            .to_string()
     }
 
     pub fn psql_cmd(&self, db: &str) -> Command {
@@ -106,7 +126,12 @@ impl Pg {
 
     /// Runs a SQL file into `db`, stopping at the first error.
     pub fn psql_file(&self, db: &str, file: &Path) {
-        let out = self.psql_cmd(db).arg("-f").arg(file).output().expect("running psql");
+        let out = self
+            .psql_cmd(db)
+            .arg("-f")
+            .arg(file)
+            .output()
+            .expect("running psql");
         assert!(
             out.status.success(),
             "loading {} into {db} failed:\n{}",
@@ -179,14 +204,22 @@ impl Run {
 
     #[track_caller]
     pub fn fails_with(self, needle: &str) -> Run {
-        assert!(!self.status.success(), "xtask should have failed:\n{}", self.output());
+        assert!(
+            !self.status.success(),
+            "xtask should have failed:\n{}",
+            self.output()
+        );
         assert!(
             self.stderr.contains(needle),
             "expected `{needle}` in stderr:\n{}",
             self.output()
         );
         assert!(
-            self.stderr.lines().filter(|l| l.starts_with("error:")).count() == 1,
+            self.stderr
+                .lines()
+                .filter(|l| l.starts_with("error:"))
+                .count()
+                == 1,
             "one error line expected:\n{}",
             self.stderr
         );
@@ -197,7 +230,10 @@ impl Run {
 /// `cargo xtask` with a clean environment: no NETPOINT_* variables, no terminal on stdin.
 pub fn xtask(args: &[&str]) -> Command {
     let mut cmd = Command::new(xtask_bin());
-    cmd.args(args).current_dir(workspace_root()).stdin(Stdio::null()).env("NO_COLOR", "1");
+    cmd.args(args)
+        .current_dir(workspace_root())
+        .stdin(Stdio::null())
+        .env("NO_COLOR", "1");
     for (key, _) in std::env::vars() {
         if key.starts_with("NETPOINT_") || key.starts_with("PG") {
             cmd.env_remove(key);
@@ -207,7 +243,11 @@ pub fn xtask(args: &[&str]) -> Command {
 }
 
 pub fn run(mut cmd: Command) -> Run {
-    let Output { status, stdout, stderr } = cmd.output().expect("running xtask");
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = cmd.output().expect("running xtask");
     Run {
         status,
         stdout: String::from_utf8_lossy(&stdout).into_owned(),
@@ -223,7 +263,12 @@ pub fn tree(root: &Path) -> Vec<(String, Vec<u8>)> {
         .map(|e| e.unwrap())
         .filter(|e| e.file_type().is_file())
         .map(|e| {
-            let rel = e.path().strip_prefix(root).unwrap().to_string_lossy().into_owned();
+            let rel = e
+                .path()
+                .strip_prefix(root)
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
             (rel, fs::read(e.path()).unwrap())
         })
         .collect();
@@ -243,4 +288,71 @@ pub fn contains_anywhere(root: &Path, needle: &str) -> Vec<PathBuf> {
         })
         .map(|e| e.path().to_path_buf())
         .collect()
+}
+
+/// A TCP port on 127.0.0.1 where nothing listens (bound once to pick it, then released).
+pub fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("binding a free port");
+    listener.local_addr().unwrap().port()
+}
+
+/// The first executable `name` on this process's PATH, as a shell would run it.
+pub fn which(name: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = std::env::var_os("PATH").expect("PATH is set");
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|p| {
+            p.metadata()
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+        .unwrap_or_else(|| panic!("{name} not found on PATH"))
+}
+
+/// Quotes a word for `sh`.
+pub fn sh_quote(word: &str) -> String {
+    format!("'{}'", word.replace('\'', r"'\''"))
+}
+
+/// `cargo xtask` as [`xtask`] runs it, but on a pseudo-terminal (through util-linux `script`),
+/// so that `--color auto` sees a terminal. stdout and stderr arrive together in `stdout`.
+pub fn xtask_on_terminal(args: &[&str], envs: &[(&str, &str)]) -> Run {
+    let line: Vec<String> = std::iter::once(xtask_bin().to_string_lossy().into_owned())
+        .chain(args.iter().map(|a| a.to_string()))
+        .map(|w| sh_quote(&w))
+        .collect();
+    let mut cmd = Command::new("script");
+    cmd.args(["-q", "-e", "-c", &line.join(" "), "/dev/null"])
+        .current_dir(workspace_root())
+        .stdin(Stdio::null())
+        .env("TERM", "xterm-256color")
+        .env_remove("NO_COLOR")
+        .env_remove("CLICOLOR_FORCE")
+        .env_remove("FORCE_COLOR");
+    for (key, _) in std::env::vars() {
+        if key.starts_with("NETPOINT_") || key.starts_with("PG") {
+            cmd.env_remove(key);
+        }
+    }
+    cmd.envs(envs.iter().copied());
+    run(cmd)
+}
+
+impl Pg {
+    /// The same as [`Pg::row_counts`] in one psql call (`row_counts` runs one per table,
+    /// which adds up in tests that check a database is unchanged many times).
+    pub fn row_counts_fast(&self, db: &str) -> Vec<(String, i64)> {
+        let rows = self.psql(
+            db,
+            "select schemaname || '.' || tablename, (xpath('/row/c/text()', query_to_xml( \
+             format('select count(*) as c from %I.%I', schemaname, tablename), false, true, '')))[1]::text \
+             from pg_tables where schemaname not in ('pg_catalog', 'information_schema') order by 1",
+        );
+        rows.lines()
+            .map(|row| {
+                let (table, count) = row.rsplit_once('|').expect("table|count");
+                (table.to_string(), count.parse().unwrap())
+            })
+            .collect()
+    }
 }

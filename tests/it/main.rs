@@ -5,5 +5,5 @@ mod harness;
 mod schema_snapshot;
 mod scrub;
 mod seed_dev;
-mod workflows;
 mod versions;
+mod workflows;

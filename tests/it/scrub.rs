@@ -20,7 +20,10 @@ fn plant_markers(pg: &Pg, db: &str) -> Vec<String> {
         m("changelog"),
     );
     // A 40-hex token whose text is unique to this run.
-    let token = format!("{:0>40x}", u128::from(std::process::id()) * 0x1_0000_0001 + 0xdead_beef);
+    let token = format!(
+        "{:0>40x}",
+        u128::from(std::process::id()) * 0x1_0000_0001 + 0xdead_beef
+    );
     pg.psql(
         db,
         &format!(
@@ -33,7 +36,9 @@ fn plant_markers(pg: &Pg, db: &str) -> Vec<String> {
              update extras_objectchange set postchange_data = '{{\"name\": \"x\", \"secret\": \"{change}\"}}' where id = (select min(id) from extras_objectchange);"
         ),
     );
-    vec![pw, email, token, token_desc, secret, header, param, url_pw, session, change]
+    vec![
+        pw, email, token, token_desc, secret, header, param, url_pw, session, change,
+    ]
 }
 
 /// Everything in a database, as `pg_dump` prints it.
@@ -51,7 +56,10 @@ fn full_dump(pg: &Pg, db: &str) -> String {
 }
 
 fn found<'a>(haystack: &str, markers: &'a [String]) -> Vec<&'a String> {
-    markers.iter().filter(|m| haystack.contains(m.as_str())).collect()
+    markers
+        .iter()
+        .filter(|m| haystack.contains(m.as_str()))
+        .collect()
 }
 
 #[test]
@@ -60,53 +68,151 @@ fn no_secret_reaches_a_clone_a_bundle_or_the_output() {
     let dev = Pg::start(15);
     prod.load_prod("prod");
     let markers = plant_markers(&prod, "prod");
-    assert_eq!(found(&full_dump(&prod, "prod"), &markers).len(), markers.len(), "markers planted");
+    assert_eq!(
+        found(&full_dump(&prod, "prod"), &markers).len(),
+        markers.len(),
+        "markers planted"
+    );
 
     let direct = run(crate::harness::xtask(&[
-        "-v", "clone-prod", "--source", &prod.url("prod"), "--target", &dev.url("dev"), "--with-changelog",
+        "-v",
+        "clone-prod",
+        "--source",
+        &prod.url("prod"),
+        "--target",
+        &dev.url("dev"),
+        "--with-changelog",
     ]))
     .ok();
     let dump = full_dump(&dev, "dev");
-    assert_eq!(found(&dump, &markers), Vec::<&String>::new(), "secrets in the direct clone");
-    assert_eq!(found(&direct.output(), &markers), Vec::<&String>::new(), "secrets in the output");
-    assert!(direct.stderr.contains("skipped (not in this database)") && direct.stderr.contains("vpn_ikepolicy"), "{}", direct.stderr);
+    assert_eq!(
+        found(&dump, &markers),
+        Vec::<&String>::new(),
+        "secrets in the direct clone"
+    );
+    assert_eq!(
+        found(&direct.output(), &markers),
+        Vec::<&String>::new(),
+        "secrets in the output"
+    );
+    assert!(
+        direct.stderr.contains("skipped (not in this database)")
+            && direct.stderr.contains("vpn_ikepolicy"),
+        "{}",
+        direct.stderr
+    );
     // The rows themselves are still there.
-    for table in ["users_user", "users_token", "extras_webhook", "core_datasource"] {
-        assert_eq!(dev.psql("dev", &format!("select count(*) from {table}")), prod.psql("prod", &format!("select count(*) from {table}")));
+    for table in [
+        "users_user",
+        "users_token",
+        "extras_webhook",
+        "core_datasource",
+    ] {
+        assert_eq!(
+            dev.psql("dev", &format!("select count(*) from {table}")),
+            prod.psql("prod", &format!("select count(*) from {table}"))
+        );
     }
     assert_eq!(dev.psql("dev", "select count(*) from django_session"), "0");
-    assert!(dev.psql("dev", "select password from users_user order by id limit 1").starts_with('!'));
-    assert_eq!(dev.psql("dev", "select email from users_user order by id limit 1"), format!("user-{}@example.invalid", prod.psql("prod", "select min(id) from users_user")));
-    assert_eq!(dev.psql("dev", "select parameters ->> 'region' from core_datasource order by id limit 1"), "eu");
+    assert!(dev
+        .psql("dev", "select password from users_user order by id limit 1")
+        .starts_with('!'));
+    assert_eq!(
+        dev.psql("dev", "select email from users_user order by id limit 1"),
+        format!(
+            "user-{}@example.invalid",
+            prod.psql("prod", "select min(id) from users_user")
+        )
+    );
+    assert_eq!(
+        dev.psql(
+            "dev",
+            "select parameters ->> 'region' from core_datasource order by id limit 1"
+        ),
+        "eu"
+    );
 
     let work = tempfile::tempdir().unwrap();
     let bundle = work.path().join("bundle");
-    let export = run(crate::harness::xtask(&["clone-prod", "--source", &prod.url("prod"), "--out", bundle.to_str().unwrap()])).ok();
+    let export = run(crate::harness::xtask(&[
+        "clone-prod",
+        "--source",
+        &prod.url("prod"),
+        "--out",
+        bundle.to_str().unwrap(),
+    ]))
+    .ok();
     assert_eq!(found(&export.output(), &markers), Vec::<&String>::new());
     for entry in fs::read_dir(&bundle).unwrap() {
         let text = String::from_utf8_lossy(&fs::read(entry.unwrap().path()).unwrap()).into_owned();
-        assert_eq!(found(&text, &markers), Vec::<&String>::new(), "secrets in the bundle");
+        assert_eq!(
+            found(&text, &markers),
+            Vec::<&String>::new(),
+            "secrets in the bundle"
+        );
     }
-    let manifest: serde_json::Value = serde_json::from_str(&fs::read_to_string(bundle.join("manifest.json")).unwrap()).unwrap();
+    let manifest: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(bundle.join("manifest.json")).unwrap()).unwrap();
     let rules = manifest["scrub"]["rules"].as_array().unwrap();
-    let session_rule = rules.iter().find(|r| r["rule"] == "public.django_session: delete-rows").unwrap();
-    assert_eq!(session_rule["rows"].as_u64().unwrap(), prod.psql("prod", "select count(*) from django_session").parse::<u64>().unwrap());
+    let session_rule = rules
+        .iter()
+        .find(|r| r["rule"] == "public.django_session: delete-rows")
+        .unwrap();
+    assert_eq!(
+        session_rule["rows"].as_u64().unwrap(),
+        prod.psql("prod", "select count(*) from django_session")
+            .parse::<u64>()
+            .unwrap()
+    );
 
-    run(crate::harness::xtask(&["clone-prod", "--bundle", bundle.to_str().unwrap(), "--target", &dev.url("imported")])).ok();
-    assert_eq!(found(&full_dump(&dev, "imported"), &markers), Vec::<&String>::new());
+    run(crate::harness::xtask(&[
+        "clone-prod",
+        "--bundle",
+        bundle.to_str().unwrap(),
+        "--target",
+        &dev.url("imported"),
+    ]))
+    .ok();
+    assert_eq!(
+        found(&full_dump(&dev, "imported"), &markers),
+        Vec::<&String>::new()
+    );
 
     // Same rows scrub to the same bytes: a second export is identical.
     let again = work.path().join("again");
-    run(crate::harness::xtask(&["clone-prod", "--source", &prod.url("prod"), "--out", again.to_str().unwrap()])).ok();
-    assert_eq!(fs::read(bundle.join("netpoint.sql")).unwrap(), fs::read(again.join("netpoint.sql")).unwrap());
+    run(crate::harness::xtask(&[
+        "clone-prod",
+        "--source",
+        &prod.url("prod"),
+        "--out",
+        again.to_str().unwrap(),
+    ]))
+    .ok();
+    assert_eq!(
+        fs::read(bundle.join("netpoint.sql")).unwrap(),
+        fs::read(again.join("netpoint.sql")).unwrap()
+    );
 
     // Without scrubbing the markers do arrive, so the checks above can fail.
     let verbatim = run(crate::harness::xtask(&[
-        "clone-prod", "--source", &prod.url("prod"), "--target", &dev.url("verbatim"), "--no-scrub", "--with-changelog",
+        "clone-prod",
+        "--source",
+        &prod.url("prod"),
+        "--target",
+        &dev.url("verbatim"),
+        "--no-scrub",
+        "--with-changelog",
     ]))
     .ok();
-    assert!(verbatim.stderr.contains("--no-scrub"), "a warning: {}", verbatim.stderr);
-    assert_eq!(found(&full_dump(&dev, "verbatim"), &markers).len(), markers.len());
+    assert!(
+        verbatim.stderr.contains("--no-scrub"),
+        "a warning: {}",
+        verbatim.stderr
+    );
+    assert_eq!(
+        found(&full_dump(&dev, "verbatim"), &markers).len(),
+        markers.len()
+    );
 }
 
 #[test]
@@ -114,7 +220,10 @@ fn a_custom_rules_file_is_applied() {
     let prod = Pg::start(15);
     let dev = Pg::start(15);
     prod.load_fixture("prod");
-    prod.psql("prod", "update users_user set email = 'someone-' || id || '@corp.example'");
+    prod.psql(
+        "prod",
+        "update users_user set email = 'someone-' || id || '@corp.example'",
+    );
     let work = tempfile::tempdir().unwrap();
     let rules = work.path().join("rules.toml");
     fs::write(
@@ -126,24 +235,61 @@ fn a_custom_rules_file_is_applied() {
     // Tenants are referenced by foreign keys: deleting their rows must fail the load
     // atomically, leaving no database behind.
     run(crate::harness::xtask(&[
-        "clone-prod", "--source", &prod.url("prod"), "--target", &dev.url("dev"), "--scrub-rules", rules.to_str().unwrap(),
+        "clone-prod",
+        "--source",
+        &prod.url("prod"),
+        "--target",
+        &dev.url("dev"),
+        "--scrub-rules",
+        rules.to_str().unwrap(),
     ]))
     .fails_with("restore into");
     assert!(!dev.has_db("dev"));
 
     fs::write(&rules, "[[rule]]\ntable = \"dcim_site\"\ncolumn = \"description\"\naction = \"value\"\nvalue = \"site {pk}\"\n").unwrap();
     run(crate::harness::xtask(&[
-        "clone-prod", "--source", &prod.url("prod"), "--target", &dev.url("dev"), "--scrub-rules", rules.to_str().unwrap(),
+        "clone-prod",
+        "--source",
+        &prod.url("prod"),
+        "--target",
+        &dev.url("dev"),
+        "--scrub-rules",
+        rules.to_str().unwrap(),
     ]))
     .ok();
-    let wrong = dev.psql("dev", "select count(*) from dcim_site where description <> 'site ' || id");
+    let wrong = dev.psql(
+        "dev",
+        "select count(*) from dcim_site where description <> 'site ' || id",
+    );
     assert_eq!(wrong, "0");
-    assert!(dev.psql("dev", "select count(*) from dcim_site").parse::<i64>().unwrap() > 0);
-    assert_eq!(dev.psql("dev", "select count(*) from users_user where email like '%corp.example'"), "0", "the preset still applies");
+    assert!(
+        dev.psql("dev", "select count(*) from dcim_site")
+            .parse::<i64>()
+            .unwrap()
+            > 0
+    );
+    assert_eq!(
+        dev.psql(
+            "dev",
+            "select count(*) from users_user where email like '%corp.example'"
+        ),
+        "0",
+        "the preset still applies"
+    );
 
-    fs::write(&rules, "[[rule]]\ntable = \"dcim_site\"\naction = \"shred\"\n").unwrap();
+    fs::write(
+        &rules,
+        "[[rule]]\ntable = \"dcim_site\"\naction = \"shred\"\n",
+    )
+    .unwrap();
     run(crate::harness::xtask(&[
-        "clone-prod", "--source", &prod.url("prod"), "--target", &dev.url("other"), "--scrub-rules", rules.to_str().unwrap(),
+        "clone-prod",
+        "--source",
+        &prod.url("prod"),
+        "--target",
+        &dev.url("other"),
+        "--scrub-rules",
+        rules.to_str().unwrap(),
     ]))
     .fails_with("unknown action `shred`");
 }

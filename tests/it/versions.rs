@@ -6,7 +6,10 @@ use crate::harness::{fixtures, run, tree, xtask, Pg};
 
 /// Row counts of every table, with the changelog's left out of the comparison.
 fn rows_without_changelog(pg: &Pg, db: &str) -> Vec<(String, i64)> {
-    pg.row_counts(db).into_iter().filter(|(t, _)| t != "public.extras_objectchange").collect()
+    pg.row_counts(db)
+        .into_iter()
+        .filter(|(t, _)| t != "public.extras_objectchange")
+        .collect()
 }
 
 /// Direct, export and import from `source` to `target`; every mode gives the source's rows
@@ -19,29 +22,62 @@ fn clone_every_mode(source: &Pg, target: &Pg) {
     let media_src = fixtures().join("media");
 
     run(xtask(&[
-        "clone-prod", "--source", &source.url("prod"), "--target", &target.url("direct"),
-        "--source-media", media_src.to_str().unwrap(), "--target-media", media("direct").to_str().unwrap(),
+        "clone-prod",
+        "--source",
+        &source.url("prod"),
+        "--target",
+        &target.url("direct"),
+        "--source-media",
+        media_src.to_str().unwrap(),
+        "--target-media",
+        media("direct").to_str().unwrap(),
     ]))
     .ok();
-    assert_eq!(rows_without_changelog(target, "direct"), expected, "direct {} → {}", source.major, target.major);
+    assert_eq!(
+        rows_without_changelog(target, "direct"),
+        expected,
+        "direct {} → {}",
+        source.major,
+        target.major
+    );
     assert_eq!(tree(&media("direct")), tree(&media_src));
 
     let bundle = work.path().join("bundle");
     run(xtask(&[
-        "clone-prod", "--source", &source.url("prod"), "--out", bundle.to_str().unwrap(),
-        "--source-media", media_src.to_str().unwrap(),
+        "clone-prod",
+        "--source",
+        &source.url("prod"),
+        "--out",
+        bundle.to_str().unwrap(),
+        "--source-media",
+        media_src.to_str().unwrap(),
     ]))
     .ok();
-    let manifest: serde_json::Value = serde_json::from_str(&fs::read_to_string(bundle.join("manifest.json")).unwrap()).unwrap();
+    let manifest: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(bundle.join("manifest.json")).unwrap()).unwrap();
     assert_eq!(manifest["source"]["server_major"], source.major);
     run(xtask(&[
-        "clone-prod", "--bundle", bundle.to_str().unwrap(), "--target", &target.url("imported"),
-        "--target-media", media("imported").to_str().unwrap(),
+        "clone-prod",
+        "--bundle",
+        bundle.to_str().unwrap(),
+        "--target",
+        &target.url("imported"),
+        "--target-media",
+        media("imported").to_str().unwrap(),
     ]))
     .ok();
-    assert_eq!(rows_without_changelog(target, "imported"), expected, "import {} → {}", source.major, target.major);
+    assert_eq!(
+        rows_without_changelog(target, "imported"),
+        expected,
+        "import {} → {}",
+        source.major,
+        target.major
+    );
     assert_eq!(tree(&media("imported")), tree(&media_src));
-    assert_eq!(target.psql("imported", "select count(*) from extras_objectchange"), "0");
+    assert_eq!(
+        target.psql("imported", "select count(*) from extras_objectchange"),
+        "0"
+    );
 }
 
 #[test]
@@ -60,23 +96,54 @@ fn same_major_17_and_guarded_downgrade_to_15() {
     let same = Pg::start(17);
     source.load_prod("prod");
     let expected = rows_without_changelog(&source, "prod");
-    run(xtask(&["clone-prod", "--source", &source.url("prod"), "--target", &same.url("dev")])).ok();
+    run(xtask(&[
+        "clone-prod",
+        "--source",
+        &source.url("prod"),
+        "--target",
+        &same.url("dev"),
+    ]))
+    .ok();
     assert_eq!(rows_without_changelog(&same, "dev"), expected);
 
     let older = Pg::start(15);
     older.load_fixture("dev");
     let before = older.row_counts("dev");
-    let refused = run(xtask(&["clone-prod", "--source", &source.url("prod"), "--target", &older.url("dev"), "--yes"]))
-        .fails_with("--allow-downgrade");
-    assert!(refused.stderr.contains("PostgreSQL 17") && refused.stderr.contains("PostgreSQL 15"), "{}", refused.stderr);
-    assert_eq!(older.row_counts("dev"), before, "a refused downgrade leaves the target as it was");
+    let refused = run(xtask(&[
+        "clone-prod",
+        "--source",
+        &source.url("prod"),
+        "--target",
+        &older.url("dev"),
+        "--yes",
+    ]))
+    .fails_with("--allow-downgrade");
+    assert!(
+        refused.stderr.contains("PostgreSQL 17") && refused.stderr.contains("PostgreSQL 15"),
+        "{}",
+        refused.stderr
+    );
+    assert_eq!(
+        older.row_counts("dev"),
+        before,
+        "a refused downgrade leaves the target as it was"
+    );
 
     run(xtask(&[
-        "clone-prod", "--source", &source.url("prod"), "--target", &older.url("dev"), "--yes", "--allow-downgrade",
+        "clone-prod",
+        "--source",
+        &source.url("prod"),
+        "--target",
+        &older.url("dev"),
+        "--yes",
+        "--allow-downgrade",
     ]))
     .ok();
     assert_eq!(rows_without_changelog(&older, "dev"), expected);
-    assert!(older.databases().iter().all(|d| !d.contains("__np")), "no temporary database left");
+    assert!(
+        older.databases().iter().all(|d| !d.contains("__np")),
+        "no temporary database left"
+    );
 }
 
 /// A directory holding only a `docker` that forwards to the real one, except that it
@@ -97,7 +164,10 @@ fn path_without_pg_tools(dir: &Path, missing: &[u32]) -> String {
 }
 
 fn which(tool: &str) -> String {
-    let out = std::process::Command::new("sh").args(["-c", &format!("command -v {tool}")]).output().unwrap();
+    let out = std::process::Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .output()
+        .unwrap();
     let path = String::from_utf8(out.stdout).unwrap().trim().to_string();
     assert!(!path.is_empty(), "{tool} not found on PATH");
     path
@@ -116,26 +186,91 @@ fn every_command_works_without_host_client_tools() {
         cmd.env("PATH", &path);
         cmd
     };
-    let no_tools = run(hidden(&["--pg-tools", "host", "schema-snapshot", "--source", &source.url("prod"), "--output", "/dev/null"]))
-        .fails_with("no psql on PATH");
-    assert!(no_tools.stderr.contains("postgresql-client"), "{}", no_tools.stderr);
+    let no_tools = run(hidden(&[
+        "--pg-tools",
+        "host",
+        "schema-snapshot",
+        "--source",
+        &source.url("prod"),
+        "--output",
+        "/dev/null",
+    ]))
+    .fails_with("no psql on PATH");
+    assert!(
+        no_tools.stderr.contains("postgresql-client"),
+        "{}",
+        no_tools.stderr
+    );
 
     let docker_snapshot = work.path().join("docker.sql");
     let host_snapshot = work.path().join("host.sql");
-    let verbose = run(hidden(&["-v", "schema-snapshot", "--source", &source.url("prod"), "--output", docker_snapshot.to_str().unwrap()])).ok();
-    assert!(verbose.stderr.contains("using pg_dump from docker image postgres:15"), "{}", verbose.stderr);
-    run(xtask(&["schema-snapshot", "--source", &source.url("prod"), "--output", host_snapshot.to_str().unwrap()])).ok();
-    assert_eq!(fs::read(&docker_snapshot).unwrap(), fs::read(&host_snapshot).unwrap(), "same bytes from host and Docker tools");
-    run(hidden(&["schema-snapshot", "--source", &source.url("prod"), "--output", docker_snapshot.to_str().unwrap(), "--check"])).ok();
+    let verbose = run(hidden(&[
+        "-v",
+        "schema-snapshot",
+        "--source",
+        &source.url("prod"),
+        "--output",
+        docker_snapshot.to_str().unwrap(),
+    ]))
+    .ok();
+    assert!(
+        verbose
+            .stderr
+            .contains("using pg_dump from docker image postgres:15"),
+        "{}",
+        verbose.stderr
+    );
+    run(xtask(&[
+        "schema-snapshot",
+        "--source",
+        &source.url("prod"),
+        "--output",
+        host_snapshot.to_str().unwrap(),
+    ]))
+    .ok();
+    assert_eq!(
+        fs::read(&docker_snapshot).unwrap(),
+        fs::read(&host_snapshot).unwrap(),
+        "same bytes from host and Docker tools"
+    );
+    run(hidden(&[
+        "schema-snapshot",
+        "--source",
+        &source.url("prod"),
+        "--output",
+        docker_snapshot.to_str().unwrap(),
+        "--check",
+    ]))
+    .ok();
 
     let expected = rows_without_changelog(&source, "prod");
-    run(hidden(&["clone-prod", "--source", &source.url("prod"), "--target", &target.url("cloned")])).ok();
+    run(hidden(&[
+        "clone-prod",
+        "--source",
+        &source.url("prod"),
+        "--target",
+        &target.url("cloned"),
+    ]))
+    .ok();
     assert_eq!(rows_without_changelog(&target, "cloned"), expected);
 
     let media = work.path().join("media");
-    run(hidden(&["seed-dev", "--target", &target.url("seeded"), "--target-media", media.to_str().unwrap()])).ok();
+    run(hidden(&[
+        "seed-dev",
+        "--target",
+        &target.url("seeded"),
+        "--target-media",
+        media.to_str().unwrap(),
+    ]))
+    .ok();
     assert_eq!(tree(&media), tree(&fixtures().join("media")));
-    assert!(target.psql("seeded", "select count(*) from dcim_site").parse::<i64>().unwrap() > 0);
+    assert!(
+        target
+            .psql("seeded", "select count(*) from dcim_site")
+            .parse::<i64>()
+            .unwrap()
+            > 0
+    );
 }
 
 #[test]
@@ -146,11 +281,21 @@ fn a_server_major_without_tools_or_image_is_a_clear_error() {
     let path = path_without_pg_tools(bin.path(), &[15]);
     let out = tempfile::tempdir().unwrap();
     let file = out.path().join("schema.sql");
-    let mut cmd = xtask(&["schema-snapshot", "--source", &pg.url("netpoint"), "--output", file.to_str().unwrap()]);
+    let mut cmd = xtask(&[
+        "schema-snapshot",
+        "--source",
+        &pg.url("netpoint"),
+        "--output",
+        file.to_str().unwrap(),
+    ]);
     cmd.env("PATH", &path);
     let failed = run(cmd).fails_with("PostgreSQL 15 needs pg_dump 15");
     for remedy in ["postgresql-client-15", "postgres:15"] {
-        assert!(failed.stderr.contains(remedy), "remedy {remedy} missing: {}", failed.stderr);
+        assert!(
+            failed.stderr.contains(remedy),
+            "remedy {remedy} missing: {}",
+            failed.stderr
+        );
     }
     assert!(!file.exists(), "nothing written");
 }
@@ -163,10 +308,28 @@ fn snapshot_check_refuses_a_server_of_another_major() {
     new.load_fixture("netpoint");
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("schema.sql");
-    run(xtask(&["schema-snapshot", "--source", &old.url("netpoint"), "--output", file.to_str().unwrap()])).ok();
+    run(xtask(&[
+        "schema-snapshot",
+        "--source",
+        &old.url("netpoint"),
+        "--output",
+        file.to_str().unwrap(),
+    ]))
+    .ok();
     let text = fs::read_to_string(&file).unwrap();
-    assert!(text.starts_with("-- NetPoint schema snapshot, PostgreSQL 15\n"), "{}", &text[..80]);
-    run(xtask(&["schema-snapshot", "--source", &new.url("netpoint"), "--output", file.to_str().unwrap(), "--check"]))
-        .fails_with("made from PostgreSQL 15 but");
+    assert!(
+        text.starts_with("-- NetPoint schema snapshot, PostgreSQL 15\n"),
+        "{}",
+        &text[..80]
+    );
+    run(xtask(&[
+        "schema-snapshot",
+        "--source",
+        &new.url("netpoint"),
+        "--output",
+        file.to_str().unwrap(),
+        "--check",
+    ]))
+    .fails_with("made from PostgreSQL 15 but");
     assert_eq!(fs::read_to_string(&file).unwrap(), text);
 }

@@ -37,13 +37,19 @@ pub fn sums_for(dir: &Path, names: &[&str]) -> anyhow::Result<String> {
 /// or unlisted file is named and refused.
 pub fn verify_sums(dir: &Path) -> anyhow::Result<BTreeMap<String, String>> {
     if !dir.is_dir() {
-        bail!("bundle {} not found: pass the directory written by `cargo xtask clone-prod --out`", dir.display());
+        bail!(
+            "bundle {} not found: pass the directory written by `cargo xtask clone-prod --out`",
+            dir.display()
+        );
     }
     let text = fs::read_to_string(dir.join(SUMS))
         .with_context(|| format!("{} has no {SUMS}: not a complete bundle", dir.display()))?;
     let listed = media::parse_sha256_list(&text, SUMS)?;
     if !listed.contains_key(SQL) {
-        bail!("{SUMS} in {} does not list {SQL}: not a NetPoint bundle", dir.display());
+        bail!(
+            "{SUMS} in {} does not list {SQL}: not a NetPoint bundle",
+            dir.display()
+        );
     }
     let mut problems = Vec::new();
     for (name, expected) in &listed {
@@ -64,13 +70,18 @@ pub fn verify_sums(dir: &Path) -> anyhow::Result<BTreeMap<String, String>> {
         }
     }
     if !problems.is_empty() {
-        bail!("bundle {} failed its checksums, nothing was changed: {}", dir.display(), problems.join(", "));
+        bail!(
+            "bundle {} failed its checksums, nothing was changed: {}",
+            dir.display(),
+            problems.join(", ")
+        );
     }
     Ok(listed)
 }
 
 pub fn read_manifest(dir: &Path) -> anyhow::Result<Value> {
-    let text = fs::read_to_string(dir.join(MANIFEST)).with_context(|| format!("reading {MANIFEST}"))?;
+    let text =
+        fs::read_to_string(dir.join(MANIFEST)).with_context(|| format!("reading {MANIFEST}"))?;
     serde_json::from_str(&text).with_context(|| format!("{MANIFEST} is not valid JSON"))
 }
 
@@ -98,7 +109,11 @@ mod tests {
         fs::write(dir.path().join("stray.txt"), "x").unwrap();
         fs::remove_file(dir.path().join(MANIFEST)).unwrap();
         let err = verify_sums(dir.path()).unwrap_err().to_string();
-        for expected in ["netpoint.sql changed", "manifest.json is missing", "unexpected file stray.txt"] {
+        for expected in [
+            "netpoint.sql changed",
+            "manifest.json is missing",
+            "unexpected file stray.txt",
+        ] {
             assert!(err.contains(expected), "{err}");
         }
     }

@@ -20,8 +20,7 @@ use crate::{
     pg_tools::{self, Access, PgTools, Server, Tool},
     restore::{self, INTERRUPTED},
     schema_snapshot::source_url,
-    scrub,
-    term,
+    scrub, term,
 };
 
 /// Changelog tables whose data is left out unless --with-changelog is given.
@@ -79,7 +78,12 @@ pub struct LoadGuard {
 
 /// Refuses a dump of a newer major unless --allow-downgrade; with it, returns the `SET`
 /// lines the older server would reject.
-pub fn check_versions(source_major: u32, target: &DbUrl, target_major: u32, guard: &LoadGuard) -> anyhow::Result<Vec<&'static str>> {
+pub fn check_versions(
+    source_major: u32,
+    target: &DbUrl,
+    target_major: u32,
+    guard: &LoadGuard,
+) -> anyhow::Result<Vec<&'static str>> {
     if source_major <= target_major {
         return Ok(Vec::new());
     }
@@ -99,19 +103,50 @@ impl CloneProd {
         if let Some(dir) = &self.bundle {
             let target = source_url(self.target.clone(), "NETPOINT_DATABASE_URL", "--target")?;
             let target_media = path_or_env(self.target_media.clone(), "NETPOINT_MEDIA_ROOT");
-            let load = Load { dir, media: MediaForm::Archive, target: &target, target_media: target_media.as_deref(), guard: &self.guard };
+            let load = Load {
+                dir,
+                media: MediaForm::Archive,
+                target: &target,
+                target_media: target_media.as_deref(),
+                guard: &self.guard,
+            };
             return load.run(sh, &tools, self.dry_run);
         }
-        let source = source_url(self.source.clone(), "NETPOINT_PROD_DATABASE_URL", "--source")?;
+        let source = source_url(
+            self.source.clone(),
+            "NETPOINT_PROD_DATABASE_URL",
+            "--source",
+        )?;
         let source_media = path_or_env(self.source_media.clone(), "NETPOINT_PROD_MEDIA_ROOT");
-        let mut excluded: Vec<String> = if self.with_changelog { Vec::new() } else { CHANGELOG_TABLES.iter().map(|t| t.to_string()).collect() };
+        let mut excluded: Vec<String> = if self.with_changelog {
+            Vec::new()
+        } else {
+            CHANGELOG_TABLES.iter().map(|t| t.to_string()).collect()
+        };
         excluded.extend(self.exclude_table_data.iter().cloned());
         match &self.out {
-            Some(out) => export(sh, &tools, &source, source_media.as_deref(), &excluded, &self.scrub, out, self.dry_run),
+            Some(out) => export(
+                sh,
+                &tools,
+                &source,
+                source_media.as_deref(),
+                &excluded,
+                &self.scrub,
+                out,
+                self.dry_run,
+            ),
             None => {
                 let target = source_url(self.target.clone(), "NETPOINT_DATABASE_URL", "--target")?;
                 let target_media = path_or_env(self.target_media.clone(), "NETPOINT_MEDIA_ROOT");
-                let direct = Direct { source: &source, source_media: source_media.as_deref(), target: &target, target_media: target_media.as_deref(), excluded: &excluded, guard: &self.guard, scrub: &self.scrub };
+                let direct = Direct {
+                    source: &source,
+                    source_media: source_media.as_deref(),
+                    target: &target,
+                    target_media: target_media.as_deref(),
+                    excluded: &excluded,
+                    guard: &self.guard,
+                    scrub: &self.scrub,
+                };
                 direct.run(sh, &tools, self.dry_run)
             }
         }
@@ -119,7 +154,11 @@ impl CloneProd {
 }
 
 pub fn path_or_env(flag: Option<PathBuf>, var: &str) -> Option<PathBuf> {
-    flag.or_else(|| std::env::var_os(var).filter(|v| !v.is_empty()).map(PathBuf::from))
+    flag.or_else(|| {
+        std::env::var_os(var)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    })
 }
 
 /// Time spent per step, for the closing summary.
@@ -127,7 +166,11 @@ pub fn path_or_env(flag: Option<PathBuf>, var: &str) -> Option<PathBuf> {
 pub struct Timings(Vec<(&'static str, Duration)>);
 
 impl Timings {
-    pub fn time<T>(&mut self, step: &'static str, f: impl FnOnce() -> anyhow::Result<T>) -> anyhow::Result<T> {
+    pub fn time<T>(
+        &mut self,
+        step: &'static str,
+        f: impl FnOnce() -> anyhow::Result<T>,
+    ) -> anyhow::Result<T> {
         let start = Instant::now();
         let out = f()?;
         self.0.push((step, start.elapsed()));
@@ -135,12 +178,21 @@ impl Timings {
     }
 
     pub fn line(&self) -> String {
-        self.0.iter().map(|(step, d)| format!("{step} {}", term::human_duration(*d))).collect::<Vec<_>>().join(", ")
+        self.0
+            .iter()
+            .map(|(step, d)| format!("{step} {}", term::human_duration(*d)))
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 }
 
 /// Tables whose data the dump leaves out, with their (estimated) row counts.
-fn excluded_tables(sh: &Shell, tools: &PgTools, source: &DbUrl, patterns: &[String]) -> anyhow::Result<Vec<(String, i64)>> {
+fn excluded_tables(
+    sh: &Shell,
+    tools: &PgTools,
+    source: &DbUrl,
+    patterns: &[String],
+) -> anyhow::Result<Vec<(String, i64)>> {
     if patterns.is_empty() {
         return Ok(Vec::new());
     }
@@ -183,8 +235,16 @@ fn source_server(sh: &Shell, tools: &PgTools, source: &DbUrl) -> anyhow::Result<
 }
 
 /// `pg_dump` of the source as plain SQL on its stdout, in a read-only session.
-fn spawn_dump(sh: &Shell, tools: &PgTools, source: &DbUrl, patterns: &[String]) -> anyhow::Result<std::process::Child> {
-    let excludes: Vec<String> = patterns.iter().map(|p| format!("--exclude-table-data={p}")).collect();
+fn spawn_dump(
+    sh: &Shell,
+    tools: &PgTools,
+    source: &DbUrl,
+    patterns: &[String],
+) -> anyhow::Result<std::process::Child> {
+    let excludes: Vec<String> = patterns
+        .iter()
+        .map(|p| format!("--exclude-table-data={p}"))
+        .collect();
     let cmd = tools
         .cmd(sh, Tool::PgDump, source, Access::ReadOnly)?
         .args(["--format=plain", "--no-owner", "--no-privileges"])
@@ -192,8 +252,13 @@ fn spawn_dump(sh: &Shell, tools: &PgTools, source: &DbUrl, patterns: &[String]) 
     pg_tools::log(&cmd, source);
     let mut command = Command::from(cmd);
     restore::dies_with_parent(&mut command);
-    command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
-    command.spawn().with_context(|| format!("starting pg_dump for {source}"))
+    command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    command
+        .spawn()
+        .with_context(|| format!("starting pg_dump for {source}"))
 }
 
 /// Streams a dump of `source` through `sink`; fails with pg_dump's error when the dump failed.
@@ -221,8 +286,12 @@ fn with_dump<T>(
         }
     };
     let stderr = stderr.join().unwrap_or_default();
-    if !status.success() && (result.is_ok() || !stderr.contains("Broken pipe")) && !INTERRUPTED.load(std::sync::atomic::Ordering::SeqCst) {
-        return Err(pg_tools::explain_failure(source, &stderr)).context(format!("pg_dump of {source} failed"));
+    if !status.success()
+        && (result.is_ok() || !stderr.contains("Broken pipe"))
+        && !INTERRUPTED.load(std::sync::atomic::Ordering::SeqCst)
+    {
+        return Err(pg_tools::explain_failure(source, &stderr))
+            .context(format!("pg_dump of {source} failed"));
     }
     let counts = counts.borrow().clone();
     Ok((result?, counts))
@@ -231,7 +300,8 @@ fn with_dump<T>(
 /// Media paths of a run, checked before anything is changed.
 fn check_media_pair(source: Option<&Path>, target: Option<&Path>) -> anyhow::Result<()> {
     if let (Some(source), Some(target)) = (source, target) {
-        let source = fs::canonicalize(source).with_context(|| format!("media directory {} not found", source.display()))?;
+        let source = fs::canonicalize(source)
+            .with_context(|| format!("media directory {} not found", source.display()))?;
         if fs::canonicalize(target).is_ok_and(|t| t == source) {
             bail!("--source-media and --target-media are the same directory ({}): refusing to replace it with itself", source.display());
         }
@@ -250,12 +320,23 @@ fn guard_target(target: &DbUrl, guard: &LoadGuard) -> anyhow::Result<()> {
 }
 
 /// Asks before replacing a database that has tables; refuses without a terminal unless --yes.
-pub fn confirm_replace(target: &DbUrl, state: &restore::TargetState, media: Option<&Path>, guard: &LoadGuard) -> anyhow::Result<()> {
+pub fn confirm_replace(
+    target: &DbUrl,
+    state: &restore::TargetState,
+    media: Option<&Path>,
+    guard: &LoadGuard,
+) -> anyhow::Result<()> {
     if !state.exists || state.tables == 0 || guard.yes {
         return Ok(());
     }
-    let what = format!("{target} ({} tables, {})", state.tables, term::human_bytes(state.size));
-    let media = media.map(|m| format!(" and media directory {}", m.display())).unwrap_or_default();
+    let what = format!(
+        "{target} ({} tables, {})",
+        state.tables,
+        term::human_bytes(state.size)
+    );
+    let media = media
+        .map(|m| format!(" and media directory {}", m.display()))
+        .unwrap_or_default();
     if !term::stdin_is_terminal() {
         bail!("database {what} would be replaced{media}: pass --yes to confirm (standard input is not a terminal)");
     }
@@ -282,7 +363,11 @@ impl Direct<'_> {
         }
         guard_target(self.target, self.guard)?;
         if self.source_media.is_some() != self.target_media.is_some() {
-            let missing = if self.source_media.is_some() { "--target-media (or NETPOINT_MEDIA_ROOT)" } else { "--source-media (or NETPOINT_PROD_MEDIA_ROOT)" };
+            let missing = if self.source_media.is_some() {
+                "--target-media (or NETPOINT_MEDIA_ROOT)"
+            } else {
+                "--source-media (or NETPOINT_PROD_MEDIA_ROOT)"
+            };
             bail!("media need both a source and a target directory: pass {missing}, or neither to clone the database only");
         }
         check_media_pair(self.source_media, self.target_media)?;
@@ -292,20 +377,40 @@ impl Direct<'_> {
         let scrub = self.scrub.plan(sh, tools, self.source)?;
         if dry_run {
             print_plan(&[
-                format!("read {} (PostgreSQL {}, read-only session)", self.source, server.version),
-                format!("dump it with pg_dump --no-owner --no-privileges{}", excluded_text(&excluded)),
-                format!("scrub {} rules in the stream ({} skipped)", scrub.applied.len(), scrub.skipped.len()),
-                format!("restore into a temporary database beside {} and swap it in place", self.target),
-                media_plan(self.source_media, self.target_media, media_entries.as_deref()),
+                format!(
+                    "read {} (PostgreSQL {}, read-only session)",
+                    self.source, server.version
+                ),
+                format!(
+                    "dump it with pg_dump --no-owner --no-privileges{}",
+                    excluded_text(&excluded)
+                ),
+                format!(
+                    "scrub {} rules in the stream ({} skipped)",
+                    scrub.applied.len(),
+                    scrub.skipped.len()
+                ),
+                format!(
+                    "restore into a temporary database beside {} and swap it in place",
+                    self.target
+                ),
+                media_plan(
+                    self.source_media,
+                    self.target_media,
+                    media_entries.as_deref(),
+                ),
             ]);
             return Ok(());
         }
         let (admin, state) = restore::inspect_target(sh, tools, self.target)?;
-        let drop_settings = check_versions(server.major, self.target, state.server.major, self.guard)?;
+        let drop_settings =
+            check_versions(server.major, self.target, state.server.major, self.guard)?;
         confirm_replace(self.target, &state, self.target_media, self.guard)?;
         let mut timings = Timings::default();
         let staged = match (self.source_media, self.target_media, &media_entries) {
-            (Some(src), Some(dst), Some(entries)) => Some(timings.time("media copy", || stage_media_copy(src, entries, dst))?),
+            (Some(src), Some(dst), Some(entries)) => {
+                Some(timings.time("media copy", || stage_media_copy(src, entries, dst))?)
+            }
             _ => None,
         };
         let result = timings.time("database", || {
@@ -314,9 +419,15 @@ impl Direct<'_> {
             let encoding = database_encoding(sh, tools, self.source)?;
             restore::replace(sh, tools, &admin, self.target, Some(&encoding), |temp| {
                 let psql = restore::spawn_psql_load(sh, tools, temp)?;
-                let ((), counts) = with_dump(sh, tools, self.source, self.excluded, drop_settings, &scrub, |reader| {
-                    restore::feed_psql(temp, psql, reader, &|n| bar.inc(n)).map(|_| ())
-                })?;
+                let ((), counts) = with_dump(
+                    sh,
+                    tools,
+                    self.source,
+                    self.excluded,
+                    drop_settings,
+                    &scrub,
+                    |reader| restore::feed_psql(temp, psql, reader, &|n| bar.inc(n)).map(|_| ()),
+                )?;
                 bar.finish_and_clear();
                 if !scrub.applied.is_empty() {
                     scrub.verify(sh, tools, self.source, temp)?;
@@ -333,18 +444,30 @@ impl Direct<'_> {
 }
 
 fn database_encoding(sh: &Shell, tools: &PgTools, url: &DbUrl) -> anyhow::Result<String> {
-    tools.query(sh, url, Access::ReadOnly, "select pg_encoding_to_char(encoding) from pg_database where datname = current_database()")
+    tools.query(
+        sh,
+        url,
+        Access::ReadOnly,
+        "select pg_encoding_to_char(encoding) from pg_database where datname = current_database()",
+    )
 }
 
 fn excluded_text(excluded: &[(String, i64)]) -> String {
     if excluded.is_empty() {
         return ", all table data included".to_string();
     }
-    let names: Vec<String> = excluded.iter().map(|(name, rows)| format!("{name} (~{rows} rows)")).collect();
+    let names: Vec<String> = excluded
+        .iter()
+        .map(|(name, rows)| format!("{name} (~{rows} rows)"))
+        .collect();
     format!(", without the data of {}", names.join(", "))
 }
 
-fn media_plan(source: Option<&Path>, target: Option<&Path>, entries: Option<&[media::Entry]>) -> String {
+fn media_plan(
+    source: Option<&Path>,
+    target: Option<&Path>,
+    entries: Option<&[media::Entry]>,
+) -> String {
     match (source, target, entries) {
         (Some(source), Some(target), Some(entries)) => {
             let totals = media::scan_totals(entries);
@@ -358,7 +481,12 @@ fn media_plan(source: Option<&Path>, target: Option<&Path>, entries: Option<&[me
         }
         (Some(source), None, Some(entries)) => {
             let totals = media::scan_totals(entries);
-            format!("archive media {} ({} files, {})", source.display(), totals.files, term::human_bytes(totals.bytes))
+            format!(
+                "archive media {} ({} files, {})",
+                source.display(),
+                totals.files,
+                term::human_bytes(totals.bytes)
+            )
         }
         _ => "media: not cloned (no media directories given)".to_string(),
     }
@@ -383,11 +511,24 @@ impl Drop for StagedMedia {
     }
 }
 
-fn stage_media_copy(source: &Path, entries: &[media::Entry], target: &Path) -> anyhow::Result<StagedMedia> {
+fn stage_media_copy(
+    source: &Path,
+    entries: &[media::Entry],
+    target: &Path,
+) -> anyhow::Result<StagedMedia> {
     atomic_file::remove_stale_siblings(target);
     let totals = media::scan_totals(entries);
-    term::step(format!("copying media {} → {} ({} files, {})", source.display(), target.display(), totals.files, term::human_bytes(totals.bytes)));
-    let staged = StagedMedia { dir: atomic_file::sibling(target, "staging"), totals };
+    term::step(format!(
+        "copying media {} → {} ({} files, {})",
+        source.display(),
+        target.display(),
+        totals.files,
+        term::human_bytes(totals.bytes)
+    ));
+    let staged = StagedMedia {
+        dir: atomic_file::sibling(target, "staging"),
+        totals,
+    };
     let bar = term::bytes_progress("media", Some(totals.bytes));
     media::copy_verified(source, entries, &staged.dir, &|n| bar.inc(n))?;
     bar.finish_and_clear();
@@ -396,18 +537,34 @@ fn stage_media_copy(source: &Path, entries: &[media::Entry], target: &Path) -> a
 }
 
 /// After the database step: swap staged media in only when the database succeeded.
-fn finish_media(db: anyhow::Result<()>, staged: Option<StagedMedia>, target: Option<&Path>) -> anyhow::Result<Option<media::Totals>> {
+fn finish_media(
+    db: anyhow::Result<()>,
+    staged: Option<StagedMedia>,
+    target: Option<&Path>,
+) -> anyhow::Result<Option<media::Totals>> {
     db?;
     let (Some(staged), Some(target)) = (staged, target) else {
         term::step("media: not cloned (no media directories given)");
         return Ok(None);
     };
     atomic_file::replace_dir(&staged.dir, target)?;
-    term::step(format!("media in place at {}: {} files, {} copied and verified", target.display(), staged.totals.files, term::human_bytes(staged.totals.bytes)));
+    term::step(format!(
+        "media in place at {}: {} files, {} copied and verified",
+        target.display(),
+        staged.totals.files,
+        term::human_bytes(staged.totals.bytes)
+    ));
     Ok(Some(staged.totals))
 }
 
-fn summarise(sh: &Shell, tools: &PgTools, target: &DbUrl, excluded: &[(String, i64)], media: Option<media::Totals>, timings: &Timings) {
+fn summarise(
+    sh: &Shell,
+    tools: &PgTools,
+    target: &DbUrl,
+    excluded: &[(String, i64)],
+    media: Option<media::Totals>,
+    timings: &Timings,
+) {
     let facts = tools
         .query(
             sh,
@@ -420,7 +577,11 @@ fn summarise(sh: &Shell, tools: &PgTools, target: &DbUrl, excluded: &[(String, i
     let (tables, size) = facts.split_once('|').unwrap_or(("?", "0"));
     let rows_excluded: i64 = excluded.iter().map(|(_, rows)| rows).sum();
     let media = match media {
-        Some(totals) => format!("{} media files ({})", totals.files, term::human_bytes(totals.bytes)),
+        Some(totals) => format!(
+            "{} media files ({})",
+            totals.files,
+            term::human_bytes(totals.bytes)
+        ),
         None => "no media".to_string(),
     };
     term::success(format!(
@@ -431,9 +592,25 @@ fn summarise(sh: &Shell, tools: &PgTools, target: &DbUrl, excluded: &[(String, i
 }
 
 #[allow(clippy::too_many_arguments)]
-fn export(sh: &Shell, tools: &PgTools, source: &DbUrl, source_media: Option<&Path>, patterns: &[String], scrub_flags: &scrub::ScrubFlags, out: &Path, dry_run: bool) -> anyhow::Result<()> {
-    if out.exists() && fs::read_dir(out).map(|mut d| d.next().is_some()).unwrap_or(true) {
-        bail!("{} already exists and is not empty: choose a new directory for the bundle", out.display());
+fn export(
+    sh: &Shell,
+    tools: &PgTools,
+    source: &DbUrl,
+    source_media: Option<&Path>,
+    patterns: &[String],
+    scrub_flags: &scrub::ScrubFlags,
+    out: &Path,
+    dry_run: bool,
+) -> anyhow::Result<()> {
+    if out.exists()
+        && fs::read_dir(out)
+            .map(|mut d| d.next().is_some())
+            .unwrap_or(true)
+    {
+        bail!(
+            "{} already exists and is not empty: choose a new directory for the bundle",
+            out.display()
+        );
     }
     atomic_file::parent_dir(out).context("--out")?;
     let server = source_server(sh, tools, source)?;
@@ -443,11 +620,28 @@ fn export(sh: &Shell, tools: &PgTools, source: &DbUrl, source_media: Option<&Pat
     let scrub = scrub_flags.plan(sh, tools, source)?;
     if dry_run {
         print_plan(&[
-            format!("scrub {} rules in the stream ({} skipped)", scrub.applied.len(), scrub.skipped.len()),
-            format!("read {} (PostgreSQL {}, read-only session)", source, server.version),
-            format!("dump it to {}/{}{}", out.display(), bundle::SQL, excluded_text(&excluded)),
+            format!(
+                "scrub {} rules in the stream ({} skipped)",
+                scrub.applied.len(),
+                scrub.skipped.len()
+            ),
+            format!(
+                "read {} (PostgreSQL {}, read-only session)",
+                source, server.version
+            ),
+            format!(
+                "dump it to {}/{}{}",
+                out.display(),
+                bundle::SQL,
+                excluded_text(&excluded)
+            ),
             media_plan(source_media, None, entries.as_deref()),
-            format!("write {}, {} and {}", bundle::MEDIA_SUMS, bundle::MANIFEST, bundle::SUMS),
+            format!(
+                "write {}, {} and {}",
+                bundle::MEDIA_SUMS,
+                bundle::MANIFEST,
+                bundle::SUMS
+            ),
         ]);
         return Ok(());
     }
@@ -459,11 +653,16 @@ fn export(sh: &Shell, tools: &PgTools, source: &DbUrl, source_media: Option<&Pat
         term::step(format!("dumping {source} into {}", bundle::SQL));
         let bar = term::bytes_progress("dump", None);
         let path = staging.0.join(bundle::SQL);
-        let mut file = fs::File::create(&path).with_context(|| format!("writing {}", path.display()))?;
-        let (bytes, counts) = with_dump(sh, tools, source, patterns, Vec::new(), &scrub, |reader| {
-            let mut counted = ProgressReader { inner: reader, on_bytes: &|n| bar.inc(n) };
-            Ok(std::io::copy(&mut counted, &mut file)?)
-        })?;
+        let mut file =
+            fs::File::create(&path).with_context(|| format!("writing {}", path.display()))?;
+        let (bytes, counts) =
+            with_dump(sh, tools, source, patterns, Vec::new(), &scrub, |reader| {
+                let mut counted = ProgressReader {
+                    inner: reader,
+                    on_bytes: &|n| bar.inc(n),
+                };
+                Ok(std::io::copy(&mut counted, &mut file)?)
+            })?;
         file.sync_all()?;
         bar.finish_and_clear();
         Ok((bytes, counts))
@@ -478,12 +677,25 @@ fn export(sh: &Shell, tools: &PgTools, source: &DbUrl, source_media: Option<&Pat
             names.extend([bundle::MEDIA_ARCHIVE, bundle::MEDIA_SUMS]);
             Some(timings.time("media archive", || {
                 let totals = media::scan_totals(entries);
-                term::step(format!("archiving media {} ({} files, {})", root.display(), totals.files, term::human_bytes(totals.bytes)));
+                term::step(format!(
+                    "archiving media {} ({} files, {})",
+                    root.display(),
+                    totals.files,
+                    term::human_bytes(totals.bytes)
+                ));
                 let bar = term::bytes_progress("media", Some(totals.bytes));
                 let file = fs::File::create(staging.0.join(bundle::MEDIA_ARCHIVE))?;
-                let hashed = media::write_archive(root, entries, std::io::BufWriter::with_capacity(1 << 20, file), &|n| bar.inc(n))?;
+                let hashed = media::write_archive(
+                    root,
+                    entries,
+                    std::io::BufWriter::with_capacity(1 << 20, file),
+                    &|n| bar.inc(n),
+                )?;
                 bar.finish_and_clear();
-                fs::write(staging.0.join(bundle::MEDIA_SUMS), media::sha256_list(&hashed))?;
+                fs::write(
+                    staging.0.join(bundle::MEDIA_SUMS),
+                    media::sha256_list(&hashed),
+                )?;
                 Ok(media::totals(&hashed))
             })?)
         }
@@ -509,16 +721,28 @@ fn export(sh: &Shell, tools: &PgTools, source: &DbUrl, source_media: Option<&Pat
         "scrub": (!scrub_flags.no_scrub).then(|| scrub.manifest(&scrub_counts)),
         "media": media_totals.map(|t| json!({"files": t.files, "bytes": t.bytes})),
     });
-    fs::write(staging.0.join(bundle::MANIFEST), bundle::manifest_text(&manifest))?;
+    fs::write(
+        staging.0.join(bundle::MANIFEST),
+        bundle::manifest_text(&manifest),
+    )?;
     let sums = bundle::sums_for(&staging.0, &names)?;
     fs::write(staging.0.join(bundle::SUMS), sums)?;
     restore::check_interrupted()?;
     if out.exists() {
-        fs::remove_dir(out).with_context(|| format!("replacing the empty directory {}", out.display()))?;
+        fs::remove_dir(out)
+            .with_context(|| format!("replacing the empty directory {}", out.display()))?;
     }
-    fs::rename(&staging.0, out).with_context(|| format!("moving the bundle into {}", out.display()))?;
-    let media = media_totals.map(|t| format!(", {} media files ({})", t.files, term::human_bytes(t.bytes))).unwrap_or_default();
-    term::success(format!("bundle written to {}: {} of SQL{media}; {}", out.display(), term::human_bytes(dumped), timings.line()));
+    fs::rename(&staging.0, out)
+        .with_context(|| format!("moving the bundle into {}", out.display()))?;
+    let media = media_totals
+        .map(|t| format!(", {} media files ({})", t.files, term::human_bytes(t.bytes)))
+        .unwrap_or_default();
+    term::success(format!(
+        "bundle written to {}: {} of SQL{media}; {}",
+        out.display(),
+        term::human_bytes(dumped),
+        timings.line()
+    ));
     Ok(())
 }
 
@@ -538,7 +762,8 @@ struct ProgressReader<'a, R: ?Sized> {
 
 impl<R: std::io::Read + ?Sized> std::io::Read for ProgressReader<'_, R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        restore::check_interrupted().map_err(|_| std::io::Error::new(std::io::ErrorKind::Interrupted, "interrupted"))?;
+        restore::check_interrupted()
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::Interrupted, "interrupted"))?;
         let n = self.inner.read(buf)?;
         (self.on_bytes)(n as u64);
         Ok(n)
@@ -568,7 +793,10 @@ impl Load<'_> {
         guard_target(self.target, self.guard)?;
         let listed = bundle::verify_sums(self.dir)?;
         let media_sums = match listed.contains_key(bundle::MEDIA_SUMS) {
-            true => Some(media::parse_sha256_list(&fs::read_to_string(self.dir.join(bundle::MEDIA_SUMS))?, bundle::MEDIA_SUMS)?),
+            true => Some(media::parse_sha256_list(
+                &fs::read_to_string(self.dir.join(bundle::MEDIA_SUMS))?,
+                bundle::MEDIA_SUMS,
+            )?),
             false => None,
         };
         if let Some(target_media) = self.target_media {
@@ -577,24 +805,41 @@ impl Load<'_> {
         let manifest = bundle::read_manifest(self.dir).ok();
         if dry_run {
             let media = match (&media_sums, self.target_media) {
-                (Some(sums), Some(target)) => format!("unpack {} media files into staging, verify each against {}, swap into {}", sums.len(), bundle::MEDIA_SUMS, target.display()),
-                (Some(_), None) => "media: not loaded (no --target-media or NETPOINT_MEDIA_ROOT)".to_string(),
+                (Some(sums), Some(target)) => format!(
+                    "unpack {} media files into staging, verify each against {}, swap into {}",
+                    sums.len(),
+                    bundle::MEDIA_SUMS,
+                    target.display()
+                ),
+                (Some(_), None) => {
+                    "media: not loaded (no --target-media or NETPOINT_MEDIA_ROOT)".to_string()
+                }
                 (None, _) => "media: the bundle has none".to_string(),
             };
             print_plan(&[
                 format!("checksums of {} verified", self.dir.display()),
-                format!("restore {} into a temporary database beside {} and swap it in place", bundle::SQL, self.target),
+                format!(
+                    "restore {} into a temporary database beside {} and swap it in place",
+                    bundle::SQL,
+                    self.target
+                ),
                 media,
             ]);
             return Ok(());
         }
         let (admin, state) = restore::inspect_target(sh, tools, self.target)?;
-        let source_major = manifest.as_ref().and_then(|m| m["source"]["server_major"].as_u64()).unwrap_or(0) as u32;
-        let drop_settings = check_versions(source_major, self.target, state.server.major, self.guard)?;
+        let source_major = manifest
+            .as_ref()
+            .and_then(|m| m["source"]["server_major"].as_u64())
+            .unwrap_or(0) as u32;
+        let drop_settings =
+            check_versions(source_major, self.target, state.server.major, self.guard)?;
         confirm_replace(self.target, &state, self.target_media, self.guard)?;
         let mut timings = Timings::default();
         let staged = match (&media_sums, self.target_media) {
-            (Some(sums), Some(target)) => Some(timings.time("media", || self.stage_media(sums, target))?),
+            (Some(sums), Some(target)) => {
+                Some(timings.time("media", || self.stage_media(sums, target))?)
+            }
             (Some(_), None) => {
                 term::step("media: not loaded (no --target-media or NETPOINT_MEDIA_ROOT)");
                 None
@@ -604,12 +849,22 @@ impl Load<'_> {
         let result = timings.time("database", || {
             let sql = self.dir.join(bundle::SQL);
             let size = fs::metadata(&sql)?.len();
-            term::step(format!("loading {} ({}) into {}", sql.display(), term::human_bytes(size), self.target));
+            term::step(format!(
+                "loading {} ({}) into {}",
+                sql.display(),
+                term::human_bytes(size),
+                self.target
+            ));
             let bar = term::bytes_progress("restore", Some(size));
-            let encoding = manifest.as_ref().and_then(|m| m["source"]["encoding"].as_str()).unwrap_or("UTF8").to_string();
+            let encoding = manifest
+                .as_ref()
+                .and_then(|m| m["source"]["encoding"].as_str())
+                .unwrap_or("UTF8")
+                .to_string();
             restore::replace(sh, tools, &admin, self.target, Some(&encoding), |temp| {
                 let psql = restore::spawn_psql_load(sh, tools, temp)?;
-                let mut reader = dump::normalising_reader(fs::File::open(&sql)?, drop_settings.clone());
+                let mut reader =
+                    dump::normalising_reader(fs::File::open(&sql)?, drop_settings.clone());
                 restore::feed_psql(temp, psql, &mut reader, &|n| bar.inc(n)).map(|_| ())
             })?;
             bar.finish_and_clear();
@@ -627,10 +882,17 @@ impl Load<'_> {
         Ok(())
     }
 
-    fn stage_media(&self, sums: &std::collections::BTreeMap<String, String>, target: &Path) -> anyhow::Result<StagedMedia> {
+    fn stage_media(
+        &self,
+        sums: &std::collections::BTreeMap<String, String>,
+        target: &Path,
+    ) -> anyhow::Result<StagedMedia> {
         atomic_file::remove_stale_siblings(target);
         let dir = atomic_file::sibling(target, "staging");
-        let mut staged = StagedMedia { dir, totals: media::Totals::default() };
+        let mut staged = StagedMedia {
+            dir,
+            totals: media::Totals::default(),
+        };
         match self.media {
             MediaForm::Archive => {
                 term::step(format!("unpacking {}", bundle::MEDIA_ARCHIVE));

@@ -38,7 +38,10 @@ impl DbUrl {
         let url = url::Url::parse(text.trim())
             .map_err(|err| anyhow::anyhow!("malformed database URL ({err}): {hint}"))?;
         if !matches!(url.scheme(), "postgres" | "postgresql") {
-            bail!("malformed database URL: scheme `{}` is not postgres://; {hint}", url.scheme());
+            bail!(
+                "malformed database URL: scheme `{}` is not postgres://; {hint}",
+                url.scheme()
+            );
         }
         let decode = |s: &str| -> anyhow::Result<String> {
             Ok(percent_decode_str(s)
@@ -87,12 +90,22 @@ impl DbUrl {
         if database.is_empty() {
             bail!("malformed database URL: no database name; {hint}");
         }
-        Ok(DbUrl { user, password, host, port, database, params })
+        Ok(DbUrl {
+            user,
+            password,
+            host,
+            port,
+            database,
+            params,
+        })
     }
 
     /// The same server with another database.
     pub fn with_database(&self, database: &str) -> DbUrl {
-        DbUrl { database: database.to_string(), ..self.clone() }
+        DbUrl {
+            database: database.to_string(),
+            ..self.clone()
+        }
     }
 
     /// The URL as it may be shown anywhere: the password replaced by `***`.
@@ -189,23 +202,31 @@ mod tests {
 
     #[test]
     fn parses_every_part() {
-        let url =
-            DbUrl::parse("postgresql://app%40corp:p%2Fss%20w@db.example.com:6543/netpoint?sslmode=require")
-                .unwrap();
+        let url = DbUrl::parse(
+            "postgresql://app%40corp:p%2Fss%20w@db.example.com:6543/netpoint?sslmode=require",
+        )
+        .unwrap();
         assert_eq!(url.user.as_deref(), Some("app@corp"));
         assert_eq!(url.secret(), Some("p/ss w"));
         assert_eq!(url.host.as_deref(), Some("db.example.com"));
         assert_eq!(url.port, 6543);
         assert_eq!(url.database, "netpoint");
-        assert!(url.pg_env().contains(&("PGSSLMODE".into(), "require".into())));
-        assert_eq!(url.masked(), "postgres://app@corp:***@db.example.com:6543/netpoint");
+        assert!(url
+            .pg_env()
+            .contains(&("PGSSLMODE".into(), "require".into())));
+        assert_eq!(
+            url.masked(),
+            "postgres://app@corp:***@db.example.com:6543/netpoint"
+        );
     }
 
     #[test]
     fn never_formats_the_password() {
         let url = DbUrl::parse("postgres://u:hunter2@localhost/db").unwrap();
         assert!(!format!("{url} {url:?} {}", url.masked()).contains("hunter2"));
-        assert!(url.pg_env().contains(&("PGPASSWORD".into(), "hunter2".into())));
+        assert!(url
+            .pg_env()
+            .contains(&("PGPASSWORD".into(), "hunter2".into())));
     }
 
     #[test]

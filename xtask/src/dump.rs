@@ -71,14 +71,26 @@ const NEW_SETTINGS: &[(u32, &str)] = &[(17, "SET transaction_timeout ")];
 
 /// The `SET` lines a server of `major` would reject.
 pub fn settings_unknown_to(major: u32) -> Vec<&'static str> {
-    NEW_SETTINGS.iter().filter(|(since, _)| *since > major).map(|(_, line)| *line).collect()
+    NEW_SETTINGS
+        .iter()
+        .filter(|(since, _)| *since > major)
+        .map(|(_, line)| *line)
+        .collect()
 }
 
 /// [`normalise`] as a reader, for streaming a dump from `pg_dump` straight into `psql`;
 /// also drops the `SET` lines starting with any of `drop_settings`.
 pub fn normalising_reader<R: Read>(input: R, drop_settings: Vec<&'static str>) -> impl Read {
-    let filter = Filter { drop_settings, ..Filter::default() };
-    NormalisingReader { input: io::BufReader::with_capacity(1 << 20, input), filter, line: Vec::new(), pos: 0 }
+    let filter = Filter {
+        drop_settings,
+        ..Filter::default()
+    };
+    NormalisingReader {
+        input: io::BufReader::with_capacity(1 << 20, input),
+        filter,
+        line: Vec::new(),
+        pos: 0,
+    }
 }
 
 struct NormalisingReader<R> {
@@ -116,8 +128,14 @@ impl<R: Read> Read for NormalisingReader<R> {
 }
 
 fn row_key(row: &[u8]) -> (u8, i128, &[u8]) {
-    let first = row.split(|&b| b == b'\t' || b == b'\n').next().unwrap_or(row);
-    match std::str::from_utf8(first).ok().and_then(|s| s.parse::<i128>().ok()) {
+    let first = row
+        .split(|&b| b == b'\t' || b == b'\n')
+        .next()
+        .unwrap_or(row);
+    match std::str::from_utf8(first)
+        .ok()
+        .and_then(|s| s.parse::<i128>().ok())
+    {
         Some(number) => (0, number, first),
         None => (1, 0, first),
     }
@@ -153,7 +171,11 @@ impl Filter {
             || line.starts_with(b"\\unrestrict ")
             || line.starts_with(b"-- Dumped from database version")
             || line.starts_with(b"-- Dumped by pg_dump version");
-        if self.drop_settings.iter().any(|prefix| line.starts_with(prefix.as_bytes())) {
+        if self
+            .drop_settings
+            .iter()
+            .any(|prefix| line.starts_with(prefix.as_bytes()))
+        {
             return false;
         }
         if run_dependent {
@@ -190,7 +212,10 @@ pub fn copy_blocks(dump: &str) -> Vec<(String, Vec<&str>)> {
             Some(_) if line == "\\." => blocks.push(current.take().unwrap()),
             Some((_, rows)) => rows.push(line),
             None => {
-                if let Some(rest) = line.strip_prefix("COPY ").filter(|_| line.ends_with(" FROM stdin;")) {
+                if let Some(rest) = line
+                    .strip_prefix("COPY ")
+                    .filter(|_| line.ends_with(" FROM stdin;"))
+                {
                     let table = rest.split(" (").next().unwrap_or(rest).to_string();
                     current = Some((table, Vec::new()));
                 }
@@ -209,13 +234,20 @@ mod tests {
     #[test]
     fn drops_run_dependent_lines_only() {
         let out = normalise_str(RAW);
-        assert!(out.starts_with("--\n-- PostgreSQL database dump\n--\n\nSET statement_timeout = 0;\n"));
+        assert!(
+            out.starts_with("--\n-- PostgreSQL database dump\n--\n\nSET statement_timeout = 0;\n")
+        );
         assert!(!out.contains("\\restrict AbC") && !out.contains("Dumped"));
-        assert!(out.contains("10\t\\restrict inside data\n2\t\n\n1\tb\n\\.\n"), "COPY data untouched");
+        assert!(
+            out.contains("10\t\\restrict inside data\n2\t\n\n1\tb\n\\.\n"),
+            "COPY data untouched"
+        );
         assert!(out.ends_with("-- PostgreSQL database dump complete\n--\n\n"));
         assert_eq!(normalise_str(&out), out, "idempotent");
         let mut streamed = String::new();
-        normalising_reader(RAW.as_bytes(), Vec::new()).read_to_string(&mut streamed).unwrap();
+        normalising_reader(RAW.as_bytes(), Vec::new())
+            .read_to_string(&mut streamed)
+            .unwrap();
         assert_eq!(streamed, out);
     }
 
@@ -223,20 +255,29 @@ mod tests {
     fn same_data_in_another_order_sorts_the_same() {
         let mut a = Vec::new();
         normalise_sorted(RAW.as_bytes(), &mut a).unwrap();
-        let shuffled = RAW.replace("10\t\\restrict inside data\n2\t\n\n1\tb\n", "1\tb\n\n10\t\\restrict inside data\n2\t\n");
+        let shuffled = RAW.replace(
+            "10\t\\restrict inside data\n2\t\n\n1\tb\n",
+            "1\tb\n\n10\t\\restrict inside data\n2\t\n",
+        );
         let mut b = Vec::new();
         normalise_sorted(shuffled.as_bytes(), &mut b).unwrap();
         assert_eq!(a, b);
         let text = String::from_utf8(a).unwrap();
         assert!(!text.contains("unrestrict"), "{text}");
-        assert!(text.contains("FROM stdin;\n1\tb\n2\t\n10\t\\restrict inside data\n\n\\.\n"), "{text}");
+        assert!(
+            text.contains("FROM stdin;\n1\tb\n2\t\n10\t\\restrict inside data\n\n\\.\n"),
+            "{text}"
+        );
     }
 
     #[test]
     fn downgrades_drop_settings_older_servers_lack() {
-        let dump = "SET statement_timeout = 0;\nSET transaction_timeout = 0;\nSET lock_timeout = 0;\n";
+        let dump =
+            "SET statement_timeout = 0;\nSET transaction_timeout = 0;\nSET lock_timeout = 0;\n";
         let mut out = String::new();
-        normalising_reader(dump.as_bytes(), settings_unknown_to(15)).read_to_string(&mut out).unwrap();
+        normalising_reader(dump.as_bytes(), settings_unknown_to(15))
+            .read_to_string(&mut out)
+            .unwrap();
         assert_eq!(out, "SET statement_timeout = 0;\nSET lock_timeout = 0;\n");
         assert!(settings_unknown_to(17).is_empty());
     }

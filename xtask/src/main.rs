@@ -20,10 +20,21 @@ use clap::{Parser, Subcommand};
 use xshell::Shell;
 
 #[derive(Debug, Parser)]
-#[command(name = "cargo xtask", version, about = "NetPoint developer tooling", propagate_version = true)]
+#[command(
+    name = "cargo xtask",
+    version,
+    about = "NetPoint developer tooling",
+    propagate_version = true
+)]
 struct Cli {
     /// When to colour output: auto respects NO_COLOR and non-terminals.
-    #[arg(long, global = true, value_enum, default_value = "auto", value_name = "WHEN")]
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "auto",
+        value_name = "WHEN"
+    )]
     color: term::ColorChoice,
     /// Print each external command (credentials masked).
     #[arg(short, long, global = true, conflicts_with = "quiet")]
@@ -32,7 +43,14 @@ struct Cli {
     #[arg(short, long, global = true)]
     quiet: bool,
     /// Where pg_dump/psql come from: host tools that fit the server, else Docker (auto).
-    #[arg(long, global = true, value_enum, env = "NETPOINT_PG_TOOLS", default_value = "auto", value_name = "FROM")]
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        env = "NETPOINT_PG_TOOLS",
+        default_value = "auto",
+        value_name = "FROM"
+    )]
     pg_tools: pg_tools::ToolSource,
     #[command(subcommand)]
     command: Command,
@@ -53,7 +71,9 @@ fn main() -> ExitCode {
     term::init(cli.color, cli.verbose, cli.quiet);
     pg_tools::set_tool_source(cli.pg_tools);
     // Ctrl-C also reaches the running pg_dump/psql; we stop, clean up, then exit.
-    let _ = ctrlc::set_handler(|| restore::INTERRUPTED.store(true, std::sync::atomic::Ordering::SeqCst));
+    let _ = ctrlc::set_handler(|| {
+        restore::INTERRUPTED.store(true, std::sync::atomic::Ordering::SeqCst)
+    });
     match run(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
@@ -89,5 +109,7 @@ fn one_line(err: &anyhow::Error) -> String {
 }
 
 fn workspace_root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace")
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
 }

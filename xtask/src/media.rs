@@ -22,9 +22,13 @@ const CHUNK: usize = 256 * 1024;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Kind {
     Dir,
-    File { size: u64 },
+    File {
+        size: u64,
+    },
     /// A symbolic link whose target stays inside the root.
-    Symlink { target: PathBuf },
+    Symlink {
+        target: PathBuf,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -49,24 +53,34 @@ pub struct Totals {
 }
 
 pub fn totals(files: &[Hashed]) -> Totals {
-    Totals { files: files.len() as u64, bytes: files.iter().map(|f| f.size).sum() }
+    Totals {
+        files: files.len() as u64,
+        bytes: files.iter().map(|f| f.size).sum(),
+    }
 }
 
 /// Every entry below `root`, sorted by path; links out of the root are refused.
 pub fn scan(root: &Path) -> anyhow::Result<Vec<Entry>> {
-    let meta = fs::metadata(root).with_context(|| format!("media directory {} not found", root.display()))?;
+    let meta = fs::metadata(root)
+        .with_context(|| format!("media directory {} not found", root.display()))?;
     if !meta.is_dir() {
         bail!("media path {} is not a directory", root.display());
     }
     let mut entries = Vec::new();
-    for item in walkdir::WalkDir::new(root).min_depth(1).sort_by_file_name().follow_links(false) {
+    for item in walkdir::WalkDir::new(root)
+        .min_depth(1)
+        .sort_by_file_name()
+        .follow_links(false)
+    {
         let item = item.with_context(|| format!("reading {}", root.display()))?;
         let rel = item.path().strip_prefix(root).unwrap().to_path_buf();
         let file_type = item.file_type();
         let kind = if file_type.is_dir() {
             Kind::Dir
         } else if file_type.is_file() {
-            Kind::File { size: item.metadata()?.len() }
+            Kind::File {
+                size: item.metadata()?.len(),
+            }
         } else if file_type.is_symlink() {
             let target = fs::read_link(item.path())?;
             if !link_stays_inside(&rel, &target) {
@@ -78,7 +92,10 @@ pub fn scan(root: &Path) -> anyhow::Result<Vec<Entry>> {
             }
             Kind::Symlink { target }
         } else {
-            bail!("{} is not a regular file, directory or symlink: remove it from the media tree", item.path().display());
+            bail!(
+                "{} is not a regular file, directory or symlink: remove it from the media tree",
+                item.path().display()
+            );
         };
         entries.push(Entry { rel, kind });
     }
@@ -101,7 +118,10 @@ fn link_stays_inside(rel: &Path, target: &Path) -> bool {
     if target.is_absolute() {
         return false;
     }
-    let mut depth: i64 = rel.parent().map(|p| p.components().count() as i64).unwrap_or(0);
+    let mut depth: i64 = rel
+        .parent()
+        .map(|p| p.components().count() as i64)
+        .unwrap_or(0);
     for component in target.components() {
         match component {
             Component::Normal(_) => depth += 1,
@@ -120,12 +140,19 @@ fn link_stays_inside(rel: &Path, target: &Path) -> bool {
 
 /// Copies the tree at `src` into the new directory `dst`, hashing each file as it is read,
 /// then reads every copy back and checks it against the source's hash.
-pub fn copy_verified(src: &Path, entries: &[Entry], dst: &Path, on_file: &(dyn Fn(u64) + Sync)) -> anyhow::Result<Vec<Hashed>> {
+pub fn copy_verified(
+    src: &Path,
+    entries: &[Entry],
+    dst: &Path,
+    on_file: &(dyn Fn(u64) + Sync),
+) -> anyhow::Result<Vec<Hashed>> {
     fs::create_dir(dst).with_context(|| format!("creating {}", dst.display()))?;
     for entry in entries {
         let to = dst.join(&entry.rel);
         match &entry.kind {
-            Kind::Dir => fs::create_dir(&to).with_context(|| format!("creating {}", to.display()))?,
+            Kind::Dir => {
+                fs::create_dir(&to).with_context(|| format!("creating {}", to.display()))?
+            }
             Kind::Symlink { target } => std::os::unix::fs::symlink(target, &to)
                 .with_context(|| format!("creating link {}", to.display()))?,
             Kind::File { .. } => {}
@@ -158,19 +185,27 @@ fn copy_file_hashed(from: &Path, to: &Path, rel: &Path) -> anyhow::Result<Hashed
     let mut buf = vec![0; CHUNK];
     let mut size = 0;
     loop {
-        let n = input.read(&mut buf).with_context(|| format!("reading {}", from.display()))?;
+        let n = input
+            .read(&mut buf)
+            .with_context(|| format!("reading {}", from.display()))?;
         if n == 0 {
             break;
         }
         hasher.update(&buf[..n]);
-        output.write_all(&buf[..n]).with_context(|| format!("writing {}", to.display()))?;
+        output
+            .write_all(&buf[..n])
+            .with_context(|| format!("writing {}", to.display()))?;
         size += n as u64;
     }
     output.set_permissions(meta.permissions())?;
     if let Ok(modified) = meta.modified() {
         let _ = output.set_modified(modified);
     }
-    Ok(Hashed { rel: rel.to_path_buf(), sha256: hex(&hasher.finalize()), size })
+    Ok(Hashed {
+        rel: rel.to_path_buf(),
+        sha256: hex(&hasher.finalize()),
+        size,
+    })
 }
 
 fn copy_dir_modes(src: &Path, entries: &[Entry], dst: &Path) -> anyhow::Result<()> {
@@ -182,7 +217,11 @@ fn copy_dir_modes(src: &Path, entries: &[Entry], dst: &Path) -> anyhow::Result<(
 }
 
 /// SHA-256 of every file in `entries`, computed on all cores.
-pub fn hash_all(root: &Path, entries: &[Entry], on_file: &(dyn Fn(u64) + Sync)) -> anyhow::Result<Vec<Hashed>> {
+pub fn hash_all(
+    root: &Path,
+    entries: &[Entry],
+    on_file: &(dyn Fn(u64) + Sync),
+) -> anyhow::Result<Vec<Hashed>> {
     entries
         .par_iter()
         .filter_map(|entry| match entry.kind {
@@ -193,7 +232,11 @@ pub fn hash_all(root: &Path, entries: &[Entry], on_file: &(dyn Fn(u64) + Sync)) 
             let path = root.join(&entry.rel);
             let sha256 = hash_file(&path).with_context(|| format!("hashing {}", path.display()))?;
             on_file(size);
-            Ok(Hashed { rel: entry.rel.clone(), sha256, size })
+            Ok(Hashed {
+                rel: entry.rel.clone(),
+                sha256,
+                size,
+            })
         })
         .collect()
 }
@@ -224,7 +267,12 @@ pub fn hex(bytes: &[u8]) -> String {
 /// `sha256sum` does, so `sha256sum -c` reads every line back.
 pub fn sha256_list(files: &[Hashed]) -> String {
     let mut sorted: Vec<&Hashed> = files.iter().collect();
-    sorted.sort_by(|a, b| a.rel.as_os_str().as_bytes().cmp(b.rel.as_os_str().as_bytes()));
+    sorted.sort_by(|a, b| {
+        a.rel
+            .as_os_str()
+            .as_bytes()
+            .cmp(b.rel.as_os_str().as_bytes())
+    });
     let mut out = String::new();
     for file in sorted {
         out.push_str(&sums_line(&file.sha256, &file.rel.to_string_lossy()));
@@ -235,7 +283,10 @@ pub fn sha256_list(files: &[Hashed]) -> String {
 /// One `sha256sum` line for a file name.
 pub fn sums_line(sha256: &str, name: &str) -> String {
     if name.contains(['\\', '\n']) {
-        format!("\\{sha256}  {}\n", name.replace('\\', "\\\\").replace('\n', "\\n"))
+        format!(
+            "\\{sha256}  {}\n",
+            name.replace('\\', "\\\\").replace('\n', "\\n")
+        )
     } else {
         format!("{sha256}  {name}\n")
     }
@@ -253,10 +304,19 @@ pub fn parse_sha256_list(text: &str, what: &str) -> anyhow::Result<BTreeMap<Stri
             None => (false, line),
         };
         let parsed = line.split_once("  ").or_else(|| line.split_once(" *"));
-        let Some((hash, name)) = parsed.filter(|(hash, _)| hash.len() == 64 && hash.bytes().all(|b| b.is_ascii_hexdigit())) else {
-            bail!("{what} line {} is not in sha256sum format: regenerate the file", number + 1);
+        let Some((hash, name)) = parsed
+            .filter(|(hash, _)| hash.len() == 64 && hash.bytes().all(|b| b.is_ascii_hexdigit()))
+        else {
+            bail!(
+                "{what} line {} is not in sha256sum format: regenerate the file",
+                number + 1
+            );
         };
-        let name = if escaped { name.replace("\\n", "\n").replace("\\\\", "\\") } else { name.to_string() };
+        let name = if escaped {
+            name.replace("\\n", "\n").replace("\\\\", "\\")
+        } else {
+            name.to_string()
+        };
         sums.insert(name, hash.to_ascii_lowercase());
     }
     Ok(sums)
@@ -264,7 +324,11 @@ pub fn parse_sha256_list(text: &str, what: &str) -> anyhow::Result<BTreeMap<Stri
 
 /// Compares files on disk with a list: every listed file must be present with its hash, and
 /// nothing else may be there. Returns the totals verified.
-pub fn verify(root: &Path, expected: &BTreeMap<String, String>, on_file: &(dyn Fn(u64) + Sync)) -> anyhow::Result<Totals> {
+pub fn verify(
+    root: &Path,
+    expected: &BTreeMap<String, String>,
+    on_file: &(dyn Fn(u64) + Sync),
+) -> anyhow::Result<Totals> {
     let entries = scan(root)?;
     let actual = hash_all(root, &entries, on_file)?;
     let mut problems = Vec::new();
@@ -273,7 +337,9 @@ pub fn verify(root: &Path, expected: &BTreeMap<String, String>, on_file: &(dyn F
         let name = file.rel.to_string_lossy().into_owned();
         match expected.get(&name) {
             None => problems.push(format!("extra file {name}")),
-            Some(hash) if *hash != file.sha256 => problems.push(format!("{name} changed (SHA-256 differs)")),
+            Some(hash) if *hash != file.sha256 => {
+                problems.push(format!("{name} changed (SHA-256 differs)"))
+            }
             Some(_) => {}
         }
         seen.insert(name, ());
@@ -282,21 +348,35 @@ pub fn verify(root: &Path, expected: &BTreeMap<String, String>, on_file: &(dyn F
         problems.push(format!("missing file {name}"));
     }
     if !problems.is_empty() {
-        let more = if problems.len() > 5 { format!(" and {} more", problems.len() - 5) } else { String::new() };
-        bail!("media do not match their checksums: {}{more}", problems[..problems.len().min(5)].join(", "));
+        let more = if problems.len() > 5 {
+            format!(" and {} more", problems.len() - 5)
+        } else {
+            String::new()
+        };
+        bail!(
+            "media do not match their checksums: {}{more}",
+            problems[..problems.len().min(5)].join(", ")
+        );
     }
     Ok(totals(&actual))
 }
 
 /// Writes the tree as a gzip tar with members under `netpoint/media/`, hashing each file
 /// while it is read. Returns the hashes for `media.sha256`.
-pub fn write_archive(root: &Path, entries: &[Entry], out: impl Write, on_file: &dyn Fn(u64)) -> anyhow::Result<Vec<Hashed>> {
+pub fn write_archive(
+    root: &Path,
+    entries: &[Entry],
+    out: impl Write,
+    on_file: &dyn Fn(u64),
+) -> anyhow::Result<Vec<Hashed>> {
     let gz = flate2::write::GzEncoder::new(out, flate2::Compression::fast());
     let mut tar = tar::Builder::new(gz);
     tar.mode(tar::HeaderMode::Complete);
     tar.follow_symlinks(false);
-    tar.append_dir("netpoint/", root).context("archiving the media root")?;
-    tar.append_dir(ARCHIVE_PREFIX, root).context("archiving the media root")?;
+    tar.append_dir("netpoint/", root)
+        .context("archiving the media root")?;
+    tar.append_dir(ARCHIVE_PREFIX, root)
+        .context("archiving the media root")?;
     let mut hashed = Vec::new();
     for entry in entries {
         let path = root.join(&entry.rel);
@@ -305,23 +385,37 @@ pub fn write_archive(root: &Path, entries: &[Entry], out: impl Write, on_file: &
             Kind::Dir => tar.append_dir(&name, &path)?,
             Kind::Symlink { .. } => tar.append_path_with_name(&path, &name)?,
             Kind::File { .. } => {
-                let file = File::open(&path).with_context(|| format!("reading {}", path.display()))?;
+                let file =
+                    File::open(&path).with_context(|| format!("reading {}", path.display()))?;
                 let meta = file.metadata()?;
                 let mut header = tar::Header::new_gnu();
                 header.set_metadata_in_mode(&meta, tar::HeaderMode::Complete);
-                let mut reader = HashingReader { inner: file, hasher: Sha256::new(), size: 0 };
+                let mut reader = HashingReader {
+                    inner: file,
+                    hasher: Sha256::new(),
+                    size: 0,
+                };
                 tar.append_data(&mut header, &name, &mut reader)
                     .with_context(|| format!("archiving {}", path.display()))?;
                 if reader.size != meta.len() {
-                    bail!("{} changed while it was archived: run again", path.display());
+                    bail!(
+                        "{} changed while it was archived: run again",
+                        path.display()
+                    );
                 }
                 on_file(reader.size);
-                hashed.push(Hashed { rel: entry.rel.clone(), sha256: hex(&reader.hasher.finalize()), size: reader.size });
+                hashed.push(Hashed {
+                    rel: entry.rel.clone(),
+                    sha256: hex(&reader.hasher.finalize()),
+                    size: reader.size,
+                });
             }
         }
     }
     let gz = tar.into_inner().context("finishing the media archive")?;
-    gz.finish().context("finishing the media archive")?.flush()?;
+    gz.finish()
+        .context("finishing the media archive")?
+        .flush()?;
     Ok(hashed)
 }
 
@@ -352,10 +446,17 @@ pub fn extract_archive(archive: &Path, dst: &Path) -> anyhow::Result<()> {
         let raw = entry.path_bytes().into_owned();
         let shown = String::from_utf8_lossy(&raw).into_owned();
         let path = Path::new(std::ffi::OsStr::from_bytes(&raw));
-        if path.is_absolute() || path.components().any(|c| !matches!(c, Component::Normal(_) | Component::CurDir)) {
+        if path.is_absolute()
+            || path
+                .components()
+                .any(|c| !matches!(c, Component::Normal(_) | Component::CurDir))
+        {
             bail!("media archive member `{shown}` is an absolute path or leaves the media root: the archive is unsafe, refusing it");
         }
-        let normal: PathBuf = path.components().filter(|c| matches!(c, Component::Normal(_))).collect();
+        let normal: PathBuf = path
+            .components()
+            .filter(|c| matches!(c, Component::Normal(_)))
+            .collect();
         let Ok(rel) = normal.strip_prefix(ARCHIVE_PREFIX.trim_end_matches('/')) else {
             if normal == Path::new("netpoint") && entry.header().entry_type().is_dir() {
                 continue;
@@ -410,19 +511,46 @@ mod tests {
 
     #[test]
     fn links_must_stay_inside() {
-        assert!(link_stays_inside(Path::new("a/b.png"), Path::new("../c.png")));
-        assert!(link_stays_inside(Path::new("a/b.png"), Path::new("./c.png")));
-        assert!(!link_stays_inside(Path::new("b.png"), Path::new("../c.png")));
-        assert!(!link_stays_inside(Path::new("a/b.png"), Path::new("/etc/passwd")));
-        assert!(!link_stays_inside(Path::new("a/b.png"), Path::new("../../x")));
+        assert!(link_stays_inside(
+            Path::new("a/b.png"),
+            Path::new("../c.png")
+        ));
+        assert!(link_stays_inside(
+            Path::new("a/b.png"),
+            Path::new("./c.png")
+        ));
+        assert!(!link_stays_inside(
+            Path::new("b.png"),
+            Path::new("../c.png")
+        ));
+        assert!(!link_stays_inside(
+            Path::new("a/b.png"),
+            Path::new("/etc/passwd")
+        ));
+        assert!(!link_stays_inside(
+            Path::new("a/b.png"),
+            Path::new("../../x")
+        ));
     }
 
     #[test]
     fn sha256_lines_round_trip() {
         let files = vec![
-            Hashed { rel: "b/x y.png".into(), sha256: "a".repeat(64), size: 1 },
-            Hashed { rel: "a\\odd\nname".into(), sha256: "b".repeat(64), size: 2 },
-            Hashed { rel: "Ä.jpg".into(), sha256: "c".repeat(64), size: 3 },
+            Hashed {
+                rel: "b/x y.png".into(),
+                sha256: "a".repeat(64),
+                size: 1,
+            },
+            Hashed {
+                rel: "a\\odd\nname".into(),
+                sha256: "b".repeat(64),
+                size: 2,
+            },
+            Hashed {
+                rel: "Ä.jpg".into(),
+                sha256: "c".repeat(64),
+                size: 3,
+            },
         ];
         let text = sha256_list(&files);
         assert!(text.starts_with("\\bbbb"), "{text}");
@@ -442,14 +570,18 @@ mod tests {
         fs::write(root.join("empty"), b"").unwrap();
         let entries = scan(&root).unwrap();
         let archive = dir.path().join("m.tar.gz");
-        let hashed = write_archive(&root, &entries, File::create(&archive).unwrap(), &|_| {}).unwrap();
+        let hashed =
+            write_archive(&root, &entries, File::create(&archive).unwrap(), &|_| {}).unwrap();
         let out = dir.path().join("out");
         extract_archive(&archive, &out).unwrap();
         let sums = parse_sha256_list(&sha256_list(&hashed), "list").unwrap();
         assert_eq!(verify(&out, &sums, &|_| {}).unwrap().files, 2);
 
         let evil = dir.path().join("evil.tar.gz");
-        let mut builder = tar::Builder::new(flate2::write::GzEncoder::new(File::create(&evil).unwrap(), flate2::Compression::fast()));
+        let mut builder = tar::Builder::new(flate2::write::GzEncoder::new(
+            File::create(&evil).unwrap(),
+            flate2::Compression::fast(),
+        ));
         let mut header = tar::Header::new_gnu();
         header.set_size(1);
         header.set_mode(0o644);
@@ -458,7 +590,9 @@ mod tests {
         header.set_cksum();
         builder.append(&header, &b"x"[..]).unwrap();
         builder.into_inner().unwrap().finish().unwrap();
-        let err = extract_archive(&evil, &dir.path().join("out2")).unwrap_err().to_string();
+        let err = extract_archive(&evil, &dir.path().join("out2"))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("leaves the media root"), "{err}");
     }
 }

@@ -125,16 +125,33 @@ impl PgTools {
             return known;
         }
         let image = format!("postgres:{major}");
-        let found = cmd!(sh, "docker image inspect {image}").quiet().ignore_stdout().ignore_stderr().run().is_ok()
-            || cmd!(sh, "docker pull --quiet {image}").quiet().ignore_stdout().ignore_stderr().run().is_ok();
+        let found = cmd!(sh, "docker image inspect {image}")
+            .quiet()
+            .ignore_stdout()
+            .ignore_stderr()
+            .run()
+            .is_ok()
+            || cmd!(sh, "docker pull --quiet {image}")
+                .quiet()
+                .ignore_stdout()
+                .ignore_stderr()
+                .run()
+                .is_ok();
         self.images.borrow_mut().insert(major, found);
         found
     }
 
     /// The newest `postgres:<major>` image present, for steps that need no particular major.
     fn any_image(&self, sh: &Shell) -> Option<u32> {
-        let tags = cmd!(sh, "docker image ls postgres --format '{{.Tag}}'").quiet().ignore_stderr().read().ok()?;
-        let newest = tags.lines().filter_map(|t| t.trim().parse::<u32>().ok()).max()?;
+        let tags = cmd!(sh, "docker image ls postgres --format '{{.Tag}}'")
+            .quiet()
+            .ignore_stderr()
+            .read()
+            .ok()?;
+        let newest = tags
+            .lines()
+            .filter_map(|t| t.trim().parse::<u32>().ok())
+            .max()?;
         self.images.borrow_mut().insert(newest, true);
         Some(newest)
     }
@@ -153,7 +170,10 @@ impl PgTools {
         };
         if self.source != ToolSource::Docker {
             if let Some(client) = host.filter(|c| host_fits(c)) {
-                return Ok((Runner::Host(client.path.clone()), format!("host {name} {} fits", client.major)));
+                return Ok((
+                    Runner::Host(client.path.clone()),
+                    format!("host {name} {} fits", client.major),
+                ));
             }
         }
         if self.source != ToolSource::Host {
@@ -166,7 +186,11 @@ impl PgTools {
                 let why = match host {
                     None if self.source == ToolSource::Auto => format!("no {name} on PATH"),
                     Some(client) if self.source == ToolSource::Auto => {
-                        format!("host {name} {} does not fit PostgreSQL {}", client.major, wanted.unwrap_or(major))
+                        format!(
+                            "host {name} {} does not fit PostgreSQL {}",
+                            client.major,
+                            wanted.unwrap_or(major)
+                        )
                     }
                     _ => "--pg-tools docker".to_string(),
                 };
@@ -175,7 +199,13 @@ impl PgTools {
         }
         if let (Need::Exact(major), Some(client)) = (need, host) {
             if client.major > major && self.source != ToolSource::Docker {
-                return Ok((Runner::Host(client.path.clone()), format!("no postgres:{major} image; host {name} {} is newer", client.major)));
+                return Ok((
+                    Runner::Host(client.path.clone()),
+                    format!(
+                        "no postgres:{major} image; host {name} {} is newer",
+                        client.major
+                    ),
+                ));
             }
         }
         let found = match host {
@@ -204,15 +234,29 @@ impl PgTools {
 
     /// Refuses when no `pg_dump` can dump the server.
     pub fn check_dump_compatible(&self, sh: &Shell, server: &Server) -> anyhow::Result<()> {
-        self.choose(sh, Tool::PgDump, Need::AtLeast(server.major)).map(|_| ())
+        self.choose(sh, Tool::PgDump, Need::AtLeast(server.major))
+            .map(|_| ())
     }
 
     /// A tool invocation against `url`: connection and password only in the environment.
-    pub fn cmd<'a>(&self, sh: &'a Shell, tool: Tool, url: &DbUrl, access: Access) -> anyhow::Result<Cmd<'a>> {
+    pub fn cmd<'a>(
+        &self,
+        sh: &'a Shell,
+        tool: Tool,
+        url: &DbUrl,
+        access: Access,
+    ) -> anyhow::Result<Cmd<'a>> {
         self.cmd_with(sh, tool, url, access, self.need_for(tool, url))
     }
 
-    pub fn cmd_with<'a>(&self, sh: &'a Shell, tool: Tool, url: &DbUrl, access: Access, need: Need) -> anyhow::Result<Cmd<'a>> {
+    pub fn cmd_with<'a>(
+        &self,
+        sh: &'a Shell,
+        tool: Tool,
+        url: &DbUrl,
+        access: Access,
+        need: Need,
+    ) -> anyhow::Result<Cmd<'a>> {
         let (runner, why) = self.choose(sh, tool, need)?;
         let shown = match &runner {
             Runner::Host(path) => path.display().to_string(),
@@ -225,11 +269,21 @@ impl PgTools {
         let mut cmd = match runner {
             Runner::Host(path) => sh.cmd(path).quiet(),
             Runner::Docker(major) => {
-                let mut cmd = sh.cmd("docker").quiet().args(["run", "--rm", "-i", "--network", "host", "--entrypoint", tool.name()]);
+                let mut cmd = sh.cmd("docker").quiet().args([
+                    "run",
+                    "--rm",
+                    "-i",
+                    "--network",
+                    "host",
+                    "--entrypoint",
+                    tool.name(),
+                ]);
                 for (key, value) in &env {
                     // `--env NAME` without a value: docker takes it from its own environment.
                     cmd = cmd.args(["--env", key]);
-                    let local_path = (key == "PGPASSFILE" || (key == "PGHOST" && value.starts_with('/'))).then_some(value);
+                    let local_path = (key == "PGPASSFILE"
+                        || (key == "PGHOST" && value.starts_with('/')))
+                    .then_some(value);
                     if let Some(path) = local_path {
                         cmd = cmd.arg("--volume").arg(format!("{path}:{path}:ro"));
                     }
@@ -244,18 +298,28 @@ impl PgTools {
     }
 
     /// Runs a query with `psql` and returns its unaligned, tuples-only output.
-    pub fn query(&self, sh: &Shell, url: &DbUrl, access: Access, sql: &str) -> anyhow::Result<String> {
+    pub fn query(
+        &self,
+        sh: &Shell,
+        url: &DbUrl,
+        access: Access,
+        sql: &str,
+    ) -> anyhow::Result<String> {
         let cmd = self
             .cmd(sh, Tool::Psql, url, access)?
             .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", sql])
             .ignore_status();
         log(&cmd, url);
-        let output = cmd.output().with_context(|| format!("running psql against {url}"))?;
+        let output = cmd
+            .output()
+            .with_context(|| format!("running psql against {url}"))?;
         if !output.status.success() {
             let stderr = String::from_utf8_lossy(&output.stderr);
             return Err(explain_failure(url, &stderr));
         }
-        Ok(String::from_utf8_lossy(&output.stdout).trim_end_matches('\n').to_string())
+        Ok(String::from_utf8_lossy(&output.stdout)
+            .trim_end_matches('\n')
+            .to_string())
     }
 
     /// Runs SQL given on psql's stdin (for statements that carry sensitive values).
@@ -266,11 +330,18 @@ impl PgTools {
             .stdin(sql)
             .ignore_status();
         log(&cmd, url);
-        let output = cmd.output().with_context(|| format!("running psql against {url}"))?;
+        let output = cmd
+            .output()
+            .with_context(|| format!("running psql against {url}"))?;
         if !output.status.success() {
-            return Err(explain_failure(url, &String::from_utf8_lossy(&output.stderr)));
+            return Err(explain_failure(
+                url,
+                &String::from_utf8_lossy(&output.stderr),
+            ));
         }
-        Ok(String::from_utf8_lossy(&output.stdout).trim_end_matches('\n').to_string())
+        Ok(String::from_utf8_lossy(&output.stdout)
+            .trim_end_matches('\n')
+            .to_string())
     }
 
     /// Connects once to learn the server version, turning connection failures into clear errors.
@@ -288,7 +359,10 @@ impl PgTools {
             .with_context(|| format!("unexpected server version `{out}` from {url}"))?;
         let major = num / 10000;
         self.servers.borrow_mut().insert(url.host_port(), major);
-        Ok(Server { major, version: version.to_string() })
+        Ok(Server {
+            major,
+            version: version.to_string(),
+        })
     }
 }
 
@@ -322,12 +396,16 @@ pub fn explain_failure(url: &DbUrl, stderr: &str) -> anyhow::Error {
         format!("wrong password for user `{user}` at {at}: fix the password in the URL ({url})")
     } else if stderr.contains("no password supplied") || stderr.contains("fe_sendauth") {
         format!("the server at {at} asks user `{user}` for a password: add it to the URL or a passfile ({url})")
-    } else if stderr.contains("could not translate host name") || stderr.contains("Name or service not known") {
+    } else if stderr.contains("could not translate host name")
+        || stderr.contains("Name or service not known")
+    {
         format!("unknown host in {url}: check the host name")
     } else if stderr.contains("Connection refused") {
         format!("cannot connect to {at}: connection refused; is the server running and the port right? ({url})")
     } else if stderr.contains("timeout expired") || stderr.contains("timed out") {
-        format!("cannot reach {at}: connection timed out; check the host, port and firewall ({url})")
+        format!(
+            "cannot reach {at}: connection timed out; check the host, port and firewall ({url})"
+        )
     } else if stderr.contains("No such file or directory") && stderr.contains("socket") {
         format!("no server listening at {at}: start it or give a host in the URL ({url})")
     } else if let Some(db) = missing(&stderr, "database") {
@@ -350,7 +428,9 @@ fn missing<'a>(stderr: &'a str, kind: &str) -> Option<&'a str> {
     let start = stderr.find(&format!("{kind} \""))? + kind.len() + 2;
     let rest = &stderr[start..];
     let end = rest.find('"')?;
-    rest[end..].starts_with("\" does not exist").then(|| &rest[..end])
+    rest[end..]
+        .starts_with("\" does not exist")
+        .then(|| &rest[..end])
 }
 
 /// Removes the password from text a tool printed, should it ever echo one.
@@ -376,17 +456,22 @@ fn find_client(sh: &Shell, name: &str) -> Option<Client> {
 
 fn find_on_path(name: &str) -> Option<PathBuf> {
     let path = env::var_os("PATH")?;
-    env::split_paths(&path).map(|dir| dir.join(name)).find(|candidate| is_executable(candidate))
+    env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|candidate| is_executable(candidate))
 }
 
 fn is_executable(path: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
-    path.metadata().is_ok_and(|meta| meta.is_file() && meta.permissions().mode() & 0o111 != 0)
+    path.metadata()
+        .is_ok_and(|meta| meta.is_file() && meta.permissions().mode() & 0o111 != 0)
 }
 
 /// `pg_dump (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)` → 15; `psql (PostgreSQL) 9.6.24` → 9.
 pub fn parse_client_major(version_output: &str) -> Option<u32> {
-    let version = version_output.split_whitespace().find(|word| word.starts_with(|c: char| c.is_ascii_digit()))?;
+    let version = version_output
+        .split_whitespace()
+        .find(|word| word.starts_with(|c: char| c.is_ascii_digit()))?;
     version.split(['.', 'b', 'r', 'd']).next()?.parse().ok()
 }
 
@@ -396,9 +481,15 @@ mod tests {
 
     #[test]
     fn client_versions() {
-        assert_eq!(parse_client_major("pg_dump (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)\n"), Some(15));
+        assert_eq!(
+            parse_client_major("pg_dump (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)\n"),
+            Some(15)
+        );
         assert_eq!(parse_client_major("psql (PostgreSQL) 17.2\n"), Some(17));
-        assert_eq!(parse_client_major("pg_dump (PostgreSQL) 18beta1\n"), Some(18));
+        assert_eq!(
+            parse_client_major("pg_dump (PostgreSQL) 18beta1\n"),
+            Some(18)
+        );
         assert_eq!(parse_client_major("garbage"), None);
     }
 
@@ -416,7 +507,10 @@ mod tests {
             let message = explain_failure(&url, stderr).to_string();
             assert!(message.contains(expected), "{message}");
             assert!(message.contains("db.local:5433"), "{message}");
-            assert!(!message.contains("s3cret") && !message.contains('\n'), "{message}");
+            assert!(
+                !message.contains("s3cret") && !message.contains('\n'),
+                "{message}"
+            );
         }
     }
 
@@ -425,7 +519,10 @@ mod tests {
         let url = DbUrl::parse("postgres://u@h/db?options=-c%20work_mem%3D64MB").unwrap();
         let env = session_env(&url, Access::ReadOnly);
         let options = &env.iter().find(|(k, _)| k == "PGOPTIONS").unwrap().1;
-        assert_eq!(options, "-c work_mem=64MB -c default_transaction_read_only=on");
+        assert_eq!(
+            options,
+            "-c work_mem=64MB -c default_transaction_read_only=on"
+        );
         assert!(!session_env(&url, Access::ReadWrite)
             .iter()
             .any(|(_, v)| v.contains("read_only")));

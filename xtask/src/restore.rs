@@ -40,7 +40,11 @@ pub struct TargetState {
 /// Checks the target server before anything is loaded: reachable, allowed to create
 /// databases, and allowed to replace the target. Also removes temporary databases that
 /// killed runs left behind.
-pub fn inspect_target(sh: &Shell, tools: &PgTools, target: &DbUrl) -> anyhow::Result<(DbUrl, TargetState)> {
+pub fn inspect_target(
+    sh: &Shell,
+    tools: &PgTools,
+    target: &DbUrl,
+) -> anyhow::Result<(DbUrl, TargetState)> {
     let admin = admin_url(sh, tools, target)?;
     let server = tools.server(sh, &admin, Access::ReadWrite)?;
     let row = tools.query(
@@ -72,7 +76,12 @@ pub fn inspect_target(sh: &Shell, tools: &PgTools, target: &DbUrl) -> anyhow::Re
             target.host_port()
         );
     }
-    let mut state = TargetState { server, exists: exists == "t", tables: 0, size: size.parse().unwrap_or(0) };
+    let mut state = TargetState {
+        server,
+        exists: exists == "t",
+        tables: 0,
+        size: size.parse().unwrap_or(0),
+    };
     if state.exists {
         let tables = tools.query(
             sh,
@@ -90,8 +99,11 @@ pub fn inspect_target(sh: &Shell, tools: &PgTools, target: &DbUrl) -> anyhow::Re
 
 /// A connection to the target server that is not the target database itself.
 fn admin_url(sh: &Shell, tools: &PgTools, target: &DbUrl) -> anyhow::Result<DbUrl> {
-    let candidates: &[&str] =
-        if target.database == "postgres" { &["template1"] } else { &["postgres", "template1"] };
+    let candidates: &[&str] = if target.database == "postgres" {
+        &["template1"]
+    } else {
+        &["postgres", "template1"]
+    };
     let mut last = None;
     for name in candidates {
         let url = target.with_database(name);
@@ -101,7 +113,8 @@ fn admin_url(sh: &Shell, tools: &PgTools, target: &DbUrl) -> anyhow::Result<DbUr
             Err(err) => return Err(err),
         }
     }
-    Err(last.unwrap()).context("no maintenance database (postgres or template1) on the target server")
+    Err(last.unwrap())
+        .context("no maintenance database (postgres or template1) on the target server")
 }
 
 fn base_name(database: &str) -> String {
@@ -118,7 +131,10 @@ fn temp_name(database: &str, kind: &str) -> String {
 
 /// Removes `<target>__npload_*` and `<target>__npold_*` databases that nobody is connected to.
 fn drop_stale(sh: &Shell, tools: &PgTools, admin: &DbUrl, database: &str) -> anyhow::Result<()> {
-    let base = base_name(database).replace('\\', "\\\\").replace('_', "\\_").replace('%', "\\%");
+    let base = base_name(database)
+        .replace('\\', "\\\\")
+        .replace('_', "\\_")
+        .replace('%', "\\%");
     let names = tools.query(
         sh,
         admin,
@@ -131,8 +147,15 @@ fn drop_stale(sh: &Shell, tools: &PgTools, admin: &DbUrl, database: &str) -> any
         ),
     )?;
     for name in names.lines().filter(|n| !n.is_empty()) {
-        term::step(format!("removing {name}, left behind by an interrupted run"));
-        if let Err(err) = tools.query(sh, admin, Access::ReadWrite, &format!("drop database if exists {}", ident(name))) {
+        term::step(format!(
+            "removing {name}, left behind by an interrupted run"
+        ));
+        if let Err(err) = tools.query(
+            sh,
+            admin,
+            Access::ReadWrite,
+            &format!("drop database if exists {}", ident(name)),
+        ) {
             term::warn(format!("could not remove {name}: {err}"));
         }
     }
@@ -150,21 +173,72 @@ pub fn replace(
     load: impl FnOnce(&DbUrl) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
     let temp = target.with_database(&temp_name(&target.database, "load"));
-    let encoding = encoding.map(|e| format!(" encoding {}", literal(e))).unwrap_or_default();
-    tools.query(sh, admin, Access::ReadWrite, &format!("create database {} template template0{encoding}", ident(&temp.database)))?;
-    let result = load(&temp).and_then(|()| check_interrupted()).and_then(|()| swap(sh, tools, admin, target, &temp));
+    let encoding = encoding
+        .map(|e| format!(" encoding {}", literal(e)))
+        .unwrap_or_default();
+    tools.query(
+        sh,
+        admin,
+        Access::ReadWrite,
+        &format!(
+            "create database {} template template0{encoding}",
+            ident(&temp.database)
+        ),
+    )?;
+    let result = load(&temp)
+        .and_then(|()| check_interrupted())
+        .and_then(|()| swap(sh, tools, admin, target, &temp));
     if let Err(err) = result {
-        let _ = tools.query(sh, admin, Access::ReadWrite, &format!("drop database if exists {} with (force)", ident(&temp.database)))
-            .or_else(|_| tools.query(sh, admin, Access::ReadWrite, &format!("drop database if exists {}", ident(&temp.database))));
+        let _ = tools
+            .query(
+                sh,
+                admin,
+                Access::ReadWrite,
+                &format!(
+                    "drop database if exists {} with (force)",
+                    ident(&temp.database)
+                ),
+            )
+            .or_else(|_| {
+                tools.query(
+                    sh,
+                    admin,
+                    Access::ReadWrite,
+                    &format!("drop database if exists {}", ident(&temp.database)),
+                )
+            });
         return Err(err);
     }
     Ok(())
 }
 
-fn swap(sh: &Shell, tools: &PgTools, admin: &DbUrl, target: &DbUrl, temp: &DbUrl) -> anyhow::Result<()> {
-    let exists = tools.query(sh, admin, Access::ReadWrite, &format!("select count(*) from pg_database where datname = {}", literal(&target.database)))?;
+fn swap(
+    sh: &Shell,
+    tools: &PgTools,
+    admin: &DbUrl,
+    target: &DbUrl,
+    temp: &DbUrl,
+) -> anyhow::Result<()> {
+    let exists = tools.query(
+        sh,
+        admin,
+        Access::ReadWrite,
+        &format!(
+            "select count(*) from pg_database where datname = {}",
+            literal(&target.database)
+        ),
+    )?;
     if exists.trim() == "0" {
-        tools.query(sh, admin, Access::ReadWrite, &format!("alter database {} rename to {}", ident(&temp.database), ident(&target.database)))?;
+        tools.query(
+            sh,
+            admin,
+            Access::ReadWrite,
+            &format!(
+                "alter database {} rename to {}",
+                ident(&temp.database),
+                ident(&target.database)
+            ),
+        )?;
         return Ok(());
     }
     let old = temp_name(&target.database, "old");
@@ -181,7 +255,11 @@ fn swap(sh: &Shell, tools: &PgTools, admin: &DbUrl, target: &DbUrl, temp: &DbUrl
             ),
         )?;
         if ended.trim() != "0" {
-            term::step(format!("ended {} other session(s) on {}", ended.trim(), target.masked()));
+            term::step(format!(
+                "ended {} other session(s) on {}",
+                ended.trim(),
+                target.masked()
+            ));
         }
         // Both renames commit together: the target name always names a whole database.
         let renamed = tools.query(
@@ -197,14 +275,34 @@ fn swap(sh: &Shell, tools: &PgTools, admin: &DbUrl, target: &DbUrl, temp: &DbUrl
         );
         match renamed {
             Ok(_) => break,
-            Err(err) if attempt < 10 && err.to_string().contains("being accessed by other users") => {
+            Err(err)
+                if attempt < 10 && err.to_string().contains("being accessed by other users") =>
+            {
                 thread::sleep(Duration::from_millis(200 * attempt));
             }
-            Err(err) => return Err(err).context(format!("swapping the new database into {}", target.masked())),
+            Err(err) => {
+                return Err(err).context(format!(
+                    "swapping the new database into {}",
+                    target.masked()
+                ))
+            }
         }
     }
-    if let Err(err) = tools.query(sh, admin, Access::ReadWrite, &format!("drop database {} with (force)", ident(&old)))
-        .or_else(|_| tools.query(sh, admin, Access::ReadWrite, &format!("drop database {}", ident(&old))))
+    if let Err(err) = tools
+        .query(
+            sh,
+            admin,
+            Access::ReadWrite,
+            &format!("drop database {} with (force)", ident(&old)),
+        )
+        .or_else(|_| {
+            tools.query(
+                sh,
+                admin,
+                Access::ReadWrite,
+                &format!("drop database {}", ident(&old)),
+            )
+        })
     {
         term::warn(format!("the new database is in place, but the previous one ({old}) could not be dropped: {err}"));
     }
@@ -235,16 +333,33 @@ pub fn dies_with_parent(command: &mut Command) -> &mut Command {
 
 /// `psql` reading SQL from its stdin into `url`, stopping at the first error.
 pub fn spawn_psql_load(sh: &Shell, tools: &PgTools, url: &DbUrl) -> anyhow::Result<Child> {
-    let cmd = tools.cmd(sh, Tool::Psql, url, Access::ReadWrite)?.args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-f", "-"]);
+    let cmd = tools.cmd(sh, Tool::Psql, url, Access::ReadWrite)?.args([
+        "-X",
+        "-q",
+        "-v",
+        "ON_ERROR_STOP=1",
+        "-f",
+        "-",
+    ]);
     pg_tools::log(&cmd, url);
     let mut command = Command::from(cmd);
     dies_with_parent(&mut command);
-    command.stdin(Stdio::piped()).stdout(Stdio::null()).stderr(Stdio::piped());
-    command.spawn().with_context(|| format!("starting psql for {url}"))
+    command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    command
+        .spawn()
+        .with_context(|| format!("starting psql for {url}"))
 }
 
 /// Feeds `input` into a loading `psql`, counting bytes; fails with psql's first error.
-pub fn feed_psql(url: &DbUrl, mut psql: Child, input: &mut dyn Read, on_bytes: &dyn Fn(u64)) -> anyhow::Result<u64> {
+pub fn feed_psql(
+    url: &DbUrl,
+    mut psql: Child,
+    input: &mut dyn Read,
+    on_bytes: &dyn Fn(u64),
+) -> anyhow::Result<u64> {
     let stderr = collect_stderr(psql.stderr.take().unwrap());
     let mut stdin = psql.stdin.take().unwrap();
     let mut buf = vec![0; 1 << 20];
@@ -272,7 +387,10 @@ pub fn feed_psql(url: &DbUrl, mut psql: Child, input: &mut dyn Read, on_bytes: &
     check_interrupted()?;
     if !status.success() || broken.is_some() {
         let message = first_error(&stderr).unwrap_or_else(|| format!("psql exited with {status}"));
-        bail!("restore into {url} failed: {}", pg_tools::scrub(url, &message));
+        bail!(
+            "restore into {url} failed: {}",
+            pg_tools::scrub(url, &message)
+        );
     }
     Ok(total)
 }

@@ -51,7 +51,11 @@ fn parse_header(line: &str) -> Option<Key> {
             break;
         }
     }
-    Some(Key { kind: kind?, schema: schema.unwrap_or_default(), name: name? })
+    Some(Key {
+        kind: kind?,
+        schema: schema.unwrap_or_default(),
+        name: name?,
+    })
 }
 
 /// Column name → definition, from a `CREATE TABLE` (or view) body.
@@ -136,10 +140,12 @@ fn object_name(key: &Key) -> String {
         }
     };
     match key.kind.as_str() {
-        "CONSTRAINT" | "FK CONSTRAINT" | "CHECK CONSTRAINT" | "TRIGGER" => match key.name.split_once(' ') {
-            Some((table, object)) => format!("`{object}` on `{}`", qualified(table)),
-            None => format!("`{}`", qualified(&key.name)),
-        },
+        "CONSTRAINT" | "FK CONSTRAINT" | "CHECK CONSTRAINT" | "TRIGGER" => {
+            match key.name.split_once(' ') {
+                Some((table, object)) => format!("`{object}` on `{}`", qualified(table)),
+                None => format!("`{}`", qualified(&key.name)),
+            }
+        }
         "DEFAULT" => match key.name.split_once(' ') {
             Some((table, column)) => format!("`{}.{column}`", qualified(table)),
             None => format!("`{}`", qualified(&key.name)),
@@ -155,7 +161,9 @@ pub fn changes(old: &str, new: &str) -> Vec<String> {
     let new = objects(new);
     let mut lines = Vec::new();
     for (key, body) in &new {
-        let Some(what) = describe(&key.kind) else { continue };
+        let Some(what) = describe(&key.kind) else {
+            continue;
+        };
         match old.get(key) {
             None => lines.push(format!("- {what} {} added", object_name(key))),
             Some(old_body) if old_body != body => {
@@ -184,13 +192,16 @@ fn column_changes(key: &Key, old: &str, new: &str) -> Vec<String> {
     for (name, def) in &new_columns {
         match old_columns.get(name) {
             None => lines.push(format!("- Column `{table}.{name}` added: `{def}`")),
-            Some(old_def) if old_def != def => {
-                lines.push(format!("- Column `{table}.{name}` changed: `{old_def}` → `{def}`"))
-            }
+            Some(old_def) if old_def != def => lines.push(format!(
+                "- Column `{table}.{name}` changed: `{old_def}` → `{def}`"
+            )),
             Some(_) => {}
         }
     }
-    for name in old_columns.keys().filter(|name| !new_columns.contains_key(*name)) {
+    for name in old_columns
+        .keys()
+        .filter(|name| !new_columns.contains_key(*name))
+    {
         lines.push(format!("- Column `{table}.{name}` removed"));
     }
     // CHECK constraints live inside CREATE TABLE: name them like the separate ones.
@@ -199,13 +210,16 @@ fn column_changes(key: &Key, old: &str, new: &str) -> Vec<String> {
     for (name, def) in &new_constraints {
         match old_constraints.get(name) {
             None => lines.push(format!("- Constraint `{name}` on `{table}` added: `{def}`")),
-            Some(old_def) if old_def != def => {
-                lines.push(format!("- Constraint `{name}` on `{table}` changed: `{old_def}` → `{def}`"))
-            }
+            Some(old_def) if old_def != def => lines.push(format!(
+                "- Constraint `{name}` on `{table}` changed: `{old_def}` → `{def}`"
+            )),
             Some(_) => {}
         }
     }
-    for name in old_constraints.keys().filter(|name| !new_constraints.contains_key(*name)) {
+    for name in old_constraints
+        .keys()
+        .filter(|name| !new_constraints.contains_key(*name))
+    {
         lines.push(format!("- Constraint `{name}` on `{table}` removed"));
     }
     if lines.is_empty() {

@@ -36,7 +36,9 @@ impl SchemaSnapshot {
     pub fn run(self, sh: &Shell) -> anyhow::Result<()> {
         let source_from_flag = self.source.is_some();
         let source = source_url(self.source, "NETPOINT_DATABASE_URL", "--source")?;
-        let output = self.output.unwrap_or_else(|| sh.current_dir().join("fixtures/schema.sql"));
+        let output = self
+            .output
+            .unwrap_or_else(|| sh.current_dir().join("fixtures/schema.sql"));
         let shown = display_path(sh, &output);
         let tools = PgTools::discover(sh);
         if self.check {
@@ -47,8 +49,11 @@ impl SchemaSnapshot {
             let live = snapshot(sh, &tools, &source, recorded_major(&committed))?;
             let changes = schema_diff::changes(&committed, &live);
             if let Some(summary) = &self.summary {
-                atomic_file::write_bytes(summary, schema_diff::markdown(&changes, &shown).as_bytes())
-                    .with_context(|| format!("writing the summary {}", summary.display()))?;
+                atomic_file::write_bytes(
+                    summary,
+                    schema_diff::markdown(&changes, &shown).as_bytes(),
+                )
+                .with_context(|| format!("writing the summary {}", summary.display()))?;
             }
             if committed == live {
                 println!("schema matches {shown}");
@@ -72,7 +77,12 @@ impl SchemaSnapshot {
 
 /// A normalised schema dump of `url`, headed by the server's major version. With
 /// `expected_major`, a server of another major is refused rather than diffed.
-pub fn snapshot(sh: &Shell, tools: &PgTools, url: &DbUrl, expected_major: Option<u32>) -> anyhow::Result<String> {
+pub fn snapshot(
+    sh: &Shell,
+    tools: &PgTools,
+    url: &DbUrl,
+    expected_major: Option<u32>,
+) -> anyhow::Result<String> {
     let server = tools.server(sh, url, Access::ReadOnly)?;
     if let Some(expected) = expected_major.filter(|&m| m != server.major) {
         bail!(
@@ -84,22 +94,45 @@ pub fn snapshot(sh: &Shell, tools: &PgTools, url: &DbUrl, expected_major: Option
     }
     // The same server dumps to the same text only with the same pg_dump major.
     let cmd = tools
-        .cmd_with(sh, Tool::PgDump, url, Access::ReadOnly, Need::Exact(server.major))?
+        .cmd_with(
+            sh,
+            Tool::PgDump,
+            url,
+            Access::ReadOnly,
+            Need::Exact(server.major),
+        )?
         .args(["--schema-only", "--no-owner", "--no-privileges"])
         .ignore_status();
     pg_tools::log(&cmd, url);
-    let out = cmd.output().with_context(|| format!("running pg_dump against {url}"))?;
+    let out = cmd
+        .output()
+        .with_context(|| format!("running pg_dump against {url}"))?;
     if !out.status.success() {
-        return Err(pg_tools::explain_failure(url, &String::from_utf8_lossy(&out.stderr)))
-            .context("pg_dump --schema-only failed");
+        return Err(pg_tools::explain_failure(
+            url,
+            &String::from_utf8_lossy(&out.stderr),
+        ))
+        .context("pg_dump --schema-only failed");
     }
     let dump = String::from_utf8(out.stdout).context("pg_dump printed non-UTF-8 output")?;
-    Ok(format!("{HEADER_PREFIX}{}\n{}", server.major, dump::normalise_str(&dump)))
+    let text = dump::normalise_str(&dump).replacen(PUBLIC_SCHEMA_STANZA, "", 1);
+    Ok(format!("{HEADER_PREFIX}{}\n{text}", server.major))
 }
+
+/// What `pg_dump --no-owner` prints for a `public` schema whose owner was changed (as on
+/// production): an empty stanza. Dropped, so that ownership does not change the snapshot.
+const PUBLIC_SCHEMA_STANZA: &str =
+    "--\n-- Name: public; Type: SCHEMA; Schema: -; Owner: -\n--\n\n-- *not* creating schema, since initdb creates it\n\n\n";
 
 /// The major version recorded on a snapshot's first line.
 pub fn recorded_major(snapshot: &str) -> Option<u32> {
-    snapshot.lines().next()?.strip_prefix(HEADER_PREFIX)?.trim().parse().ok()
+    snapshot
+        .lines()
+        .next()?
+        .strip_prefix(HEADER_PREFIX)?
+        .trim()
+        .parse()
+        .ok()
 }
 
 /// A URL from a flag, else from an environment variable, else a clear error.
@@ -128,7 +161,10 @@ fn update_command(source: &DbUrl, from_flag: bool, output: &str) -> String {
 /// A path as the user would type it: relative to the workspace when inside it.
 pub fn display_path(sh: &Shell, path: &Path) -> String {
     let root = sh.current_dir();
-    path.strip_prefix(&root).unwrap_or(path).display().to_string()
+    path.strip_prefix(&root)
+        .unwrap_or(path)
+        .display()
+        .to_string()
 }
 
 #[cfg(test)]
@@ -137,7 +173,10 @@ mod tests {
 
     #[test]
     fn header_records_the_major() {
-        assert_eq!(recorded_major("-- NetPoint schema snapshot, PostgreSQL 17\n--\n"), Some(17));
+        assert_eq!(
+            recorded_major("-- NetPoint schema snapshot, PostgreSQL 17\n--\n"),
+            Some(17)
+        );
         assert_eq!(recorded_major("--\n-- PostgreSQL database dump\n"), None);
     }
 }

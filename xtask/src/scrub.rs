@@ -107,7 +107,11 @@ fn parse_with_settings(text: &str, what: &str) -> anyhow::Result<(bool, Vec<Rule
         let at = format!("scrub rules {what}, rule {}", n + 1);
         let get = |key: &str| item.get(key).and_then(|v| v.as_str()).map(str::to_string);
         let table_name = get("table").with_context(|| format!("{at}: missing `table`"))?;
-        let table_name = if table_name.contains('.') { table_name } else { format!("public.{table_name}") };
+        let table_name = if table_name.contains('.') {
+            table_name
+        } else {
+            format!("public.{table_name}")
+        };
         let column = get("column");
         let action_name = get("action").with_context(|| format!("{at}: missing `action`"))?;
         let action = match action_name.as_str() {
@@ -140,7 +144,11 @@ fn parse_with_settings(text: &str, what: &str) -> anyhow::Result<(bool, Vec<Rule
         if column.is_none() && !matches!(action, Action::DeleteRows) {
             bail!("{at}: `{action_name}` needs a `column`");
         }
-        rules.push(Rule { table: table_name, column, action });
+        rules.push(Rule {
+            table: table_name,
+            column,
+            action,
+        });
     }
     Ok((preset, rules))
 }
@@ -215,7 +223,10 @@ impl<R: Read> Scrubber<R> {
                 return;
             }
             let key_index = columns.iter().position(|c| c == "id").unwrap_or(0);
-            let delete = rules.iter().find(|r| matches!(r.action, Action::DeleteRows)).map(|r| (*r).clone());
+            let delete = rules
+                .iter()
+                .find(|r| matches!(r.action, Action::DeleteRows))
+                .map(|r| (*r).clone());
             let columns = rules
                 .iter()
                 .filter_map(|r| {
@@ -223,7 +234,12 @@ impl<R: Read> Scrubber<R> {
                     Some((index, (*r).clone()))
                 })
                 .collect();
-            self.active = Some(Active { table, key_index, columns, delete });
+            self.active = Some(Active {
+                table,
+                key_index,
+                columns,
+                delete,
+            });
         }
     }
 }
@@ -255,7 +271,10 @@ impl<R: Read> Read for Scrubber<R> {
 
 /// `COPY public.t (a, "b") FROM stdin;` → `("public.t", ["a", "b"])`.
 fn copy_header(line: &[u8]) -> Option<(String, Vec<String>)> {
-    let line = std::str::from_utf8(line).ok()?.strip_suffix(" FROM stdin;\n")?.strip_prefix("COPY ")?;
+    let line = std::str::from_utf8(line)
+        .ok()?
+        .strip_suffix(" FROM stdin;\n")?
+        .strip_prefix("COPY ")?;
     let (table, columns) = line.split_once(" (")?;
     let columns = columns.strip_suffix(')')?;
     let unquote = |name: &str| {
@@ -272,14 +291,23 @@ fn copy_header(line: &[u8]) -> Option<(String, Vec<String>)> {
 /// The scrubbed form of one COPY-escaped field.
 pub fn scrub_field(table: &str, rule: &Rule, key: &str, field: &str) -> String {
     let column = rule.column.as_deref().unwrap_or("");
-    let hash = || hex(&Sha256::digest(format!("netpoint-scrub:{table}.{column}:{key}").as_bytes()));
+    let hash = || {
+        hex(&Sha256::digest(
+            format!("netpoint-scrub:{table}.{column}:{key}").as_bytes(),
+        ))
+    };
     match &rule.action {
         Action::Null => "\\N".to_string(),
         Action::Empty if field == "\\N" => field.to_string(),
         Action::Empty => String::new(),
         Action::Value(template) => {
             let hash = hash();
-            escape(&template.replace("{pk}", &unescape(key)).replace("{hash40}", &hash[..40]).replace("{hash}", &hash))
+            escape(
+                &template
+                    .replace("{pk}", &unescape(key))
+                    .replace("{hash40}", &hash[..40])
+                    .replace("{hash}", &hash),
+            )
         }
         Action::UnusablePassword if field == "\\N" => field.to_string(),
         Action::UnusablePassword => format!("!{}", &hash()[..40]),
@@ -359,7 +387,12 @@ pub struct Plan {
 }
 
 impl ScrubFlags {
-    pub fn plan(&self, sh: &xshell::Shell, tools: &PgTools, source: &DbUrl) -> anyhow::Result<Plan> {
+    pub fn plan(
+        &self,
+        sh: &xshell::Shell,
+        tools: &PgTools,
+        source: &DbUrl,
+    ) -> anyhow::Result<Plan> {
         if self.no_scrub {
             term::warn("--no-scrub: secrets and personal data are copied verbatim");
             return Ok(Plan::default());
@@ -373,7 +406,11 @@ impl ScrubFlags {
              where table_schema not in ('pg_catalog', 'information_schema')",
         )?;
         let existing: std::collections::HashSet<&str> = existing.lines().collect();
-        let tables: std::collections::HashSet<&str> = existing.iter().filter_map(|l| l.split_once('|')).map(|(t, _)| t).collect();
+        let tables: std::collections::HashSet<&str> = existing
+            .iter()
+            .filter_map(|l| l.split_once('|'))
+            .map(|(t, _)| t)
+            .collect();
         let mut plan = Plan::default();
         for rule in rules {
             let present = match &rule.column {
@@ -396,11 +433,20 @@ impl Plan {
         let applied: Vec<String> = self
             .applied
             .iter()
-            .map(|r| format!("{} ({} rows)", r.describe(), counts.get(&r.describe()).copied().unwrap_or(0)))
+            .map(|r| {
+                format!(
+                    "{} ({} rows)",
+                    r.describe(),
+                    counts.get(&r.describe()).copied().unwrap_or(0)
+                )
+            })
             .collect();
         let mut line = format!("scrubbed {}", applied.join(", "));
         if !self.skipped.is_empty() {
-            line.push_str(&format!("; skipped (not in this database): {}", self.skipped.join(", ")));
+            line.push_str(&format!(
+                "; skipped (not in this database): {}",
+                self.skipped.join(", ")
+            ));
         }
         line
     }
@@ -426,14 +472,32 @@ impl Plan {
 
     /// Samples original values from the source that the rules change, and fails if any of
     /// them is found in `target`. Values travel to psql on stdin, never in argv.
-    pub fn verify(&self, sh: &xshell::Shell, tools: &PgTools, source: &DbUrl, target: &DbUrl) -> anyhow::Result<()> {
+    pub fn verify(
+        &self,
+        sh: &xshell::Shell,
+        tools: &PgTools,
+        source: &DbUrl,
+        target: &DbUrl,
+    ) -> anyhow::Result<()> {
         for rule in &self.applied {
-            let (schema, table) = rule.table.split_once('.').unwrap_or(("public", &rule.table));
+            let (schema, table) = rule
+                .table
+                .split_once('.')
+                .unwrap_or(("public", &rule.table));
             let qualified = format!("{}.{}", restore::ident(schema), restore::ident(table));
             let Some(column) = &rule.column else {
-                let left = tools.query(sh, target, Access::ReadWrite, &format!("select count(*) from {qualified}"))?;
+                let left = tools.query(
+                    sh,
+                    target,
+                    Access::ReadWrite,
+                    &format!("select count(*) from {qualified}"),
+                )?;
                 if left.trim() != "0" {
-                    bail!("scrub verification failed: {} still has {} rows in the target", rule.table, left.trim());
+                    bail!(
+                        "scrub verification failed: {} still has {} rows in the target",
+                        rule.table,
+                        left.trim()
+                    );
                 }
                 continue;
             };
@@ -461,7 +525,9 @@ impl Plan {
             let originals: Vec<String> = sample
                 .lines()
                 .filter_map(|line| line.split_once('\t'))
-                .filter(|(key, value)| !value.is_empty() && scrub_field(&rule.table, rule, key, value) != *value)
+                .filter(|(key, value)| {
+                    !value.is_empty() && scrub_field(&rule.table, rule, key, value) != *value
+                })
                 .map(|(_, value)| restore::literal(&unescape(value)))
                 .collect();
             if originals.is_empty() {
@@ -497,7 +563,11 @@ fn write_jsonb(value: &serde_json::Value, out: &mut String) {
     match value {
         serde_json::Value::Object(map) => {
             let mut keys: Vec<&String> = map.keys().collect();
-            keys.sort_by(|a, b| a.len().cmp(&b.len()).then_with(|| a.as_bytes().cmp(b.as_bytes())));
+            keys.sort_by(|a, b| {
+                a.len()
+                    .cmp(&b.len())
+                    .then_with(|| a.as_bytes().cmp(b.as_bytes()))
+            });
             out.push('{');
             for (n, key) in keys.into_iter().enumerate() {
                 if n > 0 {
@@ -601,12 +671,27 @@ mod tests {
     fn preset_scrubs_deterministically() {
         let rules = load_rules(None).unwrap();
         let (out, counts) = scrub(DUMP, &rules);
-        assert!(!out.contains("pbkdf2") && !out.contains("alice@") && !out.contains("glpat") && !out.contains("S3"), "{out}");
-        assert!(out.contains("7\t!") && out.contains("user-7@example.invalid"), "{out}");
-        assert!(out.contains("8\t!") && out.contains("\t\\N\t2024"), "NULL email stays NULL: {out}");
+        assert!(
+            !out.contains("pbkdf2")
+                && !out.contains("alice@")
+                && !out.contains("glpat")
+                && !out.contains("S3"),
+            "{out}"
+        );
+        assert!(
+            out.contains("7\t!") && out.contains("user-7@example.invalid"),
+            "{out}"
+        );
+        assert!(
+            out.contains("8\t!") && out.contains("\t\\N\t2024"),
+            "NULL email stays NULL: {out}"
+        );
         assert!(!out.contains("abc\tdata"), "sessions deleted");
         assert!(out.contains("https://git.example.com/x.git"), "{out}");
-        assert!(out.contains("[{\"ok\": 1}]") && !out.contains("Token"), "{out}");
+        assert!(
+            out.contains("[{\"ok\": 1}]") && !out.contains("Token"),
+            "{out}"
+        );
         assert_eq!(counts["public.django_session: delete-rows"], 1);
         assert_eq!(counts["public.users_user.email: fake-email"], 1);
         assert_eq!(scrub(DUMP, &rules).0, out, "same input, same bytes");
@@ -619,9 +704,17 @@ mod tests {
         std::fs::write(&file, "[[rule]]\ntable = \"dcim_site\"\ncolumn = \"name\"\naction = \"value\"\nvalue = \"site-{pk}\"\n").unwrap();
         let rules = load_rules(Some(&file)).unwrap();
         assert!(rules.len() > 10 && rules.iter().any(|r| r.table == "public.dcim_site"));
-        std::fs::write(&file, "preset = false\n[[rule]]\ntable = \"x\"\naction = \"delete-rows\"\n").unwrap();
+        std::fs::write(
+            &file,
+            "preset = false\n[[rule]]\ntable = \"x\"\naction = \"delete-rows\"\n",
+        )
+        .unwrap();
         assert_eq!(load_rules(Some(&file)).unwrap().len(), 1);
-        for bad in ["[[rule]]\ntable = \"x\"\naction = \"shred\"\n", "[[rule]]\ntable = \"x\"\naction = \"null\"\n", "not toml ["] {
+        for bad in [
+            "[[rule]]\ntable = \"x\"\naction = \"shred\"\n",
+            "[[rule]]\ntable = \"x\"\naction = \"null\"\n",
+            "not toml [",
+        ] {
             std::fs::write(&file, bad).unwrap();
             assert!(load_rules(Some(&file)).is_err(), "{bad}");
         }
@@ -629,8 +722,12 @@ mod tests {
 
     #[test]
     fn jsonb_text_matches_postgres() {
-        let value: serde_json::Value = serde_json::from_str(r#"{"bb": [1, 2.50], "a": {"ccc": null, "d": "x\"y"}}"#).unwrap();
-        assert_eq!(jsonb_text(&value), r#"{"a": {"d": "x\"y", "ccc": null}, "bb": [1, 2.50]}"#);
+        let value: serde_json::Value =
+            serde_json::from_str(r#"{"bb": [1, 2.50], "a": {"ccc": null, "d": "x\"y"}}"#).unwrap();
+        assert_eq!(
+            jsonb_text(&value),
+            r#"{"a": {"d": "x\"y", "ccc": null}, "bb": [1, 2.50]}"#
+        );
     }
 
     #[test]

@@ -64,7 +64,10 @@ pub struct SeedDev {
 
 impl SeedDev {
     pub fn run(self, sh: &Shell) -> anyhow::Result<()> {
-        let fixtures = self.fixtures.clone().unwrap_or_else(|| sh.current_dir().join("fixtures"));
+        let fixtures = self
+            .fixtures
+            .clone()
+            .unwrap_or_else(|| sh.current_dir().join("fixtures"));
         if self.stop {
             return DevContainer::new(sh).stop(sh);
         }
@@ -73,21 +76,41 @@ impl SeedDev {
         }
         let tools = PgTools::discover(sh);
         if self.refresh {
-            let source = schema_snapshot::source_url(self.source.clone(), "NETPOINT_DATABASE_URL", "--source")?;
-            let refresh = Refresh { source: &source, source_media: self.source_media.as_deref(), fixtures: &fixtures, scrub: &self.scrub };
+            let source = schema_snapshot::source_url(
+                self.source.clone(),
+                "NETPOINT_DATABASE_URL",
+                "--source",
+            )?;
+            let refresh = Refresh {
+                source: &source,
+                source_media: self.source_media.as_deref(),
+                fixtures: &fixtures,
+                scrub: &self.scrub,
+            };
             return refresh.run(sh, &tools, self.check);
         }
-        let configured = self.target.clone().or_else(|| std::env::var("NETPOINT_DATABASE_URL").ok().filter(|v| !v.trim().is_empty()));
+        let configured = self.target.clone().or_else(|| {
+            std::env::var("NETPOINT_DATABASE_URL")
+                .ok()
+                .filter(|v| !v.trim().is_empty())
+        });
         let target = match configured {
             Some(text) => DbUrl::parse(&text)?,
             None => DevContainer::new(sh).ensure(sh, &tools)?,
         };
-        let target_media = path_or_env(self.target_media.clone(), "NETPOINT_MEDIA_ROOT").unwrap_or_else(|| {
-            let default = sh.current_dir().join("netpoint/media");
-            let _ = fs::create_dir_all(default.parent().unwrap());
-            default
-        });
-        let load = clone_prod::Load { dir: &fixtures, media: MediaForm::Tree, target: &target, target_media: Some(&target_media), guard: &self.guard };
+        let target_media = path_or_env(self.target_media.clone(), "NETPOINT_MEDIA_ROOT")
+            .unwrap_or_else(|| {
+                let default = sh.current_dir().join("netpoint/media");
+                let _ = fs::create_dir_all(default.parent().unwrap());
+                default
+            });
+        let load = clone_prod::Load {
+            dir: &fixtures,
+            media: MediaForm::Tree,
+            target: &target,
+            target_media: Some(&target_media),
+            guard: &self.guard,
+        };
         load.run(sh, &tools, false)?;
         println!("NETPOINT_DATABASE_URL={}", shareable_url(&target));
         println!("NETPOINT_MEDIA_ROOT={}", target_media.display());
@@ -116,18 +139,40 @@ const DEV_USER: &str = "netpoint";
 
 impl DevContainer {
     fn new(sh: &Shell) -> DevContainer {
-        let name = std::env::var("NETPOINT_DEV_DB_CONTAINER").ok().filter(|n| !n.is_empty()).unwrap_or_else(|| "netpoint-dev-db".into());
-        let passfile = sh.current_dir().join(".netpoint").join(format!("{name}.pgpass"));
-        DevContainer { volume: format!("{name}-data"), name, passfile }
+        let name = std::env::var("NETPOINT_DEV_DB_CONTAINER")
+            .ok()
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| "netpoint-dev-db".into());
+        let passfile = sh
+            .current_dir()
+            .join(".netpoint")
+            .join(format!("{name}.pgpass"));
+        DevContainer {
+            volume: format!("{name}-data"),
+            name,
+            passfile,
+        }
     }
 
     fn docker_running(sh: &Shell) -> bool {
-        cmd!(sh, "docker info --format '{{.ServerVersion}}'").quiet().ignore_stdout().ignore_stderr().run().is_ok()
+        cmd!(sh, "docker info --format '{{.ServerVersion}}'")
+            .quiet()
+            .ignore_stdout()
+            .ignore_stderr()
+            .run()
+            .is_ok()
     }
 
     fn state(&self, sh: &Shell) -> Option<String> {
         let name = &self.name;
-        cmd!(sh, "docker container inspect --format '{{.State.Status}}' {name}").quiet().ignore_stderr().read().ok()
+        cmd!(
+            sh,
+            "docker container inspect --format '{{.State.Status}}' {name}"
+        )
+        .quiet()
+        .ignore_stderr()
+        .read()
+        .ok()
     }
 
     /// Starts (or creates) the container and returns a URL that reaches it.
@@ -160,7 +205,10 @@ impl DevContainer {
             Some("running") => term::step(format!("using the running container {name}")),
             Some(_) => {
                 term::step(format!("starting container {name}"));
-                cmd!(sh, "docker start {name}").quiet().ignore_stdout().run()?;
+                cmd!(sh, "docker start {name}")
+                    .quiet()
+                    .ignore_stdout()
+                    .run()?;
             }
         }
         let url = self.url(sh)?;
@@ -181,14 +229,35 @@ impl DevContainer {
     fn url(&self, sh: &Shell) -> anyhow::Result<DbUrl> {
         let name = &self.name;
         let port = cmd!(sh, "docker port {name} 5432/tcp").quiet().read()?;
-        let port = port.lines().next().and_then(|l| l.rsplit(':').next()).context("container publishes no port")?.to_string();
-        let env = cmd!(sh, "docker container inspect --format '{{range .Config.Env}}{{println .}}{{end}}' {name}").quiet().read()?;
-        let password = env.lines().find_map(|l| l.strip_prefix("POSTGRES_PASSWORD=")).context("container has no POSTGRES_PASSWORD")?;
+        let port = port
+            .lines()
+            .next()
+            .and_then(|l| l.rsplit(':').next())
+            .context("container publishes no port")?
+            .to_string();
+        let env = cmd!(
+            sh,
+            "docker container inspect --format '{{range .Config.Env}}{{println .}}{{end}}' {name}"
+        )
+        .quiet()
+        .read()?;
+        let password = env
+            .lines()
+            .find_map(|l| l.strip_prefix("POSTGRES_PASSWORD="))
+            .context("container has no POSTGRES_PASSWORD")?;
         fs::create_dir_all(self.passfile.parent().unwrap())?;
-        let mut file = fs::OpenOptions::new().create(true).write(true).truncate(true).mode(0o600).open(&self.passfile)?;
+        let mut file = fs::OpenOptions::new()
+            .create(true)
+            .write(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&self.passfile)?;
         writeln!(file, "127.0.0.1:{port}:*:{DEV_USER}:{password}")?;
         let passfile = self.passfile.display().to_string();
-        DbUrl::parse(&format!("postgres://{DEV_USER}@127.0.0.1:{port}/netpoint?passfile={}", percent_encoding::utf8_percent_encode(&passfile, percent_encoding::NON_ALPHANUMERIC)))
+        DbUrl::parse(&format!(
+            "postgres://{DEV_USER}@127.0.0.1:{port}/netpoint?passfile={}",
+            percent_encoding::utf8_percent_encode(&passfile, percent_encoding::NON_ALPHANUMERIC)
+        ))
     }
 
     fn stop(&self, sh: &Shell) -> anyhow::Result<()> {
@@ -199,8 +268,14 @@ impl DevContainer {
         match self.state(sh) {
             None => term::success(format!("no container {name}: nothing to stop")),
             Some(_) => {
-                cmd!(sh, "docker stop {name}").quiet().ignore_stdout().run()?;
-                term::success(format!("stopped {name}; its data stays in volume {}", self.volume));
+                cmd!(sh, "docker stop {name}")
+                    .quiet()
+                    .ignore_stdout()
+                    .run()?;
+                term::success(format!(
+                    "stopped {name}; its data stays in volume {}",
+                    self.volume
+                ));
             }
         }
         Ok(())
@@ -215,12 +290,24 @@ impl DevContainer {
             if !term::stdin_is_terminal() {
                 bail!("this removes container {name} and all its data (volume {volume}): pass --yes to confirm");
             }
-            if !term::confirm(&format!("Remove container {name} and all its data (volume {volume})?"))? {
+            if !term::confirm(&format!(
+                "Remove container {name} and all its data (volume {volume})?"
+            ))? {
                 bail!("cancelled: nothing was removed");
             }
         }
-        cmd!(sh, "docker rm --force --volumes {name}").quiet().ignore_stdout().ignore_stderr().ignore_status().run()?;
-        cmd!(sh, "docker volume rm --force {volume}").quiet().ignore_stdout().ignore_stderr().ignore_status().run()?;
+        cmd!(sh, "docker rm --force --volumes {name}")
+            .quiet()
+            .ignore_stdout()
+            .ignore_stderr()
+            .ignore_status()
+            .run()?;
+        cmd!(sh, "docker volume rm --force {volume}")
+            .quiet()
+            .ignore_stdout()
+            .ignore_stderr()
+            .ignore_status()
+            .run()?;
         let _ = fs::remove_file(&self.passfile);
         term::success(format!("removed {name} and volume {volume}"));
         Ok(())
@@ -231,7 +318,10 @@ fn free_port() -> u16 {
     if TcpListener::bind(("127.0.0.1", 5432)).is_ok() {
         return 5432;
     }
-    TcpListener::bind(("127.0.0.1", 0)).and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(5432)
+    TcpListener::bind(("127.0.0.1", 0))
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or(5432)
 }
 
 fn random_password() -> anyhow::Result<String> {
@@ -282,22 +372,44 @@ impl Refresh<'_> {
             }
         }
         atomic_file::replace_dir(&staging.0, self.fixtures)?;
-        term::success(format!("fixtures in {} regenerated from {}", self.fixtures.display(), self.source));
+        term::success(format!(
+            "fixtures in {} regenerated from {}",
+            self.fixtures.display(),
+            self.source
+        ));
         Ok(())
     }
 
-    fn write(&self, sh: &Shell, tools: &PgTools, server: &pg_tools::Server, dir: &Path) -> anyhow::Result<()> {
-        term::step(format!("dumping {} (rows sorted, no changelog data)", self.source));
-        let excludes: Vec<String> = clone_prod::CHANGELOG_TABLES.iter().map(|t| format!("--exclude-table-data={t}")).collect();
+    fn write(
+        &self,
+        sh: &Shell,
+        tools: &PgTools,
+        server: &pg_tools::Server,
+        dir: &Path,
+    ) -> anyhow::Result<()> {
+        term::step(format!(
+            "dumping {} (rows sorted, no changelog data)",
+            self.source
+        ));
+        let excludes: Vec<String> = clone_prod::CHANGELOG_TABLES
+            .iter()
+            .map(|t| format!("--exclude-table-data={t}"))
+            .collect();
         let cmd = tools
             .cmd(sh, Tool::PgDump, self.source, Access::ReadOnly)?
             .args(["--format=plain", "--no-owner", "--no-privileges"])
             .args(&excludes)
             .ignore_status();
         pg_tools::log(&cmd, self.source);
-        let out = cmd.output().with_context(|| format!("running pg_dump against {}", self.source))?;
+        let out = cmd
+            .output()
+            .with_context(|| format!("running pg_dump against {}", self.source))?;
         if !out.status.success() {
-            return Err(pg_tools::explain_failure(self.source, &String::from_utf8_lossy(&out.stderr))).context("pg_dump failed");
+            return Err(pg_tools::explain_failure(
+                self.source,
+                &String::from_utf8_lossy(&out.stderr),
+            ))
+            .context("pg_dump failed");
         }
         let scrub = self.scrub.plan(sh, tools, self.source)?;
         let (scrubbed, counts) = scrub::scrubbing_reader(&out.stdout[..], &scrub.applied);
@@ -365,8 +477,10 @@ fn compare(current: &Path, fresh: &Path) -> anyhow::Result<Vec<String>> {
     let read = |dir: &Path, name: &str| fs::read_to_string(dir.join(name)).unwrap_or_default();
     let (old_sql, new_sql) = (read(current, bundle::SQL), read(fresh, bundle::SQL));
     if old_sql != new_sql {
-        let old_rows: BTreeMap<String, Vec<&str>> = dump::copy_blocks(&old_sql).into_iter().collect();
-        let new_rows: BTreeMap<String, Vec<&str>> = dump::copy_blocks(&new_sql).into_iter().collect();
+        let old_rows: BTreeMap<String, Vec<&str>> =
+            dump::copy_blocks(&old_sql).into_iter().collect();
+        let new_rows: BTreeMap<String, Vec<&str>> =
+            dump::copy_blocks(&new_sql).into_iter().collect();
         for (table, rows) in &new_rows {
             match old_rows.get(table) {
                 None => changes.push(format!("table {table}: new ({} rows)", rows.len())),
@@ -382,10 +496,14 @@ fn compare(current: &Path, fresh: &Path) -> anyhow::Result<Vec<String>> {
             changes.push(format!("table {table}: removed"));
         }
         if schema_part(&old_sql) != schema_part(&new_sql) {
-            changes.push(format!("{}: schema or sequence values changed", bundle::SQL));
+            changes.push(format!(
+                "{}: schema or sequence values changed",
+                bundle::SQL
+            ));
         }
     }
-    let old_media = media::parse_sha256_list(&read(current, bundle::MEDIA_SUMS), bundle::MEDIA_SUMS)?;
+    let old_media =
+        media::parse_sha256_list(&read(current, bundle::MEDIA_SUMS), bundle::MEDIA_SUMS)?;
     let new_media = media::parse_sha256_list(&read(fresh, bundle::MEDIA_SUMS), bundle::MEDIA_SUMS)?;
     for (name, hash) in &new_media {
         match old_media.get(name) {
@@ -400,7 +518,11 @@ fn compare(current: &Path, fresh: &Path) -> anyhow::Result<Vec<String>> {
     if read(current, "schema.sql") != read(fresh, "schema.sql") {
         changes.push("schema.sql: changed".to_string());
     }
-    if changes.is_empty() && [bundle::MANIFEST, bundle::SUMS].iter().any(|n| read(current, n) != read(fresh, n)) {
+    if changes.is_empty()
+        && [bundle::MANIFEST, bundle::SUMS]
+            .iter()
+            .any(|n| read(current, n) != read(fresh, n))
+    {
         changes.push(format!("{}: changed", bundle::MANIFEST));
     }
     Ok(changes)

@@ -34,7 +34,10 @@ pub fn init(color: ColorChoice, verbose: bool, quiet: bool) {
 }
 
 fn settings() -> Settings {
-    SETTINGS.get().copied().unwrap_or(Settings { verbose: false, quiet: false })
+    SETTINGS.get().copied().unwrap_or(Settings {
+        verbose: false,
+        quiet: false,
+    })
 }
 
 pub fn verbose() -> bool {
@@ -44,29 +47,49 @@ pub fn verbose() -> bool {
 /// A step the user should see, on stderr (stdout is kept for data).
 pub fn step(msg: impl AsRef<str>) {
     if !settings().quiet {
-        eprintln!("{} {}", "==>".if_supports_color(Stream::Stderr, |s| s.cyan()), msg.as_ref());
+        eprintln!(
+            "{} {}",
+            "==>".if_supports_color(Stream::Stderr, |s| s.cyan()),
+            msg.as_ref()
+        );
     }
 }
 
 /// Details shown with `--verbose` only, such as each external command.
 pub fn detail(msg: impl AsRef<str>) {
     if settings().verbose {
-        eprintln!("{} {}", "$".if_supports_color(Stream::Stderr, |s| s.dimmed()), msg.as_ref());
+        eprintln!(
+            "{} {}",
+            "$".if_supports_color(Stream::Stderr, |s| s.dimmed()),
+            msg.as_ref()
+        );
     }
 }
 
 pub fn warn(msg: impl AsRef<str>) {
-    eprintln!("{} {}", "warning:".if_supports_color(Stream::Stderr, |s| s.yellow()), msg.as_ref());
+    eprintln!(
+        "{} {}",
+        "warning:".if_supports_color(Stream::Stderr, |s| s.yellow()),
+        msg.as_ref()
+    );
 }
 
 pub fn success(msg: impl AsRef<str>) {
     if !settings().quiet {
-        eprintln!("{} {}", "ok:".if_supports_color(Stream::Stderr, |s| s.green()), msg.as_ref());
+        eprintln!(
+            "{} {}",
+            "ok:".if_supports_color(Stream::Stderr, |s| s.green()),
+            msg.as_ref()
+        );
     }
 }
 
 pub fn error(msg: impl AsRef<str>) {
-    eprintln!("{} {}", "error:".if_supports_color(Stream::Stderr, |s| s.red()), msg.as_ref());
+    eprintln!(
+        "{} {}",
+        "error:".if_supports_color(Stream::Stderr, |s| s.red()),
+        msg.as_ref()
+    );
 }
 
 /// Green `+` and red `-` lines of a unified diff, when colour is on.
@@ -94,7 +117,10 @@ pub fn confirm(question: &str) -> anyhow::Result<bool> {
     std::io::stderr().flush()?;
     let mut answer = String::new();
     std::io::stdin().read_line(&mut answer)?;
-    Ok(matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes"))
+    Ok(matches!(
+        answer.trim().to_ascii_lowercase().as_str(),
+        "y" | "yes"
+    ))
 }
 
 /// A byte counter for a long step; drawn on stderr only when it is a terminal.
