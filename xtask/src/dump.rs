@@ -85,22 +85,33 @@ pub fn normalising_reader<R: Read>(input: R, drop_settings: Vec<&'static str>) -
         drop_settings,
         ..Filter::default()
     };
-    NormalisingReader {
+    let mut filter = filter;
+    edit_lines(input, move |line| {
+        if !filter.keep(line) {
+            line.clear();
+        }
+    })
+}
+
+/// A reader that passes its input on line by line (each with its `\n`), letting `edit`
+/// rewrite every line in place; a line left empty is dropped.
+pub fn edit_lines<R: Read, F: FnMut(&mut Vec<u8>)>(input: R, edit: F) -> impl Read {
+    LineEditor {
         input: io::BufReader::with_capacity(1 << 20, input),
-        filter,
+        edit,
         line: Vec::new(),
         pos: 0,
     }
 }
 
-struct NormalisingReader<R> {
+struct LineEditor<R, F> {
     input: io::BufReader<R>,
-    filter: Filter,
+    edit: F,
     line: Vec<u8>,
     pos: usize,
 }
 
-impl<R: Read> Read for NormalisingReader<R> {
+impl<R: Read, F: FnMut(&mut Vec<u8>)> Read for LineEditor<R, F> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let mut written = 0;
         while written < buf.len() {
@@ -113,10 +124,8 @@ impl<R: Read> Read for NormalisingReader<R> {
                 if !self.line.ends_with(b"\n") {
                     self.line.push(b'\n');
                 }
-                if !self.filter.keep(&self.line) {
-                    self.line.clear();
-                    continue;
-                }
+                (self.edit)(&mut self.line);
+                continue;
             }
             let n = (self.line.len() - self.pos).min(buf.len() - written);
             buf[written..written + n].copy_from_slice(&self.line[self.pos..self.pos + n]);

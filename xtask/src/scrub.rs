@@ -5,13 +5,7 @@
 //! value is derived from the table, column and row key, so the same row always scrubs to the
 //! same bytes.
 
-use std::{
-    cell::RefCell,
-    collections::BTreeMap,
-    io::{self, BufRead, Read},
-    path::Path,
-    rc::Rc,
-};
+use std::{cell::RefCell, collections::BTreeMap, io::Read, path::Path, rc::Rc};
 
 use anyhow::{bail, Context};
 use sha2::{Digest, Sha256};
@@ -159,15 +153,15 @@ pub type Counts = Rc<RefCell<BTreeMap<String, u64>>>;
 /// Wraps a plain dump so that the rows of ruled tables come out scrubbed.
 pub fn scrubbing_reader<R: Read>(input: R, rules: &[Rule]) -> (impl Read, Counts) {
     let counts: Counts = Rc::default();
-    let reader = Scrubber {
-        input: io::BufReader::with_capacity(1 << 20, input),
+    let mut scrubber = Scrubber {
         rules: rules.to_vec(),
         active: None,
         counts: counts.clone(),
-        line: Vec::new(),
-        pos: 0,
     };
-    (reader, counts)
+    (
+        crate::dump::edit_lines(input, move |line| scrubber.process(line)),
+        counts,
+    )
 }
 
 /// The rules that apply to the COPY block being read, by column position.
@@ -178,29 +172,26 @@ struct Active {
     delete: Option<Rule>,
 }
 
-struct Scrubber<R> {
-    input: io::BufReader<R>,
+struct Scrubber {
     rules: Vec<Rule>,
     active: Option<Active>,
     counts: Counts,
-    line: Vec<u8>,
-    pos: usize,
 }
 
-impl<R: Read> Scrubber<R> {
-    /// Rewrites `self.line` in place; an empty line means "drop it".
-    fn process(&mut self) {
+impl Scrubber {
+    /// Rewrites `line` in place; an empty line means "drop it".
+    fn process(&mut self, line: &mut Vec<u8>) {
         if let Some(active) = &self.active {
-            if self.line == b"\\.\n" {
+            if line.as_slice() == b"\\.\n" {
                 self.active = None;
                 return;
             }
-            let row = String::from_utf8_lossy(&self.line[..self.line.len() - 1]).into_owned();
+            let row = String::from_utf8_lossy(&line[..line.len() - 1]).into_owned();
             let fields: Vec<&str> = row.split('\t').collect();
             let key = fields.get(active.key_index).copied().unwrap_or("");
             if let Some(rule) = &active.delete {
                 *self.counts.borrow_mut().entry(rule.describe()).or_default() += 1;
-                self.line.clear();
+                line.clear();
                 return;
             }
             let mut out: Vec<String> = fields.iter().map(|f| f.to_string()).collect();
@@ -213,11 +204,11 @@ impl<R: Read> Scrubber<R> {
                     }
                 }
             }
-            self.line = out.join("\t").into_bytes();
-            self.line.push(b'\n');
+            *line = out.join("\t").into_bytes();
+            line.push(b'\n');
             return;
         }
-        if let Some((table, columns)) = copy_header(&self.line) {
+        if let Some((table, columns)) = copy_header(line) {
             let rules: Vec<&Rule> = self.rules.iter().filter(|r| r.table == table).collect();
             if rules.is_empty() {
                 return;
@@ -241,31 +232,6 @@ impl<R: Read> Scrubber<R> {
                 delete,
             });
         }
-    }
-}
-
-impl<R: Read> Read for Scrubber<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let mut written = 0;
-        while written < buf.len() {
-            if self.pos == self.line.len() {
-                self.line.clear();
-                self.pos = 0;
-                if self.input.read_until(b'\n', &mut self.line)? == 0 {
-                    break;
-                }
-                if !self.line.ends_with(b"\n") {
-                    self.line.push(b'\n');
-                }
-                self.process();
-                continue;
-            }
-            let n = (self.line.len() - self.pos).min(buf.len() - written);
-            buf[written..written + n].copy_from_slice(&self.line[self.pos..self.pos + n]);
-            self.pos += n;
-            written += n;
-        }
-        Ok(written)
     }
 }
 
