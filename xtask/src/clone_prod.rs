@@ -338,7 +338,7 @@ pub fn confirm_replace(
         .map(|m| format!(" and media directory {}", m.display()))
         .unwrap_or_default();
     if !term::stdin_is_terminal() {
-        bail!("database {what} would be replaced{media}: pass --yes to confirm (standard input is not a terminal)");
+        bail!("database {what}{media} would be replaced: pass --yes to confirm (standard input is not a terminal)");
     }
     if !term::confirm(&format!("Replace database {what}{media}?"))? {
         bail!("cancelled: nothing was changed");
