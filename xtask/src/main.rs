@@ -6,6 +6,7 @@ mod clone_prod;
 mod db_url;
 mod dump;
 mod media;
+mod parallel;
 mod pg_tools;
 mod restore;
 mod schema_diff;
@@ -52,6 +53,17 @@ struct Cli {
         value_name = "FROM"
     )]
     pg_tools: pg_tools::ToolSource,
+    /// Parallel jobs for copying tables, building indexes, hashing and compressing
+    /// [default: the number of cores].
+    #[arg(
+        short,
+        long,
+        global = true,
+        env = "NETPOINT_JOBS",
+        value_name = "N",
+        value_parser = clap::value_parser!(u16).range(1..=256)
+    )]
+    jobs: Option<u16>,
     #[command(subcommand)]
     command: Command,
 }
@@ -64,12 +76,19 @@ enum Command {
     SeedDev(seed_dev::SeedDev),
     /// Write a deterministic schema-only dump (fixtures/schema.sql), or check it in CI.
     SchemaSnapshot(schema_snapshot::SchemaSnapshot),
+    /// Print the SHA-256 list of a media tree (the format of media.sha256), on all cores.
+    #[command(hide = true)]
+    HashMedia {
+        /// Media directory to hash.
+        dir: std::path::PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     term::init(cli.color, cli.verbose, cli.quiet);
     pg_tools::set_tool_source(cli.pg_tools);
+    parallel::set_jobs(cli.jobs.map(usize::from));
     // Ctrl-C also reaches the running pg_dump/psql; we stop, clean up, then exit.
     let _ = ctrlc::set_handler(|| {
         restore::INTERRUPTED.store(true, std::sync::atomic::Ordering::SeqCst)
@@ -93,6 +112,7 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::CloneProd(cmd) => cmd.run(&sh),
         Command::SchemaSnapshot(cmd) => cmd.run(&sh),
         Command::SeedDev(cmd) => cmd.run(&sh),
+        Command::HashMedia { dir } => media::print_sums(&dir),
     }
 }
 

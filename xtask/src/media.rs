@@ -596,3 +596,11 @@ mod tests {
         assert!(err.contains("leaves the media root"), "{err}");
     }
 }
+
+/// `cargo xtask hash-media DIR`: the tree's SHA-256 list on stdout.
+pub fn print_sums(root: &Path) -> anyhow::Result<()> {
+    let entries = scan(root)?;
+    let hashed = hash_all(root, &entries, &|_| {})?;
+    print!("{}", sha256_list(&hashed));
+    Ok(())
+}
