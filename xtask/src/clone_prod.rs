@@ -16,7 +16,7 @@ use xshell::Shell;
 use crate::{
     atomic_file, bundle,
     db_url::DbUrl,
-    dump, media,
+    dump, media, parallel,
     pg_tools::{self, Access, PgTools, Server, Tool},
     restore::{self, INTERRUPTED},
     schema_snapshot::source_url,
@@ -235,11 +235,12 @@ fn source_server(sh: &Shell, tools: &PgTools, source: &DbUrl) -> anyhow::Result<
 }
 
 /// `pg_dump` of the source as plain SQL on its stdout, in a read-only session.
-fn spawn_dump(
+pub fn spawn_dump(
     sh: &Shell,
     tools: &PgTools,
     source: &DbUrl,
     patterns: &[String],
+    extra: &[String],
 ) -> anyhow::Result<std::process::Child> {
     let excludes: Vec<String> = patterns
         .iter()
@@ -248,7 +249,8 @@ fn spawn_dump(
     let cmd = tools
         .cmd(sh, Tool::PgDump, source, Access::ReadOnly)?
         .args(["--format=plain", "--no-owner", "--no-privileges"])
-        .args(&excludes);
+        .args(&excludes)
+        .args(extra);
     pg_tools::log(&cmd, source);
     let mut command = Command::from(cmd);
     restore::dies_with_parent(&mut command);
@@ -271,10 +273,22 @@ fn with_dump<T>(
     scrub: &scrub::Plan,
     sink: impl FnOnce(&mut dyn std::io::Read) -> anyhow::Result<T>,
 ) -> anyhow::Result<(T, BTreeMap<String, u64>)> {
-    let mut child = spawn_dump(sh, tools, source, patterns)?;
+    let child = spawn_dump(sh, tools, source, patterns, &[])?;
+    pump_dump(child, source, drop_settings, &scrub.applied, sink)
+}
+
+/// Streams a running pg_dump's output, normalised and scrubbed, through `sink`; then checks
+/// that pg_dump succeeded. Returns `sink`'s result and the rows each scrub rule changed.
+pub fn pump_dump<T>(
+    mut child: std::process::Child,
+    source: &DbUrl,
+    drop_settings: Vec<&'static str>,
+    rules: &[scrub::Rule],
+    sink: impl FnOnce(&mut dyn std::io::Read) -> anyhow::Result<T>,
+) -> anyhow::Result<(T, BTreeMap<String, u64>)> {
     let stderr = restore::collect_stderr(child.stderr.take().unwrap());
     let normalised = dump::normalising_reader(child.stdout.take().unwrap(), drop_settings);
-    let (mut reader, counts) = scrub::scrubbing_reader(normalised, &scrub.applied);
+    let (mut reader, counts) = scrub::scrubbing_reader(normalised, rules);
     let result = sink(&mut reader);
     drop(reader);
     let status = match (&result, child.try_wait()?) {
@@ -418,16 +432,32 @@ impl Direct<'_> {
             let bar = term::bytes_progress("restore", None);
             let encoding = database_encoding(sh, tools, self.source)?;
             restore::replace(sh, tools, &admin, self.target, Some(&encoding), |temp| {
-                let psql = restore::spawn_psql_load(sh, tools, temp)?;
-                let ((), counts) = with_dump(
-                    sh,
-                    tools,
-                    self.source,
-                    self.excluded,
-                    drop_settings,
-                    &scrub,
-                    |reader| restore::feed_psql(temp, psql, reader, &|n| bar.inc(n)).map(|_| ()),
-                )?;
+                let parallel = parallel::DirectClone {
+                    source: self.source,
+                    patterns: self.excluded,
+                    excluded: &excluded,
+                    drop_settings: drop_settings.clone(),
+                    rules: &scrub.applied,
+                    bar: &bar,
+                };
+                let counts = match parallel.run(sh, tools, temp)? {
+                    Some(counts) => counts,
+                    None => {
+                        let psql = restore::spawn_psql_load(sh, tools, temp)?;
+                        with_dump(
+                            sh,
+                            tools,
+                            self.source,
+                            self.excluded,
+                            drop_settings.clone(),
+                            &scrub,
+                            |reader| {
+                                restore::feed_psql(temp, psql, reader, &|n| bar.inc(n)).map(|_| ())
+                            },
+                        )?
+                        .1
+                    }
+                };
                 bar.finish_and_clear();
                 if !scrub.applied.is_empty() {
                     scrub.verify(sh, tools, self.source, temp)?;
@@ -862,6 +892,9 @@ impl Load<'_> {
                 .unwrap_or("UTF8")
                 .to_string();
             restore::replace(sh, tools, &admin, self.target, Some(&encoding), |temp| {
+                if parallel::load_file(sh, tools, temp, &sql, &drop_settings, &bar)? {
+                    return Ok(());
+                }
                 let psql = restore::spawn_psql_load(sh, tools, temp)?;
                 let mut reader =
                     dump::normalising_reader(fs::File::open(&sql)?, drop_settings.clone());

@@ -14,6 +14,7 @@ mod schema_snapshot;
 mod scrub;
 mod seed_dev;
 mod term;
+mod toc;
 
 use std::{path::Path, process::ExitCode};
 

@@ -1,6 +1,30 @@
-//! How many things run at once: `--jobs`, defaulting to the number of cores.
+//! Loading on several sessions at once: `--jobs` (default: the number of cores), and the
+//! scheduler that builds indexes and constraints side by side.
 
-use std::sync::OnceLock;
+use std::{
+    collections::{BTreeMap, HashMap, HashSet, VecDeque},
+    fs::File,
+    io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write},
+    path::Path,
+    process::{Child, ChildStdin, ChildStdout, Command, Stdio},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        mpsc, Mutex, OnceLock,
+    },
+    time::Duration,
+};
+
+use anyhow::{bail, Context};
+use indicatif::ProgressBar;
+use xshell::Shell;
+
+use crate::{
+    clone_prod,
+    db_url::DbUrl,
+    dump,
+    pg_tools::{self, Access, PgTools, Tool},
+    restore, scrub, term, toc,
+};
 
 static JOBS: OnceLock<usize> = OnceLock::new();
 
@@ -19,4 +43,1016 @@ pub fn set_jobs(jobs: Option<usize>) {
 
 pub fn jobs() -> usize {
     *JOBS.get().unwrap_or(&1)
+}
+
+/// A post-data statement (index, constraint, trigger...) and what it locks.
+#[derive(Debug)]
+pub struct PostJob {
+    sql: String,
+    /// Jobs run stage by stage: 0 indexes and keys, 1 partition index attachments,
+    /// 2 foreign keys, 3 everything else in dump order.
+    stage: u8,
+    /// Tables the statement locks; `None` when unknown, so it runs alone.
+    tables: Option<Vec<String>>,
+    /// Whether it locks its tables against every other statement (ALTER TABLE does,
+    /// CREATE INDEX does not).
+    exclusive: bool,
+    /// Bytes of data behind it: the largest indexes start first.
+    weight: u64,
+}
+
+impl PostJob {
+    fn conflicts(&self, other: &PostJob) -> bool {
+        let (Some(mine), Some(theirs)) = (&self.tables, &other.tables) else {
+            return true;
+        };
+        (self.exclusive || other.exclusive) && mine.iter().any(|t| theirs.contains(t))
+    }
+}
+
+/// Splits the post-data part of a plain dump into jobs. `script` is a header followed by
+/// entries; `sizes` gives data bytes by table name as the dump writes it (`public.t`).
+pub fn post_jobs(script: &str, sizes: &HashMap<String, u64>) -> (String, Vec<PostJob>) {
+    let toc = toc::scan(script.as_bytes()).expect("reading memory");
+    let header = script[..toc.header_end as usize].to_string();
+    let jobs = toc
+        .entries
+        .iter()
+        .map(|entry| {
+            let text = &script[entry.start as usize..entry.end as usize];
+            let statement = statement_of(text);
+            let (stage, tables, exclusive) = match entry.kind.as_str() {
+                "INDEX" => (0, after_keyword(statement, " ON ").map(|t| vec![t]), false),
+                "CONSTRAINT" => (
+                    0,
+                    after_keyword(statement, "ALTER TABLE ").map(|t| vec![t]),
+                    true,
+                ),
+                "INDEX ATTACH" => (1, None, true),
+                "FK CONSTRAINT" => {
+                    let tables = after_keyword(statement, "ALTER TABLE ")
+                        .zip(after_keyword(statement, " REFERENCES "))
+                        .map(|(a, b)| vec![a, b]);
+                    (2, tables, true)
+                }
+                _ => (3, None, true),
+            };
+            let weight = tables
+                .as_ref()
+                .map(|t| t.iter().filter_map(|t| sizes.get(t)).sum())
+                .unwrap_or(0);
+            let mut sql: String = entry.settings.concat();
+            sql.push_str(text);
+            PostJob {
+                sql,
+                stage,
+                tables,
+                exclusive,
+                weight,
+            }
+        })
+        .collect();
+    (header, jobs)
+}
+
+/// The entry without its comment lines.
+fn statement_of(text: &str) -> &str {
+    let mut rest = text;
+    while rest.starts_with("--") || rest.starts_with('\n') {
+        rest = rest.split_once('\n').map(|(_, r)| r).unwrap_or("");
+    }
+    rest
+}
+
+/// The (possibly schema-qualified, possibly quoted) name after `keyword`, skipping `ONLY`.
+fn after_keyword(statement: &str, keyword: &str) -> Option<String> {
+    let rest = &statement[statement.find(keyword)? + keyword.len()..];
+    let rest = rest.strip_prefix("ONLY ").unwrap_or(rest);
+    let mut name = String::new();
+    let mut chars = rest.chars().peekable();
+    loop {
+        match chars.next()? {
+            '"' => {
+                name.push('"');
+                loop {
+                    let c = chars.next()?;
+                    name.push(c);
+                    if c == '"' {
+                        if chars.peek() == Some(&'"') {
+                            name.push(chars.next()?);
+                        } else {
+                            break;
+                        }
+                    }
+                }
+            }
+            c if c.is_alphanumeric() || c == '_' => {
+                name.push(c);
+                while let Some(&c) = chars.peek() {
+                    if !(c.is_alphanumeric() || c == '_' || c == '$') {
+                        break;
+                    }
+                    name.push(c);
+                    chars.next();
+                }
+            }
+            _ => return None,
+        }
+        match chars.peek() {
+            Some('.') => name.push(chars.next()?),
+            _ => break,
+        }
+    }
+    let rest: String = chars.take(1).collect();
+    matches!(rest.as_str(), "" | " " | "\n" | "(" | ";").then_some(name)
+}
+
+/// What the sessions of a load tell the scheduler.
+pub enum Event {
+    /// A line an index session printed on stderr.
+    Line(usize, String),
+    /// An index session's stderr closed: it has exited.
+    Closed(usize),
+    /// A data session has loaded this table (`public.t`, as the dump names it).
+    Loaded(String),
+    /// A data session has finished (its failure, if any, is in [`Failure`]).
+    StreamEnded,
+}
+
+/// What a session prints on stderr when it has finished a job.
+const DONE: &str = "np:done ";
+/// What a data session prints on stderr when a table's data is in.
+const LOADED: &str = "np:loaded ";
+
+/// The post-data part of a load: its statements, and the tables whose data is on its way.
+pub struct PostData {
+    pub header: String,
+    pub jobs: Vec<PostJob>,
+    /// Tables still being loaded: indexes on them wait.
+    pub loading: HashSet<String>,
+    /// Data sessions still running: foreign keys and the rest wait for all of them.
+    pub streams: usize,
+}
+
+struct Session {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    running: Option<usize>,
+    stderr: String,
+}
+
+/// Runs the post-data jobs on up to `sessions` psql sessions on `url` while data sessions
+/// are still loading: an index starts as soon as its table is in; foreign keys and the rest
+/// wait for all data and all indexes. Within a stage, statements that would lock each other
+/// out never run together. Stops at the first failure, here or in a data session.
+pub fn run_post_data(
+    sh: &Shell,
+    tools: &PgTools,
+    url: &DbUrl,
+    mut post: PostData,
+    sessions: usize,
+    events: (mpsc::Sender<Event>, mpsc::Receiver<Event>),
+    failure: &Failure,
+) -> anyhow::Result<()> {
+    let (tx, rx) = events;
+    let sessions = sessions.clamp(1, post.jobs.len().max(1));
+    let mut workers = Vec::new();
+    if !post.jobs.is_empty() {
+        for n in 0..sessions {
+            let mut child = restore::spawn_psql_load(sh, tools, url)?;
+            let stderr = child.stderr.take().unwrap();
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                    if tx.send(Event::Line(n, line)).is_err() {
+                        return;
+                    }
+                }
+                let _ = tx.send(Event::Closed(n));
+            });
+            let mut stdin = child.stdin.take().unwrap();
+            // A write error means psql has already gone; its stderr says why.
+            let _ = stdin.write_all(post.header.as_bytes());
+            workers.push(Session {
+                child,
+                stdin: Some(stdin),
+                running: None,
+                stderr: String::new(),
+            });
+        }
+    }
+    drop(tx);
+    let result = schedule(&mut post, &mut workers, &rx, url, failure);
+    for worker in &mut workers {
+        drop(worker.stdin.take());
+        if result.is_err() {
+            let _ = worker.child.kill();
+        }
+    }
+    for worker in &mut workers {
+        let status = worker.child.wait()?;
+        if result.is_ok() && !status.success() {
+            bail!("restore into {url} failed while adding indexes and constraints: psql exited with {status}");
+        }
+    }
+    result
+}
+
+fn schedule(
+    post: &mut PostData,
+    workers: &mut [Session],
+    rx: &mpsc::Receiver<Event>,
+    url: &DbUrl,
+    failure: &Failure,
+) -> anyhow::Result<()> {
+    let jobs = &post.jobs;
+    let mut order: Vec<usize> = (0..jobs.len()).collect();
+    // Stable: within a stage the largest tables first, ties (and stage 3) in dump order.
+    order.sort_by_key(|&i| {
+        let job = &jobs[i];
+        let weight = if job.stage == 3 { 0 } else { job.weight };
+        (job.stage, std::cmp::Reverse(weight))
+    });
+    let mut pending: VecDeque<usize> = order.into();
+    loop {
+        restore::check_interrupted()?;
+        if failure.failed.load(Ordering::SeqCst) {
+            bail!("stopped: a data session failed");
+        }
+        let data_done = post.streams == 0;
+        let mut running: Vec<usize> = workers.iter().filter_map(|w| w.running).collect();
+        if pending.is_empty() && running.is_empty() && data_done {
+            return Ok(());
+        }
+        let stage = running
+            .iter()
+            .chain(pending.front())
+            .map(|&i| jobs[i].stage)
+            .min()
+            .unwrap_or(0);
+        let ready = |job: &PostJob| match (&job.tables, job.stage) {
+            _ if data_done => true,
+            (Some(tables), 0) => tables.iter().all(|t| !post.loading.contains(t)),
+            _ => false,
+        };
+        // Data sessions count against the jobs: indexes fill the cores they leave idle.
+        let capacity = workers.len().saturating_sub(post.streams);
+        for worker in workers.iter_mut().filter(|w| w.running.is_none()) {
+            if running.len() >= capacity {
+                break;
+            }
+            let Some(pos) = pending.iter().position(|&i| {
+                jobs[i].stage == stage
+                    && ready(&jobs[i])
+                    && !running.iter().any(|&r| jobs[r].conflicts(&jobs[i]))
+            }) else {
+                break;
+            };
+            let job = pending.remove(pos).unwrap();
+            let stdin = worker.stdin.as_mut().unwrap();
+            let sent = stdin
+                .write_all(jobs[job].sql.as_bytes())
+                .and_then(|()| stdin.write_all(format!("\n\\warn {DONE}{job}\n").as_bytes()))
+                .and_then(|()| stdin.flush());
+            if sent.is_err() {
+                // psql has stopped; its stderr, read below, says why.
+                worker.stdin = None;
+            }
+            worker.running = Some(job);
+            running.push(job);
+        }
+        match rx.recv_timeout(Duration::from_millis(200)) {
+            Ok(Event::Line(n, line)) => match line.strip_prefix(DONE) {
+                Some(_) => workers[n].running = None,
+                None => {
+                    workers[n].stderr.push_str(&line);
+                    workers[n].stderr.push('\n');
+                }
+            },
+            Ok(Event::Closed(n)) => {
+                let message = restore::first_error(&workers[n].stderr)
+                    .unwrap_or_else(|| "psql stopped unexpectedly".to_string());
+                bail!(
+                    "restore into {url} failed while adding indexes and constraints: {}",
+                    pg_tools::scrub(url, &message)
+                );
+            }
+            Ok(Event::Loaded(table)) => {
+                post.loading.remove(&table);
+            }
+            Ok(Event::StreamEnded) => post.streams = post.streams.saturating_sub(1),
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                bail!("restore into {url} failed: its sessions stopped")
+            }
+        }
+    }
+}
+
+/// Adds, after each table's data, a line that makes psql report the table as loaded.
+fn mark_loaded<R: Read>(input: R) -> impl Read {
+    let mut table: Option<String> = None;
+    dump::edit_lines(input, move |line| {
+        if let Some(name) = &table {
+            if line == b"\\.\n" {
+                line.extend_from_slice(format!("\\warn {LOADED}{name}\n").as_bytes());
+                table = None;
+            }
+        } else if dump::is_copy_start(line) {
+            table = copy_table(&String::from_utf8_lossy(line));
+        }
+    })
+}
+
+/// `public.t` from `COPY public.t (a, b) FROM stdin;`.
+fn copy_table(line: &str) -> Option<String> {
+    let rest = line.strip_prefix("COPY ")?;
+    let end = rest.find(" (").or_else(|| rest.find(" FROM stdin;"))?;
+    Some(rest[..end].to_string())
+}
+
+/// Feeds a data session, turning its "loaded" lines into events.
+fn feed_data(
+    url: &DbUrl,
+    psql: Child,
+    input: &mut dyn Read,
+    bar: &ProgressBar,
+    tx: &mpsc::Sender<Event>,
+) -> anyhow::Result<u64> {
+    let tx = tx.clone();
+    restore::feed_psql_with(url, psql, input, &|n| bar.inc(n), move |line| {
+        match line.strip_prefix(LOADED) {
+            Some(table) => {
+                let _ = tx.send(Event::Loaded(table.to_string()));
+                true
+            }
+            None => false,
+        }
+    })
+}
+
+/// An open read-only transaction on the source whose snapshot other sessions share
+/// (`pg_dump --snapshot`), so data dumped on several sessions is one consistent state.
+pub struct Snapshot {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    _stdout: BufReader<ChildStdout>,
+    pub id: String,
+}
+
+impl Snapshot {
+    pub fn export(sh: &Shell, tools: &PgTools, source: &DbUrl) -> anyhow::Result<Snapshot> {
+        let cmd = tools.cmd(sh, Tool::Psql, source, Access::ReadOnly)?.args([
+            "-X",
+            "-q",
+            "-A",
+            "-t",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-f",
+            "-",
+        ]);
+        pg_tools::log(&cmd, source);
+        let mut command = Command::from(cmd);
+        restore::dies_with_parent(&mut command);
+        command
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = command
+            .spawn()
+            .with_context(|| format!("starting psql for {source}"))?;
+        let stderr = restore::collect_stderr(child.stderr.take().unwrap());
+        let mut stdin = child.stdin.take().unwrap();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let _ = stdin.write_all(
+            b"begin transaction isolation level repeatable read read only;\nselect pg_export_snapshot();\n",
+        );
+        let _ = stdin.flush();
+        let mut line = String::new();
+        let _ = stdout.read_line(&mut line);
+        let id = line.trim().to_string();
+        if id.is_empty() || !id.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
+            drop(stdin);
+            let _ = child.kill();
+            let _ = child.wait();
+            let stderr = stderr.join().unwrap_or_default();
+            return Err(pg_tools::explain_failure(source, &stderr))
+                .context(format!("exporting a snapshot of {source}"));
+        }
+        Ok(Snapshot {
+            child,
+            stdin: Some(stdin),
+            _stdout: stdout,
+            id,
+        })
+    }
+}
+
+impl Drop for Snapshot {
+    fn drop(&mut self) {
+        // End of input ends psql, and with it the read-only transaction.
+        drop(self.stdin.take());
+        let _ = self.child.wait();
+    }
+}
+
+/// Sessions of a load that stop early when one of them fails.
+#[derive(Default)]
+pub struct Failure {
+    failed: AtomicBool,
+    first: Mutex<Option<anyhow::Error>>,
+}
+
+impl Failure {
+    fn record(&self, err: anyhow::Error) {
+        if !self.failed.swap(true, Ordering::SeqCst) {
+            *self.first.lock().unwrap() = Some(err);
+        }
+    }
+
+    fn check(&self) -> io::Result<()> {
+        match self.failed.load(Ordering::SeqCst) {
+            true => Err(io::Error::other("stopped: another session failed")),
+            false => Ok(()),
+        }
+    }
+
+    fn into_result(self) -> anyhow::Result<()> {
+        match self.first.into_inner().unwrap() {
+            Some(err) => Err(err),
+            None => Ok(()),
+        }
+    }
+}
+
+/// A reader that fails as soon as another session has failed.
+struct Stoppable<'a, R: ?Sized> {
+    inner: &'a mut R,
+    failure: &'a Failure,
+}
+
+impl<R: Read + ?Sized> Read for Stoppable<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.failure.check()?;
+        self.inner.read(buf)
+    }
+}
+
+/// One relation whose data is copied.
+#[derive(Debug, Clone)]
+struct Relation {
+    /// `"schema"."name"`, a pg_dump pattern matching exactly this relation.
+    pattern: String,
+    /// As the dump writes it: `public.dcim_site`.
+    dumped_as: String,
+    bytes: u64,
+}
+
+/// Splits relations into `n` groups of about equal size, largest first.
+fn balance(mut relations: Vec<Relation>, n: usize) -> Vec<Vec<Relation>> {
+    relations.sort_by_key(|r| std::cmp::Reverse(r.bytes));
+    let mut groups: Vec<(u64, Vec<Relation>)> = (0..n).map(|_| (0, Vec::new())).collect();
+    for relation in relations {
+        let lightest = groups.iter_mut().min_by_key(|(bytes, _)| *bytes).unwrap();
+        lightest.0 += relation.bytes;
+        lightest.1.push(relation);
+    }
+    groups
+        .into_iter()
+        .map(|(_, group)| group)
+        .filter(|g| !g.is_empty())
+        .collect()
+}
+
+fn pattern(schema: &str, name: &str) -> String {
+    format!(
+        "\"{}\".\"{}\"",
+        schema.replace('"', "\"\""),
+        name.replace('"', "\"\"")
+    )
+}
+
+/// What a parallel clone of the source needs to know, or why it must run as one stream.
+fn relations_to_copy(
+    sh: &Shell,
+    tools: &PgTools,
+    source: &DbUrl,
+    excluded: &[(String, i64)],
+) -> anyhow::Result<Result<Vec<Relation>, &'static str>> {
+    let special = tools.query(
+        sh,
+        source,
+        Access::ReadOnly,
+        "select exists (select 1 from pg_largeobject_metadata), \
+         exists (select 1 from pg_extension where extconfig is not null)",
+    )?;
+    match special.as_str() {
+        "f|f" => {}
+        s if s.starts_with('t') => return Ok(Err("the source has large objects")),
+        _ => return Ok(Err("an extension keeps configuration tables")),
+    }
+    let rows = tools.query(
+        sh,
+        source,
+        Access::ReadOnly,
+        "select json_build_array(n.nspname, c.relname, quote_ident(n.nspname) || '.' || quote_ident(c.relname), \
+         case when c.relkind = 'r' then pg_table_size(c.oid) else 0 end)::text \
+         from pg_class c join pg_namespace n on n.oid = c.relnamespace \
+         where c.relkind in ('r', 'S') and n.nspname <> 'information_schema' and n.nspname !~ '^pg_' \
+         order by 1",
+    )?;
+    let mut relations = Vec::new();
+    for row in rows.lines().filter(|r| !r.is_empty()) {
+        let value: serde_json::Value =
+            serde_json::from_str(row).context("reading the list of tables")?;
+        let (Some(schema), Some(name), Some(dumped_as), Some(bytes)) = (
+            value[0].as_str(),
+            value[1].as_str(),
+            value[2].as_str(),
+            value[3].as_u64(),
+        ) else {
+            bail!("unexpected table list row from {source}: {row}");
+        };
+        if excluded
+            .iter()
+            .any(|(n, _)| n == &format!("{schema}.{name}"))
+        {
+            continue;
+        }
+        relations.push(Relation {
+            pattern: pattern(schema, name),
+            dumped_as: dumped_as.to_string(),
+            bytes,
+        });
+    }
+    if relations.is_empty() {
+        return Ok(Err("the source has no tables"));
+    }
+    Ok(Ok(relations))
+}
+
+/// What the parallel direct clone is given.
+pub struct DirectClone<'a> {
+    pub source: &'a DbUrl,
+    pub patterns: &'a [String],
+    pub excluded: &'a [(String, i64)],
+    pub drop_settings: Vec<&'static str>,
+    pub rules: &'a [scrub::Rule],
+    pub bar: &'a ProgressBar,
+}
+
+impl DirectClone<'_> {
+    /// Copies the source into the empty database `temp` on `jobs()` sessions: the schema,
+    /// then table data in balanced groups, each a `pg_dump --data-only` of one shared
+    /// snapshot streamed into its own psql, then indexes and constraints side by side.
+    /// Returns `None`, having changed nothing, when the source needs the single stream.
+    pub fn run(
+        &self,
+        sh: &Shell,
+        tools: &PgTools,
+        temp: &DbUrl,
+    ) -> anyhow::Result<Option<BTreeMap<String, u64>>> {
+        let sessions = jobs();
+        if sessions < 2 {
+            return Ok(None);
+        }
+        let relations = match relations_to_copy(sh, tools, self.source, self.excluded)? {
+            Ok(relations) => relations,
+            Err(why) => {
+                term::detail(format!("copying in one stream: {why}"));
+                return Ok(None);
+            }
+        };
+        let snapshot = match Snapshot::export(sh, tools, self.source) {
+            Ok(snapshot) => snapshot,
+            Err(err) => {
+                term::detail(format!("copying in one stream: {err:#}"));
+                return Ok(None);
+            }
+        };
+        let sizes: HashMap<String, u64> = relations
+            .iter()
+            .map(|r| (r.dumped_as.clone(), r.bytes))
+            .collect();
+        let groups = balance(relations, sessions);
+        let snap = format!("--snapshot={}", snapshot.id);
+        let section = |name: &str| -> anyhow::Result<Child> {
+            clone_prod::spawn_dump(
+                sh,
+                tools,
+                self.source,
+                &[],
+                &[snap.clone(), format!("--section={name}")],
+            )
+        };
+        let post = section("post-data")?;
+        let pre = section("pre-data")?;
+        let mut dumps = Vec::new();
+        for group in &groups {
+            let mut args = vec![snap.clone(), "--data-only".to_string()];
+            for relation in group {
+                args.push(format!("--table={}", relation.pattern));
+            }
+            dumps.push(clone_prod::spawn_dump(
+                sh,
+                tools,
+                self.source,
+                self.patterns,
+                &args,
+            )?);
+        }
+        let source = self.source.clone();
+        let drop_settings = self.drop_settings.clone();
+        let post_text = std::thread::spawn(move || {
+            clone_prod::pump_dump(post, &source, drop_settings, &[], |reader| {
+                let mut text = String::new();
+                reader.read_to_string(&mut text)?;
+                Ok(text)
+            })
+        });
+
+        let started = std::time::Instant::now();
+        self.bar.set_message("schema");
+        let psql = restore::spawn_psql_load(sh, tools, temp)?;
+        clone_prod::pump_dump(
+            pre,
+            self.source,
+            self.drop_settings.clone(),
+            &[],
+            |reader| restore::feed_psql(temp, psql, reader, &|n| self.bar.inc(n)),
+        )?;
+
+        phase_done("schema", &started);
+        let text = post_text
+            .join()
+            .map_err(|_| anyhow::anyhow!("reading the post-data dump failed"))??
+            .0;
+        let (header, jobs) = post_jobs(&text, &sizes);
+        let post = PostData {
+            header,
+            jobs,
+            loading: groups
+                .iter()
+                .flatten()
+                .map(|r| r.dumped_as.clone())
+                .collect(),
+            streams: dumps.len(),
+        };
+
+        self.bar.set_message("data");
+        let mut loaders = Vec::new();
+        for _ in &dumps {
+            loaders.push(restore::spawn_psql_load(sh, tools, temp)?);
+        }
+        let failure = Failure::default();
+        let counts = Mutex::new(BTreeMap::<String, u64>::new());
+        let (tx, rx) = mpsc::channel();
+        let post_result = std::thread::scope(|scope| {
+            for (dump, psql) in dumps.into_iter().zip(loaders) {
+                let (failure, counts, bar, tx) = (&failure, &counts, self.bar.clone(), tx.clone());
+                let drop_settings = self.drop_settings.clone();
+                scope.spawn(move || {
+                    let copied = clone_prod::pump_dump(
+                        dump,
+                        self.source,
+                        drop_settings,
+                        self.rules,
+                        |reader| {
+                            let mut reader = mark_loaded(Stoppable {
+                                inner: reader,
+                                failure,
+                            });
+                            feed_data(temp, psql, &mut reader, &bar, &tx)
+                        },
+                    );
+                    match copied {
+                        Ok((_, scrubbed)) => {
+                            let mut counts = counts.lock().unwrap();
+                            for (rule, n) in scrubbed {
+                                *counts.entry(rule).or_default() += n;
+                            }
+                        }
+                        Err(err) => failure.record(err),
+                    }
+                    let _ = tx.send(Event::StreamEnded);
+                });
+            }
+            let result = run_post_data(sh, tools, temp, post, sessions, (tx, rx), &failure);
+            if let Err(err) = &result {
+                failure.record(anyhow::anyhow!("{err:#}"));
+            }
+            result
+        });
+        drop(snapshot);
+        failure.into_result()?;
+        post_result?;
+        phase_done("data, indexes and constraints", &started);
+        Ok(Some(counts.into_inner().unwrap()))
+    }
+}
+
+/// Loads the plain dump at `path` into the empty database `temp` on `jobs()` sessions:
+/// schema first, then table data spread over the sessions (largest tables first), then
+/// indexes and constraints side by side. Returns `false`, having changed nothing, when the
+/// file must be loaded in one stream.
+pub fn load_file(
+    sh: &Shell,
+    tools: &PgTools,
+    temp: &DbUrl,
+    path: &Path,
+    drop_settings: &[&'static str],
+    bar: &ProgressBar,
+) -> anyhow::Result<bool> {
+    let sessions = jobs();
+    if sessions < 2 {
+        return Ok(false);
+    }
+    let open = || File::open(path).with_context(|| format!("reading {}", path.display()));
+    let toc = toc::scan(BufReader::with_capacity(1 << 20, open()?))
+        .with_context(|| format!("reading {}", path.display()))?;
+    let Some(sections) = toc::sections(&toc) else {
+        term::detail(format!(
+            "loading {} in one stream: not laid out as a whole-database pg_dump",
+            path.display()
+        ));
+        return Ok(false);
+    };
+    let read_normalised = |start: u64, end: u64| -> anyhow::Result<String> {
+        let mut file = open()?;
+        file.seek(SeekFrom::Start(start))?;
+        let mut text = String::new();
+        dump::normalising_reader(file.take(end - start), drop_settings.to_vec())
+            .read_to_string(&mut text)
+            .with_context(|| format!("reading {}", path.display()))?;
+        Ok(text)
+    };
+    let header = read_normalised(0, toc.header_end)?;
+
+    let started = std::time::Instant::now();
+    bar.set_message("schema");
+    let psql = restore::spawn_psql_load(sh, tools, temp)?;
+    let mut pre = dump::normalising_reader(open()?.take(sections.pre_end), drop_settings.to_vec());
+    restore::feed_psql(temp, psql, &mut pre, &|n| bar.inc(n))?;
+
+    phase_done("schema", &started);
+    bar.set_message("data");
+    let mut sizes = HashMap::new();
+    let mut ranges = Vec::new();
+    let mut file = open()?;
+    for &i in &sections.data {
+        let entry = &toc.entries[i];
+        let mut head = vec![0; 4096.min((entry.end - entry.start) as usize)];
+        file.seek(SeekFrom::Start(entry.start))?;
+        file.read_exact(&mut head)?;
+        let table = String::from_utf8_lossy(&head).lines().find_map(copy_table);
+        if let Some(table) = &table {
+            sizes.insert(table.clone(), entry.end - entry.start);
+        }
+        ranges.push((entry.start, entry.end, table));
+    }
+    ranges.sort_by_key(|(start, end, _)| std::cmp::Reverse(end - start));
+    let post = header.clone() + &read_normalised(sections.post_start, toc.len)?;
+    let (post_header, jobs) = post_jobs(&post, &sizes);
+    let streams = sessions.min(sections.data.len());
+    let post = PostData {
+        header: post_header,
+        jobs,
+        loading: sizes.keys().cloned().collect(),
+        streams,
+    };
+    let queue = Mutex::new(VecDeque::from(ranges));
+    let mut loaders = Vec::new();
+    for _ in 0..streams {
+        loaders.push((restore::spawn_psql_load(sh, tools, temp)?, open()?));
+    }
+    let failure = Failure::default();
+    let (tx, rx) = mpsc::channel();
+    let post_result = std::thread::scope(|scope| {
+        for (psql, file) in loaders {
+            let (failure, queue, header, bar, tx) =
+                (&failure, &queue, &header, bar.clone(), tx.clone());
+            scope.spawn(move || {
+                let ranges = Ranges {
+                    file,
+                    queue,
+                    left: 0,
+                    marker: Vec::new(),
+                    table: None,
+                };
+                let mut reader = Stoppable {
+                    inner: &mut header.as_bytes().chain(ranges),
+                    failure,
+                };
+                if let Err(err) = feed_data(temp, psql, &mut reader, &bar, &tx) {
+                    failure.record(err);
+                }
+                let _ = tx.send(Event::StreamEnded);
+            });
+        }
+        let result = run_post_data(sh, tools, temp, post, sessions, (tx, rx), &failure);
+        if let Err(err) = &result {
+            failure.record(anyhow::anyhow!("{err:#}"));
+        }
+        result
+    });
+    failure.into_result()?;
+    post_result?;
+    phase_done("data, indexes and constraints", &started);
+    Ok(true)
+}
+
+fn phase_done(phase: &str, started: &std::time::Instant) {
+    term::detail(format!(
+        "{phase} loaded at {}",
+        term::human_duration(started.elapsed())
+    ));
+}
+
+/// Byte ranges of a file, taken one after another from a queue shared between sessions;
+/// after each table's data, a line that makes psql report it loaded.
+struct Ranges<'a> {
+    file: File,
+    queue: &'a Mutex<VecDeque<(u64, u64, Option<String>)>>,
+    left: u64,
+    marker: Vec<u8>,
+    table: Option<String>,
+}
+
+impl Read for Ranges<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.left == 0 {
+            if let Some(table) = self.table.take() {
+                self.marker = format!("\\warn {LOADED}{table}\n").into_bytes();
+            }
+            if !self.marker.is_empty() {
+                let n = buf.len().min(self.marker.len());
+                buf[..n].copy_from_slice(&self.marker[..n]);
+                self.marker.drain(..n);
+                return Ok(n);
+            }
+            let Some((start, end, table)) = self.queue.lock().unwrap().pop_front() else {
+                return Ok(0);
+            };
+            self.file.seek(SeekFrom::Start(start))?;
+            self.left = end - start;
+            self.table = table;
+        }
+        let max = buf.len().min(self.left as usize);
+        let n = self.file.read(&mut buf[..max])?;
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the dump file changed while loading",
+            ));
+        }
+        self.left -= n as u64;
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const POST: &str = "SET statement_timeout = 0;\n\n\
+--\n-- Name: t t_pkey; Type: CONSTRAINT; Schema: public; Owner: -\n--\n\nALTER TABLE ONLY public.t\n    ADD CONSTRAINT t_pkey PRIMARY KEY (id);\n\n\n\
+SET default_tablespace = fast;\n\n\
+--\n-- Name: big_name_idx; Type: INDEX; Schema: public; Owner: -\n--\n\nCREATE INDEX big_name_idx ON public.\"Big \"\"One\"\"\" USING btree (name);\n\n\n\
+--\n-- Name: p_idx; Type: INDEX; Schema: public; Owner: -\n--\n\nCREATE INDEX p_idx ON ONLY public.p USING btree (id);\n\n\n\
+--\n-- Name: p_1_idx; Type: INDEX ATTACH; Schema: public; Owner: -\n--\n\nALTER INDEX public.p_idx ATTACH PARTITION public.p_1_idx;\n\n\n\
+--\n-- Name: t t_tr; Type: TRIGGER; Schema: public; Owner: -\n--\n\nCREATE TRIGGER t_tr AFTER INSERT ON public.t FOR EACH ROW EXECUTE FUNCTION public.f();\n\n\n\
+--\n-- Name: t t_big_fk; Type: FK CONSTRAINT; Schema: public; Owner: -\n--\n\nALTER TABLE ONLY public.t\n    ADD CONSTRAINT t_big_fk FOREIGN KEY (big_id) REFERENCES public.\"Big \"\"One\"\"\"(id) DEFERRABLE INITIALLY DEFERRED;\n\n\n";
+
+    #[test]
+    fn post_data_jobs_know_their_tables_and_stages() {
+        let sizes = HashMap::from([("public.\"Big \"\"One\"\"\"".to_string(), 1000)]);
+        let (header, jobs) = post_jobs(POST, &sizes);
+        assert_eq!(header, "SET statement_timeout = 0;\n\n");
+        let summary: Vec<(u8, Option<Vec<&str>>, bool, u64)> = jobs
+            .iter()
+            .map(|j| {
+                let tables = j
+                    .tables
+                    .as_ref()
+                    .map(|t| t.iter().map(String::as_str).collect());
+                (j.stage, tables, j.exclusive, j.weight)
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                (0, Some(vec!["public.t"]), true, 0),
+                (0, Some(vec!["public.\"Big \"\"One\"\"\""]), false, 1000),
+                (0, Some(vec!["public.p"]), false, 0),
+                (1, None, true, 0),
+                (3, None, true, 0),
+                (
+                    2,
+                    Some(vec!["public.t", "public.\"Big \"\"One\"\"\""]),
+                    true,
+                    1000
+                ),
+            ]
+        );
+        assert!(jobs[1]
+            .sql
+            .starts_with("SET default_tablespace = fast;\n--\n-- Name: big_name_idx"));
+        assert!(
+            jobs[0].sql.starts_with("--\n-- Name: t t_pkey"),
+            "{}",
+            jobs[0].sql
+        );
+    }
+
+    #[test]
+    fn only_lock_sharing_statements_run_together() {
+        let (_, jobs) = post_jobs(POST, &HashMap::new());
+        let (pkey, big_index, p_index, attach, fk) =
+            (&jobs[0], &jobs[1], &jobs[2], &jobs[3], &jobs[5]);
+        assert!(!big_index.conflicts(p_index), "indexes on different tables");
+        assert!(
+            !big_index.conflicts(big_index),
+            "two indexes on one table share its lock"
+        );
+        assert!(pkey.conflicts(fk), "both alter public.t");
+        assert!(
+            big_index.conflicts(fk),
+            "the key references the indexed table"
+        );
+        assert!(!pkey.conflicts(p_index));
+        assert!(attach.conflicts(p_index), "unknown tables run alone");
+    }
+
+    #[test]
+    fn names_after_keywords() {
+        assert_eq!(
+            after_keyword("CREATE INDEX i ON public.t USING btree (a)", " ON "),
+            Some("public.t".into())
+        );
+        assert_eq!(
+            after_keyword("ALTER TABLE ONLY \"s\"\"x\".t\n    ADD", "ALTER TABLE "),
+            Some("\"s\"\"x\".t".into())
+        );
+        assert_eq!(
+            after_keyword("REFERENCES public.t(id)", "REFERENCES "),
+            Some("public.t".into())
+        );
+        assert_eq!(after_keyword("CREATE INDEX i ON public.t+x", " ON "), None);
+        assert_eq!(after_keyword("CREATE INDEX i", " ON "), None);
+        assert_eq!(
+            copy_table("COPY public.\"a b\" (id) FROM stdin;\n"),
+            Some("public.\"a b\"".into())
+        );
+        assert_eq!(
+            copy_table("COPY public.t FROM stdin;\n"),
+            Some("public.t".into())
+        );
+    }
+
+    #[test]
+    fn loaded_markers_follow_each_copy_block() {
+        let mut out = String::new();
+        mark_loaded(&toc::tests::DUMP.as_bytes()[..])
+            .read_to_string(&mut out)
+            .unwrap();
+        assert_eq!(out.matches("\\warn np:loaded public.t\n").count(), 1);
+        assert!(out.contains("\\.\n\\warn np:loaded public.t\n"), "{out}");
+        assert_eq!(
+            out.replace("\\warn np:loaded public.t\n", ""),
+            toc::tests::DUMP
+        );
+    }
+
+    #[test]
+    fn groups_are_balanced_largest_first() {
+        let relation = |name: &str, bytes| Relation {
+            pattern: pattern("public", name),
+            dumped_as: format!("public.{name}"),
+            bytes,
+        };
+        let groups = balance(
+            vec![
+                relation("a", 10),
+                relation("b", 70),
+                relation("c", 30),
+                relation("d", 40),
+                relation("s", 0),
+            ],
+            2,
+        );
+        let totals: Vec<u64> = groups
+            .iter()
+            .map(|g| g.iter().map(|r| r.bytes).sum())
+            .collect();
+        assert_eq!(totals, [80, 70]);
+        assert_eq!(groups[0][0].pattern, "\"public\".\"b\"");
+        assert_eq!(groups.iter().map(Vec::len).sum::<usize>(), 5);
+        assert_eq!(
+            balance(vec![relation("a", 1)], 4).len(),
+            1,
+            "no empty groups"
+        );
+        assert_eq!(pattern("we\"ird", "t"), "\"we\"\"ird\".\"t\"");
+    }
 }

@@ -356,11 +356,23 @@ pub fn spawn_psql_load(sh: &Shell, tools: &PgTools, url: &DbUrl) -> anyhow::Resu
 /// Feeds `input` into a loading `psql`, counting bytes; fails with psql's first error.
 pub fn feed_psql(
     url: &DbUrl,
-    mut psql: Child,
+    psql: Child,
     input: &mut dyn Read,
     on_bytes: &dyn Fn(u64),
 ) -> anyhow::Result<u64> {
-    let stderr = collect_stderr(psql.stderr.take().unwrap());
+    feed_psql_with(url, psql, input, on_bytes, |_| false)
+}
+
+/// [`feed_psql`], handing each line psql prints on stderr to `on_line` first; lines it
+/// takes (returns `true` for) are not errors.
+pub fn feed_psql_with(
+    url: &DbUrl,
+    mut psql: Child,
+    input: &mut dyn Read,
+    on_bytes: &dyn Fn(u64),
+    on_line: impl FnMut(&str) -> bool + Send + 'static,
+) -> anyhow::Result<u64> {
+    let stderr = collect_stderr_with(psql.stderr.take().unwrap(), on_line);
     let mut stdin = psql.stdin.take().unwrap();
     let mut buf = vec![0; 1 << 20];
     let mut total = 0;
@@ -397,9 +409,20 @@ pub fn feed_psql(
 
 /// Reads a child's stderr on a thread, keeping the last 64 KiB.
 pub fn collect_stderr(stderr: impl Read + Send + 'static) -> thread::JoinHandle<String> {
+    collect_stderr_with(stderr, |_| false)
+}
+
+/// [`collect_stderr`], except for the lines `take` takes.
+fn collect_stderr_with(
+    stderr: impl Read + Send + 'static,
+    mut take: impl FnMut(&str) -> bool + Send + 'static,
+) -> thread::JoinHandle<String> {
     thread::spawn(move || {
         let mut kept = String::new();
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if take(&line) {
+                continue;
+            }
             kept.push_str(&line);
             kept.push('\n');
             if kept.len() > 64 * 1024 {

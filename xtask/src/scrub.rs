@@ -5,7 +5,13 @@
 //! value is derived from the table, column and row key, so the same row always scrubs to the
 //! same bytes.
 
-use std::{cell::RefCell, collections::BTreeMap, io::Read, path::Path, rc::Rc};
+use std::{
+    cell::RefCell,
+    collections::{BTreeMap, HashMap},
+    io::Read,
+    path::Path,
+    rc::Rc,
+};
 
 use anyhow::{bail, Context};
 use sha2::{Digest, Sha256};
@@ -437,7 +443,8 @@ impl Plan {
     }
 
     /// Samples original values from the source that the rules change, and fails if any of
-    /// them is found in `target`. Values travel to psql on stdin, never in argv.
+    /// them is found in `target`. Values travel to psql on stdin, never in argv. Three
+    /// queries in all, whatever the number of rules.
     pub fn verify(
         &self,
         sh: &xshell::Shell,
@@ -445,72 +452,132 @@ impl Plan {
         source: &DbUrl,
         target: &DbUrl,
     ) -> anyhow::Result<()> {
-        for rule in &self.applied {
-            let (schema, table) = rule
-                .table
-                .split_once('.')
-                .unwrap_or(("public", &rule.table));
-            let qualified = format!("{}.{}", restore::ident(schema), restore::ident(table));
-            let Some(column) = &rule.column else {
-                let left = tools.query(
-                    sh,
-                    target,
-                    Access::ReadWrite,
-                    &format!("select count(*) from {qualified}"),
-                )?;
-                if left.trim() != "0" {
-                    bail!(
-                        "scrub verification failed: {} still has {} rows in the target",
-                        rule.table,
-                        left.trim()
-                    );
-                }
-                continue;
-            };
-            let key = tools.query(
-                sh,
-                source,
-                Access::ReadOnly,
-                &format!(
-                    "select coalesce((select column_name from information_schema.columns where table_schema = {0} and table_name = {1} and column_name = 'id'), \
-                     (select column_name from information_schema.columns where table_schema = {0} and table_name = {1} order by ordinal_position limit 1))",
+        if self.applied.is_empty() {
+            return Ok(());
+        }
+        let names: Vec<(&str, &str)> = self
+            .applied
+            .iter()
+            .map(|rule| {
+                rule.table
+                    .split_once('.')
+                    .unwrap_or(("public", &rule.table))
+            })
+            .collect();
+        let qualified = |n: usize| {
+            format!(
+                "{}.{}",
+                restore::ident(names[n].0),
+                restore::ident(names[n].1)
+            )
+        };
+        let values: Vec<String> = names
+            .iter()
+            .enumerate()
+            .map(|(n, (schema, table))| {
+                format!(
+                    "({n}, {}, {})",
                     restore::literal(schema),
                     restore::literal(table)
-                ),
-            )?;
+                )
+            })
+            .collect();
+        let keys = tools.query(
+            sh,
+            source,
+            Access::ReadOnly,
+            &format!(
+                "select v.n, coalesce((select column_name from information_schema.columns c where c.table_schema = v.s and c.table_name = v.t and column_name = 'id'), \
+                 (select column_name from information_schema.columns c where c.table_schema = v.s and c.table_name = v.t order by ordinal_position limit 1)) \
+                 from (values {}) v(n, s, t) order by 1",
+                values.join(", ")
+            ),
+        )?;
+        let keys: HashMap<usize, String> = keys
+            .lines()
+            .filter_map(|row| row.split_once('|'))
+            .filter_map(|(n, key)| Some((n.parse().ok()?, key.to_string())))
+            .collect();
+        let samples: Vec<String> = self
+            .applied
+            .iter()
+            .enumerate()
+            .filter_map(|(n, rule)| {
+                let column = rule.column.as_ref()?;
+                let key = keys.get(&n)?;
+                Some(format!(
+                    "(select {n}, k, v from (select {key}::text k, {col}::text v from {table} where {col} is not null order by 1 limit 20) s{n})",
+                    key = restore::ident(key),
+                    col = restore::ident(column),
+                    table = qualified(n)
+                ))
+            })
+            .collect();
+        let mut originals: BTreeMap<usize, Vec<String>> = BTreeMap::new();
+        if !samples.is_empty() {
             let sample = tools.query(
                 sh,
                 source,
                 Access::ReadOnly,
-                &format!(
-                    "copy (select {key}::text, {col}::text from {qualified} where {col} is not null order by 1 limit 20) to stdout",
-                    key = restore::ident(key.trim()),
-                    col = restore::ident(column)
-                ),
+                &format!("copy ({}) to stdout", samples.join(" union all ")),
             )?;
-            let originals: Vec<String> = sample
-                .lines()
-                .filter_map(|line| line.split_once('\t'))
-                .filter(|(key, value)| {
-                    !value.is_empty() && scrub_field(&rule.table, rule, key, value) != *value
-                })
-                .map(|(_, value)| restore::literal(&unescape(value)))
-                .collect();
-            if originals.is_empty() {
+            for line in sample.lines() {
+                let mut fields = line.splitn(3, '\t');
+                let (Some(n), Some(key), Some(value)) =
+                    (fields.next(), fields.next(), fields.next())
+                else {
+                    continue;
+                };
+                let Some(n) = n.parse::<usize>().ok().filter(|&n| n < self.applied.len()) else {
+                    continue;
+                };
+                let rule = &self.applied[n];
+                if !value.is_empty() && scrub_field(&rule.table, rule, key, value) != value {
+                    originals
+                        .entry(n)
+                        .or_default()
+                        .push(restore::literal(&unescape(value)));
+                }
+            }
+        }
+        let checks: Vec<String> = self
+            .applied
+            .iter()
+            .enumerate()
+            .filter_map(|(n, rule)| match &rule.column {
+                None => Some(format!("select {n}, count(*) from {}", qualified(n))),
+                Some(column) => originals.get(&n).map(|values| {
+                    format!(
+                        "select {n}, count(*) from {} where {}::text in ({})",
+                        qualified(n),
+                        restore::ident(column),
+                        values.join(", ")
+                    )
+                }),
+            })
+            .collect();
+        if checks.is_empty() {
+            return Ok(());
+        }
+        let found = tools.query_stdin(sh, target, &format!("{};\n", checks.join(" union all ")))?;
+        for (n, count) in found.lines().filter_map(|row| row.split_once('|')) {
+            let Some(rule) = n.parse::<usize>().ok().and_then(|n| self.applied.get(n)) else {
+                continue;
+            };
+            if count.trim() == "0" {
                 continue;
             }
-            let sql = format!(
-                "select count(*) from {qualified} where {}::text in ({});\n",
-                restore::ident(column),
-                originals.join(", ")
-            );
-            let found = tools.query_stdin(sh, target, &sql)?;
-            if found.trim() != "0" {
-                bail!(
+            match &rule.column {
+                None => bail!(
+                    "scrub verification failed: {} still has {} rows in the target",
+                    rule.table,
+                    count.trim()
+                ),
+                Some(column) => bail!(
                     "scrub verification failed: {} original value(s) of {}.{column} found in the target; the clone was not put in place",
-                    found.trim(),
+                    count.trim(),
                     rule.table
-                );
+                ),
             }
         }
         Ok(())
