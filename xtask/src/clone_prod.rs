@@ -53,6 +53,9 @@ pub struct CloneProd {
     /// Also leave out the data of tables matching PATTERN (pg_dump pattern; repeatable).
     #[arg(long, value_name = "PATTERN", conflicts_with = "bundle")]
     exclude_table_data: Vec<String>,
+    /// Clone only the media directory, leaving databases alone.
+    #[arg(long, conflicts_with_all = ["out", "bundle", "source", "target", "with_changelog", "exclude_table_data"])]
+    media_only: bool,
     /// Print the plan and change nothing.
     #[arg(long)]
     dry_run: bool,
@@ -112,12 +115,21 @@ impl CloneProd {
             };
             return load.run(sh, &tools, self.dry_run);
         }
+        let source_media = path_or_env(self.source_media.clone(), "NETPOINT_PROD_MEDIA_ROOT");
+        if self.media_only {
+            let target_media = path_or_env(self.target_media.clone(), "NETPOINT_MEDIA_ROOT");
+            return media_only(
+                source_media.as_deref(),
+                target_media.as_deref(),
+                &self.guard,
+                self.dry_run,
+            );
+        }
         let source = source_url(
             self.source.clone(),
             "NETPOINT_PROD_DATABASE_URL",
             "--source",
         )?;
-        let source_media = path_or_env(self.source_media.clone(), "NETPOINT_PROD_MEDIA_ROOT");
         let mut excluded: Vec<String> = if self.with_changelog {
             Vec::new()
         } else {
@@ -564,6 +576,50 @@ fn stage_media_copy(
     bar.finish_and_clear();
     restore::check_interrupted()?;
     Ok(staged)
+}
+
+/// `--media-only`: the media directory alone, copied, verified and swapped into place.
+fn media_only(
+    source: Option<&Path>,
+    target: Option<&Path>,
+    guard: &LoadGuard,
+    dry_run: bool,
+) -> anyhow::Result<()> {
+    let (Some(source), Some(target)) = (source, target) else {
+        bail!("--media-only needs --source-media and --target-media (or NETPOINT_PROD_MEDIA_ROOT and NETPOINT_MEDIA_ROOT)");
+    };
+    check_media_pair(Some(source), Some(target))?;
+    let entries = media::scan(source)?;
+    if dry_run {
+        print_plan(&[media_plan(Some(source), Some(target), Some(&entries))]);
+        return Ok(());
+    }
+    let has_files = fs::read_dir(target).is_ok_and(|mut d| d.next().is_some());
+    if has_files && !guard.yes {
+        let question = format!("Replace media directory {}?", target.display());
+        if !term::stdin_is_terminal() {
+            bail!(
+                "media directory {} would be replaced: pass --yes to confirm (standard input is not a terminal)",
+                target.display()
+            );
+        }
+        if !term::confirm(&question)? {
+            bail!("cancelled: nothing was changed");
+        }
+    }
+    let mut timings = Timings::default();
+    let staged = timings.time("media copy", || stage_media_copy(source, &entries, target))?;
+    let totals = finish_media(Ok(()), Some(staged), Some(target))?;
+    if let Some(totals) = totals {
+        term::success(format!(
+            "{}: {} media files ({}); {}",
+            target.display(),
+            totals.files,
+            term::human_bytes(totals.bytes),
+            timings.line()
+        ));
+    }
+    Ok(())
 }
 
 /// After the database step: swap staged media in only when the database succeeded.

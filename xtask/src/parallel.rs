@@ -507,6 +507,8 @@ struct Relation {
     /// As the dump writes it: `public.dcim_site`.
     dumped_as: String,
     bytes: u64,
+    /// Whether a COPY block is expected (sequences and excluded tables have none).
+    has_data: bool,
 }
 
 /// Splits relations into `n` groups of about equal size, largest first.
@@ -557,7 +559,7 @@ fn relations_to_copy(
         source,
         Access::ReadOnly,
         "select json_build_array(n.nspname, c.relname, quote_ident(n.nspname) || '.' || quote_ident(c.relname), \
-         case when c.relkind = 'r' then pg_table_size(c.oid) else 0 end)::text \
+         case when c.relkind = 'r' then pg_table_size(c.oid) else 0 end, c.relkind)::text \
          from pg_class c join pg_namespace n on n.oid = c.relnamespace \
          where c.relkind in ('r', 'S') and n.nspname <> 'information_schema' and n.nspname !~ '^pg_' \
          order by 1",
@@ -566,24 +568,25 @@ fn relations_to_copy(
     for row in rows.lines().filter(|r| !r.is_empty()) {
         let value: serde_json::Value =
             serde_json::from_str(row).context("reading the list of tables")?;
-        let (Some(schema), Some(name), Some(dumped_as), Some(bytes)) = (
+        let (Some(schema), Some(name), Some(dumped_as), Some(bytes), Some(kind)) = (
             value[0].as_str(),
             value[1].as_str(),
             value[2].as_str(),
             value[3].as_u64(),
+            value[4].as_str(),
         ) else {
             bail!("unexpected table list row from {source}: {row}");
         };
-        if excluded
+        // Tables whose data is left out stay in the list: pg_dump's --exclude-table-data
+        // then leaves out their rows but still sets their identity sequences.
+        let data_excluded = excluded
             .iter()
-            .any(|(n, _)| n == &format!("{schema}.{name}"))
-        {
-            continue;
-        }
+            .any(|(n, _)| n == &format!("{schema}.{name}"));
         relations.push(Relation {
             pattern: pattern(schema, name),
             dumped_as: dumped_as.to_string(),
-            bytes,
+            bytes: if data_excluded { 0 } else { bytes },
+            has_data: !data_excluded && kind == "r",
         });
     }
     if relations.is_empty() {
@@ -695,6 +698,7 @@ impl DirectClone<'_> {
             loading: groups
                 .iter()
                 .flatten()
+                .filter(|r| r.has_data)
                 .map(|r| r.dumped_as.clone())
                 .collect(),
             streams: dumps.len(),
@@ -1030,6 +1034,7 @@ SET default_tablespace = fast;\n\n\
             pattern: pattern("public", name),
             dumped_as: format!("public.{name}"),
             bytes,
+            has_data: bytes > 0,
         };
         let groups = balance(
             vec![

@@ -1,0 +1,353 @@
+//! Loads on several sessions (`--jobs`): the same database as the single stream, one
+//! consistent snapshot while production keeps writing, failures that leave the target
+//! alone, and `--media-only`.
+
+use std::{
+    fs,
+    process::{Child, Stdio},
+    thread,
+    time::Duration,
+};
+
+use crate::harness::{run, tree, xtask, Pg};
+
+/// `schema.table → md5 of its rows in a stable order`, for every user table.
+fn digests(pg: &Pg, db: &str) -> Vec<(String, String)> {
+    pg.psql(
+        db,
+        "select format('%I.%I', schemaname, tablename), (xpath('/row/d/text()', query_to_xml(format( \
+         'select md5(coalesce(string_agg(t::text, E''\\n'' order by t::text), '''')) as d from %I.%I t', \
+         schemaname, tablename), false, true, '')))[1]::text \
+         from pg_tables where schemaname not in ('pg_catalog', 'information_schema') order by 1",
+    )
+    .lines()
+    .map(|row| {
+        let (table, digest) = row.split_once('|').expect("table|digest");
+        (table.to_string(), digest.to_string())
+    })
+    .collect()
+}
+
+/// Indexes and constraints of a database, by name and definition.
+fn structure(pg: &Pg, db: &str) -> String {
+    pg.psql(
+        db,
+        "select string_agg(d, E'\\n' order by d) from ( \
+         select format('%s %s', indexrelid::regclass, pg_get_indexdef(indexrelid)) d from pg_index i \
+         join pg_class c on c.oid = i.indrelid join pg_namespace n on n.oid = c.relnamespace where n.nspname = 'public' \
+         union all select format('%s %s %s', conrelid::regclass, conname, pg_get_constraintdef(oid)) from pg_constraint \
+         where connamespace = 'public'::regnamespace \
+         union all select format('%s %s', tgrelid::regclass, tgname) from pg_trigger where not tgisinternal \
+         union all select format('%s = %s', c.oid::regclass, pg_sequence_last_value(c.oid)) from pg_class c \
+         where c.relkind = 'S' and c.relnamespace = 'public'::regnamespace) s",
+    )
+}
+
+#[test]
+fn parallel_and_single_stream_loads_build_the_same_database() {
+    let pg = Pg::start(15);
+    pg.load_prod("prod");
+    let source = digests(&pg, "prod");
+    let expected: Vec<(String, String)> = digests(&pg, "prod")
+        .into_iter()
+        .filter(|(table, _)| table != "public.extras_objectchange")
+        .collect();
+    assert!(source.len() > 30, "{source:?}");
+
+    let single = run(xtask(&[
+        "-v",
+        "--jobs",
+        "1",
+        "clone-prod",
+        "--source",
+        &pg.url("prod"),
+        "--target",
+        &pg.url("one"),
+        "--no-scrub",
+    ]))
+    .ok();
+    assert!(!single.stderr.contains("loaded at"), "{}", single.stderr);
+    let parallel = run(xtask(&[
+        "-v",
+        "--jobs",
+        "3",
+        "clone-prod",
+        "--source",
+        &pg.url("prod"),
+        "--target",
+        &pg.url("three"),
+        "--no-scrub",
+    ]))
+    .ok();
+    assert!(
+        parallel
+            .stderr
+            .contains("data, indexes and constraints loaded at"),
+        "{}",
+        parallel.stderr
+    );
+    assert_eq!(
+        parallel.stderr.matches("--data-only").count(),
+        3,
+        "three data sessions: {}",
+        parallel.stderr
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = dir.path().join("bundle");
+    run(xtask(&[
+        "clone-prod",
+        "--source",
+        &pg.url("prod"),
+        "--out",
+        bundle.to_str().unwrap(),
+        "--no-scrub",
+    ]))
+    .ok();
+    let import = run(xtask(&[
+        "-v",
+        "--jobs",
+        "4",
+        "clone-prod",
+        "--bundle",
+        bundle.to_str().unwrap(),
+        "--target",
+        &pg.url("four"),
+    ]))
+    .ok();
+    assert!(
+        import
+            .stderr
+            .contains("data, indexes and constraints loaded at"),
+        "{}",
+        import.stderr
+    );
+
+    let reference = structure(&pg, "one");
+    assert!(reference.lines().count() > 150, "{reference}");
+    for db in ["one", "three", "four"] {
+        let mut got = digests(&pg, db);
+        let changelog = got
+            .iter()
+            .position(|(t, _)| t == "public.extras_objectchange")
+            .unwrap();
+        let (_, empty) = got.remove(changelog);
+        assert_eq!(
+            empty, "d41d8cd98f00b204e9800998ecf8427e",
+            "{db}: changelog data left out"
+        );
+        assert_eq!(got, expected, "{db}: same rows as production");
+        let got = structure(&pg, db);
+        let missing: Vec<&str> = reference
+            .lines()
+            .filter(|l| !got.lines().any(|g| g == *l))
+            .collect();
+        let extra: Vec<&str> = got
+            .lines()
+            .filter(|l| !reference.lines().any(|r| r == *l))
+            .collect();
+        assert!(
+            missing.is_empty() && extra.is_empty(),
+            "{db}: same indexes, constraints, triggers, sequences; missing {missing:?}, extra {extra:?}"
+        );
+    }
+}
+
+/// Production keeps writing parent and child rows in pairs while it is cloned: the two tables
+/// go to different sessions, and must still come from one moment.
+#[test]
+fn sessions_share_one_snapshot_while_production_writes() {
+    let pg = Pg::start(15);
+    pg.create_db("live");
+    pg.psql(
+        "live",
+        "create table parent (id bigint primary key, pad text); \
+         create table child (id bigint primary key, parent_id bigint not null references parent (id), pad text); \
+         insert into parent select g, repeat('p', 300) from generate_series(1, 150000) g; \
+         insert into child select g, g, repeat('c', 300) from generate_series(1, 150000) g;",
+    );
+    let mut writer: Child = pg
+        .psql_cmd("live")
+        .arg("-c")
+        .arg(
+            "do $$ begin for i in 150001..100000000 loop \
+             insert into parent values (i, 'new'); insert into child values (i, i, 'new'); commit; \
+             end loop; end $$",
+        )
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    thread::sleep(Duration::from_millis(500));
+    let cloned = run(xtask(&[
+        "-v",
+        "--jobs",
+        "2",
+        "clone-prod",
+        "--source",
+        &pg.url("live"),
+        "--target",
+        &pg.url("copy"),
+    ]));
+    let written = pg.psql("live", "select count(*) from parent");
+    writer.kill().unwrap();
+    let _ = writer.wait();
+    let cloned = cloned.ok();
+    assert!(
+        cloned.stderr.contains("--table=\"public\".\"parent\""),
+        "{}",
+        cloned.stderr
+    );
+    let parents: i64 = pg
+        .psql("copy", "select count(*) from parent")
+        .parse()
+        .unwrap();
+    let children: i64 = pg
+        .psql("copy", "select count(*) from child")
+        .parse()
+        .unwrap();
+    assert!(
+        parents > 150000,
+        "production was writing during the clone ({parents} rows)"
+    );
+    assert!(
+        written.parse::<i64>().unwrap() > parents,
+        "and after the snapshot"
+    );
+    assert_eq!(
+        parents, children,
+        "parent and child rows come from one snapshot"
+    );
+    assert_eq!(
+        pg.psql(
+            "copy",
+            "select count(*) from pg_constraint where contype = 'f' and convalidated"
+        ),
+        "1"
+    );
+}
+
+/// A unique index that cannot be built (duplicate rows in the bundle) fails the load while
+/// other sessions are busy; the target and the server are left as they were.
+#[test]
+fn a_failing_index_build_leaves_the_target_alone() {
+    let pg = Pg::start(15);
+    pg.load_fixture("prod");
+    pg.load_fixture("dev");
+    let before = digests(&pg, "dev");
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = dir.path().join("bundle");
+    run(xtask(&[
+        "clone-prod",
+        "--source",
+        &pg.url("prod"),
+        "--out",
+        bundle.to_str().unwrap(),
+    ]))
+    .ok();
+    let sql = bundle.join("netpoint.sql");
+    let text = fs::read_to_string(&sql).unwrap();
+    let copy = text
+        .find("COPY public.dcim_site (")
+        .expect("dcim_site data");
+    let first_row = copy + text[copy..].find('\n').unwrap() + 1;
+    let row_end = first_row + text[first_row..].find('\n').unwrap() + 1;
+    let duplicated = format!("{}{}", &text[..row_end], &text[first_row..]);
+    fs::write(&sql, duplicated).unwrap();
+    let sums = fs::read_to_string(bundle.join("SHA256SUMS")).unwrap();
+    let digest = {
+        use sha2::{Digest, Sha256};
+        let bytes = fs::read(&sql).unwrap();
+        Sha256::digest(&bytes)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    };
+    let sums: String = sums
+        .lines()
+        .map(|line| match line.ends_with("  netpoint.sql") {
+            true => format!("{digest}  netpoint.sql\n"),
+            false => format!("{line}\n"),
+        })
+        .collect();
+    fs::write(bundle.join("SHA256SUMS"), sums).unwrap();
+
+    run(xtask(&[
+        "--jobs",
+        "2",
+        "clone-prod",
+        "--bundle",
+        bundle.to_str().unwrap(),
+        "--target",
+        &pg.url("dev"),
+        "--yes",
+    ]))
+    .fails_with("could not create unique index");
+    assert_eq!(digests(&pg, "dev"), before, "the target is untouched");
+    let left: Vec<String> = pg
+        .databases()
+        .into_iter()
+        .filter(|d| d.contains("__np"))
+        .collect();
+    assert!(left.is_empty(), "temporary databases left: {left:?}");
+}
+
+#[test]
+fn media_only_clones_the_tree_and_guards_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (source, target) = (dir.path().join("prod-media"), dir.path().join("dev-media"));
+    fs::create_dir_all(source.join("image-attachments")).unwrap();
+    fs::write(
+        source.join("image-attachments/rack.png"),
+        vec![7u8; 300_000],
+    )
+    .unwrap();
+    fs::write(source.join("notes.txt"), "hello\n").unwrap();
+    let (s, t) = (source.to_str().unwrap(), target.to_str().unwrap());
+
+    run(xtask(&[
+        "clone-prod",
+        "--media-only",
+        "--source-media",
+        s,
+        "--target-media",
+        t,
+    ]))
+    .ok();
+    assert_eq!(tree(&target), tree(&source));
+
+    fs::write(source.join("notes.txt"), "changed\n").unwrap();
+    run(xtask(&[
+        "clone-prod",
+        "--media-only",
+        "--source-media",
+        s,
+        "--target-media",
+        t,
+    ]))
+    .fails_with("pass --yes");
+    assert_eq!(
+        fs::read_to_string(target.join("notes.txt")).unwrap(),
+        "hello\n"
+    );
+    run(xtask(&[
+        "clone-prod",
+        "--media-only",
+        "--source-media",
+        s,
+        "--target-media",
+        t,
+        "--yes",
+    ]))
+    .ok();
+    assert_eq!(tree(&target), tree(&source));
+
+    run(xtask(&["clone-prod", "--media-only", "--source-media", s])).fails_with("--target-media");
+    run(xtask(&[
+        "clone-prod",
+        "--media-only",
+        "--target",
+        "postgres://x@localhost/db",
+    ]))
+    .fails_with("cannot be used with");
+}
