@@ -208,34 +208,37 @@ fn excluded_tables(
     if patterns.is_empty() {
         return Ok(Vec::new());
     }
+    let like = |p: &str| restore::literal(&p.replace('*', "%").replace('?', "_"));
+    let conditions: Vec<String> = patterns
+        .iter()
+        .map(|pattern| {
+            let (schema, table) = match pattern.split_once('.') {
+                Some((schema, table)) => (Some(schema), table),
+                None => (None, pattern.as_str()),
+            };
+            let schema_filter = match schema {
+                Some(schema) => format!("n.nspname like {}", like(schema)),
+                None => "n.nspname not in ('pg_catalog', 'information_schema')".to_string(),
+            };
+            format!("(c.relname like {} and {schema_filter})", like(table))
+        })
+        .collect();
+    // One query for all patterns: every psql call is a connection.
+    let rows = tools.query(
+        sh,
+        source,
+        Access::ReadOnly,
+        &format!(
+            "select n.nspname || '.' || c.relname, greatest(c.reltuples, 0)::bigint from pg_class c \
+             join pg_namespace n on n.oid = c.relnamespace where c.relkind in ('r', 'p') \
+             and ({}) order by 1",
+            conditions.join(" or ")
+        ),
+    )?;
     let mut found = Vec::new();
-    for pattern in patterns {
-        let (schema, table) = match pattern.split_once('.') {
-            Some((schema, table)) => (Some(schema), table),
-            None => (None, pattern.as_str()),
-        };
-        let like = |p: &str| restore::literal(&p.replace('*', "%").replace('?', "_"));
-        let schema_filter = match schema {
-            Some(schema) => format!("n.nspname like {}", like(schema)),
-            None => "n.nspname not in ('pg_catalog', 'information_schema')".to_string(),
-        };
-        let rows = tools.query(
-            sh,
-            source,
-            Access::ReadOnly,
-            &format!(
-                "select n.nspname || '.' || c.relname, greatest(c.reltuples, 0)::bigint from pg_class c \
-                 join pg_namespace n on n.oid = c.relnamespace where c.relkind in ('r', 'p') \
-                 and c.relname like {} and {schema_filter} order by 1",
-                like(table)
-            ),
-        )?;
-        for row in rows.lines().filter(|r| !r.is_empty()) {
-            let (name, count) = row.split_once('|').unwrap_or((row, "0"));
-            if !found.iter().any(|(n, _)| n == name) {
-                found.push((name.to_string(), count.parse().unwrap_or(0)));
-            }
-        }
+    for row in rows.lines().filter(|r| !r.is_empty()) {
+        let (name, count) = row.split_once('|').unwrap_or((row, "0"));
+        found.push((name.to_string(), count.parse().unwrap_or(0)));
     }
     Ok(found)
 }

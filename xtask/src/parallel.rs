@@ -308,10 +308,22 @@ fn schedule(
             }) else {
                 break;
             };
-            let job = pending.remove(pos).unwrap();
+            let mut job = pending.remove(pos).unwrap();
+            let mut sql = jobs[job].sql.clone();
+            // Statements that run alone go in one batch: one round trip instead of many.
+            while jobs[job].tables.is_none() {
+                match pending.front() {
+                    Some(&next) if jobs[next].stage == stage && jobs[next].tables.is_none() => {
+                        pending.pop_front();
+                        sql.push_str(&jobs[next].sql);
+                        job = next;
+                    }
+                    _ => break,
+                }
+            }
             let stdin = worker.stdin.as_mut().unwrap();
             let sent = stdin
-                .write_all(jobs[job].sql.as_bytes())
+                .write_all(sql.as_bytes())
                 .and_then(|()| stdin.write_all(format!("\n\\warn {DONE}{job}\n").as_bytes()))
                 .and_then(|()| stdin.flush());
             if sent.is_err() {
@@ -1017,7 +1029,7 @@ SET default_tablespace = fast;\n\n\
     #[test]
     fn loaded_markers_follow_each_copy_block() {
         let mut out = String::new();
-        mark_loaded(&toc::tests::DUMP.as_bytes()[..])
+        mark_loaded(toc::tests::DUMP.as_bytes())
             .read_to_string(&mut out)
             .unwrap();
         assert_eq!(out.matches("\\warn np:loaded public.t\n").count(), 1);
