@@ -289,7 +289,7 @@ fn with_dump<T>(
     sink: impl FnOnce(&mut dyn std::io::Read) -> anyhow::Result<T>,
 ) -> anyhow::Result<(T, BTreeMap<String, u64>)> {
     let child = spawn_dump(sh, tools, source, patterns, &[])?;
-    pump_dump(child, source, drop_settings, &scrub.applied, sink)
+    pump_dump(child, source, drop_settings, &scrub.applied, false, sink)
 }
 
 /// Streams a running pg_dump's output, normalised and scrubbed, through `sink`; then checks
@@ -299,11 +299,23 @@ pub fn pump_dump<T>(
     source: &DbUrl,
     drop_settings: Vec<&'static str>,
     rules: &[scrub::Rule],
+    mark_loaded: bool,
     sink: impl FnOnce(&mut dyn std::io::Read) -> anyhow::Result<T>,
 ) -> anyhow::Result<(T, BTreeMap<String, u64>)> {
     let stderr = restore::collect_stderr(child.stderr.take().unwrap());
-    let normalised = dump::normalising_reader(child.stdout.take().unwrap(), drop_settings);
-    let (mut reader, counts) = scrub::scrubbing_reader(normalised, rules);
+    // One pass over the lines for everything done to them: every pass is a copy.
+    let mut normalise = dump::normaliser(drop_settings);
+    let (mut scrub, counts) = scrub::scrubber(rules);
+    let mut mark = mark_loaded.then(parallel::loaded_marker);
+    let mut reader = dump::edit_lines(child.stdout.take().unwrap(), move |line| {
+        normalise(line);
+        if !line.is_empty() {
+            scrub(line);
+        }
+        if let (Some(mark), false) = (mark.as_mut(), line.is_empty()) {
+            mark(line);
+        }
+    });
     let result = sink(&mut reader);
     drop(reader);
     let status = match (&result, child.try_wait()?) {

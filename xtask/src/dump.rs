@@ -81,16 +81,20 @@ pub fn settings_unknown_to(major: u32) -> Vec<&'static str> {
 /// [`normalise`] as a reader, for streaming a dump from `pg_dump` straight into `psql`;
 /// also drops the `SET` lines starting with any of `drop_settings`.
 pub fn normalising_reader<R: Read>(input: R, drop_settings: Vec<&'static str>) -> impl Read {
-    let filter = Filter {
+    edit_lines(input, normaliser(drop_settings))
+}
+
+/// The line editor behind [`normalising_reader`], to combine with others in one pass.
+pub fn normaliser(drop_settings: Vec<&'static str>) -> impl FnMut(&mut Vec<u8>) {
+    let mut filter = Filter {
         drop_settings,
         ..Filter::default()
     };
-    let mut filter = filter;
-    edit_lines(input, move |line| {
+    move |line| {
         if !filter.keep(line) {
             line.clear();
         }
-    })
+    }
 }
 
 /// A reader that passes its input on line by line (each with its `\n`), letting `edit`

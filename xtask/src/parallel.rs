@@ -362,9 +362,15 @@ fn schedule(
 }
 
 /// Adds, after each table's data, a line that makes psql report the table as loaded.
+#[cfg(test)]
 fn mark_loaded<R: Read>(input: R) -> impl Read {
+    dump::edit_lines(input, loaded_marker())
+}
+
+/// The line editor behind [`mark_loaded`].
+pub fn loaded_marker() -> impl FnMut(&mut Vec<u8>) {
     let mut table: Option<String> = None;
-    dump::edit_lines(input, move |line| {
+    move |line| {
         if let Some(name) = &table {
             if line == b"\\.\n" {
                 line.extend_from_slice(format!("\\warn {LOADED}{name}\n").as_bytes());
@@ -373,7 +379,7 @@ fn mark_loaded<R: Read>(input: R) -> impl Read {
         } else if dump::is_copy_start(line) {
             table = copy_table(&String::from_utf8_lossy(line));
         }
-    })
+    }
 }
 
 /// `public.t` from `COPY public.t (a, b) FROM stdin;`.
@@ -680,7 +686,7 @@ impl DirectClone<'_> {
         let source = self.source.clone();
         let drop_settings = self.drop_settings.clone();
         let post_text = std::thread::spawn(move || {
-            clone_prod::pump_dump(post, &source, drop_settings, &[], |reader| {
+            clone_prod::pump_dump(post, &source, drop_settings, &[], false, |reader| {
                 let mut text = String::new();
                 reader.read_to_string(&mut text)?;
                 Ok(text)
@@ -695,6 +701,7 @@ impl DirectClone<'_> {
             self.source,
             self.drop_settings.clone(),
             &[],
+            false,
             |reader| restore::feed_psql(temp, psql, reader, &|n| self.bar.inc(n)),
         )?;
 
@@ -734,11 +741,12 @@ impl DirectClone<'_> {
                         self.source,
                         drop_settings,
                         self.rules,
+                        true,
                         |reader| {
-                            let mut reader = mark_loaded(Stoppable {
+                            let mut reader = Stoppable {
                                 inner: reader,
                                 failure,
-                            });
+                            };
                             feed_data(temp, psql, &mut reader, &bar, &tx)
                         },
                     );

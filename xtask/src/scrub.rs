@@ -158,16 +158,19 @@ pub type Counts = Rc<RefCell<BTreeMap<String, u64>>>;
 
 /// Wraps a plain dump so that the rows of ruled tables come out scrubbed.
 pub fn scrubbing_reader<R: Read>(input: R, rules: &[Rule]) -> (impl Read, Counts) {
+    let (scrub, counts) = scrubber(rules);
+    (crate::dump::edit_lines(input, scrub), counts)
+}
+
+/// The line editor behind [`scrubbing_reader`], to combine with others in one pass.
+pub fn scrubber(rules: &[Rule]) -> (impl FnMut(&mut Vec<u8>), Counts) {
     let counts: Counts = Rc::default();
     let mut scrubber = Scrubber {
         rules: rules.to_vec(),
         active: None,
         counts: counts.clone(),
     };
-    (
-        crate::dump::edit_lines(input, move |line| scrubber.process(line)),
-        counts,
-    )
+    (move |line: &mut Vec<u8>| scrubber.process(line), counts)
 }
 
 /// The rules that apply to the COPY block being read, by column position.
