@@ -487,7 +487,8 @@ impl Direct<'_> {
                 };
                 bar.finish_and_clear();
                 if !scrub.applied.is_empty() {
-                    scrub.verify(sh, tools, self.source, temp)?;
+                    let left_out: Vec<String> = excluded.iter().map(|(t, _)| t.clone()).collect();
+                    scrub.verify(sh, tools, self.source, temp, &left_out)?;
                     term::step(scrub.report(&counts));
                 }
                 Ok(())

@@ -352,7 +352,15 @@ fn schedule(
             Ok(Event::Loaded(table)) => {
                 post.loading.remove(&table);
             }
-            Ok(Event::StreamEnded) => post.streams = post.streams.saturating_sub(1),
+            Ok(Event::StreamEnded) => {
+                post.streams = post.streams.saturating_sub(1);
+                if post.streams == 0 {
+                    let left = pending.len() + running.len();
+                    term::detail(format!(
+                        "table data loaded; {left} index and constraint statements to go"
+                    ));
+                }
+            }
             Err(mpsc::RecvTimeoutError::Timeout) => {}
             Err(mpsc::RecvTimeoutError::Disconnected) => {
                 bail!("restore into {url} failed: its sessions stopped")
@@ -361,23 +369,33 @@ fn schedule(
     }
 }
 
-/// Adds, after each table's data, a line that makes psql report the table as loaded.
+/// Rewrites the data of a parallel load, table by table; see [`loaded_marker`].
 #[cfg(test)]
 fn mark_loaded<R: Read>(input: R) -> impl Read {
     dump::edit_lines(input, loaded_marker())
 }
 
-/// The line editor behind [`mark_loaded`].
+/// The line editor for a data session. Each table's `COPY` becomes
+/// `BEGIN; TRUNCATE ONLY t; COPY t ... WITH (FREEZE); COMMIT;`: the table was created empty
+/// moments ago, so this changes no data, but the rows arrive frozen and the index builds and
+/// key checks that read them next do not rewrite every page to set hint bits. After each
+/// table, a line makes psql report it loaded.
 pub fn loaded_marker() -> impl FnMut(&mut Vec<u8>) {
     let mut table: Option<String> = None;
     move |line| {
         if let Some(name) = &table {
             if line == b"\\.\n" {
-                line.extend_from_slice(format!("\\warn {LOADED}{name}\n").as_bytes());
+                line.extend_from_slice(format!("COMMIT;\n\\warn {LOADED}{name}\n").as_bytes());
                 table = None;
             }
         } else if dump::is_copy_start(line) {
-            table = copy_table(&String::from_utf8_lossy(line));
+            let text = String::from_utf8_lossy(line);
+            table = copy_table(&text);
+            if let (Some(name), Some(copy)) = (&table, text.strip_suffix(" FROM stdin;\n")) {
+                *line =
+                    format!("BEGIN;\nTRUNCATE ONLY {name};\n{copy} FROM stdin WITH (FREEZE);\n")
+                        .into_bytes();
+            }
         }
     }
 }
@@ -830,12 +848,12 @@ pub fn load_file(
         file.seek(SeekFrom::Start(entry.start))?;
         file.read_exact(&mut head)?;
         let table = String::from_utf8_lossy(&head).lines().find_map(copy_table);
-        if let Some(table) = &table {
-            sizes.insert(table.clone(), entry.end - entry.start);
+        if let Some(table) = table {
+            sizes.insert(table, entry.end - entry.start);
         }
-        ranges.push((entry.start, entry.end, table));
+        ranges.push((entry.start, entry.end));
     }
-    ranges.sort_by_key(|(start, end, _)| std::cmp::Reverse(end - start));
+    ranges.sort_by_key(|(start, end)| std::cmp::Reverse(end - start));
     let post = header.clone() + &read_normalised(sections.post_start, toc.len)?;
     let (post_header, jobs) = post_jobs(&post, &sizes);
     let streams = sessions.min(sections.data.len());
@@ -861,11 +879,11 @@ pub fn load_file(
                     file,
                     queue,
                     left: 0,
-                    marker: Vec::new(),
-                    table: None,
                 };
                 let mut reader = Stoppable {
-                    inner: &mut header.as_bytes().chain(ranges),
+                    inner: &mut header
+                        .as_bytes()
+                        .chain(dump::edit_lines(ranges, loaded_marker())),
                     failure,
                 };
                 if let Err(err) = feed_data(temp, psql, &mut reader, &bar, &tx) {
@@ -893,34 +911,21 @@ fn phase_done(phase: &str, started: &std::time::Instant) {
     ));
 }
 
-/// Byte ranges of a file, taken one after another from a queue shared between sessions;
-/// after each table's data, a line that makes psql report it loaded.
+/// Byte ranges of a file, taken one after another from a queue shared between sessions.
 struct Ranges<'a> {
     file: File,
-    queue: &'a Mutex<VecDeque<(u64, u64, Option<String>)>>,
+    queue: &'a Mutex<VecDeque<(u64, u64)>>,
     left: u64,
-    marker: Vec<u8>,
-    table: Option<String>,
 }
 
 impl Read for Ranges<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         while self.left == 0 {
-            if let Some(table) = self.table.take() {
-                self.marker = format!("\\warn {LOADED}{table}\n").into_bytes();
-            }
-            if !self.marker.is_empty() {
-                let n = buf.len().min(self.marker.len());
-                buf[..n].copy_from_slice(&self.marker[..n]);
-                self.marker.drain(..n);
-                return Ok(n);
-            }
-            let Some((start, end, table)) = self.queue.lock().unwrap().pop_front() else {
+            let Some((start, end)) = self.queue.lock().unwrap().pop_front() else {
                 return Ok(0);
             };
             self.file.seek(SeekFrom::Start(start))?;
             self.left = end - start;
-            self.table = table;
         }
         let max = buf.len().min(self.left as usize);
         let n = self.file.read(&mut buf[..max])?;
@@ -1041,11 +1046,19 @@ SET default_tablespace = fast;\n\n\
             .read_to_string(&mut out)
             .unwrap();
         assert_eq!(out.matches("\\warn np:loaded public.t\n").count(), 1);
-        assert!(out.contains("\\.\n\\warn np:loaded public.t\n"), "{out}");
-        assert_eq!(
-            out.replace("\\warn np:loaded public.t\n", ""),
-            toc::tests::DUMP
+        assert!(
+            out.contains("BEGIN;\nTRUNCATE ONLY public.t;\nCOPY public.t (id) FROM stdin WITH (FREEZE);\n--\n"),
+            "{out}"
         );
+        assert!(
+            out.contains("\\.\nCOMMIT;\n\\warn np:loaded public.t\n"),
+            "{out}"
+        );
+        let undone = out
+            .replace("COMMIT;\n\\warn np:loaded public.t\n", "")
+            .replace("BEGIN;\nTRUNCATE ONLY public.t;\n", "")
+            .replace(" WITH (FREEZE)", "");
+        assert_eq!(undone, toc::tests::DUMP);
     }
 
     #[test]

@@ -454,12 +454,18 @@ impl Plan {
         tools: &PgTools,
         source: &DbUrl,
         target: &DbUrl,
+        data_excluded: &[String],
     ) -> anyhow::Result<()> {
-        if self.applied.is_empty() {
+        // Tables whose data was left out have nothing to check.
+        let rules: Vec<&Rule> = self
+            .applied
+            .iter()
+            .filter(|rule| !data_excluded.contains(&rule.table))
+            .collect();
+        if rules.is_empty() {
             return Ok(());
         }
-        let names: Vec<(&str, &str)> = self
-            .applied
+        let names: Vec<(&str, &str)> = rules
             .iter()
             .map(|rule| {
                 rule.table
@@ -501,15 +507,14 @@ impl Plan {
             .filter_map(|row| row.split_once('|'))
             .filter_map(|(n, key)| Some((n.parse().ok()?, key.to_string())))
             .collect();
-        let samples: Vec<String> = self
-            .applied
+        let samples: Vec<String> = rules
             .iter()
             .enumerate()
             .filter_map(|(n, rule)| {
                 let column = rule.column.as_ref()?;
                 let key = keys.get(&n)?;
                 Some(format!(
-                    "(select {n}, k, v from (select {key}::text k, {col}::text v from {table} where {col} is not null order by 1 limit 20) s{n})",
+                    "(select {n}, k, v from (select {key}::text k, {col}::text v from {table} where {col} is not null order by {key} limit 20) s{n})",
                     key = restore::ident(key),
                     col = restore::ident(column),
                     table = qualified(n)
@@ -531,10 +536,10 @@ impl Plan {
                 else {
                     continue;
                 };
-                let Some(n) = n.parse::<usize>().ok().filter(|&n| n < self.applied.len()) else {
+                let Some(n) = n.parse::<usize>().ok().filter(|&n| n < rules.len()) else {
                     continue;
                 };
-                let rule = &self.applied[n];
+                let rule = rules[n];
                 if !value.is_empty() && scrub_field(&rule.table, rule, key, value) != value {
                     originals
                         .entry(n)
@@ -543,8 +548,7 @@ impl Plan {
                 }
             }
         }
-        let checks: Vec<String> = self
-            .applied
+        let checks: Vec<String> = rules
             .iter()
             .enumerate()
             .filter_map(|(n, rule)| match &rule.column {
@@ -564,7 +568,7 @@ impl Plan {
         }
         let found = tools.query_stdin(sh, target, &format!("{};\n", checks.join(" union all ")))?;
         for (n, count) in found.lines().filter_map(|row| row.split_once('|')) {
-            let Some(rule) = n.parse::<usize>().ok().and_then(|n| self.applied.get(n)) else {
+            let Some(rule) = n.parse::<usize>().ok().and_then(|n| rules.get(n)) else {
                 continue;
             };
             if count.trim() == "0" {

@@ -1,0 +1,1151 @@
+#!/usr/bin/env python3
+"""Side-by-side benchmark of `cargo xtask clone-prod` against NetPoint's manual procedure.
+
+    python3 scripts/bench.py [--scale quick|full|N] [--rounds R] [--keep]
+                             [--json FILE] [--workdir DIR]
+
+It is a report, not a test: it exits 0 when a target is missed and non-zero
+only when the benchmark itself cannot run. Everything it needs is created
+from scratch and removed at the end (unless --keep):
+
+- a throwaway `postgres:15` container on a free 127.0.0.1 port, holding the
+  source database and every target database; its password travels only in
+  the environment (POSTGRES_PASSWORD, PGPASSWORD);
+- a NetPoint-shaped source database: fixtures/netpoint.sql inflated server
+  side with generate_series, most of it in the changelog (extras_objectchange);
+- a media tree of random files (like already-compressed images) under
+  <root>/netpoint/media/.
+
+`full` (the default) is a ~2 GiB database of which ~515 MiB is not changelog,
+and 2.5 GiB of media in ~22,000 files; `quick` is 1/20 of that; a number N is
+that fraction of `full`. Each comparison runs one warm-up of every command,
+then R rounds (default 3) with the baseline and xtask alternating; ratios are
+taken per round. BENCHMARKS.md describes the method, CONTRIBUTING.md
+("Benchmarks") how to read the report. Only the Python standard library is used.
+"""
+
+import argparse
+import json
+import math
+import os
+import random
+import secrets
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+IMAGE = "postgres:15"
+PREREQS = "bash scripts/test-prereqs.sh"
+SCALES = {"quick": 0.05, "full": 1.0}
+CHANGELOG = "extras_objectchange"
+MB = 1 << 20
+
+# Starts argv[2:], reports its pid, then its exit code, ru_maxrss (KB) and wall time
+# through the file descriptor argv[1]. Run with `python3 -I -S` so that it stays small.
+LAUNCHER = """
+import os, signal, sys, time
+out, argv = int(sys.argv[1]), sys.argv[2:]
+signal.signal(signal.SIGINT, signal.SIG_IGN)
+t0 = time.monotonic()
+pid = os.posix_spawn(argv[0], argv, os.environ, setsigdef=(signal.SIGINT,))
+os.write(out, b"%d\\n" % pid)
+_, status, usage = os.wait4(pid, 0)
+seconds = time.monotonic() - t0
+os.write(out, b"%d %d %.6f\\n" % (os.waitstatus_to_exitcode(status), usage.ru_maxrss, seconds))
+"""
+
+# One batch of inflated data at scale 1. Per-site shapes stay fixed; the
+# number of sites, the changelog and the media scale with --scale. At scale 1
+# this gives ~515 MiB outside the changelog and ~2 GiB in all.
+FULL = {
+    "sites": 565,
+    "changes": 810_000,
+    "image_attachments": 22_000,
+    "media_files": 22_000,
+    "media_bytes": 5 << 29,  # 2.5 GiB
+}
+RACKS_PER_SITE = 20
+DEVICES_PER_RACK = 6
+INTERFACES_PER_DEVICE = 12
+VLANS_PER_SITE = 50
+PREFIXES_PER_SITE = 100
+
+# (id, what is compared, goal, how the ratio reads)
+TARGETS = [
+    ("T1", "clone-prod direct (db) / manual procedure", 0.65, "max"),
+    ("T2", "clone-prod direct (db) / pg_restore -j floor", 1.15, "max"),
+    ("T3", "bundle export + import (db) / manual procedure", 0.90, "max"),
+    ("T4", "media direct / tar -czf + tar -xf", 0.15, "max"),
+    ("T5", "media direct / cp -a", 1.50, "max"),
+    ("T6", "bundle export of media / tar -czf", 0.20, "max"),
+    ("T7", "hash-media throughput / one sha256sum", 5.0, "min"),
+]
+RSS_LIMIT_MB = 100
+GROWTH_LIMIT = 0.10
+
+
+class Fail(Exception):
+    """A one-line error that says what to do."""
+
+
+START = time.monotonic()
+
+
+def log(msg):
+    elapsed = int(time.monotonic() - START)
+    print(f"[{elapsed // 60:02d}:{elapsed % 60:02d}] {msg}", file=sys.stderr, flush=True)
+
+
+def human_bytes(n):
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(n) < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GiB"
+
+
+def tree_totals(root):
+    files = size = 0
+    for dirpath, _, names in os.walk(root):
+        for name in names:
+            files += 1
+            size += os.lstat(os.path.join(dirpath, name)).st_size
+    return files, size
+
+
+class Run:
+    """One timed command: wall time, and for xtask its peak RSS two ways."""
+
+    def __init__(self, seconds, hwm_kb=None, maxrss_kb=None):
+        self.seconds = seconds
+        self.hwm_kb = hwm_kb
+        self.maxrss_kb = maxrss_kb
+
+    def as_json(self):
+        return {"seconds": round(self.seconds, 4), "vmhwm_kb": self.hwm_kb, "ru_maxrss_kb": self.maxrss_kb}
+
+
+class Bench:
+    def __init__(self, args):
+        self.args = args
+        self.scale = args.scale
+        self.rounds = args.rounds
+        self.cores = len(os.sched_getaffinity(0))
+        self.password = secrets.token_urlsafe(24)
+        self.container = f"netpoint-bench-{os.getpid()}-{secrets.token_hex(3)}"
+        self.container_started = False
+        self.port = None
+        self.work = None
+        self.child = None
+        self.xtask_pid = None
+        self.xtask = None
+        self.xtask_built = None
+        self.revision = None
+        self.rss_floor_kb = None
+        self.media_only = False
+        self.runs = {}  # name -> {"warmup": [Run], "rounds": [Run]}
+        self.data = {}
+
+    # ------------------------------------------------------------ environment
+
+    def base_env(self):
+        """The caller's environment without settings that would steer xtask or libpq."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("NETPOINT_", "PG"))}
+        env["NO_COLOR"] = "1"
+        return env
+
+    def pg_env(self):
+        env = self.base_env()
+        env.update(PGHOST="127.0.0.1", PGPORT=str(self.port), PGUSER="postgres", PGPASSWORD=self.password)
+        return env
+
+    def xtask_env(self):
+        env = self.base_env()
+        env["PGPASSWORD"] = self.password
+        # The same pg_dump/psql binaries as the baselines, never the Docker fallback.
+        env["NETPOINT_PG_TOOLS"] = "host"
+        return env
+
+    def url(self, db):
+        return f"postgres://postgres@127.0.0.1:{self.port}/{db}"
+
+    def mask(self, text):
+        return text.replace(self.password, "***")
+
+    # --------------------------------------------------------------- checks
+
+    def preflight(self):
+        for tool in ("docker", "cargo", "tar", "gzip", "cp", "find", "xargs", "sha256sum"):
+            if not shutil.which(tool):
+                fix = f"run `{PREREQS}`" if tool == "docker" else f"install {tool}"
+                raise Fail(f"{tool} not found on PATH: {fix}")
+        if subprocess.run(["docker", "info"], capture_output=True).returncode != 0:
+            raise Fail(f"no Docker engine answers: run `{PREREQS}` (it starts dockerd)")
+        if subprocess.run(["docker", "image", "inspect", IMAGE], capture_output=True).returncode != 0:
+            raise Fail(f"image {IMAGE} is missing: run `PG_MAJORS=15 {PREREQS}`")
+        for tool in ("pg_dump", "pg_restore", "psql", "createdb", "dropdb", "pg_isready"):
+            path = shutil.which(tool)
+            if not path:
+                raise Fail(f"{tool} not found: install postgresql-client-15 (the baselines run the host's client tools)")
+            out = subprocess.run([path, "--version"], capture_output=True, text=True).stdout
+            try:
+                major = int(out.split()[-1].split(".")[0])
+            except (IndexError, ValueError):
+                raise Fail(f"cannot read the version of {tool} ({out.strip()!r}): install postgresql-client-15")
+            if major < 15:
+                raise Fail(f"{tool} is PostgreSQL {major}; the benchmark server is 15: install postgresql-client-15")
+
+    def check_space(self):
+        # Source media (doubled at the end) plus the largest output next to it,
+        # and the databases: source (doubled), four targets, a directory dump and WAL.
+        media = FULL["media_bytes"] * self.scale
+        need_work = 4.5 * media + 1.2e9 * self.scale + 2e8
+        need_docker = 8e9 * self.scale + 1.5e9
+        docker_root = subprocess.run(["docker", "info", "-f", "{{.DockerRootDir}}"], capture_output=True,
+                                     text=True).stdout.strip() or "/"
+        checks = [(self.work, need_work, "--workdir")]
+        try:
+            same = os.stat(docker_root).st_dev == os.stat(self.work).st_dev
+        except OSError:
+            same = True
+        if same:
+            checks = [(self.work, need_work + need_docker, "--workdir")]
+        else:
+            checks.append((docker_root, need_docker, "Docker's data root"))
+        for path, need, what in checks:
+            free = shutil.disk_usage(path).free
+            if free < need:
+                raise Fail(f"{path} has {human_bytes(free)} free, the benchmark needs about {human_bytes(need)}: "
+                           f"free some space or point {what} at a larger disk (or use a smaller --scale)")
+
+    # ---------------------------------------------------------------- build
+
+    def build(self):
+        log("building xtask (cargo build -p xtask, dev profile)")
+        proc = subprocess.run(["cargo", "build", "-p", "xtask", "--message-format=json-render-diagnostics"],
+                              cwd=ROOT, capture_output=True, text=True)
+        if proc.returncode != 0:
+            tail = " | ".join(line for line in proc.stderr.strip().splitlines()[-4:])
+            raise Fail(f"cargo build -p xtask failed ({tail}): fix the build, then run the benchmark again")
+        built = None
+        for line in proc.stdout.splitlines():
+            try:
+                msg = json.loads(line)
+            except ValueError:
+                continue
+            if msg.get("reason") == "compiler-artifact" and msg.get("target", {}).get("name") == "xtask" \
+                    and msg.get("executable"):
+                built = msg["executable"]
+        if not built:
+            raise Fail("cargo build -p xtask produced no xtask executable: check `cargo build -p xtask` by hand")
+        # A copy, so that a rebuild by someone else during the run cannot swap the binary.
+        self.xtask = self.work / "xtask"
+        shutil.copy2(built, self.xtask)
+        self.xtask_built = built
+        help_text = subprocess.run([self.xtask, "clone-prod", "--help"], capture_output=True, text=True).stdout
+        self.media_only = "--media-only" in help_text
+        # What wait4 reports for a process that does nearly nothing: the launcher's own size.
+        self.rss_floor_kb = self.timed_xtask(["--version"], "version").maxrss_kb
+        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "xtask"], cwd=ROOT, capture_output=True,
+                               text=True)
+        self.revision = rev.stdout.strip() + (" + uncommitted xtask changes" if dirty.stdout.strip() else "")
+
+    # -------------------------------------------------------------- postgres
+
+    def free_port(self):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            return s.getsockname()[1]
+
+    def start_postgres(self):
+        self.port = self.free_port()
+        log(f"starting {IMAGE} as {self.container} on 127.0.0.1:{self.port}")
+        env = self.base_env()
+        env["POSTGRES_PASSWORD"] = self.password
+        # autovacuum off: a vacuum of one load must not land in the next measurement.
+        cmd = ["docker", "run", "-d", "--rm", "--name", self.container, "--label", "netpoint-bench=1",
+               "--shm-size=512m", "-e", "POSTGRES_PASSWORD", "-p", f"127.0.0.1:{self.port}:5432", IMAGE,
+               "-c", "autovacuum=off"]
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise Fail(f"docker run {IMAGE} failed ({self.mask(proc.stderr.strip())}): run `{PREREQS}`")
+        self.container_started = True
+        deadline = time.monotonic() + 180
+        while True:
+            logs = subprocess.run(["docker", "logs", self.container], capture_output=True, text=True)
+            if "database system is ready to accept connections" in logs.stderr:
+                break
+            state = subprocess.run(["docker", "inspect", "-f", "{{.State.Running}}", self.container],
+                                   capture_output=True, text=True).stdout.strip()
+            if state != "true":
+                raise Fail(f"the {IMAGE} container stopped while starting ({self.mask(logs.stderr.strip()[-300:])}): "
+                           f"run `{PREREQS} --rebuild`")
+            if time.monotonic() > deadline:
+                raise Fail(f"{IMAGE} did not become ready within 3 minutes: check `docker logs {self.container}`")
+            time.sleep(0.3)
+        while True:
+            ready = subprocess.run(["pg_isready", "-q"], env=self.pg_env()).returncode == 0
+            if ready and subprocess.run(["psql", "-X", "-q", "-d", "postgres", "-c", "select 1"], env=self.pg_env(),
+                                        capture_output=True).returncode == 0:
+                break
+            if time.monotonic() > deadline:
+                raise Fail(f"{IMAGE} does not accept connections on 127.0.0.1:{self.port}: "
+                           f"check `docker logs {self.container}`")
+            time.sleep(0.3)
+
+    def psql(self, db, sql):
+        proc = subprocess.run(["psql", "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d", db, "-f", "-"],
+                              input=sql, env=self.pg_env(), capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise Fail(f"psql on {db} failed: {self.mask(proc.stderr.strip()[-500:])}")
+        return proc.stdout.strip()
+
+    def createdb(self, db):
+        self.check(["dropdb", "--if-exists", db], env=self.pg_env())
+        self.check(["createdb", db], env=self.pg_env())
+
+    def settle(self):
+        """Start every measurement from the same state: dirty pages written, no pending checkpoint."""
+        self.psql("postgres", "checkpoint")
+        os.sync()
+
+    # ------------------------------------------------------------------ data
+
+    def counts(self, scale):
+        sites = max(2, round(FULL["sites"] * scale))
+        racks = sites * RACKS_PER_SITE
+        devices = racks * DEVICES_PER_RACK
+        interfaces = devices * INTERFACES_PER_DEVICE
+        return {
+            "sites": sites,
+            "racks": racks,
+            "devices": devices,
+            "interfaces": interfaces,
+            "cables": interfaces * 3 // 10,
+            "vlans": sites * VLANS_PER_SITE,
+            "prefixes": sites * PREFIXES_PER_SITE,
+            "ips": devices + interfaces * 2 // 5,
+            "image_attachments": max(10, round(FULL["image_attachments"] * scale)),
+            "changes": max(100, round(FULL["changes"] * scale)),
+        }
+
+    def inflate(self, db, batch):
+        c = self.counts(self.scale)
+        log(f"inflating {db} (batch {batch + 1}): {c['devices']:,} devices, {c['interfaces']:,} interfaces, "
+            f"{c['ips']:,} IP addresses, {c['changes']:,} changelog rows")
+        t0 = time.monotonic()
+        self.psql(db, inflate_sql(c, batch))
+        self.psql(db, "vacuum (analyze)")
+        log(f"  done in {time.monotonic() - t0:.0f} s")
+
+    def db_sizes(self, db):
+        row = self.psql(db, f"""
+            select pg_database_size(current_database()), pg_total_relation_size('public.{CHANGELOG}'),
+                   (select count(*) from public.{CHANGELOG})""").split("|")
+        total, changelog, changes = map(int, row)
+        tables = self.psql(db, """
+            select c.relname, pg_total_relation_size(c.oid) from pg_class c
+             where c.relnamespace = 'public'::regnamespace and c.relkind = 'r'
+             order by 2 desc limit 7""")
+        top = [(name, int(size)) for name, size in (line.split("|") for line in tables.splitlines())]
+        return {"database_bytes": total, "changelog_bytes": changelog, "other_bytes": total - changelog,
+                "changelog_rows": changes, "largest_tables": top}
+
+    def make_media(self, root, batch):
+        media = root / "netpoint" / "media"
+        files = max(20, round(FULL["media_files"] * self.scale))
+        total = round(FULL["media_bytes"] * self.scale)
+        log(f"writing media: {files:,} files, {human_bytes(total)} of random bytes under {media}")
+        write_media(media, files, total, seed=20240517 + batch, batch=batch)
+        return media
+
+    # ---------------------------------------------------------------- timing
+
+    def check(self, argv, **kw):
+        proc = subprocess.run(argv, capture_output=True, text=True, **kw)
+        if proc.returncode != 0:
+            raise Fail(f"{' '.join(map(str, argv))} failed: {self.mask(proc.stderr.strip()[-500:])}")
+        return proc.stdout
+
+    def timed(self, steps, env, log_name):
+        """Runs argv lists one after another (each (argv, stdout_path_or_None)); returns wall seconds."""
+        logf = self.work / "logs" / f"{log_name}.log"
+        t0 = time.monotonic()
+        with open(logf, "ab") as err:
+            for argv, out in steps:
+                with open(out if out else os.devnull, "wb") as stdout:
+                    self.child = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=stdout, stderr=err, env=env)
+                    rc = self.child.wait()
+                    self.child = None
+                if rc in (130, -signal.SIGINT):
+                    raise KeyboardInterrupt
+                if rc != 0:
+                    raise Fail(f"{' '.join(map(str, argv))} exited with {rc}: {self.tail(logf)}")
+        return time.monotonic() - t0
+
+    def timed_xtask(self, args, log_name, stdout_path=None):
+        """Runs xtask, polling its VmHWM every 20 ms; returns a Run with both peak RSS readings.
+
+        xtask is started by a small launcher rather than by this process: Linux carries a
+        process's high-water mark across exec, so a child forked from this (larger) process
+        would report our resident size in ru_maxrss instead of its own.
+        """
+        logf = self.work / "logs" / f"{log_name}.log"
+        argv = [str(self.xtask), *map(str, args)]
+        read_end, write_end = os.pipe()
+        with open(logf, "ab") as err, open(stdout_path or os.devnull, "wb") as out:
+            err.write(("$ xtask " + " ".join(map(str, args)) + "\n").encode())
+            err.flush()
+            launcher = subprocess.Popen([sys.executable, "-I", "-S", "-c", LAUNCHER, str(write_end), *argv],
+                                        stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=self.xtask_env(),
+                                        pass_fds=(write_end,))
+        os.close(write_end)
+        self.child = launcher
+        with os.fdopen(read_end) as reports:
+            pid = int(reports.readline() or 0)
+            self.xtask_pid = pid
+            peak = [0]
+            done = threading.Event()
+
+            def poll():
+                status = f"/proc/{pid}/status"
+                while not done.is_set():
+                    try:
+                        with open(status) as f:
+                            hwm = next((line for line in f if line.startswith("VmHWM:")), None)
+                    except OSError:
+                        return
+                    if hwm is None:  # exited (a zombie has no memory left to report)
+                        return
+                    peak[0] = max(peak[0], int(hwm.split()[1]))
+                    done.wait(0.02)
+
+            poller = threading.Thread(target=poll, daemon=True)
+            if pid:
+                poller.start()
+            result = reports.readline().split()
+            done.set()
+            if pid:
+                poller.join()
+        launcher.wait()
+        self.child = self.xtask_pid = None
+        if not pid or len(result) != 3:
+            raise Fail(f"could not start {self.xtask}: {self.tail(logf)}")
+        code, maxrss, seconds = int(result[0]), int(result[1]), float(result[2])
+        if code in (130, -signal.SIGINT):
+            raise KeyboardInterrupt
+        if code != 0:
+            raise Fail(f"xtask {' '.join(map(str, args))} exited with {code}: {self.tail(logf)}")
+        return Run(seconds, peak[0] or None, maxrss)
+
+    def tail(self, path, lines=3):
+        try:
+            text = Path(path).read_text(errors="replace").strip().splitlines()
+        except OSError:
+            return "(no output)"
+        return self.mask(" | ".join(text[-lines:])) or "(no output)"
+
+    def record(self, name, run, warmup):
+        slot = self.runs.setdefault(name, {"warmup": [], "rounds": []})
+        slot["warmup" if warmup else "rounds"].append(run)
+        rss = f", peak RSS {run.hwm_kb / 1024:.1f} MiB" if run.hwm_kb else ""
+        log(f"    {name:<16} {run.seconds:8.2f} s{rss}")
+
+    # ----------------------------------------------------------- comparisons
+
+    def db_round(self, warmup):
+        src = "bench_source"
+        # Baseline: NetPoint's manual procedure, as the README describes it.
+        sql = self.work / "manual.sql"
+        self.settle()
+        seconds = self.timed([
+            (["pg_dump", "--no-owner", "--no-privileges", f"--exclude-table-data={CHANGELOG}", src], sql),
+            (["dropdb", "--if-exists", "bench_manual"], None),
+            (["createdb", "bench_manual"], None),
+            (["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", "bench_manual", "-f", sql], None),
+        ], self.pg_env(), "manual")
+        self.data.setdefault("manual_sql_bytes", sql.stat().st_size)
+        sql.unlink()
+        self.record("manual", Run(seconds), warmup)
+
+        self.settle()
+        run = self.timed_xtask(["clone-prod", "--source", self.url(src), "--target", self.url("bench_direct"),
+                                "--yes"], "direct")
+        self.record("direct", run, warmup)
+
+        self.createdb("bench_floor")
+        self.settle()
+        seconds = self.timed([(["pg_restore", "-j", str(self.cores), "--no-owner", "--no-privileges",
+                                "-d", "bench_floor", self.work / "floor.dump"], None)], self.pg_env(), "floor")
+        self.record("floor", Run(seconds), warmup)
+
+        bundle = self.work / "bundle-db"
+        shutil.rmtree(bundle, ignore_errors=True)
+        self.settle()
+        run = self.timed_xtask(["clone-prod", "--source", self.url(src), "--out", bundle], "export")
+        self.record("export", run, warmup)
+        run = self.timed_xtask(["clone-prod", "--bundle", bundle, "--target", self.url("bench_bundle"), "--yes"],
+                               "import")
+        self.record("import", run, warmup)
+        shutil.rmtree(bundle, ignore_errors=True)
+        if warmup:
+            self.check_db_copies()
+
+    def check_db_copies(self):
+        expect = self.psql("bench_source", "select count(*) from public.dcim_interface") + "|0"
+        for db in ("bench_manual", "bench_direct", "bench_floor", "bench_bundle"):
+            got = self.psql(db, f"select (select count(*) from public.dcim_interface), "
+                                f"(select count(*) from public.{CHANGELOG})")
+            if got != expect:
+                raise Fail(f"{db} holds (interfaces|changelog rows) {got} where {expect} was expected: "
+                           f"the copies differ, so the timings would not compare like with like")
+
+    def media_round(self, warmup):
+        src_root = self.work / "src"
+        media = src_root / "netpoint" / "media"
+        tgz = self.work / "netpoint_media.tar.gz"
+        extract = self.work / "extract"
+        tgz.unlink(missing_ok=True)
+        extract.mkdir()
+        self.settle()
+        # One procedure: the archive is unpacked right after it is written, as a user would.
+        czf = self.timed([(["tar", "-czf", tgz, "-C", src_root, "netpoint/media/"], None)], self.base_env(), "tar")
+        self.record("tar_czf", Run(czf), warmup)
+        xf = self.timed([(["tar", "-xf", tgz, "-C", extract], None)], self.base_env(), "tar")
+        self.record("tar_xf", Run(xf), warmup)
+        if warmup:
+            self.check_media_copy(extract / "netpoint" / "media", "tar -xf")
+        tgz.unlink()
+        shutil.rmtree(extract)
+
+        target = self.work / "media-direct"
+        self.settle()
+        run = self.timed_xtask(self.media_direct_args(media, target), "media-direct")
+        self.record("media_direct", run, warmup)
+        if warmup:
+            self.check_media_copy(target, "clone-prod media")
+        shutil.rmtree(target)
+
+        copy = self.work / "media-cp"
+        self.settle()
+        seconds = self.timed([(["cp", "-a", media, copy], None)], self.base_env(), "cp")
+        self.record("cp", Run(seconds), warmup)
+        shutil.rmtree(copy)
+
+        bundle = self.work / "bundle-media"
+        shutil.rmtree(bundle, ignore_errors=True)
+        self.settle()
+        run = self.timed_xtask(["clone-prod", "--source", self.url("bench_tiny"), "--out", bundle,
+                                "--source-media", media], "media-export")
+        self.record("media_export", run, warmup)
+        shutil.rmtree(bundle)
+
+    def media_direct_args(self, media, target):
+        if self.media_only:
+            return ["clone-prod", "--media-only", "--source-media", media, "--target-media", target, "--yes"]
+        # Until --media-only exists, the smallest database pair stands in for "no database".
+        return ["clone-prod", "--source", self.url("bench_tiny"), "--target", self.url("bench_tiny_target"),
+                "--source-media", media, "--target-media", target, "--yes"]
+
+    def check_media_copy(self, copy, what):
+        if tree_totals(copy) != self.data["media_tree"]:
+            raise Fail(f"{what} produced {tree_totals(copy)} (files, bytes) where the source has "
+                       f"{self.data['media_tree']}: the copies differ")
+
+    def hash_round(self, warmup):
+        media = self.work / "src" / "netpoint" / "media"
+        t0 = time.monotonic()
+        find = subprocess.Popen(["find", media, "-type", "f", "-print0"], stdout=subprocess.PIPE,
+                                stdin=subprocess.DEVNULL)
+        xargs = subprocess.Popen(["xargs", "-0", "sha256sum"], stdin=find.stdout, stdout=subprocess.DEVNULL)
+        find.stdout.close()
+        self.child = xargs
+        if xargs.wait() != 0 or find.wait() != 0:
+            raise Fail("find | xargs -0 sha256sum failed over the media tree")
+        self.child = None
+        self.record("sha256sum", Run(time.monotonic() - t0), warmup)
+        listing = self.work / "hash-media.txt" if warmup else None
+        run = self.timed_xtask(["hash-media", media], "hash-media", stdout_path=listing)
+        self.record("hash_media", run, warmup)
+        if warmup:
+            lines = sum(1 for _ in open(listing, "rb"))
+            listing.unlink()
+            if lines != self.data["media_tree"][0]:
+                raise Fail(f"xtask hash-media listed {lines} files where the tree has {self.data['media_tree'][0]}")
+
+    def group(self, title, one_round):
+        log(f"{title}: warm-up")
+        one_round(True)
+        for n in range(1, self.rounds + 1):
+            log(f"{title}: round {n}/{self.rounds}")
+            one_round(False)
+
+    # ---------------------------------------------------------------- phases
+
+    def prepare(self):
+        self.start_postgres()
+        self.createdb("bench_source")
+        self.check(["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", "bench_source", "-f",
+                    ROOT / "fixtures" / "netpoint.sql"], env=self.pg_env())
+        self.inflate("bench_source", 0)
+        for db in ("bench_tiny", "bench_tiny_target"):
+            self.createdb(db)
+        self.data["source"] = self.db_sizes("bench_source")
+        self.print_db_sizes(self.data["source"])
+        log("writing the directory dump for the pg_restore floor (pg_dump -Fd -Z0), outside the timing")
+        self.check(["pg_dump", "-Fd", "-Z0", f"--exclude-table-data={CHANGELOG}", "-f", self.work / "floor.dump",
+                    "bench_source"], env=self.pg_env())
+        self.make_media(self.work / "src", 0)
+        self.data["media_tree"] = tree_totals(self.work / "src" / "netpoint" / "media")
+        self.data["media_tree_first"] = self.data["media_tree"]
+
+    def print_db_sizes(self, sizes):
+        log(f"  database {human_bytes(sizes['database_bytes'])}: {CHANGELOG} "
+            f"{human_bytes(sizes['changelog_bytes'])} ({sizes['changelog_rows']:,} rows), "
+            f"everything else {human_bytes(sizes['other_bytes'])}")
+        log("  largest tables: " + ", ".join(f"{n} {human_bytes(s)}" for n, s in sizes["largest_tables"]))
+
+    def double(self):
+        log("doubling the data for the memory-growth check")
+        self.inflate("bench_source", 1)
+        self.data["doubled"] = self.db_sizes("bench_source")
+        self.print_db_sizes(self.data["doubled"])
+        self.make_media(self.work / "src", 1)
+        self.data["media_tree_doubled"] = tree_totals(self.work / "src" / "netpoint" / "media")
+        self.data["media_tree"] = self.data["media_tree_doubled"]
+        self.settle()
+        run = self.timed_xtask(["clone-prod", "--source", self.url("bench_source"), "--target",
+                                self.url("bench_direct"), "--yes"], "direct-2x")
+        self.record("direct_2x", run, False)
+        media = self.work / "src" / "netpoint" / "media"
+        target = self.work / "media-direct"
+        self.settle()
+        run = self.timed_xtask(self.media_direct_args(media, target), "media-direct-2x")
+        self.record("media_direct_2x", run, False)
+        shutil.rmtree(target)
+
+    def run(self):
+        self.preflight()
+        parent = Path(self.args.workdir).resolve() if self.args.workdir else None
+        if parent:
+            parent.mkdir(parents=True, exist_ok=True)
+        self.work = Path(tempfile.mkdtemp(prefix="netpoint-bench-", dir=parent))
+        (self.work / "logs").mkdir()
+        self.check_space()
+        self.build()
+        self.prepare()
+        self.group("database (T1-T3)", self.db_round)
+        self.group("media (T4-T6)", self.media_round)
+        self.group("hashing (T7)", self.hash_round)
+        self.double()
+        return self.report()
+
+    def cleanup(self):
+        if self.xtask_pid:
+            try:
+                os.kill(self.xtask_pid, signal.SIGINT)  # xtask cleans up after itself on SIGINT
+            except OSError:
+                pass
+        if self.child and self.child.poll() is None:
+            if not self.xtask_pid:
+                self.child.send_signal(signal.SIGINT)
+            try:
+                self.child.wait(30)
+            except subprocess.TimeoutExpired:
+                if self.xtask_pid:
+                    os.kill(self.xtask_pid, signal.SIGKILL)
+                self.child.kill()
+                self.child.wait()
+        if self.args.keep:
+            if self.container_started:
+                passfile = self.work / "bench.pgpass"
+                passfile.touch(mode=0o600)
+                passfile.write_text(f"127.0.0.1:{self.port}:*:postgres:{self.password}\n")
+                log(f"kept: container {self.container}, "
+                    f"{self.url('bench_source')}?passfile={passfile}; remove with `docker rm -f {self.container}`")
+            if self.work:
+                log(f"kept: {self.work}")
+            return
+        if self.container_started:
+            subprocess.run(["docker", "rm", "-f", "-v", self.container], capture_output=True)
+        if self.work:
+            shutil.rmtree(self.work, ignore_errors=True)
+
+    # ---------------------------------------------------------------- report
+
+    def times(self, name):
+        return [r.seconds for r in self.runs[name]["rounds"]]
+
+    def ratios(self):
+        t = self.times
+        pairs = {
+            "T1": (t("direct"), t("manual")),
+            "T2": (t("direct"), t("floor")),
+            "T3": ([a + b for a, b in zip(t("export"), t("import"))], t("manual")),
+            "T4": (t("media_direct"), [a + b for a, b in zip(t("tar_czf"), t("tar_xf"))]),
+            "T5": (t("media_direct"), t("cp")),
+            "T6": (t("media_export"), t("tar_czf")),
+            "T7": (t("hash_media"), t("sha256sum")),
+        }
+        out = []
+        for tid, what, goal, kind in TARGETS:
+            ours, base = pairs[tid]
+            if kind == "min":  # throughput: same bytes, so baseline time / our time
+                values = [b / o for o, b in zip(ours, base)]
+            else:
+                values = [o / b for o, b in zip(ours, base)]
+            med = statistics.median(values)
+            ok = med >= goal if kind == "min" else med <= goal
+            out.append({"id": tid, "what": what, "goal": goal, "goal_kind": kind,
+                        "ours_median_s": statistics.median(ours), "baseline_median_s": statistics.median(base),
+                        "ratios": values, "min": min(values), "median": med, "max": max(values),
+                        "result": "PASS" if ok else "MISS"})
+        return out
+
+    def rss(self):
+        labels = {
+            "direct": "clone-prod --source --target (db)",
+            "export": "clone-prod --source --out (db)",
+            "import": "clone-prod --bundle --target (db)",
+            "media_direct": "clone-prod media direct",
+            "media_export": "clone-prod --out --source-media",
+            "hash_media": "hash-media",
+            "direct_2x": "clone-prod db, data doubled",
+            "media_direct_2x": "clone-prod media, data doubled",
+        }
+        rows = []
+        for name, label in labels.items():
+            runs = self.runs[name]["warmup"] + self.runs[name]["rounds"]
+            hwm = [r.hwm_kb for r in runs if r.hwm_kb]
+            maxrss = [r.maxrss_kb for r in runs if r.maxrss_kb]
+            rows.append({"command": name, "label": label, "runs": len(runs),
+                         "vmhwm_max_kb": max(hwm) if hwm else None,
+                         "vmhwm_median_kb": statistics.median(hwm) if hwm else None,
+                         "ru_maxrss_max_kb": max(maxrss) if maxrss else None})
+        return rows
+
+    def report(self):
+        targets = self.ratios()
+        rss = self.rss()
+        by = {row["command"]: row for row in rss}
+        peak = max(row["vmhwm_max_kb"] or 0 for row in rss)
+        growth = {}
+        for base, doubled in (("direct", "direct_2x"), ("media_direct", "media_direct_2x")):
+            before = statistics.median([r.hwm_kb for r in self.runs[base]["rounds"]])
+            after = self.runs[doubled]["rounds"][0].hwm_kb
+            growth[base] = {"before_kb": before, "after_kb": after, "growth": after / before - 1}
+        worst = max(g["growth"] for g in growth.values())
+        t8 = {"peak_kb": peak, "peak_result": "PASS" if peak < RSS_LIMIT_MB * 1024 else "MISS",
+              "growth": growth, "growth_result": "PASS" if worst < GROWTH_LIMIT else "MISS"}
+        elapsed = time.monotonic() - START
+        src, dbl = self.data["source"], self.data["doubled"]
+        files, size = self.data["media_tree_first"]
+        scale_name = next((k for k, v in SCALES.items() if v == self.scale), f"{self.scale:g}")
+        media_mode = "clone-prod --media-only" if self.media_only else \
+            "--media-only not in this xtask yet, so database + media with an empty database pair"
+
+        def mib(kb):
+            return f"{kb / 1024:.1f}" if kb else "-"
+
+        print(f"NetPoint clone-prod benchmark: scale {scale_name} ({self.scale:g} of full), "
+              f"{self.rounds} round{'s' if self.rounds > 1 else ''} after 1 warm-up, {self.cores} cores")
+        print(f"xtask {self.revision}, dev profile ({self.xtask_built})")
+        print(f"database {human_bytes(src['database_bytes'])}: {CHANGELOG} {human_bytes(src['changelog_bytes'])}, "
+              f"other tables {human_bytes(src['other_bytes'])}; dump without changelog data "
+              f"{human_bytes(self.data['manual_sql_bytes'])}")
+        print(f"media {human_bytes(size)} in {files:,} files; media direct: {media_mode}")
+        print()
+        print(f"{'':4}{'comparison':<48}{'ours':>8}{'baseline':>10}  {'ratio min / median / max':<26}"
+              f"{'goal':<10}result")
+        for t in targets:
+            goal = f"{'>=' if t['goal_kind'] == 'min' else '<='} {t['goal']:g}"
+            spread = f"{t['min']:.2f} / {t['median']:.2f} / {t['max']:.2f}"
+            print(f"{t['id']:<4}{t['what']:<48}{t['ours_median_s']:>7.2f}s{t['baseline_median_s']:>9.2f}s  "
+                  f"{spread:<26}{goal:<10}{t['result']}")
+        print(f"{'T8':<4}{'peak RSS, any xtask command (MiB)':<48}{'':18}  "
+              f"{'max ' + mib(peak):<26}{'< ' + str(RSS_LIMIT_MB):<10}{t8['peak_result']}")
+        print(f"{'T8':<4}{'peak RSS growth with the data doubled':<48}{'':18}  "
+              f"{'max ' + format(worst * 100, '+.1f') + ' %':<26}{'< 10 %':<10}{t8['growth_result']}")
+        print()
+        print("seconds per command, median [min - max] over the rounds:")
+        steps = [
+            ("manual", "manual: pg_dump > f, dropdb, createdb, psql -f f"),
+            ("direct", "xtask clone-prod --source --target --yes"),
+            ("floor", f"pg_restore -j {self.cores} of the -Fd -Z0 dump"),
+            ("export", "xtask clone-prod --source --out"),
+            ("import", "xtask clone-prod --bundle --target --yes"),
+            ("tar_czf", "tar -czf x.tar.gz -C root netpoint/media/"),
+            ("tar_xf", "tar -xf x.tar.gz into a new directory"),
+            ("media_direct", "xtask clone-prod media direct"),
+            ("cp", "cp -a A B2"),
+            ("media_export", "xtask clone-prod --source TINY --out --source-media"),
+            ("sha256sum", "find -print0 | xargs -0 sha256sum"),
+            ("hash_media", "xtask hash-media"),
+        ]
+        for name, label in steps:
+            s = self.times(name)
+            print(f"  {label:<56}{statistics.median(s):>8.2f} [{min(s):.2f} - {max(s):.2f}]")
+        print()
+        print("peak RSS of xtask in MiB, highest of all runs (warm-ups included):")
+        print(f"  {'command':<40}{'VmHWM':>8}{'ru_maxrss':>11}{'runs':>6}")
+        for row in rss:
+            print(f"  {row['label']:<40}{mib(row['vmhwm_max_kb']):>8}{mib(row['ru_maxrss_max_kb']):>11}"
+                  f"{row['runs']:>6}")
+        print(f"  (VmHWM: polled every 20 ms. ru_maxrss: from wait4, also counts the pg_dump/psql xtask waited "
+              f"for, never below {mib(self.rss_floor_kb)} MiB)")
+        print()
+        print(f"data doubled at scale {scale_name}: database {human_bytes(src['database_bytes'])} -> "
+              f"{human_bytes(dbl['database_bytes'])}, media {human_bytes(size)} -> "
+              f"{human_bytes(self.data['media_tree_doubled'][1])}")
+        for key, g in growth.items():
+            print(f"  {by[key]['label']:<40}{mib(g['before_kb']):>8} -> {mib(g['after_kb'])} MiB "
+                  f"({g['growth'] * 100:+.1f} %)")
+        print(f"elapsed {elapsed / 60:.1f} min")
+
+        if self.args.json:
+            result = {
+                "scale": self.scale, "scale_name": scale_name, "rounds": self.rounds, "cores": self.cores,
+                "xtask": {"revision": self.revision, "media_only": self.media_only},
+                "ru_maxrss_floor_kb": self.rss_floor_kb,
+                "data": {"source": src, "doubled": dbl, "manual_sql_bytes": self.data["manual_sql_bytes"],
+                         "media_files": files, "media_bytes": size,
+                         "media_doubled": list(self.data["media_tree_doubled"])},
+                "targets": targets,
+                "t8": t8,
+                "rss": rss,
+                "runs": {name: {k: [r.as_json() for r in v] for k, v in slot.items()}
+                         for name, slot in self.runs.items()},
+                "elapsed_s": round(elapsed, 1),
+            }
+            Path(self.args.json).write_text(json.dumps(result, indent=2) + "\n")
+        return 0
+
+
+# ---------------------------------------------------------------------- media
+
+MEDIA_LAYOUT = [  # (share of files, subdirectory, name pattern)
+    (0.72, "image-attachments", "{kind}_{n}_{label}.{ext}"),
+    (0.08, "image-attachments/archive/{year}", "{kind}_{n}_{label}_before_refresh.{ext}"),
+    (0.16, "devicetype-images", "{vendor}-{model}-{n}.{side}.png"),
+    (0.04, "devicetype-images/legacy", "{vendor}-{model}-{n}.{side}.png"),
+]
+
+
+def write_media(media, files, total, seed, batch):
+    """Random, incompressible files (like JPEG/PNG) with lognormal sizes summing to `total`."""
+    rng = random.Random(seed)
+    sigma = 1.0
+    mean = total / files
+    mu = math.log(mean) - sigma * sigma / 2
+    sizes = [min(max(int(rng.lognormvariate(mu, sigma)), 2048), 40 * MB) for _ in range(files)]
+    factor = total / sum(sizes)
+    sizes = [max(1024, int(s * factor)) for s in sizes]
+    sizes[-1] = max(1024, sizes[-1] + total - sum(sizes))
+    labels = ["front", "rear", "serial label", "floorplan", "entrance photo", "cabling", "patch panel"]
+    vendors = ["kestrel", "northgate", "corvid", "halden", "aster"]
+    counts = [round(files * share) for share, _, _ in MEDIA_LAYOUT[:-1]]
+    counts.append(files - sum(counts))
+    n = 0
+    for count, (_, subdir, pattern) in zip(counts, MEDIA_LAYOUT):
+        for _ in range(count):
+            uid = batch * 10_000_000 + n
+            fields = {
+                "kind": rng.choice(["rack", "device", "site", "location"]), "n": uid,
+                "label": rng.choice(labels), "ext": rng.choice(["jpg", "jpg", "png"]),
+                "year": rng.choice([2021, 2022, 2023]), "vendor": rng.choice(vendors),
+                "model": f"x{rng.randrange(100, 9999)}", "side": rng.choice(["front", "rear"]),
+            }
+            path = media / subdir.format(**fields) / pattern.format(**fields)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            left = sizes[n]
+            with open(path, "wb") as f:
+                while left:
+                    chunk = min(left, 4 * MB)
+                    f.write(rng.randbytes(chunk))
+                    left -= chunk
+            n += 1
+
+
+# ------------------------------------------------------------------- database
+
+def inflate_sql(c, batch):
+    """One batch of NetPoint-shaped rows, appended after the existing ids; FK-consistent by construction."""
+    per_site_devices = RACKS_PER_SITE * DEVICES_PER_RACK
+    half = c["interfaces"] // 2
+    return f"""
+-- Triggers (and so the deferred FK checks) are off while filling; every load later
+-- re-creates each foreign key, which checks all rows.
+set session_replication_role = replica;
+set synchronous_commit = off;
+begin;
+create temp table ref on commit drop as select
+  (select coalesce(max(id), 0) from public.dcim_site) as site0,
+  (select coalesce(max(id), 0) from public.dcim_rack) as rack0,
+  (select coalesce(max(id), 0) from public.dcim_device) as dev0,
+  (select coalesce(max(id), 0) from public.dcim_interface) as if0,
+  (select coalesce(max(id), 0) from public.dcim_cable) as cab0,
+  (select coalesce(max(id), 0) from public.ipam_ipaddress) as ip0,
+  (select coalesce(max(id), 0) from public.ipam_vlan) as vlan0,
+  (select array_agg(id order by id) from public.dcim_region) as regions,
+  (select array_agg(id order by id) from public.tenancy_tenant) as tenants,
+  (select array_agg(id order by id) from public.dcim_devicetype) as dtypes,
+  (select array_agg(id order by id) from public.dcim_devicerole) as roles,
+  (select array_agg(id order by id) from public.dcim_platform) as platforms,
+  (select array_agg(id order by id) from public.ipam_vrf) as vrfs,
+  (select array_agg(id order by id) from public.extras_tag) as tags,
+  (select array_agg(id order by id) from public.users_user) as users,
+  (select array_agg(username::text order by id) from public.users_user) as usernames,
+  (select id from public.django_content_type where app_label = 'dcim' and model = 'device') as ct_device,
+  (select id from public.django_content_type where app_label = 'dcim' and model = 'interface') as ct_interface,
+  (select id from public.django_content_type where app_label = 'dcim' and model = 'rack') as ct_rack,
+  (select id from public.django_content_type where app_label = 'ipam' and model = 'ipaddress') as ct_ip,
+  timestamptz '2023-03-01 00:00:00+00' + interval '{batch * 400} days' as t0;
+
+insert into public.dcim_site (id, created, last_updated, custom_field_data, name, slug, status, facility,
+  time_zone, description, physical_address, shipping_address, latitude, longitude, comments, region_id, tenant_id)
+select r.site0 + g, r.t0 + g * interval '1 hour', r.t0 + g * interval '3 hours',
+  jsonb_build_object('noc_phone', '+49 69 555 ' || lpad((g % 10000)::text, 4, '0'), 'power_feeds', 1 + g % 4),
+  'Site ' || (r.site0 + g), 'site-' || (r.site0 + g), 'active', 'HALL-' || (g % 20), 'Europe/Berlin',
+  'Colocation site ' || (r.site0 + g), g || ' Example Street, 60314 Frankfurt', '',
+  round(40 + (g % 1000) / 100.0, 6), round((g % 3000) / 100.0, 6), '',
+  r.regions[1 + g % cardinality(r.regions)],
+  case when g % 3 = 0 then null else r.tenants[1 + g % cardinality(r.tenants)] end
+from ref r, generate_series(1, {c['sites']}) g;
+
+insert into public.dcim_rack (id, created, last_updated, custom_field_data, name, facility_id, status, serial,
+  asset_tag, width, u_height, starting_unit, desc_units, outer_depth, comments, description, site_id, location_id,
+  tenant_id)
+select r.rack0 + k, r.t0 + k * interval '5 minutes', r.t0 + k * interval '9 minutes', '{{}}',
+  'R' || lpad(((k - 1) % {RACKS_PER_SITE} + 1)::text, 2, '0'), 'F' || (r.rack0 + k), 'active',
+  'RK' || lpad((r.rack0 + k)::text, 8, '0'), 'RK-' || (r.rack0 + k), 19, 42, 1, false, 1200, '', '',
+  r.site0 + 1 + (k - 1) / {RACKS_PER_SITE}, null, null
+from ref r, generate_series(1, {c['racks']}) k;
+
+insert into public.ipam_vlan (id, created, last_updated, custom_field_data, vid, name, status, description,
+  comments, site_id, tenant_id)
+select r.vlan0 + v, r.t0 + v * interval '1 minute', r.t0 + v * interval '1 minute', '{{}}',
+  100 + (v - 1) % {VLANS_PER_SITE}, 'vlan' || (100 + (v - 1) % {VLANS_PER_SITE}), 'active', '', '',
+  r.site0 + 1 + (v - 1) / {VLANS_PER_SITE}, null
+from ref r, generate_series(1, {c['vlans']}) v;
+
+insert into public.dcim_device (id, created, last_updated, custom_field_data, local_context_data, name, serial,
+  asset_tag, "position", face, status, airflow, description, comments, device_type_id, role_id, platform_id,
+  site_id, location_id, rack_id, tenant_id, primary_ip4_id, primary_ip6_id, interface_count)
+select r.dev0 + k, r.t0 + k * interval '61 seconds', r.t0 + k * interval '97 seconds',
+  jsonb_build_object('warranty_end', (date '2026-01-01' + k % 900)::text, 'support_contract', 'SC-' || (40000 + k)),
+  case when k % 4 = 0 then jsonb_build_object(
+    'bgp', jsonb_build_object('asn', 65000 + k % 500, 'router_id', host('10.255.0.0'::inet + k)),
+    'syslog', jsonb_build_object('host', '10.10.0.250', 'port', 514, 'facility', 'local6'),
+    'ntp_servers', jsonb_build_array('10.10.0.5', '10.10.0.6')) end,
+  'dev' || (r.dev0 + k), 'SN' || upper(substr(md5(k::text || '{batch}'), 1, 10)), 'DA-' || (r.dev0 + k),
+  1 + ((k - 1) % {DEVICES_PER_RACK}) * 6, 'front', 'active', 'front-to-rear', '', '',
+  r.dtypes[1 + k % cardinality(r.dtypes)], r.roles[1 + k % cardinality(r.roles)],
+  r.platforms[1 + k % cardinality(r.platforms)],
+  r.site0 + 1 + (k - 1) / {per_site_devices}, null, r.rack0 + 1 + (k - 1) / {DEVICES_PER_RACK},
+  case when k % 5 = 0 then r.tenants[1 + k % cardinality(r.tenants)] end,
+  r.ip0 + k, null, {INTERFACES_PER_DEVICE}
+from ref r, generate_series(1, {c['devices']}) k;
+
+insert into public.dcim_interface (id, created, last_updated, custom_field_data, name, label, type, enabled,
+  mgmt_only, mtu, mac_address, speed, duplex, mode, description, mark_connected, cable_end, device_id, lag_id,
+  parent_id, untagged_vlan_id, vrf_id, cable_id)
+select r.if0 + i, r.t0 + i * interval '7 seconds', r.t0 + i * interval '11 seconds', '{{}}',
+  case when j = 0 then 'mgmt0' else 'et-0/0/' || (j - 1) end,
+  case when j = 0 then 'MGMT' else '' end,
+  case when j = 0 then '1000base-t' else (array['10gbase-x-sfpp', '25gbase-x-sfp28', '100gbase-x-qsfp28'])[1 + j % 3] end,
+  i % 17 <> 0, j = 0, case when j = 0 then 1500 else 9216 end,
+  ('02' || lpad(to_hex(r.if0 + i), 10, '0'))::macaddr,
+  case when j = 0 then 1000000 else 25000000 end, case when j = 0 then 'full' end,
+  case when i % 3 = 1 then 'access' when i % 3 = 2 then 'tagged' else '' end,
+  case when i % 4 = 0 then 'uplink to ' || 'dev' || (r.dev0 + 1 + (i + {half}) / {INTERFACES_PER_DEVICE}) else '' end,
+  false,
+  case when i <= {c['cables']} then 'A' when i > {half} and i <= {half} + {c['cables']} then 'B' else '' end,
+  r.dev0 + 1 + (i - 1) / {INTERFACES_PER_DEVICE}, null, null,
+  case when i % 3 = 1 then r.vlan0 + ((i - 1) / {INTERFACES_PER_DEVICE * per_site_devices}) * {VLANS_PER_SITE}
+                          + 1 + i % {VLANS_PER_SITE} end,
+  case when i % 10 = 0 then r.vrfs[1 + i % cardinality(r.vrfs)] end,
+  case when i <= {c['cables']} then r.cab0 + i
+       when i > {half} and i <= {half} + {c['cables']} then r.cab0 + i - {half} end
+from ref r, generate_series(1, {c['interfaces']}) i,
+  lateral (select (i - 1) % {INTERFACES_PER_DEVICE} as j) jj;
+
+insert into public.dcim_cable (id, created, last_updated, custom_field_data, type, status, label, color, length,
+  length_unit, description, comments, tenant_id, a_interface_id, b_interface_id)
+select r.cab0 + c, r.t0 + c * interval '13 seconds', r.t0 + c * interval '17 seconds', '{{}}',
+  (array['smf', 'mmf-om4', 'dac-active', 'cat6'])[1 + c % 4], 'connected', 'C' || lpad((r.cab0 + c)::text, 7, '0'),
+  (array['f5d300', '111111', '2196f3', 'ff5722'])[1 + c % 4], round(1 + (c % 300) / 10.0, 2), 'm', '', '',
+  case when c % 7 = 0 then r.tenants[1 + c % cardinality(r.tenants)] end, r.if0 + c, r.if0 + {half} + c
+from ref r, generate_series(1, {c['cables']}) c;
+
+insert into public.ipam_ipaddress (id, created, last_updated, custom_field_data, address, status, role, dns_name,
+  description, comments, assigned_object_type_id, assigned_object_id, nat_inside_id, vrf_id, tenant_id)
+select r.ip0 + a, r.t0 + a * interval '19 seconds', r.t0 + a * interval '23 seconds', '{{}}',
+  case when a <= {c['devices']} then set_masklen('10.0.0.0'::inet + (r.ip0 + a), 16)
+       when a % 5 = 0 then set_masklen('fd00::'::inet + (r.ip0 + a), 64)
+       else set_masklen('100.64.0.0'::inet + (r.ip0 + a), 24) end,
+  'active', case when a % 50 = 0 then 'vip' else '' end,
+  case when a <= {c['devices']} then 'dev' || (r.dev0 + a) || '.mgmt.netpoint.example' else '' end,
+  case when a % 6 = 0 then 'service address ' || a else '' end, '',
+  r.ct_interface,
+  case when a <= {c['devices']} then r.if0 + (a - 1) * {INTERFACES_PER_DEVICE} + 1
+       else r.if0 + 1 + ((a - {c['devices']}) * 7) % {c['interfaces']} end,
+  null, case when a % 10 = 0 then r.vrfs[1 + a % cardinality(r.vrfs)] end,
+  case when a % 9 = 0 then r.tenants[1 + a % cardinality(r.tenants)] end
+from ref r, generate_series(1, {c['ips']}) a;
+
+insert into public.ipam_prefix (created, last_updated, custom_field_data, prefix, status, is_pool, mark_utilized,
+  description, comments, _depth, _children, site_id, vlan_id, vrf_id, tenant_id)
+select r.t0 + p * interval '29 seconds', r.t0 + p * interval '31 seconds', '{{}}',
+  set_masklen('10.0.0.0'::inet + ((r.ip0 / 256 + p)::bigint * 256), 24)::cidr, 'active', false, false,
+  'subnet ' || p, '', 1, 0, r.site0 + 1 + (p - 1) / {PREFIXES_PER_SITE},
+  case when p % 2 = 0 then r.vlan0 + ((p - 1) / {PREFIXES_PER_SITE}) * {VLANS_PER_SITE} + 1 + p % {VLANS_PER_SITE} end,
+  case when p % 10 = 0 then r.vrfs[1 + p % cardinality(r.vrfs)] end, null
+from ref r, generate_series(1, {c['prefixes']}) p;
+
+insert into public.extras_taggeditem (object_id, content_type_id, tag_id)
+select r.dev0 + k, r.ct_device, r.tags[1 + (k + 3 * t) % cardinality(r.tags)]
+from ref r, generate_series(1, {c['devices']}) k, generate_series(0, 1) t
+union all
+select r.if0 + i, r.ct_interface, r.tags[1 + i % cardinality(r.tags)]
+from ref r, generate_series(3, {c['interfaces']}, 3) i
+union all
+select r.ip0 + a, r.ct_ip, r.tags[1 + a % cardinality(r.tags)]
+from ref r, generate_series(4, {c['ips']}, 4) a;
+
+insert into public.extras_imageattachment (created, last_updated, object_id, image, image_height, image_width,
+  name, content_type_id)
+select r.t0 + m * interval '1 hour', r.t0 + m * interval '1 hour',
+  case when m % 2 = 0 then r.rack0 + 1 + m % {c['racks']} else r.dev0 + 1 + m % {c['devices']} end,
+  'image-attachments/' || case when m % 2 = 0 then 'rack' else 'device' end || '_' || ({batch * 10_000_000} + m)
+    || '_front.jpg', 1080, 1920, 'Front',
+  case when m % 2 = 0 then r.ct_rack else r.ct_device end
+from ref r, generate_series(1, {c['image_attachments']}) m;
+
+-- The changelog: serialized interfaces before and after each change, as NetPoint writes them.
+-- Snapshots start from a pool of 2,000 serialized interfaces; each row then gets its own
+-- object, device, description and times.
+create temp table snapshot (p integer primary key, snap jsonb not null) on commit drop;
+insert into snapshot
+select p, jsonb_build_object(
+    'id', p, 'url', '/api/dcim/interfaces/' || p || '/', 'display', 'et-0/0/' || (p % 48),
+    'device', jsonb_build_object('id', p, 'url', '/api/dcim/devices/' || p || '/', 'name', 'dev' || p,
+                                 'display', 'dev' || p),
+    'name', 'et-0/0/' || (p % 48), 'label', '', 'type', '25gbase-x-sfp28', 'enabled', true,
+    'parent', null, 'bridge', null, 'lag', null, 'mtu', 9216,
+    'mac_address', upper(substr(md5(p::text), 1, 12)), 'speed', 25000000, 'duplex', null, 'wwn', null,
+    'mgmt_only', false, 'description', '', 'mode', 'access',
+    'untagged_vlan', jsonb_build_object('id', 100 + p % 50, 'vid', 100 + p % 50, 'name', 'vlan' || (100 + p % 50)),
+    'tagged_vlans', '[]'::jsonb, 'mark_connected', false,
+    'cable', jsonb_build_object('id', p * 37, 'url', '/api/dcim/cables/' || (p * 37) || '/',
+                                'label', 'C' || lpad((p * 37)::text, 7, '0')),
+    'cable_end', 'A', 'link_peers_type', 'dcim.interface',
+    'link_peers', jsonb_build_array(jsonb_build_object('id', p + 1, 'name', 'et-0/0/' || ((p + 1) % 48),
+                                                       'device', jsonb_build_object('id', p + 1))),
+    'vrf', null, 'l2vpn_termination', null,
+    'tags', jsonb_build_array(jsonb_build_object('id', 1 + p % 8, 'slug', 'tag-' || (1 + p % 8))),
+    'custom_fields', jsonb_build_object('circuit_ref', 'CR-' || (p * 7 % 99991), 'patch_position',
+                                        'PP' || (p % 48) || '-' || (p % 24), 'notes', md5(p::text || 'n')),
+    'created', timestamptz '2022-06-01 00:00:00+00' + p * interval '1 hour') as snap
+from generate_series(0, 1999) p;
+
+insert into public.extras_objectchange (time, user_name, request_id, action, changed_object_id,
+  related_object_id, object_repr, prechange_data, postchange_data, changed_object_type_id,
+  related_object_type_id, user_id)
+select t, r.usernames[u], md5('request' || (g / 3) || '/{batch}')::uuid, act, obj, dev,
+  'dev' || dev || ' et-0/0/' || (g % 48),
+  case when act = 'create' then null else pre end,
+  case when act = 'delete' then null
+       else pre || jsonb_build_object('description', 'moved to ' || md5(g::text || 'post'),
+                                      'last_updated', t, 'enabled', g % 13 <> 0) end,
+  r.ct_interface, r.ct_device, r.users[u]
+from ref r, generate_series(1, {c['changes']}) g,
+  lateral (select 1 + g % cardinality(r.users) as u, r.t0 + g * interval '23 seconds' as t,
+                  case when g % 10 < 6 then 'update' when g % 10 < 9 then 'create' else 'delete' end as act,
+                  r.if0 + 1 + (g::bigint * 7919) % {c['interfaces']} as obj,
+                  r.dev0 + 1 + ((g::bigint * 7919) % {c['interfaces']}) / {INTERFACES_PER_DEVICE} as dev) k,
+  lateral (select s.snap || jsonb_build_object(
+             'id', obj, 'url', '/api/dcim/interfaces/' || obj || '/',
+             'device', jsonb_build_object('id', dev, 'url', '/api/dcim/devices/' || dev || '/',
+                                          'name', 'dev' || dev, 'display', 'dev' || dev),
+             'description', substr(md5(g::text), 1, 8 + g % 24),
+             'last_updated', t - interval '9 days') as pre
+           from snapshot s where s.p = g % 2000 offset 0) v;
+
+do $$
+declare t record;
+begin
+  for t in select table_schema, table_name, column_name from information_schema.columns
+           where table_schema = 'public' and is_identity = 'YES' loop
+    execute format('select setval(pg_get_serial_sequence(%L, %L), coalesce((select max(%I) from %I.%I), 0) + 1, false)',
+                   t.table_schema || '.' || t.table_name, t.column_name, t.column_name, t.table_schema, t.table_name);
+  end loop;
+end $$;
+commit;
+"""
+
+
+# ----------------------------------------------------------------------- main
+
+def parse_scale(value):
+    if value in SCALES:
+        return SCALES[value]
+    try:
+        scale = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError("use quick, full or a number (the fraction of full, e.g. 0.25)")
+    if not 0.001 <= scale <= 10:
+        raise argparse.ArgumentTypeError("a numeric scale is a fraction of full between 0.001 and 10")
+    return scale
+
+
+def main():
+    parser = argparse.ArgumentParser(
+        description="Side-by-side benchmark of cargo xtask clone-prod against the manual procedure "
+                    "(not part of the test suite).")
+    parser.add_argument("--scale", type=parse_scale, default="full", metavar="quick|full|N",
+                        help="data size: full (2 GiB database, 2.5 GiB media), quick (1/20 of that) or N, "
+                             "a fraction of full [default: full]")
+    parser.add_argument("--rounds", type=int, default=3, metavar="R",
+                        help="measured rounds per comparison, after one warm-up [default: 3]")
+    parser.add_argument("--keep", action="store_true",
+                        help="keep the container, the data and the work directory at the end")
+    parser.add_argument("--json", metavar="FILE", help="also write the results to FILE as JSON")
+    parser.add_argument("--workdir", metavar="DIR",
+                        help="where the work directory (media, dumps, bundles) is created [default: /tmp]")
+    args = parser.parse_args()
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
+    if args.json and not Path(args.json).resolve().parent.is_dir():
+        parser.error(f"--json: the directory of {args.json} does not exist")
+
+    bench = Bench(args)
+
+    def terminate(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, terminate)
+    try:
+        return bench.run()
+    except (Fail, OSError) as err:
+        print(f"bench: error: {bench.mask(str(err))}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("bench: interrupted, cleaning up", file=sys.stderr)
+        return 130
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        bench.cleanup()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
