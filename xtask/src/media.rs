@@ -8,6 +8,7 @@ use std::{
     io::{self, Read, Write},
     os::unix::{ffi::OsStrExt, fs::PermissionsExt},
     path::{Component, Path, PathBuf},
+    sync::mpsc,
 };
 
 use anyhow::{bail, Context};
@@ -16,8 +17,6 @@ use sha2::{Digest, Sha256};
 
 /// Where a tar archive keeps the media, as `tar -czf x netpoint/media/` from an installation root.
 pub const ARCHIVE_PREFIX: &str = "netpoint/media/";
-
-const CHUNK: usize = 256 * 1024;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Kind {
@@ -138,8 +137,10 @@ fn link_stays_inside(rel: &Path, target: &Path) -> bool {
     true
 }
 
-/// Copies the tree at `src` into the new directory `dst`, hashing each file as it is read,
-/// then reads every copy back and checks it against the source's hash.
+/// Copies the tree at `src` into the new directory `dst`, hashing each file as it is read.
+/// Every piece written is read back through a second descriptor opened on the copy and compared
+/// with the source bytes, so a copy that differs anywhere is caught without a second pass over
+/// the tree or a second hash.
 pub fn copy_verified(
     src: &Path,
     entries: &[Entry],
@@ -161,33 +162,50 @@ pub fn copy_verified(
     let hashed: Vec<Hashed> = entries
         .par_iter()
         .filter(|entry| matches!(entry.kind, Kind::File { .. }))
-        .map(|entry| {
-            let from = src.join(&entry.rel);
-            let to = dst.join(&entry.rel);
-            let hashed = copy_file_hashed(&from, &to, &entry.rel)?;
-            let copied = hash_file(&to).with_context(|| format!("verifying {}", to.display()))?;
-            if copied != hashed.sha256 {
-                bail!("copy of {} does not match its source (SHA-256 differs): disk or filesystem fault", from.display());
-            }
-            on_file(hashed.size);
-            Ok(hashed)
-        })
+        .map_init(
+            || (read_buffer(), read_buffer()),
+            |(buf, back), entry| {
+                let from = src.join(&entry.rel);
+                let to = dst.join(&entry.rel);
+                let hashed = copy_file_verified(&from, &to, &entry.rel, buf, back)?;
+                on_file(hashed.size);
+                Ok(hashed)
+            },
+        )
         .collect::<anyhow::Result<_>>()?;
     copy_dir_modes(src, entries, dst)?;
     Ok(hashed)
 }
 
-fn copy_file_hashed(from: &Path, to: &Path, rel: &Path) -> anyhow::Result<Hashed> {
+/// Bytes per read: large enough that syscalls cost nothing, small enough to hash from cache.
+const READ_BUF: usize = 256 * 1024;
+
+fn read_buffer() -> Vec<u8> {
+    vec![0; READ_BUF]
+}
+
+fn copy_file_verified(
+    from: &Path,
+    to: &Path,
+    rel: &Path,
+    buf: &mut [u8],
+    back: &mut [u8],
+) -> anyhow::Result<Hashed> {
     let mut input = File::open(from).with_context(|| format!("reading {}", from.display()))?;
     let meta = input.metadata()?;
     let mut output = File::create_new(to).with_context(|| format!("writing {}", to.display()))?;
+    let mut copy = File::open(to).with_context(|| format!("verifying {}", to.display()))?;
+    let differs = || {
+        anyhow::anyhow!(
+            "copy of {} does not match its source (read back differently): disk or filesystem fault",
+            from.display()
+        )
+    };
     let mut hasher = Sha256::new();
-    let mut buf = vec![0; CHUNK];
     let mut size = 0;
     loop {
-        let n = input
-            .read(&mut buf)
-            .with_context(|| format!("reading {}", from.display()))?;
+        let n =
+            read_some(&mut input, buf).with_context(|| format!("reading {}", from.display()))?;
         if n == 0 {
             break;
         }
@@ -195,7 +213,17 @@ fn copy_file_hashed(from: &Path, to: &Path, rel: &Path) -> anyhow::Result<Hashed
         output
             .write_all(&buf[..n])
             .with_context(|| format!("writing {}", to.display()))?;
+        match copy.read_exact(&mut back[..n]) {
+            Ok(()) if back[..n] == buf[..n] => {}
+            Err(err) if err.kind() != io::ErrorKind::UnexpectedEof => {
+                return Err(err).with_context(|| format!("verifying {}", to.display()))
+            }
+            _ => return Err(differs()),
+        }
         size += n as u64;
+    }
+    if copy.metadata()?.len() != size {
+        return Err(differs());
     }
     output.set_permissions(meta.permissions())?;
     if let Ok(modified) = meta.modified() {
@@ -228,9 +256,10 @@ pub fn hash_all(
             Kind::File { size } => Some((entry, size)),
             _ => None,
         })
-        .map(|(entry, size)| {
+        .map_init(read_buffer, |buf, (entry, size)| {
             let path = root.join(&entry.rel);
-            let sha256 = hash_file(&path).with_context(|| format!("hashing {}", path.display()))?;
+            let sha256 = hash_file_with(&path, buf)
+                .with_context(|| format!("hashing {}", path.display()))?;
             on_file(size);
             Ok(Hashed {
                 rel: entry.rel.clone(),
@@ -242,17 +271,37 @@ pub fn hash_all(
 }
 
 pub fn hash_file(path: &Path) -> io::Result<String> {
-    let mut file = File::open(path)?;
+    hash_file_with(path, &mut read_buffer())
+}
+
+fn hash_file_with(path: &Path, buf: &mut [u8]) -> io::Result<String> {
     let mut hasher = Sha256::new();
-    let mut buf = vec![0; CHUNK];
+    read_file(path, buf, |data| hasher.update(data))?;
+    Ok(hex(&hasher.finalize()))
+}
+
+fn read_some(file: &mut File, buf: &mut [u8]) -> io::Result<usize> {
     loop {
-        let n = file.read(&mut buf)?;
+        match file.read(buf) {
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+            result => return result,
+        }
+    }
+}
+
+/// Reads a whole file through `buf`, handing each piece to `each`; returns its length.
+fn read_file(path: &Path, buf: &mut [u8], mut each: impl FnMut(&[u8])) -> io::Result<u64> {
+    let mut file = File::open(path)?;
+    let mut size = 0;
+    loop {
+        let n = read_some(&mut file, buf)?;
         if n == 0 {
             break;
         }
-        hasher.update(&buf[..n]);
+        each(&buf[..n]);
+        size += n as u64;
     }
-    Ok(hex(&hasher.finalize()))
+    Ok(size)
 }
 
 pub fn hex(bytes: &[u8]) -> String {
@@ -363,14 +412,37 @@ pub fn verify(
 
 /// Writes the tree as a gzip tar with members under `netpoint/media/`, hashing each file
 /// while it is read. Returns the hashes for `media.sha256`.
+///
+/// The tar stream is cut into pieces compressed on every core and written, by a thread of
+/// their own, as consecutive gzip members, which `gzip -d`, `tar -xzf` and [`extract_archive`]
+/// read as one stream.
 pub fn write_archive(
     root: &Path,
     entries: &[Entry],
-    out: impl Write,
+    out: impl Write + Send,
     on_file: &dyn Fn(u64),
 ) -> anyhow::Result<Vec<Hashed>> {
-    let gz = flate2::write::GzEncoder::new(out, flate2::Compression::fast());
-    let mut tar = tar::Builder::new(gz);
+    let (to_writer, compressed) = mpsc::channel();
+    let (recycle, recycled) = mpsc::channel();
+    std::thread::scope(|scope| {
+        let writer = scope.spawn(move || write_members(out, compressed, recycle));
+        let archived = write_tar(root, entries, GzMembers::new(to_writer, recycled), on_file);
+        match writer.join() {
+            Ok(Ok(())) => archived,
+            // The writer's error is why the tar side stopped too.
+            Ok(Err(err)) => Err(err).context("writing the media archive"),
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+    })
+}
+
+fn write_tar(
+    root: &Path,
+    entries: &[Entry],
+    members: GzMembers,
+    on_file: &dyn Fn(u64),
+) -> anyhow::Result<Vec<Hashed>> {
+    let mut tar = tar::Builder::new(members);
     tar.mode(tar::HeaderMode::Complete);
     tar.follow_symlinks(false);
     tar.append_dir("netpoint/", root)
@@ -385,60 +457,276 @@ pub fn write_archive(
             Kind::Dir => tar.append_dir(&name, &path)?,
             Kind::Symlink { .. } => tar.append_path_with_name(&path, &name)?,
             Kind::File { .. } => {
-                let file =
+                let mut file =
                     File::open(&path).with_context(|| format!("reading {}", path.display()))?;
                 let meta = file.metadata()?;
                 let mut header = tar::Header::new_gnu();
                 header.set_metadata_in_mode(&meta, tar::HeaderMode::Complete);
-                let mut reader = HashingReader {
-                    inner: file,
-                    hasher: Sha256::new(),
-                    size: 0,
-                };
-                tar.append_data(&mut header, &name, &mut reader)
+                // The header (and a long-name entry when needed) from tar, then the data read
+                // straight into the stream rather than through `io::copy`'s small buffer.
+                tar.append_data(&mut header, &name, io::empty())
                     .with_context(|| format!("archiving {}", path.display()))?;
-                if reader.size != meta.len() {
+                let mut hasher = Sha256::new();
+                let same_size = tar
+                    .get_mut()
+                    .append_file(&mut file, meta.len(), &mut hasher)
+                    .with_context(|| format!("archiving {}", path.display()))?;
+                if !same_size {
                     bail!(
                         "{} changed while it was archived: run again",
                         path.display()
                     );
                 }
-                on_file(reader.size);
+                on_file(meta.len());
                 hashed.push(Hashed {
                     rel: entry.rel.clone(),
-                    sha256: hex(&reader.hasher.finalize()),
-                    size: reader.size,
+                    sha256: hex(&hasher.finalize()),
+                    size: meta.len(),
                 });
             }
         }
     }
-    let gz = tar.into_inner().context("finishing the media archive")?;
-    gz.finish()
-        .context("finishing the media archive")?
-        .flush()?;
+    tar.into_inner()
+        .and_then(GzMembers::finish)
+        .context("finishing the media archive")?;
     Ok(hashed)
 }
 
-struct HashingReader<R> {
-    inner: R,
-    hasher: Sha256,
-    size: u64,
+/// Bytes of tar stream per gzip member.
+const MEMBER: usize = 4 << 20;
+
+/// A member's number, the piece it came from (for reuse) and the member.
+type Compressed = (u64, Vec<u8>, io::Result<Vec<u8>>);
+
+/// Cuts what is written into `MEMBER`-byte pieces and gzips them on the rayon pool for
+/// [`write_members`]. Two pieces more than there are threads (eight at most) are in flight, so
+/// memory stays flat however large the tree.
+struct GzMembers {
+    /// Always `MEMBER` bytes long; `filled` of them are stream.
+    piece: Vec<u8>,
+    filled: usize,
+    submitted: u64,
+    in_flight: u64,
+    max_in_flight: u64,
+    free: Vec<(Vec<u8>, Vec<u8>)>,
+    to_writer: mpsc::Sender<Compressed>,
+    recycled: mpsc::Receiver<(Vec<u8>, Vec<u8>)>,
 }
 
-impl<R: Read> Read for HashingReader<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.hasher.update(&buf[..n]);
-        self.size += n as u64;
+impl GzMembers {
+    fn new(
+        to_writer: mpsc::Sender<Compressed>,
+        recycled: mpsc::Receiver<(Vec<u8>, Vec<u8>)>,
+    ) -> Self {
+        GzMembers {
+            piece: vec![0; MEMBER],
+            filled: 0,
+            submitted: 0,
+            in_flight: 0,
+            max_in_flight: (rayon::current_num_threads() as u64 + 2).min(8),
+            free: Vec::new(),
+            to_writer,
+            recycled,
+        }
+    }
+
+    /// Reads `size` bytes of `file` into the stream, then the tar padding. False when the file
+    /// is not `size` bytes long (any more).
+    fn append_file(&mut self, file: &mut File, size: u64, hasher: &mut Sha256) -> io::Result<bool> {
+        let mut left = size;
+        while left > 0 {
+            if self.filled == MEMBER {
+                self.submit()?;
+            }
+            let room = (MEMBER - self.filled)
+                .min(READ_BUF)
+                .min(usize::try_from(left).unwrap_or(usize::MAX));
+            let target = &mut self.piece[self.filled..self.filled + room];
+            let n = read_some(file, target)?;
+            if n == 0 {
+                return Ok(false);
+            }
+            hasher.update(&target[..n]);
+            self.filled += n;
+            left -= n as u64;
+        }
+        let padding = (512 - size % 512) % 512;
+        self.write_all(&[0; 512][..padding as usize])?;
+        Ok(read_some(file, &mut [0])? == 0)
+    }
+
+    fn submit(&mut self) -> io::Result<()> {
+        while self.in_flight >= self.max_in_flight {
+            let buffers = recv_in_pool(&self.recycled)?;
+            self.free.push(buffers);
+            self.in_flight -= 1;
+        }
+        let (fresh, mut member) = self
+            .free
+            .pop()
+            .unwrap_or_else(|| (vec![0; MEMBER], Vec::new()));
+        let piece = std::mem::replace(&mut self.piece, fresh);
+        let len = std::mem::take(&mut self.filled);
+        let (number, to_writer) = (self.submitted, self.to_writer.clone());
+        self.submitted += 1;
+        self.in_flight += 1;
+        rayon::spawn(move || {
+            let result = gzip_member(&piece[..len], &mut member).map(|()| member);
+            let _ = to_writer.send((number, piece, result));
+        });
+        Ok(())
+    }
+
+    /// Waits until every piece is written: a pool thread must not go on to wait for the writer
+    /// while pieces it should compress are still queued behind it.
+    fn drain(&mut self) -> io::Result<()> {
+        while self.in_flight > 0 {
+            recv_in_pool(&self.recycled)?;
+            self.in_flight -= 1;
+        }
+        Ok(())
+    }
+
+    fn finish(mut self) -> io::Result<()> {
+        if self.filled > 0 {
+            self.submit()?;
+        }
+        self.drain()
+    }
+}
+
+impl Drop for GzMembers {
+    fn drop(&mut self) {
+        let _ = self.drain();
+    }
+}
+
+impl Write for GzMembers {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.filled == MEMBER {
+            self.submit()?;
+        }
+        let n = buf.len().min(MEMBER - self.filled);
+        self.piece[self.filled..self.filled + n].copy_from_slice(&buf[..n]);
+        self.filled += n;
         Ok(n)
     }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Writes members to `out` in order as they come in, handing their buffers back for reuse,
+/// until every sender is gone.
+fn write_members(
+    mut out: impl Write,
+    compressed: mpsc::Receiver<Compressed>,
+    recycle: mpsc::Sender<(Vec<u8>, Vec<u8>)>,
+) -> io::Result<()> {
+    let mut waiting = BTreeMap::new();
+    let mut next = 0;
+    for (number, piece, member) in compressed {
+        waiting.insert(number, (piece, member?));
+        while let Some((piece, mut member)) = waiting.remove(&next) {
+            out.write_all(&member)?;
+            next += 1;
+            member.clear();
+            let _ = recycle.send((piece, member));
+        }
+    }
+    if !waiting.is_empty() {
+        return Err(io::Error::other(
+            "a compressed piece of the archive went missing",
+        ));
+    }
+    out.flush()
+}
+
+/// Waits for a message; on a pool thread it runs other pool work meanwhile, since the work it
+/// waits for may be queued behind it.
+fn recv_in_pool<T>(rx: &mpsc::Receiver<T>) -> io::Result<T> {
+    let gone = || io::Error::other("the archive writer stopped");
+    if rayon::current_thread_index().is_none() {
+        return rx.recv().map_err(|_| gone());
+    }
+    loop {
+        match rx.try_recv() {
+            Ok(message) => return Ok(message),
+            Err(mpsc::TryRecvError::Disconnected) => return Err(gone()),
+            Err(mpsc::TryRecvError::Empty) => {
+                if rayon::yield_now() != Some(rayon::Yield::Executed) {
+                    std::thread::yield_now();
+                }
+            }
+        }
+    }
+}
+
+/// One gzip member holding `data`: deflated at the fast level when it compresses, otherwise in
+/// stored blocks, which cost no more than a copy (photos and PDFs do not compress).
+fn gzip_member(data: &[u8], out: &mut Vec<u8>) -> io::Result<()> {
+    if compresses(data) {
+        let mut gz = flate2::write::GzEncoder::new(out, flate2::Compression::fast());
+        gz.write_all(data)?;
+        gz.finish()?;
+        return Ok(());
+    }
+    const BLOCK: usize = 0xffff;
+    out.reserve(data.len() + data.len() / BLOCK * 5 + 32);
+    out.extend_from_slice(&[0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff]);
+    if data.is_empty() {
+        out.extend_from_slice(&[1, 0, 0, 0xff, 0xff]);
+    }
+    let mut blocks = data.chunks(BLOCK).peekable();
+    while let Some(block) = blocks.next() {
+        let len = block.len() as u16;
+        out.push(u8::from(blocks.peek().is_none()));
+        out.extend_from_slice(&len.to_le_bytes());
+        out.extend_from_slice(&(!len).to_le_bytes());
+        out.extend_from_slice(block);
+    }
+    let mut crc = flate2::Crc::new();
+    crc.update(data);
+    out.extend_from_slice(&crc.sum().to_le_bytes());
+    out.extend_from_slice(&(data.len() as u32).to_le_bytes());
+    Ok(())
+}
+
+/// Whether deflating a few samples of `data` at the fast level saves at least 3 %.
+fn compresses(data: &[u8]) -> bool {
+    const SAMPLE: usize = 8 * 1024;
+    const SAMPLES: usize = 4;
+    let mut deflate = flate2::Compress::new(flate2::Compression::fast(), false);
+    let mut scratch = vec![0; SAMPLE + SAMPLE / 8];
+    let (mut taken, mut made) = (0, 0);
+    for i in 0..SAMPLES {
+        let start = i * data.len().saturating_sub(SAMPLE) / (SAMPLES - 1);
+        let sample = &data[start..(start + SAMPLE).min(data.len())];
+        deflate.reset();
+        let before = deflate.total_out();
+        if deflate
+            .compress(sample, &mut scratch, flate2::FlushCompress::Finish)
+            .is_err()
+        {
+            return false;
+        }
+        taken += sample.len() as u64;
+        made += deflate.total_out() - before;
+        if sample.len() == data.len() {
+            break;
+        }
+    }
+    made * 100 < taken * 97
 }
 
 /// Unpacks a media archive into the new directory `dst`. Members must lie under
 /// `netpoint/media/`; absolute paths, `..`, links out of the root and special files are refused.
 pub fn extract_archive(archive: &Path, dst: &Path) -> anyhow::Result<()> {
     let file = File::open(archive).with_context(|| format!("reading {}", archive.display()))?;
-    let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(io::BufReader::new(file)));
+    let mut tar = tar::Archive::new(flate2::read::MultiGzDecoder::new(
+        io::BufReader::with_capacity(READ_BUF, file),
+    ));
     fs::create_dir(dst).with_context(|| format!("creating {}", dst.display()))?;
     let mut dir_modes = Vec::new();
     for entry in tar.entries().context("reading the media archive")? {
@@ -478,9 +766,12 @@ pub fn extract_archive(archive: &Path, dst: &Path) -> anyhow::Result<()> {
                 if let Some(parent) = to.parent() {
                     fs::create_dir_all(parent)?;
                 }
-                let mut out = File::create_new(&to)
+                let out = File::create_new(&to)
                     .with_context(|| format!("media archive member `{shown}` appears twice or cannot be written"))?;
+                // Through a large buffer: `io::copy` then reads and writes in its size.
+                let mut out = io::BufWriter::with_capacity(READ_BUF, out);
                 io::copy(&mut entry, &mut out).with_context(|| format!("extracting {shown}"))?;
+                let out = out.into_inner().map_err(|err| err.into_error()).with_context(|| format!("extracting {shown}"))?;
                 out.set_permissions(fs::Permissions::from_mode(mode))?;
                 if let Ok(mtime) = entry.header().mtime() {
                     let _ = out.set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_secs(mtime));
@@ -502,6 +793,14 @@ pub fn extract_archive(archive: &Path, dst: &Path) -> anyhow::Result<()> {
     for (dir, mode) in dir_modes.into_iter().rev() {
         fs::set_permissions(&dir, fs::Permissions::from_mode(mode | 0o700))?;
     }
+    Ok(())
+}
+
+/// `cargo xtask hash-media DIR`: the tree's SHA-256 list on stdout.
+pub fn print_sums(root: &Path) -> anyhow::Result<()> {
+    let entries = scan(root)?;
+    let hashed = hash_all(root, &entries, &|_| {})?;
+    print!("{}", sha256_list(&hashed));
     Ok(())
 }
 
@@ -595,12 +894,206 @@ mod tests {
             .to_string();
         assert!(err.contains("leaves the media root"), "{err}");
     }
-}
 
-/// `cargo xtask hash-media DIR`: the tree's SHA-256 list on stdout.
-pub fn print_sums(root: &Path) -> anyhow::Result<()> {
-    let entries = scan(root)?;
-    let hashed = hash_all(root, &entries, &|_| {})?;
-    print!("{}", sha256_list(&hashed));
-    Ok(())
+    fn noise(len: usize, seed: u64) -> Vec<u8> {
+        let mut x = seed | 1;
+        let mut out = Vec::with_capacity(len + 8);
+        while out.len() < len {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            out.extend_from_slice(&x.to_le_bytes());
+        }
+        out.truncate(len);
+        out
+    }
+
+    /// Text that compresses, photos that do not, one larger than a gzip member, an empty file,
+    /// a link and a private file. Returns the size of the text.
+    fn mixed_tree(root: &Path) -> u64 {
+        fs::create_dir_all(root.join("photos/2024")).unwrap();
+        fs::create_dir_all(root.join("docs")).unwrap();
+        let text: String = (0..40_000)
+            .map(|i| format!("row {i}, customer {}, plan basic\n", i % 97))
+            .collect();
+        fs::write(root.join("docs/export.csv"), &text).unwrap();
+        fs::set_permissions(
+            root.join("docs/export.csv"),
+            fs::Permissions::from_mode(0o600),
+        )
+        .unwrap();
+        fs::write(root.join("docs/empty.txt"), b"").unwrap();
+        fs::write(root.join("photos/2024/big.jpg"), noise(MEMBER + 300_000, 1)).unwrap();
+        for i in 0..20 {
+            let photo = root.join(format!("photos/p{i:02}.png"));
+            fs::write(photo, noise(50_000 + i * 7_919, i as u64 + 2)).unwrap();
+        }
+        std::os::unix::fs::symlink("../docs/export.csv", root.join("photos/link.csv")).unwrap();
+        text.len() as u64
+    }
+
+    fn assert_same_tree(expected: &Path, actual: &Path) {
+        let want = scan(expected).unwrap();
+        let got = scan(actual).unwrap();
+        let names = |entries: &[Entry]| {
+            entries
+                .iter()
+                .map(|e| (e.rel.clone(), e.kind.clone()))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(names(&got), names(&want));
+        for entry in want.iter().filter(|e| matches!(e.kind, Kind::File { .. })) {
+            let (a, b) = (expected.join(&entry.rel), actual.join(&entry.rel));
+            assert!(
+                fs::read(&a).unwrap() == fs::read(&b).unwrap(),
+                "{} differs",
+                b.display()
+            );
+            let (a, b) = (fs::metadata(a).unwrap(), fs::metadata(&b).unwrap());
+            assert_eq!(a.permissions().mode(), b.permissions().mode());
+            let secs = |m: &fs::Metadata| {
+                m.modified()
+                    .unwrap()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_secs()
+            };
+            assert_eq!(secs(&a), secs(&b), "{} mtime", entry.rel.display());
+        }
+    }
+
+    #[test]
+    fn archive_of_many_members_round_trips() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("media");
+        let text_len = mixed_tree(&root);
+        let entries = scan(&root).unwrap();
+        let archive = dir.path().join("m.tar.gz");
+        let hashed =
+            write_archive(&root, &entries, File::create(&archive).unwrap(), &|_| {}).unwrap();
+
+        assert_eq!(hashed.len(), 23);
+        for file in &hashed {
+            let data = fs::read(root.join(&file.rel)).unwrap();
+            assert_eq!(
+                file.sha256,
+                hex(&Sha256::digest(&data)),
+                "{}",
+                file.rel.display()
+            );
+            assert_eq!(file.size, data.len() as u64);
+        }
+
+        let packed = fs::read(&archive).unwrap();
+        let mut stream = Vec::new();
+        flate2::read::MultiGzDecoder::new(&packed[..])
+            .read_to_end(&mut stream)
+            .unwrap();
+        let mut first = Vec::new();
+        flate2::read::GzDecoder::new(&packed[..])
+            .read_to_end(&mut first)
+            .unwrap();
+        assert!(first.len() < stream.len(), "the archive is a single member");
+        assert_eq!(stream.len() % 512, 0);
+        let input = totals(&hashed).bytes;
+        assert!(
+            (packed.len() as u64) < input - text_len / 2,
+            "the text was not compressed: {} bytes for {input}",
+            packed.len()
+        );
+
+        let out = dir.path().join("out");
+        extract_archive(&archive, &out).unwrap();
+        assert_same_tree(&root, &out);
+        let sums = parse_sha256_list(&sha256_list(&hashed), "list").unwrap();
+        assert_eq!(verify(&out, &sums, &|_| {}).unwrap().files, 23);
+
+        let sh = xshell::Shell::new().unwrap();
+        let gnu = dir.path().join("gnu");
+        fs::create_dir(&gnu).unwrap();
+        xshell::cmd!(sh, "tar -xzf {archive} -C {gnu}")
+            .quiet()
+            .run()
+            .unwrap();
+        assert_same_tree(&root, &gnu.join("netpoint/media"));
+        let listing = xshell::cmd!(sh, "tar -tzf {archive}").read().unwrap();
+        assert_eq!(listing.lines().next(), Some("netpoint/"));
+        assert!(listing
+            .lines()
+            .skip(1)
+            .all(|l| l.starts_with(ARCHIVE_PREFIX)));
+    }
+
+    #[test]
+    fn archives_from_a_one_thread_pool() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("media");
+        mixed_tree(&root);
+        let entries = scan(&root).unwrap();
+        let archive = dir.path().join("m.tar.gz");
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .build()
+            .unwrap();
+        let hashed = pool
+            .install(|| write_archive(&root, &entries, File::create(&archive).unwrap(), &|_| {}))
+            .unwrap();
+        let out = dir.path().join("out");
+        extract_archive(&archive, &out).unwrap();
+        let sums = parse_sha256_list(&sha256_list(&hashed), "list").unwrap();
+        assert_eq!(verify(&out, &sums, &|_| {}).unwrap().files, 23);
+
+        fs::remove_file(root.join("photos/p19.png")).unwrap();
+        let err = pool
+            .install(|| write_archive(&root, &entries, File::create(&archive).unwrap(), &|_| {}))
+            .unwrap_err();
+        assert!(format!("{err:#}").contains("p19.png"), "{err:#}");
+    }
+
+    #[test]
+    fn members_decode_at_block_edges() {
+        for len in [0, 1, 0xffff, 0x10000, 3 * 0xffff + 7] {
+            for data in [noise(len, 7), vec![b'a'; len]] {
+                let mut member = Vec::new();
+                gzip_member(&data, &mut member).unwrap();
+                let mut back = Vec::new();
+                flate2::read::GzDecoder::new(&member[..])
+                    .read_to_end(&mut back)
+                    .unwrap();
+                assert!(back == data, "{len} bytes did not round-trip");
+            }
+            let mut member = Vec::new();
+            gzip_member(&noise(len, 9), &mut member).unwrap();
+            assert!(
+                member.len() <= len + len / 0xffff * 5 + 23,
+                "{len} bytes not stored"
+            );
+        }
+    }
+
+    #[test]
+    fn copies_and_sums_match_sha256sum() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("media");
+        mixed_tree(&root);
+        let entries = scan(&root).unwrap();
+        let copy = dir.path().join("copy");
+        let copied = copy_verified(&root, &entries, &copy, &|_| {}).unwrap();
+        assert_same_tree(&root, &copy);
+        let list = sha256_list(&copied);
+        assert_eq!(
+            sha256_list(&hash_all(&copy, &entries, &|_| {}).unwrap()),
+            list
+        );
+
+        let sh = xshell::Shell::new().unwrap();
+        sh.change_dir(&root);
+        let mut names: Vec<String> = copied
+            .iter()
+            .map(|f| f.rel.to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        let sums = xshell::cmd!(sh, "sha256sum -- {names...}").read().unwrap();
+        assert_eq!(list, sums + "\n");
+    }
 }
