@@ -414,7 +414,8 @@ impl Direct<'_> {
         check_media_pair(self.source_media, self.target_media)?;
         let server = source_server(sh, tools, self.source)?;
         let excluded = excluded_tables(sh, tools, self.source, self.excluded)?;
-        let media_entries = self.source_media.map(media::scan).transpose()?;
+        // Counted, not listed: a clone's memory does not grow with the number of files.
+        let media_totals = self.source_media.map(media::count).transpose()?;
         let scrub = self.scrub.plan(sh, tools, self.source)?;
         if dry_run {
             print_plan(&[
@@ -435,11 +436,7 @@ impl Direct<'_> {
                     "restore into a temporary database beside {} and swap it in place",
                     self.target
                 ),
-                media_plan(
-                    self.source_media,
-                    self.target_media,
-                    media_entries.as_deref(),
-                ),
+                media_plan(self.source_media, self.target_media, media_totals),
             ]);
             return Ok(());
         }
@@ -448,9 +445,9 @@ impl Direct<'_> {
             check_versions(server.major, self.target, state.server.major, self.guard)?;
         confirm_replace(self.target, &state, self.target_media, self.guard)?;
         let mut timings = Timings::default();
-        let staged = match (self.source_media, self.target_media, &media_entries) {
-            (Some(src), Some(dst), Some(entries)) => {
-                Some(timings.time("media copy", || stage_media_copy(src, entries, dst))?)
+        let staged = match (self.source_media, self.target_media, media_totals) {
+            (Some(src), Some(dst), Some(totals)) => {
+                Some(timings.time("media copy", || stage_media_copy(src, totals, dst))?)
             }
             _ => None,
         };
@@ -524,11 +521,10 @@ fn excluded_text(excluded: &[(String, i64)]) -> String {
 fn media_plan(
     source: Option<&Path>,
     target: Option<&Path>,
-    entries: Option<&[media::Entry]>,
+    totals: Option<media::Totals>,
 ) -> String {
-    match (source, target, entries) {
-        (Some(source), Some(target), Some(entries)) => {
-            let totals = media::scan_totals(entries);
+    match (source, target, totals) {
+        (Some(source), Some(target), Some(totals)) => {
             format!(
                 "copy media {} → {} ({} files, {}), verify every SHA-256, swap into place",
                 source.display(),
@@ -537,8 +533,7 @@ fn media_plan(
                 term::human_bytes(totals.bytes)
             )
         }
-        (Some(source), None, Some(entries)) => {
-            let totals = media::scan_totals(entries);
+        (Some(source), None, Some(totals)) => {
             format!(
                 "archive media {} ({} files, {})",
                 source.display(),
@@ -571,11 +566,10 @@ impl Drop for StagedMedia {
 
 fn stage_media_copy(
     source: &Path,
-    entries: &[media::Entry],
+    totals: media::Totals,
     target: &Path,
 ) -> anyhow::Result<StagedMedia> {
     atomic_file::remove_stale_siblings(target);
-    let totals = media::scan_totals(entries);
     term::step(format!(
         "copying media {} → {} ({} files, {})",
         source.display(),
@@ -588,8 +582,18 @@ fn stage_media_copy(
         totals,
     };
     let bar = term::bytes_progress("media", Some(totals.bytes));
-    media::copy_verified(source, entries, &staged.dir, &|n| bar.inc(n))?;
+    let copied = media::copy_tree(source, &staged.dir, &|n| bar.inc(n))?;
     bar.finish_and_clear();
+    if (copied.files, copied.bytes) != (totals.files, totals.bytes) {
+        bail!(
+            "{} changed while it was being copied ({} files, {} before; {} files, {} copied): run the clone again",
+            source.display(),
+            totals.files,
+            term::human_bytes(totals.bytes),
+            copied.files,
+            term::human_bytes(copied.bytes)
+        );
+    }
     restore::check_interrupted()?;
     Ok(staged)
 }
@@ -605,9 +609,9 @@ fn media_only(
         bail!("--media-only needs --source-media and --target-media (or NETPOINT_PROD_MEDIA_ROOT and NETPOINT_MEDIA_ROOT)");
     };
     check_media_pair(Some(source), Some(target))?;
-    let entries = media::scan(source)?;
+    let totals = media::count(source)?;
     if dry_run {
-        print_plan(&[media_plan(Some(source), Some(target), Some(&entries))]);
+        print_plan(&[media_plan(Some(source), Some(target), Some(totals))]);
         return Ok(());
     }
     let has_files = fs::read_dir(target).is_ok_and(|mut d| d.next().is_some());
@@ -624,7 +628,7 @@ fn media_only(
         }
     }
     let mut timings = Timings::default();
-    let staged = timings.time("media copy", || stage_media_copy(source, &entries, target))?;
+    let staged = timings.time("media copy", || stage_media_copy(source, totals, target))?;
     let totals = finish_media(Ok(()), Some(staged), Some(target))?;
     if let Some(totals) = totals {
         term::success(format!(
@@ -737,7 +741,11 @@ fn export(
                 bundle::SQL,
                 excluded_text(&excluded)
             ),
-            media_plan(source_media, None, entries.as_deref()),
+            media_plan(
+                source_media,
+                None,
+                entries.as_deref().map(media::scan_totals),
+            ),
             format!(
                 "write {}, {} and {}",
                 bundle::MEDIA_SUMS,

@@ -60,17 +60,34 @@ pub fn totals(files: &[Hashed]) -> Totals {
 
 /// Every entry below `root`, sorted by path; links out of the root are refused.
 pub fn scan(root: &Path) -> anyhow::Result<Vec<Entry>> {
+    walk(root)?.collect()
+}
+
+/// The files and bytes below `root`, checked as [`scan`] checks them, without a list.
+pub fn count(root: &Path) -> anyhow::Result<Totals> {
+    let mut totals = Totals::default();
+    for entry in walk(root)? {
+        if let Kind::File { size } = entry?.kind {
+            totals.files += 1;
+            totals.bytes += size;
+        }
+    }
+    Ok(totals)
+}
+
+/// The entries below `root` one at a time, in [`scan`]'s order and with its checks.
+fn walk(root: &Path) -> anyhow::Result<impl Iterator<Item = anyhow::Result<Entry>> + '_> {
     let meta = fs::metadata(root)
         .with_context(|| format!("media directory {} not found", root.display()))?;
     if !meta.is_dir() {
         bail!("media path {} is not a directory", root.display());
     }
-    let mut entries = Vec::new();
-    for item in walkdir::WalkDir::new(root)
+    let items = walkdir::WalkDir::new(root)
         .min_depth(1)
         .sort_by_file_name()
         .follow_links(false)
-    {
+        .into_iter();
+    Ok(items.map(move |item| {
         let item = item.with_context(|| format!("reading {}", root.display()))?;
         let rel = item.path().strip_prefix(root).unwrap().to_path_buf();
         let file_type = item.file_type();
@@ -96,9 +113,8 @@ pub fn scan(root: &Path) -> anyhow::Result<Vec<Entry>> {
                 item.path().display()
             );
         };
-        entries.push(Entry { rel, kind });
-    }
-    Ok(entries)
+        Ok(Entry { rel, kind })
+    }))
 }
 
 pub fn scan_totals(entries: &[Entry]) -> Totals {
@@ -175,6 +191,55 @@ pub fn copy_verified(
         .collect::<anyhow::Result<_>>()?;
     copy_dir_modes(src, entries, dst)?;
     Ok(hashed)
+}
+
+/// [`copy_verified`] for the whole tree at `src`, without keeping a list of its files: the
+/// walk creates directories and links as it goes and hands files to the copying threads, so
+/// memory stays the same however many files there are. Returns what was copied.
+pub fn copy_tree(src: &Path, dst: &Path, on_file: &(dyn Fn(u64) + Sync)) -> anyhow::Result<Totals> {
+    let files = walk(src)?;
+    fs::create_dir(dst).with_context(|| format!("creating {}", dst.display()))?;
+    let made = |entry: anyhow::Result<Entry>| -> Option<anyhow::Result<Entry>> {
+        let entry = match entry {
+            Ok(entry) => entry,
+            Err(err) => return Some(Err(err)),
+        };
+        let to = dst.join(&entry.rel);
+        let made = match &entry.kind {
+            Kind::File { .. } => return Some(Ok(entry)),
+            Kind::Dir => fs::create_dir(&to).with_context(|| format!("creating {}", to.display())),
+            Kind::Symlink { target } => std::os::unix::fs::symlink(target, &to)
+                .with_context(|| format!("creating link {}", to.display())),
+        };
+        made.err().map(Err)
+    };
+    let (count, bytes) = (
+        std::sync::atomic::AtomicU64::new(0),
+        std::sync::atomic::AtomicU64::new(0),
+    );
+    files.filter_map(made).par_bridge().try_for_each_init(
+        || (read_buffer(), read_buffer()),
+        |(buf, back), entry| {
+            let entry = entry?;
+            let (from, to) = (src.join(&entry.rel), dst.join(&entry.rel));
+            let hashed = copy_file_verified(&from, &to, &entry.rel, buf, back)?;
+            count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            bytes.fetch_add(hashed.size, std::sync::atomic::Ordering::Relaxed);
+            on_file(hashed.size);
+            anyhow::Ok(())
+        },
+    )?;
+    for entry in walk(src)? {
+        let entry = entry?;
+        if entry.kind == Kind::Dir {
+            let mode = fs::metadata(src.join(&entry.rel))?.permissions().mode();
+            fs::set_permissions(dst.join(&entry.rel), fs::Permissions::from_mode(mode))?;
+        }
+    }
+    Ok(Totals {
+        files: count.into_inner(),
+        bytes: bytes.into_inner(),
+    })
 }
 
 /// Bytes per read: large enough that syscalls cost nothing, small enough to hash from cache.
@@ -1095,5 +1160,30 @@ mod tests {
         names.sort();
         let sums = xshell::cmd!(sh, "sha256sum -- {names...}").read().unwrap();
         assert_eq!(list, sums + "\n");
+    }
+
+    #[test]
+    fn trees_copy_without_a_list_of_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("media");
+        mixed_tree(&root);
+        let counted = count(&root).unwrap();
+        let listed = scan_totals(&scan(&root).unwrap());
+        assert_eq!((counted.files, counted.bytes), (listed.files, listed.bytes));
+        assert!(counted.files > 3, "{counted:?}");
+        let copy = dir.path().join("copy");
+        let seen = std::sync::atomic::AtomicU64::new(0);
+        let copied = copy_tree(&root, &copy, &|n| {
+            seen.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+        })
+        .unwrap();
+        assert_same_tree(&root, &copy);
+        assert_eq!((copied.files, copied.bytes), (counted.files, counted.bytes));
+        assert_eq!(seen.into_inner(), counted.bytes);
+
+        std::os::unix::fs::symlink("../../outside", root.join("escape")).unwrap();
+        let err = copy_tree(&root, &dir.path().join("copy2"), &|_| {}).unwrap_err();
+        assert!(err.to_string().contains("outside the media root"), "{err}");
+        assert!(count(&root).is_err());
     }
 }
