@@ -149,7 +149,7 @@ fn sha256_hex(path: &Path) -> String {
 
 /// Rewrites the `SHA256SUMS` line of `file` after a deliberate change, as an attacker or a
 /// careless hand would, so that only the deeper checks can catch the change.
-fn rewrite_sums(bundle: &Path, file: &str) {
+pub(crate) fn rewrite_sums(bundle: &Path, file: &str) {
     let path = bundle.join("SHA256SUMS");
     let hash = sha256_hex(&bundle.join(file));
     let mut found = false;

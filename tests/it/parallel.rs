@@ -254,23 +254,7 @@ fn a_failing_index_build_leaves_the_target_alone() {
     let row_end = first_row + text[first_row..].find('\n').unwrap() + 1;
     let duplicated = format!("{}{}", &text[..row_end], &text[first_row..]);
     fs::write(&sql, duplicated).unwrap();
-    let sums = fs::read_to_string(bundle.join("SHA256SUMS")).unwrap();
-    let digest = {
-        use sha2::{Digest, Sha256};
-        let bytes = fs::read(&sql).unwrap();
-        Sha256::digest(&bytes)
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect::<String>()
-    };
-    let sums: String = sums
-        .lines()
-        .map(|line| match line.ends_with("  netpoint.sql") {
-            true => format!("{digest}  netpoint.sql\n"),
-            false => format!("{line}\n"),
-        })
-        .collect();
-    fs::write(bundle.join("SHA256SUMS"), sums).unwrap();
+    crate::clone_prod::rewrite_sums(&bundle, "netpoint.sql");
 
     run(xtask(&[
         "--jobs",

@@ -60,13 +60,13 @@ pub fn totals(files: &[Hashed]) -> Totals {
 
 /// Every entry below `root`, sorted by path; links out of the root are refused.
 pub fn scan(root: &Path) -> anyhow::Result<Vec<Entry>> {
-    walk(root)?.collect()
+    walk(root, true)?.collect()
 }
 
 /// The files and bytes below `root`, checked as [`scan`] checks them, without a list.
 pub fn count(root: &Path) -> anyhow::Result<Totals> {
     let mut totals = Totals::default();
-    for entry in walk(root)? {
+    for entry in walk(root, false)? {
         if let Kind::File { size } = entry?.kind {
             totals.files += 1;
             totals.bytes += size;
@@ -75,18 +75,23 @@ pub fn count(root: &Path) -> anyhow::Result<Totals> {
     Ok(totals)
 }
 
-/// The entries below `root` one at a time, in [`scan`]'s order and with its checks.
-fn walk(root: &Path) -> anyhow::Result<impl Iterator<Item = anyhow::Result<Entry>> + '_> {
+/// The entries below `root` one at a time, with [`scan`]'s checks; in its order when `sorted`.
+/// Unsorted, a directory is read as it goes instead of being listed whole first, so memory does
+/// not grow with the size of the largest directory.
+fn walk(
+    root: &Path,
+    sorted: bool,
+) -> anyhow::Result<impl Iterator<Item = anyhow::Result<Entry>> + '_> {
     let meta = fs::metadata(root)
         .with_context(|| format!("media directory {} not found", root.display()))?;
     if !meta.is_dir() {
         bail!("media path {} is not a directory", root.display());
     }
-    let items = walkdir::WalkDir::new(root)
-        .min_depth(1)
-        .sort_by_file_name()
-        .follow_links(false)
-        .into_iter();
+    let mut items = walkdir::WalkDir::new(root).min_depth(1).follow_links(false);
+    if sorted {
+        items = items.sort_by_file_name();
+    }
+    let items = items.into_iter();
     Ok(items.map(move |item| {
         let item = item.with_context(|| format!("reading {}", root.display()))?;
         let rel = item.path().strip_prefix(root).unwrap().to_path_buf();
@@ -197,7 +202,7 @@ pub fn copy_verified(
 /// walk creates directories and links as it goes and hands files to the copying threads, so
 /// memory stays the same however many files there are. Returns what was copied.
 pub fn copy_tree(src: &Path, dst: &Path, on_file: &(dyn Fn(u64) + Sync)) -> anyhow::Result<Totals> {
-    let files = walk(src)?;
+    let files = walk(src, false)?;
     fs::create_dir(dst).with_context(|| format!("creating {}", dst.display()))?;
     let made = |entry: anyhow::Result<Entry>| -> Option<anyhow::Result<Entry>> {
         let entry = match entry {
@@ -229,7 +234,7 @@ pub fn copy_tree(src: &Path, dst: &Path, on_file: &(dyn Fn(u64) + Sync)) -> anyh
             anyhow::Ok(())
         },
     )?;
-    for entry in walk(src)? {
+    for entry in walk(src, false)? {
         let entry = entry?;
         if entry.kind == Kind::Dir {
             let mode = fs::metadata(src.join(&entry.rel))?.permissions().mode();
