@@ -378,10 +378,15 @@ pub fn confirm_replace(
     let media = media
         .map(|m| format!(" and media directory {}", m.display()))
         .unwrap_or_default();
+    ask_to_replace(&format!("database {what}{media}"))
+}
+
+/// Asks on a terminal whether `what` may be replaced; without a terminal, refuses and names --yes.
+fn ask_to_replace(what: &str) -> anyhow::Result<()> {
     if !term::stdin_is_terminal() {
-        bail!("database {what}{media} would be replaced: pass --yes to confirm (standard input is not a terminal)");
+        bail!("{what} would be replaced: pass --yes to confirm (standard input is not a terminal)");
     }
-    if !term::confirm(&format!("Replace database {what}{media}?"))? {
+    if !term::confirm(&format!("Replace {what}?"))? {
         bail!("cancelled: nothing was changed");
     }
     Ok(())
@@ -616,16 +621,7 @@ fn media_only(
     }
     let has_files = fs::read_dir(target).is_ok_and(|mut d| d.next().is_some());
     if has_files && !guard.yes {
-        let question = format!("Replace media directory {}?", target.display());
-        if !term::stdin_is_terminal() {
-            bail!(
-                "media directory {} would be replaced: pass --yes to confirm (standard input is not a terminal)",
-                target.display()
-            );
-        }
-        if !term::confirm(&question)? {
-            bail!("cancelled: nothing was changed");
-        }
+        ask_to_replace(&format!("media directory {}", target.display()))?;
     }
     let mut timings = Timings::default();
     let staged = timings.time("media copy", || stage_media_copy(source, totals, target))?;
