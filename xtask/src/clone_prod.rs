@@ -308,13 +308,14 @@ pub fn pump_dump<T>(
     let (mut scrub, counts) = scrub::scrubber(rules);
     let mut mark = mark_loaded.then(parallel::loaded_marker);
     let mut reader = dump::edit_lines(child.stdout.take().unwrap(), move |line| {
-        normalise(line);
+        let mut next = normalise(line);
         if !line.is_empty() {
-            scrub(line);
+            next = next.and(scrub(line));
+            if let Some(mark) = mark.as_mut() {
+                next = next.and(mark(line));
+            }
         }
-        if let (Some(mark), false) = (mark.as_mut(), line.is_empty()) {
-            mark(line);
-        }
+        next
     });
     let result = sink(&mut reader);
     drop(reader);
@@ -468,6 +469,7 @@ impl Direct<'_> {
                     drop_settings: drop_settings.clone(),
                     rules: &scrub.applied,
                     bar: &bar,
+                    replaces: state.exists,
                 };
                 let counts = match parallel.run(sh, tools, temp)? {
                     Some(counts) => counts,
@@ -968,7 +970,7 @@ impl Load<'_> {
                 .unwrap_or("UTF8")
                 .to_string();
             restore::replace(sh, tools, &admin, self.target, Some(&encoding), |temp| {
-                if parallel::load_file(sh, tools, temp, &sql, &drop_settings, &bar)? {
+                if parallel::load_file(sh, tools, temp, &sql, &drop_settings, &bar, state.exists)? {
                     return Ok(());
                 }
                 let psql = restore::spawn_psql_load(sh, tools, temp)?;

@@ -85,26 +85,55 @@ pub fn normalising_reader<R: Read>(input: R, drop_settings: Vec<&'static str>) -
 }
 
 /// The line editor behind [`normalising_reader`], to combine with others in one pass.
-pub fn normaliser(drop_settings: Vec<&'static str>) -> impl FnMut(&mut Vec<u8>) {
+pub fn normaliser(drop_settings: Vec<&'static str>) -> impl FnMut(&mut Vec<u8>) -> Next {
     let mut filter = Filter {
         drop_settings,
         ..Filter::default()
     };
     move |line| {
+        let copy = is_copy_start(line);
         if !filter.keep(line) {
             line.clear();
+        }
+        // Rows are kept as they are; the filter only needs to see the `\.` that ends them.
+        if copy {
+            Next::SkipRows
+        } else {
+            Next::Line
+        }
+    }
+}
+
+/// What a line editor wants after the line it was given.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Next {
+    Line,
+    /// The line started a `COPY` block whose rows this editor leaves alone: they may pass
+    /// untouched, and the editor is next given the `\.` that ends them.
+    SkipRows,
+}
+
+impl Next {
+    /// Rows are skipped only when every editor of a pass skips them.
+    pub fn and(self, other: Next) -> Next {
+        match (self, other) {
+            (Next::SkipRows, Next::SkipRows) => Next::SkipRows,
+            _ => Next::Line,
         }
     }
 }
 
 /// A reader that passes its input on line by line (each with its `\n`), letting `edit`
-/// rewrite every line in place; a line left empty is dropped.
-pub fn edit_lines<R: Read, F: FnMut(&mut Vec<u8>)>(input: R, edit: F) -> impl Read {
+/// rewrite every line in place; a line left empty is dropped. Rows of a `COPY` block that
+/// `edit` skips are passed on in bulk, without being split into lines.
+pub fn edit_lines<R: Read, F: FnMut(&mut Vec<u8>) -> Next>(input: R, edit: F) -> impl Read {
     LineEditor {
         input: io::BufReader::with_capacity(1 << 20, input),
         edit,
         line: Vec::new(),
         pos: 0,
+        skipping: false,
+        run: 0,
     }
 }
 
@@ -113,28 +142,67 @@ struct LineEditor<R, F> {
     edit: F,
     line: Vec<u8>,
     pos: usize,
+    /// Inside a `COPY` block whose rows pass untouched, at the start of a line unless
+    /// `run` is left.
+    skipping: bool,
+    /// Bytes of whole rows known to come before the block's `\.`, not yet passed on.
+    run: usize,
 }
 
-impl<R: Read, F: FnMut(&mut Vec<u8>)> Read for LineEditor<R, F> {
+const END_OF_COPY: &[u8] = b"\\.\n";
+
+impl<R: Read, F: FnMut(&mut Vec<u8>) -> Next> LineEditor<R, F> {
+    /// Measures the next run of whole rows in the buffer; false when the buffer holds no
+    /// whole row (the block's end, or a row longer than the buffer, comes next).
+    fn next_run(&mut self) -> io::Result<bool> {
+        let buffered = self.input.fill_buf()?;
+        if buffered.starts_with(END_OF_COPY) {
+            return Ok(false);
+        }
+        self.run = match memchr::memmem::find(buffered, b"\n\\.\n") {
+            Some(at) => at + 1,
+            None => memchr::memrchr(b'\n', buffered).map_or(0, |at| at + 1),
+        };
+        Ok(self.run > 0)
+    }
+
+    /// Reads one line into `self.line` and lets `edit` see it unless it is a skipped row.
+    fn next_line(&mut self) -> io::Result<bool> {
+        self.line.clear();
+        self.pos = 0;
+        if self.input.read_until(b'\n', &mut self.line)? == 0 {
+            return Ok(false);
+        }
+        if !self.line.ends_with(b"\n") {
+            self.line.push(b'\n');
+        }
+        if self.skipping && self.line != END_OF_COPY {
+            return Ok(true);
+        }
+        self.skipping = (self.edit)(&mut self.line) == Next::SkipRows;
+        Ok(true)
+    }
+}
+
+impl<R: Read, F: FnMut(&mut Vec<u8>) -> Next> Read for LineEditor<R, F> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let mut written = 0;
         while written < buf.len() {
-            if self.pos == self.line.len() {
-                self.line.clear();
-                self.pos = 0;
-                if self.input.read_until(b'\n', &mut self.line)? == 0 {
-                    break;
-                }
-                if !self.line.ends_with(b"\n") {
-                    self.line.push(b'\n');
-                }
-                (self.edit)(&mut self.line);
-                continue;
+            if self.pos < self.line.len() {
+                let n = (self.line.len() - self.pos).min(buf.len() - written);
+                buf[written..written + n].copy_from_slice(&self.line[self.pos..self.pos + n]);
+                self.pos += n;
+                written += n;
+            } else if self.skipping && (self.run > 0 || self.next_run()?) {
+                let buffered = self.input.fill_buf()?;
+                let n = self.run.min(buf.len() - written);
+                buf[written..written + n].copy_from_slice(&buffered[..n]);
+                self.input.consume(n);
+                self.run -= n;
+                written += n;
+            } else if !self.next_line()? {
+                break;
             }
-            let n = (self.line.len() - self.pos).min(buf.len() - written);
-            buf[written..written + n].copy_from_slice(&self.line[self.pos..self.pos + n]);
-            self.pos += n;
-            written += n;
         }
         Ok(written)
     }
@@ -293,6 +361,92 @@ mod tests {
             .unwrap();
         assert_eq!(out, "SET statement_timeout = 0;\nSET lock_timeout = 0;\n");
         assert!(settings_unknown_to(17).is_empty());
+    }
+
+    /// Hands out its input `step` bytes at a time, so lines and `\\.` straddle reads.
+    struct Trickle<'a> {
+        data: &'a [u8],
+        step: usize,
+    }
+
+    impl Read for Trickle<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let n = self.step.min(buf.len()).min(self.data.len());
+            buf[..n].copy_from_slice(&self.data[..n]);
+            self.data = &self.data[n..];
+            Ok(n)
+        }
+    }
+
+    /// Runs `edit_lines` with an editor that upper-cases every line it is shown and skips
+    /// the rows of `COPY` blocks whose table name contains `skip`; returns the output and
+    /// the lines the editor saw.
+    fn edited(input: &str, step: usize, out_step: usize) -> (String, Vec<String>) {
+        let seen = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+        let log = seen.clone();
+        let mut reader = edit_lines(
+            Trickle {
+                data: input.as_bytes(),
+                step,
+            },
+            move |line: &mut Vec<u8>| {
+                log.borrow_mut()
+                    .push(String::from_utf8_lossy(line).into_owned());
+                let skip = is_copy_start(line) && line.windows(4).any(|w| w == b"skip");
+                line.make_ascii_uppercase();
+                if skip {
+                    Next::SkipRows
+                } else {
+                    Next::Line
+                }
+            },
+        );
+        let mut out = Vec::new();
+        let mut buf = vec![0; out_step];
+        loop {
+            let n = reader.read(&mut buf).unwrap();
+            if n == 0 {
+                break;
+            }
+            out.extend_from_slice(&buf[..n]);
+        }
+        let seen = seen.borrow().clone();
+        (String::from_utf8(out).unwrap(), seen)
+    }
+
+    #[test]
+    fn skipped_rows_pass_untouched_whatever_the_reads() {
+        let rows = "1\tx\n2\t\\.\n\n3\ty \\\\.\n";
+        let input = format!(
+            "set a;\nCOPY public.skip (id, v) FROM stdin;\n{rows}\\.\ncopy me;\n\
+             COPY public.edit (id) FROM stdin;\nrow\n\\.\nCOPY public.skip2 (id) FROM stdin;\n\\.\nend"
+        );
+        let expected = format!(
+            "SET A;\nCOPY PUBLIC.SKIP (ID, V) FROM STDIN;\n{rows}\\.\nCOPY ME;\n\
+             COPY PUBLIC.EDIT (ID) FROM STDIN;\nROW\n\\.\nCOPY PUBLIC.SKIP2 (ID) FROM STDIN;\n\\.\nEND\n"
+        );
+        for step in [1, 2, 3, 5, 7, 64, 4096] {
+            for out_step in [1, 3, 1 << 16] {
+                let (out, seen) = edited(&input, step, out_step);
+                assert_eq!(out, expected, "reads of {step}, output reads of {out_step}");
+                assert!(
+                    !seen.iter().any(|l| l.starts_with(['1', '2', '3'])),
+                    "{seen:?}"
+                );
+                assert!(
+                    seen.contains(&"row\n".to_string()),
+                    "rows of edited tables are seen"
+                );
+                assert_eq!(seen.iter().filter(|l| *l == "\\.\n").count(), 3, "{seen:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn skipped_rows_cut_short_still_end_in_a_newline() {
+        let (out, seen) = edited("COPY public.skip (id) FROM stdin;\n1\n2", 3, 8);
+        assert_eq!(out, "COPY PUBLIC.SKIP (ID) FROM STDIN;\n1\n2\n");
+        assert_eq!(seen.len(), 1);
     }
 
     #[test]

@@ -21,7 +21,7 @@ use xshell::Shell;
 use crate::{
     clone_prod,
     db_url::DbUrl,
-    dump,
+    dump::{self, Next},
     pg_tools::{self, Access, PgTools, Tool},
     restore, scrub, term, toc,
 };
@@ -192,6 +192,30 @@ pub struct PostData {
     pub loading: HashSet<String>,
     /// Data sessions still running: foreign keys and the rest wait for all of them.
     pub streams: usize,
+    /// Ask for a checkpoint once the data is in; see [`spawn_flush`].
+    pub flush: bool,
+    /// Whether the server has `max_parallel_maintenance_workers` (PostgreSQL 11 and later).
+    pub tune_workers: bool,
+}
+
+/// A session that will ask the server for a checkpoint. A load that replaces a database
+/// ends by dropping the previous one, and `DROP DATABASE` forces a checkpoint that writes
+/// every page of the new copy to disk while nothing else runs. Asked for when the table
+/// data is in, most of that writing overlaps the index builds instead. It needs superuser
+/// or `pg_checkpoint`; without them it fails quietly and nothing changes.
+fn spawn_flush(sh: &Shell, tools: &PgTools, url: &DbUrl) -> anyhow::Result<Child> {
+    let cmd = tools
+        .cmd(sh, Tool::Psql, url, Access::ReadWrite)?
+        .args(["-X", "-q", "-f", "-"]);
+    pg_tools::log(&cmd, url);
+    let mut command = Command::from(cmd);
+    restore::dies_with_parent(&mut command);
+    command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .with_context(|| format!("starting psql for {url}"))
 }
 
 struct Session {
@@ -242,7 +266,18 @@ pub fn run_post_data(
         }
     }
     drop(tx);
-    let result = schedule(&mut post, &mut workers, &rx, url, failure);
+    let mut flush = match post.flush {
+        true => Some(spawn_flush(sh, tools, url)?),
+        false => None,
+    };
+    let result = schedule(&mut post, &mut workers, &rx, url, failure, &mut flush);
+    if let Some(mut flush) = flush {
+        if result.is_err() {
+            let _ = flush.kill();
+        }
+        drop(flush.stdin.take());
+        let _ = flush.wait();
+    }
     for worker in &mut workers {
         drop(worker.stdin.take());
         if result.is_err() {
@@ -264,6 +299,7 @@ fn schedule(
     rx: &mpsc::Receiver<Event>,
     url: &DbUrl,
     failure: &Failure,
+    flush: &mut Option<Child>,
 ) -> anyhow::Result<()> {
     let jobs = &post.jobs;
     let mut order: Vec<usize> = (0..jobs.len()).collect();
@@ -309,7 +345,21 @@ fn schedule(
                 break;
             };
             let mut job = pending.remove(pos).unwrap();
-            let mut sql = jobs[job].sql.clone();
+            let mut sql = String::new();
+            if post.tune_workers && jobs[job].stage == 0 {
+                // An index build's parallel workers only help while cores would idle: with
+                // every session busy they cost a fifth more CPU for the same index.
+                let alone = running.is_empty()
+                    && post.streams == 0
+                    && !pending.iter().any(|&i| {
+                        jobs[i].stage == stage && ready(&jobs[i]) && !jobs[i].conflicts(&jobs[job])
+                    });
+                sql.push_str(match alone {
+                    true => "RESET max_parallel_maintenance_workers;\n",
+                    false => "SET max_parallel_maintenance_workers = 0;\n",
+                });
+            }
+            sql.push_str(&jobs[job].sql);
             // Statements that run alone go in one batch: one round trip instead of many.
             while jobs[job].tables.is_none() {
                 match pending.front() {
@@ -355,6 +405,10 @@ fn schedule(
             Ok(Event::StreamEnded) => {
                 post.streams = post.streams.saturating_sub(1);
                 if post.streams == 0 {
+                    if let Some(mut stdin) = flush.as_mut().and_then(|f| f.stdin.take()) {
+                        // Best effort: it only moves disk writes earlier.
+                        let _ = stdin.write_all(b"checkpoint;\n");
+                    }
                     let left = pending.len() + running.len();
                     term::detail(format!(
                         "table data loaded; {left} index and constraint statements to go"
@@ -380,7 +434,7 @@ fn mark_loaded<R: Read>(input: R) -> impl Read {
 /// moments ago, so this changes no data, but the rows arrive frozen and the index builds and
 /// key checks that read them next do not rewrite every page to set hint bits. After each
 /// table, a line makes psql report it loaded.
-pub fn loaded_marker() -> impl FnMut(&mut Vec<u8>) {
+pub fn loaded_marker() -> impl FnMut(&mut Vec<u8>) -> Next {
     let mut table: Option<String> = None;
     move |line| {
         if let Some(name) = &table {
@@ -396,7 +450,9 @@ pub fn loaded_marker() -> impl FnMut(&mut Vec<u8>) {
                     format!("BEGIN;\nTRUNCATE ONLY {name};\n{copy} FROM stdin WITH (FREEZE);\n")
                         .into_bytes();
             }
+            return Next::SkipRows;
         }
+        Next::Line
     }
 }
 
@@ -639,6 +695,8 @@ pub struct DirectClone<'a> {
     pub drop_settings: Vec<&'static str>,
     pub rules: &'a [scrub::Rule],
     pub bar: &'a ProgressBar,
+    /// The load replaces an existing database (see [`spawn_flush`]).
+    pub replaces: bool,
 }
 
 impl DirectClone<'_> {
@@ -739,6 +797,8 @@ impl DirectClone<'_> {
                 .map(|r| r.dumped_as.clone())
                 .collect(),
             streams: dumps.len(),
+            flush: self.replaces,
+            tune_workers: tools.server_major(temp).is_some_and(|major| major >= 11),
         };
 
         self.bar.set_message("data");
@@ -805,6 +865,7 @@ pub fn load_file(
     path: &Path,
     drop_settings: &[&'static str],
     bar: &ProgressBar,
+    replaces: bool,
 ) -> anyhow::Result<bool> {
     let sessions = jobs();
     if sessions < 2 {
@@ -862,6 +923,8 @@ pub fn load_file(
         jobs,
         loading: sizes.keys().cloned().collect(),
         streams,
+        flush: replaces,
+        tune_workers: tools.server_major(temp).is_some_and(|major| major >= 11),
     };
     let queue = Mutex::new(VecDeque::from(ranges));
     let mut loaders = Vec::new();

@@ -232,6 +232,11 @@ impl PgTools {
         }
     }
 
+    /// The major version of `url`'s server, once a query has learnt it.
+    pub fn server_major(&self, url: &DbUrl) -> Option<u32> {
+        self.servers.borrow().get(&url.host_port()).copied()
+    }
+
     /// Refuses when no `pg_dump` can dump the server.
     pub fn check_dump_compatible(&self, sh: &Shell, server: &Server) -> anyhow::Result<()> {
         self.choose(sh, Tool::PgDump, Need::AtLeast(server.major))
@@ -443,15 +448,33 @@ pub fn scrub(url: &DbUrl, text: &str) -> String {
 
 fn find_client(sh: &Shell, name: &str) -> Option<Client> {
     let path = find_on_path(name)?;
-    let output = Command::new(&path)
-        .arg("--version")
-        .envs(sh.var_os("PATH").map(|p| ("PATH", p)))
-        .stdin(Stdio::null())
-        .output()
-        .ok()?;
-    let text = String::from_utf8_lossy(&output.stdout);
+    let version = |path: &Path| {
+        let output = Command::new(path)
+            .arg("--version")
+            .envs(sh.var_os("PATH").map(|p| ("PATH", p)))
+            .stdin(Stdio::null())
+            .output()
+            .ok()?;
+        Some(String::from_utf8_lossy(&output.stdout).into_owned())
+    };
+    let text = version(&path)?;
     let major = parse_client_major(&text)?;
+    // Debian's `pg_wrapper` (a Perl script behind /usr/bin/psql) costs about 50 ms of CPU per
+    // start, and a clone starts these tools dozens of times. Run the binary it would pick.
+    let path = wrapped_binary(&path, name, major)
+        .filter(|real| version(real).as_deref() == Some(text.as_str()))
+        .unwrap_or(path);
     Some(Client { path, major })
+}
+
+/// The versioned binary behind Debian's `pg_wrapper`, when `path` is that wrapper.
+fn wrapped_binary(path: &Path, name: &str, major: u32) -> Option<PathBuf> {
+    let target = path.canonicalize().ok()?;
+    if target.file_name()? != "pg_wrapper" {
+        return None;
+    }
+    let real = PathBuf::from(format!("/usr/lib/postgresql/{major}/bin/{name}"));
+    is_executable(&real).then_some(real)
 }
 
 fn find_on_path(name: &str) -> Option<PathBuf> {

@@ -18,6 +18,7 @@ use sha2::{Digest, Sha256};
 
 use crate::{
     db_url::DbUrl,
+    dump::Next,
     media::hex,
     pg_tools::{Access, PgTools},
     restore, term,
@@ -163,7 +164,7 @@ pub fn scrubbing_reader<R: Read>(input: R, rules: &[Rule]) -> (impl Read, Counts
 }
 
 /// The line editor behind [`scrubbing_reader`], to combine with others in one pass.
-pub fn scrubber(rules: &[Rule]) -> (impl FnMut(&mut Vec<u8>), Counts) {
+pub fn scrubber(rules: &[Rule]) -> (impl FnMut(&mut Vec<u8>) -> Next, Counts) {
     let counts: Counts = Rc::default();
     let mut scrubber = Scrubber {
         rules: rules.to_vec(),
@@ -188,12 +189,13 @@ struct Scrubber {
 }
 
 impl Scrubber {
-    /// Rewrites `line` in place; an empty line means "drop it".
-    fn process(&mut self, line: &mut Vec<u8>) {
+    /// Rewrites `line` in place; an empty line means "drop it". The rows of tables no rule
+    /// touches are skipped.
+    fn process(&mut self, line: &mut Vec<u8>) -> Next {
         if let Some(active) = &self.active {
             if line.as_slice() == b"\\.\n" {
                 self.active = None;
-                return;
+                return Next::Line;
             }
             let row = String::from_utf8_lossy(&line[..line.len() - 1]).into_owned();
             let fields: Vec<&str> = row.split('\t').collect();
@@ -201,7 +203,7 @@ impl Scrubber {
             if let Some(rule) = &active.delete {
                 *self.counts.borrow_mut().entry(rule.describe()).or_default() += 1;
                 line.clear();
-                return;
+                return Next::Line;
             }
             let mut out: Vec<String> = fields.iter().map(|f| f.to_string()).collect();
             for (index, rule) in &active.columns {
@@ -215,12 +217,12 @@ impl Scrubber {
             }
             *line = out.join("\t").into_bytes();
             line.push(b'\n');
-            return;
+            return Next::Line;
         }
         if let Some((table, columns)) = copy_header(line) {
             let rules: Vec<&Rule> = self.rules.iter().filter(|r| r.table == table).collect();
             if rules.is_empty() {
-                return;
+                return Next::SkipRows;
             }
             let key_index = columns.iter().position(|c| c == "id").unwrap_or(0);
             let delete = rules
@@ -241,6 +243,7 @@ impl Scrubber {
                 delete,
             });
         }
+        Next::Line
     }
 }
 
