@@ -499,6 +499,33 @@ fn export_then_import_matches_the_manual_path_with_standard_tools() {
     assert_eq!(tree(&tool_media), source_tree);
     assert_eq!(tree(&manual_media), source_tree);
     assert!(tool_media.join("empty dir").is_dir() && manual_media.join("empty dir").is_dir());
+
+    // The tool as that role, twice: the second load replaces the first, and the checkpoint
+    // it asks for once the data is in (superuser or pg_checkpoint only) is refused quietly.
+    let as_loader = format!("postgres://loader@127.0.0.1:{}/netpoint_loader", dev.port);
+    for round in ["creates", "replaces"] {
+        let mut cmd = xtask(&[
+            "--jobs",
+            "2",
+            "clone-prod",
+            "--bundle",
+            s(&bundle),
+            "--target",
+            &as_loader,
+            "--yes",
+        ]);
+        cmd.env("PGPASSWORD", "loader-pw");
+        let out = run(cmd).ok();
+        assert!(!out.stdout.contains("loader-pw"), "{round}: {}", out.stdout);
+    }
+    assert_eq!(dev.row_counts_fast("netpoint_loader"), expected_counts);
+    assert_eq!(
+        dev.psql(
+            "postgres",
+            "select pg_get_userbyid(datdba) from pg_database where datname = 'netpoint_loader'"
+        ),
+        "loader"
+    );
     assert!(np_temp_dbs(&dev).is_empty(), "{:?}", np_temp_dbs(&dev));
 }
 

@@ -36,6 +36,10 @@ pub enum Access {
     /// Every transaction is read-only (`default_transaction_read_only=on`): for sources.
     ReadOnly,
     ReadWrite,
+    /// Writes into a temporary database that a later, durable commit swaps into place:
+    /// commits need not wait for their WAL to reach the disk (`synchronous_commit=off`),
+    /// since the swap's commit flushes all WAL written before it.
+    Load,
 }
 
 #[derive(Clone, Debug)]
@@ -371,15 +375,17 @@ impl PgTools {
     }
 }
 
-/// libpq environment for a session: the URL's parts plus, for sources, read-only transactions.
+/// libpq environment for a session: the URL's parts plus what `access` asks of the session.
 pub fn session_env(url: &DbUrl, access: Access) -> Vec<(String, String)> {
     let mut env = url.pg_env();
-    if access == Access::ReadOnly {
-        let read_only = "-c default_transaction_read_only=on";
-        match env.iter_mut().find(|(key, _)| key == "PGOPTIONS") {
-            Some((_, options)) => *options = format!("{options} {read_only}"),
-            None => env.push(("PGOPTIONS".to_string(), read_only.to_string())),
-        }
+    let option = match access {
+        Access::ReadOnly => "-c default_transaction_read_only=on",
+        Access::Load => "-c synchronous_commit=off",
+        Access::ReadWrite => return env,
+    };
+    match env.iter_mut().find(|(key, _)| key == "PGOPTIONS") {
+        Some((_, options)) => *options = format!("{options} {option}"),
+        None => env.push(("PGOPTIONS".to_string(), option.to_string())),
     }
     env
 }
@@ -549,5 +555,33 @@ mod tests {
         assert!(!session_env(&url, Access::ReadWrite)
             .iter()
             .any(|(_, v)| v.contains("read_only")));
+    }
+
+    #[test]
+    fn loads_do_not_wait_for_each_commit_to_reach_disk() {
+        let url = DbUrl::parse("postgres://u@h/db").unwrap();
+        let env = session_env(&url, Access::Load);
+        let options = &env.iter().find(|(k, _)| k == "PGOPTIONS").unwrap().1;
+        assert_eq!(options, "-c synchronous_commit=off");
+        assert!(!session_env(&url, Access::ReadWrite)
+            .iter()
+            .any(|(k, _)| k == "PGOPTIONS"));
+    }
+
+    #[test]
+    fn debian_wrapper_resolves_to_the_versioned_binary() {
+        let dir = tempfile::tempdir().unwrap();
+        let wrapper = dir.path().join("pg_wrapper");
+        std::fs::write(&wrapper, "#!/bin/sh\n").unwrap();
+        let link = dir.path().join("psql");
+        std::os::unix::fs::symlink(&wrapper, &link).unwrap();
+        let plain = dir.path().join("pg_dump");
+        std::fs::write(&plain, "#!/bin/sh\n").unwrap();
+        // A plain binary is used as it is; the wrapper only when the versioned binary exists.
+        assert_eq!(wrapped_binary(&plain, "pg_dump", 15), None);
+        let real = PathBuf::from("/usr/lib/postgresql/15/bin/psql");
+        let expected = is_executable(&real).then_some(real);
+        assert_eq!(wrapped_binary(&link, "psql", 15), expected);
+        assert_eq!(wrapped_binary(&link, "psql", 999), None);
     }
 }

@@ -333,7 +333,7 @@ pub fn dies_with_parent(command: &mut Command) -> &mut Command {
 
 /// `psql` reading SQL from its stdin into `url`, stopping at the first error.
 pub fn spawn_psql_load(sh: &Shell, tools: &PgTools, url: &DbUrl) -> anyhow::Result<Child> {
-    let cmd = tools.cmd(sh, Tool::Psql, url, Access::ReadWrite)?.args([
+    let cmd = tools.cmd(sh, Tool::Psql, url, Access::Load)?.args([
         "-X",
         "-q",
         "-v",
