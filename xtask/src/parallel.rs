@@ -204,18 +204,10 @@ pub struct PostData {
 /// data is in, most of that writing overlaps the index builds instead. It needs superuser
 /// or `pg_checkpoint`; without them it fails quietly and nothing changes.
 fn spawn_flush(sh: &Shell, tools: &PgTools, url: &DbUrl) -> anyhow::Result<Child> {
-    let cmd = tools
-        .cmd(sh, Tool::Psql, url, Access::ReadWrite)?
-        .args(["-X", "-q", "-f", "-"]);
-    pg_tools::log(&cmd, url);
-    let mut command = Command::from(cmd);
-    restore::dies_with_parent(&mut command);
-    command
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .with_context(|| format!("starting psql for {url}"))
+    let mut psql = restore::spawn_psql_load(sh, tools, url)?;
+    // Nobody reads why a checkpoint was refused.
+    drop(psql.stderr.take());
+    Ok(psql)
 }
 
 struct Session {
