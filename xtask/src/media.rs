@@ -237,8 +237,7 @@ pub fn copy_tree(src: &Path, dst: &Path, on_file: &(dyn Fn(u64) + Sync)) -> anyh
     for entry in walk(src, false)? {
         let entry = entry?;
         if entry.kind == Kind::Dir {
-            let mode = fs::metadata(src.join(&entry.rel))?.permissions().mode();
-            fs::set_permissions(dst.join(&entry.rel), fs::Permissions::from_mode(mode))?;
+            copy_dir_mode(src, dst, &entry.rel)?;
         }
     }
     Ok(Totals {
@@ -308,9 +307,16 @@ fn copy_file_verified(
 
 fn copy_dir_modes(src: &Path, entries: &[Entry], dst: &Path) -> anyhow::Result<()> {
     for entry in entries.iter().filter(|e| e.kind == Kind::Dir) {
-        let mode = fs::metadata(src.join(&entry.rel))?.permissions().mode();
-        fs::set_permissions(dst.join(&entry.rel), fs::Permissions::from_mode(mode))?;
+        copy_dir_mode(src, dst, &entry.rel)?;
     }
+    Ok(())
+}
+
+/// Gives the directory `rel` below `dst` the mode it has below `src`; done last, since a
+/// read-only directory would refuse the files copied into it.
+fn copy_dir_mode(src: &Path, dst: &Path, rel: &Path) -> anyhow::Result<()> {
+    let mode = fs::metadata(src.join(rel))?.permissions().mode();
+    fs::set_permissions(dst.join(rel), fs::Permissions::from_mode(mode))?;
     Ok(())
 }
 
@@ -345,8 +351,15 @@ pub fn hash_file(path: &Path) -> io::Result<String> {
 }
 
 fn hash_file_with(path: &Path, buf: &mut [u8]) -> io::Result<String> {
+    let mut file = File::open(path)?;
     let mut hasher = Sha256::new();
-    read_file(path, buf, |data| hasher.update(data))?;
+    loop {
+        let n = read_some(&mut file, buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
     Ok(hex(&hasher.finalize()))
 }
 
@@ -357,21 +370,6 @@ fn read_some(file: &mut File, buf: &mut [u8]) -> io::Result<usize> {
             result => return result,
         }
     }
-}
-
-/// Reads a whole file through `buf`, handing each piece to `each`; returns its length.
-fn read_file(path: &Path, buf: &mut [u8], mut each: impl FnMut(&[u8])) -> io::Result<u64> {
-    let mut file = File::open(path)?;
-    let mut size = 0;
-    loop {
-        let n = read_some(&mut file, buf)?;
-        if n == 0 {
-            break;
-        }
-        each(&buf[..n]);
-        size += n as u64;
-    }
-    Ok(size)
 }
 
 pub fn hex(bytes: &[u8]) -> String {

@@ -194,8 +194,6 @@ pub struct PostData {
     pub streams: usize,
     /// Ask for a checkpoint once the data is in; see [`spawn_flush`].
     pub flush: bool,
-    /// Whether the server has `max_parallel_maintenance_workers` (PostgreSQL 11 and later).
-    pub tune_workers: bool,
 }
 
 /// A session that will ask the server for a checkpoint. A load that replaces a database
@@ -262,7 +260,17 @@ pub fn run_post_data(
         true => Some(spawn_flush(sh, tools, url)?),
         false => None,
     };
-    let result = schedule(&mut post, &mut workers, &rx, url, failure, &mut flush);
+    // `max_parallel_maintenance_workers` came with PostgreSQL 11.
+    let tune_workers = tools.server_major(url).is_some_and(|major| major >= 11);
+    let result = schedule(
+        &mut post,
+        &mut workers,
+        &rx,
+        url,
+        failure,
+        &mut flush,
+        tune_workers,
+    );
     if let Some(mut flush) = flush {
         if result.is_err() {
             let _ = flush.kill();
@@ -292,6 +300,7 @@ fn schedule(
     url: &DbUrl,
     failure: &Failure,
     flush: &mut Option<Child>,
+    tune_workers: bool,
 ) -> anyhow::Result<()> {
     let jobs = &post.jobs;
     let mut order: Vec<usize> = (0..jobs.len()).collect();
@@ -338,7 +347,7 @@ fn schedule(
             };
             let mut job = pending.remove(pos).unwrap();
             let mut sql = String::new();
-            if post.tune_workers && jobs[job].stage == 0 {
+            if tune_workers && jobs[job].stage == 0 {
                 // An index build's parallel workers only help while cores would idle: with
                 // every session busy they cost a fifth more CPU for the same index.
                 let alone = running.is_empty()
@@ -790,7 +799,6 @@ impl DirectClone<'_> {
                 .collect(),
             streams: dumps.len(),
             flush: self.replaces,
-            tune_workers: tools.server_major(temp).is_some_and(|major| major >= 11),
         };
 
         self.bar.set_message("data");
@@ -916,7 +924,6 @@ pub fn load_file(
         loading: sizes.keys().cloned().collect(),
         streams,
         flush: replaces,
-        tune_workers: tools.server_major(temp).is_some_and(|major| major >= 11),
     };
     let queue = Mutex::new(VecDeque::from(ranges));
     let mut loaders = Vec::new();
