@@ -470,6 +470,7 @@ impl Direct<'_> {
                     rules: &scrub.applied,
                     bar: &bar,
                     replaces: state.exists,
+                    encoding: &encoding,
                 };
                 let counts = match parallel.run(sh, tools, temp)? {
                     Some(counts) => counts,

@@ -6,7 +6,7 @@ use std::{
     fs::File,
     io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write},
     path::Path,
-    process::{Child, ChildStdin, ChildStdout, Command, Stdio},
+    process::{Child, ChildStdin, ChildStdout, Command, ExitStatus, Stdio},
     sync::{
         atomic::{AtomicBool, Ordering},
         mpsc, Mutex, OnceLock,
@@ -599,10 +599,23 @@ struct Relation {
     pattern: String,
     /// As the dump writes it: `public.dcim_site`.
     dumped_as: String,
+    /// `schema.name` unquoted, as scrub rules name tables.
+    name: String,
     bytes: u64,
     /// Whether a COPY block is expected (sequences and excluded tables have none).
     has_data: bool,
+    /// The columns `COPY` reads and writes, quoted; generated columns are left out.
+    columns: String,
+    /// Every column's type has a binary form another server of the same major version
+    /// reads back as the same value: a built-in type with send and receive functions,
+    /// not one of the `reg*` types, which carry object ids.
+    binary: bool,
 }
+
+/// Tables at least this large are copied straight from a source session into a target
+/// session ([`Straight`]). Smaller ones share a `pg_dump`: two sessions for each of them
+/// would cost more than the copy saves.
+const STRAIGHT_MIN: u64 = 4 << 20;
 
 /// Splits relations into `n` groups of about equal size, largest first.
 fn balance(mut relations: Vec<Relation>, n: usize) -> Vec<Vec<Relation>> {
@@ -647,27 +660,56 @@ fn relations_to_copy(
         s if s.starts_with('t') => return Ok(Err("the source has large objects")),
         _ => return Ok(Err("an extension keeps configuration tables")),
     }
+    // Generated columns (PostgreSQL 12 and later) are computed again on the target.
+    let generated = match tools.server_major(source) {
+        Some(major) if major < 12 => "",
+        _ => " and a.attgenerated = ''",
+    };
+    let portable = |t: &str| {
+        format!(
+            "{t}.oid < 16384 and {t}.typname !~ '^_?reg' and {t}.typsend::oid <> 0 and {t}.typreceive::oid <> 0"
+        )
+    };
     let rows = tools.query(
         sh,
         source,
         Access::ReadOnly,
-        "select json_build_array(n.nspname, c.relname, quote_ident(n.nspname) || '.' || quote_ident(c.relname), \
-         case when c.relkind = 'r' then pg_table_size(c.oid) else 0 end, c.relkind)::text \
-         from pg_class c join pg_namespace n on n.oid = c.relnamespace \
-         where c.relkind in ('r', 'S') and n.nspname <> 'information_schema' and n.nspname !~ '^pg_' \
-         order by 1",
+        &format!(
+            "select json_build_array(n.nspname, c.relname, quote_ident(n.nspname) || '.' || quote_ident(c.relname), \
+             case when c.relkind = 'r' then pg_table_size(c.oid) else 0 end, c.relkind, \
+             coalesce(string_agg(quote_ident(a.attname), ', ' order by a.attnum), ''), \
+             coalesce(bool_and({} and (t.typelem = 0 or ({}))), false))::text \
+             from pg_class c join pg_namespace n on n.oid = c.relnamespace \
+             left join pg_attribute a on a.attrelid = c.oid and a.attnum > 0 and not a.attisdropped{generated} \
+             left join pg_type t on t.oid = a.atttypid left join pg_type e on e.oid = t.typelem \
+             where c.relkind in ('r', 'S') and n.nspname <> 'information_schema' and n.nspname !~ '^pg_' \
+             group by n.nspname, c.relname, c.oid, c.relkind order by 1",
+            portable("t"),
+            portable("e"),
+        ),
     )?;
     let mut relations = Vec::new();
     for row in rows.lines().filter(|r| !r.is_empty()) {
         let value: serde_json::Value =
             serde_json::from_str(row).context("reading the list of tables")?;
-        let (Some(schema), Some(name), Some(dumped_as), Some(bytes), Some(kind)) = (
+        let (
+            Some(schema),
+            Some(name),
+            Some(dumped_as),
+            Some(bytes),
+            Some(kind),
+            Some(columns),
+            Some(binary),
+        ) = (
             value[0].as_str(),
             value[1].as_str(),
             value[2].as_str(),
             value[3].as_u64(),
             value[4].as_str(),
-        ) else {
+            value[5].as_str(),
+            value[6].as_bool(),
+        )
+        else {
             bail!("unexpected table list row from {source}: {row}");
         };
         // Tables whose data is left out stay in the list: pg_dump's --exclude-table-data
@@ -678,8 +720,11 @@ fn relations_to_copy(
         relations.push(Relation {
             pattern: pattern(schema, name),
             dumped_as: dumped_as.to_string(),
+            name: format!("{schema}.{name}"),
             bytes: if data_excluded { 0 } else { bytes },
             has_data: !data_excluded && kind == "r",
+            columns: columns.to_string(),
+            binary,
         });
     }
     if relations.is_empty() {
@@ -698,13 +743,224 @@ pub struct DirectClone<'a> {
     pub bar: &'a ProgressBar,
     /// The load replaces an existing database (see [`spawn_flush`]).
     pub replaces: bool,
+    /// The source database's encoding, which the temporary database was created with.
+    pub encoding: &'a str,
+}
+
+/// One piece of a direct clone's data, taken from a queue by the data sessions.
+enum Load {
+    /// A `pg_dump --data-only` of a group of relations, normalised, scrubbed and marked on
+    /// its way into its psql.
+    Dump {
+        dump: Child,
+        psql: Child,
+    },
+    Straight(Box<Straight>),
+}
+
+impl Load {
+    fn run(
+        self,
+        clone: &DirectClone<'_>,
+        temp: &DbUrl,
+        failure: &Failure,
+        tx: &mpsc::Sender<Event>,
+        counts: &Mutex<BTreeMap<String, u64>>,
+    ) -> anyhow::Result<()> {
+        match self {
+            Load::Dump { dump, psql } => {
+                let (_, scrubbed) = clone_prod::pump_dump(
+                    dump,
+                    clone.source,
+                    clone.drop_settings.clone(),
+                    clone.rules,
+                    true,
+                    |reader| {
+                        let mut reader = Stoppable {
+                            inner: reader,
+                            failure,
+                        };
+                        feed_data(temp, psql, &mut reader, clone.bar, tx)
+                    },
+                )?;
+                let mut counts = counts.lock().unwrap();
+                for (rule, n) in scrubbed {
+                    *counts.entry(rule).or_default() += n;
+                }
+            }
+            Load::Straight(mut straight) => {
+                straight.run(clone.source, temp, failure)?;
+                clone.bar.inc(straight.bytes);
+                let _ = tx.send(Event::Loaded(straight.table));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A table copied by `COPY ... TO STDOUT` in a source session piped straight into
+/// `COPY ... FROM STDIN WITH (FREEZE)` in a target session: no `pg_dump` and no pass
+/// through xtask, and in binary form when both servers have the same major version, which
+/// the target reads with less work than text.
+struct Straight {
+    table: String,
+    bytes: u64,
+    copy_out: Command,
+    copy_in: Command,
+}
+
+impl Straight {
+    fn new(
+        sh: &Shell,
+        tools: &PgTools,
+        clone: &DirectClone<'_>,
+        temp: &DbUrl,
+        snapshot: &str,
+        relation: &Relation,
+    ) -> anyhow::Result<Straight> {
+        let binary = relation.binary
+            && tools.server_major(clone.source).is_some()
+            && tools.server_major(clone.source) == tools.server_major(temp);
+        let (format, freeze) = match binary {
+            true => (" with (format binary)", "format binary, freeze"),
+            false => ("", "freeze"),
+        };
+        let table = format!("{} ({})", relation.pattern, relation.columns);
+        let mut out = vec![
+            "begin transaction isolation level repeatable read read only".to_string(),
+            format!("set transaction snapshot {}", restore::literal(snapshot)),
+        ];
+        let mut into = vec!["begin".to_string()];
+        for statements in [&mut out, &mut into] {
+            // As pg_dump does: fail rather than copy rows a policy filters.
+            statements.push("set row_security = off".to_string());
+            if !binary {
+                let encoding = restore::literal(clone.encoding);
+                statements.push(format!("set client_encoding = {encoding}"));
+            }
+        }
+        if !binary {
+            // Text any server reads back as the same values, as pg_dump writes it.
+            out.extend(
+                [
+                    "set datestyle = iso",
+                    "set intervalstyle = postgres",
+                    "set extra_float_digits = 3",
+                ]
+                .map(String::from),
+            );
+        }
+        out.push(format!("copy {table} to stdout{format}"));
+        out.push("commit".to_string());
+        into.push(format!("truncate only {}", relation.pattern));
+        into.push(format!("copy {table} from stdin with ({freeze})"));
+        into.push("commit".to_string());
+        let session = |url: &DbUrl, access, statements: Vec<String>| -> anyhow::Result<Command> {
+            let mut cmd =
+                tools
+                    .cmd(sh, Tool::Psql, url, access)?
+                    .args(["-X", "-q", "-v", "ON_ERROR_STOP=1"]);
+            for statement in statements {
+                cmd = cmd.arg("-c").arg(statement);
+            }
+            pg_tools::log(&cmd, url);
+            let mut command = Command::from(cmd);
+            restore::dies_with_parent(&mut command);
+            Ok(command)
+        };
+        Ok(Straight {
+            table: relation.dumped_as.clone(),
+            bytes: relation.bytes,
+            copy_out: session(clone.source, Access::ReadOnly, out)?,
+            copy_in: session(temp, Access::Load, into)?,
+        })
+    }
+
+    fn run(&mut self, source: &DbUrl, temp: &DbUrl, failure: &Failure) -> anyhow::Result<()> {
+        let mut out = self
+            .copy_out
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("starting psql for {source}"))?;
+        let out_stderr = restore::collect_stderr(out.stderr.take().unwrap());
+        let into = self
+            .copy_in
+            .stdin(Stdio::from(out.stdout.take().unwrap()))
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn();
+        let mut into = match into {
+            Ok(into) => into,
+            Err(err) => {
+                let _ = out.kill();
+                let _ = out.wait();
+                return Err(err).with_context(|| format!("starting psql for {temp}"));
+            }
+        };
+        let into_stderr = restore::collect_stderr(into.stderr.take().unwrap());
+        let statuses = wait_both(&mut out, &mut into, failure);
+        let out_stderr = out_stderr.join().unwrap_or_default();
+        let into_stderr = into_stderr.join().unwrap_or_default();
+        let (out_status, into_status) = statuses?;
+        // A source session that only lost its reader (the target failed first) is not the
+        // cause; one that failed on its own is, even when the target failed too.
+        let reader_gone = out_status.code().is_none() || out_stderr.contains("Broken pipe");
+        match (out_status.success(), into_status.success()) {
+            (true, true) => Ok(()),
+            (false, into_ok) if into_ok || !reader_gone => {
+                Err(pg_tools::explain_failure(source, &out_stderr))
+                    .context(format!("copying {} from {source} failed", self.table))
+            }
+            _ => {
+                let message = restore::first_error(&into_stderr)
+                    .unwrap_or_else(|| format!("psql exited with {into_status}"));
+                bail!(
+                    "restore into {temp} failed: {}",
+                    pg_tools::scrub(temp, &message)
+                )
+            }
+        }
+    }
+}
+
+/// Waits for two sessions; kills both when another session fails or the run is stopped.
+fn wait_both(
+    a: &mut Child,
+    b: &mut Child,
+    failure: &Failure,
+) -> anyhow::Result<(ExitStatus, ExitStatus)> {
+    let (mut done_a, mut done_b) = (None, None);
+    loop {
+        if done_a.is_none() {
+            done_a = a.try_wait()?;
+        }
+        if done_b.is_none() {
+            done_b = b.try_wait()?;
+        }
+        if let (Some(a), Some(b)) = (done_a, done_b) {
+            return Ok((a, b));
+        }
+        if failure.failed.load(Ordering::SeqCst) || restore::INTERRUPTED.load(Ordering::SeqCst) {
+            for child in [a, b] {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+            restore::check_interrupted()?;
+            bail!("stopped: another session failed");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
 
 impl DirectClone<'_> {
     /// Copies the source into the empty database `temp` on `jobs()` sessions: the schema,
-    /// then table data in balanced groups, each a `pg_dump --data-only` of one shared
-    /// snapshot streamed into its own psql, then indexes and constraints side by side.
-    /// Returns `None`, having changed nothing, when the source needs the single stream.
+    /// then table data from one shared snapshot, then indexes and constraints side by side.
+    /// Large tables go [`Straight`]; the rest, and every scrubbed table, in balanced groups,
+    /// each a `pg_dump --data-only` streamed through xtask into its own psql. The sessions
+    /// take the pieces largest first. Returns `None`, having changed nothing, when the
+    /// source needs the single stream.
     pub fn run(
         &self,
         sh: &Shell,
@@ -733,7 +989,34 @@ impl DirectClone<'_> {
             .iter()
             .map(|r| (r.dumped_as.clone(), r.bytes))
             .collect();
-        let groups = balance(relations, sessions);
+        let loading: HashSet<String> = relations
+            .iter()
+            .filter(|r| r.has_data)
+            .map(|r| r.dumped_as.clone())
+            .collect();
+        let (straight, mut rest): (Vec<Relation>, Vec<Relation>) =
+            relations.into_iter().partition(|r| {
+                r.has_data
+                    && r.bytes >= STRAIGHT_MIN
+                    && !r.columns.is_empty()
+                    && !self.rules.iter().any(|rule| rule.table == r.name)
+            });
+        // pg_dump sets an identity sequence only along with its table: the straight tables
+        // stay in the dumps, without their rows.
+        let mut patterns = self.patterns.to_vec();
+        for relation in &straight {
+            patterns.push(relation.pattern.clone());
+            rest.push(Relation {
+                bytes: 0,
+                has_data: false,
+                ..relation.clone()
+            });
+        }
+        let rest_bytes: u64 = rest.iter().map(|r| r.bytes).sum();
+        let groups = balance(
+            rest,
+            sessions.min((rest_bytes / STRAIGHT_MIN).max(1) as usize),
+        );
         let snap = format!("--snapshot={}", snapshot.id);
         let section = |name: &str| -> anyhow::Result<Child> {
             clone_prod::spawn_dump(
@@ -752,13 +1035,8 @@ impl DirectClone<'_> {
             for relation in group {
                 args.push(format!("--table={}", relation.pattern));
             }
-            dumps.push(clone_prod::spawn_dump(
-                sh,
-                tools,
-                self.source,
-                self.patterns,
-                &args,
-            )?);
+            let dump = clone_prod::spawn_dump(sh, tools, self.source, &patterns, &args)?;
+            dumps.push((group.iter().map(|r| r.bytes).sum::<u64>(), dump));
         }
         let source = self.source.clone();
         let drop_settings = self.drop_settings.clone();
@@ -788,54 +1066,46 @@ impl DirectClone<'_> {
             .map_err(|_| anyhow::anyhow!("reading the post-data dump failed"))??
             .0;
         let (header, jobs) = post_jobs(&text, &sizes);
+
+        self.bar.set_message("data");
+        let mut loads = Vec::new();
+        for (bytes, dump) in dumps {
+            let psql = restore::spawn_psql_load(sh, tools, temp)?;
+            loads.push((bytes, Load::Dump { dump, psql }));
+        }
+        for relation in &straight {
+            let straight = Straight::new(sh, tools, self, temp, &snapshot.id, relation)?;
+            loads.push((relation.bytes, Load::Straight(Box::new(straight))));
+        }
+        loads.sort_by_key(|(bytes, _)| std::cmp::Reverse(*bytes));
+        let streams = sessions.min(loads.len());
+        let queue = Mutex::new(
+            loads
+                .into_iter()
+                .map(|(_, load)| load)
+                .collect::<VecDeque<_>>(),
+        );
         let post = PostData {
             header,
             jobs,
-            loading: groups
-                .iter()
-                .flatten()
-                .filter(|r| r.has_data)
-                .map(|r| r.dumped_as.clone())
-                .collect(),
-            streams: dumps.len(),
+            loading,
+            streams,
             flush: self.replaces,
         };
-
-        self.bar.set_message("data");
-        let mut loaders = Vec::new();
-        for _ in &dumps {
-            loaders.push(restore::spawn_psql_load(sh, tools, temp)?);
-        }
         let failure = Failure::default();
         let counts = Mutex::new(BTreeMap::<String, u64>::new());
         let (tx, rx) = mpsc::channel();
         let post_result = std::thread::scope(|scope| {
-            for (dump, psql) in dumps.into_iter().zip(loaders) {
-                let (failure, counts, bar, tx) = (&failure, &counts, self.bar.clone(), tx.clone());
-                let drop_settings = self.drop_settings.clone();
+            for _ in 0..streams {
+                let (failure, counts, queue, tx) = (&failure, &counts, &queue, tx.clone());
                 scope.spawn(move || {
-                    let copied = clone_prod::pump_dump(
-                        dump,
-                        self.source,
-                        drop_settings,
-                        self.rules,
-                        true,
-                        |reader| {
-                            let mut reader = Stoppable {
-                                inner: reader,
-                                failure,
-                            };
-                            feed_data(temp, psql, &mut reader, &bar, &tx)
-                        },
-                    );
-                    match copied {
-                        Ok((_, scrubbed)) => {
-                            let mut counts = counts.lock().unwrap();
-                            for (rule, n) in scrubbed {
-                                *counts.entry(rule).or_default() += n;
-                            }
+                    while !failure.failed.load(Ordering::SeqCst) {
+                        let Some(load) = queue.lock().unwrap().pop_front() else {
+                            break;
+                        };
+                        if let Err(err) = load.run(self, temp, failure, &tx, counts) {
+                            failure.record(err);
                         }
-                        Err(err) => failure.record(err),
                     }
                     let _ = tx.send(Event::StreamEnded);
                 });
@@ -1128,8 +1398,11 @@ SET default_tablespace = fast;\n\n\
         let relation = |name: &str, bytes| Relation {
             pattern: pattern("public", name),
             dumped_as: format!("public.{name}"),
+            name: format!("public.{name}"),
             bytes,
             has_data: bytes > 0,
+            columns: "id".to_string(),
+            binary: true,
         };
         let groups = balance(
             vec![

@@ -419,6 +419,8 @@ pub fn explain_failure(url: &DbUrl, stderr: &str) -> anyhow::Error {
         )
     } else if stderr.contains("No such file or directory") && stderr.contains("socket") {
         format!("no server listening at {at}: start it or give a host in the URL ({url})")
+    } else if stderr.contains("affected by row-level security policy") {
+        format!("row-level security hides rows of a table from user `{user}` at {at}: clone as the tables' owner or a role with BYPASSRLS ({url})")
     } else if let Some(db) = missing(&stderr, "database") {
         format!("database `{db}` does not exist at {at}: create it or fix the database name in the URL ({url})")
     } else if let Some(role) = missing(&stderr, "role") {
@@ -531,6 +533,7 @@ mod tests {
             ("psql: error: could not translate host name \"db.local\" to address: Name or service not known", "unknown host"),
             ("psql: error: connection to server at \"db.local\" failed: FATAL:  database \"netpoint\" does not exist", "database `netpoint` does not exist"),
             ("psql: error: connection failed: FATAL:  role \"app\" does not exist", "user `app` does not exist"),
+            ("ERROR:  query would be affected by row-level security policy for table \"t\"", "a role with BYPASSRLS"),
         ];
         for (stderr, expected) in cases {
             let message = explain_failure(&url, stderr).to_string();
