@@ -832,8 +832,17 @@ impl Straight {
         ];
         let mut into = vec!["begin".to_string()];
         for statements in [&mut out, &mut into] {
-            // As pg_dump does: fail rather than copy rows a policy filters.
-            statements.push("set row_security = off".to_string());
+            // As pg_dump does: no timeout a role's defaults set cuts a long copy short, and
+            // fail rather than copy rows a policy filters.
+            statements.extend(
+                [
+                    "set statement_timeout = 0",
+                    "set lock_timeout = 0",
+                    "set idle_in_transaction_session_timeout = 0",
+                    "set row_security = off",
+                ]
+                .map(String::from),
+            );
             if !binary {
                 let encoding = restore::literal(clone.encoding);
                 statements.push(format!("set client_encoding = {encoding}"));
