@@ -337,18 +337,31 @@ back\slash ✓ ' || repeat('x', 40) end,
         "the large tables are larger than the straight copy's threshold: {sizes}"
     );
     let expected = digests(&pg, "big");
+    let clone_into = |target: String| {
+        run(xtask(&[
+            "-v",
+            "--jobs",
+            "2",
+            "clone-prod",
+            "--source",
+            &pg.url("big"),
+            "--target",
+            &target,
+        ]))
+        .ok()
+    };
+    let assert_intact = |got: Vec<(String, String)>, on: &str| {
+        for table in ["public.wide", "public.moods", "public.pins"] {
+            let find = |d: &[(String, String)]| d.iter().find(|(t, _)| t == table).cloned();
+            assert_eq!(
+                find(&got),
+                find(&expected),
+                "{table} arrives intact on {on}"
+            );
+        }
+    };
 
-    let same = run(xtask(&[
-        "-v",
-        "--jobs",
-        "2",
-        "clone-prod",
-        "--source",
-        &pg.url("big"),
-        "--target",
-        &pg.url("same"),
-    ]))
-    .ok();
+    let same = clone_into(pg.url("same"));
     let wide = copy_out_line(&same.stderr, "wide").expect("wide goes straight");
     assert!(wide.contains("format binary"), "{wide}");
     let moods = copy_out_line(&same.stderr, "moods").expect("moods goes straight");
@@ -366,11 +379,7 @@ back\slash ✓ ' || repeat('x', 40) end,
         "{}",
         same.stderr
     );
-    let got = digests(&pg, "same");
-    for table in ["public.wide", "public.moods", "public.pins"] {
-        let find = |d: &[(String, String)]| d.iter().find(|(t, _)| t == table).cloned();
-        assert_eq!(find(&got), find(&expected), "{table} arrives intact");
-    }
+    assert_intact(digests(&pg, "same"), "the same server");
     assert_eq!(
         structure(&pg, "same"),
         structure(&pg, "big"),
@@ -386,37 +395,23 @@ back\slash ✓ ' || repeat('x', 40) end,
     );
 
     let newer = Pg::start(17);
-    let across = run(xtask(&[
-        "-v",
-        "--jobs",
-        "2",
-        "clone-prod",
-        "--source",
-        &pg.url("big"),
-        "--target",
-        &newer.url("copy"),
-    ]))
-    .ok();
+    let across = clone_into(newer.url("copy"));
     let wide = copy_out_line(&across.stderr, "wide").expect("wide goes straight");
     assert!(
         !wide.contains("format binary"),
         "text across major versions: {wide}"
     );
-    let got = digests(&newer, "copy");
-    for table in ["public.wide", "public.moods", "public.pins"] {
-        let find = |d: &[(String, String)]| d.iter().find(|(t, _)| t == table).cloned();
-        assert_eq!(
-            find(&got),
-            find(&expected),
-            "{table} arrives intact on PostgreSQL 17"
-        );
-    }
+    assert_intact(digests(&newer, "copy"), "PostgreSQL 17");
 
     // A reader that row security would filter: the straight copy of `moods` fails, as
     // pg_dump would, instead of copying part of the table.
     pg.psql(
         "big",
-        "create role reader login createdb password 'reader-secret';          grant select on all tables in schema public to reader;          grant select on all sequences in schema public to reader;          alter table moods enable row level security;          create policy only_ok on moods for select using (mood = 'ok');",
+        "create role reader login createdb password 'reader-secret'; \
+         grant select on all tables in schema public to reader; \
+         grant select on all sequences in schema public to reader; \
+         alter table moods enable row level security; \
+         create policy only_ok on moods for select using (mood = 'ok');",
     );
     let as_reader = |db: &str| {
         pg.url(db).replace(
