@@ -5,7 +5,7 @@ use std::{
     collections::BTreeMap,
     fs,
     path::{Path, PathBuf},
-    process::{Command, Stdio},
+    process::Stdio,
     time::{Duration, Instant},
 };
 
@@ -266,14 +266,10 @@ pub fn spawn_dump(
         .args(["--format=plain", "--no-owner", "--no-privileges"])
         .args(&excludes)
         .args(extra);
-    pg_tools::log(&cmd, source);
-    let mut command = Command::from(cmd);
-    restore::dies_with_parent(&mut command);
-    command
+    restore::tool_command(cmd, source)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    command
+        .stderr(Stdio::piped())
         .spawn()
         .with_context(|| format!("starting pg_dump for {source}"))
 }

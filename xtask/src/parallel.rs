@@ -505,9 +505,7 @@ impl Snapshot {
             "-f",
             "-",
         ]);
-        pg_tools::log(&cmd, source);
-        let mut command = Command::from(cmd);
-        restore::dies_with_parent(&mut command);
+        let mut command = restore::tool_command(cmd, source);
         command
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -872,10 +870,7 @@ impl Straight {
             for statement in statements {
                 cmd = cmd.arg("-c").arg(statement);
             }
-            pg_tools::log(&cmd, url);
-            let mut command = Command::from(cmd);
-            restore::dies_with_parent(&mut command);
-            Ok(command)
+            Ok(restore::tool_command(cmd, url))
         };
         Ok(Straight {
             table: relation.dumped_as.clone(),

@@ -317,8 +317,11 @@ pub fn literal(value: &str) -> String {
     format!("'{}'", value.replace('\'', "''"))
 }
 
-/// A child that dies with us, so a killed run leaves no tool behind still writing.
-pub fn dies_with_parent(command: &mut Command) -> &mut Command {
+/// A tool's command, shown in `--verbose` mode, whose child dies with us, so a killed run
+/// leaves no tool behind still writing.
+pub fn tool_command(cmd: xshell::Cmd<'_>, url: &DbUrl) -> Command {
+    pg_tools::log(&cmd, url);
+    let mut command = Command::from(cmd);
     // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
     unsafe {
         command.pre_exec(|| {
@@ -341,14 +344,10 @@ pub fn spawn_psql_load(sh: &Shell, tools: &PgTools, url: &DbUrl) -> anyhow::Resu
         "-f",
         "-",
     ]);
-    pg_tools::log(&cmd, url);
-    let mut command = Command::from(cmd);
-    dies_with_parent(&mut command);
-    command
+    tool_command(cmd, url)
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    command
+        .stderr(Stdio::piped())
         .spawn()
         .with_context(|| format!("starting psql for {url}"))
 }
