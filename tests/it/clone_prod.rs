@@ -973,8 +973,35 @@ fn a_clone_killed_during_the_restore_leaves_the_target_intact() {
         "killed run changed the target media"
     );
 
-    // The next run succeeds and removes what the killed one left.
-    run(xtask(&args)).ok();
+    // The next run succeeds and removes what the killed one left, ending a session that a
+    // developer's app still holds on the target.
+    let mut app = dev
+        .psql_cmd("netpoint")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while dev.psql(
+        "postgres",
+        "select count(*) from pg_stat_activity where datname = 'netpoint'",
+    ) == "0"
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the app session did not connect"
+        );
+        thread::sleep(Duration::from_millis(25));
+    }
+    let next = run(xtask(&args)).ok();
+    assert!(
+        next.output().contains("ended 1 other session(s) on"),
+        "{}",
+        next.output()
+    );
+    drop(app.stdin.take());
+    app.wait().unwrap();
     assert!(np_temp_dbs(&dev).is_empty(), "{:?}", np_temp_dbs(&dev));
     assert!(
         media_leftovers(dir.path()).is_empty(),

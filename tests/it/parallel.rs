@@ -151,6 +151,36 @@ fn parallel_and_single_stream_loads_build_the_same_database() {
             "{db}: same indexes, constraints, triggers, sequences; missing {missing:?}, extra {extra:?}"
         );
     }
+
+    // Large objects live outside tables: such a source goes in one stream, objects and all.
+    pg.psql("prod", "select lo_from_bytea(0, 'rack photo')");
+    let with_blob = run(xtask(&[
+        "-v",
+        "--jobs",
+        "3",
+        "clone-prod",
+        "--source",
+        &pg.url("prod"),
+        "--target",
+        &pg.url("blob"),
+        "--no-scrub",
+    ]))
+    .ok();
+    assert!(
+        with_blob
+            .stderr
+            .contains("copying in one stream: the source has large objects"),
+        "{}",
+        with_blob.stderr
+    );
+    assert_eq!(
+        pg.psql(
+            "blob",
+            "select convert_from(lo_get(oid), 'UTF8') from pg_largeobject_metadata"
+        ),
+        "rack photo"
+    );
+    assert_eq!(digests(&pg, "blob").len(), source.len());
 }
 
 /// Production keeps writing parent and child rows in pairs while it is cloned: the two tables

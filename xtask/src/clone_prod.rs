@@ -414,11 +414,26 @@ impl Direct<'_> {
             bail!("media need both a source and a target directory: pass {missing}, or neither to clone the database only");
         }
         check_media_pair(self.source_media, self.target_media)?;
-        let server = source_server(sh, tools, self.source)?;
-        let excluded = excluded_tables(sh, tools, self.source, self.excluded)?;
-        // Counted, not listed: a clone's memory does not grow with the number of files.
-        let media_totals = self.source_media.map(media::count).transpose()?;
-        let scrub = self.scrub.plan(sh, tools, self.source)?;
+        let source_side = || -> anyhow::Result<_> {
+            let server = source_server(sh, tools, self.source)?;
+            let excluded = excluded_tables(sh, tools, self.source, self.excluded)?;
+            // Counted, not listed: a clone's memory does not grow with the number of files.
+            let media_totals = self.source_media.map(media::count).transpose()?;
+            let scrub = self.scrub.plan(sh, tools, self.source)?;
+            let encoding = database_encoding(sh, tools, self.source)?;
+            Ok((server, excluded, media_totals, scrub, encoding))
+        };
+        // The target is only read here, side by side with the source; a dry run leaves it be.
+        let (source_side, target_side) = std::thread::scope(|scope| {
+            let target = (!dry_run).then(|| {
+                let sh = sh.clone();
+                scope.spawn(move || restore::inspect_target(&sh, tools, self.target))
+            });
+            let source = source_side();
+            let target = target.map(|t| t.join().unwrap_or_else(|p| std::panic::resume_unwind(p)));
+            (source, target)
+        });
+        let (server, excluded, media_totals, scrub, encoding) = source_side?;
         if dry_run {
             print_plan(&[
                 format!(
@@ -442,10 +457,12 @@ impl Direct<'_> {
             ]);
             return Ok(());
         }
-        let (admin, state) = restore::inspect_target(sh, tools, self.target)?;
+        let (admin, state) =
+            target_side.expect("the target is inspected unless this is a dry run")?;
         let drop_settings =
             check_versions(server.major, self.target, state.server.major, self.guard)?;
         confirm_replace(self.target, &state, self.target_media, self.guard)?;
+        restore::drop_stale(sh, tools, &admin, &state.stale);
         let mut timings = Timings::default();
         let staged = match (self.source_media, self.target_media, media_totals) {
             (Some(src), Some(dst), Some(totals)) => {
@@ -456,7 +473,6 @@ impl Direct<'_> {
         let result = timings.time("database", || {
             term::step(format!("cloning {} into {}", self.source, self.target));
             let bar = term::bytes_progress("restore", None);
-            let encoding = database_encoding(sh, tools, self.source)?;
             restore::replace(sh, tools, &admin, self.target, Some(&encoding), |temp| {
                 let parallel = parallel::DirectClone {
                     source: self.source,
@@ -940,6 +956,7 @@ impl Load<'_> {
         let drop_settings =
             check_versions(source_major, self.target, state.server.major, self.guard)?;
         confirm_replace(self.target, &state, self.target_media, self.guard)?;
+        restore::drop_stale(sh, tools, &admin, &state.stale);
         let mut timings = Timings::default();
         let staged = match (&media_sums, self.target_media) {
             (Some(sums), Some(target)) => {

@@ -646,18 +646,6 @@ fn relations_to_copy(
     source: &DbUrl,
     excluded: &[(String, i64)],
 ) -> anyhow::Result<Result<Vec<Relation>, &'static str>> {
-    let special = tools.query(
-        sh,
-        source,
-        Access::ReadOnly,
-        "select exists (select 1 from pg_largeobject_metadata), \
-         exists (select 1 from pg_extension where extconfig is not null)",
-    )?;
-    match special.as_str() {
-        "f|f" => {}
-        s if s.starts_with('t') => return Ok(Err("the source has large objects")),
-        _ => return Ok(Err("an extension keeps configuration tables")),
-    }
     // Generated columns (PostgreSQL 12 and later) are computed again on the target.
     let generated = match tools.server_major(source) {
         Some(major) if major < 12 => "",
@@ -676,7 +664,9 @@ fn relations_to_copy(
             "select json_build_array(n.nspname, c.relname, quote_ident(n.nspname) || '.' || quote_ident(c.relname), \
              case when c.relkind = 'r' then pg_table_size(c.oid) else 0 end, c.relkind, \
              coalesce(string_agg(quote_ident(a.attname), ', ' order by a.attnum), ''), \
-             coalesce(bool_and({} and (t.typelem = 0 or ({}))), false))::text \
+             coalesce(bool_and({} and (t.typelem = 0 or ({}))), false), \
+             exists (select 1 from pg_largeobject_metadata), \
+             exists (select 1 from pg_extension where extconfig is not null))::text \
              from pg_class c join pg_namespace n on n.oid = c.relnamespace \
              left join pg_attribute a on a.attrelid = c.oid and a.attnum > 0 and not a.attisdropped{generated} \
              left join pg_type t on t.oid = a.atttypid left join pg_type e on e.oid = t.typelem \
@@ -698,6 +688,8 @@ fn relations_to_copy(
             Some(kind),
             Some(columns),
             Some(binary),
+            Some(large_objects),
+            Some(extension_tables),
         ) = (
             value[0].as_str(),
             value[1].as_str(),
@@ -706,10 +698,18 @@ fn relations_to_copy(
             value[4].as_str(),
             value[5].as_str(),
             value[6].as_bool(),
+            value[7].as_bool(),
+            value[8].as_bool(),
         )
         else {
             bail!("unexpected table list row from {source}: {row}");
         };
+        if large_objects {
+            return Ok(Err("the source has large objects"));
+        }
+        if extension_tables {
+            return Ok(Err("an extension keeps configuration tables"));
+        }
         // Tables whose data is left out stay in the list: pg_dump's --exclude-table-data
         // then leaves out their rows but still sets their identity sequences.
         let data_excluded = excluded

@@ -2,12 +2,12 @@
 //! against a server, and running them with credentials passed only through the environment.
 
 use std::{
-    cell::RefCell,
     collections::{HashMap, HashSet},
     env,
+    ffi::OsStr,
     path::{Path, PathBuf},
     process::{Command, Stdio},
-    sync::OnceLock,
+    sync::{Mutex, OnceLock},
 };
 
 use anyhow::{bail, Context};
@@ -98,21 +98,28 @@ pub struct PgTools {
     psql: Option<Client>,
     source: ToolSource,
     /// Server majors learnt so far, by `host:port`.
-    servers: RefCell<HashMap<String, u32>>,
-    images: RefCell<HashMap<u32, bool>>,
-    announced: RefCell<HashSet<(Tool, String)>>,
+    servers: Mutex<HashMap<String, u32>>,
+    images: Mutex<HashMap<u32, bool>>,
+    announced: Mutex<HashSet<(Tool, String)>>,
 }
 
 impl PgTools {
     /// Looks the tools up on `PATH`; a missing one is an error only when it is needed.
     pub fn discover(sh: &Shell) -> PgTools {
+        // Side by side: each lookup starts its tool once or twice.
+        let path = sh.var_os("PATH");
+        let (pg_dump, psql) = std::thread::scope(|scope| {
+            let pg_dump = scope.spawn(|| find_client(path.as_deref(), "pg_dump"));
+            let psql = find_client(path.as_deref(), "psql");
+            (pg_dump.join().ok().flatten(), psql)
+        });
         PgTools {
-            pg_dump: find_client(sh, "pg_dump"),
-            psql: find_client(sh, "psql"),
+            pg_dump,
+            psql,
             source: TOOL_SOURCE.get().copied().unwrap_or_default(),
-            servers: RefCell::default(),
-            images: RefCell::default(),
-            announced: RefCell::default(),
+            servers: Mutex::default(),
+            images: Mutex::default(),
+            announced: Mutex::default(),
         }
     }
 
@@ -125,7 +132,7 @@ impl PgTools {
 
     /// Whether the image `postgres:<major>` is there (pulled once if it is not).
     fn has_image(&self, sh: &Shell, major: u32) -> bool {
-        if let Some(&known) = self.images.borrow().get(&major) {
+        if let Some(&known) = self.images.lock().unwrap().get(&major) {
             return known;
         }
         let image = format!("postgres:{major}");
@@ -141,7 +148,7 @@ impl PgTools {
                 .ignore_stderr()
                 .run()
                 .is_ok();
-        self.images.borrow_mut().insert(major, found);
+        self.images.lock().unwrap().insert(major, found);
         found
     }
 
@@ -156,7 +163,7 @@ impl PgTools {
             .lines()
             .filter_map(|t| t.trim().parse::<u32>().ok())
             .max()?;
-        self.images.borrow_mut().insert(newest, true);
+        self.images.lock().unwrap().insert(newest, true);
         Some(newest)
     }
 
@@ -229,7 +236,7 @@ impl PgTools {
 
     /// What a tool should be for `url`'s server, when its major is known.
     fn need_for(&self, tool: Tool, url: &DbUrl) -> Need {
-        match (tool, self.servers.borrow().get(&url.host_port())) {
+        match (tool, self.servers.lock().unwrap().get(&url.host_port())) {
             (Tool::PgDump, Some(&major)) => Need::AtLeast(major),
             (Tool::Psql, Some(&major)) => Need::Prefer(major),
             (_, None) => Need::Any,
@@ -238,7 +245,7 @@ impl PgTools {
 
     /// The major version of `url`'s server, once a query has learnt it.
     pub fn server_major(&self, url: &DbUrl) -> Option<u32> {
-        self.servers.borrow().get(&url.host_port()).copied()
+        self.servers.lock().unwrap().get(&url.host_port()).copied()
     }
 
     /// Refuses when no `pg_dump` can dump the server.
@@ -271,7 +278,7 @@ impl PgTools {
             Runner::Host(path) => path.display().to_string(),
             Runner::Docker(major) => format!("docker image postgres:{major}"),
         };
-        if term::verbose() && self.announced.borrow_mut().insert((tool, shown.clone())) {
+        if term::verbose() && self.announced.lock().unwrap().insert((tool, shown.clone())) {
             term::detail(format!("using {} from {shown}: {why}", tool.name()));
         }
         let env = session_env(url, access);
@@ -367,7 +374,7 @@ impl PgTools {
             .parse()
             .with_context(|| format!("unexpected server version `{out}` from {url}"))?;
         let major = num / 10000;
-        self.servers.borrow_mut().insert(url.host_port(), major);
+        self.servers.lock().unwrap().insert(url.host_port(), major);
         Ok(Server {
             major,
             version: version.to_string(),
@@ -454,12 +461,12 @@ pub fn scrub(url: &DbUrl, text: &str) -> String {
     }
 }
 
-fn find_client(sh: &Shell, name: &str) -> Option<Client> {
+fn find_client(search: Option<&OsStr>, name: &str) -> Option<Client> {
     let path = find_on_path(name)?;
     let version = |path: &Path| {
         let output = Command::new(path)
             .arg("--version")
-            .envs(sh.var_os("PATH").map(|p| ("PATH", p)))
+            .envs(search.map(|p| ("PATH", p)))
             .stdin(Stdio::null())
             .output()
             .ok()?;

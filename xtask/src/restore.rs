@@ -15,7 +15,7 @@ use xshell::Shell;
 
 use crate::{
     db_url::DbUrl,
-    pg_tools::{self, Access, PgTools, Tool},
+    pg_tools::{self, Access, PgTools, Server, Tool},
     term,
 };
 
@@ -31,37 +31,41 @@ pub fn check_interrupted() -> anyhow::Result<()> {
 
 /// What is known about the database a run is about to replace.
 pub struct TargetState {
-    pub server: crate::pg_tools::Server,
+    pub server: Server,
     pub exists: bool,
     pub tables: u64,
     pub size: u64,
+    /// Temporary databases that killed runs left beside the target; see [`drop_stale`].
+    pub stale: Vec<String>,
 }
 
 /// Checks the target server before anything is loaded: reachable, allowed to create
-/// databases, and allowed to replace the target. Also removes temporary databases that
-/// killed runs left behind.
+/// databases, and allowed to replace the target. Only reads: it changes nothing.
 pub fn inspect_target(
     sh: &Shell,
     tools: &PgTools,
     target: &DbUrl,
 ) -> anyhow::Result<(DbUrl, TargetState)> {
-    let admin = admin_url(sh, tools, target)?;
-    let server = tools.server(sh, &admin, Access::ReadWrite)?;
+    let (admin, server) = admin_url(sh, tools, target)?;
     let row = tools.query(
         sh,
         &admin,
         Access::ReadWrite,
         &format!(
             "select r.rolcreatedb or r.rolsuper, coalesce(pg_get_userbyid(d.datdba) = current_user or r.rolsuper, true), \
-             d.datname is not null, coalesce(pg_database_size(d.oid), 0) \
+             d.datname is not null, coalesce(pg_database_size(d.oid), 0), {} \
              from pg_roles r left join pg_database d on d.datname = {} where r.rolname = current_user",
+            stale_query(&target.database),
             literal(&target.database)
         ),
     )?;
-    let fields: Vec<&str> = row.split('|').collect();
-    let [can_create, may_replace, exists, size] = fields[..] else {
+    let fields: Vec<&str> = row.splitn(5, '|').collect();
+    let [can_create, may_replace, exists, size, stale] = fields[..] else {
         bail!("unexpected answer from {admin} while inspecting the target: {row}");
     };
+    let stale: Vec<String> = serde_json::from_str(stale).with_context(|| {
+        format!("unexpected answer from {admin} while inspecting the target: {row}")
+    })?;
     let user = target.user.as_deref().unwrap_or("(default user)");
     if can_create != "t" {
         bail!(
@@ -81,6 +85,7 @@ pub fn inspect_target(
         exists: exists == "t",
         tables: 0,
         size: size.parse().unwrap_or(0),
+        stale,
     };
     if state.exists {
         let tables = tools.query(
@@ -93,12 +98,12 @@ pub fn inspect_target(
         )?;
         state.tables = tables.trim().parse().unwrap_or(0);
     }
-    drop_stale(sh, tools, &admin, &target.database)?;
     Ok((admin, state))
 }
 
-/// A connection to the target server that is not the target database itself.
-fn admin_url(sh: &Shell, tools: &PgTools, target: &DbUrl) -> anyhow::Result<DbUrl> {
+/// A connection to the target server that is not the target database itself, and the
+/// server's version, learnt on the way.
+fn admin_url(sh: &Shell, tools: &PgTools, target: &DbUrl) -> anyhow::Result<(DbUrl, Server)> {
     let candidates: &[&str] = if target.database == "postgres" {
         &["template1"]
     } else {
@@ -107,8 +112,8 @@ fn admin_url(sh: &Shell, tools: &PgTools, target: &DbUrl) -> anyhow::Result<DbUr
     let mut last = None;
     for name in candidates {
         let url = target.with_database(name);
-        match tools.query(sh, &url, Access::ReadWrite, "select 1") {
-            Ok(_) => return Ok(url),
+        match tools.server(sh, &url, Access::ReadWrite) {
+            Ok(server) => return Ok((url, server)),
             Err(err) if err.to_string().contains("does not exist") => last = Some(err),
             Err(err) => return Err(err),
         }
@@ -129,24 +134,24 @@ fn temp_name(database: &str, kind: &str) -> String {
     format!("{}__np{kind}_{}", base_name(database), std::process::id())
 }
 
-/// Removes `<target>__npload_*` and `<target>__npold_*` databases that nobody is connected to.
-fn drop_stale(sh: &Shell, tools: &PgTools, admin: &DbUrl, database: &str) -> anyhow::Result<()> {
+/// The temporary databases an interrupted run left beside `database` that nobody uses, as
+/// a JSON array (see [`temp_name`]).
+fn stale_query(database: &str) -> String {
     let base = base_name(database)
         .replace('\\', "\\\\")
         .replace('_', "\\_")
         .replace('%', "\\%");
-    let names = tools.query(
-        sh,
-        admin,
-        Access::ReadWrite,
-        &format!(
-            "select datname from pg_database where (datname like {0} or datname like {1}) \
-             and not exists (select 1 from pg_stat_activity a where a.datname = pg_database.datname)",
-            literal(&format!("{base}\\_\\_npload\\_%")),
-            literal(&format!("{base}\\_\\_npold\\_%")),
-        ),
-    )?;
-    for name in names.lines().filter(|n| !n.is_empty()) {
+    format!(
+        "coalesce((select json_agg(datname) from pg_database where (datname like {0} or datname like {1}) \
+         and not exists (select 1 from pg_stat_activity a where a.datname = pg_database.datname)), '[]')",
+        literal(&format!("{base}\\_\\_npload\\_%")),
+        literal(&format!("{base}\\_\\_npold\\_%")),
+    )
+}
+
+/// Removes the `<target>__npload_*` and `<target>__npold_*` databases [`stale_query`] found.
+pub fn drop_stale(sh: &Shell, tools: &PgTools, admin: &DbUrl, names: &[String]) {
+    for name in names {
         term::step(format!(
             "removing {name}, left behind by an interrupted run"
         ));
@@ -159,7 +164,6 @@ fn drop_stale(sh: &Shell, tools: &PgTools, admin: &DbUrl, database: &str) -> any
             term::warn(format!("could not remove {name}: {err}"));
         }
     }
-    Ok(())
 }
 
 /// Loads into a temporary database with `load`, then swaps it in place of the target.
@@ -219,45 +223,37 @@ fn swap(
     target: &DbUrl,
     temp: &DbUrl,
 ) -> anyhow::Result<()> {
-    let exists = tools.query(
-        sh,
-        admin,
-        Access::ReadWrite,
-        &format!(
-            "select count(*) from pg_database where datname = {}",
-            literal(&target.database)
-        ),
-    )?;
-    if exists.trim() == "0" {
-        tools.query(
-            sh,
-            admin,
-            Access::ReadWrite,
-            &format!(
-                "alter database {} rename to {}",
-                ident(&temp.database),
-                ident(&target.database)
-            ),
-        )?;
-        return Ok(());
-    }
     let old = temp_name(&target.database, "old");
     let mut attempt = 0;
     loop {
         attempt += 1;
-        let ended = tools.query(
+        let row = tools.query(
             sh,
             admin,
             Access::ReadWrite,
             &format!(
-                "select count(pg_terminate_backend(pid)) from pg_stat_activity where datname = {} and pid <> pg_backend_pid()",
+                "select (select count(*) from pg_database where datname = {0}), \
+                 (select count(pg_terminate_backend(pid)) from pg_stat_activity where datname = {0} and pid <> pg_backend_pid())",
                 literal(&target.database)
             ),
         )?;
-        if ended.trim() != "0" {
+        let (exists, ended) = row.split_once('|').unwrap_or((row.as_str(), "0"));
+        if exists == "0" {
+            tools.query(
+                sh,
+                admin,
+                Access::ReadWrite,
+                &format!(
+                    "alter database {} rename to {}",
+                    ident(&temp.database),
+                    ident(&target.database)
+                ),
+            )?;
+            return Ok(());
+        }
+        if ended != "0" {
             term::step(format!(
-                "ended {} other session(s) on {}",
-                ended.trim(),
+                "ended {ended} other session(s) on {}",
                 target.masked()
             ));
         }
