@@ -53,32 +53,25 @@ fn parallel_and_single_stream_loads_build_the_same_database() {
         .filter(|(table, _)| table != "public.extras_objectchange")
         .collect();
     assert!(source.len() > 30, "{source:?}");
+    let clone = |jobs: &str, target: &str| {
+        let (from, into) = (pg.url("prod"), pg.url(target));
+        run(xtask(&[
+            "-v",
+            "--jobs",
+            jobs,
+            "clone-prod",
+            "--source",
+            &from,
+            "--target",
+            &into,
+            "--no-scrub",
+        ]))
+        .ok()
+    };
 
-    let single = run(xtask(&[
-        "-v",
-        "--jobs",
-        "1",
-        "clone-prod",
-        "--source",
-        &pg.url("prod"),
-        "--target",
-        &pg.url("one"),
-        "--no-scrub",
-    ]))
-    .ok();
+    let single = clone("1", "one");
     assert!(!single.stderr.contains("loaded at"), "{}", single.stderr);
-    let parallel = run(xtask(&[
-        "-v",
-        "--jobs",
-        "3",
-        "clone-prod",
-        "--source",
-        &pg.url("prod"),
-        "--target",
-        &pg.url("three"),
-        "--no-scrub",
-    ]))
-    .ok();
+    let parallel = clone("3", "three");
     assert!(
         parallel
             .stderr
@@ -154,18 +147,7 @@ fn parallel_and_single_stream_loads_build_the_same_database() {
 
     // Large objects live outside tables: such a source goes in one stream, objects and all.
     pg.psql("prod", "select lo_from_bytea(0, 'rack photo')");
-    let with_blob = run(xtask(&[
-        "-v",
-        "--jobs",
-        "3",
-        "clone-prod",
-        "--source",
-        &pg.url("prod"),
-        "--target",
-        &pg.url("blob"),
-        "--no-scrub",
-    ]))
-    .ok();
+    let with_blob = clone("3", "blob");
     assert!(
         with_blob
             .stderr
