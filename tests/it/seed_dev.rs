@@ -798,6 +798,81 @@ fn embedded_docker_database_starts_reuses_stops_and_is_destroyed() {
         "data did not survive stop/start"
     );
 
+    // A container removed by hand: the next run starts a new one on the same volume with the
+    // password this checkout's passfile kept, and the data is still there.
+    assert!(docker(&["rm", "--force", &name]).0);
+    let recreated = seed(&seed_args).ok();
+    assert_no_leak(&recreated, &password);
+    assert_ne!(container_field(&name, "{{.Id}}"), id);
+    let recreated_url = recreated
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("NETPOINT_DATABASE_URL="))
+        .expect("no URL line")
+        .to_string();
+    assert_eq!(
+        psql_url(
+            &recreated_url,
+            "select count(*) from pg_database where datname = 'keep_me'"
+        ),
+        "1",
+        "the volume's data was not reused"
+    );
+
+    // Without the passfile nobody knows that password: seed-dev says what to do, and starts
+    // nothing.
+    assert!(docker(&["rm", "--force", &name]).0);
+    fs::remove_file(&passfile).unwrap();
+    seed(&seed_args).fails_with("run `cargo xtask seed-dev --destroy --yes`");
+    assert!(
+        !docker(&["container", "inspect", &name]).0,
+        "a container was started on a volume whose password is unknown"
+    );
+    assert!(
+        docker(&["volume", "inspect", &volume]).0,
+        "the volume was removed"
+    );
+
+    // A container started by hand on that volume with another password fails at once, with
+    // the same way out, rather than after the 90 s start-up wait.
+    let other = marker("other");
+    let started = Command::new("docker")
+        .args([
+            "run",
+            "--detach",
+            "--name",
+            &name,
+            "--label",
+            "netpoint.dev-db=1",
+        ])
+        .args(["--volume", &format!("{volume}:/var/lib/postgresql/data")])
+        .args([
+            "--env",
+            "POSTGRES_USER=netpoint",
+            "--env",
+            "POSTGRES_PASSWORD",
+        ])
+        .args(["--publish", "127.0.0.1::5432", "postgres:15"])
+        .env("POSTGRES_PASSWORD", &other)
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(started.success());
+    let id = container_field(&name, "{{.Id}}");
+    let clock = std::time::Instant::now();
+    let mismatch = seed(&seed_args).fails_with("run `cargo xtask seed-dev --destroy --yes`");
+    assert!(
+        mismatch.stderr.contains("does not take its own password"),
+        "{}",
+        mismatch.output()
+    );
+    assert_no_leak(&mismatch, &other);
+    assert!(
+        clock.elapsed() < std::time::Duration::from_secs(45),
+        "took {:?}",
+        clock.elapsed()
+    );
+
     // Destroying needs --yes when nobody can be asked.
     seed(&["--destroy"]).fails_with("pass --yes");
     assert_eq!(container_field(&name, "{{.Id}}"), id);

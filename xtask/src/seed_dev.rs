@@ -187,8 +187,21 @@ impl DevContainer {
         match self.state(sh).as_deref() {
             None => {
                 let port = free_port();
-                let password = random_password()?;
                 let volume = &self.volume;
+                // PostgreSQL keeps the password it was first given in the volume's data.
+                let password = match cmd!(sh, "docker volume inspect {volume}")
+                    .quiet()
+                    .ignore_stdout()
+                    .ignore_stderr()
+                    .run()
+                {
+                    Ok(()) => self.known_password().with_context(|| format!(
+                        "volume {volume} holds a dev database whose container {name} is gone, and {} with its password is missing: \
+                         run `cargo xtask seed-dev --destroy --yes` to remove the volume and start afresh",
+                        self.passfile.display()
+                    ))?,
+                    Err(_) => random_password()?,
+                };
                 let publish = format!("127.0.0.1:{port}:5432");
                 term::step(format!("starting {DEV_IMAGE} as container {name} on 127.0.0.1:{port} (data in volume {volume})"));
                 let run = cmd!(
@@ -216,6 +229,11 @@ impl DevContainer {
         loop {
             match tools.query(sh, &url.with_database("postgres"), Access::ReadWrite, "select 1") {
                 Ok(_) => break,
+                Err(err) if err.to_string().contains("wrong password") => bail!(
+                    "container {name} does not take its own password: its volume {} holds a database made with another one; \
+                     run `cargo xtask seed-dev --destroy --yes` to remove both and start afresh",
+                    self.volume
+                ),
                 Err(err) if Instant::now() > deadline => {
                     return Err(err).context(format!("container {name} did not accept connections within 90 s (see `docker logs {name}`)"))
                 }
@@ -223,6 +241,13 @@ impl DevContainer {
             }
         }
         Ok(url)
+    }
+
+    /// The password this checkout's passfile holds for the container, if any.
+    fn known_password(&self) -> Option<String> {
+        let line = fs::read_to_string(&self.passfile).ok()?;
+        let password = line.trim_end().splitn(5, ':').nth(4)?;
+        (!password.is_empty()).then(|| password.to_string())
     }
 
     /// The container's URL; the password goes to a 0600 passfile named in the URL.
