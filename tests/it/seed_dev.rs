@@ -627,6 +627,15 @@ fn docker(args: &[&str]) -> (bool, String) {
     )
 }
 
+/// The `NETPOINT_DATABASE_URL` a seed-dev run printed.
+fn database_url(run: &Run) -> String {
+    run.stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("NETPOINT_DATABASE_URL="))
+        .unwrap_or_else(|| panic!("no URL line:\n{}", run.output()))
+        .to_string()
+}
+
 fn container_field(name: &str, format: &str) -> String {
     let (ok, out) = docker(&["container", "inspect", "--format", format, name]);
     assert!(ok, "container {name} not found");
@@ -703,14 +712,8 @@ fn embedded_docker_database_starts_reuses_stops_and_is_destroyed() {
     let seed_args = ["--target-media", s(&media), "--yes"];
 
     let first = seed(&seed_args).ok();
-    let url_line = first
-        .stdout
-        .lines()
-        .find(|l| l.starts_with("NETPOINT_DATABASE_URL="))
-        .unwrap_or_else(|| panic!("no URL line:\n{}", first.output()));
-    let url = url_line
-        .trim_start_matches("NETPOINT_DATABASE_URL=")
-        .to_string();
+    let url = database_url(&first);
+    let url_line = format!("NETPOINT_DATABASE_URL={url}");
     let prefix = "postgres://netpoint@127.0.0.1:";
     assert!(url.starts_with(prefix), "{url}");
     let port: u16 = url[prefix.len()..]
@@ -761,7 +764,7 @@ fn embedded_docker_database_starts_reuses_stops_and_is_destroyed() {
     // A second run reuses the running container.
     let second = seed(&seed_args).ok();
     assert_no_leak(&second, &password);
-    assert!(second.stdout.contains(url_line), "{}", second.output());
+    assert!(second.stdout.contains(&url_line), "{}", second.output());
     assert_eq!(
         container_field(&name, "{{.Id}}"),
         id,
@@ -782,12 +785,7 @@ fn embedded_docker_database_starts_reuses_stops_and_is_destroyed() {
         "the stopped container was not reused"
     );
     assert_eq!(container_field(&name, "{{.State.Status}}"), "running");
-    let restart_url = restarted
-        .stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("NETPOINT_DATABASE_URL="))
-        .expect("no URL line")
-        .to_string();
+    let restart_url = database_url(&restarted);
     assert_fixture_rows(&row_counts_url(&restart_url));
     assert_eq!(
         psql_url(
@@ -804,12 +802,7 @@ fn embedded_docker_database_starts_reuses_stops_and_is_destroyed() {
     let recreated = seed(&seed_args).ok();
     assert_no_leak(&recreated, &password);
     assert_ne!(container_field(&name, "{{.Id}}"), id);
-    let recreated_url = recreated
-        .stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("NETPOINT_DATABASE_URL="))
-        .expect("no URL line")
-        .to_string();
+    let recreated_url = database_url(&recreated);
     assert_eq!(
         psql_url(
             &recreated_url,
