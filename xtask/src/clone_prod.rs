@@ -414,7 +414,7 @@ impl Direct<'_> {
             bail!("media need both a source and a target directory: pass {missing}, or neither to clone the database only");
         }
         check_media_pair(self.source_media, self.target_media)?;
-        let source_side = || -> anyhow::Result<_> {
+        let inspect_source = || -> anyhow::Result<_> {
             let server = source_server(sh, tools, self.source)?;
             let excluded = excluded_tables(sh, tools, self.source, self.excluded)?;
             // Counted, not listed: a clone's memory does not grow with the number of files.
@@ -429,7 +429,7 @@ impl Direct<'_> {
                 let sh = sh.clone();
                 scope.spawn(move || restore::inspect_target(&sh, tools, self.target))
             });
-            let source = source_side();
+            let source = inspect_source();
             let target = target.map(|t| t.join().unwrap_or_else(|p| std::panic::resume_unwind(p)));
             (source, target)
         });
