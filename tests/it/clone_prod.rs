@@ -809,12 +809,16 @@ fn bundle_import_is_verified_first_and_atomic() {
 
     // A restore that fails at its very end (checksums regenerated: only the restore can fail).
     let failing = variant("fails-at-end");
-    fs::OpenOptions::new()
-        .append(true)
-        .open(failing.join("netpoint.sql"))
-        .unwrap()
-        .write_all(b"SELECT 1/0;\n")
+    let sql_path = failing.join("netpoint.sql");
+    let text = fs::read_to_string(&sql_path).unwrap();
+    let end = text
+        .rfind("--\n-- PostgreSQL database dump complete")
         .unwrap();
+    fs::write(
+        &sql_path,
+        format!("{}SELECT 1/0;\n\n{}", &text[..end], &text[end..]),
+    )
+    .unwrap();
     rewrite_sums(&failing, "netpoint.sql");
     sha256sum_check(&failing, Path::new("SHA256SUMS"));
     import(&failing).fails_with("division by zero");

@@ -86,6 +86,25 @@ impl Pg {
         }
     }
 
+    /// The container's address on Docker's bridge, where the server listens on 5432: the same
+    /// server under another address and port.
+    pub fn bridge_ip(&self) -> String {
+        let out = Command::new("docker")
+            .args([
+                "inspect",
+                "--format",
+                "{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}",
+                self._container.id(),
+            ])
+            .output()
+            .expect("running docker inspect");
+        let text = String::from_utf8_lossy(&out.stdout);
+        text.split_whitespace()
+            .next()
+            .expect("the container has a bridge address")
+            .to_string()
+    }
+
     /// `postgres://postgres:<password>@127.0.0.1:<port>/<db>`
     pub fn url(&self, db: &str) -> String {
         format!(

@@ -2,6 +2,7 @@
 
 mod clone_prod;
 mod harness;
+mod integrity;
 mod parallel;
 mod schema_snapshot;
 mod scrub;

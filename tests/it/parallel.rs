@@ -269,7 +269,20 @@ fn a_failing_index_build_leaves_the_target_alone() {
     let row_end = first_row + text[first_row..].find('\n').unwrap() + 1;
     let duplicated = format!("{}{}", &text[..row_end], &text[first_row..]);
     fs::write(&sql, duplicated).unwrap();
+    // The manifest is made to agree, so that only the index build can fail.
+    let manifest = bundle.join("manifest.json");
+    let recorded = fs::read_to_string(&manifest).unwrap();
+    let count = "\"public.dcim_site\": ";
+    let at = recorded.find(count).unwrap() + count.len();
+    let len = recorded[at..].find(|c: char| !c.is_ascii_digit()).unwrap();
+    let rows: u64 = recorded[at..at + len].parse().unwrap();
+    fs::write(
+        &manifest,
+        format!("{}{}{}", &recorded[..at], rows + 1, &recorded[at + len..]),
+    )
+    .unwrap();
     crate::clone_prod::rewrite_sums(&bundle, "netpoint.sql");
+    crate::clone_prod::rewrite_sums(&bundle, "manifest.json");
 
     run(xtask(&[
         "--jobs",

@@ -7,7 +7,7 @@
 use std::{collections::BTreeMap, fs, path::Path};
 
 use anyhow::{bail, Context};
-use serde_json::Value;
+use serde::{Deserialize, Serialize};
 
 use crate::media;
 
@@ -79,17 +79,129 @@ pub fn verify_sums(dir: &Path) -> anyhow::Result<BTreeMap<String, String>> {
     Ok(listed)
 }
 
-pub fn read_manifest(dir: &Path) -> anyhow::Result<Value> {
-    let text =
-        fs::read_to_string(dir.join(MANIFEST)).with_context(|| format!("reading {MANIFEST}"))?;
-    serde_json::from_str(&text).with_context(|| format!("{MANIFEST} is not valid JSON"))
+/// The manifest's format, checked on every import: 2 added per-table row counts.
+pub const FORMAT: u32 = 2;
+
+/// `manifest.json`: what a bundle (or the fixtures) holds and where it came from. Read
+/// strictly: an unknown field, format or a missing value refuses the bundle.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    pub format: u32,
+    pub tool: ToolInfo,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<String>,
+    pub source: SourceInfo,
+    /// Tables whose data was left out, schema-qualified.
+    pub excluded_table_data: Vec<String>,
+    /// Table-of-contents entries (`-- Name: ...; Type: ...`) in `netpoint.sql`.
+    pub entries: u64,
+    /// Rows of every table in `netpoint.sql`, by the name its `COPY` line gives it.
+    pub rows: BTreeMap<String, u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sql_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scrub: Option<ScrubRecord>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub media: Option<MediaRecord>,
 }
 
-/// The manifest as pretty JSON with a final newline, keys in a fixed order.
-pub fn manifest_text(manifest: &Value) -> String {
-    let mut text = serde_json::to_string_pretty(manifest).expect("JSON values serialise");
-    text.push('\n');
-    text
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ToolInfo {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+}
+
+/// The source server; never a password.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceInfo {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_version: Option<String>,
+    pub server_major: u32,
+    pub encoding: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScrubRecord {
+    pub rules: Vec<ScrubbedRule>,
+    pub skipped: Vec<String>,
+}
+
+/// A rule as `table.column: action`, with the rows it changed where they are recorded
+/// (fixtures leave them out, since they depend on whether their source was scrubbed before).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum ScrubbedRule {
+    Counted { rule: String, rows: u64 },
+    Named(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MediaRecord {
+    pub files: u64,
+    pub bytes: u64,
+}
+
+impl Manifest {
+    pub fn tool() -> ToolInfo {
+        ToolInfo {
+            name: "netpoint-xtask".into(),
+            version: Some(env!("CARGO_PKG_VERSION").into()),
+        }
+    }
+
+    /// Reads and checks `dir/manifest.json`; any problem refuses the bundle in one line.
+    pub fn read(dir: &Path) -> anyhow::Result<Manifest> {
+        let path = dir.join(MANIFEST);
+        let text = fs::read_to_string(&path)
+            .with_context(|| format!("cannot read {}: not a complete bundle", path.display()))?;
+        Manifest::parse(&text).with_context(|| {
+            format!(
+                "{} is not a manifest this tool can trust, nothing was changed",
+                path.display()
+            )
+        })
+    }
+
+    fn parse(text: &str) -> anyhow::Result<Manifest> {
+        #[derive(Deserialize)]
+        struct Versioned {
+            format: Option<serde_json::Value>,
+        }
+        let versioned: Versioned = serde_json::from_str(text).map_err(|err| {
+            anyhow::anyhow!(
+                "invalid JSON at line {}, column {}: {err}",
+                err.line(),
+                err.column()
+            )
+        })?;
+        match versioned.format.as_ref().and_then(|f| f.as_u64()) {
+            Some(format) if format == u64::from(FORMAT) => {}
+            Some(1) => bail!("format 1 was written by an older version and records no row counts to check the load against: export the bundle again"),
+            Some(format) => bail!("format {format} is not known to this version (it reads format {FORMAT}): update the tool or export the bundle again"),
+            None => bail!("it has no `format` number: export the bundle again"),
+        }
+        serde_json::from_str(text)
+            .map_err(|err| anyhow::anyhow!("line {}, column {}: {err}", err.line(), err.column()))
+    }
+
+    /// Pretty JSON with a final newline.
+    pub fn text(&self) -> String {
+        let mut text = serde_json::to_string_pretty(self).expect("manifests serialise");
+        text.push('\n');
+        text
+    }
 }
 
 #[cfg(test)]

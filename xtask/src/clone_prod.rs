@@ -9,18 +9,18 @@ use std::{
     time::{Duration, Instant},
 };
 
+use crate::process::SpawnTool;
 use anyhow::{bail, Context};
-use serde_json::json;
 use xshell::Shell;
 
 use crate::{
     atomic_file, bundle,
     db_url::DbUrl,
-    dump, media, parallel,
+    dump, lock, media, parallel,
     pg_tools::{self, Access, PgTools, Server, Tool},
-    restore::{self, INTERRUPTED},
+    restore,
     schema_snapshot::source_url,
-    scrub, term,
+    scrub, term, toc,
 };
 
 /// Changelog tables whose data is left out unless --with-changelog is given.
@@ -143,6 +143,7 @@ impl CloneProd {
                 &source,
                 source_media.as_deref(),
                 &excluded,
+                &self.exclude_table_data,
                 &self.scrub,
                 out,
                 self.dry_run,
@@ -156,6 +157,7 @@ impl CloneProd {
                     target: &target,
                     target_media: target_media.as_deref(),
                     excluded: &excluded,
+                    given: &self.exclude_table_data,
                     guard: &self.guard,
                     scrub: &self.scrub,
                 };
@@ -198,49 +200,117 @@ impl Timings {
     }
 }
 
-/// Tables whose data the dump leaves out, with their (estimated) row counts.
+/// Tables whose data the dump leaves out, resolved once on the source by pg_dump's own
+/// pattern rules, so that every path, the manifest and the summary use the same list.
+#[derive(Debug, Default)]
+pub struct Exclusions {
+    /// `schema.table` and the planner's estimate of its rows (`None`: never analysed).
+    pub tables: Vec<(String, Option<i64>)>,
+    /// The same tables as exact, quoted `--exclude-table-data` patterns.
+    pub patterns: Vec<String>,
+}
+
+/// Resolves `--exclude-table-data` patterns; `given` are the user's own, which are warned
+/// about when they match nothing.
 fn excluded_tables(
     sh: &Shell,
     tools: &PgTools,
     source: &DbUrl,
     patterns: &[String],
-) -> anyhow::Result<Vec<(String, i64)>> {
+    given: &[String],
+) -> anyhow::Result<Exclusions> {
     if patterns.is_empty() {
-        return Ok(Vec::new());
+        return Ok(Exclusions::default());
     }
-    let like = |p: &str| restore::literal(&p.replace('*', "%").replace('?', "_"));
-    let conditions: Vec<String> = patterns
-        .iter()
-        .map(|pattern| {
-            let (schema, table) = match pattern.split_once('.') {
-                Some((schema, table)) => (Some(schema), table),
-                None => (None, pattern.as_str()),
-            };
-            let schema_filter = match schema {
-                Some(schema) => format!("n.nspname like {}", like(schema)),
-                None => "n.nspname not in ('pg_catalog', 'information_schema')".to_string(),
-            };
-            format!("(c.relname like {} and {schema_filter})", like(table))
-        })
-        .collect();
+    let mut selects = Vec::new();
+    for (i, pattern) in patterns.iter().enumerate() {
+        let parts = pattern_regexes(pattern)?;
+        let condition = match &parts[..] {
+            [name] => format!(
+                "c.relname ~ {} and pg_catalog.pg_table_is_visible(c.oid)",
+                restore::literal(name)
+            ),
+            [schema, name] => format!(
+                "n.nspname ~ {} and c.relname ~ {}",
+                restore::literal(schema),
+                restore::literal(name)
+            ),
+            _ => bail!("--exclude-table-data `{pattern}`: a pattern is `table` or `schema.table`"),
+        };
+        selects.push(format!(
+            "select {i} as i, n.nspname as s, c.relname as t, \
+             case when c.reltuples >= 0 then c.reltuples::bigint end as r from pg_class c \
+             join pg_namespace n on n.oid = c.relnamespace where c.relkind in ('r', 'p', 'm', 'f') and {condition}"
+        ));
+    }
     // One query for all patterns: every psql call is a connection.
-    let rows = tools.query(
+    let answer = tools.query(
         sh,
         source,
         Access::ReadOnly,
         &format!(
-            "select n.nspname || '.' || c.relname, greatest(c.reltuples, 0)::bigint from pg_class c \
-             join pg_namespace n on n.oid = c.relnamespace where c.relkind in ('r', 'p') \
-             and ({}) order by 1",
-            conditions.join(" or ")
+            "select coalesce(json_agg(json_build_array(i, s, t, r) order by s, t), '[]') from ({}) x",
+            selects.join(" union all ")
         ),
     )?;
-    let mut found = Vec::new();
-    for row in rows.lines().filter(|r| !r.is_empty()) {
-        let (name, count) = row.split_once('|').unwrap_or((row, "0"));
-        found.push((name.to_string(), count.parse().unwrap_or(0)));
+    let rows: Vec<(usize, String, String, Option<i64>)> = serde_json::from_str(&answer)
+        .with_context(|| {
+            format!("unexpected answer from {source} about excluded tables: {answer}")
+        })?;
+    for (i, pattern) in patterns.iter().enumerate() {
+        if given.contains(pattern) && !rows.iter().any(|(j, ..)| *j == i) {
+            term::warn(format!(
+                "--exclude-table-data `{pattern}` matches no table of {source}"
+            ));
+        }
     }
-    Ok(found)
+    let mut exclusions = Exclusions::default();
+    for (_, schema, table, estimate) in rows {
+        let name = format!("{schema}.{table}");
+        if !exclusions.tables.iter().any(|(n, _)| *n == name) {
+            exclusions.tables.push((name, estimate));
+            exclusions.patterns.push(format!(
+                "\"{}\".\"{}\"",
+                schema.replace('"', "\"\""),
+                table.replace('"', "\"\"")
+            ));
+        }
+    }
+    Ok(exclusions)
+}
+
+/// The anchored regular expressions, one per dotted part, that pg_dump makes of a name
+/// pattern: unquoted letters fold to lower case, `*` and `?` are wildcards, `.` separates
+/// schema from table, double quotes keep everything literal.
+fn pattern_regexes(pattern: &str) -> anyhow::Result<Vec<String>> {
+    let mut parts = vec![String::new()];
+    let mut in_quotes = false;
+    let mut chars = pattern.trim().chars().peekable();
+    while let Some(c) = chars.next() {
+        let part = parts.last_mut().expect("one part at least");
+        match c {
+            '"' if in_quotes && chars.peek() == Some(&'"') => {
+                chars.next();
+                part.push('"');
+            }
+            '"' => in_quotes = !in_quotes,
+            '*' if !in_quotes => part.push_str(".*"),
+            '?' if !in_quotes => part.push('.'),
+            '.' if !in_quotes => parts.push(String::new()),
+            '$' => part.push_str("\\$"),
+            c if !in_quotes => part.extend(c.to_lowercase()),
+            c => {
+                if "|*+?()[]{}.^\\".contains(c) {
+                    part.push('\\');
+                }
+                part.push(c);
+            }
+        }
+    }
+    if in_quotes {
+        bail!("--exclude-table-data `{pattern}`: unterminated quoted name");
+    }
+    Ok(parts.into_iter().map(|p| format!("^({p})$")).collect())
 }
 
 fn source_server(sh: &Shell, tools: &PgTools, source: &DbUrl) -> anyhow::Result<Server> {
@@ -270,7 +340,7 @@ pub fn spawn_dump(
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .spawn()
+        .spawn_tool()
         .with_context(|| format!("starting pg_dump for {source}"))
 }
 
@@ -326,7 +396,7 @@ pub fn pump_dump<T>(
     let stderr = stderr.join().unwrap_or_default();
     if !status.success()
         && (result.is_ok() || !stderr.contains("Broken pipe"))
-        && !INTERRUPTED.load(std::sync::atomic::Ordering::SeqCst)
+        && !crate::process::interrupted()
     {
         return Err(pg_tools::explain_failure(source, &stderr))
             .context(format!("pg_dump of {source} failed"));
@@ -355,6 +425,18 @@ fn guard_target(target: &DbUrl, guard: &LoadGuard) -> anyhow::Result<()> {
         bail!("target {target} is not on this machine: pass --allow-remote-target if you really mean to replace a remote database");
     }
     Ok(())
+}
+
+/// Takes the locks on the target database and media directory that keep a second run out.
+fn take_locks(
+    sh: &Shell,
+    tools: &PgTools,
+    admin: &DbUrl,
+    target: &DbUrl,
+    media: Option<&Path>,
+) -> anyhow::Result<(lock::TargetLock, Option<lock::MediaLock>)> {
+    let media = media.map(lock::MediaLock::take).transpose()?;
+    Ok((lock::TargetLock::take(sh, tools, admin, target)?, media))
 }
 
 /// Asks before replacing a database that has tables; refuses without a terminal unless --yes.
@@ -395,6 +477,8 @@ struct Direct<'a> {
     target: &'a DbUrl,
     target_media: Option<&'a Path>,
     excluded: &'a [String],
+    /// The patterns the user gave (warned about when they match nothing).
+    given: &'a [String],
     guard: &'a LoadGuard,
     scrub: &'a scrub::ScrubFlags,
 }
@@ -416,7 +500,7 @@ impl Direct<'_> {
         check_media_pair(self.source_media, self.target_media)?;
         let inspect_source = || -> anyhow::Result<_> {
             let server = source_server(sh, tools, self.source)?;
-            let excluded = excluded_tables(sh, tools, self.source, self.excluded)?;
+            let excluded = excluded_tables(sh, tools, self.source, self.excluded, self.given)?;
             // Counted, not listed: a clone's memory does not grow with the number of files.
             let media_totals = self.source_media.map(media::count).transpose()?;
             let scrub = self.scrub.plan(sh, tools, self.source)?;
@@ -433,7 +517,8 @@ impl Direct<'_> {
             let target = target.map(|t| t.join().unwrap_or_else(|p| std::panic::resume_unwind(p)));
             (source, target)
         });
-        let (server, excluded, media_totals, scrub, encoding) = source_side?;
+        let (server, exclusions, media_totals, scrub, encoding) = source_side?;
+        let excluded = &exclusions.tables;
         if dry_run {
             print_plan(&[
                 format!(
@@ -442,7 +527,7 @@ impl Direct<'_> {
                 ),
                 format!(
                     "dump it with pg_dump --no-owner --no-privileges{}",
-                    excluded_text(&excluded)
+                    excluded_text(excluded)
                 ),
                 format!(
                     "scrub {} rules in the stream ({} skipped)",
@@ -459,10 +544,18 @@ impl Direct<'_> {
         }
         let (admin, state) =
             target_side.expect("the target is inspected unless this is a dry run")?;
+        if server.same_database(&state.server, state.oid.as_deref()) {
+            bail!(
+                "source and target are the same database ({} and {} name one database on one server, or on a replica of it): refusing to replace a database with itself",
+                self.source,
+                self.target
+            );
+        }
         let drop_settings =
             check_versions(server.major, self.target, state.server.major, self.guard)?;
+        let (lock, _media_lock) = take_locks(sh, tools, &admin, self.target, self.target_media)?;
         confirm_replace(self.target, &state, self.target_media, self.guard)?;
-        restore::drop_stale(sh, tools, &admin, &state.stale);
+        restore::drop_stale(sh, tools, &admin, &lock.stale);
         let mut timings = Timings::default();
         let staged = match (self.source_media, self.target_media, media_totals) {
             (Some(src), Some(dst), Some(totals)) => {
@@ -470,14 +563,19 @@ impl Direct<'_> {
             }
             _ => None,
         };
-        let result = timings.time("database", || {
+        let mut media = None;
+        timings.time("database", || {
             term::step(format!("cloning {} into {}", self.source, self.target));
             let bar = term::bytes_progress("restore", None);
-            restore::replace(sh, tools, &admin, self.target, Some(&encoding), |temp| {
+            let estimates: Vec<(String, i64)> = excluded
+                .iter()
+                .map(|(name, rows)| (name.clone(), rows.unwrap_or(0)))
+                .collect();
+            let load = |temp: &DbUrl| {
                 let parallel = parallel::DirectClone {
                     source: self.source,
-                    patterns: self.excluded,
-                    excluded: &excluded,
+                    patterns: &exclusions.patterns,
+                    excluded: &estimates,
                     drop_settings: drop_settings.clone(),
                     rules: &scrub.applied,
                     bar: &bar,
@@ -492,7 +590,7 @@ impl Direct<'_> {
                             sh,
                             tools,
                             self.source,
-                            self.excluded,
+                            &exclusions.patterns,
                             drop_settings.clone(),
                             &scrub,
                             |reader| {
@@ -509,11 +607,23 @@ impl Direct<'_> {
                     term::step(scrub.report(&counts));
                 }
                 Ok(())
-            })?;
-            Ok(())
-        });
-        let media = finish_media(result, staged, self.target_media)?;
-        summarise(sh, tools, self.target, &excluded, media, &timings);
+            };
+            // The media go in after the database; a failure there puts the database back.
+            let swap_media = || {
+                media = finish_media(Ok(()), staged, self.target_media)?;
+                Ok(())
+            };
+            restore::replace(
+                sh,
+                tools,
+                &admin,
+                self.target,
+                Some(&encoding),
+                load,
+                swap_media,
+            )
+        })?;
+        summarise(sh, tools, self.target, excluded, media, &timings);
         Ok(())
     }
 }
@@ -527,15 +637,39 @@ fn database_encoding(sh: &Shell, tools: &PgTools, url: &DbUrl) -> anyhow::Result
     )
 }
 
-fn excluded_text(excluded: &[(String, i64)]) -> String {
+fn excluded_text(excluded: &[(String, Option<i64>)]) -> String {
     if excluded.is_empty() {
         return ", all table data included".to_string();
     }
     let names: Vec<String> = excluded
         .iter()
-        .map(|(name, rows)| format!("{name} (~{rows} rows)"))
+        .map(|(name, rows)| match rows {
+            Some(rows) => format!("{name} (about {rows} rows, the planner's estimate)"),
+            None => format!("{name} (rows not yet counted by the planner)"),
+        })
         .collect();
     format!(", without the data of {}", names.join(", "))
+}
+
+/// What the summary says of the data left out.
+fn left_out_text(excluded: &[(String, Option<i64>)]) -> String {
+    match excluded.len() {
+        0 => "all table data copied".to_string(),
+        n => {
+            let estimate: i64 = excluded.iter().filter_map(|(_, rows)| *rows).sum();
+            let known = excluded.iter().all(|(_, rows)| rows.is_some());
+            let tables = excluded
+                .iter()
+                .map(|(name, _)| name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ");
+            if known && estimate > 0 {
+                format!("data of {n} table(s) left out ({tables}; about {estimate} rows by the planner's estimate)")
+            } else {
+                format!("data of {n} table(s) left out ({tables})")
+            }
+        }
+    }
 }
 
 fn media_plan(
@@ -614,7 +748,7 @@ fn stage_media_copy(
             term::human_bytes(copied.bytes)
         );
     }
-    restore::check_interrupted()?;
+    crate::process::check_interrupted()?;
     Ok(staged)
 }
 
@@ -634,6 +768,7 @@ fn media_only(
         print_plan(&[media_plan(Some(source), Some(target), Some(totals))]);
         return Ok(());
     }
+    let _lock = lock::MediaLock::take(target)?;
     let has_files = fs::read_dir(target).is_ok_and(|mut d| d.next().is_some());
     if has_files && !guard.yes {
         ask_to_replace(&format!("media directory {}", target.display()))?;
@@ -678,7 +813,7 @@ fn summarise(
     sh: &Shell,
     tools: &PgTools,
     target: &DbUrl,
-    excluded: &[(String, i64)],
+    excluded: &[(String, Option<i64>)],
     media: Option<media::Totals>,
     timings: &Timings,
 ) {
@@ -692,7 +827,6 @@ fn summarise(
         )
         .unwrap_or_default();
     let (tables, size) = facts.split_once('|').unwrap_or(("?", "0"));
-    let rows_excluded: i64 = excluded.iter().map(|(_, rows)| rows).sum();
     let media = match media {
         Some(totals) => format!(
             "{} media files ({})",
@@ -702,8 +836,9 @@ fn summarise(
         None => "no media".to_string(),
     };
     term::success(format!(
-        "{target}: {tables} tables, {}, ~{rows_excluded} changelog/excluded rows left out, {media}; {}",
+        "{target}: {tables} tables, {}, {}, {media}; {}",
         term::human_bytes(size.parse().unwrap_or(0)),
+        left_out_text(excluded),
         timings.line()
     ));
 }
@@ -715,6 +850,7 @@ fn export(
     source: &DbUrl,
     source_media: Option<&Path>,
     patterns: &[String],
+    given: &[String],
     scrub_flags: &scrub::ScrubFlags,
     out: &Path,
     dry_run: bool,
@@ -731,7 +867,8 @@ fn export(
     }
     atomic_file::parent_dir(out).context("--out")?;
     let server = source_server(sh, tools, source)?;
-    let excluded = excluded_tables(sh, tools, source, patterns)?;
+    let exclusions = excluded_tables(sh, tools, source, patterns, given)?;
+    let excluded = &exclusions.tables;
     let entries = source_media.map(media::scan).transpose()?;
     let encoding = database_encoding(sh, tools, source)?;
     let scrub = scrub_flags.plan(sh, tools, source)?;
@@ -750,7 +887,7 @@ fn export(
                 "dump it to {}/{}{}",
                 out.display(),
                 bundle::SQL,
-                excluded_text(&excluded)
+                excluded_text(excluded)
             ),
             media_plan(
                 source_media,
@@ -774,21 +911,31 @@ fn export(
         term::step(format!("dumping {source} into {}", bundle::SQL));
         let bar = term::bytes_progress("dump", None);
         let path = staging.0.join(bundle::SQL);
-        let mut file =
+        let file =
             fs::File::create(&path).with_context(|| format!("writing {}", path.display()))?;
-        let (bytes, counts) =
-            with_dump(sh, tools, source, patterns, Vec::new(), &scrub, |reader| {
+        let mut file = dump::RowCounter::new(file);
+        let (bytes, counts) = with_dump(
+            sh,
+            tools,
+            source,
+            &exclusions.patterns,
+            Vec::new(),
+            &scrub,
+            |reader| {
                 let mut counted = ProgressReader {
                     inner: reader,
                     on_bytes: &|n| bar.inc(n),
                 };
                 Ok(std::io::copy(&mut counted, &mut file)?)
-            })?;
-        file.sync_all()?;
+            },
+        )?;
+        let rows = std::mem::take(&mut file.counts);
+        let toc_entries = file.entries;
+        file.into_inner().sync_all()?;
         bar.finish_and_clear();
-        Ok((bytes, counts))
+        Ok((bytes, counts, rows, toc_entries))
     })?;
-    let (dumped, scrub_counts) = dumped;
+    let (dumped, scrub_counts, rows, toc_entries) = dumped;
     if !scrub.applied.is_empty() {
         term::step(scrub.report(&scrub_counts));
     }
@@ -825,30 +972,34 @@ fn export(
             None
         }
     };
-    let manifest = json!({
-        "format": 1,
-        "tool": {"name": "netpoint-xtask", "version": env!("CARGO_PKG_VERSION")},
-        "created_at": humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
-        "source": {
-            "host": source.host.clone().unwrap_or_else(|| "localhost".into()),
-            "port": source.port,
-            "database": source.database,
-            "server_version": server.version,
-            "server_major": server.major,
-            "encoding": encoding,
+    let manifest = bundle::Manifest {
+        format: bundle::FORMAT,
+        tool: bundle::Manifest::tool(),
+        created_at: Some(
+            humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+        ),
+        source: bundle::SourceInfo {
+            host: Some(source.host.clone().unwrap_or_else(|| "localhost".into())),
+            port: Some(source.port),
+            database: Some(source.database.clone()),
+            server_version: Some(server.version.clone()),
+            server_major: server.major,
+            encoding,
         },
-        "excluded_table_data": excluded.iter().map(|(name, _)| name.clone()).collect::<Vec<_>>(),
-        "sql_bytes": dumped,
-        "scrub": (!scrub_flags.no_scrub).then(|| scrub.manifest(&scrub_counts)),
-        "media": media_totals.map(|t| json!({"files": t.files, "bytes": t.bytes})),
-    });
-    fs::write(
-        staging.0.join(bundle::MANIFEST),
-        bundle::manifest_text(&manifest),
-    )?;
+        excluded_table_data: excluded.iter().map(|(name, _)| name.clone()).collect(),
+        entries: toc_entries,
+        rows,
+        sql_bytes: Some(dumped),
+        scrub: (!scrub_flags.no_scrub).then(|| scrub.manifest(Some(&scrub_counts))),
+        media: media_totals.map(|t| bundle::MediaRecord {
+            files: t.files,
+            bytes: t.bytes,
+        }),
+    };
+    fs::write(staging.0.join(bundle::MANIFEST), manifest.text())?;
     let sums = bundle::sums_for(&staging.0, &names)?;
     fs::write(staging.0.join(bundle::SUMS), sums)?;
-    restore::check_interrupted()?;
+    crate::process::check_interrupted()?;
     if out.exists() {
         fs::remove_dir(out)
             .with_context(|| format!("replacing the empty directory {}", out.display()))?;
@@ -883,12 +1034,60 @@ struct ProgressReader<'a, R: ?Sized> {
 
 impl<R: std::io::Read + ?Sized> std::io::Read for ProgressReader<'_, R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        restore::check_interrupted()
+        crate::process::check_interrupted()
             .map_err(|_| std::io::Error::new(std::io::ErrorKind::Interrupted, "interrupted"))?;
         let n = self.inner.read(buf)?;
         (self.on_bytes)(n as u64);
         Ok(n)
     }
+}
+
+/// Reads `sql` once and checks that it is whole before anything is loaded: it ends as
+/// pg_dump ends a finished dump, and holds exactly the rows the manifest recorded.
+fn check_complete(sql: &Path, manifest: &bundle::Manifest) -> anyhow::Result<toc::Toc> {
+    let file = fs::File::open(sql).with_context(|| format!("reading {}", sql.display()))?;
+    let toc = toc::scan(std::io::BufReader::with_capacity(1 << 20, file))
+        .with_context(|| format!("reading {}", sql.display()))?;
+    if !toc.complete {
+        bail!(
+            "{} is cut short: it does not end as a finished pg_dump ends, nothing was changed; export the bundle again",
+            sql.display()
+        );
+    }
+    if toc.entries.len() as u64 != manifest.entries {
+        bail!(
+            "{} has {} table-of-contents entries where {} recorded {}, nothing was changed; export the bundle again",
+            sql.display(),
+            toc.entries.len(),
+            bundle::MANIFEST,
+            manifest.entries
+        );
+    }
+    if toc.rows.contains_key("") {
+        bail!(
+            "{} has a COPY line that names its table in a way pg_dump does not write: not a dump this tool loads, nothing was changed",
+            sql.display()
+        );
+    }
+    if toc.rows != manifest.rows {
+        let differ = toc
+            .rows
+            .keys()
+            .chain(manifest.rows.keys())
+            .find(|table| toc.rows.get(*table) != manifest.rows.get(*table))
+            .expect("the maps differ");
+        let count = |rows: &BTreeMap<String, u64>| {
+            rows.get(differ).map_or("no".to_string(), |n| n.to_string())
+        };
+        bail!(
+            "{} holds {} rows of {differ} where {} recorded {}, nothing was changed; export the bundle again",
+            sql.display(),
+            count(&toc.rows),
+            bundle::MANIFEST,
+            count(&manifest.rows)
+        );
+    }
+    Ok(toc)
 }
 
 /// How a bundle carries its media.
@@ -923,7 +1122,9 @@ impl Load<'_> {
         if let Some(target_media) = self.target_media {
             atomic_file::parent_dir(target_media).context("--target-media")?;
         }
-        let manifest = bundle::read_manifest(self.dir).ok();
+        let manifest = bundle::Manifest::read(self.dir)?;
+        let sql = self.dir.join(bundle::SQL);
+        let toc = check_complete(&sql, &manifest)?;
         if dry_run {
             let media = match (&media_sums, self.target_media) {
                 (Some(sums), Some(target)) => format!(
@@ -949,14 +1150,12 @@ impl Load<'_> {
             return Ok(());
         }
         let (admin, state) = restore::inspect_target(sh, tools, self.target)?;
-        let source_major = manifest
-            .as_ref()
-            .and_then(|m| m["source"]["server_major"].as_u64())
-            .unwrap_or(0) as u32;
+        let source_major = manifest.source.server_major;
         let drop_settings =
             check_versions(source_major, self.target, state.server.major, self.guard)?;
+        let (lock, _media_lock) = take_locks(sh, tools, &admin, self.target, self.target_media)?;
         confirm_replace(self.target, &state, self.target_media, self.guard)?;
-        restore::drop_stale(sh, tools, &admin, &state.stale);
+        restore::drop_stale(sh, tools, &admin, &lock.stale);
         let mut timings = Timings::default();
         let staged = match (&media_sums, self.target_media) {
             (Some(sums), Some(target)) => {
@@ -968,9 +1167,9 @@ impl Load<'_> {
             }
             (None, _) => None,
         };
-        let result = timings.time("database", || {
-            let sql = self.dir.join(bundle::SQL);
-            let size = fs::metadata(&sql)?.len();
+        let mut media = None;
+        timings.time("database", || {
+            let size = toc.len;
             term::step(format!(
                 "loading {} ({}) into {}",
                 sql.display(),
@@ -978,30 +1177,46 @@ impl Load<'_> {
                 self.target
             ));
             let bar = term::bytes_progress("restore", Some(size));
-            let encoding = manifest
-                .as_ref()
-                .and_then(|m| m["source"]["encoding"].as_str())
-                .unwrap_or("UTF8")
-                .to_string();
-            restore::replace(sh, tools, &admin, self.target, Some(&encoding), |temp| {
-                if parallel::load_file(sh, tools, temp, &sql, &drop_settings, &bar, state.exists)? {
-                    return Ok(());
+            let encoding = &manifest.source.encoding;
+            let load = |temp: &DbUrl| {
+                let parallel = parallel::load_file(
+                    sh,
+                    tools,
+                    temp,
+                    &sql,
+                    &toc,
+                    &drop_settings,
+                    &bar,
+                    state.exists,
+                )?;
+                if !parallel {
+                    let psql = restore::spawn_psql_load(sh, tools, temp)?;
+                    let mut reader =
+                        dump::normalising_reader(fs::File::open(&sql)?, drop_settings.clone());
+                    restore::feed_psql(temp, psql, &mut reader, &|n| bar.inc(n))?;
                 }
-                let psql = restore::spawn_psql_load(sh, tools, temp)?;
-                let mut reader =
-                    dump::normalising_reader(fs::File::open(&sql)?, drop_settings.clone());
-                restore::feed_psql(temp, psql, &mut reader, &|n| bar.inc(n)).map(|_| ())
-            })?;
-            bar.finish_and_clear();
-            Ok(())
-        });
-        let media = finish_media(result, staged, self.target_media)?;
-        let excluded: Vec<(String, i64)> = manifest
-            .as_ref()
-            .and_then(|m| m["excluded_table_data"].as_array().cloned())
-            .unwrap_or_default()
+                restore::check_row_counts(sh, tools, temp, &manifest.rows)?;
+                bar.finish_and_clear();
+                Ok(())
+            };
+            let swap_media = || {
+                media = finish_media(Ok(()), staged, self.target_media)?;
+                Ok(())
+            };
+            restore::replace(
+                sh,
+                tools,
+                &admin,
+                self.target,
+                Some(encoding),
+                load,
+                swap_media,
+            )
+        })?;
+        let excluded: Vec<(String, Option<i64>)> = manifest
+            .excluded_table_data
             .iter()
-            .filter_map(|v| v.as_str().map(|s| (s.to_string(), 0)))
+            .map(|name| (name.clone(), None))
             .collect();
         summarise(sh, tools, self.target, &excluded, media, &timings);
         Ok(())
@@ -1033,7 +1248,7 @@ impl Load<'_> {
         let bar = term::files_progress("verify", sums.len() as u64);
         staged.totals = media::verify(&staged.dir, sums, &|_| bar.inc(1))?;
         bar.finish_and_clear();
-        restore::check_interrupted()?;
+        crate::process::check_interrupted()?;
         Ok(staged)
     }
 }

@@ -157,31 +157,85 @@ impl DbUrl {
         self.password.as_deref()
     }
 
+    /// Whether the server is on this machine: a socket, or a host whose every address is a
+    /// loopback, unspecified or local interface address, however the host is spelt
+    /// (`LOCALHOST`, `localhost.`, `127.1`, `[::ffff:127.0.0.1]`, this machine's name).
     pub fn is_loopback(&self) -> bool {
         match self.host.as_deref() {
             None => true,
-            Some(host) if host.starts_with('/') => true,
-            Some("localhost") => true,
-            Some(host) => host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback()),
+            Some(host) if host.starts_with('/') || host.starts_with('@') => true,
+            Some(host) => local_host(host, self.port),
         }
     }
 
-    /// Whether both URLs name the same database on the same server.
+    /// A first, cheap check that both URLs name one database: the same name on hosts that
+    /// are both this machine, or spelt alike. What the servers say decides in the end
+    /// (see `pg_tools::Server::same_database`).
     pub fn same_database(&self, other: &DbUrl) -> bool {
+        let host = |url: &DbUrl| {
+            url.host
+                .as_deref()
+                .map(|h| h.trim_end_matches('.').to_ascii_lowercase())
+        };
         self.port == other.port
             && self.database == other.database
-            && (self.host == other.host || (self.is_local_host() && other.is_local_host()))
+            && (host(self) == host(other) || (self.is_loopback() && other.is_loopback()))
     }
+}
 
-    fn is_local_host(&self) -> bool {
-        match self.host.as_deref() {
-            None => true,
-            Some(host) if host.starts_with('/') => true,
-            Some(host) => {
-                host == "localhost" || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
-            }
-        }
+/// Whether every address `host` resolves to belongs to this machine.
+fn local_host(host: &str, port: u16) -> bool {
+    use std::net::ToSocketAddrs;
+    let name = host.trim_end_matches('.').to_ascii_lowercase();
+    if name == "localhost" || name.ends_with(".localhost") {
+        return true;
     }
+    let Ok(addrs) = (host, port).to_socket_addrs() else {
+        return false;
+    };
+    let addrs: Vec<IpAddr> = addrs.map(|a| a.ip()).collect();
+    if addrs.is_empty() {
+        return false;
+    }
+    let interfaces = interface_addresses();
+    addrs.iter().all(|ip| {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(*ip, IpAddr::V4),
+            IpAddr::V4(_) => *ip,
+        };
+        ip.is_loopback() || ip.is_unspecified() || interfaces.contains(&ip)
+    })
+}
+
+/// The addresses of this machine's network interfaces.
+fn interface_addresses() -> Vec<IpAddr> {
+    let mut found = Vec::new();
+    let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs fills `list` with a linked list that we only read, then free once.
+    unsafe {
+        if libc::getifaddrs(&mut list) != 0 {
+            return found;
+        }
+        let mut next = list;
+        while let Some(entry) = next.as_ref() {
+            if let Some(addr) = entry.ifa_addr.as_ref() {
+                match i32::from(addr.sa_family) {
+                    libc::AF_INET => {
+                        let v4 = &*(entry.ifa_addr as *const libc::sockaddr_in);
+                        found.push(IpAddr::from(u32::from_be(v4.sin_addr.s_addr).to_be_bytes()));
+                    }
+                    libc::AF_INET6 => {
+                        let v6 = &*(entry.ifa_addr as *const libc::sockaddr_in6);
+                        found.push(IpAddr::from(v6.sin6_addr.s6_addr));
+                    }
+                    _ => {}
+                }
+            }
+            next = entry.ifa_next;
+        }
+        libc::freeifaddrs(list);
+    }
+    found
 }
 
 impl fmt::Display for DbUrl {
@@ -256,5 +310,30 @@ mod tests {
         assert!(a.is_loopback() && c.is_loopback() && !d.is_loopback());
         let socket = DbUrl::parse("postgres:///netpoint?host=/var/run/postgresql").unwrap();
         assert!(socket.is_loopback());
+    }
+
+    #[test]
+    fn other_spellings_of_this_machine_are_local() {
+        let name = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
+        let mut hosts = vec![
+            "LOCALHOST",
+            "localhost.",
+            "127.1",
+            "127.0.0.2",
+            "0.0.0.0",
+            "[::ffff:127.0.0.1]",
+            "[::]",
+        ];
+        if !name.trim().is_empty() {
+            hosts.push(name.trim());
+        }
+        for host in hosts {
+            let url = DbUrl::parse(&format!("postgres://u@{host}:5432/netpoint")).unwrap();
+            assert!(url.is_loopback(), "{host}");
+            let plain = DbUrl::parse("postgres://u@127.0.0.1:5432/netpoint").unwrap();
+            assert!(url.same_database(&plain), "{host}");
+        }
+        let remote = DbUrl::parse("postgres://u@192.0.2.7:5432/netpoint").unwrap();
+        assert!(!remote.is_loopback());
     }
 }

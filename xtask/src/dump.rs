@@ -222,6 +222,134 @@ fn row_key(row: &[u8]) -> (u8, i128, &[u8]) {
     }
 }
 
+/// A writer that counts the rows of each `COPY` block passing through it on the way to
+/// `inner`, by the table name the `COPY` line gives: what a bundle's manifest records.
+pub struct RowCounter<W> {
+    inner: W,
+    /// The current line; inside a block only its first bytes, enough to see `\.`.
+    line: Vec<u8>,
+    in_copy: bool,
+    table: String,
+    rows: u64,
+    after_dashes: bool,
+    pub counts: std::collections::BTreeMap<String, u64>,
+    /// Table-of-contents entries seen, as [`crate::toc::scan`] counts them.
+    pub entries: u64,
+}
+
+impl<W: Write> RowCounter<W> {
+    pub fn new(inner: W) -> RowCounter<W> {
+        RowCounter {
+            inner,
+            line: Vec::new(),
+            in_copy: false,
+            table: String::new(),
+            rows: 0,
+            after_dashes: false,
+            counts: Default::default(),
+            entries: 0,
+        }
+    }
+
+    pub fn into_inner(self) -> W {
+        self.inner
+    }
+
+    fn observe(&mut self, mut data: &[u8]) {
+        while !data.is_empty() {
+            let (part, ends_line) = match memchr::memchr(b'\n', data) {
+                Some(at) => (&data[..=at], true),
+                None => (data, false),
+            };
+            let keep = if self.in_copy {
+                part.len()
+                    .min(END_OF_COPY.len() + 1 - self.line.len().min(END_OF_COPY.len() + 1))
+            } else {
+                part.len()
+            };
+            self.line.extend_from_slice(&part[..keep]);
+            data = &data[part.len()..];
+            if ends_line {
+                self.end_line();
+            }
+        }
+    }
+
+    fn end_line(&mut self) {
+        if self.in_copy {
+            if self.line == END_OF_COPY {
+                self.in_copy = false;
+                *self
+                    .counts
+                    .entry(std::mem::take(&mut self.table))
+                    .or_default() += self.rows;
+            } else {
+                self.rows += 1;
+            }
+        } else if is_copy_start(&self.line) {
+            self.in_copy = true;
+            self.table = copy_target(&self.line).unwrap_or_default();
+            self.rows = 0;
+        } else if self.after_dashes && crate::toc::entry_kind(&self.line).is_some() {
+            self.entries += 1;
+        }
+        self.after_dashes = !self.in_copy && self.line == b"--\n";
+        self.line.clear();
+    }
+}
+
+impl<W: Write> Write for RowCounter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.observe(&buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// The table of a `COPY ... FROM stdin;` line as the line writes it, quotes included, so
+/// that it can be used in SQL: `public."Big ""One"""` from `COPY public."Big ""One""" (id) ...`.
+/// `None` unless every part is quoted or a plain identifier, as pg_dump writes them.
+pub fn copy_target(line: &[u8]) -> Option<String> {
+    if !is_copy_start(line) {
+        return None;
+    }
+    let rest = &line[b"COPY ".len()..];
+    let mut at = 0;
+    loop {
+        if rest.get(at) == Some(&b'"') {
+            at += 1;
+            loop {
+                match rest.get(at)? {
+                    b'"' if rest.get(at + 1) == Some(&b'"') => at += 2,
+                    b'"' => break,
+                    _ => at += 1,
+                }
+            }
+            at += 1;
+        } else {
+            let start = at;
+            while !matches!(rest.get(at)?, b'.' | b' ') {
+                if !(rest[at].is_ascii_alphanumeric() || matches!(rest[at], b'_' | b'$')) {
+                    return None;
+                }
+                at += 1;
+            }
+            if at == start {
+                return None;
+            }
+        }
+        if rest.get(at) != Some(&b'.') {
+            break;
+        }
+        at += 1;
+    }
+    String::from_utf8(rest[..at].to_vec()).ok()
+}
+
 pub fn is_copy_start(line: &[u8]) -> bool {
     line.starts_with(b"COPY ") && line.ends_with(b" FROM stdin;\n")
 }
@@ -447,6 +575,51 @@ mod tests {
         let (out, seen) = edited("COPY public.skip (id) FROM stdin;\n1\n2", 3, 8);
         assert_eq!(out, "COPY PUBLIC.SKIP (ID) FROM STDIN;\n1\n2\n");
         assert_eq!(seen.len(), 1);
+    }
+
+    #[test]
+    fn rows_are_counted_whatever_the_writes() {
+        let dump = "SET x = 1;\nCOPY public.t (a) FROM stdin;\n1\n\\.5\n\\\\.\n2\n\\.\n\n\
+                    COPY \"odd\"\"\".u (a) FROM stdin;\n\\.\nCOPY public.t (a) FROM stdin;\nx\n\\.\n";
+        for step in [1, 2, 3, 7, 1000] {
+            let mut counter = RowCounter::new(Vec::new());
+            for chunk in dump.as_bytes().chunks(step) {
+                counter.write_all(chunk).unwrap();
+            }
+            assert_eq!(
+                counter.into_inner_counts(),
+                [
+                    ("\"odd\"\"\".u".to_string(), 0),
+                    ("public.t".to_string(), 5)
+                ],
+                "step {step}"
+            );
+        }
+    }
+
+    impl<W> RowCounter<W> {
+        fn into_inner_counts(self) -> Vec<(String, u64)> {
+            self.counts.into_iter().collect()
+        }
+    }
+
+    #[test]
+    fn copy_targets_keep_their_quotes() {
+        let target = |line: &str| copy_target(line.as_bytes());
+        assert_eq!(
+            target("COPY public.t (a, b) FROM stdin;\n").as_deref(),
+            Some("public.t")
+        );
+        assert_eq!(
+            target("COPY public.\"Big \"\"One\"\". x\" (id) FROM stdin;\n").as_deref(),
+            Some("public.\"Big \"\"One\"\". x\"")
+        );
+        assert_eq!(
+            target("COPY \"s p\".t FROM stdin;\n").as_deref(),
+            Some("\"s p\".t")
+        );
+        assert_eq!(target("COPY public.t (a) TO stdout;\n"), None);
+        assert_eq!(target("COPY public.t;drop (a) FROM stdin;\n"), None);
     }
 
     #[test]

@@ -5,9 +5,11 @@ mod bundle;
 mod clone_prod;
 mod db_url;
 mod dump;
+mod lock;
 mod media;
 mod parallel;
 mod pg_tools;
+mod process;
 mod restore;
 mod schema_diff;
 mod schema_snapshot;
@@ -90,17 +92,24 @@ fn main() -> ExitCode {
     term::init(cli.color, cli.verbose, cli.quiet);
     pg_tools::set_tool_source(cli.pg_tools);
     parallel::set_jobs(cli.jobs.map(usize::from));
-    // Ctrl-C also reaches the running pg_dump/psql; we stop, clean up, then exit.
-    let _ = ctrlc::set_handler(|| {
-        restore::INTERRUPTED.store(true, std::sync::atomic::Ordering::SeqCst)
-    });
-    match run(cli.command) {
+    // On SIGINT, SIGTERM or SIGHUP the tools we started are stopped, we clean up, and
+    // exit with 128 + the signal's number.
+    if let Err(err) = process::handle_signals() {
+        term::warn(format!("cannot handle interrupts: {err}"));
+    }
+    let result = run(cli.command);
+    pg_tools::containers::remove_ours();
+    if let Some(code) = process::interrupt_exit_code() {
+        term::error(match result {
+            Ok(()) => "interrupted after the work was done".to_string(),
+            Err(_) => "interrupted: nothing was changed, and nothing is left behind".to_string(),
+        });
+        return ExitCode::from(code);
+    }
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             term::error(one_line(&err));
-            if restore::INTERRUPTED.load(std::sync::atomic::Ordering::SeqCst) {
-                return ExitCode::from(130);
-            }
             ExitCode::FAILURE
         }
     }

@@ -14,6 +14,7 @@ use std::{
     time::Duration,
 };
 
+use crate::process::SpawnTool;
 use anyhow::{bail, Context};
 use indicatif::ProgressBar;
 use xshell::Shell;
@@ -312,7 +313,7 @@ fn schedule(
     });
     let mut pending: VecDeque<usize> = order.into();
     loop {
-        restore::check_interrupted()?;
+        crate::process::check_interrupted()?;
         if failure.failed.load(Ordering::SeqCst) {
             bail!("stopped: a data session failed");
         }
@@ -511,7 +512,7 @@ impl Snapshot {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         let mut child = command
-            .spawn()
+            .spawn_tool()
             .with_context(|| format!("starting psql for {source}"))?;
         let stderr = restore::collect_stderr(child.stderr.take().unwrap());
         let mut stdin = child.stdin.take().unwrap();
@@ -841,10 +842,10 @@ impl Straight {
                 ]
                 .map(String::from),
             );
-            if !binary {
-                let encoding = restore::literal(clone.encoding);
-                statements.push(format!("set client_encoding = {encoding}"));
-            }
+            // Binary text fields are converted to and from the client encoding too: both
+            // sides speak the source's, whatever encoding the target database has.
+            let encoding = restore::literal(clone.encoding);
+            statements.push(format!("set client_encoding = {encoding}"));
         }
         if !binary {
             // Text any server reads back as the same values, as pg_dump writes it.
@@ -886,7 +887,7 @@ impl Straight {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
-            .spawn()
+            .spawn_tool()
             .with_context(|| format!("starting psql for {source}"))?;
         let out_stderr = restore::collect_stderr(out.stderr.take().unwrap());
         let into = self
@@ -894,7 +895,7 @@ impl Straight {
             .stdin(Stdio::from(out.stdout.take().unwrap()))
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
-            .spawn();
+            .spawn_tool();
         let mut into = match into {
             Ok(into) => into,
             Err(err) => {
@@ -946,12 +947,12 @@ fn wait_both(
         if let (Some(a), Some(b)) = (done_a, done_b) {
             return Ok((a, b));
         }
-        if failure.failed.load(Ordering::SeqCst) || restore::INTERRUPTED.load(Ordering::SeqCst) {
+        if failure.failed.load(Ordering::SeqCst) || crate::process::interrupted() {
             for child in [a, b] {
                 let _ = child.kill();
                 let _ = child.wait();
             }
-            restore::check_interrupted()?;
+            crate::process::check_interrupted()?;
             bail!("stopped: another session failed");
         }
         std::thread::sleep(Duration::from_millis(10));
@@ -1128,15 +1129,18 @@ impl DirectClone<'_> {
     }
 }
 
-/// Loads the plain dump at `path` into the empty database `temp` on `jobs()` sessions:
+/// Loads the plain dump at `path`, whose entries `toc` lists, into the empty database `temp`
+/// on `jobs()` sessions:
 /// schema first, then table data spread over the sessions (largest tables first), then
 /// indexes and constraints side by side. Returns `false`, having changed nothing, when the
 /// file must be loaded in one stream.
+#[allow(clippy::too_many_arguments)]
 pub fn load_file(
     sh: &Shell,
     tools: &PgTools,
     temp: &DbUrl,
     path: &Path,
+    toc: &toc::Toc,
     drop_settings: &[&'static str],
     bar: &ProgressBar,
     replaces: bool,
@@ -1146,9 +1150,7 @@ pub fn load_file(
         return Ok(false);
     }
     let open = || File::open(path).with_context(|| format!("reading {}", path.display()));
-    let toc = toc::scan(BufReader::with_capacity(1 << 20, open()?))
-        .with_context(|| format!("reading {}", path.display()))?;
-    let Some(sections) = toc::sections(&toc) else {
+    let Some(sections) = toc::sections(toc) else {
         term::detail(format!(
             "loading {} in one stream: not laid out as a whole-database pg_dump",
             path.display()

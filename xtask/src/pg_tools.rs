@@ -49,10 +49,42 @@ pub struct Client {
 }
 
 /// What a server told us about itself.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Deserialize)]
 pub struct Server {
+    #[serde(skip)]
     pub major: u32,
     pub version: String,
+    #[serde(rename = "version_num")]
+    num: String,
+    /// The cluster's system identifier, shared by its physical replicas (when the role may
+    /// read it).
+    sysid: Option<String>,
+    /// When the postmaster started, to the microsecond, and the port it listens on as the
+    /// server reports them.
+    started: String,
+    port: String,
+    recovery: bool,
+    /// The OID of the database the session is connected to.
+    database_oid: String,
+}
+
+impl Server {
+    /// Whether `self`'s database and the database with OID `oid` on `other` are one
+    /// database: the same server (or a physical replica of it, which shares its system
+    /// identifier and OIDs) and the same OID. Decided by what the servers report, never by
+    /// how a URL spells the host.
+    pub fn same_database(&self, other: &Server, oid: Option<&str>) -> bool {
+        let Some(oid) = oid else {
+            return false;
+        };
+        let same_cluster = match (&self.sysid, &other.sysid) {
+            (Some(a), Some(b)) => {
+                a == b && (self.started == other.started || self.recovery || other.recovery)
+            }
+            _ => self.started == other.started && self.port == other.port,
+        };
+        same_cluster && self.database_oid == oid
+    }
 }
 
 /// Where the client tools come from.
@@ -285,15 +317,13 @@ impl PgTools {
         let mut cmd = match runner {
             Runner::Host(path) => sh.cmd(path).quiet(),
             Runner::Docker(major) => {
-                let mut cmd = sh.cmd("docker").quiet().args([
-                    "run",
-                    "--rm",
-                    "-i",
-                    "--network",
-                    "host",
-                    "--entrypoint",
-                    tool.name(),
-                ]);
+                containers::first_use(sh);
+                let mut cmd = sh
+                    .cmd("docker")
+                    .quiet()
+                    .args(["run", "--rm", "-i", "--network", "host"])
+                    .args(containers::name_and_label())
+                    .args(["--entrypoint", tool.name()]);
                 for (key, value) in &env {
                     // `--env NAME` without a value: docker takes it from its own environment.
                     cmd = cmd.args(["--env", key]);
@@ -338,6 +368,46 @@ impl PgTools {
             .to_string())
     }
 
+    /// Runs a query like [`PgTools::query`], but hands a server error back as a [`Failure`]
+    /// with its SQLSTATE, for callers that decide by it (never by message text, which
+    /// depends on the server's `lc_messages`). Connection problems are errors as usual.
+    pub fn query_state(
+        &self,
+        sh: &Shell,
+        url: &DbUrl,
+        sql: &str,
+    ) -> anyhow::Result<Result<String, Failure>> {
+        let cmd = self
+            .cmd(sh, Tool::Psql, url, Access::ReadWrite)?
+            .args([
+                "-X",
+                "-q",
+                "-A",
+                "-t",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-v",
+                "VERBOSITY=verbose",
+                "-c",
+                sql,
+            ])
+            .ignore_status();
+        log(&cmd, url);
+        let output = cmd
+            .output()
+            .with_context(|| format!("running psql against {url}"))?;
+        if output.status.success() {
+            return Ok(Ok(String::from_utf8_lossy(&output.stdout)
+                .trim_end_matches('\n')
+                .to_string()));
+        }
+        let stderr = scrub(url, &String::from_utf8_lossy(&output.stderr));
+        match sqlstate(&stderr) {
+            Some(state) => Ok(Err(Failure { state, stderr })),
+            None => Err(explain_failure(url, &stderr)),
+        }
+    }
+
     /// Runs SQL given on psql's stdin (for statements that carry sensitive values).
     pub fn query_stdin(&self, sh: &Shell, url: &DbUrl, sql: &str) -> anyhow::Result<String> {
         let cmd = self
@@ -360,26 +430,145 @@ impl PgTools {
             .to_string())
     }
 
-    /// Connects once to learn the server version, turning connection failures into clear errors.
+    /// Connects once to learn the server's version and identity, turning connection
+    /// failures into clear errors.
     pub fn server(&self, sh: &Shell, url: &DbUrl, access: Access) -> anyhow::Result<Server> {
         let out = self.query(
             sh,
             url,
             access,
-            "select current_setting('server_version_num') || ' ' || current_setting('server_version')",
+            "select json_build_object('version_num', current_setting('server_version_num'), \
+             'version', current_setting('server_version'), \
+             'sysid', case when has_function_privilege('pg_catalog.pg_control_system()', 'execute') \
+             then (select system_identifier::text from pg_catalog.pg_control_system()) end, \
+             'started', pg_postmaster_start_time()::text, 'port', current_setting('port'), \
+             'recovery', pg_is_in_recovery(), \
+             'database_oid', (select oid::text from pg_database where datname = current_database()))",
         )?;
-        let (num, version) = out.split_once(' ').unwrap_or((out.as_str(), ""));
-        let num: u32 = num
-            .trim()
+        let mut server: Server = serde_json::from_str(&out)
+            .with_context(|| format!("unexpected answer from {url} about its version: {out}"))?;
+        let num: u32 = server
+            .num
             .parse()
-            .with_context(|| format!("unexpected server version `{out}` from {url}"))?;
-        let major = num / 10000;
-        self.servers.lock().unwrap().insert(url.host_port(), major);
-        Ok(Server {
-            major,
-            version: version.to_string(),
-        })
+            .with_context(|| format!("unexpected server version `{}` from {url}", server.num))?;
+        server.major = num / 10000;
+        self.servers
+            .lock()
+            .unwrap()
+            .insert(url.host_port(), server.major);
+        Ok(server)
     }
+}
+
+/// Containers that run client tools carry our pid in a label, so that none outlives the run:
+/// those left when we end are removed, and so are those of runs that died.
+pub mod containers {
+    use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+
+    use xshell::{cmd, Shell};
+
+    const LABEL: &str = "netpoint-xtask.pid";
+    static USED: AtomicBool = AtomicBool::new(false);
+
+    /// `--name` and `--label` for the next container.
+    pub fn name_and_label() -> [String; 4] {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let pid = std::process::id();
+        [
+            "--name".into(),
+            format!(
+                "netpoint-xtask-{pid}-{}",
+                NEXT.fetch_add(1, Ordering::SeqCst)
+            ),
+            "--label".into(),
+            format!("{LABEL}={pid}"),
+        ]
+    }
+
+    /// Before the first container of a run: removes those of runs that are gone.
+    pub fn first_use(sh: &Shell) {
+        if USED.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let filter = format!("label={LABEL}");
+        let format = format!("{{{{.ID}}}} {{{{.Label \"{LABEL}\"}}}}");
+        let Ok(listed) = cmd!(sh, "docker ps -a --filter {filter} --format {format}")
+            .quiet()
+            .ignore_stderr()
+            .read()
+        else {
+            return;
+        };
+        let dead: Vec<&str> = listed
+            .lines()
+            .filter_map(|line| line.split_once(' '))
+            .filter(|(_, pid)| {
+                pid.parse::<u32>()
+                    .is_ok_and(|pid| !crate::process::alive(pid))
+            })
+            .map(|(id, _)| id)
+            .collect();
+        if !dead.is_empty() {
+            let _ = cmd!(sh, "docker rm -f {dead...}")
+                .quiet()
+                .ignore_stdout()
+                .ignore_stderr()
+                .run();
+        }
+    }
+
+    /// At the end of a run that used containers: removes any still there.
+    pub fn remove_ours() {
+        if !USED.load(Ordering::SeqCst) {
+            return;
+        }
+        let Ok(sh) = Shell::new() else {
+            return;
+        };
+        let filter = format!("label={LABEL}={}", std::process::id());
+        if let Ok(ids) = cmd!(sh, "docker ps -aq --filter {filter}")
+            .quiet()
+            .ignore_stderr()
+            .read()
+        {
+            let ids: Vec<&str> = ids.lines().collect();
+            if !ids.is_empty() {
+                let _ = cmd!(sh, "docker rm -f {ids...}")
+                    .quiet()
+                    .ignore_stdout()
+                    .ignore_stderr()
+                    .run();
+            }
+        }
+    }
+}
+
+/// A statement the server refused.
+#[derive(Debug)]
+pub struct Failure {
+    /// The SQLSTATE code, such as `55006` (object in use).
+    pub state: String,
+    stderr: String,
+}
+
+impl Failure {
+    pub fn into_error(self, url: &DbUrl) -> anyhow::Error {
+        explain_failure(url, &self.stderr)
+    }
+}
+
+/// The SQLSTATE of the first error in psql's verbose output (`ERROR:  55006: ...`, with the
+/// severity word in the server's language).
+fn sqlstate(stderr: &str) -> Option<String> {
+    stderr.lines().find_map(|line| {
+        let (_, rest) = line.split_once(":  ")?;
+        let (code, _) = rest.split_once(": ")?;
+        (code.len() == 5
+            && code
+                .bytes()
+                .all(|b| b.is_ascii_digit() || b.is_ascii_uppercase()))
+        .then(|| code.to_string())
+    })
 }
 
 /// libpq environment for a session: the URL's parts plus what `access` asks of the session.
@@ -516,6 +705,23 @@ pub fn parse_client_major(version_output: &str) -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sqlstates_in_any_language() {
+        assert_eq!(
+            sqlstate("ERROR:  55006: database \"x\" is being accessed by other users\nDETAIL:  1 other\n").as_deref(),
+            Some("55006")
+        );
+        assert_eq!(
+            sqlstate("psql:<stdin>:3: FEHLER:  22023: Kodierung passt nicht\n").as_deref(),
+            Some("22023")
+        );
+        assert_eq!(
+            sqlstate("ОШИБКА:  42P01: отношение не существует\n").as_deref(),
+            Some("42P01")
+        );
+        assert_eq!(sqlstate("psql: error: connection to server failed\n"), None);
+    }
 
     #[test]
     fn client_versions() {

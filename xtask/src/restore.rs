@@ -2,14 +2,13 @@
 //! server, and only when that succeeded swap the names and drop the old one.
 
 use std::{
-    io::{self, BufRead, BufReader, Read, Write},
-    os::unix::process::CommandExt,
+    io::{BufRead, BufReader, Read, Write},
     process::{Child, Command, Stdio},
-    sync::atomic::{AtomicBool, Ordering},
     thread,
     time::Duration,
 };
 
+use crate::process::SpawnTool;
 use anyhow::{bail, Context};
 use xshell::Shell;
 
@@ -19,24 +18,16 @@ use crate::{
     term,
 };
 
-/// Set by the Ctrl-C handler; long steps stop and clean up when they see it.
-pub static INTERRUPTED: AtomicBool = AtomicBool::new(false);
-
-pub fn check_interrupted() -> anyhow::Result<()> {
-    if INTERRUPTED.load(Ordering::SeqCst) {
-        bail!("interrupted");
-    }
-    Ok(())
-}
+pub use crate::process::check_interrupted;
 
 /// What is known about the database a run is about to replace.
 pub struct TargetState {
     pub server: Server,
     pub exists: bool,
+    /// The target database's OID, when it exists.
+    pub oid: Option<String>,
     pub tables: u64,
     pub size: u64,
-    /// Temporary databases that killed runs left beside the target; see [`drop_stale`].
-    pub stale: Vec<String>,
 }
 
 /// Checks the target server before anything is loaded: reachable, allowed to create
@@ -47,33 +38,42 @@ pub fn inspect_target(
     target: &DbUrl,
 ) -> anyhow::Result<(DbUrl, TargetState)> {
     let (admin, server) = admin_url(sh, tools, target)?;
-    let row = tools.query(
+    #[derive(serde::Deserialize)]
+    struct Answer {
+        can_create: bool,
+        may_replace: bool,
+        oid: Option<String>,
+        size: i64,
+    }
+    let answer = tools.query(
         sh,
         &admin,
         Access::ReadWrite,
         &format!(
-            "select r.rolcreatedb or r.rolsuper, coalesce(pg_get_userbyid(d.datdba) = current_user or r.rolsuper, true), \
-             d.datname is not null, coalesce(pg_database_size(d.oid), 0), {} \
+            "select json_build_object('can_create', r.rolcreatedb or r.rolsuper, \
+             'may_replace', coalesce(pg_get_userbyid(d.datdba) = current_user or r.rolsuper, true), \
+             'oid', d.oid::text, 'size', coalesce(pg_database_size(d.oid), 0)) \
              from pg_roles r left join pg_database d on d.datname = {} where r.rolname = current_user",
-            stale_query(&target.database),
             literal(&target.database)
         ),
     )?;
-    let fields: Vec<&str> = row.splitn(5, '|').collect();
-    let [can_create, may_replace, exists, size, stale] = fields[..] else {
-        bail!("unexpected answer from {admin} while inspecting the target: {row}");
-    };
-    let stale: Vec<String> = serde_json::from_str(stale).with_context(|| {
-        format!("unexpected answer from {admin} while inspecting the target: {row}")
+    let Answer {
+        can_create,
+        may_replace,
+        oid,
+        size,
+    } = serde_json::from_str(&answer).with_context(|| {
+        format!("unexpected answer from {admin} while inspecting the target: {answer}")
     })?;
+    let exists = oid.is_some();
     let user = target.user.as_deref().unwrap_or("(default user)");
-    if can_create != "t" {
+    if !can_create {
         bail!(
             "user `{user}` may not create databases on {}: grant it with `ALTER ROLE \"{user}\" CREATEDB` or use a user that can",
             target.host_port()
         );
     }
-    if exists == "t" && may_replace != "t" {
+    if exists && !may_replace {
         bail!(
             "user `{user}` does not own database `{}` on {} and cannot replace it: connect as its owner or a superuser",
             target.database,
@@ -82,10 +82,10 @@ pub fn inspect_target(
     }
     let mut state = TargetState {
         server,
-        exists: exists == "t",
+        exists,
+        oid,
         tables: 0,
-        size: size.parse().unwrap_or(0),
-        stale,
+        size: size.max(0) as u64,
     };
     if state.exists {
         let tables = tools.query(
@@ -136,7 +136,7 @@ fn temp_name(database: &str, kind: &str) -> String {
 
 /// The temporary databases an interrupted run left beside `database` that nobody uses, as
 /// a JSON array (see [`temp_name`]).
-fn stale_query(database: &str) -> String {
+pub fn stale_query(database: &str) -> String {
     let base = base_name(database)
         .replace('\\', "\\\\")
         .replace('_', "\\_")
@@ -166,8 +166,10 @@ pub fn drop_stale(sh: &Shell, tools: &PgTools, admin: &DbUrl, names: &[String]) 
     }
 }
 
-/// Loads into a temporary database with `load`, then swaps it in place of the target.
-/// On any failure or interruption the target is untouched and the temporary database is gone.
+/// Loads into a temporary database with `load`, then swaps it in place of the target and
+/// runs `then` (the media swap). The previous database is dropped only when `then` succeeded;
+/// if it fails, the previous database is put back. On any failure or interruption the target
+/// is as it was and the temporary database is gone.
 pub fn replace(
     sh: &Shell,
     tools: &PgTools,
@@ -175,132 +177,246 @@ pub fn replace(
     target: &DbUrl,
     encoding: Option<&str>,
     load: impl FnOnce(&DbUrl) -> anyhow::Result<()>,
+    then: impl FnOnce() -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
     let temp = target.with_database(&temp_name(&target.database, "load"));
-    let encoding = encoding
-        .map(|e| format!(" encoding {}", literal(e)))
-        .unwrap_or_default();
-    tools.query(
-        sh,
-        admin,
-        Access::ReadWrite,
-        &format!(
-            "create database {} template template0{encoding}",
-            ident(&temp.database)
-        ),
-    )?;
-    let result = load(&temp)
-        .and_then(|()| check_interrupted())
-        .and_then(|()| swap(sh, tools, admin, target, &temp));
-    if let Err(err) = result {
-        let _ = tools
-            .query(
-                sh,
-                admin,
-                Access::ReadWrite,
-                &format!(
-                    "drop database if exists {} with (force)",
-                    ident(&temp.database)
-                ),
-            )
-            .or_else(|_| {
-                tools.query(
-                    sh,
-                    admin,
-                    Access::ReadWrite,
-                    &format!("drop database if exists {}", ident(&temp.database)),
-                )
-            });
+    create_temp(sh, tools, admin, &temp, encoding)?;
+    let drop_temp = || {
+        let _ = drop_database(sh, tools, admin, &temp.database);
+    };
+    if let Err(err) = load(&temp).and_then(|()| check_interrupted()) {
+        drop_temp();
         return Err(err);
     }
-    Ok(())
+    // From here the run finishes what it started, even when a signal arrives meanwhile.
+    crate::process::critical(|| {
+        let old = temp_name(&target.database, "old");
+        let replaced = match swap(sh, tools, admin, target, &temp.database, &old) {
+            Ok(replaced) => replaced,
+            Err(err) => {
+                drop_temp();
+                return Err(err);
+            }
+        };
+        if let Err(err) = then() {
+            if !replaced {
+                let _ = drop_database(sh, tools, admin, &target.database);
+                return Err(err.context(format!("{} was removed again", target.masked())));
+            }
+            return match swap(sh, tools, admin, target, &old, &temp.database) {
+                Ok(_) => {
+                    drop_temp();
+                    Err(err.context(format!("{} was put back as it was", target.masked())))
+                }
+                Err(back) => Err(err.context(format!(
+                    "the previous database could not be put back ({back:#}): it is kept as `{old}` on {}; \
+                     rename it to `{}` once its sessions are gone",
+                    target.host_port(),
+                    target.database
+                ))),
+            };
+        }
+        if let Err(err) = drop_database(sh, tools, admin, &old) {
+            term::warn(format!(
+                "the new database is in place, but the previous one ({old}) could not be dropped: {err}"
+            ));
+        }
+        Ok(())
+    })
 }
 
-fn swap(
+/// `CREATE DATABASE` for a load. A source encoding that the server's locale cannot hold
+/// (LATIN1 on a UTF-8 locale) gets the server's default encoding instead, as `createdb`
+/// and `psql < netpoint.sql` would: the rows are converted on the way in.
+fn create_temp(
     sh: &Shell,
     tools: &PgTools,
     admin: &DbUrl,
-    target: &DbUrl,
     temp: &DbUrl,
+    encoding: Option<&str>,
 ) -> anyhow::Result<()> {
-    let old = temp_name(&target.database, "old");
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
-        let row = tools.query(
+    let create = |encoding: Option<&str>| {
+        let encoding = encoding
+            .map(|e| format!(" encoding {}", literal(e)))
+            .unwrap_or_default();
+        tools.query_state(
             sh,
             admin,
-            Access::ReadWrite,
             &format!(
-                "select (select count(*) from pg_database where datname = {0}), \
-                 (select count(pg_terminate_backend(pid)) from pg_stat_activity where datname = {0} and pid <> pg_backend_pid())",
-                literal(&target.database)
-            ),
-        )?;
-        let (exists, ended) = row.split_once('|').unwrap_or((row.as_str(), "0"));
-        if exists == "0" {
-            tools.query(
-                sh,
-                admin,
-                Access::ReadWrite,
-                &format!(
-                    "alter database {} rename to {}",
-                    ident(&temp.database),
-                    ident(&target.database)
-                ),
-            )?;
-            return Ok(());
-        }
-        if ended != "0" {
-            term::step(format!(
-                "ended {ended} other session(s) on {}",
-                target.masked()
-            ));
-        }
-        // Both renames commit together: the target name always names a whole database.
-        let renamed = tools.query(
-            sh,
-            admin,
-            Access::ReadWrite,
-            &format!(
-                "begin; alter database {0} rename to {1}; alter database {2} rename to {0}; commit;",
-                ident(&target.database),
-                ident(&old),
+                "create database {} template template0{encoding}",
                 ident(&temp.database)
             ),
-        );
-        match renamed {
-            Ok(_) => break,
-            Err(err)
-                if attempt < 10 && err.to_string().contains("being accessed by other users") =>
-            {
-                thread::sleep(Duration::from_millis(200 * attempt));
-            }
-            Err(err) => {
-                return Err(err).context(format!(
-                    "swapping the new database into {}",
-                    target.masked()
-                ))
-            }
+        )
+    };
+    match create(encoding)? {
+        Ok(_) => Ok(()),
+        // invalid_parameter_value: the encoding does not match the locale.
+        Err(failure) if failure.state == "22023" && encoding.is_some() => {
+            create(None)?.map_err(|failure| failure.into_error(admin))?;
+            let got = tools.query(
+                sh,
+                temp,
+                Access::ReadWrite,
+                "select pg_encoding_to_char(encoding) || ' (locale ' || datctype || ')' from pg_database where datname = current_database()",
+            )?;
+            term::warn(format!(
+                "the source's encoding {} does not fit the locale of {}: the copy is {got}, as createdb would make it",
+                encoding.unwrap_or_default(),
+                admin.host_port()
+            ));
+            Ok(())
         }
+        Err(failure) => Err(failure.into_error(admin)),
     }
-    if let Err(err) = tools
+}
+
+fn drop_database(sh: &Shell, tools: &PgTools, admin: &DbUrl, name: &str) -> anyhow::Result<()> {
+    tools
         .query(
             sh,
             admin,
             Access::ReadWrite,
-            &format!("drop database {} with (force)", ident(&old)),
+            &format!("drop database if exists {} with (force)", ident(name)),
         )
         .or_else(|_| {
             tools.query(
                 sh,
                 admin,
                 Access::ReadWrite,
-                &format!("drop database {}", ident(&old)),
+                &format!("drop database if exists {}", ident(name)),
             )
         })
-    {
-        term::warn(format!("the new database is in place, but the previous one ({old}) could not be dropped: {err}"));
+        .map(|_| ())
+}
+
+/// Puts database `new` in place of `target`'s database, which becomes `aside`; both renames
+/// commit together, so the target name always names a whole database. Sessions on the target
+/// that we may end are ended; others (autovacuum, which yields, or other roles' sessions) are
+/// waited for briefly and then named. Returns whether there was a database to put aside.
+fn swap(
+    sh: &Shell,
+    tools: &PgTools,
+    admin: &DbUrl,
+    target: &DbUrl,
+    new: &str,
+    aside: &str,
+) -> anyhow::Result<bool> {
+    #[derive(serde::Deserialize)]
+    struct Sessions {
+        exists: bool,
+        ended: u64,
+        others: Vec<String>,
+    }
+    let name = literal(&target.database);
+    let started = std::time::Instant::now();
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let answer = tools.query(
+            sh,
+            admin,
+            Access::ReadWrite,
+            &format!(
+                "with mine as (select count(pg_terminate_backend(pid)) as n from pg_stat_activity a \
+                 where datname = {name} and pid <> pg_backend_pid() and backend_type = 'client backend' \
+                 and (pg_has_role(usesysid, 'member') or pg_has_role('pg_signal_backend', 'member')) \
+                 and (not (select rolsuper from pg_roles where oid = a.usesysid) \
+                      or (select rolsuper from pg_roles where rolname = current_user))) \
+                 select json_build_object('exists', exists (select 1 from pg_database where datname = {name}), \
+                 'ended', (select n from mine), \
+                 'others', coalesce((select json_agg(format('pid %s (%s%s)', pid, \
+                     coalesce('user ' || usename || ', ', ''), coalesce(nullif(application_name, ''), backend_type))) \
+                   from pg_stat_activity where datname = {name} and pid <> pg_backend_pid() \
+                   and (select n from mine) is not null \
+                   and not (backend_type = 'client backend' and (pg_has_role(usesysid, 'member') or pg_has_role('pg_signal_backend', 'member')) \
+                            and (not (select rolsuper from pg_roles r where r.oid = usesysid) or (select rolsuper from pg_roles where rolname = current_user))) \
+                 ), '[]'))"
+            ),
+        )?;
+        let sessions: Sessions = serde_json::from_str(&answer)
+            .with_context(|| format!("unexpected answer from {admin} while swapping: {answer}"))?;
+        if sessions.ended > 0 {
+            term::step(format!(
+                "ended {} other session(s) on {}",
+                sessions.ended,
+                target.masked()
+            ));
+        }
+        let sql = if sessions.exists {
+            format!(
+                "begin; alter database {0} rename to {1}; alter database {2} rename to {0}; commit;",
+                ident(&target.database),
+                ident(aside),
+                ident(new)
+            )
+        } else {
+            format!(
+                "alter database {} rename to {}",
+                ident(new),
+                ident(&target.database)
+            )
+        };
+        match tools.query_state(sh, admin, &sql)? {
+            Ok(_) => return Ok(sessions.exists),
+            // object_in_use: a session we may not end, or one that just arrived.
+            Err(failure) if failure.state == "55006" => {
+                if started.elapsed() > Duration::from_secs(15) {
+                    let who = if sessions.others.is_empty() {
+                        "sessions keep arriving".to_string()
+                    } else {
+                        sessions.others.join(", ")
+                    };
+                    bail!(
+                        "cannot replace {}: other sessions use it and may not be ended by user `{}` ({who}); \
+                         disconnect them or end them as a superuser, then run again",
+                        target.masked(),
+                        target.user.as_deref().unwrap_or("(default user)")
+                    );
+                }
+                thread::sleep(Duration::from_millis((100 * attempt).min(1000)));
+            }
+            Err(failure) => {
+                return Err(failure.into_error(admin)).context(format!(
+                    "swapping the new database into {}",
+                    target.masked()
+                ))
+            }
+        }
+    }
+}
+
+/// Counts the rows of every table in `expected` (names as `COPY` lines write them) in the
+/// loaded database and fails, naming the first table that differs, unless all match: the
+/// proof that a load left nothing out.
+pub fn check_row_counts(
+    sh: &Shell,
+    tools: &PgTools,
+    url: &DbUrl,
+    expected: &std::collections::BTreeMap<String, u64>,
+) -> anyhow::Result<()> {
+    if expected.is_empty() {
+        return Ok(());
+    }
+    let values: Vec<String> = expected
+        .keys()
+        .map(|table| format!("({}, (select count(*) from only {table}))", literal(table)))
+        .collect();
+    let answer = tools.query(
+        sh,
+        url,
+        Access::ReadWrite,
+        &format!(
+            "select json_object_agg(t, n) from (values {}) v(t, n)",
+            values.join(", ")
+        ),
+    )?;
+    let loaded: std::collections::BTreeMap<String, u64> = serde_json::from_str(&answer)
+        .with_context(|| format!("unexpected answer from {url} while counting rows: {answer}"))?;
+    if let Some((table, rows)) = expected.iter().find(|(t, n)| loaded.get(*t) != Some(n)) {
+        bail!(
+            "the load into {url} is incomplete: {table} has {} rows where the dump holds {rows}; the target was left untouched",
+            loaded.get(table).copied().unwrap_or(0)
+        );
     }
     Ok(())
 }
@@ -317,17 +433,7 @@ pub fn literal(value: &str) -> String {
 /// leaves no tool behind still writing.
 pub fn tool_command(cmd: xshell::Cmd<'_>, url: &DbUrl) -> Command {
     pg_tools::log(&cmd, url);
-    let mut command = Command::from(cmd);
-    // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
-    unsafe {
-        command.pre_exec(|| {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                return Err(io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    command
+    Command::from(cmd)
 }
 
 /// `psql` reading SQL from its stdin into `url`, stopping at the first error.
@@ -344,7 +450,7 @@ pub fn spawn_psql_load(sh: &Shell, tools: &PgTools, url: &DbUrl) -> anyhow::Resu
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
-        .spawn()
+        .spawn_tool()
         .with_context(|| format!("starting psql for {url}"))
 }
 
@@ -373,7 +479,7 @@ pub fn feed_psql_with(
     let mut total = 0;
     let mut broken = None;
     loop {
-        if INTERRUPTED.load(Ordering::SeqCst) {
+        if crate::process::interrupted() {
             let _ = psql.kill();
             break;
         }

@@ -376,14 +376,23 @@ impl ScrubFlags {
             return Ok(Plan::default());
         }
         let rules = load_rules(self.scrub_rules.as_deref())?;
-        let existing = tools.query(
+        let columns = tools.query(
             sh,
             source,
             Access::ReadOnly,
-            "select table_schema || '.' || table_name || '|' || column_name from information_schema.columns \
-             where table_schema not in ('pg_catalog', 'information_schema')",
+            "select table_schema || '.' || table_name || '|' || column_name || '|' || is_nullable \
+             from information_schema.columns where table_schema not in ('pg_catalog', 'information_schema')",
         )?;
-        let existing: std::collections::HashSet<&str> = existing.lines().collect();
+        let mut existing = std::collections::HashSet::new();
+        let mut not_null = std::collections::HashSet::new();
+        for line in columns.lines() {
+            if let Some((column, nullable)) = line.rsplit_once('|') {
+                existing.insert(column);
+                if nullable == "NO" {
+                    not_null.insert(column);
+                }
+            }
+        }
         let tables: std::collections::HashSet<&str> = existing
             .iter()
             .filter_map(|l| l.split_once('|'))
@@ -395,6 +404,15 @@ impl ScrubFlags {
                 Some(column) => existing.contains(format!("{}|{column}", rule.table).as_str()),
                 None => tables.contains(rule.table.as_str()),
             };
+            if let (true, Action::Null, Some(column)) = (present, &rule.action, &rule.column) {
+                if not_null.contains(format!("{}|{column}", rule.table).as_str()) {
+                    bail!(
+                        "scrub rule `{}` would set a NOT NULL column to NULL, which no database can load: \
+                         use action \"empty\" or \"value\" for it; nothing was changed",
+                        rule.describe()
+                    );
+                }
+            }
             if present {
                 plan.applied.push(rule);
             } else {
@@ -429,23 +447,24 @@ impl Plan {
         line
     }
 
-    /// The rules alone: what fixtures record, since the rows a refresh changes depend on
-    /// whether its source was scrubbed before.
-    pub fn manifest_rules(&self) -> serde_json::Value {
-        serde_json::json!({
-            "rules": self.applied.iter().map(Rule::describe).collect::<Vec<_>>(),
-            "skipped": self.skipped,
-        })
-    }
-
-    pub fn manifest(&self, counts: &BTreeMap<String, u64>) -> serde_json::Value {
-        serde_json::json!({
-            "rules": self.applied.iter().map(|r| serde_json::json!({
-                "rule": r.describe(),
-                "rows": counts.get(&r.describe()).copied().unwrap_or(0),
-            })).collect::<Vec<_>>(),
-            "skipped": self.skipped,
-        })
+    /// What a manifest records: the rules, with the rows each changed when `counts` are
+    /// given (fixtures leave them out, since they depend on whether their source was
+    /// scrubbed before), and the rules skipped.
+    pub fn manifest(&self, counts: Option<&BTreeMap<String, u64>>) -> crate::bundle::ScrubRecord {
+        crate::bundle::ScrubRecord {
+            rules: self
+                .applied
+                .iter()
+                .map(|r| match counts {
+                    Some(counts) => crate::bundle::ScrubbedRule::Counted {
+                        rule: r.describe(),
+                        rows: counts.get(&r.describe()).copied().unwrap_or(0),
+                    },
+                    None => crate::bundle::ScrubbedRule::Named(r.describe()),
+                })
+                .collect(),
+            skipped: self.skipped.clone(),
+        }
     }
 
     /// Samples original values from the source that the rules change, and fails if any of

@@ -14,7 +14,6 @@ use std::{
 };
 
 use anyhow::{bail, Context};
-use serde_json::json;
 use xshell::{cmd, Shell};
 
 use crate::{
@@ -438,8 +437,11 @@ impl Refresh<'_> {
         }
         let scrub = self.scrub.plan(sh, tools, self.source)?;
         let (scrubbed, counts) = scrub::scrubbing_reader(&out.stdout[..], &scrub.applied);
+        let (mut rows, mut entries) = Default::default();
         atomic_file::write(&dir.join(bundle::SQL), |file| {
-            dump::normalise_sorted(io::BufReader::new(scrubbed), file)?;
+            let mut counter = dump::RowCounter::new(file);
+            dump::normalise_sorted(io::BufReader::new(scrubbed), &mut counter)?;
+            (rows, entries) = (counter.counts, counter.entries);
             Ok(())
         })?;
         let counts = counts.borrow().clone();
@@ -469,15 +471,36 @@ impl Refresh<'_> {
             None => None,
         };
         let encoding = tools.query(sh, self.source, Access::ReadOnly, "select pg_encoding_to_char(encoding) from pg_database where datname = current_database()")?;
-        let manifest = json!({
-            "format": 1,
-            "tool": {"name": "netpoint-xtask"},
-            "source": {"server_major": server.major, "encoding": encoding},
-            "excluded_table_data": clone_prod::CHANGELOG_TABLES,
-            "media": totals.map(|t| json!({"files": t.files, "bytes": t.bytes})),
-            "scrub": (!self.scrub.no_scrub).then(|| scrub.manifest_rules()),
-        });
-        fs::write(dir.join(bundle::MANIFEST), bundle::manifest_text(&manifest))?;
+        // No time, host or tool version: two refreshes of one database give the same bytes.
+        let manifest = bundle::Manifest {
+            format: bundle::FORMAT,
+            tool: bundle::ToolInfo {
+                name: bundle::Manifest::tool().name,
+                version: None,
+            },
+            created_at: None,
+            source: bundle::SourceInfo {
+                host: None,
+                port: None,
+                database: None,
+                server_version: None,
+                server_major: server.major,
+                encoding,
+            },
+            excluded_table_data: clone_prod::CHANGELOG_TABLES
+                .iter()
+                .map(|t| format!("public.{t}"))
+                .collect(),
+            entries,
+            rows,
+            sql_bytes: None,
+            scrub: (!self.scrub.no_scrub).then(|| scrub.manifest(None)),
+            media: totals.map(|t| bundle::MediaRecord {
+                files: t.files,
+                bytes: t.bytes,
+            }),
+        };
+        fs::write(dir.join(bundle::MANIFEST), manifest.text())?;
         let mut names = vec![bundle::SQL, bundle::MANIFEST];
         if totals.is_some() {
             names.push(bundle::MEDIA_SUMS);

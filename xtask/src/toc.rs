@@ -26,7 +26,15 @@ pub struct Toc {
     pub header_end: u64,
     pub entries: Vec<Entry>,
     pub len: u64,
+    /// Rows of each `COPY` block, by the table name its `COPY` line gives.
+    pub rows: BTreeMap<String, u64>,
+    /// The script ends as pg_dump ends a dump it finished, with no `COPY` block left open.
+    pub complete: bool,
 }
+
+/// The last lines pg_dump writes when a dump has finished (`\unrestrict` is dropped by
+/// normalisation, and would follow).
+const TRAILER: &[u8] = b"--\n-- PostgreSQL database dump complete\n--\n";
 
 /// Sessions settings pg_dump changes between entries (and relies on afterwards).
 const STATEFUL_SETTINGS: &[&str] = &[
@@ -42,6 +50,10 @@ pub fn scan(mut input: impl BufRead) -> io::Result<Toc> {
     let mut in_copy = false;
     let mut dashes_at: Option<u64> = None;
     let mut settings: BTreeMap<&'static str, String> = BTreeMap::new();
+    let mut table: Option<String> = None;
+    let mut rows = 0u64;
+    // The last lines outside `COPY` data that are neither blank nor `\unrestrict`.
+    let mut tail: Vec<u8> = Vec::new();
     loop {
         line.clear();
         let n = input.read_until(b'\n', &mut line)?;
@@ -52,10 +64,24 @@ pub fn scan(mut input: impl BufRead) -> io::Result<Toc> {
         offset += n as u64;
         if in_copy {
             in_copy = line != b"\\.\n" && line != b"\\.";
+            if in_copy {
+                rows += 1;
+            } else if let Some(table) = table.take() {
+                *toc.rows.entry(table).or_default() += std::mem::take(&mut rows);
+            }
             continue;
+        }
+        if line != b"\n" && !line.starts_with(b"\\unrestrict ") {
+            tail.extend_from_slice(&line);
+            if tail.len() > 4 * TRAILER.len() {
+                tail.drain(..tail.len() - 2 * TRAILER.len());
+            }
         }
         if crate::dump::is_copy_start(&line) {
             in_copy = true;
+            // A name pg_dump would not write counts under "", which no manifest lists.
+            table = Some(crate::dump::copy_target(&line).unwrap_or_default());
+            rows = 0;
             dashes_at = None;
             continue;
         }
@@ -87,6 +113,7 @@ pub fn scan(mut input: impl BufRead) -> io::Result<Toc> {
         }
     }
     toc.len = offset;
+    toc.complete = !in_copy && tail.ends_with(TRAILER);
     match toc.entries.last_mut() {
         Some(last) => last.end = offset,
         None => toc.header_end = offset,
@@ -95,7 +122,7 @@ pub fn scan(mut input: impl BufRead) -> io::Result<Toc> {
 }
 
 /// `TABLE DATA` from `-- Data for Name: t; Type: TABLE DATA; Schema: public; Owner: -`.
-fn entry_kind(line: &[u8]) -> Option<String> {
+pub fn entry_kind(line: &[u8]) -> Option<String> {
     let line = std::str::from_utf8(line).ok()?;
     let rest = line
         .strip_prefix("-- Name: ")
@@ -207,5 +234,22 @@ SET default_tablespace = '';\n\n\
         let blobs = DUMP.replace("Type: SEQUENCE SET", "Type: BLOBS");
         assert_eq!(sections(&scan(blobs.as_bytes()).unwrap()), None);
         assert_eq!(sections(&scan(&b"select 1;\n"[..]).unwrap()), None);
+    }
+
+    #[test]
+    fn counts_rows_and_knows_a_finished_dump() {
+        let toc = scan(DUMP.as_bytes()).unwrap();
+        assert!(toc.complete);
+        assert_eq!(toc.rows, BTreeMap::from([("public.t".to_string(), 3)]));
+        let with_key = DUMP.to_string() + "\\unrestrict abc\n\n";
+        assert!(scan(with_key.as_bytes()).unwrap().complete);
+        for cut in [DUMP.len() / 2, DUMP.len() - 5, DUMP.find("\\.").unwrap()] {
+            assert!(
+                !scan(&DUMP.as_bytes()[..cut]).unwrap().complete,
+                "cut at {cut}"
+            );
+        }
+        let open_copy = DUMP.replace("\\.\n", "");
+        assert!(!scan(open_copy.as_bytes()).unwrap().complete);
     }
 }

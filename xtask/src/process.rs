@@ -1,0 +1,138 @@
+//! Child processes and signals: every tool we start is known, so that an interrupt
+//! (SIGINT, SIGTERM, SIGHUP) can stop it, and the run then cleans up and exits with
+//! 128 + the signal's number.
+
+use std::{
+    io,
+    os::unix::process::CommandExt,
+    process::{Child, Command},
+    sync::{
+        atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering},
+        Mutex,
+    },
+};
+
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+
+/// Set when a signal asked us to stop; long steps stop and clean up when they see it.
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+/// The signal that did.
+static SIGNAL: AtomicI32 = AtomicI32::new(0);
+/// Steps that must not be cut short (the swap): children are left to finish them.
+static CRITICAL: AtomicUsize = AtomicUsize::new(0);
+/// Tools we started, by pid.
+static CHILDREN: Mutex<Vec<u32>> = Mutex::new(Vec::new());
+
+/// Starts listening for SIGINT, SIGTERM and SIGHUP on a thread of its own.
+pub fn handle_signals() -> io::Result<()> {
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])?;
+    std::thread::spawn(move || {
+        for signal in signals.forever() {
+            SIGNAL.store(signal, Ordering::SeqCst);
+            INTERRUPTED.store(true, Ordering::SeqCst);
+            if CRITICAL.load(Ordering::SeqCst) == 0 {
+                stop_children();
+            }
+        }
+    });
+    Ok(())
+}
+
+pub fn interrupted() -> bool {
+    INTERRUPTED.load(Ordering::SeqCst)
+}
+
+pub fn check_interrupted() -> anyhow::Result<()> {
+    if interrupted() {
+        anyhow::bail!("interrupted");
+    }
+    Ok(())
+}
+
+/// The exit code for an interrupted run: 130 for SIGINT, 143 for SIGTERM, 129 for SIGHUP.
+pub fn interrupt_exit_code() -> Option<u8> {
+    interrupted().then(|| 128 + SIGNAL.load(Ordering::SeqCst).clamp(1, 127) as u8)
+}
+
+/// Runs `f` to its end even if a signal arrives meanwhile; the signal is acted on after.
+pub fn critical<T>(f: impl FnOnce() -> T) -> T {
+    CRITICAL.fetch_add(1, Ordering::SeqCst);
+    let out = f();
+    CRITICAL.fetch_sub(1, Ordering::SeqCst);
+    out
+}
+
+/// Starts `command` as a child that dies with us (Linux: `PR_SET_PDEATHSIG`) and that an
+/// interrupt stops.
+pub fn spawn(command: &mut Command) -> io::Result<Child> {
+    let child = spawn_holder(command)?;
+    let mut children = CHILDREN.lock().unwrap();
+    children.retain(|&pid| is_our_child(pid));
+    children.push(child.id());
+    if interrupted() && CRITICAL.load(Ordering::SeqCst) == 0 {
+        drop(children);
+        stop_children();
+    }
+    Ok(child)
+}
+
+/// Starts `command` as a child that dies with us but that an interrupt leaves alone: a
+/// session that holds a lock until the run has cleaned up.
+pub fn spawn_holder(command: &mut Command) -> io::Result<Child> {
+    // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    command.spawn()
+}
+
+/// Sends SIGTERM to every tool still running (or not yet reaped) that we started.
+fn stop_children() {
+    for &pid in CHILDREN.lock().unwrap().iter() {
+        if is_our_child(pid) {
+            // SAFETY: kill has no memory effects; `pid` is a child we have not reaped, so
+            // it cannot name another process.
+            unsafe {
+                libc::kill(pid as libc::pid_t, libc::SIGTERM);
+            }
+        }
+    }
+}
+
+/// Whether a process with this pid exists (`kill(pid, 0)`, on any Unix).
+pub fn alive(pid: u32) -> bool {
+    // SAFETY: signal 0 only checks that the process exists.
+    let found = unsafe { libc::kill(pid as libc::pid_t, 0) } == 0;
+    found || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
+/// Whether `pid` is a child of ours that has not been reaped: only then is the pid still
+/// surely ours to signal.
+fn is_our_child(pid: u32) -> bool {
+    // SAFETY: waitid with WNOWAIT only inspects; `info` is a plain struct it fills.
+    unsafe {
+        let mut info: libc::siginfo_t = std::mem::zeroed();
+        libc::waitid(
+            libc::P_PID,
+            pid as libc::id_t,
+            &mut info,
+            libc::WEXITED | libc::WSTOPPED | libc::WCONTINUED | libc::WNOHANG | libc::WNOWAIT,
+        ) == 0
+    }
+}
+
+/// `command.spawn_tool()`: [`spawn`] at the end of a builder chain.
+pub trait SpawnTool {
+    fn spawn_tool(&mut self) -> io::Result<Child>;
+}
+
+impl SpawnTool for Command {
+    fn spawn_tool(&mut self) -> io::Result<Child> {
+        spawn(self)
+    }
+}
