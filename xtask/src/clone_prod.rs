@@ -914,8 +914,8 @@ impl Load<'_> {
         guard_target(self.target, self.guard)?;
         let listed = bundle::verify_sums(self.dir)?;
         let media_sums = match listed.contains_key(bundle::MEDIA_SUMS) {
-            true => Some(media::parse_sha256_list(
-                &fs::read_to_string(self.dir.join(bundle::MEDIA_SUMS))?,
+            true => Some(media::parse_sums(
+                &fs::read(self.dir.join(bundle::MEDIA_SUMS))?,
                 bundle::MEDIA_SUMS,
             )?),
             false => None,
@@ -1009,7 +1009,7 @@ impl Load<'_> {
 
     fn stage_media(
         &self,
-        sums: &std::collections::BTreeMap<String, String>,
+        sums: &BTreeMap<PathBuf, String>,
         target: &Path,
     ) -> anyhow::Result<StagedMedia> {
         atomic_file::remove_stale_siblings(target);
