@@ -271,7 +271,8 @@ fn direct_clone_copies_database_schema_and_media_and_leaves_the_changelog_out() 
     let dev_media = dir.path().join("dev-media");
     seed_dev_media(&dev_media);
 
-    // Into a server without the database yet; the dev media directory is replaced.
+    // Into a server without the database yet; the dev media directory, which has files, is
+    // replaced (confirmed with --yes).
     run(xtask(&[
         "clone-prod",
         "--source",
@@ -282,6 +283,7 @@ fn direct_clone_copies_database_schema_and_media_and_leaves_the_changelog_out() 
         s(&prod_media),
         "--target-media",
         s(&dev_media),
+        "--yes",
     ]))
     .ok();
 

@@ -4,7 +4,10 @@
 use std::{
     fs,
     io::{BufWriter, Write},
-    os::unix::fs::PermissionsExt,
+    os::unix::{
+        ffi::OsStrExt,
+        fs::{MetadataExt, PermissionsExt},
+    },
     path::{Path, PathBuf},
 };
 
@@ -70,9 +73,131 @@ pub fn file_name(path: &Path) -> String {
         .unwrap_or_else(|| "out".into())
 }
 
+/// Where a directory for `target` is prepared, on the file system it will be swapped into:
+/// beside the directory `target` resolves to, or inside it when it is a mount point (a Docker
+/// volume, an NFS share), which cannot be renamed.
+pub fn staging_dir(target: &Path) -> anyhow::Result<PathBuf> {
+    let real = resolve_target(target)?;
+    Ok(if is_mount_point(&real) {
+        real.join(format!(".netpoint-staging-{}", std::process::id()))
+    } else {
+        sibling(&real, "staging")
+    })
+}
+
+/// Checks, before anything is changed, that a directory prepared by [`staging_dir`] can be
+/// swapped into `target`: the staging place can be written and lies on `target`'s device.
+pub fn check_swappable(target: &Path) -> anyhow::Result<()> {
+    let staging = staging_dir(target)?;
+    let real = resolve_target(target)?;
+    let shown = target.display();
+    fs::create_dir(&staging).with_context(|| {
+        format!(
+            "media directory {shown} cannot be replaced: cannot create {}; make it writable or choose another directory",
+            staging.display()
+        )
+    })?;
+    let devices = fs::metadata(&staging)
+        .map(|s| s.dev())
+        .and_then(|staged| fs::metadata(&real).map(|r| (staged, r.dev())));
+    let _ = fs::remove_dir(&staging);
+    if let Ok((staged, target_device)) = devices {
+        if staged != target_device {
+            bail!("media directory {shown} is on another device than {}: it cannot be swapped in one step; choose another directory", staging.display());
+        }
+    }
+    Ok(())
+}
+
+/// The directory `target` stands for: itself, or where it points when it is a symbolic link
+/// (the link stays, the directory it names gets the new contents).
+fn resolve_target(target: &Path) -> anyhow::Result<PathBuf> {
+    let Ok(meta) = fs::symlink_metadata(target) else {
+        parent_dir(target)?;
+        return Ok(target.to_path_buf());
+    };
+    if meta.file_type().is_symlink() {
+        let points_to = fs::read_link(target).unwrap_or_default();
+        let real = fs::canonicalize(target).with_context(|| {
+            format!(
+                "{} is a symbolic link to {}, which does not exist: create that directory or fix the link",
+                target.display(),
+                points_to.display()
+            )
+        })?;
+        if !real.is_dir() {
+            bail!(
+                "{} points to {}, which is not a directory: fix the link",
+                target.display(),
+                real.display()
+            );
+        }
+        return Ok(real);
+    }
+    if !meta.is_dir() {
+        bail!(
+            "{} is not a directory: choose another path",
+            target.display()
+        );
+    }
+    Ok(target.to_path_buf())
+}
+
+/// Whether `dir` is where a file system is mounted: another device than its parent, or
+/// listed as a mount point (bind mounts keep their device).
+fn is_mount_point(dir: &Path) -> bool {
+    let Ok(dir) = fs::canonicalize(dir) else {
+        return false;
+    };
+    let Some(parent) = dir.parent() else {
+        return true;
+    };
+    match (fs::metadata(&dir), fs::metadata(parent)) {
+        (Ok(d), Ok(p)) if d.dev() != p.dev() || d.ino() == p.ino() => return true,
+        _ => {}
+    }
+    let mounts = fs::read(MOUNTINFO).unwrap_or_default();
+    mounts
+        .split(|&b| b == b'\n')
+        .filter_map(|line| line.split(|&b| b == b' ').nth(4))
+        .any(|point| unescape_mount_point(point) == dir.as_os_str().as_bytes())
+}
+
+const MOUNTINFO: &str = "/proc/self/mountinfo";
+
+/// `/proc/self/mountinfo` writes a space, tab, newline and backslash as `\ooo`.
+fn unescape_mount_point(field: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(field.len());
+    let mut i = 0;
+    while i < field.len() {
+        let octal = field
+            .get(i + 1..i + 4)
+            .filter(|d| field[i] == b'\\' && d.iter().all(|b| (b'0'..=b'7').contains(b)))
+            .and_then(|d| u8::from_str_radix(std::str::from_utf8(d).ok()?, 8).ok());
+        match octal {
+            Some(byte) => {
+                out.push(byte);
+                i += 4;
+            }
+            None => {
+                out.push(field[i]);
+                i += 1;
+            }
+        }
+    }
+    out
+}
+
 /// Swaps a fully prepared directory `staged` into `target`. An existing `target` is moved
 /// aside first and removed only once the new one is in place; on failure it is put back.
+/// A `target` that is a symbolic link keeps it; the directory it points to is swapped.
+/// When `staged` lies inside `target` (a mount point, see [`staging_dir`]), the contents are
+/// swapped instead, entry by entry.
 pub fn replace_dir(staged: &Path, target: &Path) -> anyhow::Result<()> {
+    let target = &resolve_target(target)?;
+    if staged.parent() == Some(target.as_path()) {
+        return replace_contents(staged, target);
+    }
     let aside = sibling(target, "old");
     let had_target = target.exists();
     if had_target {
@@ -89,6 +214,83 @@ pub fn replace_dir(staged: &Path, target: &Path) -> anyhow::Result<()> {
             .with_context(|| format!("removing the previous tree at {}", aside.display()))?;
     }
     Ok(())
+}
+
+/// [`replace_dir`] for a directory that cannot be renamed: its entries go into a hidden
+/// directory inside it, the staged entries move up, then the old ones are removed. On failure
+/// every entry goes back where it was.
+fn replace_contents(staged: &Path, target: &Path) -> anyhow::Result<()> {
+    let old = target.join(format!(".netpoint-old-{}", std::process::id()));
+    fs::create_dir(&old).with_context(|| format!("creating {}", old.display()))?;
+    let ours = |name: &std::ffi::OsStr| {
+        let name = name.as_bytes();
+        name.starts_with(b".netpoint-staging-") || name.starts_with(b".netpoint-old-")
+    };
+    let entries = |dir: &Path| -> anyhow::Result<Vec<std::ffi::OsString>> {
+        let mut names = Vec::new();
+        for entry in fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+            let name = entry?.file_name();
+            if !ours(&name) {
+                names.push(name);
+            }
+        }
+        Ok(names)
+    };
+    let mut moved_old = Vec::new();
+    let mut moved_new = Vec::new();
+    let result = (|| -> anyhow::Result<()> {
+        for name in entries(target)? {
+            fs::rename(target.join(&name), old.join(&name))
+                .with_context(|| format!("moving {} aside", target.join(&name).display()))?;
+            moved_old.push(name);
+        }
+        for name in entries(staged)? {
+            fs::rename(staged.join(&name), target.join(&name)).with_context(|| {
+                format!("moving the new {} into place", target.join(&name).display())
+            })?;
+            moved_new.push(name);
+        }
+        Ok(())
+    })();
+    if let Err(err) = result {
+        for name in moved_new.iter().rev() {
+            let _ = fs::rename(target.join(name), staged.join(name));
+        }
+        for name in moved_old.iter().rev() {
+            let _ = fs::rename(old.join(name), target.join(name));
+        }
+        let _ = fs::remove_dir(&old);
+        return Err(err);
+    }
+    if let Ok(meta) = fs::metadata(staged) {
+        let _ = fs::set_permissions(target, meta.permissions());
+    }
+    let _ = fs::remove_dir(staged);
+    fs::remove_dir_all(&old)
+        .with_context(|| format!("removing the previous media at {}", old.display()))
+}
+
+/// Removes leftovers of killed runs for a directory `target` swapped by [`replace_dir`]:
+/// beside the directory it resolves to, and staging directories inside it.
+pub fn remove_stale_staging(target: &Path) {
+    let Ok(real) = resolve_target(target) else {
+        return;
+    };
+    remove_stale_siblings(&real);
+    let Ok(entries) = fs::read_dir(&real) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let pid = name
+            .strip_prefix(".netpoint-staging-")
+            .and_then(|p| p.parse::<u32>().ok());
+        if pid.is_some_and(|pid| {
+            pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists()
+        }) {
+            let _ = fs::remove_dir_all(entry.path());
+        }
+    }
 }
 
 /// A hidden path beside `path` that names this process, such as `.media.staging-1234`.
@@ -129,5 +331,55 @@ pub fn remove_stale_siblings(path: &Path) {
         if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
             let _ = fs::remove_dir_all(entry.path()).or_else(|_| fs::remove_file(entry.path()));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mount_points_are_read_as_the_kernel_escapes_them() {
+        assert_eq!(
+            unescape_mount_point(br"/srv/net\040point\134media"),
+            b"/srv/net point\\media"
+        );
+        assert_eq!(unescape_mount_point(br"/odd\9\777"), br"/odd\9\777");
+        assert!(is_mount_point(Path::new("/")));
+        assert!(is_mount_point(Path::new("/proc")));
+        let dir = tempfile::tempdir().unwrap();
+        assert!(!is_mount_point(dir.path()));
+    }
+
+    #[test]
+    fn contents_swap_in_place_and_links_stay_links() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().join("real");
+        fs::create_dir_all(real.join("old-dir")).unwrap();
+        fs::write(real.join("old.txt"), b"old").unwrap();
+        let staged = real.join(format!(".netpoint-staging-{}", std::process::id()));
+        fs::create_dir_all(staged.join("new-dir")).unwrap();
+        fs::write(staged.join("new-dir/new.txt"), b"new").unwrap();
+        replace_dir(&staged, &real).unwrap();
+        let mut names: Vec<_> = fs::read_dir(&real)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["new-dir"]);
+
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink("real", &link).unwrap();
+        let staged = staging_dir(&link).unwrap();
+        assert_eq!(staged.parent(), Some(dir.path()));
+        fs::create_dir(&staged).unwrap();
+        fs::write(staged.join("newer.txt"), b"newer").unwrap();
+        replace_dir(&staged, &link).unwrap();
+        assert!(fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink());
+        assert_eq!(fs::read(real.join("newer.txt")).unwrap(), b"newer");
+        assert!(!real.join("new-dir").exists());
     }
 }

@@ -408,16 +408,75 @@ pub fn pump_dump<T>(
 /// Media paths of a run, checked before anything is changed.
 fn check_media_pair(source: Option<&Path>, target: Option<&Path>) -> anyhow::Result<()> {
     if let (Some(source), Some(target)) = (source, target) {
-        let source = fs::canonicalize(source)
+        fs::canonicalize(source)
             .with_context(|| format!("media directory {} not found", source.display()))?;
-        if fs::canonicalize(target).is_ok_and(|t| t == source) {
-            bail!("--source-media and --target-media are the same directory ({}): refusing to replace it with itself", source.display());
-        }
+        check_apart("--source-media", source, target)?;
     }
     if let Some(target) = target {
         atomic_file::parent_dir(target).context("--target-media")?;
+        check_holds_nothing_else(target)?;
+        atomic_file::check_swappable(target)?;
     }
     Ok(())
+}
+
+/// Refuses a target media directory that holds the current or the home directory (`.`, `..`,
+/// `/`, `~` given by mistake): replacing it would delete them with it.
+fn check_holds_nothing_else(target: &Path) -> anyhow::Result<()> {
+    let real = resolved(target);
+    let current = std::env::current_dir().ok();
+    let home = std::env::var_os("HOME").map(PathBuf::from);
+    for (what, dir) in [
+        ("the current directory", current),
+        ("your home directory", home),
+    ] {
+        let Some(dir) = dir.map(|d| resolved(&d)) else {
+            continue;
+        };
+        if dir.starts_with(&real) {
+            bail!(
+                "--target-media {} holds {what} ({}): replacing it would delete that too; pass the media directory itself",
+                target.display(),
+                dir.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Refuses a target media directory that holds `source` or lies inside it, judged where the
+/// file system resolves both paths (links followed), not by their text.
+fn check_apart(flag: &str, source: &Path, target: &Path) -> anyhow::Result<()> {
+    let (real_source, real_target) = (resolved(source), resolved(target));
+    let (source, target) = (source.display(), target.display());
+    if real_source == real_target {
+        bail!("{flag} and --target-media are the same directory ({}): refusing to replace it with itself", real_source.display());
+    }
+    if real_target.starts_with(&real_source) {
+        bail!("--target-media {target} is inside {flag} {source}: the media would be written into what they are read from; choose a target outside it");
+    }
+    if real_source.starts_with(&real_target) {
+        bail!("{flag} {source} is inside --target-media {target}: replacing the target would delete it; choose a target outside it");
+    }
+    Ok(())
+}
+
+/// `path` with its links resolved; for a path that does not exist yet, its nearest existing
+/// ancestor is resolved and the rest appended.
+fn resolved(path: &Path) -> PathBuf {
+    if let Ok(real) = fs::canonicalize(path) {
+        return real;
+    }
+    match (path.parent(), path.file_name()) {
+        (Some(parent), Some(name)) if !parent.as_os_str().is_empty() => resolved(parent).join(name),
+        (_, Some(name)) => resolved(Path::new(".")).join(name),
+        _ => path.to_path_buf(),
+    }
+}
+
+/// Whether `dir` holds anything at all.
+fn has_entries(dir: &Path) -> bool {
+    fs::read_dir(dir).is_ok_and(|mut d| d.next().is_some())
 }
 
 fn guard_target(target: &DbUrl, guard: &LoadGuard) -> anyhow::Result<()> {
@@ -439,25 +498,34 @@ fn take_locks(
     Ok((lock::TargetLock::take(sh, tools, admin, target)?, media))
 }
 
-/// Asks before replacing a database that has tables; refuses without a terminal unless --yes.
+/// Asks before replacing a database that has tables or a media directory that is not empty;
+/// refuses without a terminal unless --yes.
 pub fn confirm_replace(
     target: &DbUrl,
     state: &restore::TargetState,
     media: Option<&Path>,
     guard: &LoadGuard,
 ) -> anyhow::Result<()> {
-    if !state.exists || state.tables == 0 || guard.yes {
+    let has_tables = state.exists && state.tables > 0;
+    let media_with_files = media.filter(|m| has_entries(m));
+    if guard.yes || (!has_tables && media_with_files.is_none()) {
         return Ok(());
     }
-    let what = format!(
-        "{target} ({} tables, {})",
+    let database = format!(
+        "database {target} ({} tables, {})",
         state.tables,
         term::human_bytes(state.size)
     );
-    let media = media
-        .map(|m| format!(" and media directory {}", m.display()))
-        .unwrap_or_default();
-    ask_to_replace(&format!("database {what}{media}"))
+    let what = match (
+        has_tables,
+        media.filter(|_| has_tables).or(media_with_files),
+    ) {
+        (true, Some(media)) => format!("{database} and media directory {}", media.display()),
+        (true, None) => database,
+        (false, Some(media)) => format!("media directory {} (not empty)", media.display()),
+        (false, None) => unreachable!("returned above"),
+    };
+    ask_to_replace(&what)
 }
 
 /// Asks on a terminal whether `what` may be replaced; without a terminal, refuses and names --yes.
@@ -723,7 +791,7 @@ fn stage_media_copy(
     totals: media::Totals,
     target: &Path,
 ) -> anyhow::Result<StagedMedia> {
-    atomic_file::remove_stale_siblings(target);
+    atomic_file::remove_stale_staging(target);
     term::step(format!(
         "copying media {} → {} ({} files, {})",
         source.display(),
@@ -732,7 +800,7 @@ fn stage_media_copy(
         term::human_bytes(totals.bytes)
     ));
     let staged = StagedMedia {
-        dir: atomic_file::sibling(target, "staging"),
+        dir: atomic_file::staging_dir(target)?,
         totals,
     };
     let bar = term::bytes_progress("media", Some(totals.bytes));
@@ -769,8 +837,7 @@ fn media_only(
         return Ok(());
     }
     let _lock = lock::MediaLock::take(target)?;
-    let has_files = fs::read_dir(target).is_ok_and(|mut d| d.next().is_some());
-    if has_files && !guard.yes {
+    if has_entries(target) && !guard.yes {
         ask_to_replace(&format!("media directory {}", target.display()))?;
     }
     let mut timings = Timings::default();
@@ -1113,14 +1180,19 @@ impl Load<'_> {
         guard_target(self.target, self.guard)?;
         let listed = bundle::verify_sums(self.dir)?;
         let media_sums = match listed.contains_key(bundle::MEDIA_SUMS) {
-            true => Some(media::parse_sha256_list(
-                &fs::read_to_string(self.dir.join(bundle::MEDIA_SUMS))?,
+            true => Some(media::parse_sums(
+                &fs::read(self.dir.join(bundle::MEDIA_SUMS))?,
                 bundle::MEDIA_SUMS,
             )?),
             false => None,
         };
         if let Some(target_media) = self.target_media {
             atomic_file::parent_dir(target_media).context("--target-media")?;
+            if media_sums.is_some() {
+                check_apart("--bundle", self.dir, target_media)?;
+                check_holds_nothing_else(target_media)?;
+                atomic_file::check_swappable(target_media)?;
+            }
         }
         let manifest = bundle::Manifest::read(self.dir)?;
         let sql = self.dir.join(bundle::SQL);
@@ -1153,8 +1225,9 @@ impl Load<'_> {
         let source_major = manifest.source.server_major;
         let drop_settings =
             check_versions(source_major, self.target, state.server.major, self.guard)?;
-        let (lock, _media_lock) = take_locks(sh, tools, &admin, self.target, self.target_media)?;
-        confirm_replace(self.target, &state, self.target_media, self.guard)?;
+        let replaced_media = self.target_media.filter(|_| media_sums.is_some());
+        let (lock, _media_lock) = take_locks(sh, tools, &admin, self.target, replaced_media)?;
+        confirm_replace(self.target, &state, replaced_media, self.guard)?;
         restore::drop_stale(sh, tools, &admin, &lock.stale);
         let mut timings = Timings::default();
         let staged = match (&media_sums, self.target_media) {
@@ -1224,11 +1297,11 @@ impl Load<'_> {
 
     fn stage_media(
         &self,
-        sums: &std::collections::BTreeMap<String, String>,
+        sums: &BTreeMap<PathBuf, String>,
         target: &Path,
     ) -> anyhow::Result<StagedMedia> {
-        atomic_file::remove_stale_siblings(target);
-        let dir = atomic_file::sibling(target, "staging");
+        atomic_file::remove_stale_staging(target);
+        let dir = atomic_file::staging_dir(target)?;
         let mut staged = StagedMedia {
             dir,
             totals: media::Totals::default(),

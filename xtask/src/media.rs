@@ -6,7 +6,10 @@ use std::{
     fmt::Write as _,
     fs::{self, File},
     io::{self, Read, Write},
-    os::unix::{ffi::OsStrExt, fs::PermissionsExt},
+    os::unix::{
+        ffi::{OsStrExt, OsStringExt},
+        fs::PermissionsExt,
+    },
     path::{Component, Path, PathBuf},
     sync::mpsc,
 };
@@ -104,7 +107,7 @@ fn walk(
             }
         } else if file_type.is_symlink() {
             let target = fs::read_link(item.path())?;
-            if !link_stays_inside(&rel, &target) {
+            if !link_stays_inside(root, &rel, &target) {
                 bail!(
                     "media symlink {} points outside the media root (to {}): replace it with the file itself",
                     item.path().display(),
@@ -133,26 +136,51 @@ pub fn scan_totals(entries: &[Entry]) -> Totals {
     totals
 }
 
-/// Whether a link at `rel` (relative to the root) pointing at `target` resolves inside the root.
-fn link_stays_inside(rel: &Path, target: &Path) -> bool {
-    if target.is_absolute() {
-        return false;
-    }
-    let mut depth: i64 = rel
-        .parent()
-        .map(|p| p.components().count() as i64)
-        .unwrap_or(0);
-    for component in target.components() {
-        match component {
-            Component::Normal(_) => depth += 1,
-            Component::CurDir => {}
-            Component::ParentDir => {
-                depth -= 1;
-                if depth < 0 {
-                    return false;
-                }
+/// Whether a link at `rel` (relative to `root`) pointing at `target` stays inside the root
+/// once the file system resolves it: every link met on the way is followed, as the kernel
+/// would, so that a chain (`x -> .`, then `y -> x/..`) cannot climb out where each link's
+/// text alone looks harmless.
+fn link_stays_inside(root: &Path, rel: &Path, target: &Path) -> bool {
+    // Links followed before giving up, as the kernel's limit on nested links.
+    const MAX_HOPS: usize = 40;
+    // The steps still to take, last first; `..` is a step of its own.
+    fn steps(path: &Path) -> Option<Vec<std::ffi::OsString>> {
+        let mut steps = Vec::new();
+        for component in path.components().rev() {
+            match component {
+                Component::Normal(name) => steps.push(name.to_os_string()),
+                Component::ParentDir => steps.push("..".into()),
+                Component::CurDir => {}
+                Component::RootDir | Component::Prefix(_) => return None,
             }
-            _ => return false,
+        }
+        Some(steps)
+    }
+    let mut at: Vec<std::ffi::OsString> = rel
+        .parent()
+        .map(|p| p.iter().map(|c| c.to_os_string()).collect())
+        .unwrap_or_default();
+    let Some(mut pending) = steps(target) else {
+        return false;
+    };
+    let mut hops = 0;
+    while let Some(step) = pending.pop() {
+        if step == ".." {
+            if at.pop().is_none() {
+                return false;
+            }
+            continue;
+        }
+        at.push(step);
+        let path = root.join(at.iter().collect::<PathBuf>());
+        if fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink()) {
+            hops += 1;
+            let next = fs::read_link(&path).ok().and_then(|next| steps(&next));
+            let Some(next) = next.filter(|_| hops <= MAX_HOPS) else {
+                return false;
+            };
+            at.pop();
+            pending.extend(next);
         }
     }
     true
@@ -380,9 +408,10 @@ pub fn hex(bytes: &[u8]) -> String {
     out
 }
 
-/// `sha256sum` lines, sorted by path bytes; names with `\` or a newline are escaped as
-/// `sha256sum` does, so `sha256sum -c` reads every line back.
-pub fn sha256_list(files: &[Hashed]) -> String {
+/// `sha256sum` lines, sorted by path bytes, written as GNU `sha256sum` writes them: a name
+/// with a backslash, a newline or a carriage return gets a leading backslash and those escaped;
+/// other bytes, UTF-8 or not, go as they are, so `sha256sum -c` reads every line back.
+pub fn sha256_list(files: &[Hashed]) -> Vec<u8> {
     let mut sorted: Vec<&Hashed> = files.iter().collect();
     sorted.sort_by(|a, b| {
         a.rel
@@ -390,79 +419,123 @@ pub fn sha256_list(files: &[Hashed]) -> String {
             .as_bytes()
             .cmp(b.rel.as_os_str().as_bytes())
     });
-    let mut out = String::new();
+    let mut out = Vec::new();
     for file in sorted {
-        out.push_str(&sums_line(&file.sha256, &file.rel.to_string_lossy()));
+        push_sums_line(&mut out, &file.sha256, file.rel.as_os_str().as_bytes());
     }
     out
 }
 
 /// One `sha256sum` line for a file name.
 pub fn sums_line(sha256: &str, name: &str) -> String {
-    if name.contains(['\\', '\n']) {
-        format!(
-            "\\{sha256}  {}\n",
-            name.replace('\\', "\\\\").replace('\n', "\\n")
-        )
-    } else {
-        format!("{sha256}  {name}\n")
-    }
+    let mut line = Vec::new();
+    push_sums_line(&mut line, sha256, name.as_bytes());
+    String::from_utf8(line).expect("escaping keeps UTF-8 as it is")
 }
 
-/// Reads `sha256sum` lines back into `path → hash`.
-pub fn parse_sha256_list(text: &str, what: &str) -> anyhow::Result<BTreeMap<String, String>> {
+fn push_sums_line(out: &mut Vec<u8>, sha256: &str, name: &[u8]) {
+    let escaped = name.iter().any(|b| matches!(b, b'\\' | b'\n' | b'\r'));
+    if escaped {
+        out.push(b'\\');
+    }
+    out.extend_from_slice(sha256.as_bytes());
+    out.extend_from_slice(b"  ");
+    for &byte in name {
+        match byte {
+            b'\\' if escaped => out.extend_from_slice(b"\\\\"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            _ => out.push(byte),
+        }
+    }
+    out.push(b'\n');
+}
+
+/// Reads `sha256sum` lines back into `path → hash`; names are bytes, as the file system has them.
+pub fn parse_sums(text: &[u8], what: &str) -> anyhow::Result<BTreeMap<PathBuf, String>> {
     let mut sums = BTreeMap::new();
-    for (number, line) in text.lines().enumerate() {
+    for (number, line) in text.split(|&b| b == b'\n').enumerate() {
         if line.is_empty() {
             continue;
         }
-        let (escaped, line) = match line.strip_prefix('\\') {
+        let bad = || {
+            anyhow::anyhow!(
+                "{what} line {} is not in sha256sum format: regenerate the file",
+                number + 1
+            )
+        };
+        let (escaped, line) = match line.strip_prefix(b"\\") {
             Some(rest) => (true, rest),
             None => (false, line),
         };
-        let parsed = line.split_once("  ").or_else(|| line.split_once(" *"));
-        let Some((hash, name)) = parsed
-            .filter(|(hash, _)| hash.len() == 64 && hash.bytes().all(|b| b.is_ascii_hexdigit()))
-        else {
-            bail!(
-                "{what} line {} is not in sha256sum format: regenerate the file",
-                number + 1
-            );
+        let (hash, name) = match line.get(64..66) {
+            Some(b"  " | b" *") => (&line[..64], &line[66..]),
+            _ => return Err(bad()),
         };
+        if !hash.iter().all(u8::is_ascii_hexdigit) || name.is_empty() {
+            return Err(bad());
+        }
         let name = if escaped {
-            name.replace("\\n", "\n").replace("\\\\", "\\")
+            unescape(name).ok_or_else(bad)?
         } else {
-            name.to_string()
+            name.to_vec()
         };
-        sums.insert(name, hash.to_ascii_lowercase());
+        let hash = String::from_utf8_lossy(hash).to_ascii_lowercase();
+        sums.insert(PathBuf::from(std::ffi::OsString::from_vec(name)), hash);
     }
     Ok(sums)
+}
+
+fn unescape(name: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(name.len());
+    let mut bytes = name.iter();
+    while let Some(&byte) = bytes.next() {
+        if byte != b'\\' {
+            out.push(byte);
+            continue;
+        }
+        out.push(match bytes.next()? {
+            b'\\' => b'\\',
+            b'n' => b'\n',
+            b'r' => b'\r',
+            _ => return None,
+        });
+    }
+    Some(out)
+}
+
+/// [`parse_sums`] for lists whose names are text, such as `SHA256SUMS`.
+pub fn parse_sha256_list(text: &str, what: &str) -> anyhow::Result<BTreeMap<String, String>> {
+    Ok(parse_sums(text.as_bytes(), what)?
+        .into_iter()
+        .map(|(name, hash)| (name.to_string_lossy().into_owned(), hash))
+        .collect())
 }
 
 /// Compares files on disk with a list: every listed file must be present with its hash, and
 /// nothing else may be there. Returns the totals verified.
 pub fn verify(
     root: &Path,
-    expected: &BTreeMap<String, String>,
+    expected: &BTreeMap<PathBuf, String>,
     on_file: &(dyn Fn(u64) + Sync),
 ) -> anyhow::Result<Totals> {
     let entries = scan(root)?;
     let actual = hash_all(root, &entries, on_file)?;
     let mut problems = Vec::new();
-    let mut seen = BTreeMap::new();
+    let mut seen = std::collections::BTreeSet::new();
     for file in &actual {
-        let name = file.rel.to_string_lossy().into_owned();
-        match expected.get(&name) {
+        let name = file.rel.display();
+        match expected.get(&file.rel) {
             None => problems.push(format!("extra file {name}")),
             Some(hash) if *hash != file.sha256 => {
                 problems.push(format!("{name} changed (SHA-256 differs)"))
             }
             Some(_) => {}
         }
-        seen.insert(name, ());
+        seen.insert(&file.rel);
     }
-    for name in expected.keys().filter(|name| !seen.contains_key(*name)) {
-        problems.push(format!("missing file {name}"));
+    for name in expected.keys().filter(|name| !seen.contains(name)) {
+        problems.push(format!("missing file {}", name.display()));
     }
     if !problems.is_empty() {
         let more = if problems.len() > 5 {
@@ -789,7 +862,8 @@ fn compresses(data: &[u8]) -> bool {
 }
 
 /// Unpacks a media archive into the new directory `dst`. Members must lie under
-/// `netpoint/media/`; absolute paths, `..`, links out of the root and special files are refused.
+/// `netpoint/media/`; absolute paths, `..`, members under a link, links out of the root and
+/// special files are refused.
 pub fn extract_archive(archive: &Path, dst: &Path) -> anyhow::Result<()> {
     let file = File::open(archive).with_context(|| format!("reading {}", archive.display()))?;
     let mut tar = tar::Archive::new(flate2::read::MultiGzDecoder::new(
@@ -797,6 +871,7 @@ pub fn extract_archive(archive: &Path, dst: &Path) -> anyhow::Result<()> {
     ));
     fs::create_dir(dst).with_context(|| format!("creating {}", dst.display()))?;
     let mut dir_modes = Vec::new();
+    let mut links: BTreeMap<PathBuf, (PathBuf, String)> = BTreeMap::new();
     for entry in tar.entries().context("reading the media archive")? {
         let mut entry = entry.context("reading the media archive")?;
         let raw = entry.path_bytes().into_owned();
@@ -819,6 +894,12 @@ pub fn extract_archive(archive: &Path, dst: &Path) -> anyhow::Result<()> {
             }
             bail!("media archive member `{shown}` is not under {ARCHIVE_PREFIX}: not a NetPoint media archive");
         };
+        if let Some(link) = rel.ancestors().skip(1).find(|a| links.contains_key(*a)) {
+            bail!(
+                "media archive member `{shown}` lies under the symbolic link {ARCHIVE_PREFIX}{}: the archive is unsafe, refusing it",
+                link.display()
+            );
+        }
         let to = dst.join(rel);
         let mode = entry.header().mode().unwrap_or(0o644) & 0o7777;
         match entry.header().entry_type() {
@@ -847,19 +928,31 @@ pub fn extract_archive(archive: &Path, dst: &Path) -> anyhow::Result<()> {
             }
             tar::EntryType::Symlink => {
                 let target = entry.link_name()?.context("symlink without a target")?.into_owned();
-                if !link_stays_inside(rel, &target) {
-                    bail!("media archive member `{shown}` links outside the media root (to {}): refusing the archive", target.display());
+                if rel.as_os_str().is_empty() || links.insert(rel.to_path_buf(), (target, shown.clone())).is_some() {
+                    bail!("media archive member `{shown}` appears twice or replaces the media root: refusing the archive");
                 }
-                if let Some(parent) = to.parent() {
-                    fs::create_dir_all(parent)?;
-                }
-                std::os::unix::fs::symlink(&target, &to)?;
             }
             other => bail!("media archive member `{shown}` is a {other:?} entry; only files, directories and symlinks are allowed"),
         }
     }
     for (dir, mode) in dir_modes.into_iter().rev() {
         fs::set_permissions(&dir, fs::Permissions::from_mode(mode | 0o700))?;
+    }
+    // Links come last, so nothing is ever written through one; then each is judged where
+    // the file system resolves it, chains of links included.
+    for (rel, (target, shown)) in &links {
+        let to = dst.join(rel);
+        if let Some(parent) = to.parent() {
+            fs::create_dir_all(parent)?;
+        }
+        std::os::unix::fs::symlink(target, &to).with_context(|| {
+            format!("media archive member `{shown}` appears twice (as a link and as a file or directory): refusing the archive")
+        })?;
+    }
+    for (rel, (target, shown)) in &links {
+        if !link_stays_inside(dst, rel, target) {
+            bail!("media archive member `{shown}` links outside the media root (to {}) once its links are followed: refusing the archive", target.display());
+        }
     }
     Ok(())
 }
@@ -868,8 +961,9 @@ pub fn extract_archive(archive: &Path, dst: &Path) -> anyhow::Result<()> {
 pub fn print_sums(root: &Path) -> anyhow::Result<()> {
     let entries = scan(root)?;
     let hashed = hash_all(root, &entries, &|_| {})?;
-    print!("{}", sha256_list(&hashed));
-    Ok(())
+    io::stdout()
+        .write_all(&sha256_list(&hashed))
+        .context("writing to standard output")
 }
 
 #[cfg(test)]
@@ -877,27 +971,62 @@ mod tests {
     use super::*;
 
     #[test]
-    fn links_must_stay_inside() {
-        assert!(link_stays_inside(
-            Path::new("a/b.png"),
-            Path::new("../c.png")
+    fn links_must_stay_inside_once_resolved() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("media");
+        fs::create_dir_all(root.join("a")).unwrap();
+        let inside =
+            |rel: &str, target: &str| link_stays_inside(&root, Path::new(rel), Path::new(target));
+        assert!(inside("a/b.png", "../c.png"));
+        assert!(inside("a/b.png", "./c.png"));
+        assert!(!inside("b.png", "../c.png"));
+        assert!(!inside("a/b.png", "/etc/passwd"));
+        assert!(!inside("a/b.png", "../../x"));
+
+        // A chain: each link's text stays inside, the path they make does not.
+        std::os::unix::fs::symlink(".", root.join("x")).unwrap();
+        assert!(inside("x", "."));
+        assert!(!inside("z", "x/.."));
+        assert!(!inside("a/z", "../x/../x/.."));
+        assert!(inside("z", "x/a/../a"));
+        std::os::unix::fs::symlink("a/..", root.join("up")).unwrap();
+        assert!(!inside("z", "up/.."));
+        // A loop ends instead of running forever.
+        std::os::unix::fs::symlink("loop", root.join("loop")).unwrap();
+        assert!(!inside("z", "loop/x"));
+    }
+
+    #[test]
+    fn archives_cannot_write_through_links() {
+        let dir = tempfile::tempdir().unwrap();
+        let archive = dir.path().join("chain.tar.gz");
+        let mut builder = tar::Builder::new(flate2::write::GzEncoder::new(
+            File::create(&archive).unwrap(),
+            flate2::Compression::fast(),
         ));
-        assert!(link_stays_inside(
-            Path::new("a/b.png"),
-            Path::new("./c.png")
-        ));
-        assert!(!link_stays_inside(
-            Path::new("b.png"),
-            Path::new("../c.png")
-        ));
-        assert!(!link_stays_inside(
-            Path::new("a/b.png"),
-            Path::new("/etc/passwd")
-        ));
-        assert!(!link_stays_inside(
-            Path::new("a/b.png"),
-            Path::new("../../x")
-        ));
+        let mut link = |name: &str, target: &str| {
+            let mut header = tar::Header::new_gnu();
+            header.set_entry_type(tar::EntryType::Symlink);
+            header.set_size(0);
+            builder.append_link(&mut header, name, target).unwrap();
+        };
+        link("netpoint/media/x", ".");
+        link("netpoint/media/x/l", "..");
+        let mut header = tar::Header::new_gnu();
+        header.set_size(1);
+        header.set_mode(0o644);
+        builder
+            .append_data(&mut header, "netpoint/media/x/l/evil", &b"x"[..])
+            .unwrap();
+        builder.into_inner().unwrap().finish().unwrap();
+        let out = dir.path().join("out");
+        let err = extract_archive(&archive, &out).unwrap_err().to_string();
+        assert!(err.contains("symbolic link netpoint/media/x"), "{err}");
+        assert!(!dir.path().join("evil").exists());
+        assert!(
+            !out.join("x").exists(),
+            "a link was made before the refusal"
+        );
     }
 
     #[test]
@@ -919,13 +1048,57 @@ mod tests {
                 size: 3,
             },
         ];
-        let text = sha256_list(&files);
+        let text = String::from_utf8(sha256_list(&files)).unwrap();
         assert!(text.starts_with("\\bbbb"), "{text}");
         let parsed = parse_sha256_list(&text, "list").unwrap();
         assert_eq!(parsed["b/x y.png"], "a".repeat(64));
         assert_eq!(parsed["a\\odd\nname"], "b".repeat(64));
         assert_eq!(parsed.len(), 3);
         assert!(parse_sha256_list("nonsense\n", "list").is_err());
+        assert!(parse_sha256_list(&format!("\\{}  a\\q\n", "d".repeat(64)), "list").is_err());
+    }
+
+    #[test]
+    fn sha256_lines_keep_names_that_are_not_utf8() {
+        let name = |bytes: &[u8]| PathBuf::from(std::ffi::OsStr::from_bytes(bytes));
+        let files: Vec<Hashed> = [&b"caf\xe9.jpg"[..], b"cr\rand\\\xff", b"plain.png"]
+            .iter()
+            .enumerate()
+            .map(|(i, bytes)| Hashed {
+                rel: name(bytes),
+                sha256: format!("{i}").repeat(64),
+                size: 1,
+            })
+            .collect();
+        let text = sha256_list(&files);
+        let lines: Vec<&[u8]> = text.split(|&b| b == b'\n').collect();
+        assert_eq!(lines[0], [&b"0".repeat(64)[..], b"  caf\xe9.jpg"].concat());
+        assert_eq!(
+            lines[1],
+            [&b"\\"[..], &b"1".repeat(64), b"  cr\\rand\\\\\xff"].concat()
+        );
+        let parsed = parse_sums(&text, "list").unwrap();
+        for file in &files {
+            assert_eq!(parsed[&file.rel], file.sha256, "{}", file.rel.display());
+        }
+
+        // And GNU sha256sum agrees, byte for byte, on real files.
+        let dir = tempfile::tempdir().unwrap();
+        for file in &files {
+            fs::write(dir.path().join(&file.rel), b"x").unwrap();
+        }
+        let entries = scan(dir.path()).unwrap();
+        let ours = sha256_list(&hash_all(dir.path(), &entries, &|_| {}).unwrap());
+        let names: Vec<&std::ffi::OsStr> = entries.iter().map(|e| e.rel.as_os_str()).collect();
+        let gnu = std::process::Command::new("sha256sum")
+            .arg("--")
+            .args(&names)
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        assert_eq!(ours, gnu.stdout);
+        let back = parse_sums(&gnu.stdout, "list").unwrap();
+        assert_eq!(verify(dir.path(), &back, &|_| {}).unwrap().files, 3);
     }
 
     #[test]
@@ -941,7 +1114,7 @@ mod tests {
             write_archive(&root, &entries, File::create(&archive).unwrap(), &|_| {}).unwrap();
         let out = dir.path().join("out");
         extract_archive(&archive, &out).unwrap();
-        let sums = parse_sha256_list(&sha256_list(&hashed), "list").unwrap();
+        let sums = parse_sums(&sha256_list(&hashed), "list").unwrap();
         assert_eq!(verify(&out, &sums, &|_| {}).unwrap().files, 2);
 
         let evil = dir.path().join("evil.tar.gz");
@@ -1073,7 +1246,7 @@ mod tests {
         let out = dir.path().join("out");
         extract_archive(&archive, &out).unwrap();
         assert_same_tree(&root, &out);
-        let sums = parse_sha256_list(&sha256_list(&hashed), "list").unwrap();
+        let sums = parse_sums(&sha256_list(&hashed), "list").unwrap();
         assert_eq!(verify(&out, &sums, &|_| {}).unwrap().files, 23);
 
         let sh = xshell::Shell::new().unwrap();
@@ -1108,7 +1281,7 @@ mod tests {
             .unwrap();
         let out = dir.path().join("out");
         extract_archive(&archive, &out).unwrap();
-        let sums = parse_sha256_list(&sha256_list(&hashed), "list").unwrap();
+        let sums = parse_sums(&sha256_list(&hashed), "list").unwrap();
         assert_eq!(verify(&out, &sums, &|_| {}).unwrap().files, 23);
 
         fs::remove_file(root.join("photos/p19.png")).unwrap();
@@ -1162,7 +1335,7 @@ mod tests {
             .collect();
         names.sort();
         let sums = xshell::cmd!(sh, "sha256sum -- {names...}").read().unwrap();
-        assert_eq!(list, sums + "\n");
+        assert_eq!(String::from_utf8(list).unwrap(), sums + "\n");
     }
 
     #[test]

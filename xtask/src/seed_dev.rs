@@ -7,7 +7,7 @@ use std::{
     fs,
     io::{self, Write},
     net::TcpListener,
-    os::unix::fs::OpenOptionsExt,
+    os::unix::fs::{MetadataExt, PermissionsExt},
     path::{Path, PathBuf},
     thread,
     time::{Duration, Instant},
@@ -269,19 +269,53 @@ impl DevContainer {
             .lines()
             .find_map(|l| l.strip_prefix("POSTGRES_PASSWORD="))
             .context("container has no POSTGRES_PASSWORD")?;
-        fs::create_dir_all(self.passfile.parent().unwrap())?;
-        let mut file = fs::OpenOptions::new()
-            .create(true)
-            .write(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&self.passfile)?;
-        writeln!(file, "127.0.0.1:{port}:*:{DEV_USER}:{password}")?;
+        self.write_passfile(&format!("127.0.0.1:{port}:*:{DEV_USER}:{password}\n"))?;
         let passfile = self.passfile.display().to_string();
         DbUrl::parse(&format!(
             "postgres://{DEV_USER}@127.0.0.1:{port}/netpoint?passfile={}",
             percent_encoding::utf8_percent_encode(&passfile, percent_encoding::NON_ALPHANUMERIC)
         ))
+    }
+
+    /// Writes the passfile whole into a new file of ours with mode 0600, renamed over the old
+    /// one: the password is never readable by others, even when the previous file was (libpq
+    /// would ignore such a file anyway).
+    fn write_passfile(&self, line: &str) -> anyhow::Result<()> {
+        let path = &self.passfile;
+        let dir = path.parent().unwrap();
+        fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        if let Ok(meta) = fs::symlink_metadata(path) {
+            let mode = meta.permissions().mode() & 0o7777;
+            // SAFETY: geteuid only reads the process's user id.
+            let me = unsafe { libc::geteuid() };
+            if meta.uid() != me {
+                term::warn(format!(
+                    "{} belonged to user id {}: replaced by a file of your own with mode 0600",
+                    path.display(),
+                    meta.uid()
+                ));
+            } else if !meta.is_file() || mode != 0o600 {
+                term::warn(format!(
+                    "{} had mode {mode:04o}, readable by others or not a plain file: rewritten with mode 0600",
+                    path.display()
+                ));
+            }
+        }
+        let mut file = tempfile::Builder::new()
+            .prefix(".pgpass.")
+            .permissions(fs::Permissions::from_mode(0o600))
+            .tempfile_in(dir)
+            .with_context(|| {
+                format!(
+                    "cannot write to {}: check that it is writable",
+                    dir.display()
+                )
+            })?;
+        file.write_all(line.as_bytes())?;
+        file.as_file().sync_all()?;
+        file.persist(path)
+            .with_context(|| format!("writing {}", path.display()))?;
+        Ok(())
     }
 
     fn stop(&self, sh: &Shell) -> anyhow::Result<()> {
@@ -550,30 +584,47 @@ fn compare(current: &Path, fresh: &Path) -> anyhow::Result<Vec<String>> {
             ));
         }
     }
-    let old_media =
-        media::parse_sha256_list(&read(current, bundle::MEDIA_SUMS), bundle::MEDIA_SUMS)?;
-    let new_media = media::parse_sha256_list(&read(fresh, bundle::MEDIA_SUMS), bundle::MEDIA_SUMS)?;
+    let old_media = media_on_disk(current)?;
+    let new_media = media_on_disk(fresh)?;
     for (name, hash) in &new_media {
+        let shown = name.display();
         match old_media.get(name) {
-            None => changes.push(format!("media {name}: added")),
-            Some(old) if old != hash => changes.push(format!("media {name}: changed")),
+            None => changes.push(format!("media {shown}: added")),
+            Some(old) if old != hash => changes.push(format!("media {shown}: changed")),
             Some(_) => {}
         }
     }
     for name in old_media.keys().filter(|n| !new_media.contains_key(*n)) {
-        changes.push(format!("media {name}: removed"));
+        changes.push(format!("media {}: removed", name.display()));
     }
     if read(current, "schema.sql") != read(fresh, "schema.sql") {
         changes.push("schema.sql: changed".to_string());
     }
-    if changes.is_empty()
-        && [bundle::MANIFEST, bundle::SUMS]
+    if changes.is_empty() {
+        let bytes = |dir: &Path, name: &str| fs::read(dir.join(name)).unwrap_or_default();
+        if bytes(current, bundle::MEDIA_SUMS) != bytes(fresh, bundle::MEDIA_SUMS) {
+            changes.push(format!("{}: changed", bundle::MEDIA_SUMS));
+        } else if [bundle::MANIFEST, bundle::SUMS]
             .iter()
             .any(|n| read(current, n) != read(fresh, n))
-    {
-        changes.push(format!("{}: changed", bundle::MANIFEST));
+        {
+            changes.push(format!("{}: changed", bundle::MANIFEST));
+        }
     }
     Ok(changes)
+}
+
+/// `file → SHA-256` of the media a fixtures directory holds, read from the files themselves:
+/// a file edited or dropped in by hand differs from its media.sha256 line, and the files are
+/// what a seed loads.
+fn media_on_disk(fixtures: &Path) -> anyhow::Result<BTreeMap<PathBuf, String>> {
+    let root = fixtures.join(bundle::MEDIA_DIR);
+    if !root.is_dir() {
+        return Ok(BTreeMap::new());
+    }
+    let entries = media::scan(&root)?;
+    let hashed = media::hash_all(&root, &entries, &|_| {})?;
+    Ok(hashed.into_iter().map(|f| (f.rel, f.sha256)).collect())
 }
 
 /// A dump without its COPY data, for telling schema changes from data changes.
