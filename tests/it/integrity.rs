@@ -653,3 +653,73 @@ fn exclusion_patterns_mean_what_pg_dump_makes_of_them_on_every_path() {
         "60000"
     );
 }
+
+#[test]
+fn a_swap_cut_short_by_a_kill_is_put_back_by_the_next_run() {
+    let (prod, dev) = thread::scope(|scope| {
+        let prod = scope.spawn(|| Pg::start(15));
+        (prod.join().unwrap(), Pg::start(15))
+    });
+    prod.load_fixture("netpoint");
+    dev.load_fixture("netpoint");
+    // What a run killed between its database swap and its media swap leaves: the previous
+    // database aside, the new one in place, the new media still staged, and its journal.
+    dev.psql(
+        "netpoint",
+        "create table public.which (copy text); insert into public.which values ('previous')",
+    );
+    dev.psql(
+        "postgres",
+        "create database netpoint__npold_7 template netpoint",
+    );
+    dev.psql("netpoint", "update public.which set copy = 'new'");
+    let dir = tempfile::tempdir().unwrap();
+    let media = dir.path().join("media");
+    fs::create_dir(&media).unwrap();
+    fs::write(media.join("previous.png"), b"previous").unwrap();
+    let staging = dir.path().join(".media.staging-7");
+    fs::create_dir(&staging).unwrap();
+    fs::write(staging.join("new.png"), b"new").unwrap();
+    fs::write(
+        dir.path().join(".media.lock"),
+        format!(
+            "cargo xtask pid 7 on elsewhere\n{{\"target\":\"127.0.0.1:{}/netpoint\",\"aside\":\"netpoint__npold_7\",\"staging\":\"{}\"}}\n",
+            dev.port,
+            staging.display()
+        ),
+    )
+    .unwrap();
+
+    // The next run puts the previous database back before it even asks to replace it.
+    let next = run(xtask(&[
+        "clone-prod",
+        "--source",
+        &prod.url("netpoint"),
+        "--target",
+        &dev.url("netpoint"),
+        "--source-media",
+        s(&crate::harness::fixtures().join("media")),
+        "--target-media",
+        s(&media),
+    ]))
+    .fails_with("pass --yes");
+    assert!(
+        next.stderr.contains("putting the previous database back"),
+        "{}",
+        next.output()
+    );
+    assert_eq!(
+        dev.psql("netpoint", "select copy from public.which"),
+        "previous"
+    );
+    assert!(temp_dbs(&dev).is_empty(), "{:?}", temp_dbs(&dev));
+    assert!(
+        leftovers(dir.path()).is_empty(),
+        "{:?}",
+        leftovers(dir.path())
+    );
+    assert_eq!(
+        tree(&media),
+        vec![("previous.png".to_string(), b"previous".to_vec())]
+    );
+}

@@ -486,7 +486,9 @@ fn guard_target(target: &DbUrl, guard: &LoadGuard) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Takes the locks on the target database and media directory that keep a second run out.
+/// Takes the locks on the target database and media directory that keep a second run out,
+/// then undoes what a run killed in the middle of its swap left: the new database in place
+/// with the old media.
 fn take_locks(
     sh: &Shell,
     tools: &PgTools,
@@ -495,7 +497,35 @@ fn take_locks(
     media: Option<&Path>,
 ) -> anyhow::Result<(lock::TargetLock, Option<lock::MediaLock>)> {
     let media = media.map(lock::MediaLock::take).transpose()?;
-    Ok((lock::TargetLock::take(sh, tools, admin, target)?, media))
+    let lock = lock::TargetLock::take(sh, tools, admin, target)?;
+    if let Some(journal) = media.as_ref().and_then(|m| m.left.clone()) {
+        let ours = journal.target == format!("{}/{}", target.host_port(), target.database);
+        if ours && journal.staging.exists() && restore::exists(sh, tools, admin, &journal.aside)? {
+            term::warn(format!(
+                "a run killed during its swap left {target} with the new database but the old media: putting the previous database back"
+            ));
+            restore::put_back(sh, tools, admin, target, &journal.aside)?;
+            let _ = fs::remove_dir_all(&journal.staging);
+        }
+    }
+    Ok((lock, media))
+}
+
+/// Records, before the swap, what the next run needs to undo it should this one be killed
+/// between the database swap and the media swap.
+fn record_swap(
+    media_lock: &mut Option<lock::MediaLock>,
+    target: &DbUrl,
+    staged: &Option<StagedMedia>,
+) -> anyhow::Result<()> {
+    if let (Some(media_lock), Some(staged)) = (media_lock.as_mut(), staged) {
+        media_lock.record(&lock::Journal {
+            target: format!("{}/{}", target.host_port(), target.database),
+            aside: restore::aside_name(&target.database),
+            staging: fs::canonicalize(&staged.dir).unwrap_or_else(|_| staged.dir.clone()),
+        })?;
+    }
+    Ok(())
 }
 
 /// Asks before replacing a database that has tables or a media directory that is not empty;
@@ -621,7 +651,7 @@ impl Direct<'_> {
         }
         let drop_settings =
             check_versions(server.major, self.target, state.server.major, self.guard)?;
-        let (lock, _media_lock) = take_locks(sh, tools, &admin, self.target, self.target_media)?;
+        let (lock, mut media_lock) = take_locks(sh, tools, &admin, self.target, self.target_media)?;
         confirm_replace(self.target, &state, self.target_media, self.guard)?;
         restore::drop_stale(sh, tools, &admin, &lock.stale);
         let mut timings = Timings::default();
@@ -631,6 +661,7 @@ impl Direct<'_> {
             }
             _ => None,
         };
+        record_swap(&mut media_lock, self.target, &staged)?;
         let mut media = None;
         timings.time("database", || {
             term::step(format!("cloning {} into {}", self.source, self.target));
@@ -1226,7 +1257,7 @@ impl Load<'_> {
         let drop_settings =
             check_versions(source_major, self.target, state.server.major, self.guard)?;
         let replaced_media = self.target_media.filter(|_| media_sums.is_some());
-        let (lock, _media_lock) = take_locks(sh, tools, &admin, self.target, replaced_media)?;
+        let (lock, mut media_lock) = take_locks(sh, tools, &admin, self.target, replaced_media)?;
         confirm_replace(self.target, &state, replaced_media, self.guard)?;
         restore::drop_stale(sh, tools, &admin, &lock.stale);
         let mut timings = Timings::default();
@@ -1240,6 +1271,7 @@ impl Load<'_> {
             }
             (None, _) => None,
         };
+        record_swap(&mut media_lock, self.target, &staged)?;
         let mut media = None;
         timings.time("database", || {
             let size = toc.len;

@@ -141,9 +141,25 @@ impl Drop for TargetLock {
 }
 
 /// A lock file beside a media directory (`.media.lock`), held until dropped, then removed.
+/// While a run swaps, it also holds the run's journal: a run killed outright leaves the file,
+/// and the next one learns from it what to put back.
 pub struct MediaLock {
     path: PathBuf,
-    _file: File,
+    file: File,
+    /// The journal a run that died left in the file.
+    pub left: Option<Journal>,
+}
+
+/// What a run writes before it swaps: enough for the next run to undo a swap it left half
+/// done (the new database in place, the old media still there).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Journal {
+    /// `host:port/database` of the target.
+    pub target: String,
+    /// The name the previous database gets during the swap.
+    pub aside: String,
+    /// The staged media directory, gone once the media are in place.
+    pub staging: PathBuf,
 }
 
 impl MediaLock {
@@ -191,10 +207,33 @@ impl MediaLock {
             if !same {
                 continue;
             }
+            let mut previous = String::new();
+            std::io::Read::read_to_string(&mut file, &mut previous).ok();
+            let left = previous
+                .lines()
+                .find_map(|line| serde_json::from_str::<Journal>(line).ok());
             file.set_len(0)?;
+            std::io::Seek::rewind(&mut file)?;
             writeln!(file, "{}", holder_name())?;
-            return Ok(MediaLock { path, _file: file });
+            return Ok(MediaLock { path, file, left });
         }
+    }
+}
+
+impl MediaLock {
+    /// Writes `journal` into the lock file, durably, before a swap starts.
+    pub fn record(&mut self, journal: &Journal) -> anyhow::Result<()> {
+        let text = format!(
+            "{}\n{}\n",
+            holder_name(),
+            serde_json::to_string(journal).expect("journals serialise")
+        );
+        self.file.set_len(0)?;
+        std::io::Seek::rewind(&mut self.file)?;
+        self.file.write_all(text.as_bytes())?;
+        self.file
+            .sync_all()
+            .with_context(|| format!("writing {}", self.path.display()))
     }
 }
 
@@ -233,8 +272,21 @@ mod tests {
             "{err}"
         );
         drop(first);
-        let again = MediaLock::take(&media).unwrap();
+        let mut again = MediaLock::take(&media).unwrap();
+        assert_eq!(again.left, None);
+        let journal = Journal {
+            target: "localhost:5432/netpoint".into(),
+            aside: "netpoint__npold_1".into(),
+            staging: dir.path().join(".media.staging-1"),
+        };
+        again.record(&journal).unwrap();
+        let recorded = fs::read_to_string(lock_path(&media)).unwrap();
         drop(again);
+        // A run killed outright leaves its file, journal and all.
+        fs::write(lock_path(&media), recorded).unwrap();
+        let next = MediaLock::take(&media).unwrap();
+        assert_eq!(next.left, Some(journal));
+        drop(next);
         assert!(
             !lock_path(&media).exists(),
             "the lock file is removed with the lock"

@@ -134,6 +134,41 @@ fn temp_name(database: &str, kind: &str) -> String {
     format!("{}__np{kind}_{}", base_name(database), std::process::id())
 }
 
+/// The name the target's previous database has during this run's swap.
+pub fn aside_name(database: &str) -> String {
+    temp_name(database, "old")
+}
+
+/// Undoes a swap that a killed run left half done: `aside` (the previous database) goes back
+/// in place of the target, and the database the run had put there is dropped.
+pub fn put_back(
+    sh: &Shell,
+    tools: &PgTools,
+    admin: &DbUrl,
+    target: &DbUrl,
+    aside: &str,
+) -> anyhow::Result<()> {
+    let unwanted = temp_name(&target.database, "load");
+    crate::process::critical(|| {
+        swap(sh, tools, admin, target, aside, &unwanted)?;
+        drop_database(sh, tools, admin, &unwanted)
+    })
+}
+
+/// Whether a database of this name exists on the server `admin` connects to.
+pub fn exists(sh: &Shell, tools: &PgTools, admin: &DbUrl, name: &str) -> anyhow::Result<bool> {
+    let answer = tools.query(
+        sh,
+        admin,
+        Access::ReadWrite,
+        &format!(
+            "select exists (select 1 from pg_database where datname = {})",
+            literal(name)
+        ),
+    )?;
+    Ok(answer == "t")
+}
+
 /// The temporary databases an interrupted run left beside `database` that nobody uses, as
 /// a JSON array (see [`temp_name`]).
 pub fn stale_query(database: &str) -> String {
