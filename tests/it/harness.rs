@@ -67,6 +67,32 @@ impl Pg {
         Pg::start_with_password(major, &password)
     }
 
+    /// A server whose data directory is a tmpfs of `size` (such as `"80m"`): a disk that
+    /// fills up.
+    pub fn start_on_small_disk(major: u32, size: &str) -> Pg {
+        let password = marker("pw");
+        let container = Postgres::default()
+            .with_password(&password)
+            .with_tag(major.to_string())
+            .with_mount(
+                testcontainers::core::Mount::tmpfs_mount("/var/lib/postgresql/data")
+                    .with_size(size),
+            )
+            .start()
+            .unwrap_or_else(|err| {
+                panic!("cannot start a postgres:{major} container ({err}): {SETUP_HINT}")
+            });
+        let port = container
+            .get_host_port_ipv4(5432)
+            .expect("postgres container publishes 5432");
+        Pg {
+            _container: container,
+            port,
+            password,
+            major,
+        }
+    }
+
     pub fn start_with_password(major: u32, password: &str) -> Pg {
         let container = Postgres::default()
             .with_password(password)

@@ -723,3 +723,42 @@ fn a_swap_cut_short_by_a_kill_is_put_back_by_the_next_run() {
         vec![("previous.png".to_string(), b"previous".to_vec())]
     );
 }
+
+#[test]
+fn a_target_disk_that_fills_up_is_named_and_the_target_kept() {
+    let (prod, dev) = thread::scope(|scope| {
+        let prod = scope.spawn(|| Pg::start(15));
+        (prod.join().unwrap(), Pg::start_on_small_disk(15, "80m"))
+    });
+    bulky_source(&prod, "netpoint");
+    dev.load_fixture("netpoint");
+    let before = dev.row_counts_fast("netpoint");
+    let clone = run(xtask(&[
+        "clone-prod",
+        "--source",
+        &prod.url("netpoint"),
+        "--target",
+        &dev.url("netpoint"),
+        "--yes",
+    ]));
+    assert_eq!(clone.status.code(), Some(1), "{}", clone.output());
+    assert_eq!(
+        clone
+            .stderr
+            .lines()
+            .filter(|l| l.starts_with("error:"))
+            .count(),
+        1,
+        "{}",
+        clone.output()
+    );
+    // Where the data files fill first the server stays up; where its write-ahead log does,
+    // it stops, and the message says where to look.
+    let disk_full = clone.stderr.contains("ran out of disk space");
+    let stopped = clone.stderr.contains("stopped or restarted while loading");
+    assert!(disk_full || stopped, "{}", clone.output());
+    if disk_full {
+        assert_eq!(dev.row_counts_fast("netpoint"), before);
+        assert!(temp_dbs(&dev).is_empty(), "{:?}", temp_dbs(&dev));
+    }
+}

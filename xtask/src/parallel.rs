@@ -864,10 +864,14 @@ impl Straight {
         into.push(format!("copy {table} from stdin with ({freeze})"));
         into.push("commit".to_string());
         let session = |url: &DbUrl, access, statements: Vec<String>| -> anyhow::Result<Command> {
-            let mut cmd =
-                tools
-                    .cmd(sh, Tool::Psql, url, access)?
-                    .args(["-X", "-q", "-v", "ON_ERROR_STOP=1"]);
+            let mut cmd = tools.cmd(sh, Tool::Psql, url, access)?.args([
+                "-X",
+                "-q",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-v",
+                "VERBOSITY=verbose",
+            ]);
             for statement in statements {
                 cmd = cmd.arg("-c").arg(statement);
             }

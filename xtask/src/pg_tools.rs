@@ -574,6 +574,9 @@ fn sqlstate(stderr: &str) -> Option<String> {
 /// libpq environment for a session: the URL's parts plus what `access` asks of the session.
 pub fn session_env(url: &DbUrl, access: Access) -> Vec<(String, String)> {
     let mut env = url.pg_env();
+    // The client's own messages (connection refused, broken pipe) in one language, the one
+    // the tool reads; the server's come in its own, and decisions use SQLSTATE codes.
+    env.push(("LC_MESSAGES".to_string(), "C".to_string()));
     let option = match access {
         Access::ReadOnly => "-c default_transaction_read_only=on",
         Access::Load => "-c synchronous_commit=off",

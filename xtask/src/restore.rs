@@ -109,17 +109,19 @@ fn admin_url(sh: &Shell, tools: &PgTools, target: &DbUrl) -> anyhow::Result<(DbU
     } else {
         &["postgres", "template1"]
     };
-    let mut last = None;
+    // No decision on the error's text, which comes in the server's language: when the first
+    // fails for any reason, the second is tried, and the first error stands if both fail.
+    let mut first = None;
     for name in candidates {
         let url = target.with_database(name);
         match tools.server(sh, &url, Access::ReadWrite) {
             Ok(server) => return Ok((url, server)),
-            Err(err) if err.to_string().contains("does not exist") => last = Some(err),
-            Err(err) => return Err(err),
+            Err(err) => {
+                first.get_or_insert(err);
+            }
         }
     }
-    Err(last.unwrap())
-        .context("no maintenance database (postgres or template1) on the target server")
+    Err(first.expect("one candidate at least"))
 }
 
 fn base_name(database: &str) -> String {
@@ -220,7 +222,18 @@ pub fn replace(
         let _ = drop_database(sh, tools, admin, &temp.database);
     };
     if let Err(err) = load(&temp).and_then(|()| check_interrupted()) {
-        drop_temp();
+        let err = explain_load_failure(err);
+        // A server that stopped (a full disk for its WAL stops it) is given time to come back.
+        let started = std::time::Instant::now();
+        while drop_database(sh, tools, admin, &temp.database).is_err() {
+            if started.elapsed() > Duration::from_secs(30) || crate::process::interrupted() {
+                return Err(anyhow::anyhow!(
+                    "{err:#}; the temporary database {} is still there, the next run removes it",
+                    temp.database
+                ));
+            }
+            thread::sleep(Duration::from_secs(1));
+        }
         return Err(err);
     }
     // From here the run finishes what it started, even when a signal arrives meanwhile.
@@ -258,6 +271,26 @@ pub fn replace(
         }
         Ok(())
     })
+}
+
+/// Says in plain words what a load's SQLSTATE means when the fix lies outside the data.
+fn explain_load_failure(err: anyhow::Error) -> anyhow::Error {
+    let text = format!("{err:#}");
+    let code = |code: &str| text.contains(&format!(":  {code}: "));
+    if code("53100") {
+        err.context("the target server ran out of disk space while loading: free space where its data directory lives, then run again; the target is untouched")
+    } else if code("53200") {
+        err.context("the target server ran out of memory while loading: lower --jobs or give it more memory; the target is untouched")
+    } else if code("57P01")
+        || code("57P02")
+        || code("57P03")
+        || text.contains("server closed the connection unexpectedly")
+        || text.contains("connection to server was lost")
+    {
+        err.context("the target server stopped or restarted while loading (a full disk for its write-ahead log stops it): check its log, then run again; the target is untouched")
+    } else {
+        err
+    }
 }
 
 /// `CREATE DATABASE` for a load. A source encoding that the server's locale cannot hold
@@ -473,11 +506,14 @@ pub fn tool_command(cmd: xshell::Cmd<'_>, url: &DbUrl) -> Command {
 
 /// `psql` reading SQL from its stdin into `url`, stopping at the first error.
 pub fn spawn_psql_load(sh: &Shell, tools: &PgTools, url: &DbUrl) -> anyhow::Result<Child> {
+    // Verbose errors carry their SQLSTATE, which says what went wrong in any language.
     let cmd = tools.cmd(sh, Tool::Psql, url, Access::Load)?.args([
         "-X",
         "-q",
         "-v",
         "ON_ERROR_STOP=1",
+        "-v",
+        "VERBOSITY=verbose",
         "-f",
         "-",
     ]);
