@@ -2,6 +2,7 @@
 
 mod clone_prod;
 mod harness;
+mod hostile_cli;
 mod hostile_media;
 mod integrity;
 mod parallel;

@@ -246,6 +246,35 @@ fn every_workflow_invocation_parses() {
     );
 }
 
+/// Database URLs carry passwords: the workflows hand them over in NETPOINT_* variables, never
+/// as arguments, which process listings and logs show.
+#[test]
+fn workflow_urls_come_from_the_environment() {
+    let dir = workspace_root().join(".github/workflows");
+    let mut on_command_line = Vec::new();
+    for entry in fs::read_dir(&dir).unwrap() {
+        let file = entry.unwrap().path();
+        let yaml = fs::read_to_string(&file).unwrap();
+        for command in run_commands(&yaml) {
+            for args in xtask_invocations(&command) {
+                let url_flag = args.iter().any(|arg| {
+                    ["--source", "--target"]
+                        .iter()
+                        .any(|flag| arg == flag || arg.starts_with(&format!("{flag}=")))
+                });
+                if url_flag {
+                    on_command_line.push(format!("{}: {command}", file.display()));
+                }
+            }
+        }
+    }
+    assert!(
+        on_command_line.is_empty(),
+        "pass database URLs through NETPOINT_DATABASE_URL / NETPOINT_PROD_DATABASE_URL:\n{}",
+        on_command_line.join("\n")
+    );
+}
+
 #[test]
 fn the_check_finds_invocations_and_rejects_broken_ones() {
     // The extraction: steps, block scalars, continuations, quotes and placeholders.

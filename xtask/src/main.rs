@@ -18,7 +18,7 @@ mod seed_dev;
 mod term;
 mod toc;
 
-use std::{path::Path, process::ExitCode};
+use std::{io::IsTerminal, path::Path, process::ExitCode};
 
 use clap::{Parser, Subcommand};
 use xshell::Shell;
@@ -88,7 +88,21 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // Before anything can echo them: clap's errors, messages about a malformed URL, panics.
+    term::hide_passwords_in(
+        std::env::args_os()
+            .chain(
+                std::env::vars_os()
+                    .filter(|(key, _)| key.to_string_lossy().starts_with("NETPOINT_"))
+                    .map(|(_, value)| value),
+            )
+            .map(|text| text.to_string_lossy().into_owned()),
+    );
+    term::conceal_in_panics();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => return usage_error(err),
+    };
     term::init(cli.color, cli.verbose, cli.quiet);
     pg_tools::set_tool_source(cli.pg_tools);
     parallel::set_jobs(cli.jobs.map(usize::from));
@@ -124,6 +138,22 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::SeedDev(cmd) => cmd.run(&sh),
         Command::HashMedia { dir } => media::print_sums(&dir),
     }
+}
+
+/// clap's message for arguments it refuses, with any password it echoes masked; help and
+/// version go to stdout as usual.
+fn usage_error(err: clap::Error) -> ExitCode {
+    if !err.use_stderr() {
+        err.exit();
+    }
+    let colour = std::io::stderr().is_terminal()
+        && std::env::var_os("NO_COLOR").is_none_or(|value| value.is_empty());
+    let text = match colour {
+        true => err.render().ansi().to_string(),
+        false => err.render().to_string(),
+    };
+    eprint!("{}", term::conceal(&text));
+    ExitCode::from(u8::try_from(err.exit_code()).unwrap_or(2))
 }
 
 /// The error and its causes on one line, outermost first.

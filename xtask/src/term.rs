@@ -1,6 +1,8 @@
-//! Terminal output: colours, verbosity, progress bars and confirmation prompts.
+//! Terminal output: colours, verbosity, progress bars and confirmation prompts, none of
+//! which shows a password given to the run.
 
 use std::{
+    borrow::Cow,
     io::{IsTerminal, Write},
     sync::OnceLock,
     time::Duration,
@@ -33,6 +35,80 @@ pub fn init(color: ColorChoice, verbose: bool, quiet: bool) {
     let _ = SETTINGS.set(Settings { verbose, quiet });
 }
 
+/// Passwords of the URLs given to this run, longest first; see [`hide_passwords_in`].
+static PASSWORDS: OnceLock<Vec<String>> = OnceLock::new();
+
+/// Remembers the passwords that `texts` (command-line arguments, environment values) carry
+/// in URLs, so that no message shows them: clap echoes arguments it refuses, and a URL too
+/// malformed to parse is shown as it was given.
+pub fn hide_passwords_in(texts: impl IntoIterator<Item = String>) {
+    let mut passwords: Vec<String> = texts
+        .into_iter()
+        .flat_map(|text| passwords_in(&text))
+        .collect();
+    passwords.sort_by_key(|p| std::cmp::Reverse(p.len()));
+    passwords.dedup();
+    let _ = PASSWORDS.set(passwords);
+}
+
+/// Every text that may be the password of a URL-like `text`: what follows a colon in front
+/// of an `@`, raw and percent-decoded. Malformed URLs included (`postgres:user:pw@host`), and
+/// passwords with an unencoded `@` or `:`; a wrong guess only masks more.
+fn passwords_in(text: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for (at, _) in text.match_indices('@') {
+        let head = &text[..at];
+        let userinfo = head.find("://").map_or(head, |i| &head[i + 3..]);
+        for (colon, _) in userinfo.match_indices(':') {
+            let raw = &userinfo[colon + 1..];
+            if raw.is_empty() {
+                continue;
+            }
+            found.push(raw.to_string());
+            if let Ok(decoded) = percent_encoding::percent_decode_str(raw).decode_utf8() {
+                if decoded != raw {
+                    found.push(decoded.into_owned());
+                }
+            }
+        }
+    }
+    found
+}
+
+/// `text` with each password given to this run shown as `***` where it stands in a URL
+/// (`:password@`), the way [`crate::db_url::DbUrl::masked`] shows it.
+pub fn conceal(text: &str) -> Cow<'_, str> {
+    conceal_among(PASSWORDS.get().map_or(&[], Vec::as_slice), text)
+}
+
+/// Panic messages go through [`conceal`] too.
+pub fn conceal_in_panics() {
+    std::panic::set_hook(Box::new(|info| {
+        let thread = std::thread::current();
+        let name = thread.name().unwrap_or("<unnamed>");
+        eprintln!("\nthread '{name}' {}", conceal(&info.to_string()));
+        let backtrace = std::backtrace::Backtrace::capture();
+        if backtrace.status() == std::backtrace::BacktraceStatus::Captured {
+            eprintln!("{}", conceal(&backtrace.to_string()));
+        } else {
+            eprintln!(
+                "note: run with `RUST_BACKTRACE=1` environment variable to display a backtrace"
+            );
+        }
+    }));
+}
+
+fn conceal_among<'a>(passwords: &[String], text: &'a str) -> Cow<'a, str> {
+    let mut text = Cow::Borrowed(text);
+    for password in passwords {
+        let shown = format!(":{password}@");
+        if text.contains(&shown) {
+            text = Cow::Owned(text.replace(&shown, ":***@"));
+        }
+    }
+    text
+}
+
 fn settings() -> Settings {
     SETTINGS.get().copied().unwrap_or(Settings {
         verbose: false,
@@ -50,7 +126,7 @@ pub fn step(msg: impl AsRef<str>) {
         eprintln!(
             "{} {}",
             "==>".if_supports_color(Stream::Stderr, |s| s.cyan()),
-            msg.as_ref()
+            conceal(msg.as_ref())
         );
     }
 }
@@ -61,7 +137,7 @@ pub fn detail(msg: impl AsRef<str>) {
         eprintln!(
             "{} {}",
             "$".if_supports_color(Stream::Stderr, |s| s.dimmed()),
-            msg.as_ref()
+            conceal(msg.as_ref())
         );
     }
 }
@@ -70,7 +146,7 @@ pub fn warn(msg: impl AsRef<str>) {
     eprintln!(
         "{} {}",
         "warning:".if_supports_color(Stream::Stderr, |s| s.yellow()),
-        msg.as_ref()
+        conceal(msg.as_ref())
     );
 }
 
@@ -79,7 +155,7 @@ pub fn success(msg: impl AsRef<str>) {
         eprintln!(
             "{} {}",
             "ok:".if_supports_color(Stream::Stderr, |s| s.green()),
-            msg.as_ref()
+            conceal(msg.as_ref())
         );
     }
 }
@@ -88,7 +164,7 @@ pub fn error(msg: impl AsRef<str>) {
     eprintln!(
         "{} {}",
         "error:".if_supports_color(Stream::Stderr, |s| s.red()),
-        msg.as_ref()
+        conceal(msg.as_ref())
     );
 }
 
@@ -166,4 +242,53 @@ pub fn human_bytes(bytes: u64) -> String {
 
 pub fn human_duration(duration: Duration) -> String {
     format!("{:.1}s", duration.as_secs_f64())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn concealed(args: &[&str], text: &str) -> String {
+        let mut passwords: Vec<String> = args.iter().flat_map(|a| passwords_in(a)).collect();
+        passwords.sort_by_key(|p| std::cmp::Reverse(p.len()));
+        conceal_among(&passwords, text).into_owned()
+    }
+
+    #[test]
+    fn passwords_given_in_urls_are_never_shown() {
+        for (arg, shown, expected) in [
+            (
+                "postgres://u:hunter2@db/netpoint",
+                "error: unexpected argument 'postgres://u:hunter2@db/netpoint' found",
+                "error: unexpected argument 'postgres://u:***@db/netpoint' found",
+            ),
+            (
+                "--source=postgresql://u:hunter2@db:5433/netpoint",
+                "invalid value '--source=postgresql://u:hunter2@db:5433/netpoint'",
+                "invalid value '--source=postgresql://u:***@db:5433/netpoint'",
+            ),
+            (
+                "postgres:u:hunter2@db/netpoint",
+                "database name `u:hunter2@db/netpoint` contains `/`",
+                "database name `u:***@db/netpoint` contains `/`",
+            ),
+            (
+                "postgres://u:p@ss:w%2Frd@db/netpoint",
+                "'postgres://u:p@ss:w%2Frd@db/netpoint' and u:p@ss:w/rd@db",
+                "'postgres://u:***@db/netpoint' and u:***@db",
+            ),
+        ] {
+            let out = concealed(&[arg], shown);
+            assert_eq!(out, expected, "{arg}");
+        }
+        // Only where it stands in a URL: a password that is a common word leaves prose alone.
+        assert_eq!(
+            concealed(
+                &["postgres://postgres:wrong@db/netpoint"],
+                "wrong password for user `postgres` (postgres://postgres:wrong@db/netpoint)"
+            ),
+            "wrong password for user `postgres` (postgres://postgres:***@db/netpoint)"
+        );
+        assert_eq!(concealed(&["/srv/media", "user@host"], "a:b@c"), "a:b@c");
+    }
 }
