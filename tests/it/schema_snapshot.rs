@@ -304,6 +304,146 @@ fn check_names_each_change_and_the_update_command() {
     assert!(!missing.exists());
 }
 
+/// Every kind of object pg_dump writes shows in `--check --summary`: a check that fails never
+/// comes with a summary saying there are no changes.
+#[test]
+fn check_summary_names_every_kind_of_change() {
+    let pg = Pg::start(15);
+    pg.load_fixture("netpoint");
+    let dir = tempfile::tempdir().unwrap();
+    let summary = dir.path().join("summary.md");
+    let committed = fixtures().join("schema.sql");
+    let committed_before = fs::read(&committed).unwrap();
+    let check = |db: &str, output: &Path| {
+        let mut cmd = xtask(&[
+            "schema-snapshot",
+            "--check",
+            "--output",
+            output.to_str().unwrap(),
+            "--summary",
+            summary.to_str().unwrap(),
+        ]);
+        cmd.env("NETPOINT_DATABASE_URL", pg.url(db));
+        run(cmd)
+    };
+    let cases: &[(&str, &str, &[&str])] = &[
+        (
+            "policy",
+            "create policy site_reader on dcim_site for select using (true)",
+            &["- Policy `site_reader` on `public.dcim_site` added"],
+        ),
+        (
+            "row-level security",
+            "alter table dcim_site enable row level security",
+            &["- Row-level security enabled on `public.dcim_site`"],
+        ),
+        (
+            "forced row-level security",
+            "alter table dcim_site force row level security",
+            &["- Table `public.dcim_site`: `ALTER TABLE ONLY public.dcim_site FORCE ROW LEVEL SECURITY;` added"],
+        ),
+        (
+            "rule",
+            "create rule dcim_site_keep as on delete to dcim_site do instead nothing",
+            &["- Rule `dcim_site_keep` on `public.dcim_site` added"],
+        ),
+        (
+            "trigger and its function",
+            "create function public.touch() returns trigger language plpgsql as $$ begin return new; end $$; \
+             create trigger dcim_site_touch before update on dcim_site for each row execute function touch()",
+            &[
+                "- Function `public.touch()` added",
+                "- Trigger `dcim_site_touch` on `public.dcim_site` added",
+            ],
+        ),
+        (
+            "publication",
+            "create publication netpoint_pub for table dcim_site",
+            &[
+                "- Publication `netpoint_pub` added",
+                "- Table `public.dcim_site` added to publication `netpoint_pub`",
+            ],
+        ),
+        (
+            "changed function",
+            "create or replace function public.dcim_rack_units_free(p_rack bigint) returns integer \
+             language sql stable as $$ select 0 $$",
+            &["- Function `public.dcim_rack_units_free(bigint)` changed"],
+        ),
+        (
+            "type and domain",
+            "create type public.rack_face as enum ('front', 'rear'); \
+             create domain public.positive_units as integer check (value > 0)",
+            &[
+                "- Type `public.rack_face` added",
+                "- Domain `public.positive_units` added",
+            ],
+        ),
+        (
+            "extension",
+            "create extension pg_trgm",
+            &["- Extension `pg_trgm` added"],
+        ),
+        (
+            "comments",
+            "comment on table dcim_site is 'Where racks stand.'; \
+             comment on column dcim_site.facility is 'Building code'",
+            &[
+                "- Comment on table `public.dcim_site` changed",
+                "- Comment on column `public.dcim_site.facility` added",
+            ],
+        ),
+        (
+            "extended statistics and materialized view",
+            "create statistics dcim_site_place on status, facility from dcim_site; \
+             create materialized view public.site_names as select name from dcim_site",
+            &[
+                "- Extended statistics `public.dcim_site_place` added",
+                "- Materialized view `public.site_names` added",
+            ],
+        ),
+    ];
+    for (i, (what, sql, expected)) in cases.iter().enumerate() {
+        let db = format!("kind{i}");
+        pg.psql(
+            "postgres",
+            &format!("create database {db} template netpoint"),
+        );
+        pg.psql(&db, sql);
+        let out = check(&db, &committed).fails_with("differs from fixtures/schema.sql");
+        let text = fs::read_to_string(&summary).unwrap();
+        assert!(
+            !text.contains("No schema changes"),
+            "{what}: the check failed but the summary says nothing changed:\n{text}\n{}",
+            out.stdout
+        );
+        for line in *expected {
+            assert!(
+                text.lines().any(|l| l == *line),
+                "{what}: the summary lacks `{line}`:\n{text}"
+            );
+        }
+    }
+    assert_eq!(
+        fs::read(&committed).unwrap(),
+        committed_before,
+        "--check must not write the snapshot"
+    );
+
+    // A snapshot that differs from the live schema only in its layout (one blank line more)
+    // fails the check, and the summary says so too.
+    let relaid = dir.path().join("schema.sql");
+    let text = String::from_utf8(committed_before.clone()).unwrap();
+    let at = text.find("\n--\n-- Name: dcim_site;").unwrap();
+    fs::write(&relaid, format!("{}\n{}", &text[..at], &text[at..])).unwrap();
+    check("netpoint", &relaid).fails_with("differs from");
+    let text = fs::read_to_string(&summary).unwrap();
+    assert!(
+        text.contains("- Other changes (layout or order of the dump): see the diff"),
+        "{text}"
+    );
+}
+
 #[test]
 fn bad_inputs_fail_with_one_line_and_keep_the_output() {
     let pg = Pg::start(15);
@@ -382,6 +522,42 @@ fn bad_inputs_fail_with_one_line_and_keep_the_output() {
             snapshot_cmd(&pg.url("netpoint"), &output.join("schema.sql")),
             vec![format!("{out_arg} is not a directory")],
         ),
+        (
+            "output is a directory",
+            snapshot_cmd(&pg.url("netpoint"), dir.path()),
+            vec![format!(
+                "--output {} is a directory: give a file path, such as {}",
+                dir.path().display(),
+                dir.path().join("schema.sql").display()
+            )],
+        ),
+        (
+            "summary is a directory",
+            check_with_summary(&pg.url("netpoint"), out_arg, dir.path()),
+            vec![format!(
+                "--summary {} is a directory: give a file path",
+                dir.path().display()
+            )],
+        ),
+        (
+            "summary is the snapshot",
+            check_with_summary(&pg.url("netpoint"), out_arg, &output),
+            vec![format!(
+                "--summary {out_arg} is the snapshot itself, which the summary would replace"
+            )],
+        ),
+        (
+            "summary is the snapshot by another path",
+            check_with_summary(
+                &pg.url("netpoint"),
+                out_arg,
+                &dir.path()
+                    .join("..")
+                    .join(dir.path().file_name().unwrap())
+                    .join("schema.sql"),
+            ),
+            vec!["is the snapshot itself".into()],
+        ),
     ];
     for (what, cmd, needles) in cases {
         eprintln!("case: {what}");
@@ -418,6 +594,19 @@ fn bad_inputs_fail_with_one_line_and_keep_the_output() {
     assert!(fs::read_to_string(&output)
         .unwrap()
         .contains("CREATE TABLE public.kept"));
+}
+
+fn check_with_summary(url: &str, output: &str, summary: &Path) -> std::process::Command {
+    xtask(&[
+        "schema-snapshot",
+        "--source",
+        url,
+        "--output",
+        output,
+        "--check",
+        "--summary",
+        summary.to_str().unwrap(),
+    ])
 }
 
 fn snapshot_cmd(url: &str, output: &Path) -> std::process::Command {

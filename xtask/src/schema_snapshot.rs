@@ -40,6 +40,16 @@ impl SchemaSnapshot {
             .output
             .unwrap_or_else(|| sh.current_dir().join("fixtures/schema.sql"));
         let shown = display_path(sh, &output);
+        refuse_directory(sh, &output, "--output", "schema.sql")?;
+        if let Some(summary) = &self.summary {
+            refuse_directory(sh, summary, "--summary", "schema-summary.md")?;
+            if resolved(summary).is_some_and(|summary| Some(summary) == resolved(&output)) {
+                bail!(
+                    "--summary {} is the snapshot itself, which the summary would replace: give it a path of its own, such as schema-summary.md",
+                    display_path(sh, summary)
+                );
+            }
+        }
         let tools = PgTools::discover(sh);
         if self.check {
             let update = update_command(&source, source_from_flag, &shown);
@@ -156,6 +166,31 @@ fn update_command(source: &DbUrl, from_flag: bool, output: &str) -> String {
         command.push_str(&format!(" --output {output}"));
     }
     command
+}
+
+/// Fails, saying what to give instead, when a file to write is an existing directory.
+fn refuse_directory(sh: &Shell, path: &Path, flag: &str, example: &str) -> anyhow::Result<()> {
+    if path.is_dir() {
+        bail!(
+            "{flag} {} is a directory: give a file path, such as {}",
+            display_path(sh, path),
+            display_path(sh, &path.join(example))
+        );
+    }
+    Ok(())
+}
+
+/// Where a path leads once links and `..` are resolved: the file itself, or its directory
+/// and name when it does not exist yet.
+fn resolved(path: &Path) -> Option<PathBuf> {
+    if let Ok(path) = path.canonicalize() {
+        return Some(path);
+    }
+    let parent = match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    };
+    Some(parent.canonicalize().ok()?.join(path.file_name()?))
 }
 
 /// A path as the user would type it: relative to the workspace when inside it.
