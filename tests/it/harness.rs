@@ -94,9 +94,19 @@ impl Pg {
     }
 
     pub fn start_with_password(major: u32, password: &str) -> Pg {
+        Pg::start_with_settings(major, password, &[])
+    }
+
+    /// A server started with `-c name=value` for each setting, as well as `fsync=off`.
+    pub fn start_with_settings(major: u32, password: &str, settings: &[&str]) -> Pg {
+        let mut cmd = vec!["-c".to_string(), "fsync=off".to_string()];
+        for setting in settings {
+            cmd.extend(["-c".to_string(), setting.to_string()]);
+        }
         let container = Postgres::default()
             .with_password(password)
             .with_tag(major.to_string())
+            .with_cmd(cmd)
             .start()
             .unwrap_or_else(|err| {
                 panic!("cannot start a postgres:{major} container ({err}): {SETUP_HINT}")

@@ -6,10 +6,10 @@ use std::{
     fs,
     process::{Child, Stdio},
     thread,
-    time::Duration,
+    time::{Duration, Instant},
 };
 
-use crate::harness::{run, tree, xtask, Pg};
+use crate::harness::{marker, run, tree, xtask, Pg};
 
 /// `schema.table → md5 of its rows in a stable order`, for every user table.
 fn digests(pg: &Pg, db: &str) -> Vec<(String, String)> {
@@ -190,7 +190,10 @@ fn sessions_share_one_snapshot_while_production_writes() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    thread::sleep(Duration::from_millis(500));
+    // The clone starts once production is writing: rows beyond the first load have committed.
+    wait_until(Duration::from_secs(30), "the writer commits rows", || {
+        pg.psql("live", "select count(*) > 150000 from parent") == "t"
+    });
     let cloned = run(xtask(&[
         "-v",
         "--jobs",
@@ -240,6 +243,126 @@ fn sessions_share_one_snapshot_while_production_writes() {
         ),
         "1"
     );
+}
+
+/// `--jobs 16` on a server that accepts few connections: the job count is lowered to what the
+/// server, and then a role's CONNECTION LIMIT, leave room for; the clone and the import
+/// succeed, and a step line says why. The roles are not superusers, which may use the slots
+/// the server reserves for them and ignore CONNECTION LIMIT.
+#[test]
+fn jobs_fit_in_the_connections_the_servers_allow() {
+    let pg = Pg::start_with_settings(15, &marker("pw"), &["max_connections=20"]);
+    pg.load_fixture("prod");
+    pg.psql(
+        "postgres",
+        "create role cloner login createdb password 'cloner-pw'; \
+         create role limited login createdb connection limit 9 password 'limited-pw'; \
+         grant pg_read_all_data to cloner, limited",
+    );
+    let expected = digests(&pg, "prod");
+    let as_role = |role: &str, db: &str| {
+        pg.url(db).replace(
+            &format!("postgres:{}@", pg.password),
+            &format!("{role}:{role}-pw@"),
+        )
+    };
+    let clone = |role: &str, target: &str| {
+        run(xtask(&[
+            "--jobs",
+            "16",
+            "clone-prod",
+            "--source",
+            &as_role(role, "prod"),
+            "--target",
+            &as_role(role, target),
+            "--with-changelog",
+            "--no-scrub",
+        ]))
+        .ok()
+    };
+    // The sessions of the test's own psql calls may still be ending on the server: each one
+    // counted as in use takes a little from the room.
+    let lowered_to = |stderr: &str| -> usize {
+        let line = stderr
+            .lines()
+            .find(|l| l.contains(" jobs instead of 16: "))
+            .unwrap_or_else(|| panic!("no line says the job count was lowered:\n{stderr}"));
+        line.split_whitespace()
+            .nth(3)
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("{line}"))
+    };
+
+    // 20 connections, 3 reserved for superusers: 17 for source and target on one server,
+    // which a clone on 3 jobs fits (2 per job and 1 on the source, 3 per job and 1 on the
+    // target).
+    let cloned = clone("cloner", "copy");
+    assert!(
+        (2..=3).contains(&lowered_to(&cloned.stderr))
+            && cloned.stderr.contains(&format!(
+                "instead of 16: 127.0.0.1:{} allows max_connections 20, 3 of them reserved",
+                pg.port
+            )),
+        "{}",
+        cloned.stderr
+    );
+    assert_eq!(digests(&pg, "copy"), expected);
+
+    // An import opens 2 sessions per job and 1 more: 8 jobs.
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = dir.path().join("bundle");
+    run(xtask(&[
+        "clone-prod",
+        "--source",
+        &pg.url("prod"),
+        "--out",
+        bundle.to_str().unwrap(),
+        "--with-changelog",
+        "--no-scrub",
+    ]))
+    .ok();
+    let imported = run(xtask(&[
+        "--jobs",
+        "16",
+        "clone-prod",
+        "--bundle",
+        bundle.to_str().unwrap(),
+        "--target",
+        &as_role("cloner", "imported"),
+    ]))
+    .ok();
+    assert!(
+        (6..=8).contains(&lowered_to(&imported.stderr)),
+        "{}",
+        imported.stderr
+    );
+    assert_eq!(digests(&pg, "imported"), expected);
+
+    // A role that may open 9 sessions, for source and target together: fewer than a load on
+    // 2 jobs needs, so it goes in one stream.
+    let limited = clone("limited", "limited_copy");
+    assert!(
+        limited.stderr.contains(&format!(
+            "loading in one stream instead of on 16 jobs: role `limited` on 127.0.0.1:{} has CONNECTION LIMIT 9",
+            pg.port
+        )),
+        "{}",
+        limited.stderr
+    );
+    assert_eq!(digests(&pg, "limited_copy"), expected);
+}
+
+/// Polls `condition` until it holds; fails the test when it has not within `timeout`.
+#[track_caller]
+fn wait_until(timeout: Duration, what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !condition() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting until {what}"
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// A unique index that cannot be built (duplicate rows in the bundle) fails the load while

@@ -915,16 +915,25 @@ fn summarise(
     media: Option<media::Totals>,
     timings: &Timings,
 ) {
-    let facts = tools
+    #[derive(serde::Deserialize)]
+    struct Facts {
+        tables: i64,
+        bytes: u64,
+    }
+    let facts: Option<Facts> = tools
         .query(
             sh,
             target,
             Access::ReadWrite,
-            "select (select count(*) from pg_class c join pg_namespace n on n.oid = c.relnamespace where c.relkind in ('r','p') \
-             and n.nspname not in ('pg_catalog','information_schema') and n.nspname not like 'pg_toast%'), pg_database_size(current_database())",
+            "select json_build_object('tables', (select count(*) from pg_class c join pg_namespace n on n.oid = c.relnamespace where c.relkind in ('r','p') \
+             and n.nspname not in ('pg_catalog','information_schema') and n.nspname not like 'pg_toast%'), 'bytes', pg_database_size(current_database()))",
         )
-        .unwrap_or_default();
-    let (tables, size) = facts.split_once('|').unwrap_or(("?", "0"));
+        .ok()
+        .and_then(|answer| serde_json::from_str(&answer).ok());
+    let (tables, size) = match &facts {
+        Some(facts) => (facts.tables.to_string(), facts.bytes),
+        None => ("?".to_string(), 0),
+    };
     let media = match media {
         Some(totals) => format!(
             "{} media files ({})",
@@ -935,7 +944,7 @@ fn summarise(
     };
     term::success(format!(
         "{target}: {tables} tables, {}, {}, {media}; {}",
-        term::human_bytes(size.parse().unwrap_or(0)),
+        term::human_bytes(size),
         left_out_text(excluded),
         timings.line()
     ));
