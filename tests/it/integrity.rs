@@ -565,6 +565,7 @@ fn a_latin1_database_clones_into_a_utf8_server_as_createdb_would() {
             "--yes",
             "--jobs",
             jobs,
+            "--no-scrub",
         ]))
         .ok();
         assert!(

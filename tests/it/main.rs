@@ -8,6 +8,7 @@ mod integrity;
 mod parallel;
 mod schema_snapshot;
 mod scrub;
+mod scrub_netbox;
 mod seed_dev;
 mod versions;
 mod workflows;

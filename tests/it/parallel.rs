@@ -203,6 +203,7 @@ fn sessions_share_one_snapshot_while_production_writes() {
         &pg.url("live"),
         "--target",
         &pg.url("copy"),
+        "--no-scrub",
     ]));
     let written = pg.psql("live", "select count(*) from parent");
     writer.kill().unwrap();
