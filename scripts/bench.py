@@ -2,7 +2,7 @@
 """Side-by-side benchmark of `cargo xtask clone-prod` against NetPoint's manual procedure.
 
     python3 scripts/bench.py [--scale quick|full|N] [--rounds R] [--keep]
-                             [--json FILE] [--workdir DIR]
+                             [--json FILE] [--workdir DIR] [--scrub-cost]
 
 It is a report, not a test: it exits 0 when a target is missed and non-zero
 only when the benchmark itself cannot run. Everything it needs is created
@@ -46,6 +46,8 @@ IMAGE = "postgres:15"
 PREREQS = "bash scripts/test-prereqs.sh"
 SCALES = {"quick": 0.05, "full": 1.0}
 CHANGELOG = "extras_objectchange"
+# Turns the leak scan off, for measuring what it costs (--scrub-cost) and nothing else.
+LEAK_SCAN_OFF = "NETPOINT_SKIP_LEAK_SCAN"
 MB = 1 << 20
 
 # Starts argv[2:], reports its pid, then its exit code, ru_maxrss (KB) and wall time
@@ -392,7 +394,7 @@ class Bench:
                     raise Fail(f"{' '.join(map(str, argv))} exited with {rc}: {self.tail(logf)}")
         return time.monotonic() - t0
 
-    def timed_xtask(self, args, log_name, stdout_path=None):
+    def timed_xtask(self, args, log_name, stdout_path=None, extra_env=None):
         """Runs xtask, polling its VmHWM every 20 ms; returns a Run with both peak RSS readings.
 
         xtask is started by a small launcher rather than by this process: Linux carries a
@@ -406,7 +408,8 @@ class Bench:
             err.write(("$ xtask " + " ".join(map(str, args)) + "\n").encode())
             err.flush()
             launcher = subprocess.Popen([sys.executable, "-I", "-S", "-c", LAUNCHER, str(write_end), *argv],
-                                        stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=self.xtask_env(),
+                                        stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+                                        env={**self.xtask_env(), **(extra_env or {})},
                                         pass_fds=(write_end,))
         os.close(write_end)
         self.child = launcher
@@ -499,6 +502,45 @@ class Bench:
         shutil.rmtree(bundle, ignore_errors=True)
         if warmup:
             self.check_db_copies()
+
+    def scrub_round(self, warmup):
+        """A direct clone scrubbed with the preset (and the leak scan), without the leak scan,
+        and with --no-scrub, one after the other."""
+        src = "bench_source"
+        variants = [
+            ("scrubbed", [], {}),
+            ("scrubbed_no_scan", [], {LEAK_SCAN_OFF: "1"}),
+            ("no_scrub", ["--no-scrub"], {LEAK_SCAN_OFF: "1"}),
+        ]
+        for name, extra, env in variants:
+            self.settle()
+            run = self.timed_xtask(["clone-prod", "--source", self.url(src), "--target",
+                                    self.url(f"bench_{name}"), "--yes", *extra], name, extra_env=env)
+            self.record(name, run, warmup)
+
+    def run_scrub_cost(self):
+        self.start_postgres()
+        self.createdb("bench_source")
+        self.check(["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", "bench_source", "-f",
+                    ROOT / "fixtures" / "netpoint.sql"], env=self.pg_env())
+        self.inflate("bench_source", 0)
+        self.data["source"] = self.db_sizes("bench_source")
+        self.print_db_sizes(self.data["source"])
+        self.group("scrubbing (T9, T10)", self.scrub_round)
+        t = self.times
+        rows = [
+            ("T9", "clone scrubbed + leak scan / clone --no-scrub", t("scrubbed"), t("no_scrub")),
+            ("T10", "clone with leak scan / clone without it", t("scrubbed"), t("scrubbed_no_scan")),
+        ]
+        print(f"NetPoint scrubbing cost: scale {self.scale:g} of full, {self.rounds} rounds after 1 warm-up, "
+              f"{self.cores} cores, xtask {self.revision}")
+        print(f"database {human_bytes(self.data['source']['database_bytes'])}")
+        print(f"{'':5}{'comparison':<48}{'ours':>8}{'baseline':>10}  ratio min / median / max")
+        for tid, what, ours, base in rows:
+            ratios = [a / b for a, b in zip(ours, base)]
+            print(f"{tid:<5}{what:<48}{statistics.median(ours):>7.2f}s{statistics.median(base):>9.2f}s  "
+                  f"{min(ratios):.3f} / {statistics.median(ratios):.3f} / {max(ratios):.3f}")
+        return 0
 
     def check_db_copies(self):
         expect = self.psql("bench_source", "select count(*) from public.dcim_interface") + "|0"
@@ -642,6 +684,8 @@ class Bench:
         (self.work / "logs").mkdir()
         self.check_space()
         self.build()
+        if self.args.scrub_cost:
+            return self.run_scrub_cost()
         self.prepare()
         self.group("database (T1-T3)", self.db_round)
         self.group("media (T4-T6)", self.media_round)
@@ -1119,6 +1163,9 @@ def main():
     parser.add_argument("--keep", action="store_true",
                         help="keep the container, the data and the work directory at the end")
     parser.add_argument("--json", metavar="FILE", help="also write the results to FILE as JSON")
+    parser.add_argument("--scrub-cost", action="store_true",
+                        help="only measure what scrubbing and the leak scan cost a direct clone, side by side "
+                             "with --no-scrub (database only, no media)")
     parser.add_argument("--workdir", metavar="DIR",
                         help="where the work directory (media, dumps, bundles) is created [default: /tmp]")
     args = parser.parse_args()

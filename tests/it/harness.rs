@@ -211,6 +211,24 @@ impl Pg {
         self.psql_file(db, &workspace_root().join("tests/it/sql/prod_extras.sql"));
     }
 
+    /// Everything in a database, as `pg_dump` prints it.
+    pub fn full_dump(&self, db: &str) -> String {
+        let out = Command::new("pg_dump")
+            .env("PGHOST", "127.0.0.1")
+            .env("PGPORT", self.port.to_string())
+            .env("PGUSER", "postgres")
+            .env("PGPASSWORD", &self.password)
+            .env("PGDATABASE", db)
+            .output()
+            .expect("running pg_dump");
+        assert!(
+            out.status.success(),
+            "pg_dump {db}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).expect("a UTF-8 dump")
+    }
+
     pub fn databases(&self) -> Vec<String> {
         self.psql("postgres", "select datname from pg_database order by 1")
             .lines()

@@ -1,7 +1,7 @@
 //! Dev copies carry no live secrets: markers planted in every preset column never reach a
 //! target database, a bundle or any output, unless --no-scrub is given.
 
-use std::{fs, process::Command};
+use std::fs;
 
 use crate::harness::{marker, run, Pg};
 
@@ -41,20 +41,6 @@ fn plant_markers(pg: &Pg, db: &str) -> Vec<String> {
     ]
 }
 
-/// Everything in a database, as `pg_dump` prints it.
-fn full_dump(pg: &Pg, db: &str) -> String {
-    let out = Command::new("pg_dump")
-        .env("PGHOST", "127.0.0.1")
-        .env("PGPORT", pg.port.to_string())
-        .env("PGUSER", "postgres")
-        .env("PGPASSWORD", &pg.password)
-        .env("PGDATABASE", db)
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    String::from_utf8(out.stdout).unwrap()
-}
-
 fn found<'a>(haystack: &str, markers: &'a [String]) -> Vec<&'a String> {
     markers
         .iter()
@@ -69,7 +55,7 @@ fn no_secret_reaches_a_clone_a_bundle_or_the_output() {
     prod.load_prod("prod");
     let markers = plant_markers(&prod, "prod");
     assert_eq!(
-        found(&full_dump(&prod, "prod"), &markers).len(),
+        found(&prod.full_dump("prod"), &markers).len(),
         markers.len(),
         "markers planted"
     );
@@ -84,7 +70,7 @@ fn no_secret_reaches_a_clone_a_bundle_or_the_output() {
         "--with-changelog",
     ]))
     .ok();
-    let dump = full_dump(&dev, "dev");
+    let dump = dev.full_dump("dev");
     assert_eq!(
         found(&dump, &markers),
         Vec::<&String>::new(),
@@ -170,7 +156,7 @@ fn no_secret_reaches_a_clone_a_bundle_or_the_output() {
     ]))
     .ok();
     assert_eq!(
-        found(&full_dump(&dev, "imported"), &markers),
+        found(&dev.full_dump("imported"), &markers),
         Vec::<&String>::new()
     );
 
@@ -206,7 +192,7 @@ fn no_secret_reaches_a_clone_a_bundle_or_the_output() {
         verbatim.stderr
     );
     assert_eq!(
-        found(&full_dump(&dev, "verbatim"), &markers).len(),
+        found(&dev.full_dump("verbatim"), &markers).len(),
         markers.len()
     );
 }

@@ -106,7 +106,7 @@ impl ScrubFlags {
             .filter(|r| {
                 matches!(
                     r.action,
-                    Action::ChangelogSnapshot(_) | Action::ChangelogRepr(_)
+                    Action::ChangelogSnapshot(_) | Action::ChangelogRepr(..)
                 )
             })
             .filter_map(|r| r.table.split_once('.').map(|(schema, _)| schema))
@@ -141,7 +141,7 @@ impl ScrubFlags {
         for rule in &mut plan.applied {
             let schema = rule.table.split_once('.').map_or("", |(s, _)| s);
             match &mut rule.action {
-                Action::ChangelogSnapshot(of) | Action::ChangelogRepr(of) => {
+                Action::ChangelogSnapshot(of) | Action::ChangelogRepr(of, _) => {
                     if let Some(found) = models.get(schema) {
                         *of = found.clone();
                     }

@@ -32,6 +32,7 @@ const SECRET_PARTS: &[&str] = &[
     "session",
     "bearer",
     "jwt",
+    "community",
 ];
 
 /// Whole names that mark a value as secret, too short to look for inside other names.
@@ -54,7 +55,7 @@ static PEM: LazyLock<Regex> = LazyLock::new(|| {
 });
 static PAIR: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(
-        r#"(?i)\b((?:proxy-)?authorization|x-api-key|x-auth-token|api[-_]?key|access[-_]?token|refresh[-_]?token|client[-_]?secret|private[-_]?token|secret|password|passwd|pwd|token)(["']?[ \t]*[:=][ \t]*["']?)((?:bearer|token|basic)[ \t]+)?([^\s"'&,;<>}]+)"#,
+        r#"(?i)\b((?:proxy-)?authorization|x-api-key|x-auth-token|api[-_]?key|access[-_]?token|refresh[-_]?token|client[-_]?secret|private[-_]?token|(?:snmp[-_]?)?community|secret|password|passwd|pwd|token)(["']?[ \t]*[:=][ \t]*["']?)((?:bearer|token|basic)[ \t]+)?([^\s"'&,;<>}]+)"#,
     )
     .expect("pair pattern")
 });
@@ -239,6 +240,7 @@ mod tests {
             ),
             ("password=hunter2&user=x", "password=REDACTED&user=x"),
             ("X-API-Key: 0123abcd", "X-API-Key: REDACTED"),
+            ("snmp_community: SnmpComm55", "snmp_community: REDACTED"),
             (
                 "token ghp_0123456789abcdefghijABCDEFGHIJ012345",
                 "token REDACTED",
@@ -268,7 +270,7 @@ mod tests {
     #[test]
     fn json_keys_go_at_any_depth() {
         let mut value: Value = serde_json::from_str(
-            r#"{"username": "u", "pass": "p", "nested": [{"access_token": "t", "url": "https://a:b@h/x", "ok": 1}]}"#,
+            r#"{"username": "u", "pass": "p", "snmp_community": "c", "nested": [{"access_token": "t", "url": "https://a:b@h/x", "ok": 1}]}"#,
         )
         .unwrap();
         assert!(redact_json(&mut value));

@@ -258,14 +258,15 @@ pub fn scrub_field(table: &str, rule: &Rule, key: &str, field: &str, row: &Row) 
             }
             changed | redact::redact_json(value)
         }),
-        Action::ChangelogRepr(models) => {
-            let Some(rules) = row
-                .get("changed_object_type_id")
-                .and_then(|id| models.by_content_type.get(&id))
-            else {
+        Action::ChangelogRepr(models, _) => {
+            let content_type = row.get("changed_object_type_id").unwrap_or_default();
+            let object = row.get("changed_object_id").unwrap_or_default();
+            if let Some(model) = models.hidden.get(&content_type) {
+                return escape(&format!("{model} {object}"));
+            }
+            let Some(rules) = models.by_content_type.get(&content_type) else {
                 return field.to_string();
             };
-            let object = row.get("changed_object_id").unwrap_or_default();
             if rules.iter().any(|r| matches!(r.action, Action::DeleteRows)) {
                 return "(scrubbed)".to_string();
             }
@@ -289,21 +290,26 @@ pub fn scrub_field(table: &str, rule: &Rule, key: &str, field: &str, row: &Row) 
     }
 }
 
-/// A free-text or JSON field with its credentials redacted: JSON when it parses as an object
-/// or array, text otherwise.
+/// A free-text or JSON field with its credentials redacted.
 fn redact_field(field: &str) -> String {
-    let value = unescape(field);
+    match redact_string(&unescape(field)) {
+        Some(new) => escape(&new),
+        None => field.to_string(),
+    }
+}
+
+/// A text with its credentials redacted, as JSON when it parses as an object or array, as
+/// text otherwise; None when nothing changed. A live column and the same value in a
+/// changelog snapshot come out alike.
+fn redact_string(value: &str) -> Option<String> {
     if value.starts_with(['{', '[']) {
-        if let Ok(mut json) = serde_json::from_str::<Value>(&value) {
-            return match redact::redact_json(&mut json) {
-                true => escape(&jsonb_text(&json)),
-                false => field.to_string(),
-            };
+        if let Ok(mut json) = serde_json::from_str::<Value>(value) {
+            return redact::redact_json(&mut json).then(|| jsonb_text(&json));
         }
     }
-    match redact::redact_text(&value) {
-        Cow::Borrowed(_) => field.to_string(),
-        Cow::Owned(new) => escape(&new),
+    match redact::redact_text(value) {
+        Cow::Borrowed(_) => None,
+        Cow::Owned(new) => Some(new),
     }
 }
 
@@ -367,6 +373,10 @@ fn json_value(rule: &Rule, key: &str, value: Value) -> Value {
         (Action::RegexReplace(regex, replacement), Value::String(text)) => {
             Value::String(regex.replace_all(&text, replacement.as_str()).into_owned())
         }
+        (Action::RedactSecrets, Value::String(text)) => match redact_string(&text) {
+            Some(new) => Value::String(new),
+            None => Value::String(text),
+        },
         (Action::RedactSecrets, mut value) => {
             redact::redact_json(&mut value);
             value
@@ -412,7 +422,7 @@ pub fn models(rules: &[Rule], schema: &str, content_types: &[(i64, String, Strin
             .filter(|r| {
                 !matches!(
                     r.action,
-                    Action::ChangelogSnapshot(_) | Action::ChangelogRepr(_)
+                    Action::ChangelogSnapshot(_) | Action::ChangelogRepr(..)
                 )
             })
             .cloned()
@@ -421,7 +431,27 @@ pub fn models(rules: &[Rule], schema: &str, content_types: &[(i64, String, Strin
             by_content_type.insert(id.to_string(), of_model);
         }
     }
-    Models { by_content_type }
+    let hide: Vec<&String> = rules
+        .iter()
+        .filter_map(|r| match &r.action {
+            Action::ChangelogRepr(_, hide) => Some(hide),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    let hidden = content_types
+        .iter()
+        .filter(|(_, app, model)| {
+            let table = format!("{app}_{model}");
+            hide.iter()
+                .any(|h| **h == table || **h == format!("{schema}.{table}"))
+        })
+        .map(|(id, _, model)| (id.to_string(), model.clone()))
+        .collect();
+    Models {
+        by_content_type,
+        hidden,
+    }
 }
 
 /// A JSON value as PostgreSQL prints a jsonb: object keys ordered by length then bytes,
@@ -639,11 +669,14 @@ mod tests {
                 (5, "users".into(), "user".into()),
                 (6, "users".into(), "token".into()),
                 (7, "dcim".into(), "site".into()),
+                (8, "tenancy".into(), "contactassignment".into()),
             ],
         ));
         for rule in &mut rules {
             match &mut rule.action {
-                Action::ChangelogSnapshot(of) | Action::ChangelogRepr(of) => *of = models.clone(),
+                Action::ChangelogSnapshot(of) | Action::ChangelogRepr(of, _) => {
+                    *of = models.clone()
+                }
                 _ => {}
             }
         }
@@ -652,6 +685,8 @@ mod tests {
             2\t9\tjane\t5\t9\tjane\t{\"email\": \"jane@corp.example\", \"first_name\": \"Jane\"}\t{\"email\": \"jane@corp.example\", \"first_name\": \"Janet\", \"password\": \"pbkdf2\"}\n\
             3\t\\N\t\\N\t6\t1\tabc123\t\\N\t{\"key\": \"0123456789abcdef0123456789abcdef01234567\", \"user\": 9}\n\
             4\t9\tjane\t7\t1\tSite 1\t\\N\t{\"name\": \"Site 1\", \"comments\": \"ok\"}\n\
+            5\t9\tjane\t8\t3\tJane Doe -> Site 1\t\\N\t{\"contact\": 2}\n\
+            6\t9\tjane\t4\t2\thook\t\\N\t{\"body_template\": \"{\\\\\"token\\\\\": \\\\\"t0k3n\\\\\", \\\\\"text\\\\\": \\\\\"x\\\\\"}\"}\n\
             \\.\n";
         let (out, _) = scrub(input.as_bytes(), &rules);
         let out = String::from_utf8(out).unwrap();
@@ -664,6 +699,7 @@ mod tests {
             "Jane",
             "pbkdf2",
             "0123456789abcdef",
+            "t0k3n",
         ] {
             assert!(!out.contains(secret), "{secret} in {out}");
         }
@@ -687,6 +723,15 @@ mod tests {
             out.contains(
                 "4\t9\tuser-9\t7\t1\tSite 1\t\\N\t{\"name\": \"Site 1\", \"comments\": \"ok\"}\n"
             ),
+            "{out}"
+        );
+        assert!(
+            out.contains("5\t9\tuser-9\t8\t3\tcontactassignment 3\t"),
+            "{out}"
+        );
+        // A JSON text in a snapshot is redacted as the live column is: the key goes.
+        assert!(
+            out.contains("6\t9\tuser-9\t4\t2\thook\t\\N\t{\"body_template\": \"{\\\\\"text\\\\\": \\\\\"x\\\\\"}\"}\n"),
             "{out}"
         );
     }

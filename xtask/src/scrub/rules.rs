@@ -24,14 +24,17 @@ pub enum Action {
     /// A changelog snapshot (`prechange_data`, `postchange_data`), scrubbed by the rules of
     /// the model its row records.
     ChangelogSnapshot(Arc<Models>),
-    /// A changelog row's `object_repr`, faked as the model's name rule fakes the name.
-    ChangelogRepr(Arc<Models>),
+    /// A changelog row's `object_repr`, faked as the model's name rule fakes the name, or
+    /// shown as `<model> <id>` for the tables listed (whose names embed other rows' names).
+    ChangelogRepr(Arc<Models>, Vec<String>),
 }
 
 /// The rules of each model a changelog row may record, by content type id.
 #[derive(Debug, Default)]
 pub struct Models {
     pub by_content_type: HashMap<String, Vec<Rule>>,
+    /// Content types whose `object_repr` is hidden, with the model's name.
+    pub hidden: HashMap<String, String>,
 }
 
 #[derive(Debug, Clone)]
@@ -56,7 +59,7 @@ impl Rule {
             Action::RegexReplace(..) => "regex-replace",
             Action::RedactSecrets => "redact-secrets",
             Action::ChangelogSnapshot(_) => "changelog-snapshot",
-            Action::ChangelogRepr(_) => "changelog-repr",
+            Action::ChangelogRepr(..) => "changelog-repr",
         }
     }
 
@@ -140,6 +143,9 @@ enum RuleSpec {
     ChangelogRepr {
         table: String,
         column: String,
+        /// Tables whose rows' `object_repr` is replaced by `<model> <id>`.
+        #[serde(default)]
+        hide: Vec<String>,
     },
 }
 
@@ -227,9 +233,11 @@ fn parse(text: &str, what: &str) -> anyhow::Result<(bool, Vec<Rule>)> {
             RuleSpec::ChangelogSnapshot { table, column } => {
                 rule(table, column, Action::ChangelogSnapshot(Arc::default()))
             }
-            RuleSpec::ChangelogRepr { table, column } => {
-                rule(table, column, Action::ChangelogRepr(Arc::default()))
-            }
+            RuleSpec::ChangelogRepr {
+                table,
+                column,
+                hide,
+            } => rule(table, column, Action::ChangelogRepr(Arc::default(), hide)),
         };
         if rule.table.is_empty() || rule.column.as_deref() == Some("") {
             bail!("{}: `table` and `column` must not be empty", at());
