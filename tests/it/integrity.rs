@@ -149,8 +149,40 @@ fn a_bundle_cut_short_or_tampered_with_is_refused_before_anything_changes() {
         let second_row = first_row + text[first_row..].find('\n').unwrap() + 1;
         format!("{}{}", &text[..first_row], &text[second_row..]).into_bytes()
     };
+    // psql commands hidden in the script: a shell command in the post-data section, and one
+    // after a statement on its line in the pre-data section.
+    let pwned = dir.path().join("pwned");
+    let injected = |at: usize, command: &str| [&sql[..at], command.as_bytes(), &sql[at..]].concat();
+    let pre_data = {
+        let text = String::from_utf8_lossy(&sql);
+        let at = text.find("; Type: TABLE;").expect("a table");
+        at + text[at..].find("\nCREATE TABLE").unwrap() + 1
+    };
+    let shell = format!("\\! touch {}\n", pwned.display());
+    let after_statement = format!("SELECT 1; \\! touch {}\n", pwned.display());
     type Case<'a> = (&'a str, Vec<u8>, String, &'a [&'a str], &'a str);
     let cases: Vec<Case> = vec![
+        (
+            "a shell command in the post-data section",
+            injected(post_data, &shell),
+            manifest.clone(),
+            &[],
+            "restricted",
+        ),
+        (
+            "a shell command after a statement, one stream",
+            injected(pre_data, &after_statement),
+            manifest.clone(),
+            &["--jobs", "1"],
+            "restricted",
+        ),
+        (
+            "a shell command after a statement",
+            injected(pre_data, &after_statement),
+            manifest.clone(),
+            &[],
+            "restricted",
+        ),
         (
             "cut at 60 %",
             sql[..sql.len() * 6 / 10].to_vec(),
@@ -242,6 +274,7 @@ fn a_bundle_cut_short_or_tampered_with_is_refused_before_anything_changes() {
         );
         assert_eq!(dev.row_counts_fast("netpoint"), before, "{what}");
         assert!(temp_dbs(&dev).is_empty(), "{what}: {:?}", temp_dbs(&dev));
+        assert!(!pwned.exists(), "{what}: a command in the script ran");
     }
     // The bundle as written still imports.
     run(xtask(&[

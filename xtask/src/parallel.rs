@@ -541,7 +541,10 @@ fn schedule(
             let stdin = worker.stdin.as_mut().unwrap();
             let sent = stdin
                 .write_all(sql.as_bytes())
-                .and_then(|()| stdin.write_all(format!("\n\\warn {DONE}{job}\n").as_bytes()))
+                .and_then(|()| {
+                    let done = restore::own_command(&format!("\\warn {DONE}{job}"));
+                    stdin.write_all(format!("\n{done}").as_bytes())
+                })
                 .and_then(|()| stdin.flush());
             if sent.is_err() {
                 // psql has stopped; its stderr, read below, says why.
@@ -606,7 +609,8 @@ pub fn loaded_marker() -> impl FnMut(&mut Vec<u8>) -> Next {
     move |line| {
         if let Some(name) = &table {
             if line == b"\\.\n" {
-                line.extend_from_slice(format!("COMMIT;\n\\warn {LOADED}{name}\n").as_bytes());
+                let loaded = restore::own_command(&format!("\\warn {LOADED}{name}"));
+                line.extend_from_slice(format!("COMMIT;\n{loaded}").as_bytes());
                 table = None;
             }
         } else if dump::is_copy_start(line) {
@@ -1590,12 +1594,10 @@ SET default_tablespace = fast;\n\n\
             out.contains("BEGIN;\nTRUNCATE ONLY public.t;\nCOPY public.t (id) FROM stdin WITH (FREEZE);\n--\n"),
             "{out}"
         );
-        assert!(
-            out.contains("\\.\nCOMMIT;\n\\warn np:loaded public.t\n"),
-            "{out}"
-        );
+        let loaded = restore::own_command("\\warn np:loaded public.t");
+        assert!(out.contains(&format!("\\.\nCOMMIT;\n{loaded}")), "{out}");
         let undone = out
-            .replace("COMMIT;\n\\warn np:loaded public.t\n", "")
+            .replace(&format!("COMMIT;\n{loaded}"), "")
             .replace("BEGIN;\nTRUNCATE ONLY public.t;\n", "")
             .replace(" WITH (FREEZE)", "");
         assert_eq!(undone, toc::tests::DUMP);

@@ -46,6 +46,8 @@ pub enum Access {
 pub struct Client {
     pub path: PathBuf,
     pub major: u32,
+    /// Whether this client knows `\restrict` (see [`restricts`]).
+    pub restricts: bool,
 }
 
 /// What a server told us about itself.
@@ -132,6 +134,8 @@ pub struct PgTools {
     /// Server majors learnt so far, by `host:port`.
     servers: Mutex<HashMap<String, u32>>,
     images: Mutex<HashMap<u32, bool>>,
+    /// Whether the psql of each `postgres:<major>` image knows `\restrict`.
+    image_restricts: Mutex<HashMap<u32, bool>>,
     announced: Mutex<HashSet<(Tool, String)>>,
 }
 
@@ -151,8 +155,46 @@ impl PgTools {
             source: TOOL_SOURCE.get().copied().unwrap_or_default(),
             servers: Mutex::default(),
             images: Mutex::default(),
+            image_restricts: Mutex::default(),
             announced: Mutex::default(),
         }
+    }
+
+    /// Fails, saying what to install, unless the psql that loads into `url` can be put in
+    /// restricted mode (`\restrict`), where a dump can run no psql command.
+    pub fn check_restricts(&self, sh: &Shell, url: &DbUrl) -> anyhow::Result<()> {
+        let (runner, _) = self.choose(sh, Tool::Psql, self.need_for(Tool::Psql, url))?;
+        let (restricts, which) = match runner {
+            Runner::Host(path) => (
+                self.psql.as_ref().is_some_and(|c| c.restricts),
+                path.display().to_string(),
+            ),
+            Runner::Docker(major) => {
+                let known = self.image_restricts.lock().unwrap().get(&major).copied();
+                let restricts = known.unwrap_or_else(|| {
+                    let image = format!("postgres:{major}");
+                    let version = cmd!(sh, "docker run --rm --entrypoint psql {image} --version")
+                        .quiet()
+                        .ignore_stderr()
+                        .read()
+                        .unwrap_or_default();
+                    let restricts = restricts(&version);
+                    self.image_restricts
+                        .lock()
+                        .unwrap()
+                        .insert(major, restricts);
+                    restricts
+                });
+                (restricts, format!("the postgres:{major} image"))
+            }
+        };
+        if !restricts {
+            bail!(
+                "psql from {which} is too old to refuse psql commands hidden in a dump (its \\restrict mode came with 13.22, 14.19, 15.14, 16.10 and 17.6): \
+                 install a current postgresql-client, then run again; nothing was changed"
+            );
+        }
+        Ok(())
     }
 
     fn host(&self, tool: Tool) -> Option<&Client> {
@@ -671,7 +713,34 @@ fn find_client(search: Option<&OsStr>, name: &str) -> Option<Client> {
     let path = wrapped_binary(&path, name, major)
         .filter(|real| version(real).as_deref() == Some(text.as_str()))
         .unwrap_or(path);
-    Some(Client { path, major })
+    Some(Client {
+        path,
+        major,
+        restricts: restricts(&text),
+    })
+}
+
+/// Whether a client of this `--version` output knows `\restrict`, psql's mode in which a
+/// script can run no psql command at all: added in 13.22, 14.19, 15.14, 16.10 and 17.6.
+pub fn restricts(version_output: &str) -> bool {
+    let Some(version) = version_output
+        .split_whitespace()
+        .find(|word| word.starts_with(|c: char| c.is_ascii_digit()))
+    else {
+        return false;
+    };
+    let mut parts = version.split(|c: char| !c.is_ascii_digit());
+    let major: u32 = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+    let minor: u32 = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+    match major {
+        18.. => true,
+        17 => minor >= 6,
+        16 => minor >= 10,
+        15 => minor >= 14,
+        14 => minor >= 19,
+        13 => minor >= 22,
+        _ => false,
+    }
 }
 
 /// The versioned binary behind Debian's `pg_wrapper`, when `path` is that wrapper.
@@ -738,6 +807,19 @@ mod tests {
             Some(18)
         );
         assert_eq!(parse_client_major("garbage"), None);
+        for (version, knows) in [
+            ("psql (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)", true),
+            ("psql (PostgreSQL) 15.13", false),
+            ("psql (PostgreSQL) 13.16 (Debian 13.16-0+deb11u1)", false),
+            ("psql (PostgreSQL) 13.22", true),
+            ("psql (PostgreSQL) 17.6", true),
+            ("psql (PostgreSQL) 16.9", false),
+            ("psql (PostgreSQL) 18beta1", true),
+            ("psql (PostgreSQL) 12.22", false),
+            ("garbage", false),
+        ] {
+            assert_eq!(restricts(version), knows, "{version}");
+        }
     }
 
     #[test]

@@ -506,6 +506,7 @@ pub fn tool_command(cmd: xshell::Cmd<'_>, url: &DbUrl) -> Command {
 
 /// `psql` reading SQL from its stdin into `url`, stopping at the first error.
 pub fn spawn_psql_load(sh: &Shell, tools: &PgTools, url: &DbUrl) -> anyhow::Result<Child> {
+    tools.check_restricts(sh, url)?;
     // Verbose errors carry their SQLSTATE, which says what went wrong in any language.
     let cmd = tools.cmd(sh, Tool::Psql, url, Access::Load)?.args([
         "-X",
@@ -517,12 +518,45 @@ pub fn spawn_psql_load(sh: &Shell, tools: &PgTools, url: &DbUrl) -> anyhow::Resu
         "-f",
         "-",
     ]);
-    tool_command(cmd, url)
+    let mut psql = tool_command(cmd, url)
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn_tool()
-        .with_context(|| format!("starting psql for {url}"))
+        .with_context(|| format!("starting psql for {url}"))?;
+    // SQL is data, never commands: in restricted mode psql refuses every backslash command
+    // (`\!`, `\o`, `\copy`, ...) a dump may hide, and only this key, which no dump can
+    // know, would lift it. A refused command fails the load like any error.
+    let restrict = format!("\\restrict {}\n", restrict_key()?);
+    if let Some(stdin) = psql.stdin.as_mut() {
+        // A write error means psql has already gone; its stderr says why.
+        let _ = stdin.write_all(restrict.as_bytes());
+    }
+    Ok(psql)
+}
+
+/// The key of this run's `\restrict`: 32 hex digits from the system's random source, the
+/// same for every session, so that the tool's own psql commands can be let through.
+fn restrict_key() -> anyhow::Result<&'static str> {
+    static KEY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    if let Some(key) = KEY.get() {
+        return Ok(key);
+    }
+    let mut bytes = [0u8; 16];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut random| random.read_exact(&mut bytes))
+        .context("reading /dev/urandom for a psql restrict key")?;
+    Ok(KEY.get_or_init(|| bytes.iter().map(|b| format!("{b:02x}")).collect()))
+}
+
+/// The lines that run one psql command of the tool's own (`\warn ...`) in a restricted
+/// loading session, and restrict it again.
+pub fn own_command(command: &str) -> String {
+    match restrict_key() {
+        Ok(key) => format!("\\unrestrict {key}\n{command}\n\\restrict {key}\n"),
+        // Without a key no session was started restricted.
+        Err(_) => format!("{command}\n"),
+    }
 }
 
 /// Feeds `input` into a loading `psql`, counting bytes; fails with psql's first error.
