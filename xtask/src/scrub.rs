@@ -354,6 +354,10 @@ pub struct ScrubFlags {
     /// Copy secrets and personal data verbatim (not recommended).
     #[arg(long, conflicts_with = "scrub_rules")]
     pub no_scrub: bool,
+    /// Fail, changing nothing, when the leak scan finds credential-shaped values in columns
+    /// no scrub rule covers (with --no-scrub no column is covered).
+    #[arg(long)]
+    pub strict: bool,
 }
 
 /// The rules that apply to one source database, and those skipped because their table or
