@@ -283,10 +283,10 @@ pub fn check(report: Option<&Report>, strict: bool, untouched: &str) -> anyhow::
     }
     for leak in &report.findings {
         term::warn(format!(
-            "leak scan: {} of {} hold credential-shaped values that no scrub rule covers \
+            "leak scan: {}: {} with credential-shaped values that no scrub rule covers \
              (add a rule with --scrub-rules FILE)",
-            rows(leak.rows),
-            leak.column
+            leak.column,
+            rows(leak.rows)
         ));
     }
     Ok(())
