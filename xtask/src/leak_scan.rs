@@ -41,6 +41,27 @@ fn pattern() -> String {
         .join("|")
 }
 
+/// Words one of which every shape holds, as `like` patterns on the row's text with ASCII
+/// lower-cased (collation "C"): a cheap test that lets only the few rows holding one through
+/// to the regular expression.
+const WORDS: &[&str] = &[
+    "%://%",
+    "%authoriz%",
+    "%bearer%",
+    "%passw%",
+    "%secret%",
+    "%token%",
+    "%key%",
+    "%gh_\\_%",
+    "%github\\_pat\\_%",
+    "%glpat-%",
+    "%xox%",
+    "%akia%",
+    "%k\\_live\\_%",
+    "%aiza%",
+    "%npm\\_%",
+];
+
 /// Text, character, JSON types and arrays of them (a domain counts as its base type).
 const CATALOG: &str =
     "select coalesce(json_agg(json_build_object('schema', n.nspname, 'table', c.relname, \
@@ -163,6 +184,8 @@ fn groups(mut tables: Vec<Table>, n: usize) -> Vec<Vec<Table>> {
 /// `[[table index, matching rows of each column...], ...]` as JSON.
 pub fn group_sql(tables: &[Table]) -> String {
     let pattern = restore::literal(&pattern());
+    let words: Vec<String> = WORDS.iter().map(|w| restore::literal(w)).collect();
+    let words = format!("array[{}]", words.join(", "));
     let selects: Vec<String> = tables
         .iter()
         .enumerate()
@@ -177,11 +200,17 @@ pub fn group_sql(tables: &[Table]) -> String {
                     )
                 })
                 .collect();
+            let text: Vec<String> = table
+                .columns
+                .iter()
+                .map(|column| format!("{}::text collate \"C\"", restore::ident(column)))
+                .collect();
             format!(
-                "(select json_build_array({n}, {}) as j from {}.{})",
+                "(select json_build_array({n}, {}) as j from {}.{} where lower(concat_ws(' ', {})) like any ({words}))",
                 counts.join(", "),
                 restore::ident(&table.schema),
-                restore::ident(&table.name)
+                restore::ident(&table.name),
+                text.join(", ")
             )
         })
         .collect();
@@ -205,6 +234,7 @@ pub struct Report {
     /// By `schema.table.column`, in name order.
     pub findings: Vec<Leak>,
     pub columns: usize,
+    pub elapsed: std::time::Duration,
 }
 
 /// Scans `url`'s uncovered columns in read-only sessions, up to `--jobs` side by side. `None`
@@ -219,6 +249,7 @@ pub fn scan(
         term::warn(format!("leak scan skipped ({SKIP_VAR}=1)"));
         return Ok(None);
     }
+    let started = std::time::Instant::now();
     let answer = tools.query(sh, url, Access::ReadOnly, CATALOG)?;
     let columns: Vec<CatalogColumn> = serde_json::from_str(&answer)
         .with_context(|| format!("unexpected answer from {url} about its text columns"))?;
@@ -265,6 +296,7 @@ pub fn scan(
     Ok(Some(Report {
         findings,
         columns: total,
+        elapsed: started.elapsed(),
     }))
 }
 
@@ -297,12 +329,14 @@ pub fn summary(report: Option<&Report>) -> String {
     match report {
         None => "leak scan skipped".to_string(),
         Some(report) if report.findings.is_empty() => format!(
-            "leak scan: nothing found in {} unscrubbed text columns",
-            report.columns
+            "leak scan: nothing found in {} unscrubbed text columns ({})",
+            report.columns,
+            term::human_duration(report.elapsed)
         ),
         Some(report) => format!(
-            "leak scan: credential-shaped values in {}",
-            listed(&report.findings)
+            "leak scan: credential-shaped values in {} ({})",
+            listed(&report.findings),
+            term::human_duration(report.elapsed)
         ),
     }
 }
@@ -421,10 +455,11 @@ mod tests {
             "(select json_build_array(0, count(*) filter (where \"comments\"::text ~* '"
         ));
         assert!(sql.contains("count(*) filter (where \"we\"\"ird\"::text ~* '"));
+        assert!(sql.contains("'%npm\\_%'])) union all (select json_build_array(1, "));
         assert!(sql.contains(
-            ") as j from \"public\".\"dcim_site\") union all (select json_build_array(1, "
+            " from \"public\".\"dcim_site\" where lower(concat_ws(' ', \"comments\"::text collate \"C\", \"we\"\"ird\"::text collate \"C\")) like any (array['%://%', "
         ));
-        assert!(sql.ends_with(" as j from \"Odd Schema\".\"t\")) r"));
+        assert!(sql.ends_with(" from \"Odd Schema\".\"t\" where lower(concat_ws(' ', \"c\"::text collate \"C\")) like any (array['%://%', '%authoriz%', '%bearer%', '%passw%', '%secret%', '%token%', '%key%', '%gh_\\_%', '%github\\_pat\\_%', '%glpat-%', '%xox%', '%akia%', '%k\\_live\\_%', '%aiza%', '%npm\\_%']))) r"), "{sql}");
         assert_eq!(sql.matches("~*").count(), 3);
     }
 
@@ -434,6 +469,47 @@ mod tests {
         let inner = &literal[1..literal.len() - 1];
         assert!(!inner.replace("''", "").contains('\''), "quotes doubled");
         assert_eq!(pattern().matches("|(").count(), SHAPES.len() - 1);
+    }
+
+    /// The `like` pre-test must let every credential through to the regular expression.
+    #[test]
+    fn every_shape_holds_a_word() {
+        let like = |pattern: &str| {
+            let mut re = String::from("^");
+            let mut chars = pattern.chars();
+            while let Some(c) = chars.next() {
+                match c {
+                    '%' => re.push_str(".*"),
+                    '_' => re.push('.'),
+                    '\\' => re.push_str(&regex::escape(&chars.next().unwrap().to_string())),
+                    c => re.push_str(&regex::escape(&c.to_string())),
+                }
+            }
+            regex::Regex::new(&format!("{re}$")).unwrap()
+        };
+        let words: Vec<regex::Regex> = WORDS.iter().map(|w| like(w)).collect();
+        for credential in [
+            "https://admin:hunter2@example.com",
+            "Authorization: Basic dXNlcjpwYXNz",
+            "Bearer abcdefgh1234",
+            "PASSWD=s3cret",
+            "{\"client_secret\": \"abc\"}",
+            "X-Token: t0k3n",
+            "{\"API-Key\": \"abc\"}",
+            "-----BEGIN OPENSSH PRIVATE KEY-----",
+            "ghs_abcdefghijklmnopqrstuvwxyz0123456789",
+            "github_pat_abcdefghijklmnopqrstuvwxyz",
+            "glpat-abcdefghij0123456789",
+            "xoxp-1234567890-abc",
+            "AKIAIOSFODNN7EXAMPLE",
+            "rk_live_abcdefghijklmnop",
+            "AIzaSyA-abcdefghijklmnopqrstuvwxyz01234",
+            "npm_abcdefghijklmnopqrstuvwxyz0123456789",
+        ] {
+            let lower = credential.to_lowercase();
+            assert!(words.iter().any(|w| w.is_match(&lower)), "{credential}");
+        }
+        assert!(!words.iter().any(|w| w.is_match("ge-0/0/1 uplink to core")));
     }
 
     #[test]
@@ -450,6 +526,7 @@ mod tests {
                 },
             ],
             columns: 9,
+            elapsed: std::time::Duration::ZERO,
         };
         let err = check(Some(&report), true, "the target is untouched")
             .unwrap_err()
@@ -465,7 +542,7 @@ mod tests {
         check(Some(&Report::default()), true, "").unwrap();
         assert_eq!(
             summary(Some(&Report::default())),
-            "leak scan: nothing found in 0 unscrubbed text columns"
+            "leak scan: nothing found in 0 unscrubbed text columns (0.0s)"
         );
     }
 }
