@@ -5,6 +5,7 @@ mod harness;
 mod hostile_cli;
 mod hostile_media;
 mod integrity;
+mod leak_scan;
 mod parallel;
 mod schema_snapshot;
 mod scrub;

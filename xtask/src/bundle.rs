@@ -102,6 +102,10 @@ pub struct Manifest {
     pub sql_bytes: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scrub: Option<ScrubRecord>,
+    /// Columns no scrub rule covers that hold credential-shaped values, and how many rows
+    /// (never a value); absent when the scan found nothing, and in bundles from before it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub leaks: Vec<Leak>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub media: Option<MediaRecord>,
 }
@@ -144,6 +148,14 @@ pub struct ScrubRecord {
 pub enum ScrubbedRule {
     Counted { rule: String, rows: u64 },
     Named(String),
+}
+
+/// A leak scan's finding: `schema.table.column` and the rows whose value looks like a credential.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Leak {
+    pub column: String,
+    pub rows: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -16,7 +16,7 @@ use xshell::Shell;
 use crate::{
     atomic_file, bundle,
     db_url::DbUrl,
-    dump, lock, media, parallel,
+    dump, leak_scan, lock, media, parallel,
     pg_tools::{self, Access, PgTools, Server, Tool},
     restore,
     schema_snapshot::source_url,
@@ -112,6 +112,7 @@ impl CloneProd {
                 target: &target,
                 target_media: target_media.as_deref(),
                 guard: &self.guard,
+                strict: self.scrub.strict,
             };
             return load.run(sh, &tools, self.dry_run);
         }
@@ -663,6 +664,7 @@ impl Direct<'_> {
         };
         record_swap(&mut media_lock, self.target, &staged)?;
         let mut media = None;
+        let mut leaks = None;
         timings.time("database", || {
             term::step(format!("cloning {} into {}", self.source, self.target));
             let bar = term::bytes_progress("restore", None);
@@ -700,11 +702,20 @@ impl Direct<'_> {
                     }
                 };
                 bar.finish_and_clear();
+                let left_out: Vec<String> = excluded.iter().map(|(t, _)| t.clone()).collect();
                 if !scrub.applied.is_empty() {
-                    let left_out: Vec<String> = excluded.iter().map(|(t, _)| t.clone()).collect();
                     scrub.verify(sh, tools, self.source, temp, &left_out)?;
                     term::step(scrub.report(&counts));
                 }
+                // The new database before the swap: with --strict a finding leaves the target be.
+                let covered = leak_scan::Covered::by_rules(&scrub.applied, &left_out);
+                let report = leak_scan::scan(sh, tools, temp, &covered)?;
+                leak_scan::check(
+                    report.as_ref(),
+                    self.scrub.strict,
+                    "the target is untouched",
+                )?;
+                leaks = report;
                 Ok(())
             };
             // The media go in after the database; a failure there puts the database back.
@@ -722,7 +733,15 @@ impl Direct<'_> {
                 swap_media,
             )
         })?;
-        summarise(sh, tools, self.target, excluded, media, &timings);
+        summarise(
+            sh,
+            tools,
+            self.target,
+            excluded,
+            media,
+            leaks.as_ref(),
+            &timings,
+        );
         Ok(())
     }
 }
@@ -913,6 +932,7 @@ fn summarise(
     target: &DbUrl,
     excluded: &[(String, Option<i64>)],
     media: Option<media::Totals>,
+    leaks: Option<&leak_scan::Report>,
     timings: &Timings,
 ) {
     #[derive(serde::Deserialize)]
@@ -943,9 +963,10 @@ fn summarise(
         None => "no media".to_string(),
     };
     term::success(format!(
-        "{target}: {tables} tables, {}, {}, {media}; {}",
+        "{target}: {tables} tables, {}, {}, {media}; {}; {}",
         term::human_bytes(size),
         left_out_text(excluded),
+        leak_scan::summary(leaks),
         timings.line()
     ));
 }
@@ -1046,6 +1067,11 @@ fn export(
     if !scrub.applied.is_empty() {
         term::step(scrub.report(&scrub_counts));
     }
+    // Uncovered columns are copied verbatim: the source's values are the bundle's.
+    let excluded_names: Vec<String> = excluded.iter().map(|(name, _)| name.clone()).collect();
+    let covered = leak_scan::Covered::by_rules(&scrub.applied, &excluded_names);
+    let leaks = timings.time("leak scan", || leak_scan::scan(sh, tools, source, &covered))?;
+    leak_scan::check(leaks.as_ref(), scrub_flags.strict, "no bundle was written")?;
     let mut names = vec![bundle::SQL, bundle::MANIFEST];
     let media_totals = match (source_media, &entries) {
         (Some(root), Some(entries)) => {
@@ -1093,11 +1119,15 @@ fn export(
             server_major: server.major,
             encoding,
         },
-        excluded_table_data: excluded.iter().map(|(name, _)| name.clone()).collect(),
+        excluded_table_data: excluded_names,
         entries: toc_entries,
         rows,
         sql_bytes: Some(dumped),
         scrub: (!scrub_flags.no_scrub).then(|| scrub.manifest(Some(&scrub_counts))),
+        leaks: leaks
+            .as_ref()
+            .map(|report| report.findings.clone())
+            .unwrap_or_default(),
         media: media_totals.map(|t| bundle::MediaRecord {
             files: t.files,
             bytes: t.bytes,
@@ -1117,9 +1147,10 @@ fn export(
         .map(|t| format!(", {} media files ({})", t.files, term::human_bytes(t.bytes)))
         .unwrap_or_default();
     term::success(format!(
-        "bundle written to {}: {} of SQL{media}; {}",
+        "bundle written to {}: {} of SQL{media}; {}; {}",
         out.display(),
         term::human_bytes(dumped),
+        leak_scan::summary(leaks.as_ref()),
         timings.line()
     ));
     Ok(())
@@ -1213,6 +1244,8 @@ pub struct Load<'a> {
     pub target: &'a DbUrl,
     pub target_media: Option<&'a Path>,
     pub guard: &'a LoadGuard,
+    /// Fail when the leak scan finds anything (--strict).
+    pub strict: bool,
 }
 
 impl Load<'_> {
@@ -1282,6 +1315,7 @@ impl Load<'_> {
         };
         record_swap(&mut media_lock, self.target, &staged)?;
         let mut media = None;
+        let mut leaks = None;
         timings.time("database", || {
             let size = toc.len;
             term::step(format!(
@@ -1311,6 +1345,10 @@ impl Load<'_> {
                 }
                 restore::check_row_counts(sh, tools, temp, &manifest.rows)?;
                 bar.finish_and_clear();
+                let covered = leak_scan::Covered::by_manifest(&manifest);
+                let report = leak_scan::scan(sh, tools, temp, &covered)?;
+                leak_scan::check(report.as_ref(), self.strict, "the target is untouched")?;
+                leaks = report;
                 Ok(())
             };
             let swap_media = || {
@@ -1332,7 +1370,15 @@ impl Load<'_> {
             .iter()
             .map(|name| (name.clone(), None))
             .collect();
-        summarise(sh, tools, self.target, &excluded, media, &timings);
+        summarise(
+            sh,
+            tools,
+            self.target,
+            &excluded,
+            media,
+            leaks.as_ref(),
+            &timings,
+        );
         Ok(())
     }
 

@@ -5,6 +5,7 @@ mod bundle;
 mod clone_prod;
 mod db_url;
 mod dump;
+mod leak_scan;
 mod lock;
 mod media;
 mod parallel;

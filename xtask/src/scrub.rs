@@ -30,6 +30,19 @@ use crate::{
 };
 use rewrite::{scrub_field, unescape, Row};
 
+/// The preset as planned for a database whose tables are all in `schema`, for tests.
+#[cfg(test)]
+pub fn preset_in(schema: &str) -> Vec<Rule> {
+    rules::load_rules(None)
+        .expect("the preset parses")
+        .into_iter()
+        .map(|rule| Rule {
+            table: format!("{schema}.{}", rule.table),
+            ..rule
+        })
+        .collect()
+}
+
 /// Wraps a plain dump so that the rows of ruled tables come out scrubbed.
 pub fn scrubbing_reader<R: Read>(input: R, rules: &[Rule]) -> (impl Read, Counts) {
     let (scrub, counts) = scrubber(rules);
@@ -45,6 +58,10 @@ pub struct ScrubFlags {
     /// Copy secrets and personal data verbatim (not recommended).
     #[arg(long, conflicts_with = "scrub_rules")]
     pub no_scrub: bool,
+    /// Fail, changing nothing, when the leak scan finds credential-shaped values in columns
+    /// no scrub rule covers (with --no-scrub no column is covered).
+    #[arg(long)]
+    pub strict: bool,
 }
 
 /// The rules that apply to one source database, and those skipped because their table or

@@ -20,7 +20,7 @@ use crate::{
     atomic_file, bundle,
     clone_prod::{self, path_or_env, LoadGuard, MediaForm},
     db_url::DbUrl,
-    dump, media,
+    dump, leak_scan, media,
     pg_tools::{self, Access, PgTools, Tool},
     schema_snapshot, scrub, term,
 };
@@ -109,6 +109,7 @@ impl SeedDev {
             target: &target,
             target_media: Some(&target_media),
             guard: &self.guard,
+            strict: self.scrub.strict,
         };
         load.run(sh, &tools, false)?;
         println!("NETPOINT_DATABASE_URL={}", shareable_url(&target));
@@ -482,6 +483,18 @@ impl Refresh<'_> {
         if !scrub.applied.is_empty() {
             term::step(scrub.report(&counts));
         }
+        let excluded: Vec<String> = clone_prod::CHANGELOG_TABLES
+            .iter()
+            .map(|t| format!("public.{t}"))
+            .collect();
+        let covered = leak_scan::Covered::by_rules(&scrub.applied, &excluded);
+        let leaks = leak_scan::scan(sh, tools, self.source, &covered)?;
+        leak_scan::check(
+            leaks.as_ref(),
+            self.scrub.strict,
+            "the fixtures are unchanged",
+        )?;
+        term::step(leak_scan::summary(leaks.as_ref()));
         let schema = schema_snapshot::snapshot(sh, tools, self.source, None)?;
         fs::write(dir.join("schema.sql"), schema)?;
 
@@ -521,14 +534,13 @@ impl Refresh<'_> {
                 server_major: server.major,
                 encoding,
             },
-            excluded_table_data: clone_prod::CHANGELOG_TABLES
-                .iter()
-                .map(|t| format!("public.{t}"))
-                .collect(),
+            excluded_table_data: excluded,
             entries,
             rows,
             sql_bytes: None,
             scrub: (!self.scrub.no_scrub).then(|| scrub.manifest(None)),
+            // Columns and counts only, in name order: the same data gives the same bytes.
+            leaks: leaks.map(|report| report.findings).unwrap_or_default(),
             media: totals.map(|t| bundle::MediaRecord {
                 files: t.files,
                 bytes: t.bytes,

@@ -555,7 +555,6 @@ mod tests {
     use std::{io::Read, sync::Arc};
 
     use super::*;
-    use crate::scrub::rules::load_rules;
 
     const DUMP: &str = "COPY public.users_user (id, password, username, first_name, email, \"time\") FROM stdin;\n\
         7\tpbkdf2_sha256$600000$salt$hash\tjane\tJane\talice@corp.example\t2024\n\
@@ -573,14 +572,7 @@ mod tests {
 
     /// The preset, planned for tables in `public`.
     fn preset() -> Vec<Rule> {
-        load_rules(None)
-            .unwrap()
-            .into_iter()
-            .map(|rule| Rule {
-                table: format!("public.{}", rule.table),
-                ..rule
-            })
-            .collect()
+        crate::scrub::preset_in("public")
     }
 
     fn scrub(input: &[u8], rules: &[Rule]) -> (Vec<u8>, BTreeMap<String, u64>) {

@@ -1,0 +1,548 @@
+//! Leak scan: the text and JSON columns no scrub rule covers, searched for credential-shaped
+//! values after every load and export. Findings name a column and a row count, never a value.
+
+use std::collections::BTreeSet;
+
+use anyhow::{bail, Context};
+use serde::Deserialize;
+use xshell::Shell;
+
+use crate::{
+    bundle::{self, Leak},
+    db_url::DbUrl,
+    parallel,
+    pg_tools::{Access, PgTools},
+    restore, scrub, term,
+};
+
+/// Set to `1` to skip the scan: for benchmarks that measure its cost, never for real runs.
+pub const SKIP_VAR: &str = "NETPOINT_SKIP_LEAK_SCAN";
+
+/// Credential shapes as PostgreSQL regular expressions (ARE), matched case-insensitively.
+const SHAPES: &[&str] = &[
+    // URL user information with a password: scheme://user:pass@host
+    r"[a-z][a-z0-9+.-]*://[^/[:space:]:@]+:[^/[:space:]@]+@",
+    // Authorization: Basic dXNlcjpwYXNz, "Authorization": "token abc..."
+    r#"\mauthorization["']?[[:space:]]*[:=][[:space:]]*["']?([a-z]+[[:space:]]+)?[a-z0-9._~+/=-]{8,}"#,
+    r"\mbearer[[:space:]]+[a-z0-9._~+/=-]{8,}",
+    // password=..., secret: ..., "api_key": "..." (a JSON null is no secret)
+    r#"(passw(or)?d|secret|token|api[_-]?key|access[_-]?key)["']?[[:space:]]*[:=][[:space:]]*["']?(?!null\M)[^[:space:]"',;&}]{3,}"#,
+    r"-----begin [a-z ]*private key-----",
+    // GitHub, GitLab, Slack, AWS, Stripe, Google, npm
+    r"\m(gh[pousr]_[a-z0-9]{30,}|github_pat_[a-z0-9_]{20,}|glpat-[a-z0-9_-]{20,}|xox[baprs]-[a-z0-9-]{10,}|akia[0-9a-z]{16}\M|[sr]k_live_[a-z0-9]{16,}|aiza[0-9a-z_-]{35}|npm_[a-z0-9]{36})",
+];
+
+/// The one pattern every scanned value is matched against.
+fn pattern() -> String {
+    SHAPES
+        .iter()
+        .map(|shape| format!("({shape})"))
+        .collect::<Vec<_>>()
+        .join("|")
+}
+
+/// Words one of which every shape holds, as `like` patterns on the row's text with ASCII
+/// lower-cased (collation "C"): a cheap test that lets only the few rows holding one through
+/// to the regular expression.
+const WORDS: &[&str] = &[
+    "%://%",
+    "%authoriz%",
+    "%bearer%",
+    "%passw%",
+    "%secret%",
+    "%token%",
+    "%key%",
+    "%gh_\\_%",
+    "%github\\_pat\\_%",
+    "%glpat-%",
+    "%xox%",
+    "%akia%",
+    "%k\\_live\\_%",
+    "%aiza%",
+    "%npm\\_%",
+];
+
+/// Text, character, JSON types and arrays of them (a domain counts as its base type).
+const CATALOG: &str =
+    "select coalesce(json_agg(json_build_object('schema', n.nspname, 'table', c.relname, \
+     'column', a.attname, 'pages', c.relpages) order by n.nspname, c.relname, a.attnum), '[]') \
+     from pg_class c join pg_namespace n on n.oid = c.relnamespace \
+     join pg_attribute a on a.attrelid = c.oid and a.attnum > 0 and not a.attisdropped \
+     join pg_type t on t.oid = a.atttypid \
+     left join pg_type e on e.oid = t.typelem and t.typcategory = 'A' \
+     where c.relkind = 'r' and n.nspname <> 'information_schema' and n.nspname !~ '^pg_' \
+     and coalesce(e.oid, nullif(t.typbasetype, 0), t.oid) in \
+     ('text'::regtype, 'varchar'::regtype, 'bpchar'::regtype, 'json'::regtype, 'jsonb'::regtype)";
+
+/// What the scan leaves out: columns scrub rules rewrite, tables a rule empties, and tables
+/// whose data is not copied.
+#[derive(Debug, Default)]
+pub struct Covered {
+    columns: BTreeSet<(String, String)>,
+    tables: BTreeSet<String>,
+}
+
+impl Covered {
+    /// `rules` as a scrub plan applies them; `excluded` tables are `schema.table`.
+    pub fn by_rules(rules: &[scrub::Rule], excluded: &[String]) -> Covered {
+        let mut covered = Covered {
+            tables: excluded.iter().cloned().collect(),
+            ..Covered::default()
+        };
+        for rule in rules {
+            match &rule.column {
+                Some(column) => covered.columns.insert((rule.table.clone(), column.clone())),
+                None => covered.tables.insert(rule.table.clone()),
+            };
+        }
+        covered
+    }
+
+    /// The rules and exclusions a bundle's manifest records (`schema.table.column: action`).
+    pub fn by_manifest(manifest: &bundle::Manifest) -> Covered {
+        let mut covered = Covered {
+            tables: manifest.excluded_table_data.iter().cloned().collect(),
+            ..Covered::default()
+        };
+        let rules = manifest.scrub.iter().flat_map(|record| &record.rules);
+        for rule in rules {
+            let text = match rule {
+                bundle::ScrubbedRule::Counted { rule, .. } => rule,
+                bundle::ScrubbedRule::Named(rule) => rule,
+            };
+            let Some((name, action)) = text.rsplit_once(": ") else {
+                continue;
+            };
+            match (action, name.rsplit_once('.')) {
+                ("delete-rows", _) => covered.tables.insert(name.to_string()),
+                (_, Some((table, column))) => covered
+                    .columns
+                    .insert((table.to_string(), column.to_string())),
+                (_, None) => false,
+            };
+        }
+        covered
+    }
+}
+
+/// One table's columns to scan.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Table {
+    pub schema: String,
+    pub name: String,
+    pub columns: Vec<String>,
+    pub pages: i64,
+}
+
+/// The columns a catalog answer lists, less those `covered`, grouped by table.
+fn uncovered(columns: Vec<CatalogColumn>, covered: &Covered) -> Vec<Table> {
+    let mut tables: Vec<Table> = Vec::new();
+    for column in columns {
+        let table = format!("{}.{}", column.schema, column.table);
+        if covered.tables.contains(&table)
+            || covered.columns.contains(&(table, column.column.clone()))
+        {
+            continue;
+        }
+        match tables.last_mut() {
+            Some(last) if last.schema == column.schema && last.name == column.table => {
+                last.columns.push(column.column)
+            }
+            _ => tables.push(Table {
+                schema: column.schema,
+                name: column.table,
+                columns: vec![column.column],
+                pages: column.pages,
+            }),
+        }
+    }
+    tables
+}
+
+/// Tables dealt into `n` groups of about equal size, largest first, so that `n` sessions
+/// finish together.
+fn groups(mut tables: Vec<Table>, n: usize) -> Vec<Vec<Table>> {
+    let n = n.clamp(1, tables.len().max(1));
+    tables.sort_by(|a, b| b.pages.cmp(&a.pages).then_with(|| a.name.cmp(&b.name)));
+    let mut groups: Vec<(i64, Vec<Table>)> = vec![(0, Vec::new()); n];
+    for table in tables {
+        let lightest = groups
+            .iter_mut()
+            .min_by_key(|(pages, _)| *pages)
+            .expect("one group at least");
+        lightest.0 += table.pages.max(1);
+        lightest.1.push(table);
+    }
+    groups
+        .into_iter()
+        .map(|(_, tables)| tables)
+        .filter(|tables| !tables.is_empty())
+        .collect()
+}
+
+/// One query over `tables`, one sequential scan each, answering
+/// `[[table index, matching rows of each column...], ...]` as JSON.
+pub fn group_sql(tables: &[Table]) -> String {
+    let pattern = restore::literal(&pattern());
+    let words: Vec<String> = WORDS.iter().map(|w| restore::literal(w)).collect();
+    let words = format!("array[{}]", words.join(", "));
+    let selects: Vec<String> = tables
+        .iter()
+        .enumerate()
+        .map(|(n, table)| {
+            let counts: Vec<String> = table
+                .columns
+                .iter()
+                .map(|column| {
+                    format!(
+                        "count(*) filter (where {}::text ~* {pattern})",
+                        restore::ident(column)
+                    )
+                })
+                .collect();
+            let text: Vec<String> = table
+                .columns
+                .iter()
+                .map(|column| format!("{}::text collate \"C\"", restore::ident(column)))
+                .collect();
+            format!(
+                "(select json_build_array({n}, {}) as j from {}.{} where lower(concat_ws(' ', {})) like any ({words}))",
+                counts.join(", "),
+                restore::ident(&table.schema),
+                restore::ident(&table.name),
+                text.join(", ")
+            )
+        })
+        .collect();
+    format!(
+        "select coalesce(json_agg(r.j), '[]') from ({}) r",
+        selects.join(" union all ")
+    )
+}
+
+#[derive(Debug, Deserialize)]
+struct CatalogColumn {
+    schema: String,
+    table: String,
+    column: String,
+    pages: i64,
+}
+
+/// What a scan found, and over how many columns.
+#[derive(Debug, Default)]
+pub struct Report {
+    /// By `schema.table.column`, in name order.
+    pub findings: Vec<Leak>,
+    pub columns: usize,
+    pub elapsed: std::time::Duration,
+}
+
+/// Scans `url`'s uncovered columns in read-only sessions, up to `--jobs` side by side. `None`
+/// when the scan is turned off for a benchmark.
+pub fn scan(
+    sh: &Shell,
+    tools: &PgTools,
+    url: &DbUrl,
+    covered: &Covered,
+) -> anyhow::Result<Option<Report>> {
+    if std::env::var_os(SKIP_VAR).is_some_and(|v| v == "1") {
+        term::warn(format!("leak scan skipped ({SKIP_VAR}=1)"));
+        return Ok(None);
+    }
+    let started = std::time::Instant::now();
+    let answer = tools.query(sh, url, Access::ReadOnly, CATALOG)?;
+    let columns: Vec<CatalogColumn> = serde_json::from_str(&answer)
+        .with_context(|| format!("unexpected answer from {url} about its text columns"))?;
+    let tables = uncovered(columns, covered);
+    let total = tables.iter().map(|t| t.columns.len()).sum();
+    let groups = groups(tables, parallel::jobs());
+    let answers: Vec<anyhow::Result<String>> = std::thread::scope(|scope| {
+        let running: Vec<_> = groups
+            .iter()
+            .map(|group| {
+                let sh = sh.clone();
+                scope.spawn(move || tools.query(&sh, url, Access::ReadOnly, &group_sql(group)))
+            })
+            .collect();
+        running
+            .into_iter()
+            .map(|t| t.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect()
+    });
+    let mut findings = Vec::new();
+    for (group, answer) in groups.iter().zip(answers) {
+        let answer = answer.with_context(|| format!("leak scan of {url}"))?;
+        let rows: Vec<Vec<u64>> = serde_json::from_str(&answer)
+            .with_context(|| format!("unexpected answer from {url} to the leak scan"))?;
+        for row in rows {
+            let Some((&n, counts)) = row.split_first() else {
+                continue;
+            };
+            let table = usize::try_from(n)
+                .ok()
+                .and_then(|n| group.get(n))
+                .with_context(|| format!("unexpected answer from {url} to the leak scan"))?;
+            for (column, &rows) in table.columns.iter().zip(counts) {
+                if rows > 0 {
+                    findings.push(Leak {
+                        column: format!("{}.{}.{column}", table.schema, table.name),
+                        rows,
+                    });
+                }
+            }
+        }
+    }
+    findings.sort_by(|a, b| a.column.cmp(&b.column));
+    Ok(Some(Report {
+        findings,
+        columns: total,
+        elapsed: started.elapsed(),
+    }))
+}
+
+/// Warns of each finding; with `strict`, fails in one line instead, saying what stays as it
+/// was (`untouched`) and what to do.
+pub fn check(report: Option<&Report>, strict: bool, untouched: &str) -> anyhow::Result<()> {
+    let Some(report) = report.filter(|r| !r.findings.is_empty()) else {
+        return Ok(());
+    };
+    if strict {
+        bail!(
+            "leak scan (--strict): credential-shaped values in {} that no scrub rule covers; {untouched}: \
+             add scrub rules for these columns with --scrub-rules FILE, or drop --strict",
+            listed(&report.findings)
+        );
+    }
+    for leak in &report.findings {
+        term::warn(format!(
+            "leak scan: {}: {} with credential-shaped values that no scrub rule covers \
+             (add a rule with --scrub-rules FILE)",
+            leak.column,
+            rows(leak.rows)
+        ));
+    }
+    Ok(())
+}
+
+/// What the closing summary says of the scan.
+pub fn summary(report: Option<&Report>) -> String {
+    match report {
+        None => "leak scan skipped".to_string(),
+        Some(report) if report.findings.is_empty() => format!(
+            "leak scan: nothing found in {} unscrubbed text columns ({})",
+            report.columns,
+            term::human_duration(report.elapsed)
+        ),
+        Some(report) => format!(
+            "leak scan: credential-shaped values in {} ({})",
+            listed(&report.findings),
+            term::human_duration(report.elapsed)
+        ),
+    }
+}
+
+fn listed(findings: &[Leak]) -> String {
+    findings
+        .iter()
+        .map(|leak| format!("{} ({})", leak.column, rows(leak.rows)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn rows(n: u64) -> String {
+    match n {
+        1 => "1 row".to_string(),
+        n => format!("{n} rows"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn column(schema: &str, table: &str, column: &str, pages: i64) -> CatalogColumn {
+        CatalogColumn {
+            schema: schema.into(),
+            table: table.into(),
+            column: column.into(),
+            pages,
+        }
+    }
+
+    fn table(name: &str, columns: &[&str], pages: i64) -> Table {
+        Table {
+            schema: "public".into(),
+            name: name.into(),
+            columns: columns.iter().map(|c| c.to_string()).collect(),
+            pages,
+        }
+    }
+
+    #[test]
+    fn covered_columns_and_tables_are_left_out() {
+        let rules = scrub::preset_in("public");
+        let covered = Covered::by_rules(&rules, &["public.extras_objectchange".to_string()]);
+        let tables = uncovered(
+            vec![
+                column("public", "dcim_site", "comments", 3),
+                column("public", "dcim_site", "name", 3),
+                column("public", "django_session", "session_data", 9),
+                column("public", "extras_objectchange", "object_repr", 99),
+                column("public", "extras_webhook", "name", 1),
+                column("public", "extras_webhook", "secret", 1),
+                column("public", "extras_webhook", "additional_headers", 1),
+            ],
+            &covered,
+        );
+        assert_eq!(
+            tables,
+            vec![
+                table("dcim_site", &["comments", "name"], 3),
+                table("extras_webhook", &["name"], 1),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_manifest_covers_what_its_rules_name() {
+        let manifest: bundle::Manifest = serde_json::from_str(
+            r#"{"format": 2, "tool": {"name": "t"}, "source": {"server_major": 15, "encoding": "UTF8"},
+                "excluded_table_data": ["public.extras_objectchange"], "entries": 0, "rows": {},
+                "scrub": {"rules": [{"rule": "public.users_user.email: fake-email", "rows": 3},
+                                    "public.django_session: delete-rows"], "skipped": []}}"#,
+        )
+        .unwrap();
+        let covered = Covered::by_manifest(&manifest);
+        assert!(covered
+            .columns
+            .contains(&("public.users_user".into(), "email".into())));
+        assert!(covered.tables.contains("public.django_session"));
+        assert!(covered.tables.contains("public.extras_objectchange"));
+        assert_eq!(covered.columns.len(), 1);
+    }
+
+    #[test]
+    fn groups_balance_by_size_and_keep_every_table() {
+        let tables = vec![
+            table("a", &["x"], 100),
+            table("b", &["x"], 60),
+            table("c", &["x"], 50),
+            table("d", &["x"], 10),
+        ];
+        let groups = groups(tables.clone(), 2);
+        let names: Vec<Vec<&str>> = groups
+            .iter()
+            .map(|g| g.iter().map(|t| t.name.as_str()).collect())
+            .collect();
+        assert_eq!(names, vec![vec!["a", "d"], vec!["b", "c"]]);
+        assert_eq!(super::groups(tables.clone(), 16).len(), 4);
+        assert_eq!(super::groups(tables, 1).len(), 1);
+        assert!(super::groups(Vec::new(), 4).is_empty());
+    }
+
+    #[test]
+    fn sql_scans_each_table_once_with_every_column_quoted() {
+        let sql = group_sql(&[
+            table("dcim_site", &["comments", "we\"ird"], 1),
+            Table {
+                schema: "Odd Schema".into(),
+                ..table("t", &["c"], 1)
+            },
+        ]);
+        assert!(sql.starts_with("select coalesce(json_agg(r.j), '[]') from ("));
+        assert_eq!(sql.matches(" from \"").count(), 2, "{sql}");
+        assert!(sql.contains(
+            "(select json_build_array(0, count(*) filter (where \"comments\"::text ~* '"
+        ));
+        assert!(sql.contains("count(*) filter (where \"we\"\"ird\"::text ~* '"));
+        assert!(sql.contains("'%npm\\_%'])) union all (select json_build_array(1, "));
+        assert!(sql.contains(
+            " from \"public\".\"dcim_site\" where lower(concat_ws(' ', \"comments\"::text collate \"C\", \"we\"\"ird\"::text collate \"C\")) like any (array['%://%', "
+        ));
+        assert!(sql.ends_with(" from \"Odd Schema\".\"t\" where lower(concat_ws(' ', \"c\"::text collate \"C\")) like any (array['%://%', '%authoriz%', '%bearer%', '%passw%', '%secret%', '%token%', '%key%', '%gh_\\_%', '%github\\_pat\\_%', '%glpat-%', '%xox%', '%akia%', '%k\\_live\\_%', '%aiza%', '%npm\\_%']))) r"), "{sql}");
+        assert_eq!(sql.matches("~*").count(), 3);
+    }
+
+    #[test]
+    fn the_pattern_is_one_quoted_literal() {
+        let literal = restore::literal(&pattern());
+        let inner = &literal[1..literal.len() - 1];
+        assert!(!inner.replace("''", "").contains('\''), "quotes doubled");
+        assert_eq!(pattern().matches("|(").count(), SHAPES.len() - 1);
+    }
+
+    /// The `like` pre-test must let every credential through to the regular expression.
+    #[test]
+    fn every_shape_holds_a_word() {
+        let like = |pattern: &str| {
+            let mut re = String::from("^");
+            let mut chars = pattern.chars();
+            while let Some(c) = chars.next() {
+                match c {
+                    '%' => re.push_str(".*"),
+                    '_' => re.push('.'),
+                    '\\' => re.push_str(&regex::escape(&chars.next().unwrap().to_string())),
+                    c => re.push_str(&regex::escape(&c.to_string())),
+                }
+            }
+            regex::Regex::new(&format!("{re}$")).unwrap()
+        };
+        let words: Vec<regex::Regex> = WORDS.iter().map(|w| like(w)).collect();
+        for credential in [
+            "https://admin:hunter2@example.com",
+            "Authorization: Basic dXNlcjpwYXNz",
+            "Bearer abcdefgh1234",
+            "PASSWD=s3cret",
+            "{\"client_secret\": \"abc\"}",
+            "X-Token: t0k3n",
+            "{\"API-Key\": \"abc\"}",
+            "-----BEGIN OPENSSH PRIVATE KEY-----",
+            "ghs_abcdefghijklmnopqrstuvwxyz0123456789",
+            "github_pat_abcdefghijklmnopqrstuvwxyz",
+            "glpat-abcdefghij0123456789",
+            "xoxp-1234567890-abc",
+            "AKIAIOSFODNN7EXAMPLE",
+            "rk_live_abcdefghijklmnop",
+            "AIzaSyA-abcdefghijklmnopqrstuvwxyz01234",
+            "npm_abcdefghijklmnopqrstuvwxyz0123456789",
+        ] {
+            let lower = credential.to_lowercase();
+            assert!(words.iter().any(|w| w.is_match(&lower)), "{credential}");
+        }
+        assert!(!words.iter().any(|w| w.is_match("ge-0/0/1 uplink to core")));
+    }
+
+    #[test]
+    fn reports_name_columns_and_counts() {
+        let report = Report {
+            findings: vec![
+                Leak {
+                    column: "public.dcim_site.comments".into(),
+                    rows: 1,
+                },
+                Leak {
+                    column: "public.dcim_device.comments".into(),
+                    rows: 4,
+                },
+            ],
+            columns: 9,
+            elapsed: std::time::Duration::ZERO,
+        };
+        let err = check(Some(&report), true, "the target is untouched")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("public.dcim_site.comments (1 row), public.dcim_device.comments (4 rows)")
+                && err.contains("--scrub-rules")
+                && err.contains("drop --strict")
+                && !err.contains('\n'),
+            "{err}"
+        );
+        check(Some(&report), false, "").unwrap();
+        check(Some(&Report::default()), true, "").unwrap();
+        assert_eq!(
+            summary(Some(&Report::default())),
+            "leak scan: nothing found in 0 unscrubbed text columns (0.0s)"
+        );
+    }
+}
