@@ -255,7 +255,17 @@ pub fn scan(
         .with_context(|| format!("unexpected answer from {url} about its text columns"))?;
     let tables = uncovered(columns, covered);
     let total = tables.iter().map(|t| t.columns.len()).sum();
-    let groups = groups(tables, parallel::jobs());
+    // As many sessions as the server, the role and the database still accept.
+    let (sessions, _) = parallel::fitting_jobs(
+        sh,
+        tools,
+        &[parallel::Sessions {
+            url,
+            per_job: 1,
+            fixed: 0,
+        }],
+    );
+    let groups = groups(tables, sessions.max(1));
     let answers: Vec<anyhow::Result<String>> = std::thread::scope(|scope| {
         let running: Vec<_> = groups
             .iter()

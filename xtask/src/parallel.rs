@@ -174,8 +174,30 @@ fn fit(wanted: usize, demands: &[Sessions<'_>], rooms: &[Room]) -> (usize, Optio
 /// 2, the load goes in one stream. Where the limits cannot be read, `jobs()`.
 pub fn jobs_within_limits(sh: &Shell, tools: &PgTools, demands: &[Sessions<'_>]) -> usize {
     let wanted = jobs();
+    let (allowed, reason) = fitting_jobs(sh, tools, demands);
+    if let Some(reason) = reason {
+        match allowed {
+            0 | 1 => term::step(format!(
+                "loading in one stream instead of on {wanted} jobs: {reason}"
+            )),
+            _ => term::step(format!(
+                "loading on {allowed} jobs instead of {wanted}: {reason}"
+            )),
+        }
+    }
+    allowed
+}
+
+/// `jobs()`, lowered so that `demands` fit in what the servers, roles and databases still
+/// accept, and what lowered it; `jobs()` where the limits cannot be read.
+pub fn fitting_jobs(
+    sh: &Shell,
+    tools: &PgTools,
+    demands: &[Sessions<'_>],
+) -> (usize, Option<String>) {
+    let wanted = jobs();
     if wanted < 2 {
-        return wanted;
+        return (wanted, None);
     }
     let rooms = std::thread::scope(|scope| {
         let asked: Vec<_> = demands
@@ -194,21 +216,10 @@ pub fn jobs_within_limits(sh: &Shell, tools: &PgTools, demands: &[Sessions<'_>])
         Ok(rooms) => rooms,
         Err(err) => {
             term::detail(format!("connection limits not checked: {err:#}"));
-            return wanted;
+            return (wanted, None);
         }
     };
-    let (allowed, reason) = fit(wanted, demands, &rooms);
-    if let Some(reason) = reason {
-        match allowed {
-            0 | 1 => term::step(format!(
-                "loading in one stream instead of on {wanted} jobs: {reason}"
-            )),
-            _ => term::step(format!(
-                "loading on {allowed} jobs instead of {wanted}: {reason}"
-            )),
-        }
-    }
-    allowed
+    fit(wanted, demands, &rooms)
 }
 
 /// A post-data statement (index, constraint, trigger...) and what it locks.
