@@ -994,6 +994,15 @@ fn export(
         );
     }
     atomic_file::parent_dir(out).context("--out")?;
+    if let Some(media) = source_media {
+        if resolved(out).starts_with(resolved(media)) {
+            bail!(
+                "--out {} is inside --source-media {}: the bundle would be written into the media it archives; choose a directory outside it",
+                out.display(),
+                media.display()
+            );
+        }
+    }
     let server = source_server(sh, tools, source)?;
     let exclusions = excluded_tables(sh, tools, source, patterns, given)?;
     let excluded = &exclusions.tables;
@@ -1173,7 +1182,8 @@ struct ProgressReader<'a, R: ?Sized> {
 impl<R: std::io::Read + ?Sized> std::io::Read for ProgressReader<'_, R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         crate::process::check_interrupted()
-            .map_err(|_| std::io::Error::new(std::io::ErrorKind::Interrupted, "interrupted"))?;
+            // Not `ErrorKind::Interrupted`: `io::copy` retries that kind for ever.
+            .map_err(|_| std::io::Error::other("interrupted"))?;
         let n = self.inner.read(buf)?;
         (self.on_bytes)(n as u64);
         Ok(n)

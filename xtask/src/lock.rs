@@ -244,8 +244,14 @@ impl Drop for MediaLock {
     }
 }
 
-/// `.name.lock` beside `media`.
+/// `.name.lock` beside `media`, once links are resolved: two spellings of one directory (a
+/// symlink to it, `..`) share one lock.
 fn lock_path(media: &Path) -> PathBuf {
+    let real = std::fs::canonicalize(media).ok().or_else(|| {
+        let parent = media.parent().filter(|p| !p.as_os_str().is_empty())?;
+        Some(std::fs::canonicalize(parent).ok()?.join(media.file_name()?))
+    });
+    let media = real.as_deref().unwrap_or(media);
     let dir = media
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
