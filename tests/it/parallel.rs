@@ -475,6 +475,34 @@ back\slash ✓ ' || repeat('x', 40) end,
         create table pins (id int primary key, wide_id bigint references wide (id));
         insert into pins select g, g from generate_series(1, 100) g;"#,
     );
+    // Credentials in columns no rule covers, in each kind of value a straight copy carries;
+    // a JSON null is no credential.
+    pg.psql(
+        "big",
+        r#"update wide set note = 'console https://admin:pw-wide@x.example/' where id in (1, 2, 3);
+        update wide set data = data || '{"api_key": "k-1234567"}' where id in (4, 5);
+        update wide set data = data || '{"password": null}' where id = 6;
+        update wide set tags = array['ok', 'Authorization: Bearer abcdefgh12345678'] where id = 7;
+        update moods set note = 'PASSWORD=hunter22' where id = 9;"#,
+    );
+    let findings = [
+        "public.moods.note (1 row)",
+        "public.wide.data (2 rows)",
+        "public.wide.note (3 rows)",
+        "public.wide.tags (1 row)",
+    ];
+    let assert_found = |stderr: &str| {
+        for finding in findings {
+            assert!(
+                stderr.contains(finding),
+                "{finding} not reported:\n{stderr}"
+            );
+        }
+        assert!(
+            !stderr.contains("pw-wide") && !stderr.contains("hunter22"),
+            "{stderr}"
+        );
+    };
     let sizes = pg.psql(
         "big",
         "select string_agg(pg_table_size(c)::text, ' ' order by c) from unnest(array['wide', 'moods', 'users_user']::regclass[]) c",
@@ -513,6 +541,7 @@ back\slash ✓ ' || repeat('x', 40) end,
     let same = clone_into(pg.url("same"));
     let wide = copy_out_line(&same.stderr, "wide").expect("wide goes straight");
     assert!(wide.contains("format binary"), "{wide}");
+    assert_found(&same.stderr);
     let moods = copy_out_line(&same.stderr, "moods").expect("moods goes straight");
     assert!(
         !moods.contains("format binary"),
@@ -550,6 +579,7 @@ back\slash ✓ ' || repeat('x', 40) end,
         !wide.contains("format binary"),
         "text across major versions: {wide}"
     );
+    assert_found(&across.stderr);
     assert_intact(digests(&newer, "copy"), "PostgreSQL 17");
 
     // A reader that row security would filter: the straight copy of `moods` fails, as

@@ -346,6 +346,7 @@ pub fn spawn_dump(
 }
 
 /// Streams a dump of `source` through `sink`; fails with pg_dump's error when the dump failed.
+#[allow(clippy::too_many_arguments)]
 fn with_dump<T>(
     sh: &Shell,
     tools: &PgTools,
@@ -353,10 +354,19 @@ fn with_dump<T>(
     patterns: &[String],
     drop_settings: Vec<&'static str>,
     scrub: &scrub::Plan,
+    scan: Option<&leak_scan::Scanner>,
     sink: impl FnOnce(&mut dyn std::io::Read) -> anyhow::Result<T>,
 ) -> anyhow::Result<(T, BTreeMap<String, u64>)> {
     let child = spawn_dump(sh, tools, source, patterns, &[])?;
-    pump_dump(child, source, drop_settings, &scrub.applied, false, sink)
+    pump_dump(
+        child,
+        source,
+        drop_settings,
+        &scrub.applied,
+        scan,
+        false,
+        sink,
+    )
 }
 
 /// Streams a running pg_dump's output, normalised and scrubbed, through `sink`; then checks
@@ -366,15 +376,21 @@ pub fn pump_dump<T>(
     source: &DbUrl,
     drop_settings: Vec<&'static str>,
     rules: &[scrub::Rule],
+    scan: Option<&leak_scan::Scanner>,
     mark_loaded: bool,
     sink: impl FnOnce(&mut dyn std::io::Read) -> anyhow::Result<T>,
 ) -> anyhow::Result<(T, BTreeMap<String, u64>)> {
     let stderr = restore::collect_stderr(child.stderr.take().unwrap());
+    let output = child.stdout.take().unwrap();
+    let output: Box<dyn std::io::Read + '_> = match scan {
+        Some(scan) => Box::new(scan.reader(output)),
+        None => Box::new(output),
+    };
     // One pass over the lines for everything done to them: every pass is a copy.
     let mut normalise = dump::normaliser(drop_settings);
     let (mut scrub, counts) = scrub::scrubber(rules);
     let mut mark = mark_loaded.then(parallel::loaded_marker);
-    let mut reader = dump::edit_lines(child.stdout.take().unwrap(), move |line| {
+    let mut reader = dump::edit_lines(output, move |line| {
         let mut next = normalise(line);
         if !line.is_empty() {
             next = next.and(scrub(line));
@@ -672,7 +688,11 @@ impl Direct<'_> {
                 .iter()
                 .map(|(name, rows)| (name.clone(), rows.unwrap_or(0)))
                 .collect();
+            let left_out: Vec<String> = excluded.iter().map(|(t, _)| t.clone()).collect();
             let load = |temp: &DbUrl| {
+                // Uncovered columns are copied verbatim: the scan reads them as they pass.
+                let covered = leak_scan::Covered::by_rules(&scrub.applied, &left_out);
+                let scanner = leak_scan::Scanner::start(sh, tools, self.source, &covered)?;
                 let parallel = parallel::DirectClone {
                     source: self.source,
                     patterns: &exclusions.patterns,
@@ -682,6 +702,7 @@ impl Direct<'_> {
                     bar: &bar,
                     replaces: state.exists,
                     encoding: &encoding,
+                    scan: scanner.as_ref(),
                 };
                 let counts = match parallel.run(sh, tools, temp)? {
                     Some(counts) => counts,
@@ -694,6 +715,7 @@ impl Direct<'_> {
                             &exclusions.patterns,
                             drop_settings.clone(),
                             &scrub,
+                            scanner.as_ref(),
                             |reader| {
                                 restore::feed_psql(temp, psql, reader, &|n| bar.inc(n)).map(|_| ())
                             },
@@ -702,14 +724,12 @@ impl Direct<'_> {
                     }
                 };
                 bar.finish_and_clear();
-                let left_out: Vec<String> = excluded.iter().map(|(t, _)| t.clone()).collect();
                 if !scrub.applied.is_empty() {
                     scrub.verify(sh, tools, self.source, temp, &left_out)?;
                     term::step(scrub.report(&counts));
                 }
-                // The new database before the swap: with --strict a finding leaves the target be.
-                let covered = leak_scan::Covered::by_rules(&scrub.applied, &left_out);
-                let report = leak_scan::scan(sh, tools, temp, &covered)?;
+                // Before the swap: with --strict a finding leaves the target be.
+                let report = scanner.map(leak_scan::Scanner::report);
                 leak_scan::check(
                     report.as_ref(),
                     self.scrub.strict,
@@ -1044,6 +1064,10 @@ fn export(
     let staging = Staging(atomic_file::sibling(out, "staging"));
     fs::create_dir(&staging.0).with_context(|| format!("creating {}", staging.0.display()))?;
     let mut timings = Timings::default();
+    // Uncovered columns are copied verbatim: the scan reads them as they pass.
+    let excluded_names: Vec<String> = excluded.iter().map(|(name, _)| name.clone()).collect();
+    let covered = leak_scan::Covered::by_rules(&scrub.applied, &excluded_names);
+    let scanner = leak_scan::Scanner::start(sh, tools, source, &covered)?;
     let dumped = timings.time("dump", || {
         term::step(format!("dumping {source} into {}", bundle::SQL));
         let bar = term::bytes_progress("dump", None);
@@ -1058,6 +1082,7 @@ fn export(
             &exclusions.patterns,
             Vec::new(),
             &scrub,
+            scanner.as_ref(),
             |reader| {
                 let mut counted = ProgressReader {
                     inner: reader,
@@ -1076,10 +1101,7 @@ fn export(
     if !scrub.applied.is_empty() {
         term::step(scrub.report(&scrub_counts));
     }
-    // Uncovered columns are copied verbatim: the source's values are the bundle's.
-    let excluded_names: Vec<String> = excluded.iter().map(|(name, _)| name.clone()).collect();
-    let covered = leak_scan::Covered::by_rules(&scrub.applied, &excluded_names);
-    let leaks = timings.time("leak scan", || leak_scan::scan(sh, tools, source, &covered))?;
+    let leaks = scanner.map(leak_scan::Scanner::report);
     leak_scan::check(leaks.as_ref(), scrub_flags.strict, "no bundle was written")?;
     let mut names = vec![bundle::SQL, bundle::MANIFEST];
     let media_totals = match (source_media, &entries) {

@@ -23,6 +23,7 @@ use crate::{
     clone_prod,
     db_url::DbUrl,
     dump::{self, Next},
+    leak_scan,
     pg_tools::{self, Access, PgTools, Tool},
     restore, scrub, term, toc,
 };
@@ -924,6 +925,8 @@ pub struct DirectClone<'a> {
     pub replaces: bool,
     /// The source database's encoding, which the temporary database was created with.
     pub encoding: &'a str,
+    /// The leak scan, done on the rows as they pass.
+    pub scan: Option<&'a leak_scan::Scanner>,
 }
 
 /// One piece of a direct clone's data, taken from a queue by the data sessions.
@@ -953,6 +956,7 @@ impl Load {
                     clone.source,
                     clone.drop_settings.clone(),
                     clone.rules,
+                    clone.scan,
                     true,
                     |reader| {
                         let mut reader = Stoppable {
@@ -968,7 +972,7 @@ impl Load {
                 }
             }
             Load::Straight(mut straight) => {
-                straight.run(clone.source, temp, failure)?;
+                straight.run(clone.source, temp, failure, clone.scan)?;
                 clone.bar.inc(straight.bytes);
                 let _ = tx.send(Event::Loaded(straight.table));
             }
@@ -986,6 +990,9 @@ struct Straight {
     bytes: u64,
     copy_out: Command,
     copy_in: Command,
+    /// The table as the leak scan names it, its columns in the copy's order, and whether
+    /// the copy is binary.
+    scanned: (String, Vec<String>, bool),
 }
 
 impl Straight {
@@ -1057,15 +1064,28 @@ impl Straight {
             }
             Ok(restore::tool_command(cmd, url))
         };
+        let columns =
+            scrub::copy_header(format!("COPY t ({}) FROM stdin;\n", relation.columns).as_bytes())
+                .map(|(_, columns)| columns)
+                .unwrap_or_default();
         Ok(Straight {
             table: relation.dumped_as.clone(),
             bytes: relation.bytes,
             copy_out: session(clone.source, Access::ReadOnly, out)?,
             copy_in: session(temp, Access::Load, into)?,
+            scanned: (relation.name.clone(), columns, binary),
         })
     }
 
-    fn run(&mut self, source: &DbUrl, temp: &DbUrl, failure: &Failure) -> anyhow::Result<()> {
+    fn run(
+        &mut self,
+        source: &DbUrl,
+        temp: &DbUrl,
+        failure: &Failure,
+        scan: Option<&leak_scan::Scanner>,
+    ) -> anyhow::Result<()> {
+        let (name, columns, binary) = &self.scanned;
+        let mut scan = scan.and_then(|scan| scan.copy(name, columns, *binary));
         let mut out = self
             .copy_out
             .stdin(Stdio::null())
@@ -1074,9 +1094,15 @@ impl Straight {
             .spawn_tool()
             .with_context(|| format!("starting psql for {source}"))?;
         let out_stderr = restore::collect_stderr(out.stderr.take().unwrap());
+        let rows = out.stdout.take().unwrap();
+        // Rows to scan pass through xtask; the others go from one psql to the other.
+        let (stdin, mut rows) = match scan.is_some() {
+            true => (Stdio::piped(), Some(rows)),
+            false => (Stdio::from(rows), None),
+        };
         let into = self
             .copy_in
-            .stdin(Stdio::from(out.stdout.take().unwrap()))
+            .stdin(stdin)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn_tool();
@@ -1089,7 +1115,27 @@ impl Straight {
             }
         };
         let into_stderr = restore::collect_stderr(into.stderr.take().unwrap());
-        let statuses = wait_both(&mut out, &mut into, failure);
+        let statuses = std::thread::scope(|threads| {
+            if let (Some(mut rows), Some(mut stdin), Some(scan)) =
+                (rows.take(), into.stdin.take(), scan.as_mut())
+            {
+                threads.spawn(move || {
+                    let mut buf = vec![0; 1 << 18];
+                    loop {
+                        let n = match rows.read(&mut buf) {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => n,
+                        };
+                        scan.feed(&buf[..n]);
+                        if stdin.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                    scan.finish();
+                });
+            }
+            wait_both(&mut out, &mut into, failure)
+        });
         let out_stderr = out_stderr.join().unwrap_or_default();
         let into_stderr = into_stderr.join().unwrap_or_default();
         let (out_status, into_status) = statuses?;
@@ -1251,7 +1297,7 @@ impl DirectClone<'_> {
         let source = self.source.clone();
         let drop_settings = self.drop_settings.clone();
         let post_text = std::thread::spawn(move || {
-            clone_prod::pump_dump(post, &source, drop_settings, &[], false, |reader| {
+            clone_prod::pump_dump(post, &source, drop_settings, &[], None, false, |reader| {
                 let mut text = String::new();
                 reader.read_to_string(&mut text)?;
                 Ok(text)
@@ -1266,6 +1312,7 @@ impl DirectClone<'_> {
             self.source,
             self.drop_settings.clone(),
             &[],
+            None,
             false,
             |reader| restore::feed_psql(temp, psql, reader, &|n| self.bar.inc(n)),
         )?;

@@ -488,7 +488,10 @@ impl Refresh<'_> {
             .map(|t| format!("public.{t}"))
             .collect();
         let covered = leak_scan::Covered::by_rules(&scrub.applied, &excluded);
-        let leaks = leak_scan::scan(sh, tools, self.source, &covered)?;
+        let leaks = leak_scan::Scanner::start(sh, tools, self.source, &covered)?.map(|scanner| {
+            scanner.scan_bytes(&out.stdout);
+            scanner.report()
+        });
         leak_scan::check(
             leaks.as_ref(),
             self.scrub.strict,
