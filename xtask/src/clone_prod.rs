@@ -1358,6 +1358,7 @@ impl Load<'_> {
             ));
             let bar = term::bytes_progress("restore", Some(size));
             let encoding = &manifest.source.encoding;
+            let covered = leak_scan::Covered::by_manifest(&manifest);
             let load = |temp: &DbUrl| {
                 let parallel = parallel::load_file(
                     sh,
@@ -1368,17 +1369,25 @@ impl Load<'_> {
                     &drop_settings,
                     &bar,
                     state.exists,
+                    &covered,
                 )?;
-                if !parallel {
-                    let psql = restore::spawn_psql_load(sh, tools, temp)?;
-                    let mut reader =
-                        dump::normalising_reader(fs::File::open(&sql)?, drop_settings.clone());
-                    restore::feed_psql(temp, psql, &mut reader, &|n| bar.inc(n))?;
-                }
+                let streamed = match parallel {
+                    parallel::FileLoad::Loaded(report) => Some(report),
+                    parallel::FileLoad::OneStream => {
+                        let psql = restore::spawn_psql_load(sh, tools, temp)?;
+                        let mut reader =
+                            dump::normalising_reader(fs::File::open(&sql)?, drop_settings.clone());
+                        restore::feed_psql(temp, psql, &mut reader, &|n| bar.inc(n))?;
+                        None
+                    }
+                };
                 restore::check_row_counts(sh, tools, temp, &manifest.rows)?;
                 bar.finish_and_clear();
-                let covered = leak_scan::Covered::by_manifest(&manifest);
-                let report = leak_scan::scan(sh, tools, temp, &covered)?;
+                // One stream holds schema and rows: the loaded database is scanned instead.
+                let report = match streamed {
+                    Some(report) => report,
+                    None => leak_scan::scan(sh, tools, temp, &covered)?,
+                };
                 leak_scan::check(report.as_ref(), self.strict, "the target is untouched")?;
                 leaks = report;
                 Ok(())

@@ -2,9 +2,8 @@
 //! values after every load and export. Findings name a column and a row count, never a value.
 
 use std::{
-    collections::{BTreeMap, BTreeSet, HashMap},
+    collections::{BTreeSet, HashMap},
     io::Read,
-    sync::{LazyLock, Mutex},
 };
 
 use anyhow::{bail, Context};
@@ -14,7 +13,7 @@ use xshell::Shell;
 use crate::{
     bundle::{self, Leak},
     db_url::DbUrl,
-    dump, parallel,
+    parallel,
     pg_tools::{Access, PgTools},
     restore, scrub, term,
 };
@@ -382,110 +381,11 @@ fn rows(n: u64) -> String {
     }
 }
 
-/// Words one of which every shape holds, matched ASCII case-insensitively on the raw stream:
-/// a cheap test that lets only the few rows holding one through to the regular expressions.
-const STREAM_WORDS: &[&str] = &[
-    "://",
-    "authoriz",
-    "bearer",
-    "passw",
-    "secret",
-    "token",
-    "key",
-    "ghp_",
-    "gho_",
-    "ghu_",
-    "ghs_",
-    "ghr_",
-    "github_pat_",
-    "glpat-",
-    "xox",
-    "akia",
-    "k_live_",
-    "aiza",
-    "npm_",
-];
-
-/// The shapes of [`SHAPES`] for values read as they stream past, bytes in any ASCII-based
-/// encoding. The `password=` pair is separate: a JSON `null` is no secret, which PostgreSQL
-/// says with a look-ahead and Rust by looking at the value it captured.
-struct Shapes {
-    words: aho_corasick::AhoCorasick,
-    plain: regex::bytes::Regex,
-    pair: regex::bytes::Regex,
-}
-
-static STREAM_SHAPES: LazyLock<Shapes> = LazyLock::new(|| {
-    Shapes {
-    words: aho_corasick::AhoCorasick::builder()
-        .ascii_case_insensitive(true)
-        .build(STREAM_WORDS)
-        .expect("leak scan words"),
-    plain: regex::bytes::Regex::new(concat!(
-        r"(?i-u)",
-        r"[a-z][a-z0-9+.-]*://[^/\s:@]+:[^/\s@]+@",
-        r#"|\bauthorization["']?\s*[:=]\s*["']?([a-z]+\s+)?[a-z0-9._~+/=-]{8,}"#,
-        r"|\bbearer\s+[a-z0-9._~+/=-]{8,}",
-        r"|-----begin [a-z ]*private key-----",
-        r"|\b(gh[pousr]_[a-z0-9]{30,}|github_pat_[a-z0-9_]{20,}|glpat-[a-z0-9_-]{20,}",
-        r"|xox[baprs]-[a-z0-9-]{10,}|akia[0-9a-z]{16}\b|[sr]k_live_[a-z0-9]{16,}",
-        r"|aiza[0-9a-z_-]{35}|npm_[a-z0-9]{36})",
-    ))
-    .expect("leak scan shapes"),
-    pair: regex::bytes::Regex::new(
-        r#"(?i-u)(passw(or)?d|secret|token|api[_-]?key|access[_-]?key)["']?\s*[:=]\s*["']?([^\s"',;&}]{3,})"#,
-    )
-    .expect("leak scan pair shape"),
-}
-});
-
-impl Shapes {
-    fn worded(&self, value: &[u8]) -> bool {
-        self.words.is_match(value)
-    }
-
-    fn matched(&self, value: &[u8]) -> bool {
-        if self.plain.is_match(value) {
-            return true;
-        }
-        self.pair.captures_iter(value).any(|caps| {
-            let value = &caps[3];
-            let null = value.len() >= 4
-                && value[..4].eq_ignore_ascii_case(b"null")
-                && value
-                    .get(4)
-                    .is_none_or(|&b| !(b.is_ascii_alphanumeric() || b == b'_'));
-            !null
-        })
-    }
-}
-
-/// How a column's values look in a binary `COPY`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    Text,
-    /// A version byte, then the text.
-    Jsonb,
-    /// PostgreSQL's binary array: a header, then each element with its length.
-    Array {
-        jsonb: bool,
-    },
-}
-
-/// The uncovered columns of one table, with where its findings are counted.
-#[derive(Debug)]
-struct Scanned {
-    name: String,
-    columns: Vec<(String, Kind)>,
-}
-
 /// A leak scan done on the rows as they stream through xtask (dumps and straight copies),
-/// so no extra pass over the data is made. One per run; each stream gets its own
-/// [`Scanner::reader`] or [`Scanner::copy`], which add their counts here as they finish.
+/// so no extra pass over the data is made: [`rowscan::Scanner`] with the columns to scan.
 pub struct Scanner {
-    tables: HashMap<String, Scanned>,
+    rows: rowscan::Scanner,
     columns: usize,
-    found: Mutex<BTreeMap<String, u64>>,
 }
 
 impl Scanner {
@@ -507,24 +407,22 @@ impl Scanner {
     }
 
     fn of(columns: Vec<CatalogColumn>, covered: &Covered) -> Scanner {
-        let kinds: HashMap<(String, String, String), Kind> = columns
+        let kinds: HashMap<(String, String, String), rowscan::Kind> = columns
             .iter()
             .map(|c| {
                 let kind = match c.kind.as_str() {
-                    "jsonb" => Kind::Jsonb,
-                    "array" => Kind::Array { jsonb: false },
-                    "jsonb[]" => Kind::Array { jsonb: true },
-                    _ => Kind::Text,
+                    "jsonb" => rowscan::Kind::Jsonb,
+                    "array" => rowscan::Kind::Array { jsonb: false },
+                    "jsonb[]" => rowscan::Kind::Array { jsonb: true },
+                    _ => rowscan::Kind::Text,
                 };
                 ((c.schema.clone(), c.table.clone(), c.column.clone()), kind)
             })
             .collect();
-        let mut tables = HashMap::new();
-        let mut total = 0;
-        for table in uncovered(columns, covered) {
-            let name = format!("{}.{}", table.schema, table.name);
-            total += table.columns.len();
-            let columns = table
+        let tables = uncovered(columns, covered);
+        let columns = tables.iter().map(|t| t.columns.len()).sum();
+        let tables = tables.into_iter().map(|table| {
+            let kinds = table
                 .columns
                 .iter()
                 .map(|column| {
@@ -532,67 +430,39 @@ impl Scanner {
                     (column.clone(), kinds[&key])
                 })
                 .collect();
-            tables.insert(name.clone(), Scanned { name, columns });
-        }
+            (format!("{}.{}", table.schema, table.name), kinds)
+        });
         Scanner {
-            tables,
-            columns: total,
-            found: Mutex::default(),
+            rows: rowscan::Scanner::new(tables),
+            columns,
         }
     }
 
-    /// Passes a dump (plain SQL as pg_dump writes it) through unchanged, scanning the rows
-    /// of every `COPY` block of a table with uncovered columns.
-    pub fn reader<R: Read>(&self, inner: R) -> ScanningReader<'_, R> {
-        ScanningReader {
-            inner,
-            rows: RowScan::new(self, None),
-        }
+    /// Passes a dump through unchanged, scanning its rows.
+    pub fn reader<R: Read>(&self, inner: R) -> rowscan::ScanningReader<'_, R> {
+        self.rows.reader(inner)
     }
 
-    /// A scan of one table's `COPY ... TO STDOUT` output, `columns` in the order copied:
-    /// `None` when the table has nothing to scan.
-    pub fn copy(&self, table: &str, columns: &[String], binary: bool) -> Option<CopyScan<'_>> {
-        let scanned = self.tables.get(table)?;
-        let targets = targets(scanned, columns);
-        if targets.is_empty() {
-            return None;
-        }
-        Some(match binary {
-            true => CopyScan::Binary(BinaryScan {
-                scanner: self,
-                table: scanned,
-                targets,
-                buf: Vec::new(),
-                header: false,
-                counts: vec![0; scanned.columns.len()],
-            }),
-            false => CopyScan::Text(RowScan::new(self, Some((scanned, targets)))),
-        })
+    /// A scan of one table's `COPY ... TO STDOUT` output; `None` when it has nothing to scan.
+    pub fn copy(
+        &self,
+        table: &str,
+        columns: &[String],
+        binary: bool,
+    ) -> Option<rowscan::CopyScan<'_>> {
+        self.rows.copy(table, columns, binary)
     }
 
     /// Scans a whole dump held in memory.
     pub fn scan_bytes(&self, dump: &[u8]) {
-        let mut rows = RowScan::new(self, None);
-        rows.feed(dump);
-        rows.finish();
-    }
-
-    fn add(&self, table: &Scanned, counts: &[u64]) {
-        let mut found = self.found.lock().unwrap();
-        for ((column, _), &n) in table.columns.iter().zip(counts) {
-            if n > 0 {
-                *found.entry(format!("{}.{column}", table.name)).or_default() += n;
-            }
-        }
+        self.rows.scan_bytes(dump)
     }
 
     /// What the streams found, once they have all finished.
     pub fn report(self) -> Report {
         let findings = self
-            .found
-            .into_inner()
-            .unwrap()
+            .rows
+            .findings()
             .into_iter()
             .map(|(column, rows)| Leak { column, rows })
             .collect();
@@ -604,395 +474,12 @@ impl Scanner {
     }
 }
 
-/// A column to scan: its position in a copy's rows and in its [`Scanned`] table.
-#[derive(Debug, Clone, Copy)]
-struct Target {
-    field: usize,
-    slot: usize,
-    kind: Kind,
-}
-
-/// For each of `scanned`'s columns that a copy holds, its position in the copy and in
-/// `scanned`.
-fn targets(scanned: &Scanned, columns: &[String]) -> Vec<Target> {
-    columns
-        .iter()
-        .enumerate()
-        .filter_map(|(at, name)| {
-            let (slot, (_, kind)) = scanned
-                .columns
-                .iter()
-                .enumerate()
-                .find(|(_, (column, _))| column == name)?;
-            Some(Target {
-                field: at,
-                slot,
-                kind: *kind,
-            })
-        })
-        .collect()
-}
-
 fn skipped() -> bool {
     let skip = std::env::var_os(SKIP_VAR).is_some_and(|v| v == "1");
     if skip {
         term::warn(format!("leak scan skipped ({SKIP_VAR}=1)"));
     }
     skip
-}
-
-/// A reader that hands its input on unchanged while a [`RowScan`] looks at it.
-pub struct ScanningReader<'a, R> {
-    inner: R,
-    rows: RowScan<'a>,
-}
-
-impl<R: Read> Read for ScanningReader<'_, R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        match n {
-            0 => self.rows.finish(),
-            n => self.rows.feed(&buf[..n]),
-        }
-        Ok(n)
-    }
-}
-
-/// Text-format `COPY` rows, found in a dump by their `COPY` lines or given as one table's
-/// copy: lines are kept only until whole, and only rows holding a word are split.
-pub struct RowScan<'a> {
-    scanner: &'a Scanner,
-    buf: Vec<u8>,
-    /// The block being read: its table, the columns to scan and the rows found in each.
-    block: Option<Block<'a>>,
-    /// Inside a `COPY` block of a table with nothing to scan.
-    passing: bool,
-}
-
-struct Block<'a> {
-    table: &'a Scanned,
-    targets: Vec<Target>,
-    counts: Vec<u64>,
-}
-
-const END_OF_COPY: &[u8] = b"\\.\n";
-
-impl<'a> RowScan<'a> {
-    fn new(scanner: &'a Scanner, copy: Option<(&'a Scanned, Vec<Target>)>) -> Self {
-        RowScan {
-            scanner,
-            buf: Vec::new(),
-            block: copy.map(|(table, targets)| Block {
-                counts: vec![0; table.columns.len()],
-                table,
-                targets,
-            }),
-            passing: false,
-        }
-    }
-
-    pub fn feed(&mut self, data: &[u8]) {
-        self.buf.extend_from_slice(data);
-        let mut at = 0;
-        loop {
-            let rest = &self.buf[at..];
-            if self.block.is_some() || self.passing {
-                if rest.starts_with(END_OF_COPY) {
-                    self.end_block();
-                    at += END_OF_COPY.len();
-                    continue;
-                }
-                let Some(last) = memchr::memrchr(b'\n', rest) else {
-                    break;
-                };
-                let (rows, ended) = match memchr::memmem::find(&rest[..=last], b"\n\\.\n") {
-                    Some(end) => (end + 1, true),
-                    None => (last + 1, false),
-                };
-                if let Some(block) = self.block.as_mut() {
-                    block.scan(&rest[..rows]);
-                }
-                at += rows;
-                if !ended {
-                    break;
-                }
-            } else {
-                let Some(end) = memchr::memchr(b'\n', rest) else {
-                    break;
-                };
-                let line = &rest[..=end];
-                if dump::is_copy_start(line) {
-                    let block = Block::of(self.scanner, line);
-                    self.passing = block.is_none();
-                    self.block = block;
-                }
-                at += end + 1;
-            }
-        }
-        self.buf.drain(..at);
-    }
-
-    fn end_block(&mut self) {
-        if let Some(block) = self.block.take() {
-            self.scanner.add(block.table, &block.counts);
-        }
-        self.passing = false;
-    }
-
-    /// The end of the stream: a last row without its newline, and the block it is in.
-    pub fn finish(&mut self) {
-        if !self.buf.is_empty() && !self.buf.ends_with(b"\n") {
-            self.buf.push(b'\n');
-            self.feed(&[]);
-        }
-        self.end_block();
-        self.buf.clear();
-    }
-}
-
-impl<'a> Block<'a> {
-    /// The block a `COPY` line starts, when its table has columns to scan.
-    fn of(scanner: &'a Scanner, line: &[u8]) -> Option<Block<'a>> {
-        let (table, columns) = scrub::copy_header(line)?;
-        let table = scanner.tables.get(&table)?;
-        let targets = targets(table, &columns);
-        (!targets.is_empty()).then(|| Block {
-            counts: vec![0; table.columns.len()],
-            table,
-            targets,
-        })
-    }
-
-    /// Whole rows, each ending in `\n`.
-    fn scan(&mut self, rows: &[u8]) {
-        let shapes = &*STREAM_SHAPES;
-        let mut at = 0;
-        while let Some(hit) = shapes
-            .words
-            .find(aho_corasick::Input::new(rows).range(at..))
-        {
-            let start = memchr::memrchr(b'\n', &rows[..hit.start()]).map_or(0, |n| n + 1);
-            let end =
-                memchr::memchr(b'\n', &rows[hit.start()..]).map_or(rows.len(), |n| hit.start() + n);
-            self.row(&rows[start..end]);
-            at = end;
-        }
-    }
-
-    fn row(&mut self, row: &[u8]) {
-        let shapes = &*STREAM_SHAPES;
-        let mut fields = row.split(|&b| b == b'\t').enumerate();
-        for &Target {
-            field: at, slot, ..
-        } in &self.targets
-        {
-            let Some(field) = fields.find_map(|(n, field)| (n == at).then_some(field)) else {
-                break;
-            };
-            if field != b"\\N" && shapes.worded(field) && shapes.matched(&unescape(field)) {
-                self.counts[slot] += 1;
-            }
-        }
-    }
-}
-
-/// COPY text format → the value's bytes.
-fn unescape(field: &[u8]) -> std::borrow::Cow<'_, [u8]> {
-    if !field.contains(&b'\\') {
-        return field.into();
-    }
-    let mut out = Vec::with_capacity(field.len());
-    let mut bytes = field.iter().copied().peekable();
-    while let Some(b) = bytes.next() {
-        if b != b'\\' {
-            out.push(b);
-            continue;
-        }
-        match bytes.next() {
-            Some(b'n') => out.push(b'\n'),
-            Some(b't') => out.push(b'\t'),
-            Some(b'r') => out.push(b'\r'),
-            Some(b'b') => out.push(8),
-            Some(b'f') => out.push(12),
-            Some(b'v') => out.push(11),
-            Some(d @ b'0'..=b'7') => {
-                let mut n = u32::from(d - b'0');
-                for _ in 0..2 {
-                    match bytes.peek() {
-                        Some(&d @ b'0'..=b'7') => {
-                            n = n * 8 + u32::from(d - b'0');
-                            bytes.next();
-                        }
-                        _ => break,
-                    }
-                }
-                out.push(n as u8);
-            }
-            Some(other) => out.push(other),
-            None => out.push(b'\\'),
-        }
-    }
-    out.into()
-}
-
-/// The scan of one table's straight copy, in the copy's format.
-pub enum CopyScan<'a> {
-    Text(RowScan<'a>),
-    Binary(BinaryScan<'a>),
-}
-
-impl CopyScan<'_> {
-    pub fn feed(&mut self, data: &[u8]) {
-        match self {
-            CopyScan::Text(rows) => rows.feed(data),
-            CopyScan::Binary(binary) => binary.feed(data),
-        }
-    }
-
-    pub fn finish(&mut self) {
-        match self {
-            CopyScan::Text(rows) => rows.finish(),
-            CopyScan::Binary(binary) => binary.finish(),
-        }
-    }
-}
-
-/// PostgreSQL's binary `COPY` format: a header, then tuples of length-prefixed fields.
-pub struct BinaryScan<'a> {
-    scanner: &'a Scanner,
-    table: &'a Scanned,
-    targets: Vec<Target>,
-    buf: Vec<u8>,
-    header: bool,
-    counts: Vec<u64>,
-}
-
-const BINARY_SIGNATURE: &[u8] = b"PGCOPY\n\xff\r\n\0";
-
-fn be_i32(bytes: &[u8], at: usize) -> Option<i32> {
-    Some(i32::from_be_bytes(bytes.get(at..at + 4)?.try_into().ok()?))
-}
-
-impl BinaryScan<'_> {
-    fn feed(&mut self, data: &[u8]) {
-        self.buf.extend_from_slice(data);
-        let mut at = 0;
-        if !self.header {
-            let fixed = BINARY_SIGNATURE.len() + 8;
-            let Some(extension) = be_i32(&self.buf, fixed - 4) else {
-                return;
-            };
-            let end = fixed + extension.max(0) as usize;
-            if self.buf.len() < end {
-                return;
-            }
-            self.header = true;
-            at = end;
-        }
-        while let Some(end) = self.tuple(at) {
-            at = end;
-        }
-        self.buf.drain(..at);
-    }
-
-    /// Scans the tuple at `at` when it is whole, returning where the next one starts.
-    fn tuple(&mut self, at: usize) -> Option<usize> {
-        let buf = &self.buf;
-        let fields = i16::from_be_bytes(buf.get(at..at + 2)?.try_into().ok()?);
-        if fields < 0 {
-            return None;
-        }
-        // First the tuple's end: a tuple is counted once, when it is whole.
-        let mut end = at + 2;
-        for _ in 0..fields {
-            end += 4 + be_i32(buf, end)?.max(0) as usize;
-        }
-        if buf.len() < end {
-            return None;
-        }
-        let shapes = &*STREAM_SHAPES;
-        let mut pos = at + 2;
-        let mut targets = self.targets.iter().peekable();
-        for n in 0..fields as usize {
-            let len = be_i32(buf, pos)?;
-            pos += 4;
-            let Some(&&Target { field, slot, kind }) = targets.peek() else {
-                break;
-            };
-            if field != n {
-                pos += len.max(0) as usize;
-                continue;
-            }
-            targets.next();
-            if len < 0 {
-                continue;
-            }
-            let value = &buf[pos..pos + len as usize];
-            pos += len as usize;
-            let hit = match kind {
-                Kind::Text => shapes.worded(value) && shapes.matched(value),
-                Kind::Jsonb => {
-                    let text = value.get(1..).unwrap_or_default();
-                    shapes.worded(text) && shapes.matched(text)
-                }
-                Kind::Array { jsonb } => {
-                    shapes.worded(value)
-                        && array_elements(value)
-                            .into_iter()
-                            .map(|e| {
-                                if jsonb {
-                                    e.get(1..).unwrap_or_default()
-                                } else {
-                                    e
-                                }
-                            })
-                            .any(|e| shapes.matched(e))
-                }
-            };
-            if hit {
-                self.counts[slot] += 1;
-            }
-        }
-        Some(end)
-    }
-
-    fn finish(&mut self) {
-        self.scanner.add(self.table, &self.counts);
-        self.counts.iter_mut().for_each(|n| *n = 0);
-        self.buf.clear();
-    }
-}
-
-/// The elements of a binary array value, NULLs left out.
-fn array_elements(value: &[u8]) -> Vec<&[u8]> {
-    let mut elements = Vec::new();
-    let Some(dims) = be_i32(value, 0) else {
-        return elements;
-    };
-    let mut count: usize = 1;
-    let mut pos = 12;
-    for _ in 0..dims.max(0) {
-        let Some(size) = be_i32(value, pos) else {
-            return elements;
-        };
-        count = count.saturating_mul(size.max(0) as usize);
-        pos += 8;
-    }
-    for _ in 0..if dims > 0 { count } else { 0 } {
-        let Some(len) = be_i32(value, pos) else {
-            break;
-        };
-        pos += 4;
-        if len < 0 {
-            continue;
-        }
-        let Some(element) = value.get(pos..pos + len as usize) else {
-            break;
-        };
-        elements.push(element);
-        pos += len as usize;
-    }
-    elements
 }
 
 #[cfg(test)]
@@ -1194,16 +681,13 @@ mod tests {
         );
     }
 
-    fn scanner() -> Scanner {
+    #[test]
+    fn the_stream_scan_skips_covered_columns_and_reads_kinds() {
         let columns = vec![
             column("public", "t", "note", 1),
             CatalogColumn {
                 kind: "jsonb".into(),
                 ..column("public", "t", "data", 1)
-            },
-            CatalogColumn {
-                kind: "array".into(),
-                ..column("public", "t", "tags", 1)
             },
             column("public", "t", "secret", 1),
         ];
@@ -1212,168 +696,32 @@ mod tests {
             column: Some("secret".into()),
             action: scrub::Action::Empty,
         }];
-        Scanner::of(columns, &Covered::by_rules(&rules, &[]))
-    }
-
-    fn found(scanner: Scanner) -> Vec<(String, u64)> {
+        let scanner = Scanner::of(columns, &Covered::by_rules(&rules, &[]));
+        let json = |v: &str| [&[1u8][..], v.as_bytes()].concat();
+        let mut copy = b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0".to_vec();
+        copy.extend(3i16.to_be_bytes());
+        for value in [
+            "token=abcdef".as_bytes().to_vec(),
+            json(r#"{"password": "abcdef"}"#),
+            b"password=covered".to_vec(),
+        ] {
+            copy.extend((value.len() as i32).to_be_bytes());
+            copy.extend(value);
+        }
+        copy.extend((-1i16).to_be_bytes());
+        let names = ["note", "data", "secret"].map(String::from);
+        let mut scan = scanner.copy("public.t", &names, true).unwrap();
+        scan.feed(&copy);
+        scan.finish();
+        drop(scan);
+        assert!(scanner.copy("public.t", &names[2..], true).is_none());
         let report = scanner.report();
-        assert_eq!(report.columns, 3);
-        report
+        assert_eq!(report.columns, 2);
+        let found: Vec<(&str, u64)> = report
             .findings
-            .into_iter()
-            .map(|l| (l.column, l.rows))
-            .collect()
-    }
-
-    #[test]
-    fn stream_shapes_match_credentials_and_leave_the_rest() {
-        let shapes = &*STREAM_SHAPES;
-        for credential in [
-            "https://admin:hunter2@example.com",
-            "Authorization: Basic dXNlcjpwYXNz",
-            "Bearer abcdefgh1234",
-            "PASSWD=s3cret",
-            "{\"client_secret\": \"abc\"}",
-            "X-Token: t0k3n",
-            "{\"API-Key\": \"abc\"}",
-            "password=nullable1",
-            "-----BEGIN OPENSSH PRIVATE KEY-----",
-            "ghs_abcdefghijklmnopqrstuvwxyz0123456789",
-            "github_pat_abcdefghijklmnopqrstuvwxyz",
-            "glpat-abcdefghij0123456789",
-            "xoxp-1234567890-abc",
-            "key AKIAIOSFODNN7EXAMPLE",
-            "rk_live_abcdefghijklmnop",
-            "AIzaSyA-abcdefghijklmnopqrstuvwxyz01234",
-            "npm_abcdefghijklmnopqrstuvwxyz0123456789",
-        ] {
-            let bytes = credential.as_bytes();
-            assert!(
-                shapes.worded(bytes) && shapes.matched(bytes),
-                "{credential}"
-            );
-        }
-        for harmless in [
-            "ge-0/0/1 uplink to core",
-            "{\"password\": null}",
-            "token: null, secret=NULL",
-            "https://example.com/path?x=1",
-            "the key is under the mat",
-            "Bearer short",
-        ] {
-            assert!(!shapes.matched(harmless.as_bytes()), "{harmless}");
-        }
-    }
-
-    #[test]
-    fn dump_rows_are_scanned_in_any_chunking() {
-        let dump = concat!(
-            "SET x = 1;\n",
-            "COPY public.t (id, note, secret, data, tags) FROM stdin;\n",
-            "1\tsee https://u:pw@h.example/\tpassword=covered\t{}\t\\N\n",
-            "2\tplain\tpassword=covered\t{\"token\": \"abcdef\"}\t{a,b}\n",
-            "3\tAuthorization:\\tBearer abcdefgh123\t\\N\t{\"password\": null}\t{\"Bearer abcdefgh1234\"}\n",
-            "4\tkey\t\\N\t{}\t\\N\n",
-            "\\.\n",
-            "COPY public.other (id, note) FROM stdin;\n",
-            "1\tpassword=elsewhere\n",
-            "\\.\n",
-            "COPY public.t (id, note) FROM stdin;\n",
-            "9\tPASSWORD=again\n",
-            "\\.\n",
-            "SELECT 'password=not data';\n",
-        )
-        .as_bytes();
-        let expected = vec![
-            ("public.t.data".to_string(), 1),
-            ("public.t.note".to_string(), 3),
-            ("public.t.tags".to_string(), 1),
-        ];
-        for chunk in [1, 2, 3, 7, 64, dump.len()] {
-            let scanner = scanner();
-            let mut reader = scanner.reader(dump);
-            let mut out = Vec::new();
-            let mut buf = vec![0; chunk];
-            loop {
-                let n = reader.read(&mut buf).unwrap();
-                if n == 0 {
-                    break;
-                }
-                out.extend_from_slice(&buf[..n]);
-            }
-            assert_eq!(out, dump, "the dump passes unchanged");
-            assert_eq!(found(scanner), expected, "chunks of {chunk}");
-        }
-    }
-
-    /// A binary `COPY` of `(id int, note text, data jsonb, tags text[])` with these rows.
-    fn binary_copy(rows: &[(Option<&str>, Option<&str>, &[&str])]) -> Vec<u8> {
-        let mut out = b"PGCOPY\n\xff\r\n\0".to_vec();
-        out.extend(0i32.to_be_bytes());
-        out.extend(4i32.to_be_bytes());
-        out.extend(b"ext!");
-        let field = |out: &mut Vec<u8>, value: Option<&[u8]>| match value {
-            Some(v) => {
-                out.extend((v.len() as i32).to_be_bytes());
-                out.extend(v);
-            }
-            None => out.extend((-1i32).to_be_bytes()),
-        };
-        for (n, (note, data, tags)) in rows.iter().enumerate() {
-            out.extend(4i16.to_be_bytes());
-            field(&mut out, Some(&(n as i32).to_be_bytes()));
-            field(&mut out, note.map(str::as_bytes));
-            let data = data.map(|d| [&[1u8][..], d.as_bytes()].concat());
-            field(&mut out, data.as_deref());
-            let mut array = Vec::new();
-            for v in [1i32, 0, 25, tags.len() as i32, 1] {
-                array.extend(v.to_be_bytes());
-            }
-            for tag in *tags {
-                array.extend((tag.len() as i32).to_be_bytes());
-                array.extend(tag.as_bytes());
-            }
-            field(&mut out, Some(&array));
-        }
-        out.extend((-1i16).to_be_bytes());
-        out
-    }
-
-    #[test]
-    fn binary_copies_are_scanned_by_kind_in_any_chunking() {
-        let copy = binary_copy(&[
-            (Some("https://u:pw@h.example/"), Some("{}"), &["a"]),
-            (
-                None,
-                Some("{\"secret\": \"abcdef\"}"),
-                &["b", "token=abcdef1"],
-            ),
-            (Some("key"), Some("{\"password\": null}"), &[]),
-            (Some("Bearer abcdefgh12345"), None, &["c"]),
-        ]);
-        let columns: Vec<String> = ["id", "note", "data", "tags"].map(String::from).to_vec();
-        for chunk in [1, 5, 19, 64, copy.len()] {
-            let scanner = scanner();
-            let mut scan = scanner.copy("public.t", &columns, true).unwrap();
-            for part in copy.chunks(chunk) {
-                scan.feed(part);
-            }
-            scan.finish();
-            drop(scan);
-            assert_eq!(
-                found(scanner),
-                vec![
-                    ("public.t.data".to_string(), 1),
-                    ("public.t.note".to_string(), 2),
-                    ("public.t.tags".to_string(), 1),
-                ],
-                "chunks of {chunk}"
-            );
-        }
-        let scanner = scanner();
-        assert!(scanner
-            .copy("public.t", &["id".to_string(), "secret".to_string()], true)
-            .is_none());
-        assert!(scanner.copy("public.other", &columns, true).is_none());
+            .iter()
+            .map(|l| (l.column.as_str(), l.rows))
+            .collect();
+        assert_eq!(found, vec![("public.t.data", 1), ("public.t.note", 1)]);
     }
 }

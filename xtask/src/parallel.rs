@@ -1385,7 +1385,8 @@ impl DirectClone<'_> {
 /// on `jobs()` sessions:
 /// schema first, then table data spread over the sessions (largest tables first), then
 /// indexes and constraints side by side. Returns `false`, having changed nothing, when the
-/// file must be loaded in one stream.
+/// file must be loaded in one stream. The rows are leak-scanned as they stream, for the
+/// columns `covered` leaves.
 #[allow(clippy::too_many_arguments)]
 pub fn load_file(
     sh: &Shell,
@@ -1396,9 +1397,10 @@ pub fn load_file(
     drop_settings: &[&'static str],
     bar: &ProgressBar,
     replaces: bool,
-) -> anyhow::Result<bool> {
+    covered: &leak_scan::Covered,
+) -> anyhow::Result<FileLoad> {
     if jobs() < 2 {
-        return Ok(false);
+        return Ok(FileLoad::OneStream);
     }
     let open = || File::open(path).with_context(|| format!("reading {}", path.display()));
     let Some(sections) = toc::sections(toc) else {
@@ -1406,7 +1408,7 @@ pub fn load_file(
             "loading {} in one stream: not laid out as a whole-database pg_dump",
             path.display()
         ));
-        return Ok(false);
+        return Ok(FileLoad::OneStream);
     };
     // At most a loading psql and a post-data session per job, and the checkpoint session.
     let sessions = jobs_within_limits(
@@ -1419,7 +1421,7 @@ pub fn load_file(
         }],
     );
     if sessions < 2 {
-        return Ok(false);
+        return Ok(FileLoad::OneStream);
     }
     let read_normalised = |start: u64, end: u64| -> anyhow::Result<String> {
         let mut file = open()?;
@@ -1439,6 +1441,8 @@ pub fn load_file(
     restore::feed_psql(temp, psql, &mut pre, &|n| bar.inc(n))?;
 
     phase_done("schema", &started);
+    // The loaded schema tells which columns hold text.
+    let scanner = leak_scan::Scanner::start(sh, tools, temp, covered)?;
     bar.set_message("data");
     let mut sizes = HashMap::new();
     let mut ranges = Vec::new();
@@ -1474,13 +1478,23 @@ pub fn load_file(
     let (tx, rx) = mpsc::channel();
     let post_result = std::thread::scope(|scope| {
         for (psql, file) in loaders {
-            let (failure, queue, header, bar, tx) =
-                (&failure, &queue, &header, bar.clone(), tx.clone());
+            let (failure, queue, header, bar, tx, scanner) = (
+                &failure,
+                &queue,
+                &header,
+                bar.clone(),
+                tx.clone(),
+                scanner.as_ref(),
+            );
             scope.spawn(move || {
                 let ranges = Ranges {
                     file,
                     queue,
                     left: 0,
+                };
+                let ranges: Box<dyn Read> = match scanner {
+                    Some(scanner) => Box::new(scanner.reader(ranges)),
+                    None => Box::new(ranges),
                 };
                 let mut reader = Stoppable {
                     inner: &mut header
@@ -1503,7 +1517,15 @@ pub fn load_file(
     failure.into_result()?;
     post_result?;
     phase_done("data, indexes and constraints", &started);
-    Ok(true)
+    Ok(FileLoad::Loaded(scanner.map(leak_scan::Scanner::report)))
+}
+
+/// How [`load_file`] went.
+pub enum FileLoad {
+    /// The file must be loaded in one stream; nothing was changed.
+    OneStream,
+    /// Loaded, with the leak scan of its rows (`None` when the scan is turned off).
+    Loaded(Option<leak_scan::Report>),
 }
 
 fn phase_done(phase: &str, started: &std::time::Instant) {

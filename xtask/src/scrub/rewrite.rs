@@ -177,25 +177,7 @@ impl Row<'_> {
     }
 }
 
-/// `COPY public.t (a, "b") FROM stdin;` → `("public.t", ["a", "b"])`.
-pub fn copy_header(line: &[u8]) -> Option<(String, Vec<String>)> {
-    if !line.starts_with(b"COPY ") {
-        return None;
-    }
-    let line = text(line);
-    let line = line.strip_suffix(" FROM stdin;\n")?.strip_prefix("COPY ")?;
-    let (table, columns) = line.split_once(" (")?;
-    let columns = columns.strip_suffix(')')?;
-    let unquote = |name: &str| {
-        let name = name.trim();
-        match name.strip_prefix('"').and_then(|n| n.strip_suffix('"')) {
-            Some(inner) => inner.replace("\"\"", "\""),
-            None => name.to_string(),
-        }
-    };
-    let table = table.split('.').map(unquote).collect::<Vec<_>>().join(".");
-    Some((table, columns.split(", ").map(unquote).collect()))
-}
+pub use rowscan::copy_header;
 
 static PLACEHOLDER: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"\{([a-z_][a-z0-9_]*)\}").expect("placeholder pattern"));

@@ -1,0 +1,774 @@
+//! The leak scan's hot loop: table rows read as they stream past, in pg_dump's plain SQL or a
+//! `COPY ... TO STDOUT` (text or binary), searched for credential-shaped values by column. It
+//! is a crate of its own so that `cargo xtask`'s dev profile builds it optimised, as it does
+//! the other dependencies: every byte of a clone passes through it.
+
+use std::{
+    borrow::Cow,
+    collections::{BTreeMap, HashMap},
+    io::Read,
+    sync::{LazyLock, Mutex},
+};
+
+/// Words one of which every shape holds, in lower case: a cheap test on the lower-cased
+/// stream that lets only the few rows holding one through to the regular expressions.
+pub const WORDS: &[&str] = &[
+    "://",
+    "authoriz",
+    "bearer",
+    "passw",
+    "secret",
+    "token",
+    "key",
+    "ghp_",
+    "gho_",
+    "ghu_",
+    "ghs_",
+    "ghr_",
+    "github_pat_",
+    "glpat-",
+    "xox",
+    "akia",
+    "k_live_",
+    "aiza",
+    "npm_",
+];
+
+/// Credential shapes, on bytes in any ASCII-based encoding. The `password=` pair is apart:
+/// a JSON `null` is no secret, which the caller's capture says.
+struct Shapes {
+    words: aho_corasick::AhoCorasick,
+    plain: regex::bytes::Regex,
+    pair: regex::bytes::Regex,
+}
+
+static SHAPES: LazyLock<Shapes> = LazyLock::new(|| {
+    Shapes {
+    // Leftmost-first lets the automaton use its vectorised prefilter (several GiB/s).
+    words: aho_corasick::AhoCorasick::builder()
+        .match_kind(aho_corasick::MatchKind::LeftmostFirst)
+        .build(WORDS)
+        .expect("leak scan words"),
+    plain: regex::bytes::Regex::new(concat!(
+        r"(?i-u)",
+        // URL user information with a password: scheme://user:pass@host
+        r"[a-z][a-z0-9+.-]*://[^/\s:@]+:[^/\s@]+@",
+        r#"|\bauthorization["']?\s*[:=]\s*["']?([a-z]+\s+)?[a-z0-9._~+/=-]{8,}"#,
+        r"|\bbearer\s+[a-z0-9._~+/=-]{8,}",
+        r"|-----begin [a-z ]*private key-----",
+        // GitHub, GitLab, Slack, AWS, Stripe, Google, npm
+        r"|\b(gh[pousr]_[a-z0-9]{30,}|github_pat_[a-z0-9_]{20,}|glpat-[a-z0-9_-]{20,}",
+        r"|xox[baprs]-[a-z0-9-]{10,}|akia[0-9a-z]{16}\b|[sr]k_live_[a-z0-9]{16,}",
+        r"|aiza[0-9a-z_-]{35}|npm_[a-z0-9]{36})",
+    ))
+    .expect("leak scan shapes"),
+    pair: regex::bytes::Regex::new(
+        r#"(?i-u)(passw(or)?d|secret|token|api[_-]?key|access[_-]?key)["']?\s*[:=]\s*["']?([^\s"',;&}]{3,})"#,
+    )
+    .expect("leak scan pair shape"),
+}
+});
+
+/// Whether `value` holds a credential shape.
+pub fn matches(value: &[u8]) -> bool {
+    let shapes = &*SHAPES;
+    if !shapes.words.is_match(&lower(value)) {
+        return false;
+    }
+    if shapes.plain.is_match(value) {
+        return true;
+    }
+    shapes.pair.captures_iter(value).any(|caps| {
+        let value = &caps[3];
+        let null = value.len() >= 4
+            && value[..4].eq_ignore_ascii_case(b"null")
+            && value
+                .get(4)
+                .is_none_or(|&b| !(b.is_ascii_alphanumeric() || b == b'_'));
+        !null
+    })
+}
+
+fn lower(bytes: &[u8]) -> Cow<'_, [u8]> {
+    match bytes.iter().any(u8::is_ascii_uppercase) {
+        true => bytes.to_ascii_lowercase().into(),
+        false => bytes.into(),
+    }
+}
+
+/// Where the words occur in `bytes`, found on a lower-cased copy kept in `scratch`.
+fn word_hits<'s>(bytes: &[u8], scratch: &'s mut Vec<u8>) -> impl Iterator<Item = usize> + 's {
+    scratch.clear();
+    scratch.extend_from_slice(bytes);
+    scratch.make_ascii_lowercase();
+    SHAPES
+        .words
+        .find_iter(scratch.as_slice())
+        .map(|hit| hit.start())
+}
+
+/// How a column's values look in a binary `COPY`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Text,
+    /// A version byte, then the text.
+    Jsonb,
+    /// PostgreSQL's binary array: a header, then each element with its length.
+    Array {
+        jsonb: bool,
+    },
+}
+
+/// The columns to scan of one table, `schema.table`.
+#[derive(Debug)]
+struct Scanned {
+    name: String,
+    columns: Vec<(String, Kind)>,
+}
+
+/// One run's scan. Each stream gets its own [`Scanner::reader`] or [`Scanner::copy`], which
+/// add the rows they found here as each table ends.
+pub struct Scanner {
+    tables: HashMap<String, Scanned>,
+    found: Mutex<BTreeMap<String, u64>>,
+}
+
+impl Scanner {
+    /// `tables`: `schema.table` and the columns to scan, with their kinds.
+    pub fn new(tables: impl IntoIterator<Item = (String, Vec<(String, Kind)>)>) -> Scanner {
+        let tables = tables
+            .into_iter()
+            .map(|(name, columns)| (name.clone(), Scanned { name, columns }))
+            .collect();
+        Scanner {
+            tables,
+            found: Mutex::default(),
+        }
+    }
+
+    /// Passes a dump (plain SQL as pg_dump writes it) through unchanged, scanning the rows
+    /// of every `COPY` block of a table with columns to scan.
+    pub fn reader<R: Read>(&self, inner: R) -> ScanningReader<'_, R> {
+        ScanningReader {
+            inner,
+            rows: RowScan::new(self, None),
+        }
+    }
+
+    /// A scan of one table's `COPY ... TO STDOUT` output, `columns` in the order copied:
+    /// `None` when the table has nothing to scan.
+    pub fn copy(&self, table: &str, columns: &[String], binary: bool) -> Option<CopyScan<'_>> {
+        let scanned = self.tables.get(table)?;
+        let targets = targets(scanned, columns);
+        if targets.is_empty() {
+            return None;
+        }
+        let block = Block {
+            counts: vec![0; scanned.columns.len()],
+            table: scanned,
+            targets,
+        };
+        Some(match binary {
+            true => CopyScan::Binary(BinaryScan {
+                scanner: self,
+                block,
+                buf: Vec::new(),
+                header: false,
+                scratch: Vec::new(),
+            }),
+            false => CopyScan::Text(RowScan::new(self, Some(block))),
+        })
+    }
+
+    /// Scans a whole dump held in memory.
+    pub fn scan_bytes(&self, dump: &[u8]) {
+        let mut rows = RowScan::new(self, None);
+        rows.feed(dump);
+        rows.finish();
+    }
+
+    fn add(&self, block: &mut Block<'_>) {
+        let mut found = self.found.lock().unwrap();
+        for ((column, _), n) in block.table.columns.iter().zip(&mut block.counts) {
+            if *n > 0 {
+                *found
+                    .entry(format!("{}.{column}", block.table.name))
+                    .or_default() += *n;
+                *n = 0;
+            }
+        }
+    }
+
+    /// Rows found by `schema.table.column`, in name order, once every stream has finished.
+    pub fn findings(self) -> Vec<(String, u64)> {
+        self.found.into_inner().unwrap().into_iter().collect()
+    }
+}
+
+/// A column to scan: its position in a copy's rows and in its table's columns.
+#[derive(Debug, Clone, Copy)]
+struct Target {
+    field: usize,
+    slot: usize,
+    kind: Kind,
+}
+
+fn targets(scanned: &Scanned, columns: &[String]) -> Vec<Target> {
+    columns
+        .iter()
+        .enumerate()
+        .filter_map(|(field, name)| {
+            let (slot, (_, kind)) = scanned
+                .columns
+                .iter()
+                .enumerate()
+                .find(|(_, (column, _))| column == name)?;
+            Some(Target {
+                field,
+                slot,
+                kind: *kind,
+            })
+        })
+        .collect()
+}
+
+/// The rows of one table being read, and those found in each of its columns.
+struct Block<'a> {
+    table: &'a Scanned,
+    targets: Vec<Target>,
+    counts: Vec<u64>,
+}
+
+impl<'a> Block<'a> {
+    /// The block a `COPY` line starts, when its table has columns to scan.
+    fn of(scanner: &'a Scanner, line: &[u8]) -> Option<Block<'a>> {
+        let (table, columns) = copy_header(line)?;
+        let table = scanner.tables.get(&table)?;
+        let targets = targets(table, &columns);
+        (!targets.is_empty()).then(|| Block {
+            counts: vec![0; table.columns.len()],
+            table,
+            targets,
+        })
+    }
+
+    /// Whole text-format rows, each ending in `\n`.
+    fn scan(&mut self, rows: &[u8], scratch: &mut Vec<u8>) {
+        let mut done = 0;
+        let hits: Vec<usize> = word_hits(rows, scratch).collect();
+        for hit in hits {
+            if hit < done {
+                continue;
+            }
+            let start = memchr::memrchr(b'\n', &rows[..hit]).map_or(0, |n| n + 1);
+            let end = memchr::memchr(b'\n', &rows[hit..]).map_or(rows.len(), |n| hit + n);
+            self.row(&rows[start..end]);
+            done = end;
+        }
+    }
+
+    fn row(&mut self, row: &[u8]) {
+        let mut fields = row.split(|&b| b == b'\t').enumerate();
+        for &Target { field, slot, .. } in &self.targets {
+            let Some(value) = fields.find_map(|(n, value)| (n == field).then_some(value)) else {
+                break;
+            };
+            if value != b"\\N" && matches(&unescape(value)) {
+                self.counts[slot] += 1;
+            }
+        }
+    }
+}
+
+/// A reader that hands its input on unchanged while a [`RowScan`] looks at it.
+pub struct ScanningReader<'a, R> {
+    inner: R,
+    rows: RowScan<'a>,
+}
+
+impl<R: Read> Read for ScanningReader<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        match n {
+            0 => self.rows.finish(),
+            n => self.rows.feed(&buf[..n]),
+        }
+        Ok(n)
+    }
+}
+
+/// Text-format `COPY` rows, found in a dump by their `COPY` lines or given as one table's
+/// copy: lines are kept only until whole, and only rows holding a word are split.
+pub struct RowScan<'a> {
+    scanner: &'a Scanner,
+    buf: Vec<u8>,
+    scratch: Vec<u8>,
+    block: Option<Block<'a>>,
+    /// Inside a `COPY` block of a table with nothing to scan.
+    passing: bool,
+}
+
+const END_OF_COPY: &[u8] = b"\\.\n";
+
+impl<'a> RowScan<'a> {
+    fn new(scanner: &'a Scanner, block: Option<Block<'a>>) -> Self {
+        RowScan {
+            scanner,
+            buf: Vec::new(),
+            scratch: Vec::new(),
+            block,
+            passing: false,
+        }
+    }
+
+    pub fn feed(&mut self, data: &[u8]) {
+        self.buf.extend_from_slice(data);
+        let mut at = 0;
+        loop {
+            let rest = &self.buf[at..];
+            if self.block.is_some() || self.passing {
+                if rest.starts_with(END_OF_COPY) {
+                    self.end_block();
+                    at += END_OF_COPY.len();
+                    continue;
+                }
+                let Some(last) = memchr::memrchr(b'\n', rest) else {
+                    break;
+                };
+                let (rows, ended) = match memchr::memmem::find(&rest[..=last], b"\n\\.\n") {
+                    Some(end) => (end + 1, true),
+                    None => (last + 1, false),
+                };
+                if let Some(block) = self.block.as_mut() {
+                    block.scan(&rest[..rows], &mut self.scratch);
+                }
+                at += rows;
+                if !ended {
+                    break;
+                }
+            } else {
+                let Some(end) = memchr::memchr(b'\n', rest) else {
+                    break;
+                };
+                let line = &rest[..=end];
+                if line.starts_with(b"COPY ") {
+                    let block = Block::of(self.scanner, line);
+                    self.passing = block.is_none() && line.ends_with(b" FROM stdin;\n");
+                    self.block = block;
+                }
+                at += end + 1;
+            }
+        }
+        self.buf.drain(..at);
+    }
+
+    fn end_block(&mut self) {
+        if let Some(mut block) = self.block.take() {
+            self.scanner.add(&mut block);
+        }
+        self.passing = false;
+    }
+
+    /// The end of the stream: a last row without its newline, and the block it is in.
+    pub fn finish(&mut self) {
+        if !self.buf.is_empty() && !self.buf.ends_with(b"\n") {
+            self.buf.push(b'\n');
+            self.feed(&[]);
+        }
+        self.end_block();
+        self.buf.clear();
+    }
+}
+
+/// `COPY public.t (a, "b") FROM stdin;` → `("public.t", ["a", "b"])`, names unquoted.
+pub fn copy_header(line: &[u8]) -> Option<(String, Vec<String>)> {
+    let line = String::from_utf8_lossy(line);
+    let line = line.strip_suffix(" FROM stdin;\n")?.strip_prefix("COPY ")?;
+    let (table, columns) = line.split_once(" (")?;
+    let columns = columns.strip_suffix(')')?;
+    let unquote = |name: &str| {
+        let name = name.trim();
+        match name.strip_prefix('"').and_then(|n| n.strip_suffix('"')) {
+            Some(inner) => inner.replace("\"\"", "\""),
+            None => name.to_string(),
+        }
+    };
+    let table = table.split('.').map(unquote).collect::<Vec<_>>().join(".");
+    Some((table, columns.split(", ").map(unquote).collect()))
+}
+
+/// COPY text format → the value's bytes.
+fn unescape(field: &[u8]) -> Cow<'_, [u8]> {
+    if !field.contains(&b'\\') {
+        return field.into();
+    }
+    let mut out = Vec::with_capacity(field.len());
+    let mut bytes = field.iter().copied().peekable();
+    while let Some(b) = bytes.next() {
+        if b != b'\\' {
+            out.push(b);
+            continue;
+        }
+        match bytes.next() {
+            Some(b'n') => out.push(b'\n'),
+            Some(b't') => out.push(b'\t'),
+            Some(b'r') => out.push(b'\r'),
+            Some(b'b') => out.push(8),
+            Some(b'f') => out.push(12),
+            Some(b'v') => out.push(11),
+            Some(d @ b'0'..=b'7') => {
+                let mut n = u32::from(d - b'0');
+                for _ in 0..2 {
+                    match bytes.peek() {
+                        Some(&d @ b'0'..=b'7') => {
+                            n = n * 8 + u32::from(d - b'0');
+                            bytes.next();
+                        }
+                        _ => break,
+                    }
+                }
+                out.push(n as u8);
+            }
+            Some(other) => out.push(other),
+            None => out.push(b'\\'),
+        }
+    }
+    out.into()
+}
+
+/// The scan of one table's straight copy, in the copy's format.
+pub enum CopyScan<'a> {
+    Text(RowScan<'a>),
+    Binary(BinaryScan<'a>),
+}
+
+impl CopyScan<'_> {
+    pub fn feed(&mut self, data: &[u8]) {
+        match self {
+            CopyScan::Text(rows) => rows.feed(data),
+            CopyScan::Binary(binary) => binary.feed(data),
+        }
+    }
+
+    pub fn finish(&mut self) {
+        match self {
+            CopyScan::Text(rows) => rows.finish(),
+            CopyScan::Binary(binary) => binary.finish(),
+        }
+    }
+}
+
+/// PostgreSQL's binary `COPY` format: a header, then tuples of length-prefixed fields.
+pub struct BinaryScan<'a> {
+    scanner: &'a Scanner,
+    block: Block<'a>,
+    buf: Vec<u8>,
+    header: bool,
+    scratch: Vec<u8>,
+}
+
+const BINARY_SIGNATURE: &[u8] = b"PGCOPY\n\xff\r\n\0";
+
+fn be_i32(bytes: &[u8], at: usize) -> Option<i32> {
+    Some(i32::from_be_bytes(bytes.get(at..at + 4)?.try_into().ok()?))
+}
+
+impl BinaryScan<'_> {
+    fn feed(&mut self, data: &[u8]) {
+        self.buf.extend_from_slice(data);
+        let mut at = 0;
+        if !self.header {
+            let fixed = BINARY_SIGNATURE.len() + 8;
+            let Some(extension) = be_i32(&self.buf, fixed - 4) else {
+                return;
+            };
+            let end = fixed + extension.max(0) as usize;
+            if self.buf.len() < end {
+                return;
+            }
+            self.header = true;
+            at = end;
+        }
+        // The words' places in the buffer tell which tuples to look into.
+        let hits: Vec<usize> = word_hits(&self.buf[at..], &mut self.scratch)
+            .map(|hit| hit + at)
+            .collect();
+        let mut hits = hits.into_iter().peekable();
+        while let Some(end) = tuple_end(&self.buf, at) {
+            let mut worded = false;
+            while let Some(&hit) = hits.peek() {
+                if hit >= end {
+                    break;
+                }
+                worded = true;
+                hits.next();
+            }
+            if worded {
+                self.tuple(at);
+            }
+            at = end;
+        }
+        self.buf.drain(..at);
+    }
+
+    /// Scans the whole tuple at `at`.
+    fn tuple(&mut self, at: usize) {
+        let buf = &self.buf;
+        let fields = i16::from_be_bytes([buf[at], buf[at + 1]]);
+        let mut pos = at + 2;
+        let mut targets = self.block.targets.iter().peekable();
+        for n in 0..fields.max(0) as usize {
+            let len = be_i32(buf, pos).unwrap_or(-1);
+            pos += 4;
+            let Some(&&Target { field, slot, kind }) = targets.peek() else {
+                break;
+            };
+            if field != n {
+                pos += len.max(0) as usize;
+                continue;
+            }
+            targets.next();
+            if len < 0 {
+                continue;
+            }
+            let value = &buf[pos..pos + len as usize];
+            pos += len as usize;
+            let hit = match kind {
+                Kind::Text => matches(value),
+                Kind::Jsonb => matches(value.get(1..).unwrap_or_default()),
+                Kind::Array { jsonb } => array_elements(value)
+                    .into_iter()
+                    .map(|e| {
+                        if jsonb {
+                            e.get(1..).unwrap_or_default()
+                        } else {
+                            e
+                        }
+                    })
+                    .any(matches),
+            };
+            if hit {
+                self.block.counts[slot] += 1;
+            }
+        }
+    }
+
+    fn finish(&mut self) {
+        self.scanner.add(&mut self.block);
+        self.buf.clear();
+    }
+}
+
+/// Where the tuple at `at` ends, when it is whole; `None` too for the trailer.
+fn tuple_end(buf: &[u8], at: usize) -> Option<usize> {
+    let fields = i16::from_be_bytes(buf.get(at..at + 2)?.try_into().ok()?);
+    if fields < 0 {
+        return None;
+    }
+    let mut end = at + 2;
+    for _ in 0..fields {
+        end += 4 + be_i32(buf, end)?.max(0) as usize;
+    }
+    (end <= buf.len()).then_some(end)
+}
+
+/// The elements of a binary array value, NULLs left out.
+fn array_elements(value: &[u8]) -> Vec<&[u8]> {
+    let mut elements = Vec::new();
+    let Some(dims) = be_i32(value, 0) else {
+        return elements;
+    };
+    let mut count: usize = 1;
+    let mut pos = 12;
+    for _ in 0..dims.max(0) {
+        let Some(size) = be_i32(value, pos) else {
+            return elements;
+        };
+        count = count.saturating_mul(size.max(0) as usize);
+        pos += 8;
+    }
+    for _ in 0..if dims > 0 { count } else { 0 } {
+        let Some(len) = be_i32(value, pos) else {
+            break;
+        };
+        pos += 4;
+        if len < 0 {
+            continue;
+        }
+        let Some(element) = value.get(pos..pos + len as usize) else {
+            break;
+        };
+        elements.push(element);
+        pos += len as usize;
+    }
+    elements
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `public.t` with `note` text, `data` jsonb and `tags` text[] to scan; `secret` is not.
+    fn scanner() -> Scanner {
+        Scanner::new([(
+            "public.t".to_string(),
+            vec![
+                ("note".to_string(), Kind::Text),
+                ("data".to_string(), Kind::Jsonb),
+                ("tags".to_string(), Kind::Array { jsonb: false }),
+            ],
+        )])
+    }
+
+    fn found(scanner: Scanner) -> Vec<(String, u64)> {
+        scanner.findings()
+    }
+
+    #[test]
+    fn stream_shapes_match_credentials_and_leave_the_rest() {
+        for credential in [
+            "https://admin:hunter2@example.com",
+            "Authorization: Basic dXNlcjpwYXNz",
+            "Bearer abcdefgh1234",
+            "PASSWD=s3cret",
+            "{\"client_secret\": \"abc\"}",
+            "X-Token: t0k3n",
+            "{\"API-Key\": \"abc\"}",
+            "password=nullable1",
+            "-----BEGIN OPENSSH PRIVATE KEY-----",
+            "ghs_abcdefghijklmnopqrstuvwxyz0123456789",
+            "github_pat_abcdefghijklmnopqrstuvwxyz",
+            "glpat-abcdefghij0123456789",
+            "xoxp-1234567890-abc",
+            "key AKIAIOSFODNN7EXAMPLE",
+            "rk_live_abcdefghijklmnop",
+            "AIzaSyA-abcdefghijklmnopqrstuvwxyz01234",
+            "npm_abcdefghijklmnopqrstuvwxyz0123456789",
+        ] {
+            let bytes = credential.as_bytes();
+            assert!(matches(bytes), "{credential}");
+        }
+        for harmless in [
+            "ge-0/0/1 uplink to core",
+            "{\"password\": null}",
+            "token: null, secret=NULL",
+            "https://example.com/path?x=1",
+            "the key is under the mat",
+            "Bearer short",
+        ] {
+            assert!(!matches(harmless.as_bytes()), "{harmless}");
+        }
+    }
+
+    #[test]
+    fn dump_rows_are_scanned_in_any_chunking() {
+        let dump = concat!(
+            "SET x = 1;\n",
+            "COPY public.t (id, note, secret, data, tags) FROM stdin;\n",
+            "1\tsee https://u:pw@h.example/\tpassword=covered\t{}\t\\N\n",
+            "2\tplain\tpassword=covered\t{\"token\": \"abcdef\"}\t{a,b}\n",
+            "3\tAuthorization:\\tBearer abcdefgh123\t\\N\t{\"password\": null}\t{\"Bearer abcdefgh1234\"}\n",
+            "4\tkey\t\\N\t{}\t\\N\n",
+            "\\.\n",
+            "COPY public.other (id, note) FROM stdin;\n",
+            "1\tpassword=elsewhere\n",
+            "\\.\n",
+            "COPY public.t (id, note) FROM stdin;\n",
+            "9\tPASSWORD=again\n",
+            "\\.\n",
+            "SELECT 'password=not data';\n",
+        )
+        .as_bytes();
+        let expected = vec![
+            ("public.t.data".to_string(), 1),
+            ("public.t.note".to_string(), 3),
+            ("public.t.tags".to_string(), 1),
+        ];
+        for chunk in [1, 2, 3, 7, 64, dump.len()] {
+            let scanner = scanner();
+            let mut reader = scanner.reader(dump);
+            let mut out = Vec::new();
+            let mut buf = vec![0; chunk];
+            loop {
+                let n = reader.read(&mut buf).unwrap();
+                if n == 0 {
+                    break;
+                }
+                out.extend_from_slice(&buf[..n]);
+            }
+            assert_eq!(out, dump, "the dump passes unchanged");
+            assert_eq!(found(scanner), expected, "chunks of {chunk}");
+        }
+    }
+
+    /// A binary `COPY` of `(id int, note text, data jsonb, tags text[])` with these rows.
+    fn binary_copy(rows: &[(Option<&str>, Option<&str>, &[&str])]) -> Vec<u8> {
+        let mut out = b"PGCOPY\n\xff\r\n\0".to_vec();
+        out.extend(0i32.to_be_bytes());
+        out.extend(4i32.to_be_bytes());
+        out.extend(b"ext!");
+        let field = |out: &mut Vec<u8>, value: Option<&[u8]>| match value {
+            Some(v) => {
+                out.extend((v.len() as i32).to_be_bytes());
+                out.extend(v);
+            }
+            None => out.extend((-1i32).to_be_bytes()),
+        };
+        for (n, (note, data, tags)) in rows.iter().enumerate() {
+            out.extend(4i16.to_be_bytes());
+            field(&mut out, Some(&(n as i32).to_be_bytes()));
+            field(&mut out, note.map(str::as_bytes));
+            let data = data.map(|d| [&[1u8][..], d.as_bytes()].concat());
+            field(&mut out, data.as_deref());
+            let mut array = Vec::new();
+            for v in [1i32, 0, 25, tags.len() as i32, 1] {
+                array.extend(v.to_be_bytes());
+            }
+            for tag in *tags {
+                array.extend((tag.len() as i32).to_be_bytes());
+                array.extend(tag.as_bytes());
+            }
+            field(&mut out, Some(&array));
+        }
+        out.extend((-1i16).to_be_bytes());
+        out
+    }
+
+    #[test]
+    fn binary_copies_are_scanned_by_kind_in_any_chunking() {
+        let copy = binary_copy(&[
+            (Some("https://u:pw@h.example/"), Some("{}"), &["a"]),
+            (
+                None,
+                Some("{\"secret\": \"abcdef\"}"),
+                &["b", "token=abcdef1"],
+            ),
+            (Some("key"), Some("{\"password\": null}"), &[]),
+            (Some("Bearer abcdefgh12345"), None, &["c"]),
+        ]);
+        let columns: Vec<String> = ["id", "note", "data", "tags"].map(String::from).to_vec();
+        for chunk in [1, 5, 19, 64, copy.len()] {
+            let scanner = scanner();
+            let mut scan = scanner.copy("public.t", &columns, true).unwrap();
+            for part in copy.chunks(chunk) {
+                scan.feed(part);
+            }
+            scan.finish();
+            drop(scan);
+            assert_eq!(
+                found(scanner),
+                vec![
+                    ("public.t.data".to_string(), 1),
+                    ("public.t.note".to_string(), 2),
+                    ("public.t.tags".to_string(), 1),
+                ],
+                "chunks of {chunk}"
+            );
+        }
+        let scanner = scanner();
+        assert!(scanner
+            .copy("public.t", &["id".to_string(), "secret".to_string()], true)
+            .is_none());
+        assert!(scanner.copy("public.other", &columns, true).is_none());
+    }
+}
