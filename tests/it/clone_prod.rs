@@ -142,7 +142,7 @@ fn rich_media(root: &Path) {
     fs::write(root.join("large/twenty-mb.bin"), &big).unwrap();
 }
 
-fn sha256_hex(path: &Path) -> String {
+pub(crate) fn sha256_hex(path: &Path) -> String {
     let digest = Sha256::digest(fs::read(path).unwrap());
     digest.iter().map(|b| format!("{b:02x}")).collect()
 }

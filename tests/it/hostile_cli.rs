@@ -124,6 +124,18 @@ fn passwords_on_the_command_line_never_reach_the_output() {
             format!("unexpected argument '{masked}' found"),
         ),
         (
+            "URL with its password as a parameter, without --source",
+            owned(&[
+                "schema-snapshot",
+                &format!(
+                    "postgres://postgres@127.0.0.1:{}/netpoint?password={secret}",
+                    pg.port
+                ),
+            ]),
+            2,
+            "?password=***' found".into(),
+        ),
+        (
             "unknown flag after a URL",
             owned(&["schema-snapshot", "--source", &url, "--bogus"]),
             2,

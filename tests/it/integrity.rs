@@ -12,7 +12,7 @@ use std::{
 };
 
 use crate::{
-    clone_prod::rewrite_sums,
+    clone_prod::{rewrite_sums, sha256_hex},
     harness::{run, tree, xtask, Pg, Run},
 };
 
@@ -100,6 +100,30 @@ fn the_same_database_is_refused_however_its_host_is_spelt() {
         assert_eq!(pg.row_counts_fast("netpoint"), before, "{target}");
         assert!(temp_dbs(&pg).is_empty(), "{target}: {:?}", temp_dbs(&pg));
     }
+    // A template database is never a target: every CREATE DATABASE copies it.
+    run(xtask(&[
+        "clone-prod",
+        "--source",
+        &source,
+        "--target",
+        &pg.url("template1"),
+        "--yes",
+    ]))
+    .fails_with("is a template database");
+    assert_eq!(
+        pg.psql(
+            "postgres",
+            "select count(*) from pg_database where datistemplate and datname like 'template1%'"
+        ),
+        "1"
+    );
+    assert_eq!(
+        pg.psql(
+            "template1",
+            "select count(*) from pg_tables where schemaname = 'public'"
+        ),
+        "0"
+    );
     // Another database on the same server is a fine target.
     run(xtask(&[
         "clone-prod",
@@ -160,8 +184,41 @@ fn a_bundle_cut_short_or_tampered_with_is_refused_before_anything_changes() {
     };
     let shell = format!("\\! touch {}\n", pwned.display());
     let after_statement = format!("SELECT 1; \\! touch {}\n", pwned.display());
+    // SQL where pg_dump writes only session settings, which every load session runs.
+    let preamble = {
+        let text = String::from_utf8_lossy(&sql);
+        text.find("SET row_security = off;\n").unwrap() + "SET row_security = off;\n".len()
+    };
+    let role = "CREATE ROLE netpoint_injected;\n";
+    let role_after_setting = "SET lock_timeout = 0; CREATE ROLE netpoint_injected;\n";
+    let with_media = manifest.replacen(
+        "\"format\": 2,",
+        "\"format\": 2, \"media\": {\"files\": 3, \"bytes\": 10},",
+        1,
+    );
     type Case<'a> = (&'a str, Vec<u8>, String, &'a [&'a str], &'a str);
     let cases: Vec<Case> = vec![
+        (
+            "SQL in the preamble",
+            injected(preamble, role),
+            manifest.clone(),
+            &[],
+            "holds `CREATE ROLE netpoint_injected;` before its first table-of-contents entry",
+        ),
+        (
+            "SQL after a setting in the preamble, one stream",
+            injected(preamble, role_after_setting),
+            manifest.clone(),
+            &["--jobs", "1"],
+            "before its first table-of-contents entry",
+        ),
+        (
+            "a manifest recording media the bundle lacks",
+            sql.clone(),
+            with_media,
+            &[],
+            "lacks media.sha256 and netpoint_media.tar.gz while manifest.json records 3 media files",
+        ),
         (
             "a shell command in the post-data section",
             injected(post_data, &shell),
@@ -275,7 +332,35 @@ fn a_bundle_cut_short_or_tampered_with_is_refused_before_anything_changes() {
         assert_eq!(dev.row_counts_fast("netpoint"), before, "{what}");
         assert!(temp_dbs(&dev).is_empty(), "{what}: {:?}", temp_dbs(&dev));
         assert!(!pwned.exists(), "{what}: a command in the script ran");
+        assert_eq!(
+            dev.psql(
+                "postgres",
+                "select count(*) from pg_roles where rolname = 'netpoint_injected'"
+            ),
+            "0",
+            "{what}: SQL in the preamble ran"
+        );
     }
+    // A file the manifest does not account for, even one SHA256SUMS lists, is refused.
+    let copy = dir.path().join("extra");
+    fs::create_dir(&copy).unwrap();
+    for name in ["SHA256SUMS", "netpoint.sql", "manifest.json"] {
+        fs::copy(bundle.join(name), copy.join(name)).unwrap();
+    }
+    fs::write(copy.join("run-me.sh"), "echo hi\n").unwrap();
+    let line = format!("{}  run-me.sh\n", sha256_hex(&copy.join("run-me.sh")));
+    let sums = fs::read_to_string(copy.join("SHA256SUMS")).unwrap() + &line;
+    fs::write(copy.join("SHA256SUMS"), sums).unwrap();
+    run(xtask(&[
+        "clone-prod",
+        "--bundle",
+        s(&copy),
+        "--target",
+        &target,
+        "--yes",
+    ]))
+    .fails_with("holds run-me.sh while manifest.json records no media");
+    assert_eq!(dev.row_counts_fast("netpoint"), before);
     // The bundle as written still imports.
     run(xtask(&[
         "clone-prod",

@@ -208,6 +208,53 @@ impl Manifest {
             .map_err(|err| anyhow::anyhow!("line {}, column {}: {err}", err.line(), err.column()))
     }
 
+    /// Refuses a bundle whose files do not hold what the manifest records: media it exported
+    /// must be there (`archived`: as `netpoint_media.tar.gz`, else unpacked), media it did not
+    /// must not, and no other file may be listed.
+    pub fn check_files(
+        &self,
+        dir: &Path,
+        listed: &BTreeMap<String, String>,
+        archived: bool,
+    ) -> anyhow::Result<()> {
+        let mut expected = vec![SQL, MANIFEST];
+        if self.media.is_some() {
+            expected.push(MEDIA_SUMS);
+            if archived {
+                expected.push(MEDIA_ARCHIVE);
+            }
+        }
+        let missing: Vec<&str> = expected
+            .iter()
+            .copied()
+            .filter(|name| !listed.contains_key(*name))
+            .collect();
+        let extra: Vec<&str> = listed
+            .keys()
+            .map(String::as_str)
+            .filter(|name| !expected.contains(name))
+            .collect();
+        let media = match self.media {
+            Some(media) => format!("{} media files", media.files),
+            None => "no media".to_string(),
+        };
+        if !missing.is_empty() {
+            bail!(
+                "bundle {} lacks {} while {MANIFEST} records {media}, nothing was changed: export the bundle again",
+                dir.display(),
+                missing.join(" and ")
+            );
+        }
+        if !extra.is_empty() {
+            bail!(
+                "bundle {} holds {} while {MANIFEST} records {media}, nothing was changed: export the bundle again",
+                dir.display(),
+                extra.join(" and ")
+            );
+        }
+        Ok(())
+    }
+
     /// Pretty JSON with a final newline.
     pub fn text(&self) -> String {
         let mut text = serde_json::to_string_pretty(self).expect("manifests serialise");

@@ -497,6 +497,11 @@ fn has_entries(dir: &Path) -> bool {
 }
 
 fn guard_target(target: &DbUrl, guard: &LoadGuard) -> anyhow::Result<()> {
+    if ["template0", "template1"].contains(&target.database.as_str()) {
+        bail!(
+            "target {target} is a template database, which every CREATE DATABASE copies: refusing to replace it; name the dev database in the URL"
+        );
+    }
     if !target.is_loopback() && !guard.allow_remote_target {
         bail!("target {target} is not on this machine: pass --allow-remote-target if you really mean to replace a remote database");
     }
@@ -1214,6 +1219,70 @@ impl<R: std::io::Read + ?Sized> std::io::Read for ProgressReader<'_, R> {
 
 /// Reads `sql` once and checks that it is whole before anything is loaded: it ends as
 /// pg_dump ends a finished dump, and holds exactly the rows the manifest recorded.
+/// Refuses a dump whose lines before its first table-of-contents entry are not the session
+/// settings pg_dump writes there: a parallel load runs them in every session.
+fn check_preamble(sql: &Path, end: u64) -> anyhow::Result<()> {
+    const MOST: u64 = 64 << 10;
+    let mut text = Vec::new();
+    fs::File::open(sql)
+        .and_then(|file| {
+            use std::io::Read;
+            file.take(end.min(MOST + 1)).read_to_end(&mut text)
+        })
+        .with_context(|| format!("reading {}", sql.display()))?;
+    // The settings pg_dump 9.6 to 17 put there, one statement a line.
+    const SETTINGS: &[&str] = &[
+        "statement_timeout",
+        "lock_timeout",
+        "idle_in_transaction_session_timeout",
+        "transaction_timeout",
+        "client_encoding",
+        "standard_conforming_strings",
+        "check_function_bodies",
+        "xmloption",
+        "client_min_messages",
+        "row_security",
+        "default_with_oids",
+        "default_tablespace",
+        "default_table_access_method",
+    ];
+    let setting = |line: &[u8]| {
+        let line = std::str::from_utf8(line).ok()?;
+        let (name, value) = line
+            .strip_prefix("SET ")?
+            .strip_suffix(';')?
+            .split_once(" = ")?;
+        let plain = value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "'_-.".contains(c));
+        (SETTINGS.contains(&name) && plain).then_some(())
+    };
+    let pg_dump_writes = |line: &&[u8]| {
+        line.is_empty()
+            || line.starts_with(b"--")
+            || setting(line).is_some()
+            || *line == b"SELECT pg_catalog.set_config('search_path', '', false);"
+            || [&b"\\restrict "[..], b"\\unrestrict "]
+                .iter()
+                .any(|command| {
+                    line.strip_prefix(*command)
+                        .is_some_and(|key| key.iter().all(u8::is_ascii_alphanumeric))
+                })
+    };
+    let odd = text
+        .split(|&b| b == b'\n')
+        .find(|line| !pg_dump_writes(line));
+    if end > MOST || odd.is_some() {
+        let line = String::from_utf8_lossy(odd.unwrap_or_default());
+        let line: String = line.chars().take(60).collect();
+        bail!(
+            "{} holds `{line}` before its first table-of-contents entry, where pg_dump writes only session settings: not a dump this tool loads, nothing was changed; export the bundle again",
+            sql.display()
+        );
+    }
+    Ok(())
+}
+
 fn check_complete(sql: &Path, manifest: &bundle::Manifest) -> anyhow::Result<toc::Toc> {
     let file = fs::File::open(sql).with_context(|| format!("reading {}", sql.display()))?;
     let toc = toc::scan(std::io::BufReader::with_capacity(1 << 20, file))
@@ -1224,6 +1293,7 @@ fn check_complete(sql: &Path, manifest: &bundle::Manifest) -> anyhow::Result<toc
             sql.display()
         );
     }
+    check_preamble(sql, toc.header_end)?;
     if toc.entries.len() as u64 != manifest.entries {
         bail!(
             "{} has {} table-of-contents entries where {} recorded {}, nothing was changed; export the bundle again",
@@ -1284,6 +1354,8 @@ impl Load<'_> {
     pub fn run(&self, sh: &Shell, tools: &PgTools, dry_run: bool) -> anyhow::Result<()> {
         guard_target(self.target, self.guard)?;
         let listed = bundle::verify_sums(self.dir)?;
+        let manifest = bundle::Manifest::read(self.dir)?;
+        manifest.check_files(self.dir, &listed, self.media == MediaForm::Archive)?;
         let media_sums = match listed.contains_key(bundle::MEDIA_SUMS) {
             true => Some(media::parse_sums(
                 &fs::read(self.dir.join(bundle::MEDIA_SUMS))?,
@@ -1299,7 +1371,6 @@ impl Load<'_> {
                 atomic_file::check_swappable(target_media)?;
             }
         }
-        let manifest = bundle::Manifest::read(self.dir)?;
         let sql = self.dir.join(bundle::SQL);
         let toc = check_complete(&sql, &manifest)?;
         if dry_run {

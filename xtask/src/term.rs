@@ -56,6 +56,20 @@ pub fn hide_passwords_in(texts: impl IntoIterator<Item = String>) {
 /// passwords with an unencoded `@` or `:`; a wrong guess only masks more.
 fn passwords_in(text: &str) -> Vec<String> {
     let mut found = Vec::new();
+    // libpq's `password` parameter: `?password=pw`, `&password=pw`, `password=pw host=h`.
+    for (at, key) in text.match_indices(PASSWORD_KEY) {
+        let starts = at == 0 || text[..at].ends_with(['?', '&', ' ']);
+        let value = &text[at + key.len()..];
+        let value = &value[..value.find(['&', ' ', '\'']).unwrap_or(value.len())];
+        if starts && !value.is_empty() {
+            found.push(value.to_string());
+            if let Ok(decoded) = percent_encoding::percent_decode_str(value).decode_utf8() {
+                if decoded != value {
+                    found.push(decoded.into_owned());
+                }
+            }
+        }
+    }
     for (at, _) in text.match_indices('@') {
         let head = &text[..at];
         let userinfo = head.find("://").map_or(head, |i| &head[i + 3..]);
@@ -98,12 +112,21 @@ pub fn conceal_in_panics() {
     }));
 }
 
+const PASSWORD_KEY: &str = "password=";
+
 fn conceal_among<'a>(passwords: &[String], text: &'a str) -> Cow<'a, str> {
     let mut text = Cow::Borrowed(text);
     for password in passwords {
-        let shown = format!(":{password}@");
-        if text.contains(&shown) {
-            text = Cow::Owned(text.replace(&shown, ":***@"));
+        for (shown, hidden) in [
+            (format!(":{password}@"), ":***@".to_string()),
+            (
+                format!("{PASSWORD_KEY}{password}"),
+                format!("{PASSWORD_KEY}***"),
+            ),
+        ] {
+            if text.contains(&shown) {
+                text = Cow::Owned(text.replace(&shown, &hidden));
+            }
         }
     }
     text
@@ -276,6 +299,16 @@ mod tests {
                 "postgres://u:p@ss:w%2Frd@db/netpoint",
                 "'postgres://u:p@ss:w%2Frd@db/netpoint' and u:p@ss:w/rd@db",
                 "'postgres://u:***@db/netpoint' and u:***@db",
+            ),
+            (
+                "postgres://u@db/netpoint?sslmode=disable&password=Q%2Fpw",
+                "unexpected argument 'postgres://u@db/netpoint?sslmode=disable&password=Q%2Fpw' (password=Q/pw)",
+                "unexpected argument 'postgres://u@db/netpoint?sslmode=disable&password=***' (password=***)",
+            ),
+            (
+                "host=db password=hunter2 dbname=netpoint",
+                "unexpected argument 'host=db password=hunter2 dbname=netpoint' found",
+                "unexpected argument 'host=db password=*** dbname=netpoint' found",
             ),
         ] {
             let out = concealed(&[arg], shown);

@@ -90,8 +90,9 @@ struct RulesFile {
     /// false: the built-in preset is not in force, only this file's rules.
     #[serde(default = "yes")]
     preset: bool,
+    /// Each rule read on its own (see [`parse`]), so that an error names its line.
     #[serde(default)]
-    rule: Vec<toml::Spanned<RuleSpec>>,
+    rule: Vec<toml::Spanned<toml::Table>>,
 }
 
 #[derive(Deserialize)]
@@ -167,6 +168,15 @@ pub fn load_rules(file: Option<&Path>) -> anyhow::Result<Vec<Rule>> {
     Ok(rules)
 }
 
+/// How many lines into `rule` (the text of one `[[rule]]`) its `key` is set.
+fn key_line(rule: &str, key: &str) -> Option<usize> {
+    rule.lines().position(|line| {
+        line.trim_start()
+            .strip_prefix(key)
+            .is_some_and(|rest| rest.trim_start().starts_with('='))
+    })
+}
+
 /// The line of `text` that byte `offset` is on, counted from 1.
 fn line_of(text: &str, offset: usize) -> usize {
     text[..offset.min(text.len())].matches('\n').count() + 1
@@ -189,9 +199,39 @@ fn parse(text: &str, what: &str) -> anyhow::Result<(bool, Vec<Rule>)> {
     })?;
     let mut rules = Vec::new();
     for spanned in file.rule {
-        let line = line_of(text, spanned.span().start);
+        let span = spanned.span();
+        let line = line_of(text, span.start);
         let at = || format!("scrub rules {what}, line {line}");
-        let rule = match spanned.into_inner() {
+        // The line of one of this rule's keys, else of the rule.
+        let key_at = |key: &str| {
+            // From its header to the next table's: the span covers the header alone.
+            let rule = &text[span.start..];
+            let rule = &rule[..rule.find("\n[").unwrap_or(rule.len())];
+            let line = key_line(rule, key).map_or(line, |n| line + n);
+            format!("scrub rules {what}, line {line}")
+        };
+        let spec: RuleSpec = spanned
+            .into_inner()
+            .try_into()
+            .map_err(|err: toml::de::Error| {
+                let message = err
+                    .message()
+                    .replace('\n', " ")
+                    .replace("unknown variant", "unknown action");
+                let key = message
+                    .split('`')
+                    .nth(1)
+                    .filter(|_| message.starts_with("unknown field"));
+                let key = match message.contains("unknown action") {
+                    true => Some("action"),
+                    false => key,
+                };
+                anyhow::anyhow!(
+                    "{}: {message}; see README.md, \"Scrubbing\", for the keys of a [[rule]]",
+                    key.map_or_else(at, key_at)
+                )
+            })?;
+        let rule = match spec {
             RuleSpec::Null { table, column } => rule(table, column, Action::Null),
             RuleSpec::Empty { table, column } => rule(table, column, Action::Empty),
             RuleSpec::Value {
@@ -225,8 +265,9 @@ fn parse(text: &str, what: &str) -> anyhow::Result<(bool, Vec<Rule>)> {
                 pattern,
                 replacement,
             } => {
-                let regex = regex::Regex::new(&pattern)
-                    .map_err(|err| anyhow::anyhow!("{}: invalid `pattern`: {err}", at()))?;
+                let regex = regex::Regex::new(&pattern).map_err(|err| {
+                    anyhow::anyhow!("{}: invalid `pattern`: {err}", key_at("pattern"))
+                })?;
                 rule(table, column, Action::RegexReplace(regex, replacement))
             }
             RuleSpec::RedactSecrets { table, column } => rule(table, column, Action::RedactSecrets),
@@ -284,8 +325,14 @@ mod tests {
             "[[rule]]\ntable = \"x\"\ncolumn = \"c\"\naction = \"regex-replace\"\npattern = \"a\"\nreplacment = \"b\"\n",
         );
         assert!(
-            key.contains("line 1") && key.contains("replacment"),
+            key.contains("line 6") && key.contains("replacment"),
             "{key}"
+        );
+        let rule = "[[rule]]\ntable = \"t\"\ncolumn = \"c\"\naction = \"empty\"\n\n";
+        let third = error_of(&format!("# mine\n{rule}{rule}{rule}colour = \"red\"\n"));
+        assert!(
+            third.contains("line 17") && third.contains("unknown field `colour`"),
+            "{third}"
         );
         let missing = error_of(
             "[[rule]]\ntable = \"x\"\ncolumn = \"c\"\naction = \"regex-replace\"\npattern = \"a\"\n",
@@ -302,7 +349,7 @@ mod tests {
             "[[rule]]\ntable = \"x\"\ncolumn = \"c\"\naction = \"regex-replace\"\npattern = \"(\"\nreplacement = \"\"\n",
         );
         assert!(
-            pattern.contains("line 1") && pattern.contains("invalid `pattern`"),
+            pattern.contains("line 5") && pattern.contains("invalid `pattern`"),
             "{pattern}"
         );
         assert!(error_of("not toml [").contains("rules.toml"));
