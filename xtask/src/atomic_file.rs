@@ -73,6 +73,30 @@ pub fn file_name(path: &Path) -> String {
         .unwrap_or_else(|| "out".into())
 }
 
+/// A directory being prepared beside (or inside) what it will replace, removed with all it
+/// holds unless it was swapped in first: on an error, an interrupt or a panic alike.
+pub struct StagingDir(pub PathBuf);
+
+impl std::ops::Deref for StagingDir {
+    type Target = Path;
+
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl AsRef<Path> for StagingDir {
+    fn as_ref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for StagingDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
 /// Where a directory for `target` is prepared, on the file system it will be swapped into:
 /// beside the directory `target` resolves to, or inside it when it is a mount point (a Docker
 /// volume, an NFS share), which cannot be renamed.

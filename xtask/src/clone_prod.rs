@@ -14,13 +14,13 @@ use anyhow::{bail, Context};
 use xshell::Shell;
 
 use crate::{
-    atomic_file, bundle,
-    db_url::DbUrl,
+    atomic_file,
+    atomic_file::StagingDir,
+    bundle,
+    db_url::{path_or_env, required_url, DbUrl},
     dump, leak_scan, lock, media, parallel,
     pg_tools::{self, Access, PgTools, Server, Tool},
-    restore,
-    schema_snapshot::source_url,
-    scrub, term, toc,
+    restore, scrub, term, toc,
 };
 
 /// Changelog tables whose data is left out unless --with-changelog is given.
@@ -104,7 +104,7 @@ impl CloneProd {
     pub fn run(self, sh: &Shell) -> anyhow::Result<()> {
         let tools = PgTools::discover(sh);
         if let Some(dir) = &self.bundle {
-            let target = source_url(self.target.clone(), "NETPOINT_DATABASE_URL", "--target")?;
+            let target = required_url(self.target.clone(), "NETPOINT_DATABASE_URL", "--target")?;
             let target_media = path_or_env(self.target_media.clone(), "NETPOINT_MEDIA_ROOT");
             let load = Load {
                 dir,
@@ -126,7 +126,7 @@ impl CloneProd {
                 self.dry_run,
             );
         }
-        let source = source_url(
+        let source = required_url(
             self.source.clone(),
             "NETPOINT_PROD_DATABASE_URL",
             "--source",
@@ -150,7 +150,8 @@ impl CloneProd {
                 self.dry_run,
             ),
             None => {
-                let target = source_url(self.target.clone(), "NETPOINT_DATABASE_URL", "--target")?;
+                let target =
+                    required_url(self.target.clone(), "NETPOINT_DATABASE_URL", "--target")?;
                 let target_media = path_or_env(self.target_media.clone(), "NETPOINT_MEDIA_ROOT");
                 let direct = Direct {
                     source: &source,
@@ -166,14 +167,6 @@ impl CloneProd {
             }
         }
     }
-}
-
-pub fn path_or_env(flag: Option<PathBuf>, var: &str) -> Option<PathBuf> {
-    flag.or_else(|| {
-        std::env::var_os(var)
-            .filter(|v| !v.is_empty())
-            .map(PathBuf::from)
-    })
 }
 
 /// Time spent per step, for the closing summary.
@@ -544,7 +537,7 @@ fn record_swap(
         media_lock.record(&lock::Journal {
             target: format!("{}/{}", target.host_port(), target.database),
             aside: restore::aside_name(&target.database),
-            staging: fs::canonicalize(&staged.dir).unwrap_or_else(|_| staged.dir.clone()),
+            staging: fs::canonicalize(&staged.dir).unwrap_or_else(|_| staged.dir.to_path_buf()),
         })?;
     }
     Ok(())
@@ -851,14 +844,8 @@ fn print_plan(steps: &[String]) {
 
 /// A copy of the media tree beside the target, verified file by file, ready to swap in.
 struct StagedMedia {
-    dir: PathBuf,
+    dir: StagingDir,
     totals: media::Totals,
-}
-
-impl Drop for StagedMedia {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.dir);
-    }
 }
 
 fn stage_media_copy(
@@ -875,7 +862,7 @@ fn stage_media_copy(
         term::human_bytes(totals.bytes)
     ));
     let staged = StagedMedia {
-        dir: atomic_file::staging_dir(target)?,
+        dir: StagingDir(atomic_file::staging_dir(target)?),
         totals,
     };
     let bar = term::bytes_progress("media", Some(totals.bytes));
@@ -1066,7 +1053,7 @@ fn export(
         return Ok(());
     }
     atomic_file::remove_stale_siblings(out);
-    let staging = Staging(atomic_file::sibling(out, "staging"));
+    let staging = StagingDir(atomic_file::sibling(out, "staging"));
     fs::create_dir(&staging.0).with_context(|| format!("creating {}", staging.0.display()))?;
     let mut timings = Timings::default();
     // Uncovered columns are copied verbatim: the scan reads them as they pass.
@@ -1193,14 +1180,6 @@ fn export(
 }
 
 /// A directory being filled; removed unless it was renamed into place.
-struct Staging(PathBuf);
-
-impl Drop for Staging {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
-
 struct ProgressReader<'a, R: ?Sized> {
     inner: &'a mut R,
     on_bytes: &'a dyn Fn(u64),
@@ -1500,7 +1479,7 @@ impl Load<'_> {
         target: &Path,
     ) -> anyhow::Result<StagedMedia> {
         atomic_file::remove_stale_staging(target);
-        let dir = atomic_file::staging_dir(target)?;
+        let dir = StagingDir(atomic_file::staging_dir(target)?);
         let mut staged = StagedMedia {
             dir,
             totals: media::Totals::default(),

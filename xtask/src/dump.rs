@@ -314,45 +314,10 @@ impl<W: Write> Write for RowCounter<W> {
 /// that it can be used in SQL: `public."Big ""One"""` from `COPY public."Big ""One""" (id) ...`.
 /// `None` unless every part is quoted or a plain identifier, as pg_dump writes them.
 pub fn copy_target(line: &[u8]) -> Option<String> {
-    if !is_copy_start(line) {
-        return None;
-    }
-    let rest = &line[b"COPY ".len()..];
-    let mut at = 0;
-    loop {
-        if rest.get(at) == Some(&b'"') {
-            at += 1;
-            loop {
-                match rest.get(at)? {
-                    b'"' if rest.get(at + 1) == Some(&b'"') => at += 2,
-                    b'"' => break,
-                    _ => at += 1,
-                }
-            }
-            at += 1;
-        } else {
-            let start = at;
-            while !matches!(rest.get(at)?, b'.' | b' ') {
-                if !(rest[at].is_ascii_alphanumeric() || matches!(rest[at], b'_' | b'$')) {
-                    return None;
-                }
-                at += 1;
-            }
-            if at == start {
-                return None;
-            }
-        }
-        if rest.get(at) != Some(&b'.') {
-            break;
-        }
-        at += 1;
-    }
-    String::from_utf8(rest[..at].to_vec()).ok()
+    CopyHeader::parse(line).map(|header| header.written)
 }
 
-pub fn is_copy_start(line: &[u8]) -> bool {
-    line.starts_with(b"COPY ") && line.ends_with(b" FROM stdin;\n")
-}
+pub use rowscan::{is_copy_start, CopyHeader};
 
 #[derive(Default)]
 struct Filter {
@@ -421,11 +386,7 @@ pub fn copy_blocks(dump: &str) -> Vec<(String, Vec<&str>)> {
             Some(_) if line == "\\." => blocks.push(current.take().unwrap()),
             Some((_, rows)) => rows.push(line),
             None => {
-                if let Some(rest) = line
-                    .strip_prefix("COPY ")
-                    .filter(|_| line.ends_with(" FROM stdin;"))
-                {
-                    let table = rest.split(" (").next().unwrap_or(rest).to_string();
+                if let Some(table) = copy_target(line.as_bytes()) {
                     current = Some((table, Vec::new()));
                 }
             }

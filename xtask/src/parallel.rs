@@ -627,7 +627,7 @@ pub fn loaded_marker() -> impl FnMut(&mut Vec<u8>) -> Next {
             }
         } else if dump::is_copy_start(line) {
             let text = String::from_utf8_lossy(line);
-            table = copy_table(&text);
+            table = dump::copy_target(line);
             if let (Some(name), Some(copy)) = (&table, text.strip_suffix(" FROM stdin;\n")) {
                 *line =
                     format!("BEGIN;\nTRUNCATE ONLY {name};\n{copy} FROM stdin WITH (FREEZE);\n")
@@ -637,13 +637,6 @@ pub fn loaded_marker() -> impl FnMut(&mut Vec<u8>) -> Next {
         }
         Next::Line
     }
-}
-
-/// `public.t` from `COPY public.t (a, b) FROM stdin;`.
-fn copy_table(line: &str) -> Option<String> {
-    let rest = line.strip_prefix("COPY ")?;
-    let end = rest.find(" (").or_else(|| rest.find(" FROM stdin;"))?;
-    Some(rest[..end].to_string())
 }
 
 /// Feeds a data session, turning its "loaded" lines into events.
@@ -930,7 +923,7 @@ pub struct DirectClone<'a> {
 }
 
 /// One piece of a direct clone's data, taken from a queue by the data sessions.
-enum Load {
+enum DataPiece {
     /// A `pg_dump --data-only` of a group of relations, normalised, scrubbed and marked on
     /// its way into its psql.
     Dump {
@@ -940,7 +933,7 @@ enum Load {
     Straight(Box<Straight>),
 }
 
-impl Load {
+impl DataPiece {
     fn run(
         self,
         clone: &DirectClone<'_>,
@@ -950,7 +943,7 @@ impl Load {
         counts: &Mutex<BTreeMap<String, u64>>,
     ) -> anyhow::Result<()> {
         match self {
-            Load::Dump { dump, psql } => {
+            DataPiece::Dump { dump, psql } => {
                 let (_, scrubbed) = clone_prod::pump_dump(
                     dump,
                     clone.source,
@@ -971,7 +964,7 @@ impl Load {
                     *counts.entry(rule).or_default() += n;
                 }
             }
-            Load::Straight(mut straight) => {
+            DataPiece::Straight(mut straight) => {
                 straight.run(clone.source, temp, failure, clone.scan)?;
                 clone.bar.inc(straight.bytes);
                 let _ = tx.send(Event::Loaded(straight.table));
@@ -1064,10 +1057,11 @@ impl Straight {
             }
             Ok(restore::tool_command(cmd, url))
         };
-        let columns =
-            scrub::copy_header(format!("COPY t ({}) FROM stdin;\n", relation.columns).as_bytes())
-                .map(|(_, columns)| columns)
-                .unwrap_or_default();
+        let columns = dump::CopyHeader::parse(
+            format!("COPY t ({}) FROM stdin;", relation.columns).as_bytes(),
+        )
+        .map(|header| header.columns)
+        .unwrap_or_default();
         Ok(Straight {
             table: relation.dumped_as.clone(),
             bytes: relation.bytes,
@@ -1328,11 +1322,11 @@ impl DirectClone<'_> {
         let mut loads = Vec::new();
         for (bytes, dump) in dumps {
             let psql = restore::spawn_psql_load(sh, tools, temp)?;
-            loads.push((bytes, Load::Dump { dump, psql }));
+            loads.push((bytes, DataPiece::Dump { dump, psql }));
         }
         for relation in &straight {
             let straight = Straight::new(sh, tools, self, temp, &snapshot.id, relation)?;
-            loads.push((relation.bytes, Load::Straight(Box::new(straight))));
+            loads.push((relation.bytes, DataPiece::Straight(Box::new(straight))));
         }
         loads.sort_by_key(|(bytes, _)| std::cmp::Reverse(*bytes));
         let streams = sessions.min(loads.len());
@@ -1452,7 +1446,9 @@ pub fn load_file(
         let mut head = vec![0; 4096.min((entry.end - entry.start) as usize)];
         file.seek(SeekFrom::Start(entry.start))?;
         file.read_exact(&mut head)?;
-        let table = String::from_utf8_lossy(&head).lines().find_map(copy_table);
+        let table = String::from_utf8_lossy(&head)
+            .lines()
+            .find_map(|line| dump::copy_target(line.as_bytes()));
         if let Some(table) = table {
             sizes.insert(table, entry.end - entry.start);
         }
@@ -1654,11 +1650,11 @@ SET default_tablespace = fast;\n\n\
         assert_eq!(after_keyword("CREATE INDEX i ON public.t+x", " ON "), None);
         assert_eq!(after_keyword("CREATE INDEX i", " ON "), None);
         assert_eq!(
-            copy_table("COPY public.\"a b\" (id) FROM stdin;\n"),
-            Some("public.\"a b\"".into())
+            dump::copy_target(b"COPY public.\"a (b\" (id) FROM stdin;\n"),
+            Some("public.\"a (b\"".into())
         );
         assert_eq!(
-            copy_table("COPY public.t FROM stdin;\n"),
+            dump::copy_target(b"COPY public.t FROM stdin;\n"),
             Some("public.t".into())
         );
     }

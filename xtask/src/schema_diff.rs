@@ -5,6 +5,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use crate::toc::EntryHeader;
+
 /// One object of a dump, keyed by pg_dump's `-- Name: ...; Type: ...; Schema: ...` header.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 struct Key {
@@ -69,27 +71,15 @@ fn parse(dump: &str) -> Dump {
 }
 
 fn parse_header(line: &str) -> Option<Key> {
-    let rest = line.strip_prefix("-- Name: ")?;
-    let mut name = None;
-    let mut kind = None;
-    let mut schema = None;
-    // The name may itself contain "; " only in exotic cases; split from the right.
-    let mut parts: Vec<&str> = rest.split("; ").collect();
-    while let Some(part) = parts.pop() {
-        if let Some(value) = part.strip_prefix("Owner: ") {
-            let _ = value;
-        } else if let Some(value) = part.strip_prefix("Schema: ") {
-            schema = Some(value.to_string());
-        } else if let Some(value) = part.strip_prefix("Type: ") {
-            kind = Some(value.to_string());
-            name = Some(parts.join("; "));
-            break;
-        }
+    // Schema dumps hold no data; a data header is no object of the schema.
+    if !line.starts_with("-- Name: ") {
+        return None;
     }
+    let header = EntryHeader::parse(line)?;
     Some(Key {
-        kind: kind?,
-        schema: schema.unwrap_or_default(),
-        name: name?,
+        kind: header.kind,
+        schema: header.schema,
+        name: header.name,
     })
 }
 

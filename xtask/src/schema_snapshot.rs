@@ -7,7 +7,7 @@ use xshell::Shell;
 
 use crate::{
     atomic_file,
-    db_url::DbUrl,
+    db_url::{self, DbUrl},
     dump,
     pg_tools::{self, Access, Need, PgTools, Tool},
     schema_diff, term,
@@ -35,7 +35,7 @@ const HEADER_PREFIX: &str = "-- NetPoint schema snapshot, PostgreSQL ";
 impl SchemaSnapshot {
     pub fn run(self, sh: &Shell) -> anyhow::Result<()> {
         let source_from_flag = self.source.is_some();
-        let source = source_url(self.source, "NETPOINT_DATABASE_URL", "--source")?;
+        let source = db_url::required_url(self.source, "NETPOINT_DATABASE_URL", "--source")?;
         let output = self
             .output
             .unwrap_or_else(|| sh.current_dir().join("fixtures/schema.sql"));
@@ -143,18 +143,6 @@ pub fn recorded_major(snapshot: &str) -> Option<u32> {
         .trim()
         .parse()
         .ok()
-}
-
-/// A URL from a flag, else from an environment variable, else a clear error.
-pub fn source_url(flag: Option<String>, var: &str, flag_name: &str) -> anyhow::Result<DbUrl> {
-    let text = match flag {
-        Some(text) => text,
-        None => match std::env::var(var) {
-            Ok(text) if !text.trim().is_empty() => text,
-            _ => bail!("no database given: pass {flag_name} URL or set {var}"),
-        },
-    };
-    DbUrl::parse(&text)
 }
 
 fn update_command(source: &DbUrl, from_flag: bool, output: &str) -> String {

@@ -20,7 +20,7 @@ use std::{
 use anyhow::{bail, Context};
 use serde::Deserialize;
 
-pub use rewrite::{copy_header, scrubber, Counts};
+pub use rewrite::{scrubber, Counts};
 pub use rules::{Action, Rule};
 
 use crate::{

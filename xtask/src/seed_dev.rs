@@ -18,8 +18,8 @@ use xshell::{cmd, Shell};
 
 use crate::{
     atomic_file, bundle,
-    clone_prod::{self, path_or_env, LoadGuard, MediaForm},
-    db_url::DbUrl,
+    clone_prod::{self, LoadGuard, MediaForm},
+    db_url::{self, path_or_env, DbUrl},
     dump, leak_scan, media,
     pg_tools::{self, Access, PgTools, Tool},
     schema_snapshot, scrub, term,
@@ -75,11 +75,8 @@ impl SeedDev {
         }
         let tools = PgTools::discover(sh);
         if self.refresh {
-            let source = schema_snapshot::source_url(
-                self.source.clone(),
-                "NETPOINT_DATABASE_URL",
-                "--source",
-            )?;
+            let source =
+                db_url::required_url(self.source.clone(), "NETPOINT_DATABASE_URL", "--source")?;
             let refresh = Refresh {
                 source: &source,
                 source_media: self.source_media.as_deref(),
@@ -88,13 +85,8 @@ impl SeedDev {
             };
             return refresh.run(sh, &tools, self.check);
         }
-        let configured = self.target.clone().or_else(|| {
-            std::env::var("NETPOINT_DATABASE_URL")
-                .ok()
-                .filter(|v| !v.trim().is_empty())
-        });
-        let target = match configured {
-            Some(text) => DbUrl::parse(&text)?,
+        let target = match db_url::url_or_env(self.target.clone(), "NETPOINT_DATABASE_URL")? {
+            Some(url) => url,
             None => DevContainer::new(sh).ensure(sh, &tools)?,
         };
         let target_media = path_or_env(self.target_media.clone(), "NETPOINT_MEDIA_ROOT")
@@ -139,10 +131,10 @@ const DEV_USER: &str = "netpoint";
 
 impl DevContainer {
     fn new(sh: &Shell) -> DevContainer {
-        let name = std::env::var("NETPOINT_DEV_DB_CONTAINER")
-            .ok()
-            .filter(|n| !n.is_empty())
-            .unwrap_or_else(|| "netpoint-dev-db".into());
+        let name = db_url::from_env("NETPOINT_DEV_DB_CONTAINER").map_or_else(
+            || "netpoint-dev-db".into(),
+            |n| n.to_string_lossy().into_owned(),
+        );
         let passfile = sh
             .current_dir()
             .join(".netpoint")
@@ -403,7 +395,7 @@ impl Refresh<'_> {
         tools.check_dump_compatible(sh, &server)?;
         atomic_file::parent_dir(self.fixtures)?;
         atomic_file::remove_stale_siblings(self.fixtures);
-        let staging = StagingDir(atomic_file::sibling(self.fixtures, "staging"));
+        let staging = atomic_file::StagingDir(atomic_file::sibling(self.fixtures, "staging"));
         fs::create_dir(&staging.0).with_context(|| format!("creating {}", staging.0.display()))?;
         self.write(sh, tools, &server, &staging.0)?;
         if check {
@@ -559,14 +551,6 @@ impl Refresh<'_> {
     }
 }
 
-struct StagingDir(PathBuf);
-
-impl Drop for StagingDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
-
 /// What a refresh would change, one line each: tables whose rows changed, the schema,
 /// media added, removed or changed.
 fn compare(current: &Path, fresh: &Path) -> anyhow::Result<Vec<String>> {
@@ -651,7 +635,7 @@ fn schema_part(sql: &str) -> String {
             in_copy = line != "\\.";
             continue;
         }
-        in_copy = line.starts_with("COPY ") && line.ends_with(" FROM stdin;");
+        in_copy = dump::is_copy_start(line.as_bytes());
         out.push_str(line);
         out.push('\n');
     }

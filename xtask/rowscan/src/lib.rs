@@ -3,6 +3,10 @@
 //! is a crate of its own so that `cargo xtask`'s dev profile builds it optimised, as it does
 //! the other dependencies: every byte of a clone passes through it.
 
+mod copy_header;
+
+pub use copy_header::{is_copy_start, CopyHeader};
+
 use std::{
     borrow::Cow,
     collections::{BTreeMap, HashMap},
@@ -242,7 +246,7 @@ struct Block<'a> {
 impl<'a> Block<'a> {
     /// The block a `COPY` line starts, when its table has columns to scan.
     fn of(scanner: &'a Scanner, line: &[u8]) -> Option<Block<'a>> {
-        let (table, columns) = copy_header(line)?;
+        let CopyHeader { table, columns, .. } = CopyHeader::parse(line)?;
         let table = scanner.tables.get(&table)?;
         let targets = targets(table, &columns);
         (!targets.is_empty()).then(|| Block {
@@ -353,7 +357,7 @@ impl<'a> RowScan<'a> {
                 let line = &rest[..=end];
                 if line.starts_with(b"COPY ") {
                     let block = Block::of(self.scanner, line);
-                    self.passing = block.is_none() && line.ends_with(b" FROM stdin;\n");
+                    self.passing = block.is_none() && is_copy_start(line);
                     self.block = block;
                 }
                 at += end + 1;
@@ -378,23 +382,6 @@ impl<'a> RowScan<'a> {
         self.end_block();
         self.buf.clear();
     }
-}
-
-/// `COPY public.t (a, "b") FROM stdin;` → `("public.t", ["a", "b"])`, names unquoted.
-pub fn copy_header(line: &[u8]) -> Option<(String, Vec<String>)> {
-    let line = String::from_utf8_lossy(line);
-    let line = line.strip_suffix(" FROM stdin;\n")?.strip_prefix("COPY ")?;
-    let (table, columns) = line.split_once(" (")?;
-    let columns = columns.strip_suffix(')')?;
-    let unquote = |name: &str| {
-        let name = name.trim();
-        match name.strip_prefix('"').and_then(|n| n.strip_suffix('"')) {
-            Some(inner) => inner.replace("\"\"", "\""),
-            None => name.to_string(),
-        }
-    };
-    let table = table.split('.').map(unquote).collect::<Vec<_>>().join(".");
-    Some((table, columns.split(", ").map(unquote).collect()))
 }
 
 /// COPY text format → the value's bytes.

@@ -11,7 +11,10 @@ use super::{
     redact,
     rules::{Action, Models, Rule},
 };
-use crate::{dump::Next, media::hex};
+use crate::{
+    dump::{CopyHeader, Next},
+    media::hex,
+};
 
 /// Rows each rule changed (or deleted), by rule description.
 pub type Counts = Rc<RefCell<BTreeMap<String, u64>>>;
@@ -47,8 +50,8 @@ impl Scrubber {
     /// touches are skipped.
     fn process(&mut self, line: &mut Vec<u8>) -> Next {
         let Some(active) = &self.active else {
-            if let Some((table, columns)) = copy_header(line) {
-                self.start(table, columns);
+            if let Some(header) = CopyHeader::parse(line) {
+                self.start(header.table, header.columns);
                 if self.active.is_none() {
                     return Next::SkipRows;
                 }
@@ -176,8 +179,6 @@ impl Row<'_> {
         }
     }
 }
-
-pub use rowscan::copy_header;
 
 static PLACEHOLDER: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"\{([a-z_][a-z0-9_]*)\}").expect("placeholder pattern"));
