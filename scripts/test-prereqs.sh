@@ -2,7 +2,8 @@
 # Prepares this machine for the integration tests, which start PostgreSQL
 # through testcontainers:
 #   1. a running Docker engine (installs docker.io and starts dockerd if needed);
-#   2. local images postgres:13, postgres:15 and postgres:17.
+#   2. the host tools the tests call (psql, python3, sha256sum, script);
+#   3. local images postgres:13, postgres:15 and postgres:17.
 # An image that already exists is reused. Otherwise it is pulled, and when no
 # registry is reachable (the normal case here) it is built offline: a minimal
 # Debian root file system with that major's Debian package, from the Debian
@@ -172,7 +173,22 @@ ensure_docker() {
     log "Docker engine: ready after ${waited} s ($(docker info --format '{{.ServerVersion}}'))"
 }
 
-# --- 2. postgres images ------------------------------------------------------------
+# --- 2. host tools the tests call ------------------------------------------------------
+# The end-to-end tests compare against the manual procedure with the host's psql, craft
+# archives with python3, check sums with GNU sha256sum and run the tool on a terminal
+# through util-linux script. A fresh machine of this kind has them; install what is missing.
+ensure_host_tools() {
+    local missing=()
+    command -v psql >/dev/null 2>&1 || missing+=(postgresql-client)
+    command -v python3 >/dev/null 2>&1 || missing+=(python3)
+    command -v sha256sum >/dev/null 2>&1 || missing+=(coreutils)
+    command -v script >/dev/null 2>&1 || missing+=(bsdutils)
+    if [ ${#missing[@]} -gt 0 ]; then
+        apt_install "${missing[@]}"
+    fi
+}
+
+# --- 3. postgres images ------------------------------------------------------------
 # Identifies what an offline build of this major contains; stored in the image
 # as ENV NETPOINT_PG_IMAGE_RECIPE so a changed entrypoint triggers a rebuild.
 recipe_of() {
@@ -300,6 +316,7 @@ flock -w 900 9 || die "another scripts/test-prereqs.sh still holds /run/netpoint
 
 START=$SECONDS
 ensure_docker
+ensure_host_tools
 declare -A RECIPE=()
 REUSED=()
 PULLED=()

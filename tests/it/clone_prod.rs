@@ -13,9 +13,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use sha2::{Digest, Sha256};
-
-use crate::harness::{contains_anywhere, fixtures, marker, run, tree, xtask, Pg, Run};
+use crate::harness::{
+    contains_anywhere, copy_tree, fixtures, marker, run, sha256_file, tree, xtask, Pg, Run,
+};
 
 const CHANGELOG: &str = "public.extras_objectchange";
 
@@ -97,21 +97,6 @@ fn seed_dev_media(dir: &Path) {
     fs::write(dir.join("local/dev-only.txt"), b"my local upload").unwrap();
 }
 
-fn copy_tree(src: &Path, dst: &Path) {
-    let status = Command::new("cp")
-        .arg("-a")
-        .arg(src)
-        .arg(dst)
-        .status()
-        .unwrap();
-    assert!(
-        status.success(),
-        "cp -a {} {}",
-        src.display(),
-        dst.display()
-    );
-}
-
 /// A media tree with the awkward cases: the committed fixtures (nested, a name with a space)
 /// plus deep nesting, non-ASCII names, an empty file, an empty directory and a 20 MB file.
 fn rich_media(root: &Path) {
@@ -142,16 +127,11 @@ fn rich_media(root: &Path) {
     fs::write(root.join("large/twenty-mb.bin"), &big).unwrap();
 }
 
-pub(crate) fn sha256_hex(path: &Path) -> String {
-    let digest = Sha256::digest(fs::read(path).unwrap());
-    digest.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// Rewrites the `SHA256SUMS` line of `file` after a deliberate change, as an attacker or a
 /// careless hand would, so that only the deeper checks can catch the change.
 pub(crate) fn rewrite_sums(bundle: &Path, file: &str) {
     let path = bundle.join("SHA256SUMS");
-    let hash = sha256_hex(&bundle.join(file));
+    let hash = sha256_file(&bundle.join(file));
     let mut found = false;
     let text: String = fs::read_to_string(&path)
         .unwrap()
@@ -845,8 +825,38 @@ fn bundle_import_is_verified_first_and_atomic() {
     writeln!(list, "{}  image-attachments/ghost.png", "0".repeat(64)).unwrap();
     rewrite_sums(&missing, "media.sha256");
     sha256sum_check(&missing, Path::new("SHA256SUMS"));
-    import(&missing).fails_with("ghost.png");
+    import(&missing).fails_with("media.sha256 lists 11 media files while manifest.json records 10");
     unchanged("media file missing");
+
+    // A manifest whose media count or size the media do not match (SHA256SUMS regenerated).
+    let manifest_text = fs::read_to_string(bundle.join("manifest.json")).unwrap();
+    for (what, field, more, expected) in [
+        (
+            "one media file more in the manifest",
+            "files",
+            1,
+            "media files while manifest.json records",
+        ),
+        (
+            "more media bytes in the manifest",
+            "bytes",
+            12345,
+            "bytes while manifest.json records",
+        ),
+    ] {
+        let mut record: serde_json::Value = serde_json::from_str(&manifest_text).unwrap();
+        let value = record["media"][field].as_u64().expect("media recorded");
+        record["media"][field] = serde_json::json!(value + more);
+        let counted = variant(&what.replace(' ', "-"));
+        fs::write(
+            counted.join("manifest.json"),
+            serde_json::to_string_pretty(&record).unwrap(),
+        )
+        .unwrap();
+        rewrite_sums(&counted, "manifest.json");
+        import(&counted).fails_with(expected);
+        unchanged(what);
+    }
 
     // An archive member that climbs out with `..` (SHA256SUMS regenerated).
     let evil_name = marker("evil");

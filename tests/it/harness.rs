@@ -369,6 +369,33 @@ pub fn free_port() -> u16 {
     listener.local_addr().unwrap().port()
 }
 
+/// A copy of the tree `src` at `dst`, which must not exist yet: links, modes and times kept
+/// (`cp -a`).
+pub fn copy_tree(src: &Path, dst: &Path) {
+    assert!(!dst.exists(), "{} exists already", dst.display());
+    let status = Command::new("cp").arg("-a").arg(src).arg(dst).status();
+    assert!(
+        status.unwrap().success(),
+        "cp -a {} {}",
+        src.display(),
+        dst.display()
+    );
+}
+
+/// The SHA-256 of `bytes`, in hex.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The SHA-256 of the file at `path`, in hex.
+pub fn sha256_file(path: &Path) -> String {
+    sha256_hex(&fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())))
+}
+
 /// The first executable `name` on this process's PATH, as a shell would run it.
 pub fn which(name: &str) -> PathBuf {
     use std::os::unix::fs::PermissionsExt;

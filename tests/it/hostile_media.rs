@@ -15,16 +15,11 @@ use std::{
 
 use crate::{
     clone_prod::rewrite_sums,
-    harness::{fixtures, marker, run, tree, workspace_root, xtask, Pg, Run},
+    harness::{copy_tree, fixtures, marker, run, tree, workspace_root, xtask, Pg, Run},
 };
 
 fn s(path: &Path) -> &str {
     path.to_str().expect("test paths are UTF-8")
-}
-
-fn copy_tree(src: &Path, dst: &Path) {
-    let status = Command::new("cp").arg("-a").arg(src).arg(dst).status();
-    assert!(status.unwrap().success(), "cp -a {}", src.display());
 }
 
 /// Every entry below `root` with what it is: files with their bytes, links with their target.

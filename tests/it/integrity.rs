@@ -12,7 +12,7 @@ use std::{
 };
 
 use crate::{
-    clone_prod::{rewrite_sums, sha256_hex},
+    clone_prod::rewrite_sums,
     harness::{run, tree, xtask, Pg, Run},
 };
 
@@ -139,6 +139,15 @@ fn the_same_database_is_refused_however_its_host_is_spelt() {
     assert!(pg.has_db("devcopy"));
 }
 
+/// The table-of-contents entries of a dump, as an export counts them: each `-- Name:` or
+/// `-- Data for Name:` header.
+fn toc_entries(sql: &[u8]) -> usize {
+    String::from_utf8_lossy(sql)
+        .lines()
+        .filter(|line| line.starts_with("-- Name: ") || line.starts_with("-- Data for Name: "))
+        .count()
+}
+
 #[test]
 fn a_bundle_cut_short_or_tampered_with_is_refused_before_anything_changes() {
     let (prod, dev) = thread::scope(|scope| {
@@ -196,8 +205,42 @@ fn a_bundle_cut_short_or_tampered_with_is_refused_before_anything_changes() {
         "\"format\": 2, \"media\": {\"files\": 3, \"bytes\": 10},",
         1,
     );
+    // Entries shaped like pg_dump's that act beyond the database: another database of the
+    // dev user dropped, spelt over lines and hidden after a statement.
+    dev.psql("postgres", "create database victim");
+    let entries = |sql: &[u8]| toc_entries(sql);
+    let one_more_entry = |sql: &[u8]| {
+        let n = entries(sql);
+        manifest.replacen(
+            &format!("\"entries\": {n}"),
+            &format!("\"entries\": {}", n + 1),
+            1,
+        )
+    };
+    let foreign = |body: &str| {
+        injected(
+            post_data,
+            &format!("--\n-- Name: evil; Type: TABLE; Schema: public; Owner: -\n--\n\n{body}\n\n"),
+        )
+    };
+    let drop_victim = foreign("DROP DATABASE IF EXISTS victim WITH (FORCE);");
+    let drop_victim_hidden = foreign("SELECT 1; /* ; */ drop\n  database\n  \"victim\";");
     type Case<'a> = (&'a str, Vec<u8>, String, &'a [&'a str], &'a str);
     let cases: Vec<Case> = vec![
+        (
+            "an entry that drops another database",
+            drop_victim.clone(),
+            one_more_entry(&drop_victim),
+            &[],
+            "a DROP DATABASE statement, which acts beyond the database",
+        ),
+        (
+            "an entry that drops another database, spelt over lines, one stream",
+            drop_victim_hidden.clone(),
+            one_more_entry(&drop_victim_hidden),
+            &["--jobs", "1"],
+            "a DROP DATABASE statement",
+        ),
         (
             "SQL in the preamble",
             injected(preamble, role),
@@ -340,6 +383,7 @@ fn a_bundle_cut_short_or_tampered_with_is_refused_before_anything_changes() {
             "0",
             "{what}: SQL in the preamble ran"
         );
+        assert!(dev.has_db("victim"), "{what}: another database was dropped");
     }
     // A file the manifest does not account for, even one SHA256SUMS lists, is refused.
     let copy = dir.path().join("extra");
@@ -348,7 +392,10 @@ fn a_bundle_cut_short_or_tampered_with_is_refused_before_anything_changes() {
         fs::copy(bundle.join(name), copy.join(name)).unwrap();
     }
     fs::write(copy.join("run-me.sh"), "echo hi\n").unwrap();
-    let line = format!("{}  run-me.sh\n", sha256_hex(&copy.join("run-me.sh")));
+    let line = format!(
+        "{}  run-me.sh\n",
+        crate::harness::sha256_file(&copy.join("run-me.sh"))
+    );
     let sums = fs::read_to_string(copy.join("SHA256SUMS")).unwrap() + &line;
     fs::write(copy.join("SHA256SUMS"), sums).unwrap();
     run(xtask(&[
@@ -572,6 +619,76 @@ fn signals_in_every_phase_leave_the_target_as_it_was() {
         );
         assert!(!bundle.exists(), "{what}: a bundle was left");
     }
+
+    // A query of the run that waits on a lock production holds stops at once too: the
+    // signal does not wait for the lock.
+    let mut holder = prod
+        .psql_cmd("netpoint")
+        .args([
+            "-c",
+            "begin; lock table public.bulk in access exclusive mode; select pg_sleep(120); commit;",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for("the lock taken", Duration::from_secs(30), || {
+        prod.psql(
+            "netpoint",
+            "select count(*) from pg_locks where relation = 'public.bulk'::regclass and mode = 'AccessExclusiveLock' and granted",
+        ) == "1"
+    });
+    let child = xtask(&direct)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id() as libc::pid_t;
+    wait_for(
+        "a query waiting on the lock",
+        Duration::from_secs(60),
+        || {
+            prod.psql(
+            "postgres",
+            "select count(*) > 0 from pg_stat_activity where wait_event_type = 'Lock' and datname = 'netpoint'",
+        ) == "t"
+        },
+    );
+    let signalled = Instant::now();
+    // SAFETY: kill only signals our own child.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    let ended = output_of(child);
+    let took = signalled.elapsed();
+    // The lock's holder goes (its backend would sleep on without its client); the run's
+    // query, cut off from its client, ends as soon as it gets the lock.
+    prod.psql(
+        "postgres",
+        "select pg_terminate_backend(pid) from pg_stat_activity where query like 'begin; lock table public.bulk%'",
+    );
+    let _ = holder.wait();
+    assert_eq!(ended.status.code(), Some(143), "{}", ended.output());
+    assert!(
+        took < Duration::from_secs(10),
+        "a run waiting on a lock took {took:?} to stop:\n{}",
+        ended.output()
+    );
+    wait_for(
+        "sessions ended after the lock",
+        Duration::from_secs(15),
+        || {
+            prod.psql(
+            "postgres",
+            "select count(*) from pg_stat_activity where backend_type = 'client backend' and pid <> pg_backend_pid()",
+        ) == "0"
+        },
+    );
+    assert_eq!(dev.row_counts_fast("netpoint"), before, "after the lock");
+    assert_eq!(tree(&media), media_before, "after the lock");
+    assert!(
+        temp_dbs(&dev).is_empty(),
+        "after the lock: {:?}",
+        temp_dbs(&dev)
+    );
 }
 
 #[test]
@@ -618,7 +735,7 @@ fn sessions_the_owner_may_not_end_are_waited_for_then_named() {
         child
     };
 
-    let mut holder = hold(60);
+    let mut holder = hold(120);
     let refused =
         run(clone()).fails_with("other sessions use it and may not be ended by user `owner`");
     assert!(
@@ -627,6 +744,37 @@ fn sessions_the_owner_may_not_end_are_waited_for_then_named() {
         refused.output()
     );
     assert!(!refused.stderr.contains("owner-pw"));
+    assert_eq!(
+        dev.psql("netpoint", "select count(*) from public.kept"),
+        "1"
+    );
+    assert!(temp_dbs(&dev).is_empty(), "{:?}", temp_dbs(&dev));
+
+    // An interrupt during that wait ends it at once, with nothing changed.
+    let child = clone()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for("the load, then the wait", Duration::from_secs(60), || {
+        let loaded = dev.psql(
+            "postgres",
+            "select count(*) from pg_database d where datname like 'netpoint\\_\\_npload\\_%' \
+             and not exists (select from pg_stat_activity a where a.datname = d.datname)",
+        );
+        loaded == "1"
+    });
+    let signalled = Instant::now();
+    // SAFETY: kill only signals our own child.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    let ended = output_of(child);
+    assert_eq!(ended.status.code(), Some(143), "{}", ended.output());
+    assert!(
+        signalled.elapsed() < Duration::from_secs(5),
+        "the wait held the signal for {:?}:\n{}",
+        signalled.elapsed(),
+        ended.output()
+    );
     assert_eq!(
         dev.psql("netpoint", "select count(*) from public.kept"),
         "1"

@@ -8,14 +8,50 @@ use crate::harness::{marker, run, xtask, Pg};
 
 /// The findings the planted values must give, as the summary and errors name them.
 const FINDINGS: &[(&str, u64)] = &[
+    ("public.dcim_cable.comments", 1),
     ("public.dcim_device.comments", 2),
     ("public.dcim_rack.custom_field_data", 3),
     ("public.dcim_site.comments", 1),
+    ("public.ipam_ipaddress.comments", 1),
+    ("public.ipam_prefix.comments", 1),
+    ("public.ipam_vlan.comments", 1),
+    ("public.ipam_vrf.comments", 1),
+    ("public.tenancy_tenant.comments", 1),
 ];
 
 /// Plants credential-shaped values in uncovered columns and returns the secret parts.
 fn plant(pg: &Pg, db: &str) -> Vec<String> {
     let (password, key, api_key) = (marker("hunter2"), marker("rsakey"), marker("apikey"));
+    let more: Vec<String> = (0..6).map(|n| marker(&format!("shape{n}"))).collect();
+    let first = |table: &str, comments: &str| {
+        format!(
+            "update {table} set comments = E'{comments}' where id = (select min(id) from {table});"
+        )
+    };
+    // Shapes seen in real deployments: a URL with a password but no user, device
+    // configuration, a shared access signature, an incoming-webhook URL, a JWT and an API
+    // key by prefix, passphrase and pwd pairs.
+    pg.psql(
+        db,
+        &[
+            first("ipam_prefix", &format!("cache at redis://:{}@cache.example:6379/0", more[0])),
+            first(
+                "dcim_cable",
+                &format!("enable secret 5 $1${0}\\nusername admin privilege 15 password 0 {0}\\nsnmp-server community {0} RO", more[1]),
+            ),
+            first("ipam_vlan", &format!("backup https://b.blob.example/c?sv=2022-11-02&sig={}abcdefgh", more[2])),
+            first(
+                "ipam_vrf",
+                &format!("alerts to https://hooks.slack.com/services/T0123ABCD/B0123ABCD/{}abcdefgh", more[3]),
+            ),
+            first(
+                "tenancy_tenant",
+                &format!("eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0In0.{0}abcdefgh and sk-ant-api03-{0}abcdefgh", more[4]),
+            ),
+            first("ipam_ipaddress", &format!("bmc passphrase={0} pwd={0}", more[5])),
+        ]
+        .concat(),
+    );
     pg.psql(
         db,
         &format!(
@@ -26,7 +62,7 @@ fn plant(pg: &Pg, db: &str) -> Vec<String> {
                  where id in (select id from dcim_rack order by id limit 3);"
         ),
     );
-    vec![password, key, api_key]
+    [password, key, api_key].into_iter().chain(more).collect()
 }
 
 /// Fails when the run's output shows a planted value, or lacks a finding.
@@ -112,14 +148,20 @@ fn findings_are_named_by_column_and_count_and_strict_changes_nothing() {
         Vec::<String>::new()
     );
 
-    // Rules for the three columns cover them: the strict clone goes through and finds nothing.
+    // Rules for those columns cover them: the strict clone goes through and finds nothing.
     let work = tempfile::tempdir().unwrap();
     let rules = work.path().join("rules.toml");
     fs::write(
         &rules,
         "[[rule]]\ntable = \"dcim_site\"\ncolumn = \"comments\"\naction = \"empty\"\n\
          [[rule]]\ntable = \"dcim_device\"\ncolumn = \"comments\"\naction = \"empty\"\n\
-         [[rule]]\ntable = \"dcim_rack\"\ncolumn = \"custom_field_data\"\naction = \"jsonb-remove-keys\"\nkeys = [\"key\"]\n",
+         [[rule]]\ntable = \"dcim_rack\"\ncolumn = \"custom_field_data\"\naction = \"jsonb-remove-keys\"\nkeys = [\"key\"]\n\
+         [[rule]]\ntable = \"dcim_cable\"\ncolumn = \"comments\"\naction = \"empty\"\n\
+         [[rule]]\ntable = \"ipam_ipaddress\"\ncolumn = \"comments\"\naction = \"redact-secrets\"\n\
+         [[rule]]\ntable = \"ipam_prefix\"\ncolumn = \"comments\"\naction = \"redact-secrets\"\n\
+         [[rule]]\ntable = \"ipam_vlan\"\ncolumn = \"comments\"\naction = \"redact-secrets\"\n\
+         [[rule]]\ntable = \"ipam_vrf\"\ncolumn = \"comments\"\naction = \"redact-secrets\"\n\
+         [[rule]]\ntable = \"tenancy_tenant\"\ncolumn = \"comments\"\naction = \"redact-secrets\"\n",
     )
     .unwrap();
     let covered = clone(&["--strict", "--scrub-rules", s(&rules)]).ok();

@@ -9,9 +9,9 @@ use std::{
     process::{Command, Stdio},
 };
 
-use sha2::{Digest, Sha256};
-
-use crate::harness::{fixtures, marker, run, tree, workspace_root, xtask, Pg, Run};
+use crate::harness::{
+    copy_tree, fixtures, marker, run, sha256_hex, tree, workspace_root, xtask, Pg, Run,
+};
 
 const CHANGELOG_TABLE: &str = "public.extras_objectchange";
 
@@ -79,13 +79,6 @@ fn fixture_media_sums() -> BTreeMap<String, String> {
     sums
 }
 
-fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
 /// `relative path → sha256` of every file below `root`, hashed here.
 fn hash_tree(root: &Path) -> BTreeMap<String, String> {
     tree(root)
@@ -97,18 +90,6 @@ fn hash_tree(root: &Path) -> BTreeMap<String, String> {
 // ---------------------------------------------------------------------------------------
 // small helpers
 // ---------------------------------------------------------------------------------------
-
-fn copy_tree(src: &Path, dst: &Path) {
-    for entry in walkdir::WalkDir::new(src) {
-        let entry = entry.unwrap();
-        let to = dst.join(entry.path().strip_prefix(src).unwrap());
-        if entry.file_type().is_dir() {
-            fs::create_dir_all(&to).unwrap();
-        } else {
-            fs::copy(entry.path(), &to).unwrap();
-        }
-    }
-}
 
 fn s(path: &Path) -> &str {
     path.to_str().unwrap()

@@ -149,7 +149,8 @@ fn same_major_17_and_guarded_downgrade_to_15() {
 /// A directory holding only a `docker` that forwards to the real one, except that it
 /// pretends the images in `missing` do not exist.
 fn path_without_pg_tools(dir: &Path, missing: &[u32]) -> String {
-    let real = which("docker");
+    let real = crate::harness::which("docker");
+    let real = real.to_str().unwrap();
     let mut script = String::from("#!/bin/sh\n");
     for major in missing {
         script.push_str(&format!(
@@ -161,16 +162,6 @@ fn path_without_pg_tools(dir: &Path, missing: &[u32]) -> String {
     fs::write(&docker, script).unwrap();
     fs::set_permissions(&docker, fs::Permissions::from_mode(0o755)).unwrap();
     dir.to_str().unwrap().to_string()
-}
-
-fn which(tool: &str) -> String {
-    let out = std::process::Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .output()
-        .unwrap();
-    let path = String::from_utf8(out.stdout).unwrap().trim().to_string();
-    assert!(!path.is_empty(), "{tool} not found on PATH");
-    path
 }
 
 #[test]

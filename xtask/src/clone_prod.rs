@@ -1273,6 +1273,13 @@ fn check_complete(sql: &Path, manifest: &bundle::Manifest) -> anyhow::Result<toc
         );
     }
     check_preamble(sql, toc.header_end)?;
+    if let Some((line, words)) = &toc.foreign {
+        bail!(
+            "{}, line {line}: a {words} statement, which acts beyond the database and which pg_dump never writes into a dump: \
+             not a dump this tool loads, nothing was changed",
+            sql.display()
+        );
+    }
     if toc.entries.len() as u64 != manifest.entries {
         bail!(
             "{} has {} table-of-contents entries where {} recorded {}, nothing was changed; export the bundle again",
@@ -1342,6 +1349,18 @@ impl Load<'_> {
             )?),
             false => None,
         };
+        if let (Some(sums), Some(record)) = (&media_sums, &manifest.media) {
+            if sums.len() as u64 != record.files {
+                bail!(
+                    "bundle {}: {} lists {} media files while {} records {}, nothing was changed: export the bundle again",
+                    self.dir.display(),
+                    bundle::MEDIA_SUMS,
+                    sums.len(),
+                    bundle::MANIFEST,
+                    record.files
+                );
+            }
+        }
         if let Some(target_media) = self.target_media {
             atomic_file::parent_dir(target_media).context("--target-media")?;
             if media_sums.is_some() {
@@ -1387,7 +1406,8 @@ impl Load<'_> {
         let mut timings = Timings::default();
         let staged = match (&media_sums, self.target_media) {
             (Some(sums), Some(target)) => {
-                Some(timings.time("media", || self.stage_media(sums, target))?)
+                let expected = manifest.media.as_ref();
+                Some(timings.time("media", || self.stage_media(sums, expected, target))?)
             }
             (Some(_), None) => {
                 term::step("media: not loaded (no --target-media or NETPOINT_MEDIA_ROOT)");
@@ -1476,6 +1496,7 @@ impl Load<'_> {
     fn stage_media(
         &self,
         sums: &BTreeMap<PathBuf, String>,
+        expected: Option<&bundle::MediaRecord>,
         target: &Path,
     ) -> anyhow::Result<StagedMedia> {
         atomic_file::remove_stale_staging(target);
@@ -1499,6 +1520,19 @@ impl Load<'_> {
         let bar = term::files_progress("verify", sums.len() as u64);
         staged.totals = media::verify(&staged.dir, sums, &|_| bar.inc(1))?;
         bar.finish_and_clear();
+        if let Some(record) = expected {
+            if (staged.totals.files, staged.totals.bytes) != (record.files, record.bytes) {
+                bail!(
+                    "bundle {}: its media hold {} files of {} bytes while {} records {} files of {} bytes, nothing was changed: export the bundle again",
+                    self.dir.display(),
+                    staged.totals.files,
+                    staged.totals.bytes,
+                    bundle::MANIFEST,
+                    record.files,
+                    record.bytes
+                );
+            }
+        }
         crate::process::check_interrupted()?;
         Ok(staged)
     }

@@ -24,15 +24,21 @@ pub const SKIP_VAR: &str = "NETPOINT_SKIP_LEAK_SCAN";
 /// Credential shapes as PostgreSQL regular expressions (ARE), matched case-insensitively.
 const SHAPES: &[&str] = &[
     // URL user information with a password: scheme://user:pass@host
-    r"[a-z][a-z0-9+.-]*://[^/[:space:]:@]+:[^/[:space:]@]+@",
+    r"[a-z][a-z0-9+.-]*://[^/[:space:]:@]*:[^/[:space:]@]+@",
     // Authorization: Basic dXNlcjpwYXNz, "Authorization": "token abc..."
     r#"\mauthorization["']?[[:space:]]*[:=][[:space:]]*["']?([a-z]+[[:space:]]+)?[a-z0-9._~+/=-]{8,}"#,
     r"\mbearer[[:space:]]+[a-z0-9._~+/=-]{8,}",
     // password=..., secret: ..., "api_key": "..." (a JSON null is no secret)
-    r#"(passw(or)?d|secret|token|api[_-]?key|access[_-]?key)["']?[[:space:]]*[:=][[:space:]]*["']?(?!null\M)[^[:space:]"',;&}]{3,}"#,
+    r#"(passw(or)?d|passphrase|pwd|secret([_-]?key)?|token|api[_-]?key|access[_-]?key|communit(y|ies))["']?[[:space:]]*[:=][[:space:]]*\[?[[:space:]]*["']?(?!null\M)[^][:space:]"',;&}]{3,}"#,
+    // network device configuration: enable secret 5 ..., snmp-server community ...
+    r"\m(enable[[:space:]]+(secret|password)|username[[:space:]]+[^[:space:]]+([[:space:]]+privilege[[:space:]]+[0-9]+)?[[:space:]]+(secret|password)|snmp-server[[:space:]]+community|tacacs-server[[:space:]]+key|radius-server[[:space:]]+key|key-string)([[:space:]]+[0-9])?[[:space:]]+[^[:space:]]{3,}",
+    // incoming-webhook URLs (the path is the credential), shared access signatures, JWTs
+    r"hooks\.slack\.com/(services|workflows|triggers)/[a-z0-9/_-]{20,}|discord(app)?\.com/api/webhooks/[0-9]+/[a-z0-9_-]{20,}|\.webhook\.office\.com/webhookb2/[^[:space:]]{20,}",
+    r"[?&]sig=[a-z0-9%+/=_-]{16,}",
+    r"\meyj[a-z0-9_-]{8,}\.eyj[a-z0-9_-]{8,}\.[a-z0-9_-]{8,}",
     r"-----begin [a-z ]*private key-----",
     // GitHub, GitLab, Slack, AWS, Stripe, Google, npm
-    r"\m(gh[pousr]_[a-z0-9]{30,}|github_pat_[a-z0-9_]{20,}|glpat-[a-z0-9_-]{20,}|xox[baprs]-[a-z0-9-]{10,}|akia[0-9a-z]{16}\M|[sr]k_live_[a-z0-9]{16,}|aiza[0-9a-z_-]{35}|npm_[a-z0-9]{36})",
+    r"\m(gh[pousr]_[a-z0-9]{30,}|github_pat_[a-z0-9_]{20,}|glpat-[a-z0-9_-]{20,}|xox[baprs]-[a-z0-9-]{10,}|akia[0-9a-z]{16}\M|[sr]k_live_[a-z0-9]{16,}|aiza[0-9a-z_-]{35}|npm_[a-z0-9]{36}|sk-(proj|ant)-[a-z0-9_-]{20,})",
 ];
 
 /// The one pattern every scanned value is matched against.
@@ -52,6 +58,13 @@ const WORDS: &[&str] = &[
     "%authoriz%",
     "%bearer%",
     "%passw%",
+    "%passphrase%",
+    "%pwd%",
+    "%communit%",
+    "%sig=%",
+    "%eyj%",
+    "%sk-proj-%",
+    "%sk-ant-%",
     "%secret%",
     "%token%",
     "%key%",
@@ -586,7 +599,7 @@ mod tests {
         assert!(sql.contains(
             " from \"public\".\"dcim_site\" where lower(concat_ws(' ', \"comments\"::text collate \"C\", \"we\"\"ird\"::text collate \"C\")) like any (array['%://%', "
         ));
-        assert!(sql.ends_with(" from \"Odd Schema\".\"t\" where lower(concat_ws(' ', \"c\"::text collate \"C\")) like any (array['%://%', '%authoriz%', '%bearer%', '%passw%', '%secret%', '%token%', '%key%', '%gh_\\_%', '%github\\_pat\\_%', '%glpat-%', '%xox%', '%akia%', '%k\\_live\\_%', '%aiza%', '%npm\\_%']))) r"), "{sql}");
+        assert!(sql.ends_with(" from \"Odd Schema\".\"t\" where lower(concat_ws(' ', \"c\"::text collate \"C\")) like any (array['%://%', '%authoriz%', '%bearer%', '%passw%', '%passphrase%', '%pwd%', '%communit%', '%sig=%', '%eyj%', '%sk-proj-%', '%sk-ant-%', '%secret%', '%token%', '%key%', '%gh_\\_%', '%github\\_pat\\_%', '%glpat-%', '%xox%', '%akia%', '%k\\_live\\_%', '%aiza%', '%npm\\_%']))) r"), "{sql}");
         assert_eq!(sql.matches("~*").count(), 3);
     }
 
@@ -632,6 +645,12 @@ mod tests {
             "rk_live_abcdefghijklmnop",
             "AIzaSyA-abcdefghijklmnopqrstuvwxyz01234",
             "npm_abcdefghijklmnopqrstuvwxyz0123456789",
+            "redis://:hunter2@cache:6379/0",
+            "passphrase=abc pwd=def",
+            "snmp-server community Publ1c RO",
+            "https://x.example/b?sv=2022&sig=abcdefghijklmnop1234",
+            "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0In0.c2lnbmF0dXJlMTIz",
+            "sk-ant-api03-abcdefghijklmnopqrstuvwxyz",
         ] {
             let lower = credential.to_lowercase();
             assert!(words.iter().any(|w| w.is_match(&lower)), "{credential}");

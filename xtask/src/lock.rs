@@ -182,8 +182,9 @@ impl MediaLock {
             match file.try_lock() {
                 Ok(()) => {}
                 Err(std::fs::TryLockError::WouldBlock) => {
-                    let by = fs::read_to_string(&path).unwrap_or_default();
-                    let by = by.trim();
+                    // Its first line names the holder; a swap's journal may follow.
+                    let text = fs::read_to_string(&path).unwrap_or_default();
+                    let by = text.lines().next().unwrap_or_default().trim();
                     let who = if by.is_empty() {
                         String::new()
                     } else {

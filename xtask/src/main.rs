@@ -16,6 +16,7 @@ mod schema_diff;
 mod schema_snapshot;
 mod scrub;
 mod seed_dev;
+mod statements;
 mod term;
 mod toc;
 

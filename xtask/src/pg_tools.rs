@@ -393,14 +393,17 @@ impl PgTools {
         access: Access,
         sql: &str,
     ) -> anyhow::Result<String> {
-        let cmd = self
-            .cmd(sh, Tool::Psql, url, access)?
-            .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", sql])
-            .ignore_status();
-        log(&cmd, url);
-        let output = cmd
-            .output()
-            .with_context(|| format!("running psql against {url}"))?;
+        let cmd = self.cmd(sh, Tool::Psql, url, access)?.args([
+            "-X",
+            "-q",
+            "-A",
+            "-t",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-c",
+            sql,
+        ]);
+        let output = run_psql(cmd, url, None)?;
         if !output.status.success() {
             let stderr = String::from_utf8_lossy(&output.stderr);
             return Err(explain_failure(url, &stderr));
@@ -419,25 +422,19 @@ impl PgTools {
         url: &DbUrl,
         sql: &str,
     ) -> anyhow::Result<Result<String, Failure>> {
-        let cmd = self
-            .cmd(sh, Tool::Psql, url, Access::ReadWrite)?
-            .args([
-                "-X",
-                "-q",
-                "-A",
-                "-t",
-                "-v",
-                "ON_ERROR_STOP=1",
-                "-v",
-                "VERBOSITY=verbose",
-                "-c",
-                sql,
-            ])
-            .ignore_status();
-        log(&cmd, url);
-        let output = cmd
-            .output()
-            .with_context(|| format!("running psql against {url}"))?;
+        let cmd = self.cmd(sh, Tool::Psql, url, Access::ReadWrite)?.args([
+            "-X",
+            "-q",
+            "-A",
+            "-t",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-v",
+            "VERBOSITY=verbose",
+            "-c",
+            sql,
+        ]);
+        let output = run_psql(cmd, url, None)?;
         if output.status.success() {
             return Ok(Ok(String::from_utf8_lossy(&output.stdout)
                 .trim_end_matches('\n')
@@ -452,15 +449,17 @@ impl PgTools {
 
     /// Runs SQL given on psql's stdin (for statements that carry sensitive values).
     pub fn query_stdin(&self, sh: &Shell, url: &DbUrl, sql: &str) -> anyhow::Result<String> {
-        let cmd = self
-            .cmd(sh, Tool::Psql, url, Access::ReadWrite)?
-            .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-f", "-"])
-            .stdin(sql)
-            .ignore_status();
-        log(&cmd, url);
-        let output = cmd
-            .output()
-            .with_context(|| format!("running psql against {url}"))?;
+        let cmd = self.cmd(sh, Tool::Psql, url, Access::ReadWrite)?.args([
+            "-X",
+            "-q",
+            "-A",
+            "-t",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-f",
+            "-",
+        ]);
+        let output = run_psql(cmd, url, Some(sql))?;
         if !output.status.success() {
             return Err(explain_failure(
                 url,
@@ -500,6 +499,55 @@ impl PgTools {
             .insert(url.host_port(), server.major);
         Ok(server)
     }
+}
+
+/// Runs one short psql session as a tool an interrupt stops (a query waiting on a lock must
+/// not hold up Ctrl-C), with `stdin` as its input.
+fn run_psql(
+    cmd: xshell::Cmd<'_>,
+    url: &DbUrl,
+    stdin: Option<&str>,
+) -> anyhow::Result<std::process::Output> {
+    use std::{io::Write, process::Stdio};
+    // A session the signal stopped fails as interrupted, not with psql's words.
+    let stop = || match crate::process::stop_requested() {
+        true => Err(anyhow::anyhow!("interrupted")),
+        false => Ok(()),
+    };
+    log(&cmd, url);
+    let mut command = std::process::Command::from(cmd);
+    command
+        .stdin(match stdin {
+            Some(_) => Stdio::piped(),
+            None => Stdio::null(),
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    // Before a signal, the session is a tool the signal stops; after one, it is the run
+    // cleaning up (removing its temporary database), which must go to its end.
+    let spawned = match crate::process::interrupted() {
+        false => crate::process::spawn(&mut command),
+        true => crate::process::spawn_holder(&mut command),
+    };
+    let mut child = spawned.with_context(|| format!("running psql against {url}"))?;
+    let feeder = match (stdin, child.stdin.take()) {
+        (Some(text), Some(mut pipe)) => {
+            let text = text.to_owned();
+            Some(std::thread::spawn(move || pipe.write_all(text.as_bytes())))
+        }
+        _ => None,
+    };
+    let output = child
+        .wait_with_output()
+        .with_context(|| format!("running psql against {url}"))?;
+    if let Some(feeder) = feeder {
+        // A psql that stopped early closes its end; its exit status says why.
+        let _ = feeder.join();
+    }
+    if !output.status.success() {
+        stop()?;
+    }
+    Ok(output)
 }
 
 /// Containers that run client tools carry our pid in a label, so that none outlives the run:

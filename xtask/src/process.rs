@@ -42,6 +42,11 @@ pub fn interrupted() -> bool {
     INTERRUPTED.load(Ordering::SeqCst)
 }
 
+/// Whether a signal asked us to stop and no step that must finish is running.
+pub fn stop_requested() -> bool {
+    interrupted() && CRITICAL.load(Ordering::SeqCst) == 0
+}
+
 pub fn check_interrupted() -> anyhow::Result<()> {
     if interrupted() {
         anyhow::bail!("interrupted");

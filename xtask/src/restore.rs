@@ -152,7 +152,7 @@ pub fn put_back(
 ) -> anyhow::Result<()> {
     let unwanted = temp_name(&target.database, "load");
     crate::process::critical(|| {
-        swap(sh, tools, admin, target, aside, &unwanted)?;
+        swap(sh, tools, admin, target, aside, &unwanted, false)?;
         drop_database(sh, tools, admin, &unwanted)
     })
 }
@@ -239,7 +239,7 @@ pub fn replace(
     // From here the run finishes what it started, even when a signal arrives meanwhile.
     crate::process::critical(|| {
         let old = temp_name(&target.database, "old");
-        let replaced = match swap(sh, tools, admin, target, &temp.database, &old) {
+        let replaced = match swap(sh, tools, admin, target, &temp.database, &old, true) {
             Ok(replaced) => replaced,
             Err(err) => {
                 drop_temp();
@@ -251,7 +251,7 @@ pub fn replace(
                 let _ = drop_database(sh, tools, admin, &target.database);
                 return Err(err.context(format!("{} was removed again", target.masked())));
             }
-            return match swap(sh, tools, admin, target, &old, &temp.database) {
+            return match swap(sh, tools, admin, target, &old, &temp.database, false) {
                 Ok(_) => {
                     drop_temp();
                     Err(err.context(format!("{} was put back as it was", target.masked())))
@@ -360,7 +360,9 @@ fn drop_database(sh: &Shell, tools: &PgTools, admin: &DbUrl, name: &str) -> anyh
 /// Puts database `new` in place of `target`'s database, which becomes `aside`; both renames
 /// commit together, so the target name always names a whole database. Sessions on the target
 /// that we may end are ended; others (autovacuum, which yields, or other roles' sessions) are
-/// waited for briefly and then named. Returns whether there was a database to put aside.
+/// waited for briefly and then named; an interrupt ends that wait when `stoppable` (the swap
+/// forward, before anything changed; never the swap back). Returns whether there was a
+/// database to put aside.
 fn swap(
     sh: &Shell,
     tools: &PgTools,
@@ -368,6 +370,7 @@ fn swap(
     target: &DbUrl,
     new: &str,
     aside: &str,
+    stoppable: bool,
 ) -> anyhow::Result<bool> {
     #[derive(serde::Deserialize)]
     struct Sessions {
@@ -428,6 +431,12 @@ fn swap(
             Ok(_) => return Ok(sessions.exists),
             // object_in_use: a session we may not end, or one that just arrived.
             Err(failure) if failure.state == "55006" => {
+                if stoppable && crate::process::interrupted() {
+                    bail!(
+                        "interrupted while waiting for other sessions to leave {}",
+                        target.masked()
+                    );
+                }
                 if started.elapsed() > Duration::from_secs(15) {
                     let who = if sessions.others.is_empty() {
                         "sessions keep arriving".to_string()

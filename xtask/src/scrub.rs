@@ -81,6 +81,9 @@ struct Column {
     nullable: bool,
     /// A type that takes text: character types, `citext`, `name`.
     textual: bool,
+    /// `json` or `jsonb`.
+    #[serde(default)]
+    json: bool,
 }
 
 /// What the plan reads of the source: its columns, which tables inherit from (or are
@@ -94,7 +97,8 @@ struct Catalog {
 
 const CATALOG_QUERY: &str = "select json_build_object(\
  'columns', coalesce((select json_agg(json_build_object('schema', table_schema, 'table', table_name, 'column', column_name, \
-   'nullable', is_nullable = 'YES', 'textual', data_type in ('text', 'character varying', 'character', 'name') or udt_name = 'citext')) \
+   'nullable', is_nullable = 'YES', 'textual', data_type in ('text', 'character varying', 'character', 'name') or udt_name = 'citext', \
+   'json', data_type in ('json', 'jsonb'))) \
    from information_schema.columns where table_schema not in ('pg_catalog', 'information_schema') and table_schema not like 'pg\\_%'), '[]'), \
  'children', coalesce((select json_agg(json_build_array(cn.nspname || '.' || c.relname, pn.nspname || '.' || p.relname)) \
    from pg_inherits i join pg_class c on c.oid = i.inhrelid join pg_namespace cn on cn.oid = c.relnamespace \
@@ -116,6 +120,20 @@ impl ScrubFlags {
         let catalog: Catalog = serde_json::from_str(&answer)
             .with_context(|| format!("reading the columns of {source}"))?;
         let mut plan = plan_rules(rules, &catalog)?;
+        if let Some(file) = &self.scrub_rules {
+            // A preset rule for a table this database lacks is normal; one of the user's
+            // is most likely a misspelt table or column, which would scrub nothing.
+            let preset: BTreeSet<String> = rules::load_rules(None)?
+                .iter()
+                .map(Rule::describe)
+                .collect();
+            for skipped in plan.skipped.iter().filter(|s| !preset.contains(*s)) {
+                term::warn(format!(
+                    "scrub rule `{skipped}` of {} matches no table or column of {source}: it changes nothing; check its spelling",
+                    file.display()
+                ));
+            }
+        }
         // Changelog rules scrub each snapshot by the rules of the model it records.
         let changelog_schemas: BTreeSet<&str> = plan
             .applied
@@ -250,6 +268,13 @@ fn plan_rules(rules: Vec<Rule>, catalog: &Catalog) -> anyhow::Result<Plan> {
                     bail!(
                         "scrub rule `{}` would set the NOT NULL column {at} to NULL, which no database can load: \
                          use action \"empty\" or \"value\" for it; nothing was changed",
+                        rule.describe()
+                    );
+                }
+                if matches!(rule.action, Action::EmptyObject) && !(column.textual || column.json) {
+                    bail!(
+                        "scrub rule `{}` would write {{}} into {at}, which is neither a JSON nor a text column and could not load: \
+                         use action \"null\" or a rule of its own for it; nothing was changed",
                         rule.describe()
                     );
                 }
@@ -427,10 +452,13 @@ impl Plan {
                 if !value.is_empty()
                     && scrub_field(&rule.table, rule, key, value, &Row::NONE) != value
                 {
-                    originals
-                        .entry(n)
-                        .or_default()
-                        .push(restore::literal(&unescape(value)));
+                    // By row: a fake may be another row's original value (user 3 faked as
+                    // `user-3` while user 4 is named so), which is no leak.
+                    originals.entry(n).or_default().push(format!(
+                        "({}, {})",
+                        restore::literal(&unescape(key)),
+                        restore::literal(&unescape(value))
+                    ));
                 }
             }
         }
@@ -439,10 +467,11 @@ impl Plan {
             .enumerate()
             .filter_map(|(n, rule)| match &rule.column {
                 None => Some(format!("select {n}, count(*) from {}", qualified(n))),
-                Some(column) => originals.get(&n).map(|values| {
+                Some(column) => originals.get(&n).zip(keys.get(&n)).map(|(values, key)| {
                     format!(
-                        "select {n}, count(*) from {} where {}::text in ({})",
+                        "select {n}, count(*) from {} where ({}::text, {}::text) in ({})",
                         qualified(n),
+                        restore::ident(key),
                         restore::ident(column),
                         values.join(", ")
                     )
@@ -500,6 +529,7 @@ mod tests {
                     column: column.into(),
                     nullable,
                     textual,
+                    json: !textual,
                 })
                 .collect(),
             children: children

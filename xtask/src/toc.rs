@@ -30,6 +30,9 @@ pub struct Toc {
     pub rows: BTreeMap<String, u64>,
     /// The script ends as pg_dump ends a dump it finished, with no `COPY` block left open.
     pub complete: bool,
+    /// The first statement that acts beyond the database (see [`crate::statements`]): its
+    /// line and first words.
+    pub foreign: Option<(u64, String)>,
 }
 
 /// The last lines pg_dump writes when a dump has finished (`\unrestrict` is dropped by
@@ -54,6 +57,8 @@ pub fn scan(mut input: impl BufRead) -> io::Result<Toc> {
     let mut rows = 0u64;
     // The last lines outside `COPY` data that are neither blank nor `\unrestrict`.
     let mut tail: Vec<u8> = Vec::new();
+    let mut guard = crate::statements::Guard::default();
+    let mut number = 0u64;
     loop {
         line.clear();
         let n = input.read_until(b'\n', &mut line)?;
@@ -62,6 +67,7 @@ pub fn scan(mut input: impl BufRead) -> io::Result<Toc> {
         }
         let start = offset;
         offset += n as u64;
+        number += 1;
         if in_copy {
             in_copy = line != b"\\.\n" && line != b"\\.";
             if in_copy {
@@ -85,6 +91,7 @@ pub fn scan(mut input: impl BufRead) -> io::Result<Toc> {
             dashes_at = None;
             continue;
         }
+        guard.line(number, &line);
         if line == b"--\n" {
             if dashes_at.is_none() {
                 dashes_at = Some(start);
@@ -113,6 +120,7 @@ pub fn scan(mut input: impl BufRead) -> io::Result<Toc> {
         }
     }
     toc.len = offset;
+    toc.foreign = guard.finish();
     toc.complete = !in_copy && tail.ends_with(TRAILER);
     match toc.entries.last_mut() {
         Some(last) => last.end = offset,

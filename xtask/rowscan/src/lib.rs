@@ -21,6 +21,13 @@ pub const WORDS: &[&str] = &[
     "authoriz",
     "bearer",
     "passw",
+    "passphrase",
+    "pwd",
+    "communit",
+    "sig=",
+    "eyj",
+    "sk-proj-",
+    "sk-ant-",
     "secret",
     "token",
     "key",
@@ -56,18 +63,27 @@ static SHAPES: LazyLock<Shapes> = LazyLock::new(|| {
     plain: regex::bytes::Regex::new(concat!(
         r"(?i-u)",
         // URL user information with a password: scheme://user:pass@host
-        r"[a-z][a-z0-9+.-]*://[^/\s:@]+:[^/\s@]+@",
+        r"[a-z][a-z0-9+.-]*://[^/\s:@]*:[^/\s@]+@",
         r#"|\bauthorization["']?\s*[:=]\s*["']?([a-z]+\s+)?[a-z0-9._~+/=-]{8,}"#,
         r"|\bbearer\s+[a-z0-9._~+/=-]{8,}",
         r"|-----begin [a-z ]*private key-----",
         // GitHub, GitLab, Slack, AWS, Stripe, Google, npm
         r"|\b(gh[pousr]_[a-z0-9]{30,}|github_pat_[a-z0-9_]{20,}|glpat-[a-z0-9_-]{20,}",
         r"|xox[baprs]-[a-z0-9-]{10,}|akia[0-9a-z]{16}\b|[sr]k_live_[a-z0-9]{16,}",
-        r"|aiza[0-9a-z_-]{35}|npm_[a-z0-9]{36})",
+        r"|aiza[0-9a-z_-]{35}|npm_[a-z0-9]{36}|sk-(proj|ant)-[a-z0-9_-]{20,})",
+        // network device configuration: enable secret 5 ..., snmp-server community ...
+        r"|\b(enable\s+(secret|password)|username\s+\S+(\s+privilege\s+\d+)?\s+(secret|password)",
+        r"|snmp-server\s+community|(tacacs|radius)-server\s+key|key-string)(\s+\d)?\s+\S{3,}",
+        // incoming-webhook URLs (the path is the credential), shared access signatures, JWTs
+        r"|hooks\.slack\.com/(services|workflows|triggers)/[a-z0-9/_-]{20,}",
+        r"|discord(app)?\.com/api/webhooks/[0-9]+/[a-z0-9_-]{20,}",
+        r"|\.webhook\.office\.com/webhookb2/\S{20,}",
+        r"|[?&]sig=[a-z0-9%+/=_-]{16,}",
+        r"|\beyj[a-z0-9_-]{8,}\.eyj[a-z0-9_-]{8,}\.[a-z0-9_-]{8,}",
     ))
     .expect("leak scan shapes"),
     pair: regex::bytes::Regex::new(
-        r#"(?i-u)(passw(or)?d|secret|token|api[_-]?key|access[_-]?key)["']?\s*[:=]\s*["']?([^\s"',;&}]{3,})"#,
+        r#"(?i-u)(passw(or)?d|passphrase|pwd|secret(?:[_-]?key)?|token|api[_-]?key|access[_-]?key|communit(?:y|ies))["']?\s*[:=]\s*\[?\s*["']?([^\s"',;&}\]]{3,})"#,
     )
     .expect("leak scan pair shape"),
 }
@@ -631,6 +647,17 @@ mod tests {
             "rk_live_abcdefghijklmnop",
             "AIzaSyA-abcdefghijklmnopqrstuvwxyz01234",
             "npm_abcdefghijklmnopqrstuvwxyz0123456789",
+            "redis://:hunter2@cache:6379/0",
+            "passphrase=abc pwd=def",
+            "SECRET_KEY = \"abcdef\"",
+            "snmp_communities: [\"c0mm\"]",
+            "enable secret 5 $1$abc$xyz",
+            "username admin privilege 15 password 0 Pw1x",
+            "snmp-server community Publ1c RO",
+            "https://hooks.slack.com/services/T0123ABCD/B0123ABCD/abcdefghijklmnop1234",
+            "https://x.blob.example/b?sv=2022&sig=abcdefghijklmnop1234",
+            "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0In0.c2lnbmF0dXJlMTIz",
+            "sk-ant-api03-abcdefghijklmnopqrstuvwxyz",
         ] {
             let bytes = credential.as_bytes();
             assert!(matches(bytes), "{credential}");
@@ -642,6 +669,9 @@ mod tests {
             "https://example.com/path?x=1",
             "the key is under the mat",
             "Bearer short",
+            "enable the uplink",
+            "https://hooks.slack.com/",
+            "the pwd is shown",
         ] {
             assert!(!matches(harmless.as_bytes()), "{harmless}");
         }

@@ -32,11 +32,11 @@ const SECRET_PARTS: &[&str] = &[
     "session",
     "bearer",
     "jwt",
-    "community",
+    "communit",
 ];
 
 /// Whole names that mark a value as secret, too short to look for inside other names.
-const SECRET_NAMES: &[&str] = &["sig", "pw", "code", "otp", "sas"];
+const SECRET_NAMES: &[&str] = &["sig", "pw", "code", "otp", "sas", "hash", "shared"];
 
 /// Whether a query parameter or JSON key of this name holds a secret.
 pub fn secret_name(name: &str) -> bool {
@@ -53,11 +53,21 @@ static PEM: LazyLock<Regex> = LazyLock::new(|| {
     )
     .expect("PEM pattern")
 });
+/// `name: value` and `name=value` pairs (quoted or not, JSON-like text included); the name
+/// decides, by the same words as query parameters and JSON keys (see [`secret_name`]).
 static PAIR: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(
-        r#"(?i)\b((?:proxy-)?authorization|x-api-key|x-auth-token|api[-_]?key|access[-_]?token|refresh[-_]?token|client[-_]?secret|private[-_]?token|(?:snmp[-_]?)?community|secret|password|passwd|pwd|token)(["']?[ \t]*[:=][ \t]*["']?)((?:bearer|token|basic)[ \t]+)?([^\s"'&,;<>}]+)"#,
+        r#"(?i)\b([a-z][a-z0-9_.\-]*)(["']?[ \t]*[:=][ \t]*["']?)((?:bearer|token|basic)[ \t]+)?([^\s"'&,;<>}]+)"#,
     )
     .expect("pair pattern")
+});
+/// Network device configuration: `enable secret 5 ...`, `username u privilege 15 password 0
+/// ...`, `snmp-server community ...`, `tacacs-server key ...`, `key-string ...`.
+static DEVICE_CONFIG: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(
+        r"(?i)\b((?:enable[ \t]+(?:secret|password)|username[ \t]+\S+(?:[ \t]+privilege[ \t]+\d+)?[ \t]+(?:secret|password)|snmp-server[ \t]+community|(?:tacacs|radius)-server[ \t]+key|key-string|pre-shared-key|wpa-psk(?:[ \t]+ascii)?)(?:[ \t]+\d)?[ \t]+)(\S+)",
+    )
+    .expect("device configuration pattern")
 });
 static SCHEME: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(r"(?i)\b(bearer|token|basic)([ \t]+)([A-Za-z0-9\-._~+/]{8,}=*)")
@@ -65,7 +75,7 @@ static SCHEME: LazyLock<Regex> = LazyLock::new(|| {
 });
 static PREFIXED: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(
-        r"\b(?:gh[pousr]_|github_pat_|glpat-|gldt-|xox[abprs]-|sk_live_|rk_live_|sk-proj-|AKIA|ASIA)[A-Za-z0-9_\-]{8,}",
+        r"\b(?:gh[pousr]_|github_pat_|glpat-|gldt-|xox[abprs]-|sk_live_|rk_live_|sk-proj-|sk-ant-|npm_|AIza|AKIA|ASIA)[A-Za-z0-9_\-]{8,}|\beyJ[A-Za-z0-9_\-]{8,}\.eyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}",
     )
     .expect("token prefix pattern")
 });
@@ -80,15 +90,19 @@ pub fn redact_text(text: &str) -> Cow<'_, str> {
     if let Cow::Owned(new) = urls {
         out = Cow::Owned(new);
     }
-    let steps: [(&Regex, Rewrite); 4] = [
+    let steps: [(&Regex, Rewrite); 5] = [
         (&PEM, |caps| {
             format!(
                 "-----BEGIN {0}PRIVATE KEY-----\n{REDACTED}\n-----END {0}PRIVATE KEY-----",
                 &caps[1]
             )
         }),
+        (&DEVICE_CONFIG, |caps| match &caps[2] {
+            REDACTED => caps[0].to_string(),
+            _ => format!("{}{REDACTED}", &caps[1]),
+        }),
         (&PAIR, |caps| {
-            if &caps[4] == REDACTED {
+            if &caps[4] == REDACTED || !secret_name(&caps[1]) {
                 return caps[0].to_string();
             }
             let scheme = caps.get(3).map_or("", |m| m.as_str());
@@ -140,14 +154,14 @@ fn redact_url(url: &str) -> String {
     let mut out = format!("{scheme}://{host}");
     match path_query.split_once('?') {
         Some((path, query)) => {
-            out.push_str(path);
+            out.push_str(&redact_path(path));
             let kept = keep_public_parameters(query);
             if !kept.is_empty() {
                 out.push('?');
                 out.push_str(&kept);
             }
         }
-        None => out.push_str(path_query),
+        None => out.push_str(&redact_path(path_query)),
     }
     if let Some(fragment) = fragment {
         let kept = match fragment.contains('=') {
@@ -160,6 +174,31 @@ fn redact_url(url: &str) -> String {
         }
     }
     out
+}
+
+/// A URL path whose segments that look like keys are replaced: incoming-webhook URLs (Slack,
+/// Discord, Teams, ...) carry their credential in the path. A segment looks like a key when it
+/// is at least 16 characters of letters, digits, `-` and `_`, with both letters and digits.
+fn redact_path(path: &str) -> Cow<'_, str> {
+    let keyish = |segment: &str| {
+        segment.len() >= 16
+            && segment
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            && segment.bytes().any(|b| b.is_ascii_digit())
+            && segment.bytes().any(|b| b.is_ascii_alphabetic())
+    };
+    if !path.split('/').any(keyish) {
+        return Cow::Borrowed(path);
+    }
+    let segments: Vec<&str> = path
+        .split('/')
+        .map(|segment| match keyish(segment) {
+            true => REDACTED,
+            false => segment,
+        })
+        .collect();
+    Cow::Owned(segments.join("/"))
 }
 
 fn keep_public_parameters(query: &str) -> String {
@@ -179,9 +218,22 @@ fn keep_public_parameters(query: &str) -> String {
 pub fn redact_json(value: &mut Value) -> bool {
     match value {
         Value::Object(map) => {
+            // `{"name": "X-Api-Key", "value": "..."}`: the pair's name is in another key.
+            let named_secret = ["name", "key", "header", "field", "param", "parameter"]
+                .iter()
+                .any(|k| map.get(*k).and_then(Value::as_str).is_some_and(secret_name));
+            let mut changed = false;
+            if named_secret {
+                if let Some(value) = map.get_mut("value") {
+                    if *value != Value::String(REDACTED.into()) && !value.is_null() {
+                        *value = Value::String(REDACTED.into());
+                        changed = true;
+                    }
+                }
+            }
             let before = map.len();
             map.retain(|key, _| !secret_name(key));
-            let mut changed = map.len() != before;
+            changed |= map.len() != before;
             for item in map.values_mut() {
                 changed |= redact_json(item);
             }
@@ -265,6 +317,60 @@ mod tests {
             redact_text(&redact_text("Authorization: Token 0123456789abcdef")),
             "Authorization: Token REDACTED"
         );
+    }
+
+    #[test]
+    fn secrets_found_in_the_field_after_the_first_pass() {
+        for (given, expected) in [
+            (
+                "https://hooks.slack.com/services/T0123ABCD/B0123ABCD/abcdefghijklmnop1234",
+                "https://hooks.slack.com/services/T0123ABCD/B0123ABCD/REDACTED",
+            ),
+            (
+                "https://discord.com/api/webhooks/123456789012345678/AbCdEf-0123456789_xyz",
+                "https://discord.com/api/webhooks/123456789012345678/REDACTED",
+            ),
+            (
+                r#"{"user": "{{ username }}", "apiPassword": "p1", "db_pass": "p2", "n": {{ n }}}"#,
+                r#"{"user": "{{ username }}", "apiPassword": "REDACTED", "db_pass": "REDACTED", "n": {{ n }}}"#,
+            ),
+            (
+                "db_password=abc123; ipmi_token: t0k SECRET_KEY = \"s3cr3t\"",
+                "db_password=REDACTED; ipmi_token: REDACTED SECRET_KEY = \"REDACTED\"",
+            ),
+            (
+                "enable secret 5 $1$abc$xyz\nusername admin privilege 15 password 0 Pw1\nsnmp-server community Publ1c RO",
+                "enable secret 5 REDACTED\nusername admin privilege 15 password 0 REDACTED\nsnmp-server community REDACTED RO",
+            ),
+            (
+                "jwt eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0In0.c2lnbmF0dXJlMTIz and sk-ant-api03-abcdefghijkl",
+                "jwt REDACTED and REDACTED",
+            ),
+            ("redis://:hunter2@cache:6379/0", "redis://cache:6379/0"),
+        ] {
+            assert_eq!(redact_text(given), expected, "{given}");
+        }
+        for clean in [
+            "https://netbox.example/api/dcim/devices/42/",
+            "see https://docs.example/en/stable/installation",
+            "name: core-sw-01, status: active",
+        ] {
+            assert!(matches!(redact_text(clean), Cow::Borrowed(_)), "{clean}");
+        }
+    }
+
+    #[test]
+    fn json_names_of_pairs_and_communities() {
+        let mut value: Value = serde_json::from_str(
+            r#"{"snmp_communities": ["c1"], "headers": [{"name": "X-Api-Key", "value": "v1"}, {"name": "Accept", "value": "json"}], "radius": {"shared": "s", "host": "h"}, "users": {"admin": {"hash": "$6$x"}}}"#,
+        )
+        .unwrap();
+        assert!(redact_json(&mut value));
+        assert_eq!(
+            value,
+            serde_json::json!({"headers": [{"name": "X-Api-Key", "value": "REDACTED"}, {"name": "Accept", "value": "json"}], "radius": {"host": "h"}, "users": {"admin": {}}})
+        );
+        assert!(!redact_json(&mut value));
     }
 
     #[test]

@@ -216,6 +216,7 @@ pub fn scrub_field(table: &str, rule: &Rule, key: &str, field: &str, row: &Row) 
         Action::DeleteRows => field.to_string(),
         _ if null => field.to_string(),
         Action::Empty => String::new(),
+        Action::EmptyObject => "{}".to_string(),
         Action::Value(template) => escape(&fill(template, table, column, &unescape(key), &|c| {
             row.get(c)
         })),
@@ -323,7 +324,12 @@ fn scrub_snapshot(rules: &[Rule], object: &str, snapshot: &mut Value) -> bool {
     let mut changed = false;
     for rule in rules {
         let Some(column) = &rule.column else { continue };
-        if let Some(value) = fields.get_mut(column) {
+        // NetBox's snapshots hold a model's `custom_field_data` as `custom_fields`.
+        let key = match column.as_str() {
+            "custom_field_data" if !fields.contains_key(column) => "custom_fields",
+            column => column,
+        };
+        if let Some(value) = fields.get_mut(key) {
             let new = json_value(rule, object, value.clone());
             if new != *value {
                 *value = new;
@@ -342,6 +348,7 @@ fn json_value(rule: &Rule, key: &str, value: Value) -> Value {
         (Action::Null, _) => Value::Null,
         (_, Value::Null) => Value::Null,
         (Action::Empty, _) => Value::String(String::new()),
+        (Action::EmptyObject, _) => Value::Object(Default::default()),
         (Action::Value(template), _) => {
             Value::String(fill(template, table, column, key, &|_| None))
         }
@@ -393,23 +400,47 @@ fn remove_keys(value: &mut Value, keys: &[String]) -> bool {
     changed
 }
 
+/// Proxy models whose rows live in another model's table: NetBox's user proxies (`NetBoxUser`,
+/// `AdminUser`) keep their users in `auth_user` (NetBox 3), or in `users_user` once NetBox 4
+/// made `users.user` the model itself; the first of these tables that the database has wins.
+const PROXIES: &[(&str, &str, &[&str])] = &[
+    ("users", "netboxuser", &["auth_user", "users_user"]),
+    ("users", "adminuser", &["auth_user", "users_user"]),
+];
+
+/// The tables Django may keep a model's rows in, most likely first: `<app_label>_<model>`,
+/// or the concrete tables of a known proxy.
+fn model_tables(app: &str, model: &str) -> Vec<String> {
+    match PROXIES.iter().find(|(a, m, _)| *a == app && *m == model) {
+        Some((_, _, tables)) => tables.iter().map(|t| t.to_string()).collect(),
+        None => vec![format!("{app}_{model}")],
+    }
+}
+
 /// The rules of each model by content type id, from `django_content_type` rows
 /// (`id`, `app_label`, `model`): Django names a model's table `<app_label>_<model>`.
 pub fn models(rules: &[Rule], schema: &str, content_types: &[(i64, String, String)]) -> Models {
     let mut by_content_type = std::collections::HashMap::new();
     for (id, app, model) in content_types {
-        let table = format!("{schema}.{app}_{model}");
-        let of_model: Vec<Rule> = rules
+        let of_table = |table: &str| -> Vec<Rule> {
+            let table = format!("{schema}.{table}");
+            rules
+                .iter()
+                .filter(|r| r.table == table)
+                .filter(|r| {
+                    !matches!(
+                        r.action,
+                        Action::ChangelogSnapshot(_) | Action::ChangelogRepr(..)
+                    )
+                })
+                .cloned()
+                .collect()
+        };
+        let of_model = model_tables(app, model)
             .iter()
-            .filter(|r| r.table == table)
-            .filter(|r| {
-                !matches!(
-                    r.action,
-                    Action::ChangelogSnapshot(_) | Action::ChangelogRepr(..)
-                )
-            })
-            .cloned()
-            .collect();
+            .map(|table| of_table(table))
+            .find(|found| !found.is_empty())
+            .unwrap_or_default();
         if !of_model.is_empty() {
             by_content_type.insert(id.to_string(), of_model);
         }
@@ -425,9 +456,10 @@ pub fn models(rules: &[Rule], schema: &str, content_types: &[(i64, String, Strin
     let hidden = content_types
         .iter()
         .filter(|(_, app, model)| {
-            let table = format!("{app}_{model}");
-            hide.iter()
-                .any(|h| **h == table || **h == format!("{schema}.{table}"))
+            model_tables(app, model).iter().any(|table| {
+                hide.iter()
+                    .any(|h| *h == table || **h == format!("{schema}.{table}"))
+            })
         })
         .map(|(id, _, model)| (id.to_string(), model.clone()))
         .collect();

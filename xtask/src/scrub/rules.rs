@@ -11,6 +11,9 @@ const PRESET: &str = include_str!("../scrub_preset.toml");
 pub enum Action {
     Null,
     Empty,
+    /// An empty JSON object, `{}`: for JSON columns whose every key may be personal
+    /// (custom fields of a person, a login provider's profile).
+    EmptyObject,
     /// A template: `{pk}`, `{hash}`, `{hash40}`, or `{column}` for another column of the row.
     Value(String),
     UnusablePassword,
@@ -51,6 +54,7 @@ impl Rule {
         match &self.action {
             Action::Null => "null",
             Action::Empty => "empty",
+            Action::EmptyObject => "empty-object",
             Action::Value(_) => "value",
             Action::UnusablePassword => "unusable-password",
             Action::FakeEmail => "fake-email",
@@ -103,6 +107,10 @@ enum RuleSpec {
         column: String,
     },
     Empty {
+        table: String,
+        column: String,
+    },
+    EmptyObject {
         table: String,
         column: String,
     },
@@ -234,6 +242,7 @@ fn parse(text: &str, what: &str) -> anyhow::Result<(bool, Vec<Rule>)> {
         let rule = match spec {
             RuleSpec::Null { table, column } => rule(table, column, Action::Null),
             RuleSpec::Empty { table, column } => rule(table, column, Action::Empty),
+            RuleSpec::EmptyObject { table, column } => rule(table, column, Action::EmptyObject),
             RuleSpec::Value {
                 table,
                 column,
