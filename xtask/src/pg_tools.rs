@@ -393,24 +393,16 @@ impl PgTools {
         access: Access,
         sql: &str,
     ) -> anyhow::Result<String> {
-        let cmd = self.cmd(sh, Tool::Psql, url, access)?.args([
-            "-X",
-            "-q",
-            "-A",
-            "-t",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-c",
-            sql,
-        ]);
+        let cmd = self
+            .cmd(sh, Tool::Psql, url, access)?
+            .args(QUERY_ARGS)
+            .args(["-c", sql]);
         let output = run_psql(cmd, url, None)?;
         if !output.status.success() {
             let stderr = String::from_utf8_lossy(&output.stderr);
             return Err(explain_failure(url, &stderr));
         }
-        Ok(String::from_utf8_lossy(&output.stdout)
-            .trim_end_matches('\n')
-            .to_string())
+        Ok(answer(&output))
     }
 
     /// Runs a query like [`PgTools::query`], but hands a server error back as a [`Failure`]
@@ -422,23 +414,13 @@ impl PgTools {
         url: &DbUrl,
         sql: &str,
     ) -> anyhow::Result<Result<String, Failure>> {
-        let cmd = self.cmd(sh, Tool::Psql, url, Access::ReadWrite)?.args([
-            "-X",
-            "-q",
-            "-A",
-            "-t",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-v",
-            "VERBOSITY=verbose",
-            "-c",
-            sql,
-        ]);
+        let cmd = self
+            .cmd(sh, Tool::Psql, url, Access::ReadWrite)?
+            .args(QUERY_ARGS)
+            .args(["-v", "VERBOSITY=verbose", "-c", sql]);
         let output = run_psql(cmd, url, None)?;
         if output.status.success() {
-            return Ok(Ok(String::from_utf8_lossy(&output.stdout)
-                .trim_end_matches('\n')
-                .to_string()));
+            return Ok(Ok(answer(&output)));
         }
         let stderr = scrub(url, &String::from_utf8_lossy(&output.stderr));
         match sqlstate(&stderr) {
@@ -449,16 +431,10 @@ impl PgTools {
 
     /// Runs SQL given on psql's stdin (for statements that carry sensitive values).
     pub fn query_stdin(&self, sh: &Shell, url: &DbUrl, sql: &str) -> anyhow::Result<String> {
-        let cmd = self.cmd(sh, Tool::Psql, url, Access::ReadWrite)?.args([
-            "-X",
-            "-q",
-            "-A",
-            "-t",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-f",
-            "-",
-        ]);
+        let cmd = self
+            .cmd(sh, Tool::Psql, url, Access::ReadWrite)?
+            .args(QUERY_ARGS)
+            .args(["-f", "-"]);
         let output = run_psql(cmd, url, Some(sql))?;
         if !output.status.success() {
             return Err(explain_failure(
@@ -466,9 +442,7 @@ impl PgTools {
                 &String::from_utf8_lossy(&output.stderr),
             ));
         }
-        Ok(String::from_utf8_lossy(&output.stdout)
-            .trim_end_matches('\n')
-            .to_string())
+        Ok(answer(&output))
     }
 
     /// Connects once to learn the server's version and identity, turning connection
@@ -499,6 +473,17 @@ impl PgTools {
             .insert(url.host_port(), server.major);
         Ok(server)
     }
+}
+
+/// How a query session runs psql: no startup file, quiet, unaligned tuples only, stopping
+/// at the first error.
+const QUERY_ARGS: &[&str] = &["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1"];
+
+/// A query session's answer: its output without the final newline.
+fn answer(output: &std::process::Output) -> String {
+    String::from_utf8_lossy(&output.stdout)
+        .trim_end_matches('\n')
+        .to_string()
 }
 
 /// Runs one short psql session as a tool an interrupt stops (a query waiting on a lock must
