@@ -63,7 +63,7 @@ fn media_leftovers(parent: &Path) -> Vec<String> {
 }
 
 /// Tables a default clone leaves empty: the changelog (unless --with-changelog), and the
-/// sessions that the built-in scrub preset deletes (xtask/src/scrub_preset.toml).
+/// sessions that the built-in scrub preset deletes (xtask/src/pipeline/scrub/preset.toml).
 const SESSIONS: &str = "public.django_session";
 
 /// The row counts a default clone of a database with `source` counts must have.

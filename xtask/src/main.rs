@@ -1,29 +1,30 @@
 //! `cargo xtask`: NetPoint's developer tooling for databases and media.
 
+// The commands, one a file, each owning its flags; none imports another.
+mod clone_prod;
+mod schema_snapshot;
+mod seed_dev;
+
+// What they share: the context and mode they run in, and the engine under them.
+mod context;
+mod mode;
+mod pipeline;
+
+// Knowledge and plumbing the engine is built of.
 mod atomic_file;
 mod bundle;
-mod clone_prod;
-mod db_url;
-mod dump;
-mod leak_scan;
-mod lock;
 mod media;
-mod parallel;
-mod pg_tools;
+mod pg;
+mod plain;
 mod process;
-mod restore;
-mod schema_diff;
-mod schema_snapshot;
-mod scrub;
-mod seed_dev;
-mod statements;
 mod term;
-mod toc;
 
 use std::{io::IsTerminal, path::Path, process::ExitCode};
 
 use clap::{Parser, Subcommand};
 use xshell::Shell;
+
+use context::Context;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -57,7 +58,7 @@ struct Cli {
         default_value = "auto",
         value_name = "FROM"
     )]
-    pg_tools: pg_tools::ToolSource,
+    pg_tools: pg::ToolSource,
     /// Parallel jobs for copying tables, building indexes, hashing and compressing
     /// [default: the number of cores].
     #[arg(
@@ -106,15 +107,17 @@ fn main() -> ExitCode {
         Err(err) => return usage_error(err),
     };
     term::init(cli.color, cli.verbose, cli.quiet);
-    pg_tools::set_tool_source(cli.pg_tools);
-    parallel::set_jobs(cli.jobs.map(usize::from));
     // On SIGINT, SIGTERM or SIGHUP the tools we started are stopped, we clean up, and
     // exit with 128 + the signal's number.
     if let Err(err) = process::handle_signals() {
         term::warn(format!("cannot handle interrupts: {err}"));
     }
-    let result = run(cli.command);
-    pg_tools::containers::remove_ours();
+    let result = Shell::new().map_err(anyhow::Error::from).and_then(|sh| {
+        sh.change_dir(workspace_root());
+        let cx = Context::new(sh, cli.pg_tools, cli.jobs.map(usize::from));
+        run(&cx, cli.command)
+    });
+    pg::containers::remove_ours();
     if let Some(code) = process::interrupt_exit_code() {
         term::error(match result {
             Ok(()) => "interrupted after the work was done".to_string(),
@@ -131,13 +134,11 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(command: Command) -> anyhow::Result<()> {
-    let sh = Shell::new()?;
-    sh.change_dir(workspace_root());
+fn run(cx: &Context, command: Command) -> anyhow::Result<()> {
     match command {
-        Command::CloneProd(cmd) => cmd.run(&sh),
-        Command::SchemaSnapshot(cmd) => cmd.run(&sh),
-        Command::SeedDev(cmd) => cmd.run(&sh),
+        Command::CloneProd(cmd) => cmd.run(cx),
+        Command::SchemaSnapshot(cmd) => cmd.run(cx),
+        Command::SeedDev(cmd) => cmd.run(cx),
         Command::HashMedia { dir } => media::print_sums(&dir),
     }
 }

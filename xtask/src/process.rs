@@ -3,13 +3,14 @@
 //! 128 + the signal's number.
 
 use std::{
-    io,
+    io::{self, BufRead, BufReader, Read},
     os::unix::process::CommandExt,
     process::{Child, Command},
     sync::{
         atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering},
         Mutex,
     },
+    thread,
 };
 
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
@@ -139,5 +140,78 @@ pub trait SpawnTool {
 impl SpawnTool for Command {
     fn spawn_tool(&mut self) -> io::Result<Child> {
         spawn(self)
+    }
+}
+
+/// Reads a child's stderr on a thread, keeping the last 64 KiB.
+pub fn collect_stderr(stderr: impl Read + Send + 'static) -> thread::JoinHandle<String> {
+    collect_stderr_with(stderr, |_| false)
+}
+
+/// [`collect_stderr`], except for the lines `take` takes.
+pub fn collect_stderr_with(
+    stderr: impl Read + Send + 'static,
+    mut take: impl FnMut(&str) -> bool + Send + 'static,
+) -> thread::JoinHandle<String> {
+    thread::spawn(move || {
+        let mut kept = String::new();
+        let mut reader = BufReader::new(stderr);
+        let mut raw = Vec::new();
+        // Read to the end whatever the bytes: a child blocks once the pipe is full.
+        while reader.read_until(b'\n', &mut raw).is_ok_and(|n| n > 0) {
+            let line = String::from_utf8_lossy(&raw);
+            let line = line.strip_suffix('\n').unwrap_or(&line);
+            if !take(line) {
+                kept.push_str(line);
+                kept.push('\n');
+                if kept.len() > 64 * 1024 {
+                    keep_last_lines(&mut kept, 32 * 1024);
+                }
+            }
+            raw.clear();
+        }
+        kept
+    })
+}
+
+/// Drops the start of `text` so that about `bytes` remain, cutting after a newline (or at a
+/// character boundary when no newline is near), never inside a character.
+fn keep_last_lines(text: &mut String, bytes: usize) {
+    let mut cut = text.len().saturating_sub(bytes);
+    while !text.is_char_boundary(cut) {
+        cut += 1;
+    }
+    if let Some(newline) = text[cut..].find('\n') {
+        if newline + 1 < text.len() - cut {
+            cut += newline + 1;
+        }
+    }
+    text.drain(..cut);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stderr_keeps_whole_characters_and_reads_past_bad_bytes() {
+        // 3-byte characters, so that the 32 KiB cut lands inside one unless it is moved.
+        let line = "ошибка: 日本語のメッセージ".repeat(40);
+        let mut input = Vec::new();
+        for n in 0..200 {
+            input.extend_from_slice(format!("{n} {line}\n").as_bytes());
+        }
+        input.extend_from_slice(b"bad \xff\xfe bytes\n");
+        input.extend_from_slice("ERROR:  last line\n".as_bytes());
+        let kept = collect_stderr(std::io::Cursor::new(input)).join().unwrap();
+        assert!(kept.len() <= 64 * 1024, "{}", kept.len());
+        assert!(kept.ends_with("ERROR:  last line\n"), "{kept}");
+        assert!(kept.contains("bad \u{fffd}\u{fffd} bytes"));
+        let first = kept.lines().next().unwrap();
+        assert!(first.ends_with(&line), "{first}");
+
+        let mut text = "é".repeat(10);
+        keep_last_lines(&mut text, 5);
+        assert_eq!(text, "éé");
     }
 }

@@ -2,28 +2,37 @@
 //! in a local Docker container when no database is configured; and `--refresh`, which
 //! regenerates those fixtures deterministically from a database.
 
+mod container;
+
 use std::{
     collections::BTreeMap,
-    fs,
-    io::{self, Write},
-    net::TcpListener,
-    os::unix::fs::{MetadataExt, PermissionsExt},
+    fs, io,
     path::{Path, PathBuf},
-    thread,
-    time::{Duration, Instant},
 };
 
-use anyhow::{bail, Context};
-use xshell::{cmd, Shell};
+use anyhow::Context as _;
+use xshell::Shell;
 
 use crate::{
     atomic_file, bundle,
-    clone_prod::{self, LoadGuard, MediaForm},
-    db_url::{self, path_or_env, DbUrl},
-    dump, leak_scan, media,
-    pg_tools::{self, Access, PgTools, Tool},
-    schema_snapshot, scrub, term,
+    context::Context,
+    media,
+    mode::{self, Mode},
+    pg::{
+        self,
+        url::{self, path_or_env},
+        Access, DbUrl, PgTools, Tool,
+    },
+    pipeline::{
+        import::{Import, MediaForm},
+        leak_scan, schema, scrub, source,
+        swap::LoadGuard,
+    },
+    plain::{copy, lines},
+    term,
 };
+
+use container::DevContainer;
 
 /// Seed a dev database and media from fixtures/, or regenerate the fixtures (--refresh).
 #[derive(Debug, clap::Args)]
@@ -49,8 +58,11 @@ pub struct SeedDev {
     #[arg(long, value_name = "DIR", requires = "refresh")]
     source_media: Option<PathBuf>,
     /// With --refresh: write nothing; fail with a summary when the fixtures are out of date.
-    #[arg(long, requires = "refresh")]
+    #[arg(long, requires = "refresh", conflicts_with = "dry_run")]
     check: bool,
+    /// Print the plan and change nothing (no container is started).
+    #[arg(long, conflicts_with_all = ["stop", "destroy"])]
+    dry_run: bool,
     #[command(flatten)]
     scrub: scrub::ScrubFlags,
     /// Stop the local dev-database container (its data is kept).
@@ -62,7 +74,9 @@ pub struct SeedDev {
 }
 
 impl SeedDev {
-    pub fn run(self, sh: &Shell) -> anyhow::Result<()> {
+    pub fn run(self, cx: &Context) -> anyhow::Result<()> {
+        let (sh, tools) = (&cx.sh, &cx.tools);
+        let mode = Mode::from_flags(self.check, self.dry_run);
         let fixtures = self
             .fixtures
             .clone()
@@ -73,21 +87,27 @@ impl SeedDev {
         if self.destroy {
             return DevContainer::new(sh).destroy(sh, &self.guard);
         }
-        let tools = PgTools::discover(sh);
         if self.refresh {
             let source =
-                db_url::required_url(self.source.clone(), "NETPOINT_DATABASE_URL", "--source")?;
+                url::required_url(self.source.clone(), "NETPOINT_DATABASE_URL", "--source")?;
             let refresh = Refresh {
                 source: &source,
                 source_media: self.source_media.as_deref(),
                 fixtures: &fixtures,
                 scrub: &self.scrub,
+                fix: self.refresh_command(sh, &source, &fixtures),
             };
-            return refresh.run(sh, &tools, self.check);
+            return refresh.run(sh, tools, mode);
         }
-        let target = match db_url::url_or_env(self.target.clone(), "NETPOINT_DATABASE_URL")? {
+        let mut provides_target = None;
+        let target = match url::url_or_env(self.target.clone(), "NETPOINT_DATABASE_URL")? {
             Some(url) => url,
-            None => DevContainer::new(sh).ensure(sh, &tools)?,
+            None if mode == Mode::DryRun => {
+                let container = DevContainer::new(sh);
+                provides_target = Some(container.plan(sh)?);
+                container.planned_url()?
+            }
+            None => DevContainer::new(sh).ensure(sh, tools)?,
         };
         let target_media = path_or_env(self.target_media.clone(), "NETPOINT_MEDIA_ROOT")
             .unwrap_or_else(|| {
@@ -95,19 +115,50 @@ impl SeedDev {
                 let _ = fs::create_dir_all(default.parent().unwrap());
                 default
             });
-        let load = clone_prod::Load {
+        let import = Import {
             dir: &fixtures,
             media: MediaForm::Tree,
             target: &target,
             target_media: Some(&target_media),
             guard: &self.guard,
             strict: self.scrub.strict,
+            jobs: cx.jobs,
+            provides_target,
         };
-        load.run(sh, &tools, false)?;
+        import.run(sh, tools, mode)?;
+        if mode == Mode::DryRun {
+            return Ok(());
+        }
         println!("NETPOINT_DATABASE_URL={}", shareable_url(&target));
         println!("NETPOINT_MEDIA_ROOT={}", target_media.display());
         Ok(())
     }
+}
+
+impl SeedDev {
+    /// The command that regenerates the fixtures as this run would: what `--check` names.
+    fn refresh_command(&self, sh: &Shell, source: &DbUrl, fixtures: &Path) -> String {
+        let mut command = String::from("cargo xtask seed-dev --refresh");
+        if self.source.is_some() {
+            command.push_str(&format!(" --source '{}'", source.masked()));
+        }
+        if let Some(media) = &self.source_media {
+            command.push_str(&format!(" --source-media {}", display_path(sh, media)));
+        }
+        if fixtures != sh.current_dir().join("fixtures") {
+            command.push_str(&format!(" --fixtures {}", display_path(sh, fixtures)));
+        }
+        command
+    }
+}
+
+/// A path as the user would type it: relative to the workspace when inside it.
+fn display_path(sh: &Shell, path: &Path) -> String {
+    let root = sh.current_dir();
+    path.strip_prefix(&root)
+        .unwrap_or(path)
+        .display()
+        .to_string()
 }
 
 /// The URL to give the application: as configured, but never with a password in it.
@@ -119,299 +170,86 @@ fn shareable_url(url: &DbUrl) -> String {
     text
 }
 
-/// The local PostgreSQL container used when no database is configured.
-struct DevContainer {
-    name: String,
-    volume: String,
-    passfile: PathBuf,
-}
-
-const DEV_IMAGE: &str = "postgres:15";
-const DEV_USER: &str = "netpoint";
-
-impl DevContainer {
-    fn new(sh: &Shell) -> DevContainer {
-        let name = db_url::from_env("NETPOINT_DEV_DB_CONTAINER").map_or_else(
-            || "netpoint-dev-db".into(),
-            |n| n.to_string_lossy().into_owned(),
-        );
-        let passfile = sh
-            .current_dir()
-            .join(".netpoint")
-            .join(format!("{name}.pgpass"));
-        DevContainer {
-            volume: format!("{name}-data"),
-            name,
-            passfile,
-        }
-    }
-
-    fn docker_running(sh: &Shell) -> bool {
-        cmd!(sh, "docker info --format '{{.ServerVersion}}'")
-            .quiet()
-            .ignore_stdout()
-            .ignore_stderr()
-            .run()
-            .is_ok()
-    }
-
-    fn state(&self, sh: &Shell) -> Option<String> {
-        let name = &self.name;
-        cmd!(
-            sh,
-            "docker container inspect --format '{{.State.Status}}' {name}"
-        )
-        .quiet()
-        .ignore_stderr()
-        .read()
-        .ok()
-    }
-
-    /// Starts (or creates) the container and returns a URL that reaches it.
-    fn ensure(&self, sh: &Shell, tools: &PgTools) -> anyhow::Result<DbUrl> {
-        if !Self::docker_running(sh) {
-            bail!(
-                "no database configured and Docker is not running: set NETPOINT_DATABASE_URL (or pass --target URL), \
-                 or start Docker (`bash scripts/test-prereqs.sh` installs and starts it) so seed-dev can run {DEV_IMAGE}"
-            );
-        }
-        let name = &self.name;
-        match self.state(sh).as_deref() {
-            None => {
-                let port = free_port();
-                let volume = &self.volume;
-                // PostgreSQL keeps the password it was first given in the volume's data.
-                let password = match cmd!(sh, "docker volume inspect {volume}")
-                    .quiet()
-                    .ignore_stdout()
-                    .ignore_stderr()
-                    .run()
-                {
-                    Ok(()) => self.known_password().with_context(|| format!(
-                        "volume {volume} holds a dev database whose container {name} is gone, and {} with its password is missing: \
-                         run `cargo xtask seed-dev --destroy --yes` to remove the volume and start afresh",
-                        self.passfile.display()
-                    ))?,
-                    Err(_) => random_password()?,
-                };
-                let publish = format!("127.0.0.1:{port}:5432");
-                term::step(format!("starting {DEV_IMAGE} as container {name} on 127.0.0.1:{port} (data in volume {volume})"));
-                let run = cmd!(
-                    sh,
-                    "docker run --detach --name {name} --label netpoint.dev-db=1 --volume {volume}:/var/lib/postgresql/data
-                     --env POSTGRES_USER={DEV_USER} --env POSTGRES_DB=netpoint --env POSTGRES_PASSWORD --publish {publish} {DEV_IMAGE}"
-                )
-                .env("POSTGRES_PASSWORD", &password)
-                .quiet()
-                .ignore_stdout();
-                term::detail(run.to_string());
-                run.run().with_context(|| format!("starting container {name} from {DEV_IMAGE}: is the image available? (`bash scripts/test-prereqs.sh` builds it)"))?;
-            }
-            Some("running") => term::step(format!("using the running container {name}")),
-            Some(_) => {
-                term::step(format!("starting container {name}"));
-                cmd!(sh, "docker start {name}")
-                    .quiet()
-                    .ignore_stdout()
-                    .run()?;
-            }
-        }
-        let url = self.url(sh)?;
-        let deadline = Instant::now() + Duration::from_secs(90);
-        loop {
-            match tools.query(sh, &url.with_database("postgres"), Access::ReadWrite, "select 1") {
-                Ok(_) => break,
-                Err(err) if err.to_string().contains("wrong password") => bail!(
-                    "container {name} does not take its own password: its volume {} holds a database made with another one; \
-                     run `cargo xtask seed-dev --destroy --yes` to remove both and start afresh",
-                    self.volume
-                ),
-                Err(err) if Instant::now() > deadline => {
-                    return Err(err).context(format!("container {name} did not accept connections within 90 s (see `docker logs {name}`)"))
-                }
-                Err(_) => thread::sleep(Duration::from_millis(250)),
-            }
-        }
-        Ok(url)
-    }
-
-    /// The password this checkout's passfile holds for the container, if any.
-    fn known_password(&self) -> Option<String> {
-        let line = fs::read_to_string(&self.passfile).ok()?;
-        let password = line.trim_end().splitn(5, ':').nth(4)?;
-        (!password.is_empty()).then(|| password.to_string())
-    }
-
-    /// The container's URL; the password goes to a 0600 passfile named in the URL.
-    fn url(&self, sh: &Shell) -> anyhow::Result<DbUrl> {
-        let name = &self.name;
-        let port = cmd!(sh, "docker port {name} 5432/tcp").quiet().read()?;
-        let port = port
-            .lines()
-            .next()
-            .and_then(|l| l.rsplit(':').next())
-            .context("container publishes no port")?
-            .to_string();
-        let env = cmd!(
-            sh,
-            "docker container inspect --format '{{range .Config.Env}}{{println .}}{{end}}' {name}"
-        )
-        .quiet()
-        .read()?;
-        let password = env
-            .lines()
-            .find_map(|l| l.strip_prefix("POSTGRES_PASSWORD="))
-            .context("container has no POSTGRES_PASSWORD")?;
-        self.write_passfile(&format!("127.0.0.1:{port}:*:{DEV_USER}:{password}\n"))?;
-        let passfile = self.passfile.display().to_string();
-        DbUrl::parse(&format!(
-            "postgres://{DEV_USER}@127.0.0.1:{port}/netpoint?passfile={}",
-            percent_encoding::utf8_percent_encode(&passfile, percent_encoding::NON_ALPHANUMERIC)
-        ))
-    }
-
-    /// Writes the passfile whole into a new file of ours with mode 0600, renamed over the old
-    /// one: the password is never readable by others, even when the previous file was (libpq
-    /// would ignore such a file anyway).
-    fn write_passfile(&self, line: &str) -> anyhow::Result<()> {
-        let path = &self.passfile;
-        let dir = path.parent().unwrap();
-        fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        if let Ok(meta) = fs::symlink_metadata(path) {
-            let mode = meta.permissions().mode() & 0o7777;
-            // SAFETY: geteuid only reads the process's user id.
-            let me = unsafe { libc::geteuid() };
-            if meta.uid() != me {
-                term::warn(format!(
-                    "{} belonged to user id {}: replaced by a file of your own with mode 0600",
-                    path.display(),
-                    meta.uid()
-                ));
-            } else if !meta.is_file() || mode != 0o600 {
-                term::warn(format!(
-                    "{} had mode {mode:04o}, readable by others or not a plain file: rewritten with mode 0600",
-                    path.display()
-                ));
-            }
-        }
-        let mut file = tempfile::Builder::new()
-            .prefix(".pgpass.")
-            .permissions(fs::Permissions::from_mode(0o600))
-            .tempfile_in(dir)
-            .with_context(|| {
-                format!(
-                    "cannot write to {}: check that it is writable",
-                    dir.display()
-                )
-            })?;
-        file.write_all(line.as_bytes())?;
-        file.as_file().sync_all()?;
-        file.persist(path)
-            .with_context(|| format!("writing {}", path.display()))?;
-        Ok(())
-    }
-
-    fn stop(&self, sh: &Shell) -> anyhow::Result<()> {
-        let name = &self.name;
-        if !Self::docker_running(sh) {
-            bail!("Docker is not running: nothing to stop");
-        }
-        match self.state(sh) {
-            None => term::success(format!("no container {name}: nothing to stop")),
-            Some(_) => {
-                cmd!(sh, "docker stop {name}")
-                    .quiet()
-                    .ignore_stdout()
-                    .run()?;
-                term::success(format!(
-                    "stopped {name}; its data stays in volume {}",
-                    self.volume
-                ));
-            }
-        }
-        Ok(())
-    }
-
-    fn destroy(&self, sh: &Shell, guard: &LoadGuard) -> anyhow::Result<()> {
-        let (name, volume) = (&self.name, &self.volume);
-        if !Self::docker_running(sh) {
-            bail!("Docker is not running: start it to remove {name}");
-        }
-        if !guard.yes {
-            if !term::stdin_is_terminal() {
-                bail!("this removes container {name} and all its data (volume {volume}): pass --yes to confirm");
-            }
-            if !term::confirm(&format!(
-                "Remove container {name} and all its data (volume {volume})?"
-            ))? {
-                bail!("cancelled: nothing was removed");
-            }
-        }
-        cmd!(sh, "docker rm --force --volumes {name}")
-            .quiet()
-            .ignore_stdout()
-            .ignore_stderr()
-            .ignore_status()
-            .run()?;
-        cmd!(sh, "docker volume rm --force {volume}")
-            .quiet()
-            .ignore_stdout()
-            .ignore_stderr()
-            .ignore_status()
-            .run()?;
-        let _ = fs::remove_file(&self.passfile);
-        term::success(format!("removed {name} and volume {volume}"));
-        Ok(())
-    }
-}
-
-fn free_port() -> u16 {
-    if TcpListener::bind(("127.0.0.1", 5432)).is_ok() {
-        return 5432;
-    }
-    TcpListener::bind(("127.0.0.1", 0))
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or(5432)
-}
-
-fn random_password() -> anyhow::Result<String> {
-    let mut bytes = [0u8; 18];
-    std::io::Read::read_exact(&mut fs::File::open("/dev/urandom")?, &mut bytes)?;
-    Ok(media::hex(&bytes))
-}
-
 /// Regenerating the fixtures from a database.
 struct Refresh<'a> {
     source: &'a DbUrl,
     source_media: Option<&'a Path>,
     fixtures: &'a Path,
     scrub: &'a scrub::ScrubFlags,
+    /// The command that regenerates these fixtures, named when a check finds them stale.
+    fix: String,
 }
 
 impl Refresh<'_> {
-    fn run(&self, sh: &Shell, tools: &PgTools, check: bool) -> anyhow::Result<()> {
+    fn run(&self, sh: &Shell, tools: &PgTools, mode: Mode) -> anyhow::Result<()> {
         let server = tools.server(sh, self.source, Access::ReadOnly)?;
         tools.check_dump_compatible(sh, &server)?;
         atomic_file::parent_dir(self.fixtures)?;
+        if mode == Mode::DryRun {
+            let scrub = self.scrub.plan(sh, tools, self.source)?;
+            let media = match self.source_media {
+                Some(media) => format!(
+                    "copy the media of {} into {}/{}",
+                    media.display(),
+                    self.fixtures.display(),
+                    bundle::MEDIA_DIR
+                ),
+                None => format!(
+                    "keep the media in {}/{}",
+                    self.fixtures.display(),
+                    bundle::MEDIA_DIR
+                ),
+            };
+            mode::print_plan(&[
+                format!(
+                    "read {} (PostgreSQL {}, read-only session)",
+                    self.source, server.version
+                ),
+                format!(
+                    "dump it with rows sorted and without the data of {}",
+                    source::CHANGELOG_TABLES.join(", ")
+                ),
+                format!(
+                    "scrub {} rules in the stream ({} skipped)",
+                    scrub.applied.len(),
+                    scrub.skipped.len()
+                ),
+                format!(
+                    "write {}, schema.sql and {} beside {}, then {}",
+                    bundle::SQL,
+                    bundle::MANIFEST,
+                    self.fixtures.display(),
+                    bundle::SUMS
+                ),
+                media,
+                format!("swap the new fixtures into {}", self.fixtures.display()),
+            ]);
+            return Ok(());
+        }
         atomic_file::remove_stale_siblings(self.fixtures);
         let staging = atomic_file::StagingDir(atomic_file::sibling(self.fixtures, "staging"));
         fs::create_dir(&staging.0).with_context(|| format!("creating {}", staging.0.display()))?;
         self.write(sh, tools, &server, &staging.0)?;
-        if check {
+        if mode == Mode::Check {
             let changes = compare(self.fixtures, &staging.0)?;
             if changes.is_empty() {
-                println!("fixtures in {} are up to date", self.fixtures.display());
+                mode::up_to_date(format!(
+                    "fixtures in {} are up to date",
+                    self.fixtures.display()
+                ));
                 return Ok(());
             }
             for change in &changes {
                 println!("{change}");
             }
-            bail!(
-                "fixtures in {} are out of date ({} changes): run `cargo xtask seed-dev --refresh` with the same source",
-                self.fixtures.display(),
-                changes.len()
-            );
+            return Err(mode::out_of_date(
+                format!(
+                    "fixtures in {} are out of date ({} changes)",
+                    self.fixtures.display(),
+                    changes.len()
+                ),
+                &self.fix,
+            ));
         }
         // Files in fixtures/ that the refresh does not produce are kept as they are.
         if let Ok(entries) = fs::read_dir(self.fixtures) {
@@ -435,14 +273,14 @@ impl Refresh<'_> {
         &self,
         sh: &Shell,
         tools: &PgTools,
-        server: &pg_tools::Server,
+        server: &pg::Server,
         dir: &Path,
     ) -> anyhow::Result<()> {
         term::step(format!(
             "dumping {} (rows sorted, no changelog data)",
             self.source
         ));
-        let excludes: Vec<String> = clone_prod::CHANGELOG_TABLES
+        let excludes: Vec<String> = source::CHANGELOG_TABLES
             .iter()
             .map(|t| format!("--exclude-table-data={t}"))
             .collect();
@@ -451,12 +289,12 @@ impl Refresh<'_> {
             .args(["--format=plain", "--no-owner", "--no-privileges"])
             .args(&excludes)
             .ignore_status();
-        pg_tools::log(&cmd, self.source);
+        pg::log(&cmd, self.source);
         let out = cmd
             .output()
             .with_context(|| format!("running pg_dump against {}", self.source))?;
         if !out.status.success() {
-            return Err(pg_tools::explain_failure(
+            return Err(pg::explain_failure(
                 self.source,
                 &String::from_utf8_lossy(&out.stderr),
             ))
@@ -466,8 +304,8 @@ impl Refresh<'_> {
         let (scrubbed, counts) = scrub::scrubbing_reader(&out.stdout[..], &scrub.applied);
         let (mut rows, mut entries) = Default::default();
         atomic_file::write(&dir.join(bundle::SQL), |file| {
-            let mut counter = dump::RowCounter::new(file);
-            dump::normalise_sorted(io::BufReader::new(scrubbed), &mut counter)?;
+            let mut counter = lines::RowCounter::new(file);
+            lines::normalise_sorted(io::BufReader::new(scrubbed), &mut counter)?;
             (rows, entries) = (counter.counts, counter.entries);
             Ok(())
         })?;
@@ -475,7 +313,7 @@ impl Refresh<'_> {
         if !scrub.applied.is_empty() {
             term::step(scrub.report(&counts));
         }
-        let excluded: Vec<String> = clone_prod::CHANGELOG_TABLES
+        let excluded: Vec<String> = source::CHANGELOG_TABLES
             .iter()
             .map(|t| format!("public.{t}"))
             .collect();
@@ -490,7 +328,7 @@ impl Refresh<'_> {
             "the fixtures are unchanged",
         )?;
         term::step(leak_scan::summary(leaks.as_ref()));
-        let schema = schema_snapshot::snapshot(sh, tools, self.source, None)?;
+        let schema = schema::snapshot(sh, tools, self.source, None)?;
         fs::write(dir.join("schema.sql"), schema)?;
 
         let media_root = dir.join(bundle::MEDIA_DIR);
@@ -559,9 +397,9 @@ fn compare(current: &Path, fresh: &Path) -> anyhow::Result<Vec<String>> {
     let (old_sql, new_sql) = (read(current, bundle::SQL), read(fresh, bundle::SQL));
     if old_sql != new_sql {
         let old_rows: BTreeMap<String, Vec<&str>> =
-            dump::copy_blocks(&old_sql).into_iter().collect();
+            copy::copy_blocks(&old_sql).into_iter().collect();
         let new_rows: BTreeMap<String, Vec<&str>> =
-            dump::copy_blocks(&new_sql).into_iter().collect();
+            copy::copy_blocks(&new_sql).into_iter().collect();
         for (table, rows) in &new_rows {
             match old_rows.get(table) {
                 None => changes.push(format!("table {table}: new ({} rows)", rows.len())),
@@ -635,7 +473,7 @@ fn schema_part(sql: &str) -> String {
             in_copy = line != "\\.";
             continue;
         }
-        in_copy = dump::is_copy_start(line.as_bytes());
+        in_copy = copy::is_copy_start(line.as_bytes());
         out.push_str(line);
         out.push('\n');
     }

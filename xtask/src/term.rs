@@ -90,7 +90,7 @@ fn passwords_in(text: &str) -> Vec<String> {
 }
 
 /// `text` with each password given to this run shown as `***` where it stands in a URL
-/// (`:password@`), the way [`crate::db_url::DbUrl::masked`] shows it.
+/// (`:password@`), the way [`crate::url::DbUrl::masked`] shows it.
 pub fn conceal(text: &str) -> Cow<'_, str> {
     conceal_among(PASSWORDS.get().map_or(&[], Vec::as_slice), text)
 }

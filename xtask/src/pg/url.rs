@@ -200,7 +200,7 @@ impl DbUrl {
 
     /// A first, cheap check that both URLs name one database: the same name on hosts that
     /// are both this machine, or spelt alike. What the servers say decides in the end
-    /// (see `pg_tools::Server::same_database`).
+    /// (see `pg::Server::same_database`).
     pub fn same_database(&self, other: &DbUrl) -> bool {
         let host = |url: &DbUrl| {
             url.host

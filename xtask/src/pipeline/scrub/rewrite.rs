@@ -12,8 +12,11 @@ use super::{
     rules::{Action, Models, Rule},
 };
 use crate::{
-    dump::{CopyHeader, Next},
     media::hex,
+    plain::{
+        copy::{escape, unescape, CopyHeader},
+        lines::Next,
+    },
 };
 
 /// Rows each rule changed (or deleted), by rule description.
@@ -511,60 +514,6 @@ fn write_jsonb(value: &Value, out: &mut String) {
     }
 }
 
-/// COPY text format → the value.
-pub fn unescape(field: &str) -> String {
-    if !field.contains('\\') {
-        return field.to_string();
-    }
-    let mut out = String::with_capacity(field.len());
-    let mut chars = field.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c != '\\' {
-            out.push(c);
-            continue;
-        }
-        match chars.next() {
-            Some('n') => out.push('\n'),
-            Some('t') => out.push('\t'),
-            Some('r') => out.push('\r'),
-            Some('b') => out.push('\u{8}'),
-            Some('f') => out.push('\u{c}'),
-            Some('v') => out.push('\u{b}'),
-            Some(d @ '0'..='7') => {
-                let mut n = d.to_digit(8).unwrap_or(0);
-                for _ in 0..2 {
-                    match chars.peek().and_then(|c| c.to_digit(8)) {
-                        Some(v) => {
-                            n = n * 8 + v;
-                            chars.next();
-                        }
-                        None => break,
-                    }
-                }
-                out.push(char::from_u32(n).unwrap_or('?'));
-            }
-            Some(other) => out.push(other),
-            None => out.push('\\'),
-        }
-    }
-    out
-}
-
-/// The value → COPY text format.
-pub fn escape(value: &str) -> String {
-    let mut out = String::with_capacity(value.len());
-    for c in value.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use std::{io::Read, sync::Arc};
@@ -587,12 +536,12 @@ mod tests {
 
     /// The preset, planned for tables in `public`.
     fn preset() -> Vec<Rule> {
-        crate::scrub::preset_in("public")
+        crate::pipeline::scrub::preset_in("public")
     }
 
     fn scrub(input: &[u8], rules: &[Rule]) -> (Vec<u8>, BTreeMap<String, u64>) {
         let (scrub, counts) = scrubber(rules);
-        let mut reader = crate::dump::edit_lines(input, scrub);
+        let mut reader = crate::plain::lines::edit_lines(input, scrub);
         let mut out = Vec::new();
         reader.read_to_end(&mut out).unwrap();
         let counts = counts.borrow().clone();
@@ -741,14 +690,6 @@ mod tests {
             out.contains("6\t9\tuser-9\t4\t2\thook\t\\N\t{\"body_template\": \"{\\\\\"text\\\\\": \\\\\"x\\\\\"}\"}\n"),
             "{out}"
         );
-    }
-
-    #[test]
-    fn copy_escaping_round_trips() {
-        for value in ["plain", "tab\there", "line\nbreak", "back\\slash", "ünï"] {
-            assert_eq!(unescape(&escape(value)), value);
-        }
-        assert_eq!(unescape("\\101\\x"), "Ax");
     }
 
     #[test]

@@ -30,7 +30,7 @@ pub struct Toc {
     pub rows: BTreeMap<String, u64>,
     /// The script ends as pg_dump ends a dump it finished, with no `COPY` block left open.
     pub complete: bool,
-    /// The first statement that acts beyond the database (see [`crate::statements`]): its
+    /// The first statement that acts beyond the database (see [`crate::plain::statements`]): its
     /// line and first words.
     pub foreign: Option<(u64, String)>,
 }
@@ -57,7 +57,7 @@ pub fn scan(mut input: impl BufRead) -> io::Result<Toc> {
     let mut rows = 0u64;
     // The last lines outside `COPY` data that are neither blank nor `\unrestrict`.
     let mut tail: Vec<u8> = Vec::new();
-    let mut guard = crate::statements::Guard::default();
+    let mut guard = crate::plain::statements::Guard::default();
     let mut number = 0u64;
     loop {
         line.clear();
@@ -83,10 +83,10 @@ pub fn scan(mut input: impl BufRead) -> io::Result<Toc> {
                 tail.drain(..tail.len() - 2 * TRAILER.len());
             }
         }
-        if crate::dump::is_copy_start(&line) {
+        if crate::plain::copy::is_copy_start(&line) {
             in_copy = true;
             // A name pg_dump would not write counts under "", which no manifest lists.
-            table = Some(crate::dump::copy_target(&line).unwrap_or_default());
+            table = Some(crate::plain::copy::copy_target(&line).unwrap_or_default());
             rows = 0;
             dashes_at = None;
             continue;

@@ -14,16 +14,16 @@ use anyhow::{bail, Context};
 use xshell::Shell;
 
 use crate::{
-    db_url::DbUrl,
-    pg_tools::{self, Access, PgTools, Tool},
-    restore::{self, literal},
+    pg::{self, sql::literal, Access, DbUrl, PgTools, Tool},
+    pipeline::swap,
+    process,
 };
 
 /// The first key of our advisory locks (`NPXT`); the second is the database name's hash.
-const LOCK_CLASS: i32 = 0x4e50_5854;
+pub const LOCK_CLASS: i32 = 0x4e50_5854;
 
 /// Who we are, as another run will be told.
-fn holder_name() -> String {
+pub fn holder_name() -> String {
     let host = fs::read_to_string("/etc/hostname")
         .ok()
         .map(|h| h.trim().to_string())
@@ -61,14 +61,14 @@ impl TargetLock {
             "-f",
             "-",
         ]);
-        let mut child = crate::process::spawn_holder(
-            restore::tool_command(cmd, admin)
+        let mut child = process::spawn_holder(
+            pg::tool_command(cmd, admin)
                 .stdin(Stdio::piped())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped()),
         )
         .with_context(|| format!("starting psql for {admin}"))?;
-        let stderr = restore::collect_stderr(child.stderr.take().unwrap());
+        let stderr = process::collect_stderr(child.stderr.take().unwrap());
         let mut stdin = child.stdin.take().unwrap();
         let mut stdout = BufReader::new(child.stdout.take().unwrap());
         let key = format!("hashtext({})", literal(&target.database));
@@ -83,7 +83,7 @@ impl TargetLock {
              and l.classid = {LOCK_CLASS}::oid and l.objid::bigint = ({key}::bigint & 4294967295) and l.objsubid = 2 \
              and l.pid <> pg_backend_pid() limit 1), '{{}}') end;\n",
             literal(&holder_name()),
-            format_args!("'ours:' || {}", restore::stale_query(&target.database)),
+            format_args!("'ours:' || {}", swap::stale_query(&target.database)),
         );
         let _ = stdin.flush();
         let mut first = String::new();
@@ -128,7 +128,7 @@ impl TargetLock {
             );
         }
         let stderr = stderr.join().unwrap_or_default();
-        Err(pg_tools::explain_failure(admin, &stderr)).context(format!("locking {target}"))
+        Err(pg::explain_failure(admin, &stderr)).context(format!("locking {target}"))
     }
 }
 
@@ -247,7 +247,7 @@ impl Drop for MediaLock {
 
 /// `.name.lock` beside `media`, once links are resolved: two spellings of one directory (a
 /// symlink to it, `..`) share one lock.
-fn lock_path(media: &Path) -> PathBuf {
+pub fn lock_path(media: &Path) -> PathBuf {
     let real = std::fs::canonicalize(media).ok().or_else(|| {
         let parent = media.parent().filter(|p| !p.as_os_str().is_empty())?;
         Some(std::fs::canonicalize(parent).ok()?.join(media.file_name()?))

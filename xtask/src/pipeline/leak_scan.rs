@@ -12,10 +12,12 @@ use xshell::Shell;
 
 use crate::{
     bundle::{self, Leak},
-    db_url::DbUrl,
-    parallel,
-    pg_tools::{Access, PgTools},
-    restore, scrub, term,
+    pg::{
+        sql::{ident, literal},
+        Access, DbUrl, PgTools,
+    },
+    pipeline::{parallel, scrub},
+    term,
 };
 
 /// Set to `1` to skip the scan: for benchmarks that measure its cost, never for real runs.
@@ -202,8 +204,8 @@ fn groups(mut tables: Vec<Table>, n: usize) -> Vec<Vec<Table>> {
 /// One query over `tables`, one sequential scan each, answering
 /// `[[table index, matching rows of each column...], ...]` as JSON.
 pub fn group_sql(tables: &[Table]) -> String {
-    let pattern = restore::literal(&pattern());
-    let words: Vec<String> = WORDS.iter().map(|w| restore::literal(w)).collect();
+    let pattern = literal(&pattern());
+    let words: Vec<String> = WORDS.iter().map(|w| literal(w)).collect();
     let words = format!("array[{}]", words.join(", "));
     let selects: Vec<String> = tables
         .iter()
@@ -215,20 +217,20 @@ pub fn group_sql(tables: &[Table]) -> String {
                 .map(|column| {
                     format!(
                         "count(*) filter (where {}::text ~* {pattern})",
-                        restore::ident(column)
+                        ident(column)
                     )
                 })
                 .collect();
             let text: Vec<String> = table
                 .columns
                 .iter()
-                .map(|column| format!("{}::text collate \"C\"", restore::ident(column)))
+                .map(|column| format!("{}::text collate \"C\"", ident(column)))
                 .collect();
             format!(
                 "(select json_build_array({n}, {}) as j from {}.{} where lower(concat_ws(' ', {})) like any ({words}))",
                 counts.join(", "),
-                restore::ident(&table.schema),
-                restore::ident(&table.name),
+                ident(&table.schema),
+                ident(&table.name),
                 text.join(", ")
             )
         })
@@ -264,6 +266,7 @@ pub struct Report {
 pub fn scan(
     sh: &Shell,
     tools: &PgTools,
+    jobs: usize,
     url: &DbUrl,
     covered: &Covered,
 ) -> anyhow::Result<Option<Report>> {
@@ -280,6 +283,7 @@ pub fn scan(
     let (sessions, _) = parallel::fitting_jobs(
         sh,
         tools,
+        jobs,
         &[parallel::Sessions {
             url,
             per_job: 1,
@@ -605,7 +609,7 @@ mod tests {
 
     #[test]
     fn the_pattern_is_one_quoted_literal() {
-        let literal = restore::literal(&pattern());
+        let literal = literal(&pattern());
         let inner = &literal[1..literal.len() - 1];
         assert!(!inner.replace("''", "").contains('\''), "quotes doubled");
         assert_eq!(pattern().matches("|(").count(), SHAPES.len() - 1);

@@ -5,7 +5,7 @@ use std::{collections::HashMap, path::Path, sync::Arc};
 use anyhow::{bail, Context};
 use serde::Deserialize;
 
-const PRESET: &str = include_str!("../scrub_preset.toml");
+const PRESET: &str = include_str!("preset.toml");
 
 #[derive(Debug, Clone)]
 pub enum Action {

@@ -1,7 +1,10 @@
-//! Plain-SQL dumps made reproducible: run-dependent lines removed, and (for fixtures) rows in a
-//! stable order. Data lines inside `COPY ... FROM stdin` blocks are never altered.
+//! Plain-SQL dumps edited line by line and made reproducible: run-dependent lines removed,
+//! settings an older server lacks dropped, and (for fixtures) rows in a stable order. Data
+//! lines inside `COPY ... FROM stdin` blocks are never altered.
 
 use std::io::{self, BufRead, Read, Write};
+
+use super::copy::{copy_target, is_copy_start};
 
 /// Streams a plain `pg_dump` through, dropping the lines that change from run to run:
 /// `\restrict` / `\unrestrict` keys and the `-- Dumped from/by` version comments, each
@@ -233,7 +236,7 @@ pub struct RowCounter<W> {
     rows: u64,
     after_dashes: bool,
     pub counts: std::collections::BTreeMap<String, u64>,
-    /// Table-of-contents entries seen, as [`crate::toc::scan`] counts them.
+    /// Table-of-contents entries seen, as [`crate::plain::toc::scan`] counts them.
     pub entries: u64,
 }
 
@@ -290,7 +293,7 @@ impl<W: Write> RowCounter<W> {
             self.in_copy = true;
             self.table = copy_target(&self.line).unwrap_or_default();
             self.rows = 0;
-        } else if self.after_dashes && crate::toc::entry_kind(&self.line).is_some() {
+        } else if self.after_dashes && crate::plain::toc::entry_kind(&self.line).is_some() {
             self.entries += 1;
         }
         self.after_dashes = !self.in_copy && self.line == b"--\n";
@@ -309,15 +312,6 @@ impl<W: Write> Write for RowCounter<W> {
         self.inner.flush()
     }
 }
-
-/// The table of a `COPY ... FROM stdin;` line as the line writes it, quotes included, so
-/// that it can be used in SQL: `public."Big ""One"""` from `COPY public."Big ""One""" (id) ...`.
-/// `None` unless every part is quoted or a plain identifier, as pg_dump writes them.
-pub fn copy_target(line: &[u8]) -> Option<String> {
-    CopyHeader::parse(line).map(|header| header.written)
-}
-
-pub use rowscan::{is_copy_start, CopyHeader};
 
 #[derive(Default)]
 struct Filter {
@@ -377,29 +371,11 @@ fn split_lines(mut input: impl BufRead) -> impl Iterator<Item = io::Result<Vec<u
     })
 }
 
-/// The rows of each table's `COPY` block: `(table, rows)` in dump order.
-pub fn copy_blocks(dump: &str) -> Vec<(String, Vec<&str>)> {
-    let mut blocks = Vec::new();
-    let mut current: Option<(String, Vec<&str>)> = None;
-    for line in dump.lines() {
-        match current.as_mut() {
-            Some(_) if line == "\\." => blocks.push(current.take().unwrap()),
-            Some((_, rows)) => rows.push(line),
-            None => {
-                if let Some(table) = copy_target(line.as_bytes()) {
-                    current = Some((table, Vec::new()));
-                }
-            }
-        }
-    }
-    blocks
-}
-
 #[cfg(test)]
-mod tests {
+pub mod tests {
     use super::*;
 
-    const RAW: &str = "--\n-- PostgreSQL database dump\n--\n\n\\restrict AbC123\n\n-- Dumped from database version 15.14 (Debian 15.14-1)\n-- Dumped by pg_dump version 15.18\n\nSET statement_timeout = 0;\n\nCOPY public.t (id, note) FROM stdin;\n10\t\\restrict inside data\n2\t\n\n1\tb\n\\.\n\n\n--\n-- PostgreSQL database dump complete\n--\n\n\\unrestrict AbC123\n\n";
+    pub const RAW: &str = "--\n-- PostgreSQL database dump\n--\n\n\\restrict AbC123\n\n-- Dumped from database version 15.14 (Debian 15.14-1)\n-- Dumped by pg_dump version 15.18\n\nSET statement_timeout = 0;\n\nCOPY public.t (id, note) FROM stdin;\n10\t\\restrict inside data\n2\t\n\n1\tb\n\\.\n\n\n--\n-- PostgreSQL database dump complete\n--\n\n\\unrestrict AbC123\n\n";
 
     #[test]
     fn drops_run_dependent_lines_only() {
@@ -562,32 +538,5 @@ mod tests {
         fn into_inner_counts(self) -> Vec<(String, u64)> {
             self.counts.into_iter().collect()
         }
-    }
-
-    #[test]
-    fn copy_targets_keep_their_quotes() {
-        let target = |line: &str| copy_target(line.as_bytes());
-        assert_eq!(
-            target("COPY public.t (a, b) FROM stdin;\n").as_deref(),
-            Some("public.t")
-        );
-        assert_eq!(
-            target("COPY public.\"Big \"\"One\"\". x\" (id) FROM stdin;\n").as_deref(),
-            Some("public.\"Big \"\"One\"\". x\"")
-        );
-        assert_eq!(
-            target("COPY \"s p\".t FROM stdin;\n").as_deref(),
-            Some("\"s p\".t")
-        );
-        assert_eq!(target("COPY public.t (a) TO stdout;\n"), None);
-        assert_eq!(target("COPY public.t;drop (a) FROM stdin;\n"), None);
-    }
-
-    #[test]
-    fn finds_copy_blocks() {
-        let blocks = copy_blocks(RAW);
-        assert_eq!(blocks.len(), 1);
-        assert_eq!(blocks[0].0, "public.t");
-        assert_eq!(blocks[0].1.len(), 4);
     }
 }

@@ -11,6 +11,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::media;
 
+pub mod check;
+
 pub const SQL: &str = "netpoint.sql";
 pub const MEDIA_ARCHIVE: &str = "netpoint_media.tar.gz";
 pub const MEDIA_DIR: &str = "media";

@@ -1,7 +1,7 @@
 //! Scrubbing: secrets and personal data rewritten in the dump stream, between `pg_dump` and
 //! its destination, so they never reach a file or a dev database.
 //!
-//! Rules come from a TOML file (`scrub_preset.toml` is NetPoint's, built in), read strictly
+//! Rules come from a TOML file (`preset.toml` is NetPoint's, built in), read strictly
 //! ([`rules`]); they are planned against the source's tables here, applied to the stream by
 //! [`rewrite`], and checked against the loaded copy by [`Plan::verify`]. Each rewritten value
 //! is derived from the table, column and row key, so the same row always scrubs to the same
@@ -10,6 +10,7 @@
 mod redact;
 mod rewrite;
 mod rules;
+mod verify;
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap, HashSet},
@@ -24,11 +25,11 @@ pub use rewrite::{scrubber, Counts};
 pub use rules::{Action, Rule};
 
 use crate::{
-    db_url::DbUrl,
-    pg_tools::{Access, PgTools},
-    restore, term,
+    pg::{sql::ident, Access, DbUrl, PgTools},
+    plain::lines,
+    term,
 };
-use rewrite::{scrub_field, unescape, Row};
+use rewrite::{scrub_field, Row};
 
 /// The preset as planned for a database whose tables are all in `schema`, for tests.
 #[cfg(test)]
@@ -46,7 +47,7 @@ pub fn preset_in(schema: &str) -> Vec<Rule> {
 /// Wraps a plain dump so that the rows of ruled tables come out scrubbed.
 pub fn scrubbing_reader<R: Read>(input: R, rules: &[Rule]) -> (impl Read, Counts) {
     let (scrub, counts) = scrubber(rules);
-    (crate::dump::edit_lines(input, scrub), counts)
+    (lines::edit_lines(input, scrub), counts)
 }
 
 /// `--scrub-rules` and `--no-scrub`, shared by the commands that read a source.
@@ -161,7 +162,7 @@ impl ScrubFlags {
                         Access::ReadOnly,
                         &format!(
                             "select coalesce(json_agg(json_build_array(id, app_label, model)), '[]') from {}.django_content_type",
-                            restore::ident(schema)
+                            ident(schema)
                         ),
                     )?;
                     serde_json::from_str(&answer)
@@ -351,167 +352,6 @@ impl Plan {
                 .collect(),
             skipped: self.skipped.clone(),
         }
-    }
-
-    /// Samples original values from the source that the rules change, and fails if any of
-    /// them is found in `target`. Values travel to psql on stdin, never in argv. Three
-    /// queries in all, whatever the number of rules.
-    pub fn verify(
-        &self,
-        sh: &xshell::Shell,
-        tools: &PgTools,
-        source: &DbUrl,
-        target: &DbUrl,
-        data_excluded: &[String],
-    ) -> anyhow::Result<()> {
-        // Tables whose data was left out have nothing to check.
-        let rules: Vec<&Rule> = self
-            .applied
-            .iter()
-            .filter(|rule| !data_excluded.contains(&rule.table))
-            .collect();
-        if rules.is_empty() {
-            return Ok(());
-        }
-        let names: Vec<(&str, &str)> = rules
-            .iter()
-            .map(|rule| {
-                rule.table
-                    .split_once('.')
-                    .unwrap_or(("public", &rule.table))
-            })
-            .collect();
-        let qualified = |n: usize| {
-            format!(
-                "{}.{}",
-                restore::ident(names[n].0),
-                restore::ident(names[n].1)
-            )
-        };
-        let values: Vec<String> = names
-            .iter()
-            .enumerate()
-            .map(|(n, (schema, table))| {
-                format!(
-                    "({n}, {}, {})",
-                    restore::literal(schema),
-                    restore::literal(table)
-                )
-            })
-            .collect();
-        let keys = tools.query(
-            sh,
-            source,
-            Access::ReadOnly,
-            &format!(
-                "select coalesce(json_object_agg(v.n, coalesce((select column_name from information_schema.columns c where c.table_schema = v.s and c.table_name = v.t and column_name = 'id'), \
-                 (select column_name from information_schema.columns c where c.table_schema = v.s and c.table_name = v.t order by ordinal_position limit 1))), '{{}}') \
-                 from (values {}) v(n, s, t)",
-                values.join(", ")
-            ),
-        )?;
-        let keys: HashMap<usize, Option<String>> = serde_json::from_str(&keys)
-            .with_context(|| format!("reading the key columns of {source}"))?;
-        let keys: HashMap<usize, String> = keys
-            .into_iter()
-            .filter_map(|(n, key)| Some((n, key?)))
-            .collect();
-        let samples: Vec<String> = rules
-            .iter()
-            .enumerate()
-            .filter_map(|(n, rule)| {
-                let column = rule.column.as_ref()?;
-                let key = keys.get(&n)?;
-                Some(format!(
-                    "(select {n}, k, v from (select {key}::text k, {col}::text v from {table} where {col} is not null order by {key} limit 20) s{n})",
-                    key = restore::ident(key),
-                    col = restore::ident(column),
-                    table = qualified(n)
-                ))
-            })
-            .collect();
-        let mut originals: BTreeMap<usize, Vec<String>> = BTreeMap::new();
-        if !samples.is_empty() {
-            let sample = tools.query(
-                sh,
-                source,
-                Access::ReadOnly,
-                &format!("copy ({}) to stdout", samples.join(" union all ")),
-            )?;
-            for line in sample.lines() {
-                let mut fields = line.splitn(3, '\t');
-                let (Some(n), Some(key), Some(value)) =
-                    (fields.next(), fields.next(), fields.next())
-                else {
-                    continue;
-                };
-                let Some(n) = n.parse::<usize>().ok().filter(|&n| n < rules.len()) else {
-                    continue;
-                };
-                let rule = rules[n];
-                if !value.is_empty()
-                    && scrub_field(&rule.table, rule, key, value, &Row::NONE) != value
-                {
-                    // By row: a fake may be another row's original value (user 3 faked as
-                    // `user-3` while user 4 is named so), which is no leak.
-                    originals.entry(n).or_default().push(format!(
-                        "({}, {})",
-                        restore::literal(&unescape(key)),
-                        restore::literal(&unescape(value))
-                    ));
-                }
-            }
-        }
-        let checks: Vec<String> = rules
-            .iter()
-            .enumerate()
-            .filter_map(|(n, rule)| match &rule.column {
-                None => Some(format!("select {n}, count(*) from {}", qualified(n))),
-                Some(column) => originals.get(&n).zip(keys.get(&n)).map(|(values, key)| {
-                    format!(
-                        "select {n}, count(*) from {} where ({}::text, {}::text) in ({})",
-                        qualified(n),
-                        restore::ident(key),
-                        restore::ident(column),
-                        values.join(", ")
-                    )
-                }),
-            })
-            .collect();
-        if checks.is_empty() {
-            return Ok(());
-        }
-        let found = tools.query_stdin(
-            sh,
-            target,
-            &format!(
-                "select coalesce(json_agg(json_build_array(n, c)), '[]') from ({}) found(n, c);\n",
-                checks.join(" union all ")
-            ),
-        )?;
-        let found: Vec<(usize, i64)> = serde_json::from_str(&found)
-            .with_context(|| format!("reading the scrub check of {target}"))?;
-        for (n, count) in found {
-            let Some(rule) = rules.get(n) else {
-                continue;
-            };
-            if count == 0 {
-                continue;
-            }
-            match &rule.column {
-                None => bail!(
-                    "scrub verification failed: {} still has {} rows in the target",
-                    rule.table,
-                    count
-                ),
-                Some(column) => bail!(
-                    "scrub verification failed: {} original value(s) of {}.{column} found in the target; the clone was not put in place",
-                    count,
-                    rule.table
-                ),
-            }
-        }
-        Ok(())
     }
 }
 

@@ -1,0 +1,34 @@
+//! What every command is given, built once in `main` from the global flags: the shell
+//! (working in the workspace root), the client tools and the job count.
+//!
+//! Two things stay process-wide by nature and live in their modules: the interrupt flag
+//! and the registry of child processes ([`crate::process`]), which a signal thread reads,
+//! and the terminal's settings and the passwords to mask ([`crate::term`]), which every
+//! message and the panic hook read, from any thread.
+
+use xshell::Shell;
+
+use crate::pg::{PgTools, ToolSource};
+
+pub struct Context {
+    pub sh: Shell,
+    pub tools: PgTools,
+    /// Sessions a load runs at once, and threads for hashing and compressing media.
+    pub jobs: usize,
+}
+
+impl Context {
+    pub fn new(sh: Shell, tool_source: ToolSource, jobs: Option<usize>) -> Context {
+        let jobs = jobs.unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        });
+        // The media's hashing and compressing run on rayon's pool: sized once, to match.
+        let _ = rayon::ThreadPoolBuilder::new()
+            .num_threads(jobs)
+            .build_global();
+        let tools = PgTools::discover(&sh, tool_source);
+        Context { sh, tools, jobs }
+    }
+}

@@ -1,0 +1,111 @@
+//! Unpacking a media archive safely: only `netpoint/media/` members, no links out, no
+//! writing through links, nothing outside the destination.
+
+use std::{
+    collections::BTreeMap,
+    fs::{self, File},
+    io::{self},
+    os::unix::{ffi::OsStrExt, fs::PermissionsExt},
+    path::{Component, Path, PathBuf},
+};
+
+use anyhow::{bail, Context};
+
+use super::walk::link_stays_inside;
+use super::{ARCHIVE_PREFIX, READ_BUF};
+
+/// Unpacks a media archive into the new directory `dst`. Members must lie under
+/// `netpoint/media/`; absolute paths, `..`, members under a link, links out of the root and
+/// special files are refused.
+pub fn extract_archive(archive: &Path, dst: &Path) -> anyhow::Result<()> {
+    let file = File::open(archive).with_context(|| format!("reading {}", archive.display()))?;
+    let mut tar = tar::Archive::new(flate2::read::MultiGzDecoder::new(
+        io::BufReader::with_capacity(READ_BUF, file),
+    ));
+    fs::create_dir(dst).with_context(|| format!("creating {}", dst.display()))?;
+    let mut dir_modes = Vec::new();
+    let mut links: BTreeMap<PathBuf, (PathBuf, String)> = BTreeMap::new();
+    for entry in tar.entries().context("reading the media archive")? {
+        let mut entry = entry.context("reading the media archive")?;
+        let raw = entry.path_bytes().into_owned();
+        let shown = String::from_utf8_lossy(&raw).into_owned();
+        let path = Path::new(std::ffi::OsStr::from_bytes(&raw));
+        if path.is_absolute()
+            || path
+                .components()
+                .any(|c| !matches!(c, Component::Normal(_) | Component::CurDir))
+        {
+            bail!("media archive member `{shown}` is an absolute path or leaves the media root: the archive is unsafe, refusing it");
+        }
+        let normal: PathBuf = path
+            .components()
+            .filter(|c| matches!(c, Component::Normal(_)))
+            .collect();
+        let Ok(rel) = normal.strip_prefix(ARCHIVE_PREFIX.trim_end_matches('/')) else {
+            if normal == Path::new("netpoint") && entry.header().entry_type().is_dir() {
+                continue;
+            }
+            bail!("media archive member `{shown}` is not under {ARCHIVE_PREFIX}: not a NetPoint media archive");
+        };
+        if let Some(link) = rel.ancestors().skip(1).find(|a| links.contains_key(*a)) {
+            bail!(
+                "media archive member `{shown}` lies under the symbolic link {ARCHIVE_PREFIX}{}: the archive is unsafe, refusing it",
+                link.display()
+            );
+        }
+        let to = dst.join(rel);
+        let mode = entry.header().mode().unwrap_or(0o644) & 0o7777;
+        match entry.header().entry_type() {
+            tar::EntryType::Directory => {
+                if rel.as_os_str().is_empty() {
+                    dir_modes.push((dst.to_path_buf(), mode));
+                    continue;
+                }
+                fs::create_dir_all(&to)?;
+                dir_modes.push((to, mode));
+            }
+            tar::EntryType::Regular | tar::EntryType::Continuous => {
+                if let Some(parent) = to.parent() {
+                    fs::create_dir_all(parent)?;
+                }
+                let out = File::create_new(&to)
+                    .with_context(|| format!("media archive member `{shown}` appears twice or cannot be written"))?;
+                // Through a large buffer: `io::copy` then reads and writes in its size.
+                let mut out = io::BufWriter::with_capacity(READ_BUF, out);
+                io::copy(&mut entry, &mut out).with_context(|| format!("extracting {shown}"))?;
+                let out = out.into_inner().map_err(|err| err.into_error()).with_context(|| format!("extracting {shown}"))?;
+                out.set_permissions(fs::Permissions::from_mode(mode))?;
+                if let Ok(mtime) = entry.header().mtime() {
+                    let _ = out.set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_secs(mtime));
+                }
+            }
+            tar::EntryType::Symlink => {
+                let target = entry.link_name()?.context("symlink without a target")?.into_owned();
+                if rel.as_os_str().is_empty() || links.insert(rel.to_path_buf(), (target, shown.clone())).is_some() {
+                    bail!("media archive member `{shown}` appears twice or replaces the media root: refusing the archive");
+                }
+            }
+            other => bail!("media archive member `{shown}` is a {other:?} entry; only files, directories and symlinks are allowed"),
+        }
+    }
+    for (dir, mode) in dir_modes.into_iter().rev() {
+        fs::set_permissions(&dir, fs::Permissions::from_mode(mode | 0o700))?;
+    }
+    // Links come last, so nothing is ever written through one; then each is judged where
+    // the file system resolves it, chains of links included.
+    for (rel, (target, shown)) in &links {
+        let to = dst.join(rel);
+        if let Some(parent) = to.parent() {
+            fs::create_dir_all(parent)?;
+        }
+        std::os::unix::fs::symlink(target, &to).with_context(|| {
+            format!("media archive member `{shown}` appears twice (as a link and as a file or directory): refusing the archive")
+        })?;
+    }
+    for (rel, (target, shown)) in &links {
+        if !link_stays_inside(dst, rel, target) {
+            bail!("media archive member `{shown}` links outside the media root (to {}) once its links are followed: refusing the archive", target.display());
+        }
+    }
+    Ok(())
+}

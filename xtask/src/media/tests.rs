@@ -1,0 +1,401 @@
+use std::{
+    fs::{self, File},
+    io::Read,
+    os::unix::{ffi::OsStrExt, fs::PermissionsExt},
+    path::{Path, PathBuf},
+};
+
+use sha2::{Digest, Sha256};
+
+use super::{archive::*, copy::*, extract::*, gz::*, sums::*, walk::*, *};
+
+#[test]
+fn links_must_stay_inside_once_resolved() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("media");
+    fs::create_dir_all(root.join("a")).unwrap();
+    let inside =
+        |rel: &str, target: &str| link_stays_inside(&root, Path::new(rel), Path::new(target));
+    assert!(inside("a/b.png", "../c.png"));
+    assert!(inside("a/b.png", "./c.png"));
+    assert!(!inside("b.png", "../c.png"));
+    assert!(!inside("a/b.png", "/etc/passwd"));
+    assert!(!inside("a/b.png", "../../x"));
+
+    // A chain: each link's text stays inside, the path they make does not.
+    std::os::unix::fs::symlink(".", root.join("x")).unwrap();
+    assert!(inside("x", "."));
+    assert!(!inside("z", "x/.."));
+    assert!(!inside("a/z", "../x/../x/.."));
+    assert!(inside("z", "x/a/../a"));
+    std::os::unix::fs::symlink("a/..", root.join("up")).unwrap();
+    assert!(!inside("z", "up/.."));
+    // A loop ends instead of running forever.
+    std::os::unix::fs::symlink("loop", root.join("loop")).unwrap();
+    assert!(!inside("z", "loop/x"));
+}
+
+#[test]
+fn archives_cannot_write_through_links() {
+    let dir = tempfile::tempdir().unwrap();
+    let archive = dir.path().join("chain.tar.gz");
+    let mut builder = tar::Builder::new(flate2::write::GzEncoder::new(
+        File::create(&archive).unwrap(),
+        flate2::Compression::fast(),
+    ));
+    let mut link = |name: &str, target: &str| {
+        let mut header = tar::Header::new_gnu();
+        header.set_entry_type(tar::EntryType::Symlink);
+        header.set_size(0);
+        builder.append_link(&mut header, name, target).unwrap();
+    };
+    link("netpoint/media/x", ".");
+    link("netpoint/media/x/l", "..");
+    let mut header = tar::Header::new_gnu();
+    header.set_size(1);
+    header.set_mode(0o644);
+    builder
+        .append_data(&mut header, "netpoint/media/x/l/evil", &b"x"[..])
+        .unwrap();
+    builder.into_inner().unwrap().finish().unwrap();
+    let out = dir.path().join("out");
+    let err = extract_archive(&archive, &out).unwrap_err().to_string();
+    assert!(err.contains("symbolic link netpoint/media/x"), "{err}");
+    assert!(!dir.path().join("evil").exists());
+    assert!(
+        !out.join("x").exists(),
+        "a link was made before the refusal"
+    );
+}
+
+#[test]
+fn sha256_lines_round_trip() {
+    let files = vec![
+        Hashed {
+            rel: "b/x y.png".into(),
+            sha256: "a".repeat(64),
+            size: 1,
+        },
+        Hashed {
+            rel: "a\\odd\nname".into(),
+            sha256: "b".repeat(64),
+            size: 2,
+        },
+        Hashed {
+            rel: "Ä.jpg".into(),
+            sha256: "c".repeat(64),
+            size: 3,
+        },
+    ];
+    let text = String::from_utf8(sha256_list(&files)).unwrap();
+    assert!(text.starts_with("\\bbbb"), "{text}");
+    let parsed = parse_sha256_list(&text, "list").unwrap();
+    assert_eq!(parsed["b/x y.png"], "a".repeat(64));
+    assert_eq!(parsed["a\\odd\nname"], "b".repeat(64));
+    assert_eq!(parsed.len(), 3);
+    assert!(parse_sha256_list("nonsense\n", "list").is_err());
+    assert!(parse_sha256_list(&format!("\\{}  a\\q\n", "d".repeat(64)), "list").is_err());
+}
+
+#[test]
+fn sha256_lines_keep_names_that_are_not_utf8() {
+    let name = |bytes: &[u8]| PathBuf::from(std::ffi::OsStr::from_bytes(bytes));
+    let files: Vec<Hashed> = [&b"caf\xe9.jpg"[..], b"cr\rand\\\xff", b"plain.png"]
+        .iter()
+        .enumerate()
+        .map(|(i, bytes)| Hashed {
+            rel: name(bytes),
+            sha256: format!("{i}").repeat(64),
+            size: 1,
+        })
+        .collect();
+    let text = sha256_list(&files);
+    let lines: Vec<&[u8]> = text.split(|&b| b == b'\n').collect();
+    assert_eq!(lines[0], [&b"0".repeat(64)[..], b"  caf\xe9.jpg"].concat());
+    assert_eq!(
+        lines[1],
+        [&b"\\"[..], &b"1".repeat(64), b"  cr\\rand\\\\\xff"].concat()
+    );
+    let parsed = parse_sums(&text, "list").unwrap();
+    for file in &files {
+        assert_eq!(parsed[&file.rel], file.sha256, "{}", file.rel.display());
+    }
+
+    // And GNU sha256sum agrees, byte for byte, on real files.
+    let dir = tempfile::tempdir().unwrap();
+    for file in &files {
+        fs::write(dir.path().join(&file.rel), b"x").unwrap();
+    }
+    let entries = scan(dir.path()).unwrap();
+    let ours = sha256_list(&hash_all(dir.path(), &entries, &|_| {}).unwrap());
+    let names: Vec<&std::ffi::OsStr> = entries.iter().map(|e| e.rel.as_os_str()).collect();
+    let gnu = std::process::Command::new("sha256sum")
+        .arg("--")
+        .args(&names)
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(ours, gnu.stdout);
+    let back = parse_sums(&gnu.stdout, "list").unwrap();
+    assert_eq!(verify(dir.path(), &back, &|_| {}).unwrap().files, 3);
+}
+
+#[test]
+fn archive_round_trip_and_traversal() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("media");
+    fs::create_dir_all(root.join("nested dir/ü")).unwrap();
+    fs::write(root.join("nested dir/ü/a.png"), b"png").unwrap();
+    fs::write(root.join("empty"), b"").unwrap();
+    let entries = scan(&root).unwrap();
+    let archive = dir.path().join("m.tar.gz");
+    let hashed = write_archive(&root, &entries, File::create(&archive).unwrap(), &|_| {}).unwrap();
+    let out = dir.path().join("out");
+    extract_archive(&archive, &out).unwrap();
+    let sums = parse_sums(&sha256_list(&hashed), "list").unwrap();
+    assert_eq!(verify(&out, &sums, &|_| {}).unwrap().files, 2);
+
+    let evil = dir.path().join("evil.tar.gz");
+    let mut builder = tar::Builder::new(flate2::write::GzEncoder::new(
+        File::create(&evil).unwrap(),
+        flate2::Compression::fast(),
+    ));
+    let mut header = tar::Header::new_gnu();
+    header.set_size(1);
+    header.set_mode(0o644);
+    let name = b"netpoint/media/../../escape";
+    header.as_gnu_mut().unwrap().name[..name.len()].copy_from_slice(name);
+    header.set_cksum();
+    builder.append(&header, &b"x"[..]).unwrap();
+    builder.into_inner().unwrap().finish().unwrap();
+    let err = extract_archive(&evil, &dir.path().join("out2"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("leaves the media root"), "{err}");
+}
+
+fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+/// Text that compresses, photos that do not, one larger than a gzip member, an empty file,
+/// a link and a private file. Returns the size of the text.
+fn mixed_tree(root: &Path) -> u64 {
+    fs::create_dir_all(root.join("photos/2024")).unwrap();
+    fs::create_dir_all(root.join("docs")).unwrap();
+    let text: String = (0..40_000)
+        .map(|i| format!("row {i}, customer {}, plan basic\n", i % 97))
+        .collect();
+    fs::write(root.join("docs/export.csv"), &text).unwrap();
+    fs::set_permissions(
+        root.join("docs/export.csv"),
+        fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
+    fs::write(root.join("docs/empty.txt"), b"").unwrap();
+    fs::write(root.join("photos/2024/big.jpg"), noise(MEMBER + 300_000, 1)).unwrap();
+    for i in 0..20 {
+        let photo = root.join(format!("photos/p{i:02}.png"));
+        fs::write(photo, noise(50_000 + i * 7_919, i as u64 + 2)).unwrap();
+    }
+    std::os::unix::fs::symlink("../docs/export.csv", root.join("photos/link.csv")).unwrap();
+    text.len() as u64
+}
+
+fn assert_same_tree(expected: &Path, actual: &Path) {
+    let want = scan(expected).unwrap();
+    let got = scan(actual).unwrap();
+    let names = |entries: &[Entry]| {
+        entries
+            .iter()
+            .map(|e| (e.rel.clone(), e.kind.clone()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(names(&got), names(&want));
+    for entry in want.iter().filter(|e| matches!(e.kind, Kind::File { .. })) {
+        let (a, b) = (expected.join(&entry.rel), actual.join(&entry.rel));
+        assert!(
+            fs::read(&a).unwrap() == fs::read(&b).unwrap(),
+            "{} differs",
+            b.display()
+        );
+        let (a, b) = (fs::metadata(a).unwrap(), fs::metadata(&b).unwrap());
+        assert_eq!(a.permissions().mode(), b.permissions().mode());
+        let secs = |m: &fs::Metadata| {
+            m.modified()
+                .unwrap()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs()
+        };
+        assert_eq!(secs(&a), secs(&b), "{} mtime", entry.rel.display());
+    }
+}
+
+#[test]
+fn archive_of_many_members_round_trips() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("media");
+    let text_len = mixed_tree(&root);
+    let entries = scan(&root).unwrap();
+    let archive = dir.path().join("m.tar.gz");
+    let hashed = write_archive(&root, &entries, File::create(&archive).unwrap(), &|_| {}).unwrap();
+
+    assert_eq!(hashed.len(), 23);
+    for file in &hashed {
+        let data = fs::read(root.join(&file.rel)).unwrap();
+        assert_eq!(
+            file.sha256,
+            hex(&Sha256::digest(&data)),
+            "{}",
+            file.rel.display()
+        );
+        assert_eq!(file.size, data.len() as u64);
+    }
+
+    let packed = fs::read(&archive).unwrap();
+    let mut stream = Vec::new();
+    flate2::read::MultiGzDecoder::new(&packed[..])
+        .read_to_end(&mut stream)
+        .unwrap();
+    let mut first = Vec::new();
+    flate2::read::GzDecoder::new(&packed[..])
+        .read_to_end(&mut first)
+        .unwrap();
+    assert!(first.len() < stream.len(), "the archive is a single member");
+    assert_eq!(stream.len() % 512, 0);
+    let input = totals(&hashed).bytes;
+    assert!(
+        (packed.len() as u64) < input - text_len / 2,
+        "the text was not compressed: {} bytes for {input}",
+        packed.len()
+    );
+
+    let out = dir.path().join("out");
+    extract_archive(&archive, &out).unwrap();
+    assert_same_tree(&root, &out);
+    let sums = parse_sums(&sha256_list(&hashed), "list").unwrap();
+    assert_eq!(verify(&out, &sums, &|_| {}).unwrap().files, 23);
+
+    let sh = xshell::Shell::new().unwrap();
+    let gnu = dir.path().join("gnu");
+    fs::create_dir(&gnu).unwrap();
+    xshell::cmd!(sh, "tar -xzf {archive} -C {gnu}")
+        .quiet()
+        .run()
+        .unwrap();
+    assert_same_tree(&root, &gnu.join("netpoint/media"));
+    let listing = xshell::cmd!(sh, "tar -tzf {archive}").read().unwrap();
+    assert_eq!(listing.lines().next(), Some("netpoint/"));
+    assert!(listing
+        .lines()
+        .skip(1)
+        .all(|l| l.starts_with(ARCHIVE_PREFIX)));
+}
+
+#[test]
+fn archives_from_a_one_thread_pool() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("media");
+    mixed_tree(&root);
+    let entries = scan(&root).unwrap();
+    let archive = dir.path().join("m.tar.gz");
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .unwrap();
+    let hashed = pool
+        .install(|| write_archive(&root, &entries, File::create(&archive).unwrap(), &|_| {}))
+        .unwrap();
+    let out = dir.path().join("out");
+    extract_archive(&archive, &out).unwrap();
+    let sums = parse_sums(&sha256_list(&hashed), "list").unwrap();
+    assert_eq!(verify(&out, &sums, &|_| {}).unwrap().files, 23);
+
+    fs::remove_file(root.join("photos/p19.png")).unwrap();
+    let err = pool
+        .install(|| write_archive(&root, &entries, File::create(&archive).unwrap(), &|_| {}))
+        .unwrap_err();
+    assert!(format!("{err:#}").contains("p19.png"), "{err:#}");
+}
+
+#[test]
+fn members_decode_at_block_edges() {
+    for len in [0, 1, 0xffff, 0x10000, 3 * 0xffff + 7] {
+        for data in [noise(len, 7), vec![b'a'; len]] {
+            let mut member = Vec::new();
+            gzip_member(&data, &mut member).unwrap();
+            let mut back = Vec::new();
+            flate2::read::GzDecoder::new(&member[..])
+                .read_to_end(&mut back)
+                .unwrap();
+            assert!(back == data, "{len} bytes did not round-trip");
+        }
+        let mut member = Vec::new();
+        gzip_member(&noise(len, 9), &mut member).unwrap();
+        assert!(
+            member.len() <= len + len / 0xffff * 5 + 23,
+            "{len} bytes not stored"
+        );
+    }
+}
+
+#[test]
+fn copies_and_sums_match_sha256sum() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("media");
+    mixed_tree(&root);
+    let entries = scan(&root).unwrap();
+    let copy = dir.path().join("copy");
+    let copied = copy_verified(&root, &entries, &copy, &|_| {}).unwrap();
+    assert_same_tree(&root, &copy);
+    let list = sha256_list(&copied);
+    assert_eq!(
+        sha256_list(&hash_all(&copy, &entries, &|_| {}).unwrap()),
+        list
+    );
+
+    let sh = xshell::Shell::new().unwrap();
+    sh.change_dir(&root);
+    let mut names: Vec<String> = copied
+        .iter()
+        .map(|f| f.rel.to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    let sums = xshell::cmd!(sh, "sha256sum -- {names...}").read().unwrap();
+    assert_eq!(String::from_utf8(list).unwrap(), sums + "\n");
+}
+
+#[test]
+fn trees_copy_without_a_list_of_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("media");
+    mixed_tree(&root);
+    let counted = count(&root).unwrap();
+    let listed = scan_totals(&scan(&root).unwrap());
+    assert_eq!((counted.files, counted.bytes), (listed.files, listed.bytes));
+    assert!(counted.files > 3, "{counted:?}");
+    let copy = dir.path().join("copy");
+    let seen = std::sync::atomic::AtomicU64::new(0);
+    let copied = copy_tree(&root, &copy, &|n| {
+        seen.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+    })
+    .unwrap();
+    assert_same_tree(&root, &copy);
+    assert_eq!((copied.files, copied.bytes), (counted.files, counted.bytes));
+    assert_eq!(seen.into_inner(), counted.bytes);
+
+    std::os::unix::fs::symlink("../../outside", root.join("escape")).unwrap();
+    let err = copy_tree(&root, &dir.path().join("copy2"), &|_| {}).unwrap_err();
+    assert!(err.to_string().contains("outside the media root"), "{err}");
+    assert!(count(&root).is_err());
+}

@@ -1,0 +1,355 @@
+//! Sessions on a server: short psql queries (stoppable by an interrupt), the libpq
+//! environment a session gets, and tool failures turned into one clear line.
+
+use std::process::Command;
+
+use anyhow::Context;
+use xshell::{Cmd, Shell};
+
+use super::{Access, DbUrl, PgTools, Server, Tool};
+use crate::{process, term};
+
+impl PgTools {
+    /// Runs a query with `psql` and returns its unaligned, tuples-only output.
+    pub fn query(
+        &self,
+        sh: &Shell,
+        url: &DbUrl,
+        access: Access,
+        sql: &str,
+    ) -> anyhow::Result<String> {
+        let cmd = self
+            .cmd(sh, Tool::Psql, url, access)?
+            .args(QUERY_ARGS)
+            .args(["-c", sql]);
+        let output = run_psql(cmd, url, None)?;
+        if !output.status.success() {
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            return Err(explain_failure(url, &stderr));
+        }
+        Ok(answer(&output))
+    }
+
+    /// Runs a query like [`PgTools::query`], but hands a server error back as a [`Failure`]
+    /// with its SQLSTATE, for callers that decide by it (never by message text, which
+    /// depends on the server's `lc_messages`). Connection problems are errors as usual.
+    pub fn query_state(
+        &self,
+        sh: &Shell,
+        url: &DbUrl,
+        sql: &str,
+    ) -> anyhow::Result<Result<String, Failure>> {
+        let cmd = self
+            .cmd(sh, Tool::Psql, url, Access::ReadWrite)?
+            .args(QUERY_ARGS)
+            .args(["-v", "VERBOSITY=verbose", "-c", sql]);
+        let output = run_psql(cmd, url, None)?;
+        if output.status.success() {
+            return Ok(Ok(answer(&output)));
+        }
+        let stderr = scrub(url, &String::from_utf8_lossy(&output.stderr));
+        match sqlstate(&stderr) {
+            Some(state) => Ok(Err(Failure { state, stderr })),
+            None => Err(explain_failure(url, &stderr)),
+        }
+    }
+
+    /// Runs SQL given on psql's stdin (for statements that carry sensitive values).
+    pub fn query_stdin(&self, sh: &Shell, url: &DbUrl, sql: &str) -> anyhow::Result<String> {
+        let cmd = self
+            .cmd(sh, Tool::Psql, url, Access::ReadWrite)?
+            .args(QUERY_ARGS)
+            .args(["-f", "-"]);
+        let output = run_psql(cmd, url, Some(sql))?;
+        if !output.status.success() {
+            return Err(explain_failure(
+                url,
+                &String::from_utf8_lossy(&output.stderr),
+            ));
+        }
+        Ok(answer(&output))
+    }
+
+    /// Connects once to learn the server's version and identity, turning connection
+    /// failures into clear errors.
+    pub fn server(&self, sh: &Shell, url: &DbUrl, access: Access) -> anyhow::Result<Server> {
+        let out = self.query(
+            sh,
+            url,
+            access,
+            "select json_build_object('version_num', current_setting('server_version_num'), \
+             'version', current_setting('server_version'), \
+             'sysid', case when has_function_privilege('pg_catalog.pg_control_system()', 'execute') \
+             then (select system_identifier::text from pg_catalog.pg_control_system()) end, \
+             'started', pg_postmaster_start_time()::text, 'port', current_setting('port'), \
+             'recovery', pg_is_in_recovery(), \
+             'database_oid', (select oid::text from pg_database where datname = current_database()))",
+        )?;
+        let mut server: Server = serde_json::from_str(&out)
+            .with_context(|| format!("unexpected answer from {url} about its version: {out}"))?;
+        let num: u32 = server
+            .num
+            .parse()
+            .with_context(|| format!("unexpected server version `{}` from {url}", server.num))?;
+        server.major = num / 10000;
+        self.servers
+            .lock()
+            .unwrap()
+            .insert(url.host_port(), server.major);
+        Ok(server)
+    }
+}
+
+/// How a query session runs psql: no startup file, quiet, unaligned tuples only, stopping
+/// at the first error.
+pub const QUERY_ARGS: &[&str] = &["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1"];
+
+/// A query session's answer: its output without the final newline.
+pub fn answer(output: &std::process::Output) -> String {
+    String::from_utf8_lossy(&output.stdout)
+        .trim_end_matches('\n')
+        .to_string()
+}
+
+/// Runs one short psql session as a tool an interrupt stops (a query waiting on a lock must
+/// not hold up Ctrl-C), with `stdin` as its input.
+pub fn run_psql(
+    cmd: xshell::Cmd<'_>,
+    url: &DbUrl,
+    stdin: Option<&str>,
+) -> anyhow::Result<std::process::Output> {
+    use std::{io::Write, process::Stdio};
+    // A session the signal stopped fails as interrupted, not with psql's words.
+    let stop = || match process::stop_requested() {
+        true => Err(anyhow::anyhow!("interrupted")),
+        false => Ok(()),
+    };
+    log(&cmd, url);
+    let mut command = std::process::Command::from(cmd);
+    command
+        .stdin(match stdin {
+            Some(_) => Stdio::piped(),
+            None => Stdio::null(),
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    // Before a signal, the session is a tool the signal stops; after one, it is the run
+    // cleaning up (removing its temporary database), which must go to its end.
+    let spawned = match process::interrupted() {
+        false => process::spawn(&mut command),
+        true => process::spawn_holder(&mut command),
+    };
+    let mut child = spawned.with_context(|| format!("running psql against {url}"))?;
+    let feeder = match (stdin, child.stdin.take()) {
+        (Some(text), Some(mut pipe)) => {
+            let text = text.to_owned();
+            Some(std::thread::spawn(move || pipe.write_all(text.as_bytes())))
+        }
+        _ => None,
+    };
+    let output = child
+        .wait_with_output()
+        .with_context(|| format!("running psql against {url}"))?;
+    if let Some(feeder) = feeder {
+        // A psql that stopped early closes its end; its exit status says why.
+        let _ = feeder.join();
+    }
+    if !output.status.success() {
+        stop()?;
+    }
+    Ok(output)
+}
+
+/// A statement the server refused.
+#[derive(Debug)]
+pub struct Failure {
+    /// The SQLSTATE code, such as `55006` (object in use).
+    pub state: String,
+    stderr: String,
+}
+
+impl Failure {
+    pub fn into_error(self, url: &DbUrl) -> anyhow::Error {
+        explain_failure(url, &self.stderr)
+    }
+}
+
+/// The SQLSTATE of the first error in psql's verbose output (`ERROR:  55006: ...`, with the
+/// severity word in the server's language).
+pub fn sqlstate(stderr: &str) -> Option<String> {
+    stderr.lines().find_map(|line| {
+        let (_, rest) = line.split_once(":  ")?;
+        let (code, _) = rest.split_once(": ")?;
+        (code.len() == 5
+            && code
+                .bytes()
+                .all(|b| b.is_ascii_digit() || b.is_ascii_uppercase()))
+        .then(|| code.to_string())
+    })
+}
+
+/// libpq environment for a session: the URL's parts plus what `access` asks of the session.
+pub fn session_env(url: &DbUrl, access: Access) -> Vec<(String, String)> {
+    let mut env = url.pg_env();
+    // The client's own messages (connection refused, broken pipe) in one language, the one
+    // the tool reads; the server's come in its own, and decisions use SQLSTATE codes.
+    env.push(("LC_MESSAGES".to_string(), "C".to_string()));
+    let option = match access {
+        Access::ReadOnly => "-c default_transaction_read_only=on",
+        Access::Load => "-c synchronous_commit=off",
+        Access::ReadWrite => return env,
+    };
+    match env.iter_mut().find(|(key, _)| key == "PGOPTIONS") {
+        Some((_, options)) => *options = format!("{options} {option}"),
+        None => env.push(("PGOPTIONS".to_string(), option.to_string())),
+    }
+    env
+}
+
+/// Prints an external command in `--verbose` mode. Commands carry no secrets in argv, so
+/// they are shown as they run, with the (masked) connection they use.
+pub fn log(cmd: &Cmd<'_>, url: &DbUrl) {
+    if term::verbose() {
+        term::detail(format!("{cmd}  [{}]", url.masked()));
+    }
+}
+
+/// Turns a libpq tool's stderr into one line that says what is wrong and what to do.
+pub fn explain_failure(url: &DbUrl, stderr: &str) -> anyhow::Error {
+    let stderr = scrub(url, stderr);
+    let user = url.user.as_deref().unwrap_or("(default user)");
+    let at = url.host_port();
+    let message = if stderr.contains("password authentication failed") {
+        format!("wrong password for user `{user}` at {at}: fix the password in the URL ({url})")
+    } else if stderr.contains("no password supplied") || stderr.contains("fe_sendauth") {
+        format!("the server at {at} asks user `{user}` for a password: add it to the URL or a passfile ({url})")
+    } else if stderr.contains("could not translate host name")
+        || stderr.contains("Name or service not known")
+    {
+        format!("unknown host in {url}: check the host name")
+    } else if stderr.contains("Connection refused") {
+        format!("cannot connect to {at}: connection refused; is the server running and the port right? ({url})")
+    } else if stderr.contains("timeout expired") || stderr.contains("timed out") {
+        format!(
+            "cannot reach {at}: connection timed out; check the host, port and firewall ({url})"
+        )
+    } else if stderr.contains("No such file or directory") && stderr.contains("socket") {
+        format!("no server listening at {at}: start it or give a host in the URL ({url})")
+    } else if stderr.contains("affected by row-level security policy") {
+        format!("row-level security hides rows of a table from user `{user}` at {at}: clone as the tables' owner or a role with BYPASSRLS ({url})")
+    } else if let Some(db) = missing(&stderr, "database") {
+        format!("database `{db}` does not exist at {at}: create it or fix the database name in the URL ({url})")
+    } else if let Some(role) = missing(&stderr, "role") {
+        format!("user `{role}` does not exist at {at}: fix the user in the URL ({url})")
+    } else {
+        let line = stderr
+            .lines()
+            .map(str::trim)
+            .find(|line| line.contains("ERROR") || line.contains("FATAL") || line.contains("error"))
+            .or_else(|| stderr.lines().map(str::trim).find(|line| !line.is_empty()))
+            .unwrap_or("the command failed without a message");
+        format!("{line} ({url})")
+    };
+    anyhow::anyhow!(message)
+}
+
+pub fn missing<'a>(stderr: &'a str, kind: &str) -> Option<&'a str> {
+    let start = stderr.find(&format!("{kind} \""))? + kind.len() + 2;
+    let rest = &stderr[start..];
+    let end = rest.find('"')?;
+    rest[end..]
+        .starts_with("\" does not exist")
+        .then(|| &rest[..end])
+}
+
+/// Removes the password from text a tool printed, should it ever echo one.
+pub fn scrub(url: &DbUrl, text: &str) -> String {
+    match url.secret() {
+        Some(secret) if !secret.is_empty() => text.replace(secret, "***"),
+        _ => text.to_string(),
+    }
+}
+
+/// A tool's command, shown in `--verbose` mode, whose child dies with us, so a killed run
+/// leaves no tool behind still writing.
+pub fn tool_command(cmd: xshell::Cmd<'_>, url: &DbUrl) -> Command {
+    log(&cmd, url);
+    Command::from(cmd)
+}
+
+/// The first `ERROR:`/`FATAL:` line a tool printed, with its location.
+pub fn first_error(stderr: &str) -> Option<String> {
+    stderr
+        .lines()
+        .find(|line| line.contains("ERROR:") || line.contains("FATAL:") || line.contains("error:"))
+        .map(|line| line.trim().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sqlstates_in_any_language() {
+        assert_eq!(
+            sqlstate("ERROR:  55006: database \"x\" is being accessed by other users\nDETAIL:  1 other\n").as_deref(),
+            Some("55006")
+        );
+        assert_eq!(
+            sqlstate("psql:<stdin>:3: FEHLER:  22023: Kodierung passt nicht\n").as_deref(),
+            Some("22023")
+        );
+        assert_eq!(
+            sqlstate("ОШИБКА:  42P01: отношение не существует\n").as_deref(),
+            Some("42P01")
+        );
+        assert_eq!(sqlstate("psql: error: connection to server failed\n"), None);
+    }
+
+    #[test]
+    fn failures_become_one_clear_line() {
+        let url = DbUrl::parse("postgres://app:s3cret@db.local:5433/netpoint").unwrap();
+        let cases = [
+            ("psql: error: connection to server at \"db.local\" (10.0.0.1), port 5433 failed: FATAL:  password authentication failed for user \"app\"", "wrong password"),
+            ("psql: error: connection to server at \"db.local\", port 5433 failed: Connection refused", "connection refused"),
+            ("psql: error: could not translate host name \"db.local\" to address: Name or service not known", "unknown host"),
+            ("psql: error: connection to server at \"db.local\" failed: FATAL:  database \"netpoint\" does not exist", "database `netpoint` does not exist"),
+            ("psql: error: connection failed: FATAL:  role \"app\" does not exist", "user `app` does not exist"),
+            ("ERROR:  query would be affected by row-level security policy for table \"t\"", "a role with BYPASSRLS"),
+        ];
+        for (stderr, expected) in cases {
+            let message = explain_failure(&url, stderr).to_string();
+            assert!(message.contains(expected), "{message}");
+            assert!(message.contains("db.local:5433"), "{message}");
+            assert!(
+                !message.contains("s3cret") && !message.contains('\n'),
+                "{message}"
+            );
+        }
+    }
+
+    #[test]
+    fn sources_are_read_only() {
+        let url = DbUrl::parse("postgres://u@h/db?options=-c%20work_mem%3D64MB").unwrap();
+        let env = session_env(&url, Access::ReadOnly);
+        let options = &env.iter().find(|(k, _)| k == "PGOPTIONS").unwrap().1;
+        assert_eq!(
+            options,
+            "-c work_mem=64MB -c default_transaction_read_only=on"
+        );
+        assert!(!session_env(&url, Access::ReadWrite)
+            .iter()
+            .any(|(_, v)| v.contains("read_only")));
+    }
+
+    #[test]
+    fn loads_do_not_wait_for_each_commit_to_reach_disk() {
+        let url = DbUrl::parse("postgres://u@h/db").unwrap();
+        let env = session_env(&url, Access::Load);
+        let options = &env.iter().find(|(k, _)| k == "PGOPTIONS").unwrap().1;
+        assert_eq!(options, "-c synchronous_commit=off");
+        assert!(!session_env(&url, Access::ReadWrite)
+            .iter()
+            .any(|(k, _)| k == "PGOPTIONS"));
+    }
+}

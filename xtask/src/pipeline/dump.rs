@@ -1,0 +1,133 @@
+//! `pg_dump` of the source in a read-only session, and the stream of its output:
+//! normalised, scrubbed and leak-scanned in one pass on its way to a sink.
+
+use std::{collections::BTreeMap, process::Stdio};
+
+use anyhow::Context;
+use xshell::Shell;
+
+use crate::{
+    pg::{self, Access, DbUrl, PgTools, Tool},
+    pipeline::{leak_scan, parallel, scrub},
+    plain::lines,
+    process::{self, SpawnTool},
+};
+
+/// `pg_dump` of the source as plain SQL on its stdout, in a read-only session.
+pub fn spawn_dump(
+    sh: &Shell,
+    tools: &PgTools,
+    source: &DbUrl,
+    patterns: &[String],
+    extra: &[String],
+) -> anyhow::Result<std::process::Child> {
+    let excludes: Vec<String> = patterns
+        .iter()
+        .map(|p| format!("--exclude-table-data={p}"))
+        .collect();
+    let cmd = tools
+        .cmd(sh, Tool::PgDump, source, Access::ReadOnly)?
+        .args(["--format=plain", "--no-owner", "--no-privileges"])
+        .args(&excludes)
+        .args(extra);
+    pg::tool_command(cmd, source)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn_tool()
+        .with_context(|| format!("starting pg_dump for {source}"))
+}
+
+/// Streams a dump of `source` through `sink`; fails with pg_dump's error when the dump failed.
+#[allow(clippy::too_many_arguments)]
+pub fn with_dump<T>(
+    sh: &Shell,
+    tools: &PgTools,
+    source: &DbUrl,
+    patterns: &[String],
+    drop_settings: Vec<&'static str>,
+    scrub: &scrub::Plan,
+    scan: Option<&leak_scan::Scanner>,
+    sink: impl FnOnce(&mut dyn std::io::Read) -> anyhow::Result<T>,
+) -> anyhow::Result<(T, BTreeMap<String, u64>)> {
+    let child = spawn_dump(sh, tools, source, patterns, &[])?;
+    pump_dump(
+        child,
+        source,
+        drop_settings,
+        &scrub.applied,
+        scan,
+        false,
+        sink,
+    )
+}
+
+/// Streams a running pg_dump's output, normalised and scrubbed, through `sink`; then checks
+/// that pg_dump succeeded. Returns `sink`'s result and the rows each scrub rule changed.
+pub fn pump_dump<T>(
+    mut child: std::process::Child,
+    source: &DbUrl,
+    drop_settings: Vec<&'static str>,
+    rules: &[scrub::Rule],
+    scan: Option<&leak_scan::Scanner>,
+    mark_loaded: bool,
+    sink: impl FnOnce(&mut dyn std::io::Read) -> anyhow::Result<T>,
+) -> anyhow::Result<(T, BTreeMap<String, u64>)> {
+    let stderr = process::collect_stderr(child.stderr.take().unwrap());
+    let output = child.stdout.take().unwrap();
+    let output: Box<dyn std::io::Read + '_> = match scan {
+        Some(scan) => Box::new(scan.reader(output)),
+        None => Box::new(output),
+    };
+    // One pass over the lines for everything done to them: every pass is a copy.
+    let mut normalise = lines::normaliser(drop_settings);
+    let (mut scrub, counts) = scrub::scrubber(rules);
+    let mut mark = mark_loaded.then(parallel::loaded_marker);
+    let mut reader = lines::edit_lines(output, move |line| {
+        let mut next = normalise(line);
+        if !line.is_empty() {
+            next = next.and(scrub(line));
+            if let Some(mark) = mark.as_mut() {
+                next = next.and(mark(line));
+            }
+        }
+        next
+    });
+    let result = sink(&mut reader);
+    drop(reader);
+    let status = match (&result, child.try_wait()?) {
+        (_, Some(status)) => status,
+        (Ok(_), None) => child.wait()?,
+        (Err(_), None) => {
+            let _ = child.kill();
+            child.wait()?
+        }
+    };
+    let stderr = stderr.join().unwrap_or_default();
+    if !status.success()
+        && (result.is_ok() || !stderr.contains("Broken pipe"))
+        && !process::interrupted()
+    {
+        return Err(pg::explain_failure(source, &stderr))
+            .context(format!("pg_dump of {source} failed"));
+    }
+    let counts = counts.borrow().clone();
+    Ok((result?, counts))
+}
+
+/// A reader that counts the bytes it passes and stops at an interrupt.
+pub struct ProgressReader<'a, R: ?Sized> {
+    pub inner: &'a mut R,
+    pub on_bytes: &'a dyn Fn(u64),
+}
+
+impl<R: std::io::Read + ?Sized> std::io::Read for ProgressReader<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        process::check_interrupted()
+            // Not `ErrorKind::Interrupted`: `io::copy` retries that kind for ever.
+            .map_err(|_| std::io::Error::other("interrupted"))?;
+        let n = self.inner.read(buf)?;
+        (self.on_bytes)(n as u64);
+        Ok(n)
+    }
+}

@@ -1,0 +1,258 @@
+//! Loading a dump directory (an exported bundle, or the committed fixtures) into a target
+//! database and media directory: verified first, then loaded and swapped atomically.
+
+use std::{
+    collections::BTreeMap,
+    fs,
+    path::{Path, PathBuf},
+};
+
+use anyhow::{bail, Context};
+use xshell::Shell;
+
+use crate::{
+    atomic_file::{self, StagingDir},
+    bundle::{self, check::check_complete},
+    media,
+    mode::{print_plan, Mode},
+    pg::{DbUrl, PgTools},
+    pipeline::{
+        leak_scan, load, parallel,
+        report::{summarise, Timings},
+        staged_media::{check_apart, check_holds_nothing_else, finish_media, StagedMedia},
+        swap::{
+            self, check_versions, confirm_replace, guard_target, record_swap, take_locks, LoadGuard,
+        },
+    },
+    plain::lines,
+    process, term,
+};
+
+/// How a bundle carries its media.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum MediaForm {
+    /// `netpoint_media.tar.gz`, as clone-prod exports it.
+    Archive,
+    /// `media/` unpacked, as the committed fixtures keep it.
+    Tree,
+}
+
+/// Loading a bundle into a target database and media directory.
+pub struct Import<'a> {
+    pub dir: &'a Path,
+    pub media: MediaForm,
+    pub target: &'a DbUrl,
+    pub target_media: Option<&'a Path>,
+    pub guard: &'a LoadGuard,
+    /// Fail when the leak scan finds anything (--strict).
+    pub strict: bool,
+    /// Sessions to load on at once (`--jobs`).
+    pub jobs: usize,
+    /// On a dry run, the step that will provide the target first (seed-dev's container).
+    pub provides_target: Option<String>,
+}
+
+impl Import<'_> {
+    pub fn run(&self, sh: &Shell, tools: &PgTools, mode: Mode) -> anyhow::Result<()> {
+        guard_target(self.target, self.guard)?;
+        let listed = bundle::verify_sums(self.dir)?;
+        let manifest = bundle::Manifest::read(self.dir)?;
+        manifest.check_files(self.dir, &listed, self.media == MediaForm::Archive)?;
+        let media_sums = match listed.contains_key(bundle::MEDIA_SUMS) {
+            true => Some(media::parse_sums(
+                &fs::read(self.dir.join(bundle::MEDIA_SUMS))?,
+                bundle::MEDIA_SUMS,
+            )?),
+            false => None,
+        };
+        if let (Some(sums), Some(record)) = (&media_sums, &manifest.media) {
+            if sums.len() as u64 != record.files {
+                bail!(
+                    "bundle {}: {} lists {} media files while {} records {}, nothing was changed: export the bundle again",
+                    self.dir.display(),
+                    bundle::MEDIA_SUMS,
+                    sums.len(),
+                    bundle::MANIFEST,
+                    record.files
+                );
+            }
+        }
+        if let Some(target_media) = self.target_media {
+            atomic_file::parent_dir(target_media).context("--target-media")?;
+            if media_sums.is_some() {
+                check_apart("--bundle", self.dir, target_media)?;
+                check_holds_nothing_else(target_media)?;
+                atomic_file::check_swappable(target_media)?;
+            }
+        }
+        let sql = self.dir.join(bundle::SQL);
+        let toc = check_complete(&sql, &manifest)?;
+        if mode == Mode::DryRun {
+            let media = match (&media_sums, self.target_media) {
+                (Some(sums), Some(target)) => format!(
+                    "unpack {} media files into staging, verify each against {}, swap into {}",
+                    sums.len(),
+                    bundle::MEDIA_SUMS,
+                    target.display()
+                ),
+                (Some(_), None) => {
+                    "media: not loaded (no --target-media or NETPOINT_MEDIA_ROOT)".to_string()
+                }
+                (None, _) => "media: the bundle has none".to_string(),
+            };
+            let mut steps: Vec<String> = self.provides_target.iter().cloned().collect();
+            steps.extend([
+                format!("checksums of {} verified", self.dir.display()),
+                format!(
+                    "restore {} into a temporary database beside {} and swap it in place",
+                    bundle::SQL,
+                    self.target
+                ),
+                media,
+            ]);
+            print_plan(&steps);
+            return Ok(());
+        }
+        let (admin, state) = swap::inspect_target(sh, tools, self.target)?;
+        let source_major = manifest.source.server_major;
+        let drop_settings =
+            check_versions(source_major, self.target, state.server.major, self.guard)?;
+        let replaced_media = self.target_media.filter(|_| media_sums.is_some());
+        let (lock, mut media_lock) = take_locks(sh, tools, &admin, self.target, replaced_media)?;
+        confirm_replace(self.target, &state, replaced_media, self.guard)?;
+        swap::drop_stale(sh, tools, &admin, &lock.stale);
+        let mut timings = Timings::default();
+        let staged = match (&media_sums, self.target_media) {
+            (Some(sums), Some(target)) => {
+                let expected = manifest.media.as_ref();
+                Some(timings.time("media", || self.stage_media(sums, expected, target))?)
+            }
+            (Some(_), None) => {
+                term::step("media: not loaded (no --target-media or NETPOINT_MEDIA_ROOT)");
+                None
+            }
+            (None, _) => None,
+        };
+        record_swap(&mut media_lock, self.target, &staged)?;
+        let mut media = None;
+        let mut leaks = None;
+        timings.time("database", || {
+            let size = toc.len;
+            term::step(format!(
+                "loading {} ({}) into {}",
+                sql.display(),
+                term::human_bytes(size),
+                self.target
+            ));
+            let bar = term::bytes_progress("restore", Some(size));
+            let encoding = &manifest.source.encoding;
+            let covered = leak_scan::Covered::by_manifest(&manifest);
+            let load = |temp: &DbUrl| {
+                let parallel = parallel::load_file(
+                    sh,
+                    tools,
+                    self.jobs,
+                    temp,
+                    &sql,
+                    &toc,
+                    &drop_settings,
+                    &bar,
+                    state.exists,
+                    &covered,
+                )?;
+                let streamed = match parallel {
+                    parallel::FileLoad::Loaded(report) => Some(report),
+                    parallel::FileLoad::OneStream => {
+                        let psql = load::spawn_psql_load(sh, tools, temp)?;
+                        let mut reader =
+                            lines::normalising_reader(fs::File::open(&sql)?, drop_settings.clone());
+                        load::feed_psql(temp, psql, &mut reader, &|n| bar.inc(n))?;
+                        None
+                    }
+                };
+                load::check_row_counts(sh, tools, temp, &manifest.rows)?;
+                bar.finish_and_clear();
+                // One stream holds schema and rows: the loaded database is scanned instead.
+                let report = match streamed {
+                    Some(report) => report,
+                    None => leak_scan::scan(sh, tools, self.jobs, temp, &covered)?,
+                };
+                leak_scan::check(report.as_ref(), self.strict, "the target is untouched")?;
+                leaks = report;
+                Ok(())
+            };
+            let swap_media = || {
+                media = finish_media(Ok(()), staged, self.target_media)?;
+                Ok(())
+            };
+            swap::replace(
+                sh,
+                tools,
+                &admin,
+                self.target,
+                Some(encoding),
+                load,
+                swap_media,
+            )
+        })?;
+        let excluded: Vec<(String, Option<i64>)> = manifest
+            .excluded_table_data
+            .iter()
+            .map(|name| (name.clone(), None))
+            .collect();
+        summarise(
+            sh,
+            tools,
+            self.target,
+            &excluded,
+            media,
+            leaks.as_ref(),
+            &timings,
+        );
+        Ok(())
+    }
+
+    fn stage_media(
+        &self,
+        sums: &BTreeMap<PathBuf, String>,
+        expected: Option<&bundle::MediaRecord>,
+        target: &Path,
+    ) -> anyhow::Result<StagedMedia> {
+        atomic_file::remove_stale_staging(target);
+        let dir = StagingDir(atomic_file::staging_dir(target)?);
+        let mut staged = StagedMedia {
+            dir,
+            totals: media::Totals::default(),
+        };
+        match self.media {
+            MediaForm::Archive => {
+                term::step(format!("unpacking {}", bundle::MEDIA_ARCHIVE));
+                media::extract_archive(&self.dir.join(bundle::MEDIA_ARCHIVE), &staged.dir)?;
+            }
+            MediaForm::Tree => {
+                let root = self.dir.join(bundle::MEDIA_DIR);
+                let entries = media::scan(&root)?;
+                term::step(format!("copying {}", root.display()));
+                media::copy_verified(&root, &entries, &staged.dir, &|_| {})?;
+            }
+        }
+        let bar = term::files_progress("verify", sums.len() as u64);
+        staged.totals = media::verify(&staged.dir, sums, &|_| bar.inc(1))?;
+        bar.finish_and_clear();
+        if let Some(record) = expected {
+            if (staged.totals.files, staged.totals.bytes) != (record.files, record.bytes) {
+                bail!(
+                    "bundle {}: its media hold {} files of {} bytes while {} records {} files of {} bytes, nothing was changed: export the bundle again",
+                    self.dir.display(),
+                    staged.totals.files,
+                    staged.totals.bytes,
+                    bundle::MANIFEST,
+                    record.files,
+                    record.bytes
+                );
+            }
+        }
+        process::check_interrupted()?;
+        Ok(staged)
+    }
+}

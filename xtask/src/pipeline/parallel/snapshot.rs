@@ -1,0 +1,79 @@
+//! The snapshot holder: one read-only transaction on the source whose snapshot every
+//! session of a parallel clone shares.
+
+use std::{
+    io::{BufRead, BufReader, Write},
+    process::{Child, ChildStdin, ChildStdout, Stdio},
+};
+
+use anyhow::Context;
+use xshell::Shell;
+
+use crate::{
+    pg::{self, Access, DbUrl, PgTools, Tool},
+    process::{self, SpawnTool},
+};
+
+/// An open read-only transaction on the source whose snapshot other sessions share
+/// (`pg_dump --snapshot`), so data dumped on several sessions is one consistent state.
+pub struct Snapshot {
+    pub child: Child,
+    pub stdin: Option<ChildStdin>,
+    pub _stdout: BufReader<ChildStdout>,
+    pub id: String,
+}
+
+impl Snapshot {
+    pub fn export(sh: &Shell, tools: &PgTools, source: &DbUrl) -> anyhow::Result<Snapshot> {
+        let cmd = tools.cmd(sh, Tool::Psql, source, Access::ReadOnly)?.args([
+            "-X",
+            "-q",
+            "-A",
+            "-t",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-f",
+            "-",
+        ]);
+        let mut command = pg::tool_command(cmd, source);
+        command
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = command
+            .spawn_tool()
+            .with_context(|| format!("starting psql for {source}"))?;
+        let stderr = process::collect_stderr(child.stderr.take().unwrap());
+        let mut stdin = child.stdin.take().unwrap();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let _ = stdin.write_all(
+            b"begin transaction isolation level repeatable read read only;\nselect pg_export_snapshot();\n",
+        );
+        let _ = stdin.flush();
+        let mut line = String::new();
+        let _ = stdout.read_line(&mut line);
+        let id = line.trim().to_string();
+        if id.is_empty() || !id.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
+            drop(stdin);
+            let _ = child.kill();
+            let _ = child.wait();
+            let stderr = stderr.join().unwrap_or_default();
+            return Err(pg::explain_failure(source, &stderr))
+                .context(format!("exporting a snapshot of {source}"));
+        }
+        Ok(Snapshot {
+            child,
+            stdin: Some(stdin),
+            _stdout: stdout,
+            id,
+        })
+    }
+}
+
+impl Drop for Snapshot {
+    fn drop(&mut self) {
+        // End of input ends psql, and with it the read-only transaction.
+        drop(self.stdin.take());
+        let _ = self.child.wait();
+    }
+}

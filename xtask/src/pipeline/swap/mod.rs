@@ -1,0 +1,291 @@
+//! Replacing a database atomically: load into a fresh temporary database on the target
+//! server, and only when that succeeded swap the names and drop the old one. Beside it: the
+//! target's inspection, the names and stale leftovers of temporary databases, the guards
+//! and confirmation before a replace, and the locks that keep a second run out.
+
+mod guard;
+pub mod lock;
+mod stale;
+mod target;
+
+pub use guard::{
+    ask_to_replace, check_versions, confirm_replace, guard_target, record_swap, take_locks,
+    LoadGuard,
+};
+pub use stale::{aside_name, drop_stale, exists, put_back, stale_query};
+pub use target::{inspect_target, TargetState};
+
+use stale::temp_name;
+
+use std::{thread, time::Duration};
+
+use anyhow::{bail, Context};
+use xshell::Shell;
+
+use crate::{
+    pg::{
+        sql::{ident, literal},
+        Access, DbUrl, PgTools,
+    },
+    process::{self, check_interrupted},
+    term,
+};
+
+/// Loads into a temporary database with `load`, then swaps it in place of the target and
+/// runs `then` (the media swap). The previous database is dropped only when `then` succeeded;
+/// if it fails, the previous database is put back. On any failure or interruption the target
+/// is as it was and the temporary database is gone.
+pub fn replace(
+    sh: &Shell,
+    tools: &PgTools,
+    admin: &DbUrl,
+    target: &DbUrl,
+    encoding: Option<&str>,
+    load: impl FnOnce(&DbUrl) -> anyhow::Result<()>,
+    then: impl FnOnce() -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let temp = target.with_database(&temp_name(&target.database, "load"));
+    create_temp(sh, tools, admin, &temp, encoding)?;
+    let drop_temp = || {
+        let _ = drop_database(sh, tools, admin, &temp.database);
+    };
+    if let Err(err) = load(&temp).and_then(|()| check_interrupted()) {
+        let err = explain_load_failure(err);
+        // A server that stopped (a full disk for its WAL stops it) is given time to come back.
+        let started = std::time::Instant::now();
+        while drop_database(sh, tools, admin, &temp.database).is_err() {
+            if started.elapsed() > Duration::from_secs(30) || process::interrupted() {
+                return Err(anyhow::anyhow!(
+                    "{err:#}; the temporary database {} is still there, the next run removes it",
+                    temp.database
+                ));
+            }
+            thread::sleep(Duration::from_secs(1));
+        }
+        return Err(err);
+    }
+    // From here the run finishes what it started, even when a signal arrives meanwhile.
+    process::critical(|| {
+        let old = temp_name(&target.database, "old");
+        let replaced = match swap(sh, tools, admin, target, &temp.database, &old, true) {
+            Ok(replaced) => replaced,
+            Err(err) => {
+                drop_temp();
+                return Err(err);
+            }
+        };
+        if let Err(err) = then() {
+            if !replaced {
+                let _ = drop_database(sh, tools, admin, &target.database);
+                return Err(err.context(format!("{} was removed again", target.masked())));
+            }
+            return match swap(sh, tools, admin, target, &old, &temp.database, false) {
+                Ok(_) => {
+                    drop_temp();
+                    Err(err.context(format!("{} was put back as it was", target.masked())))
+                }
+                Err(back) => Err(err.context(format!(
+                    "the previous database could not be put back ({back:#}): it is kept as `{old}` on {}; \
+                     rename it to `{}` once its sessions are gone",
+                    target.host_port(),
+                    target.database
+                ))),
+            };
+        }
+        if let Err(err) = drop_database(sh, tools, admin, &old) {
+            term::warn(format!(
+                "the new database is in place, but the previous one ({old}) could not be dropped: {err}"
+            ));
+        }
+        Ok(())
+    })
+}
+
+/// Says in plain words what a load's SQLSTATE means when the fix lies outside the data.
+pub fn explain_load_failure(err: anyhow::Error) -> anyhow::Error {
+    let text = format!("{err:#}");
+    let code = |code: &str| text.contains(&format!(":  {code}: "));
+    if code("53100") {
+        err.context("the target server ran out of disk space while loading: free space where its data directory lives, then run again; the target is untouched")
+    } else if code("53200") {
+        err.context("the target server ran out of memory while loading: lower --jobs or give it more memory; the target is untouched")
+    } else if code("57P01")
+        || code("57P02")
+        || code("57P03")
+        || text.contains("server closed the connection unexpectedly")
+        || text.contains("connection to server was lost")
+    {
+        err.context("the target server stopped or restarted while loading (a full disk for its write-ahead log stops it): check its log, then run again; the target is untouched")
+    } else {
+        err
+    }
+}
+
+/// `CREATE DATABASE` for a load. A source encoding that the server's locale cannot hold
+/// (LATIN1 on a UTF-8 locale) gets the server's default encoding instead, as `createdb`
+/// and `psql < netpoint.sql` would: the rows are converted on the way in.
+pub fn create_temp(
+    sh: &Shell,
+    tools: &PgTools,
+    admin: &DbUrl,
+    temp: &DbUrl,
+    encoding: Option<&str>,
+) -> anyhow::Result<()> {
+    let create = |encoding: Option<&str>| {
+        let encoding = encoding
+            .map(|e| format!(" encoding {}", literal(e)))
+            .unwrap_or_default();
+        tools.query_state(
+            sh,
+            admin,
+            &format!(
+                "create database {} template template0{encoding}",
+                ident(&temp.database)
+            ),
+        )
+    };
+    match create(encoding)? {
+        Ok(_) => Ok(()),
+        // invalid_parameter_value: the encoding does not match the locale.
+        Err(failure) if failure.state == "22023" && encoding.is_some() => {
+            create(None)?.map_err(|failure| failure.into_error(admin))?;
+            let got = tools.query(
+                sh,
+                temp,
+                Access::ReadWrite,
+                "select pg_encoding_to_char(encoding) || ' (locale ' || datctype || ')' from pg_database where datname = current_database()",
+            )?;
+            term::warn(format!(
+                "the source's encoding {} does not fit the locale of {}: the copy is {got}, as createdb would make it",
+                encoding.unwrap_or_default(),
+                admin.host_port()
+            ));
+            Ok(())
+        }
+        Err(failure) => Err(failure.into_error(admin)),
+    }
+}
+
+pub fn drop_database(sh: &Shell, tools: &PgTools, admin: &DbUrl, name: &str) -> anyhow::Result<()> {
+    tools
+        .query(
+            sh,
+            admin,
+            Access::ReadWrite,
+            &format!("drop database if exists {} with (force)", ident(name)),
+        )
+        .or_else(|_| {
+            tools.query(
+                sh,
+                admin,
+                Access::ReadWrite,
+                &format!("drop database if exists {}", ident(name)),
+            )
+        })
+        .map(|_| ())
+}
+
+/// Puts database `new` in place of `target`'s database, which becomes `aside`; both renames
+/// commit together, so the target name always names a whole database. Sessions on the target
+/// that we may end are ended; others (autovacuum, which yields, or other roles' sessions) are
+/// waited for briefly and then named; an interrupt ends that wait when `stoppable` (the swap
+/// forward, before anything changed; never the swap back). Returns whether there was a
+/// database to put aside.
+pub fn swap(
+    sh: &Shell,
+    tools: &PgTools,
+    admin: &DbUrl,
+    target: &DbUrl,
+    new: &str,
+    aside: &str,
+    stoppable: bool,
+) -> anyhow::Result<bool> {
+    #[derive(serde::Deserialize)]
+    struct Sessions {
+        exists: bool,
+        ended: u64,
+        others: Vec<String>,
+    }
+    let name = literal(&target.database);
+    let started = std::time::Instant::now();
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let answer = tools.query(
+            sh,
+            admin,
+            Access::ReadWrite,
+            &format!(
+                "with mine as (select count(pg_terminate_backend(pid)) as n from pg_stat_activity a \
+                 where datname = {name} and pid <> pg_backend_pid() and backend_type = 'client backend' \
+                 and (pg_has_role(usesysid, 'member') or pg_has_role('pg_signal_backend', 'member')) \
+                 and (not (select rolsuper from pg_roles where oid = a.usesysid) \
+                      or (select rolsuper from pg_roles where rolname = current_user))) \
+                 select json_build_object('exists', exists (select 1 from pg_database where datname = {name}), \
+                 'ended', (select n from mine), \
+                 'others', coalesce((select json_agg(format('pid %s (%s%s)', pid, \
+                     coalesce('user ' || usename || ', ', ''), coalesce(nullif(application_name, ''), backend_type))) \
+                   from pg_stat_activity where datname = {name} and pid <> pg_backend_pid() \
+                   and (select n from mine) is not null \
+                   and not (backend_type = 'client backend' and (pg_has_role(usesysid, 'member') or pg_has_role('pg_signal_backend', 'member')) \
+                            and (not (select rolsuper from pg_roles r where r.oid = usesysid) or (select rolsuper from pg_roles where rolname = current_user))) \
+                 ), '[]'))"
+            ),
+        )?;
+        let sessions: Sessions = serde_json::from_str(&answer)
+            .with_context(|| format!("unexpected answer from {admin} while swapping: {answer}"))?;
+        if sessions.ended > 0 {
+            term::step(format!(
+                "ended {} other session(s) on {}",
+                sessions.ended,
+                target.masked()
+            ));
+        }
+        let sql = if sessions.exists {
+            format!(
+                "begin; alter database {0} rename to {1}; alter database {2} rename to {0}; commit;",
+                ident(&target.database),
+                ident(aside),
+                ident(new)
+            )
+        } else {
+            format!(
+                "alter database {} rename to {}",
+                ident(new),
+                ident(&target.database)
+            )
+        };
+        match tools.query_state(sh, admin, &sql)? {
+            Ok(_) => return Ok(sessions.exists),
+            // object_in_use: a session we may not end, or one that just arrived.
+            Err(failure) if failure.state == "55006" => {
+                if stoppable && process::interrupted() {
+                    bail!(
+                        "interrupted while waiting for other sessions to leave {}",
+                        target.masked()
+                    );
+                }
+                if started.elapsed() > Duration::from_secs(15) {
+                    let who = if sessions.others.is_empty() {
+                        "sessions keep arriving".to_string()
+                    } else {
+                        sessions.others.join(", ")
+                    };
+                    bail!(
+                        "cannot replace {}: other sessions use it and may not be ended by user `{}` ({who}); \
+                         disconnect them or end them as a superuser, then run again",
+                        target.masked(),
+                        target.user.as_deref().unwrap_or("(default user)")
+                    );
+                }
+                thread::sleep(Duration::from_millis((100 * attempt).min(1000)));
+            }
+            Err(failure) => {
+                return Err(failure.into_error(admin)).context(format!(
+                    "swapping the new database into {}",
+                    target.masked()
+                ))
+            }
+        }
+    }
+}

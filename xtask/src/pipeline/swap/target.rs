@@ -1,0 +1,111 @@
+//! The target before a load: its server, whether it exists, its size, and a connection
+//! to its server that is not the target itself.
+
+use anyhow::{bail, Context};
+use xshell::Shell;
+
+use crate::pg::{sql::literal, Access, DbUrl, PgTools, Server};
+
+/// What is known about the database a run is about to replace.
+pub struct TargetState {
+    pub server: Server,
+    pub exists: bool,
+    /// The target database's OID, when it exists.
+    pub oid: Option<String>,
+    pub tables: u64,
+    pub size: u64,
+}
+
+/// Checks the target server before anything is loaded: reachable, allowed to create
+/// databases, and allowed to replace the target. Only reads: it changes nothing.
+pub fn inspect_target(
+    sh: &Shell,
+    tools: &PgTools,
+    target: &DbUrl,
+) -> anyhow::Result<(DbUrl, TargetState)> {
+    let (admin, server) = admin_url(sh, tools, target)?;
+    #[derive(serde::Deserialize)]
+    struct Answer {
+        can_create: bool,
+        may_replace: bool,
+        oid: Option<String>,
+        size: i64,
+    }
+    let answer = tools.query(
+        sh,
+        &admin,
+        Access::ReadWrite,
+        &format!(
+            "select json_build_object('can_create', r.rolcreatedb or r.rolsuper, \
+             'may_replace', coalesce(pg_get_userbyid(d.datdba) = current_user or r.rolsuper, true), \
+             'oid', d.oid::text, 'size', coalesce(pg_database_size(d.oid), 0)) \
+             from pg_roles r left join pg_database d on d.datname = {} where r.rolname = current_user",
+            literal(&target.database)
+        ),
+    )?;
+    let Answer {
+        can_create,
+        may_replace,
+        oid,
+        size,
+    } = serde_json::from_str(&answer).with_context(|| {
+        format!("unexpected answer from {admin} while inspecting the target: {answer}")
+    })?;
+    let exists = oid.is_some();
+    let user = target.user.as_deref().unwrap_or("(default user)");
+    if !can_create {
+        bail!(
+            "user `{user}` may not create databases on {}: grant it with `ALTER ROLE \"{user}\" CREATEDB` or use a user that can",
+            target.host_port()
+        );
+    }
+    if exists && !may_replace {
+        bail!(
+            "user `{user}` does not own database `{}` on {} and cannot replace it: connect as its owner or a superuser",
+            target.database,
+            target.host_port()
+        );
+    }
+    let mut state = TargetState {
+        server,
+        exists,
+        oid,
+        tables: 0,
+        size: size.max(0) as u64,
+    };
+    if state.exists {
+        let tables = tools.query(
+            sh,
+            target,
+            Access::ReadWrite,
+            "select count(*) from pg_class c join pg_namespace n on n.oid = c.relnamespace \
+             where c.relkind in ('r', 'p') and n.nspname not in ('pg_catalog', 'information_schema') \
+             and n.nspname not like 'pg_toast%'",
+        )?;
+        state.tables = tables.trim().parse().unwrap_or(0);
+    }
+    Ok((admin, state))
+}
+
+/// A connection to the target server that is not the target database itself, and the
+/// server's version, learnt on the way.
+pub fn admin_url(sh: &Shell, tools: &PgTools, target: &DbUrl) -> anyhow::Result<(DbUrl, Server)> {
+    let candidates: &[&str] = if target.database == "postgres" {
+        &["template1"]
+    } else {
+        &["postgres", "template1"]
+    };
+    // No decision on the error's text, which comes in the server's language: when the first
+    // fails for any reason, the second is tried, and the first error stands if both fail.
+    let mut first = None;
+    for name in candidates {
+        let url = target.with_database(name);
+        match tools.server(sh, &url, Access::ReadWrite) {
+            Ok(server) => return Ok((url, server)),
+            Err(err) => {
+                first.get_or_insert(err);
+            }
+        }
+    }
+    Err(first.expect("one candidate at least"))
+}
