@@ -358,6 +358,19 @@ pub fn remove_stale_siblings(path: &Path) {
     }
 }
 
+/// `path` with its links resolved; for a path that does not exist yet, its nearest existing
+/// ancestor is resolved and the rest appended.
+pub fn resolved(path: &Path) -> PathBuf {
+    if let Ok(real) = fs::canonicalize(path) {
+        return real;
+    }
+    match (path.parent(), path.file_name()) {
+        (Some(parent), Some(name)) if !parent.as_os_str().is_empty() => resolved(parent).join(name),
+        (_, Some(name)) => resolved(Path::new(".")).join(name),
+        _ => path.to_path_buf(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

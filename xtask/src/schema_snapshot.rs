@@ -44,14 +44,14 @@ impl SchemaSnapshot {
         let output = self
             .output
             .unwrap_or_else(|| sh.current_dir().join("fixtures/schema.sql"));
-        let shown = display_path(sh, &output);
+        let shown = term::display_path(sh, &output);
         refuse_directory(sh, &output, "--output", "schema.sql")?;
         if let Some(summary) = &self.summary {
             refuse_directory(sh, summary, "--summary", "schema-summary.md")?;
-            if resolved(summary).is_some_and(|summary| Some(summary) == resolved(&output)) {
+            if atomic_file::resolved(summary) == atomic_file::resolved(&output) {
                 bail!(
                     "--summary {} is the snapshot itself, which the summary would replace: give it a path of its own, such as schema-summary.md",
-                    display_path(sh, summary)
+                    term::display_path(sh, summary)
                 );
             }
         }
@@ -120,31 +120,9 @@ fn refuse_directory(sh: &Shell, path: &Path, flag: &str, example: &str) -> anyho
     if path.is_dir() {
         bail!(
             "{flag} {} is a directory: give a file path, such as {}",
-            display_path(sh, path),
-            display_path(sh, &path.join(example))
+            term::display_path(sh, path),
+            term::display_path(sh, &path.join(example))
         );
     }
     Ok(())
-}
-
-/// Where a path leads once links and `..` are resolved: the file itself, or its directory
-/// and name when it does not exist yet.
-fn resolved(path: &Path) -> Option<PathBuf> {
-    if let Ok(path) = path.canonicalize() {
-        return Some(path);
-    }
-    let parent = match path.parent() {
-        Some(parent) if !parent.as_os_str().is_empty() => parent,
-        _ => Path::new("."),
-    };
-    Some(parent.canonicalize().ok()?.join(path.file_name()?))
-}
-
-/// A path as the user would type it: relative to the workspace when inside it.
-pub fn display_path(sh: &Shell, path: &Path) -> String {
-    let root = sh.current_dir();
-    path.strip_prefix(&root)
-        .unwrap_or(path)
-        .display()
-        .to_string()
 }

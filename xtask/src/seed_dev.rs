@@ -143,22 +143,16 @@ impl SeedDev {
             command.push_str(&format!(" --source '{}'", source.masked()));
         }
         if let Some(media) = &self.source_media {
-            command.push_str(&format!(" --source-media {}", display_path(sh, media)));
+            command.push_str(&format!(
+                " --source-media {}",
+                term::display_path(sh, media)
+            ));
         }
         if fixtures != sh.current_dir().join("fixtures") {
-            command.push_str(&format!(" --fixtures {}", display_path(sh, fixtures)));
+            command.push_str(&format!(" --fixtures {}", term::display_path(sh, fixtures)));
         }
         command
     }
-}
-
-/// A path as the user would type it: relative to the workspace when inside it.
-fn display_path(sh: &Shell, path: &Path) -> String {
-    let root = sh.current_dir();
-    path.strip_prefix(&root)
-        .unwrap_or(path)
-        .display()
-        .to_string()
 }
 
 /// The URL to give the application: as configured, but never with a password in it.

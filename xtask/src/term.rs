@@ -90,7 +90,7 @@ fn passwords_in(text: &str) -> Vec<String> {
 }
 
 /// `text` with each password given to this run shown as `***` where it stands in a URL
-/// (`:password@`), the way [`crate::url::DbUrl::masked`] shows it.
+/// (`:password@`), the way [`crate::pg::DbUrl::masked`] shows it.
 pub fn conceal(text: &str) -> Cow<'_, str> {
     conceal_among(PASSWORDS.get().map_or(&[], Vec::as_slice), text)
 }
@@ -265,6 +265,15 @@ pub fn human_bytes(bytes: u64) -> String {
 
 pub fn human_duration(duration: Duration) -> String {
     format!("{:.1}s", duration.as_secs_f64())
+}
+
+/// A path as the user would type it: relative to the workspace when inside it.
+pub fn display_path(sh: &xshell::Shell, path: &std::path::Path) -> String {
+    let root = sh.current_dir();
+    path.strip_prefix(&root)
+        .unwrap_or(path)
+        .display()
+        .to_string()
 }
 
 #[cfg(test)]

@@ -17,7 +17,6 @@ use crate::{
         report::{excluded_text, media_plan, Timings},
         scrub,
         source::{database_encoding, excluded_tables, source_server},
-        staged_media::resolved,
     },
     plain::lines,
     process::{self},
@@ -48,7 +47,7 @@ pub fn export(
     }
     atomic_file::parent_dir(out).context("--out")?;
     if let Some(media) = source_media {
-        if resolved(out).starts_with(resolved(media)) {
+        if atomic_file::resolved(out).starts_with(atomic_file::resolved(media)) {
             bail!(
                 "--out {} is inside --source-media {}: the bundle would be written into the media it archives; choose a directory outside it",
                 out.display(),

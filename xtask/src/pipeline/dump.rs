@@ -8,7 +8,7 @@ use xshell::Shell;
 
 use crate::{
     pg::{self, Access, DbUrl, PgTools, Tool},
-    pipeline::{leak_scan, parallel, scrub},
+    pipeline::{leak_scan, load, scrub},
     plain::lines,
     process::{self, SpawnTool},
 };
@@ -82,7 +82,7 @@ pub fn pump_dump<T>(
     // One pass over the lines for everything done to them: every pass is a copy.
     let mut normalise = lines::normaliser(drop_settings);
     let (mut scrub, counts) = scrub::scrubber(rules);
-    let mut mark = mark_loaded.then(parallel::loaded_marker);
+    let mut mark = mark_loaded.then(load::loaded_marker);
     let mut reader = lines::edit_lines(output, move |line| {
         let mut next = normalise(line);
         if !line.is_empty() {

@@ -16,7 +16,7 @@ use crate::{
         sql::{ident, literal},
         Access, DbUrl, PgTools,
     },
-    pipeline::{parallel, scrub},
+    pipeline::{budget, scrub},
     term,
 };
 
@@ -280,11 +280,11 @@ pub fn scan(
     let tables = uncovered(columns, covered);
     let total = tables.iter().map(|t| t.columns.len()).sum();
     // As many sessions as the server, the role and the database still accept.
-    let (sessions, _) = parallel::fitting_jobs(
+    let (sessions, _) = budget::fitting_jobs(
         sh,
         tools,
         jobs,
-        &[parallel::Sessions {
+        &[budget::Sessions {
             url,
             per_job: 1,
             fixed: 0,

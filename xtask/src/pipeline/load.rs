@@ -11,6 +11,10 @@ use xshell::Shell;
 
 use crate::{
     pg::{self, first_error, sql::literal, tool_command, Access, DbUrl, PgTools, Tool},
+    plain::{
+        copy::{copy_target, is_copy_start},
+        lines::Next,
+    },
     process::{self, check_interrupted, collect_stderr_with, SpawnTool},
 };
 
@@ -154,4 +158,68 @@ pub fn feed_psql_with(
         bail!("restore into {url} failed: {}", pg::scrub(url, &message));
     }
     Ok(total)
+}
+
+/// What a data session prints on stderr when a table's data is in.
+pub const LOADED: &str = "np:loaded ";
+
+/// Rewrites the data of a parallel load, table by table; see [`loaded_marker`].
+#[cfg(test)]
+pub fn mark_loaded<R: Read>(input: R) -> impl Read {
+    crate::plain::lines::edit_lines(input, loaded_marker())
+}
+
+/// The line editor for a data session. Each table's `COPY` becomes
+/// `BEGIN; TRUNCATE ONLY t; COPY t ... WITH (FREEZE); COMMIT;`: the table was created empty
+/// moments ago, so this changes no data, but the rows arrive frozen and the index builds and
+/// key checks that read them next do not rewrite every page to set hint bits. After each
+/// table, a line makes psql report it loaded.
+pub fn loaded_marker() -> impl FnMut(&mut Vec<u8>) -> Next {
+    let mut table: Option<String> = None;
+    move |line| {
+        if let Some(name) = &table {
+            if line == b"\\.\n" {
+                let loaded = own_command(&format!("\\warn {LOADED}{name}"));
+                line.extend_from_slice(format!("COMMIT;\n{loaded}").as_bytes());
+                table = None;
+            }
+        } else if is_copy_start(line) {
+            let text = String::from_utf8_lossy(line);
+            table = copy_target(line);
+            if let (Some(name), Some(copy)) = (&table, text.strip_suffix(" FROM stdin;\n")) {
+                *line =
+                    format!("BEGIN;\nTRUNCATE ONLY {name};\n{copy} FROM stdin WITH (FREEZE);\n")
+                        .into_bytes();
+            }
+            return Next::SkipRows;
+        }
+        Next::Line
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Read;
+
+    use super::*;
+
+    #[test]
+    fn loaded_markers_follow_each_copy_block() {
+        let mut out = String::new();
+        mark_loaded(crate::plain::toc::tests::DUMP.as_bytes())
+            .read_to_string(&mut out)
+            .unwrap();
+        assert_eq!(out.matches("\\warn np:loaded public.t\n").count(), 1);
+        assert!(
+            out.contains("BEGIN;\nTRUNCATE ONLY public.t;\nCOPY public.t (id) FROM stdin WITH (FREEZE);\n--\n"),
+            "{out}"
+        );
+        let loaded = own_command("\\warn np:loaded public.t");
+        assert!(out.contains(&format!("\\.\nCOMMIT;\n{loaded}")), "{out}");
+        let undone = out
+            .replace(&format!("COMMIT;\n{loaded}"), "")
+            .replace("BEGIN;\nTRUNCATE ONLY public.t;\n", "")
+            .replace(" WITH (FREEZE)", "");
+        assert_eq!(undone, crate::plain::toc::tests::DUMP);
+    }
 }

@@ -2,6 +2,7 @@
 //! edit the stream (normalise, scrub, scan for leaks), load it into a temporary database on
 //! one stream or on several, and swap it in place with its media.
 
+pub mod budget;
 pub mod dump;
 pub mod import;
 pub mod leak_scan;

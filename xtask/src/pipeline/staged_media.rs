@@ -31,14 +31,14 @@ pub fn check_media_pair(source: Option<&Path>, target: Option<&Path>) -> anyhow:
 /// Refuses a target media directory that holds the current or the home directory (`.`, `..`,
 /// `/`, `~` given by mistake): replacing it would delete them with it.
 pub fn check_holds_nothing_else(target: &Path) -> anyhow::Result<()> {
-    let real = resolved(target);
+    let real = atomic_file::resolved(target);
     let current = std::env::current_dir().ok();
     let home = std::env::var_os("HOME").map(PathBuf::from);
     for (what, dir) in [
         ("the current directory", current),
         ("your home directory", home),
     ] {
-        let Some(dir) = dir.map(|d| resolved(&d)) else {
+        let Some(dir) = dir.map(|d| atomic_file::resolved(&d)) else {
             continue;
         };
         if dir.starts_with(&real) {
@@ -55,7 +55,7 @@ pub fn check_holds_nothing_else(target: &Path) -> anyhow::Result<()> {
 /// Refuses a target media directory that holds `source` or lies inside it, judged where the
 /// file system resolves both paths (links followed), not by their text.
 pub fn check_apart(flag: &str, source: &Path, target: &Path) -> anyhow::Result<()> {
-    let (real_source, real_target) = (resolved(source), resolved(target));
+    let (real_source, real_target) = (atomic_file::resolved(source), atomic_file::resolved(target));
     let (source, target) = (source.display(), target.display());
     if real_source == real_target {
         bail!("{flag} and --target-media are the same directory ({}): refusing to replace it with itself", real_source.display());
@@ -67,19 +67,6 @@ pub fn check_apart(flag: &str, source: &Path, target: &Path) -> anyhow::Result<(
         bail!("{flag} {source} is inside --target-media {target}: replacing the target would delete it; choose a target outside it");
     }
     Ok(())
-}
-
-/// `path` with its links resolved; for a path that does not exist yet, its nearest existing
-/// ancestor is resolved and the rest appended.
-pub fn resolved(path: &Path) -> PathBuf {
-    if let Ok(real) = fs::canonicalize(path) {
-        return real;
-    }
-    match (path.parent(), path.file_name()) {
-        (Some(parent), Some(name)) if !parent.as_os_str().is_empty() => resolved(parent).join(name),
-        (_, Some(name)) => resolved(Path::new(".")).join(name),
-        _ => path.to_path_buf(),
-    }
 }
 
 /// Whether `dir` holds anything at all.

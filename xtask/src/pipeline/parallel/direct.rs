@@ -12,13 +12,13 @@ use xshell::Shell;
 
 use crate::{
     pg::{DbUrl, PgTools},
+    pipeline::budget::{jobs_within_limits, Sessions},
     pipeline::{dump, leak_scan, load, scrub},
     plain::post_data::post_jobs,
     term,
 };
 
 use super::{
-    budget::{jobs_within_limits, Sessions},
     file::phase_done,
     schedule::{feed_data, run_post_data, Event, Failure, PostData, Stoppable},
     snapshot::Snapshot,

@@ -15,6 +15,7 @@ use xshell::Shell;
 
 use crate::{
     pg::{DbUrl, PgTools},
+    pipeline::budget::{jobs_within_limits, Sessions},
     pipeline::{leak_scan, load},
     plain::{
         copy,
@@ -25,10 +26,7 @@ use crate::{
     term,
 };
 
-use super::{
-    budget::{jobs_within_limits, Sessions},
-    schedule::{feed_data, loaded_marker, run_post_data, Event, Failure, PostData, Stoppable},
-};
+use super::schedule::{feed_data, run_post_data, Event, Failure, PostData, Stoppable};
 
 /// Loads the plain dump at `path`, whose entries `toc` lists, into the empty database `temp`
 /// on `jobs` sessions:
@@ -152,7 +150,7 @@ pub fn load_file(
                 let mut reader = Stoppable {
                     inner: &mut header
                         .as_bytes()
-                        .chain(lines::edit_lines(ranges, loaded_marker())),
+                        .chain(lines::edit_lines(ranges, load::loaded_marker())),
                     failure,
                 };
                 if let Err(err) = feed_data(temp, psql, &mut reader, &bar, &tx) {

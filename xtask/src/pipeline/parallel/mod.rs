@@ -1,16 +1,12 @@
-//! Loading on several sessions at once (`--jobs`, default: the number of cores): the job
-//! budget, the scheduler that builds indexes and constraints side by side, the snapshot
+//! Loading on several sessions at once (`--jobs`, default: the number of cores): the scheduler that builds indexes and constraints side by side, the snapshot
 //! holder, straight table copies, and the two loads built of them (a direct clone of a
 //! database, and a dump file).
 
-mod budget;
 mod direct;
 mod file;
 mod schedule;
 mod snapshot;
 mod straight;
 
-pub use budget::{fitting_jobs, Sessions};
 pub use direct::DirectClone;
 pub use file::{load_file, FileLoad};
-pub use schedule::loaded_marker;

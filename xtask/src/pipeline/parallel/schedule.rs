@@ -19,9 +19,8 @@ use xshell::Shell;
 use crate::{
     pg::{self, DbUrl, PgTools},
     pipeline::load,
-    plain::{copy, lines::Next, post_data::PostJob},
-    process::{self},
-    term,
+    plain::post_data::PostJob,
+    process, term,
 };
 
 /// What the sessions of a load tell the scheduler.
@@ -38,8 +37,6 @@ pub enum Event {
 
 /// What a session prints on stderr when it has finished a job.
 pub const DONE: &str = "np:done ";
-/// What a data session prints on stderr when a table's data is in.
-pub const LOADED: &str = "np:loaded ";
 
 /// The post-data part of a load: its statements, and the tables whose data is on its way.
 pub struct PostData {
@@ -284,40 +281,6 @@ pub fn schedule(
     }
 }
 
-/// Rewrites the data of a parallel load, table by table; see [`loaded_marker`].
-#[cfg(test)]
-pub fn mark_loaded<R: Read>(input: R) -> impl Read {
-    crate::plain::lines::edit_lines(input, loaded_marker())
-}
-
-/// The line editor for a data session. Each table's `COPY` becomes
-/// `BEGIN; TRUNCATE ONLY t; COPY t ... WITH (FREEZE); COMMIT;`: the table was created empty
-/// moments ago, so this changes no data, but the rows arrive frozen and the index builds and
-/// key checks that read them next do not rewrite every page to set hint bits. After each
-/// table, a line makes psql report it loaded.
-pub fn loaded_marker() -> impl FnMut(&mut Vec<u8>) -> Next {
-    let mut table: Option<String> = None;
-    move |line| {
-        if let Some(name) = &table {
-            if line == b"\\.\n" {
-                let loaded = load::own_command(&format!("\\warn {LOADED}{name}"));
-                line.extend_from_slice(format!("COMMIT;\n{loaded}").as_bytes());
-                table = None;
-            }
-        } else if copy::is_copy_start(line) {
-            let text = String::from_utf8_lossy(line);
-            table = copy::copy_target(line);
-            if let (Some(name), Some(copy)) = (&table, text.strip_suffix(" FROM stdin;\n")) {
-                *line =
-                    format!("BEGIN;\nTRUNCATE ONLY {name};\n{copy} FROM stdin WITH (FREEZE);\n")
-                        .into_bytes();
-            }
-            return Next::SkipRows;
-        }
-        Next::Line
-    }
-}
-
 /// Feeds a data session, turning its "loaded" lines into events.
 pub fn feed_data(
     url: &DbUrl,
@@ -328,7 +291,7 @@ pub fn feed_data(
 ) -> anyhow::Result<u64> {
     let tx = tx.clone();
     load::feed_psql_with(url, psql, input, &|n| bar.inc(n), move |line| {
-        match line.strip_prefix(LOADED) {
+        match line.strip_prefix(load::LOADED) {
             Some(table) => {
                 let _ = tx.send(Event::Loaded(table.to_string()));
                 true
@@ -377,30 +340,5 @@ impl<R: Read + ?Sized> Read for Stoppable<'_, R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         self.failure.check()?;
         self.inner.read(buf)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn loaded_markers_follow_each_copy_block() {
-        let mut out = String::new();
-        mark_loaded(crate::plain::toc::tests::DUMP.as_bytes())
-            .read_to_string(&mut out)
-            .unwrap();
-        assert_eq!(out.matches("\\warn np:loaded public.t\n").count(), 1);
-        assert!(
-            out.contains("BEGIN;\nTRUNCATE ONLY public.t;\nCOPY public.t (id) FROM stdin WITH (FREEZE);\n--\n"),
-            "{out}"
-        );
-        let loaded = load::own_command("\\warn np:loaded public.t");
-        assert!(out.contains(&format!("\\.\nCOMMIT;\n{loaded}")), "{out}");
-        let undone = out
-            .replace(&format!("COMMIT;\n{loaded}"), "")
-            .replace("BEGIN;\nTRUNCATE ONLY public.t;\n", "")
-            .replace(" WITH (FREEZE)", "");
-        assert_eq!(undone, crate::plain::toc::tests::DUMP);
     }
 }
