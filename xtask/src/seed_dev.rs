@@ -112,7 +112,9 @@ impl SeedDev {
         let target_media = path_or_env(self.target_media.clone(), "NETPOINT_MEDIA_ROOT")
             .unwrap_or_else(|| {
                 let default = sh.current_dir().join("netpoint/media");
-                let _ = fs::create_dir_all(default.parent().unwrap());
+                if mode != Mode::DryRun {
+                    let _ = fs::create_dir_all(default.parent().unwrap());
+                }
                 default
             });
         let import = Import {
