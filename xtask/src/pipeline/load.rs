@@ -54,20 +54,25 @@ pub fn check_row_counts(
     Ok(())
 }
 
+/// How a loading session runs psql: no startup file, quiet, stopping at the first error, and
+/// with verbose errors, whose SQLSTATE says what went wrong in any language.
+pub const SESSION_ARGS: &[&str] = &[
+    "-X",
+    "-q",
+    "-v",
+    "ON_ERROR_STOP=1",
+    "-v",
+    "VERBOSITY=verbose",
+];
+
 /// `psql` reading SQL from its stdin into `url`, stopping at the first error.
 pub fn spawn_psql_load(sh: &Shell, tools: &PgTools, url: &DbUrl) -> anyhow::Result<Child> {
     tools.check_restricts(sh, url)?;
     // Verbose errors carry their SQLSTATE, which says what went wrong in any language.
-    let cmd = tools.cmd(sh, Tool::Psql, url, Access::Load)?.args([
-        "-X",
-        "-q",
-        "-v",
-        "ON_ERROR_STOP=1",
-        "-v",
-        "VERBOSITY=verbose",
-        "-f",
-        "-",
-    ]);
+    let cmd = tools
+        .cmd(sh, Tool::Psql, url, Access::Load)?
+        .args(SESSION_ARGS)
+        .args(["-f", "-"]);
     let mut psql = tool_command(cmd, url)
         .stdin(Stdio::piped())
         .stdout(Stdio::null())

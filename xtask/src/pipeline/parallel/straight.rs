@@ -13,7 +13,7 @@ use xshell::Shell;
 
 use crate::{
     pg::{self, sql::literal, Access, DbUrl, PgTools, Tool},
-    pipeline::leak_scan,
+    pipeline::{leak_scan, load},
     plain::copy,
     process::{self, SpawnTool},
 };
@@ -231,14 +231,9 @@ impl Straight {
         into.push(format!("copy {table} from stdin with ({freeze})"));
         into.push("commit".to_string());
         let session = |url: &DbUrl, access, statements: Vec<String>| -> anyhow::Result<Command> {
-            let mut cmd = tools.cmd(sh, Tool::Psql, url, access)?.args([
-                "-X",
-                "-q",
-                "-v",
-                "ON_ERROR_STOP=1",
-                "-v",
-                "VERBOSITY=verbose",
-            ]);
+            let mut cmd = tools
+                .cmd(sh, Tool::Psql, url, access)?
+                .args(load::SESSION_ARGS);
             for statement in statements {
                 cmd = cmd.arg("-c").arg(statement);
             }
