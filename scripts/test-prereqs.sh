@@ -3,27 +3,64 @@
 # through testcontainers:
 #   1. a running Docker engine (installs docker.io and starts dockerd if needed);
 #   2. the host tools the tests call (psql, python3, sha256sum, script);
-#   3. local images postgres:13, postgres:15 and postgres:17.
+#   3. local images postgres:13, postgres:15 and postgres:17, and
+#      netpoint-prod-ssh:15, a "production" reachable only over SSH
+#      (scripts/images/ssh-prod-entrypoint.sh), which is always built here.
 # An image that already exists is reused. Otherwise it is pulled, and when no
 # registry is reachable (the normal case here) it is built offline: a minimal
 # Debian root file system with that major's Debian package, from the Debian
 # mirror that apt on this machine already uses, plus an entrypoint
 # (scripts/images/postgres-entrypoint.sh) that behaves like the official image's.
 #
-# Idempotent: a second run only checks. Runs as root on Debian.
+# Idempotent: a second run only checks. Runs as root on Debian. On macOS it only
+# checks that Docker Desktop, colima or OrbStack answers and pulls the images.
 #
 # Usage: scripts/test-prereqs.sh [--rebuild]
 #   --rebuild        rebuild the postgres images even if they exist
 # Environment:
 #   PG_MAJORS        majors to provide (default: "13 15 17")
+#   SSH_PROD_IMAGE   1 to build netpoint-prod-ssh:15 (default: 1 unless PG_MAJORS is set)
 #   DEBIAN_MIRROR    Debian archive to bootstrap from (default: read from apt sources)
 #   DOCKERD_LOG      dockerd's log file (default: /var/log/dockerd.log)
 set -Eeuo pipefail
 
+# macOS: Docker runs in a VM that Docker Desktop, colima or OrbStack manages, and the
+# registry is reachable, so there is nothing to install or build. (Plain bash 3.2 here:
+# macOS ships no newer one, and the rest of this script needs bash 4.)
+if [ "$(uname -s)" = Darwin ]; then
+    fail() {
+        printf '[test-prereqs] FAILED: %s\n' "$*" >&2
+        exit 1
+    }
+    command -v docker >/dev/null 2>&1 ||
+        fail "no docker command: install Docker Desktop, colima (brew install colima docker) or OrbStack, start it, then run again"
+    docker info >/dev/null 2>&1 ||
+        fail "Docker does not answer: start Docker Desktop, colima (colima start) or OrbStack, then run again"
+    for major in ${PG_MAJORS:-13 15 17}; do
+        if docker image inspect "postgres:$major" >/dev/null 2>&1; then
+            printf '[test-prereqs] postgres:%s: present, reusing\n' "$major" >&2
+        else
+            docker pull -q "postgres:$major" >/dev/null ||
+                fail "docker pull postgres:$major failed: check the network, or docker login if the registry asks"
+            printf '[test-prereqs] postgres:%s: pulled\n' "$major" >&2
+        fi
+    done
+    printf '[test-prereqs] OK: Docker %s running\n' "$(docker info --format '{{.ServerVersion}}')" >&2
+    exit 0
+fi
+
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ENTRYPOINT_SRC="$SCRIPT_DIR/images/postgres-entrypoint.sh"
+SSH_ENTRYPOINT_SRC="$SCRIPT_DIR/images/ssh-prod-entrypoint.sh"
+if [ -z "${SSH_PROD_IMAGE:-}" ]; then
+    SSH_PROD_IMAGE=$([ -z "${PG_MAJORS:-}" ] && echo 1 || echo 0)
+fi
 DOCKERD_LOG=${DOCKERD_LOG:-/var/log/dockerd.log}
 read -r -a PG_MAJORS <<<"${PG_MAJORS:-13 15 17}"
+# What to provide, by key: a major for postgres:<major>, ssh<major> for netpoint-prod-ssh:<major>.
+IMAGES=("${PG_MAJORS[@]}")
+[ "$SSH_PROD_IMAGE" != 1 ] || IMAGES+=(ssh15)
+image_of() { case $1 in ssh*) echo "netpoint-prod-ssh:${1#ssh}" ;; *) echo "postgres:$1" ;; esac; }
 # Debian release that ships each PostgreSQL major as its default version.
 declare -A SUITE_OF=([13]=bullseye [15]=bookworm [17]=trixie)
 # Bump when the image recipe below changes in a way that needs a rebuild; the
@@ -59,6 +96,7 @@ done
 
 [ "$(id -u)" = 0 ] || die "must run as root (it installs packages and starts dockerd)"
 [ -r "$ENTRYPOINT_SRC" ] || die "missing $ENTRYPOINT_SRC"
+[ -r "$SSH_ENTRYPOINT_SRC" ] || die "missing $SSH_ENTRYPOINT_SRC"
 for major in "${PG_MAJORS[@]}"; do
     [ -n "${SUITE_OF[$major]:-}" ] || die "no Debian suite known for PostgreSQL $major (known: $(printf "%s\n" "${!SUITE_OF[@]}" | sort -n | xargs))"
 done
@@ -192,8 +230,12 @@ ensure_host_tools() {
 # Identifies what an offline build of this major contains; stored in the image
 # as ENV NETPOINT_PG_IMAGE_RECIPE so a changed entrypoint triggers a rebuild.
 recipe_of() {
-    { echo "recipe=$RECIPE_VERSION major=$1 suite=${SUITE_OF[$1]}"; cat "$ENTRYPOINT_SRC"; } |
-        sha256sum | cut -c1-16
+    local major=${1#ssh}
+    {
+        echo "recipe=$RECIPE_VERSION major=$major suite=${SUITE_OF[$major]}"
+        cat "$ENTRYPOINT_SRC"
+        [ "$major" = "$1" ] || { echo "ssh"; cat "$SSH_ENTRYPOINT_SRC"; }
+    } | sha256sum | cut -c1-16
 }
 
 image_recipe() { # prints the recipe of an existing image ("" for a pulled one)
@@ -214,22 +256,27 @@ cleanup_build_dir() {
     BUILD_DIR=""
 }
 
-# Builds postgres:<major> from Debian packages; runs in a child process.
+# Builds postgres:<major> (or netpoint-prod-ssh:<major>) from Debian packages; runs
+# in a child process.
 build_image() {
-    local major=$1 suite=${SUITE_OF[$1]} mirror=$2 recipe=$3
+    local key=$1 major=${1#ssh} mirror=$2 recipe=$3
+    local suite=${SUITE_OF[$major]} image packages="postgresql-${1#ssh},util-linux"
+    image=$(image_of "$key")
+    # The SSH "production": OpenSSH's server, whose package makes the host keys.
+    [ "$key" = "$major" ] || packages+=",openssh-server"
     local start=$SECONDS
     trap cleanup_build_dir EXIT
     trap 'cleanup_build_dir; exit 130' INT TERM
 
-    BUILD_DIR=$(mktemp -d "/var/tmp/netpoint-pg$major.XXXXXX")
+    BUILD_DIR=$(mktemp -d "/var/tmp/netpoint-pg$key.XXXXXX")
     local root="$BUILD_DIR/rootfs" dlog="$BUILD_DIR/debootstrap.log"
-    log "postgres:$major: debootstrap $suite from $mirror (postgresql-$major)"
+    log "$image: debootstrap $suite from $mirror ($packages)"
     # util-linux for setpriv (essential on bookworm, listed to be sure elsewhere).
-    if ! debootstrap --variant=minbase --include="postgresql-$major,util-linux" \
+    if ! debootstrap --variant=minbase --include="$packages" \
         "$suite" "$root" "$mirror" >"$dlog" 2>&1; then
         # Keep the log: the build dir is about to be removed.
-        cp "$dlog" "/var/log/netpoint-debootstrap-$suite.log" 2>/dev/null || true
-        die "debootstrap of $suite for postgres:$major failed; see /var/log/netpoint-debootstrap-$suite.log (last line: $(tail -n 1 "$dlog"))"
+        cp "$dlog" "/var/log/netpoint-debootstrap-$key.log" 2>/dev/null || true
+        die "debootstrap of $suite for $image failed; see /var/log/netpoint-debootstrap-$key.log (last line: $(tail -n 1 "$dlog"))"
     fi
     local bootstrapped=$SECONDS
     [ -x "$root/usr/lib/postgresql/$major/bin/postgres" ] ||
@@ -252,22 +299,27 @@ build_image() {
     : >"$root/etc/hostname"
 
     install -m 0755 "$ENTRYPOINT_SRC" "$root/usr/local/bin/docker-entrypoint.sh"
+    local entrypoint=/usr/local/bin/docker-entrypoint.sh expose=5432
+    if [ "$key" != "$major" ]; then
+        install -m 0755 "$SSH_ENTRYPOINT_SRC" "$root/usr/local/bin/ssh-prod-entrypoint.sh"
+        entrypoint=/usr/local/bin/ssh-prod-entrypoint.sh expose=22
+    fi
     mkdir -p "$root/docker-entrypoint-initdb.d" "$root/var/lib/postgresql/data" "$root/var/run/postgresql"
     # Owner by name inside the rootfs: its postgres uid need not match the host's.
     chroot "$root" chown postgres:postgres /var/lib/postgresql/data /var/run/postgresql
     chmod 0700 "$root/var/lib/postgresql/data"
     chmod 3777 "$root/var/run/postgresql" # as the official image: works with --user too
 
-    log "postgres:$major: importing into docker"
+    log "$image: importing into docker"
     local old_id
-    old_id=$(docker image inspect --format '{{.Id}}' "postgres:$major" 2>/dev/null || true)
+    old_id=$(docker image inspect --format '{{.Id}}' "$image" 2>/dev/null || true)
     # (Docker 20.10's import rejects STOPSIGNAL, so `docker stop` sends SIGTERM:
     # a "smart" shutdown, which waits for clients to disconnect.)
     # --numeric-owner keeps the rootfs's own uids (not the host's names).
     # dev/proc/sys are mounted by docker at run time; ship them empty.
     tar --numeric-owner -C "$root" --exclude='./dev/*' --exclude='./proc/*' --exclude='./sys/*' -c . |
         docker import \
-            -c 'ENTRYPOINT ["/usr/local/bin/docker-entrypoint.sh"]' \
+            -c "ENTRYPOINT [\"$entrypoint\"]" \
             -c 'CMD ["postgres"]' \
             -c "ENV PATH=/usr/lib/postgresql/$major/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" \
             -c 'ENV LANG=C.UTF-8' \
@@ -275,21 +327,23 @@ build_image() {
             -c 'ENV PGDATA=/var/lib/postgresql/data' \
             -c "ENV NETPOINT_PG_IMAGE_RECIPE=$recipe" \
             -c 'VOLUME /var/lib/postgresql/data' \
-            -c 'EXPOSE 5432' \
-            -m "offline build: debootstrap $suite + postgresql-$major" \
-            - "postgres:$major" >/dev/null ||
-        die "docker import of postgres:$major failed"
+            -c "EXPOSE $expose" \
+            -m "offline build: debootstrap $suite + $packages" \
+            - "$image" >/dev/null ||
+        die "docker import of $image failed"
     # The out-of-date image it replaces is now untagged; drop it unless a
     # container still uses it.
     [ -z "$old_id" ] || docker image rm "$old_id" >/dev/null 2>&1 || true
     cleanup_build_dir
-    log "postgres:$major: built in $((SECONDS - start)) s (debootstrap $((bootstrapped - start)) s)," \
-        "$(docker image inspect --format '{{.Size}}' "postgres:$major" | numfmt --to=iec) uncompressed"
+    log "$image: built in $((SECONDS - start)) s (debootstrap $((bootstrapped - start)) s)," \
+        "$(docker image inspect --format '{{.Size}}' "$image" | numfmt --to=iec) uncompressed"
 }
 
-# Reuses or pulls postgres:<major>; adds it to TO_BUILD when neither works.
+# Reuses or pulls postgres:<major>; adds it to TO_BUILD when neither works. (Our
+# own netpoint-prod-ssh image is never pulled.)
 ensure_image() {
-    local major=$1 image="postgres:$1" have
+    local major=$1 image have
+    image=$(image_of "$1")
     RECIPE[$major]=$(recipe_of "$major")
     if [ "$REBUILD" = 0 ] && docker image inspect "$image" >/dev/null 2>&1; then
         have=$(image_recipe "$image")
@@ -299,7 +353,7 @@ ensure_image() {
             return
         fi
         log "$image: offline build $have is out of date (now ${RECIPE[$major]}); rebuilding"
-    elif [ "$REBUILD" = 0 ]; then
+    elif [ "$REBUILD" = 0 ] && [ "$major" = "${major#ssh}" ]; then
         if timeout 30 docker pull -q "$image" >/dev/null 2>&1; then
             log "$image: pulled"
             PULLED+=("$major")
@@ -321,7 +375,7 @@ declare -A RECIPE=()
 REUSED=()
 PULLED=()
 TO_BUILD=()
-for major in "${PG_MAJORS[@]}"; do
+for major in "${IMAGES[@]}"; do
     ensure_image "$major"
 done
 
@@ -330,8 +384,8 @@ if [ ${#TO_BUILD[@]} -gt 0 ]; then
     MIRROR=$(debian_mirror) || exit 1
     command -v debootstrap >/dev/null 2>&1 || apt_install debootstrap
     for major in "${TO_BUILD[@]}"; do
-        [ -e "/usr/share/debootstrap/scripts/${SUITE_OF[$major]}" ] ||
-            die "this debootstrap does not know the suite '${SUITE_OF[$major]}' (needed for postgres:$major)"
+        [ -e "/usr/share/debootstrap/scripts/${SUITE_OF[${major#ssh}]}" ] ||
+            die "this debootstrap does not know the suite '${SUITE_OF[${major#ssh}]}' (needed for $(image_of "$major"))"
     done
     # The builds are mostly waiting on downloads and dpkg, so run them side by side.
     build_start=$SECONDS
@@ -346,11 +400,12 @@ if [ ${#TO_BUILD[@]} -gt 0 ]; then
         wait "${CHILD[$major]}" || failed+=("$major")
     done
     trap - INT TERM
-    [ ${#failed[@]} -eq 0 ] || die "could not build postgres:{${failed[*]}} (reasons above)"
+    [ ${#failed[@]} -eq 0 ] || die "could not build {${failed[*]}} (reasons above)"
 fi
 
 summary="Docker $(docker info --format '{{.ServerVersion}}') running"
-[ ${#REUSED[@]} -eq 0 ] || summary+="; reused postgres:{${REUSED[*]}}"
-[ ${#PULLED[@]} -eq 0 ] || summary+="; pulled postgres:{${PULLED[*]}}"
-[ ${#TO_BUILD[@]} -eq 0 ] || summary+="; built postgres:{${TO_BUILD[*]}} in $((SECONDS - build_start)) s"
+images() { local key out=(); for key in "$@"; do out+=("$(image_of "$key")"); done; echo "${out[*]}"; }
+[ ${#REUSED[@]} -eq 0 ] || summary+="; reused $(images "${REUSED[@]}")"
+[ ${#PULLED[@]} -eq 0 ] || summary+="; pulled $(images "${PULLED[@]}")"
+[ ${#TO_BUILD[@]} -eq 0 ] || summary+="; built $(images "${TO_BUILD[@]}") in $((SECONDS - build_start)) s"
 log "OK: $summary (total $((SECONDS - START)) s)"

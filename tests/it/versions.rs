@@ -264,6 +264,82 @@ fn every_command_works_without_host_client_tools() {
     );
 }
 
+/// Docker Desktop, colima and OrbStack run containers in a VM, where host networking does
+/// not reach this machine's loopback: there the tools connect to `host.docker.internal`
+/// (on Linux, the bridge's gateway, which reaches a published port all the same), while
+/// the URL's host still picks the passfile's entry.
+#[test]
+fn docker_tools_reach_a_loopback_server_through_the_gateway() {
+    let pg = Pg::start(15);
+    pg.load_prod("prod");
+    let bin = tempfile::tempdir().unwrap();
+    let path = path_without_pg_tools(bin.path(), &[]);
+    let work = tempfile::tempdir().unwrap();
+    // No password in the URL: only a passfile entry for the host as the URL spells it.
+    let passfile = work.path().join("pgpass");
+    fs::write(
+        &passfile,
+        format!("localhost:{}:*:postgres:{}\n", pg.port, pg.password),
+    )
+    .unwrap();
+    fs::set_permissions(&passfile, fs::Permissions::from_mode(0o600)).unwrap();
+    let url = |db: &str| {
+        format!(
+            "postgres://postgres@localhost:{}/{db}?passfile={}",
+            pg.port,
+            passfile.display()
+        )
+    };
+    let gateway = |args: &[&str]| {
+        let mut cmd = xtask(args);
+        cmd.env("PATH", &path)
+            .env("NETPOINT_DOCKER_NETWORK", "gateway");
+        cmd
+    };
+    let snapshot = work.path().join("schema.sql");
+    let ran = run(gateway(&[
+        "-v",
+        "schema-snapshot",
+        "--source",
+        &url("prod"),
+        "--output",
+        snapshot.to_str().unwrap(),
+    ]))
+    .ok();
+    assert!(
+        ran.stderr
+            .contains("--add-host=host.docker.internal:host-gateway")
+            && !ran.stderr.contains("--network host"),
+        "{}",
+        ran.stderr
+    );
+    assert!(fs::read_to_string(&snapshot)
+        .unwrap()
+        .contains("CREATE TABLE public.dcim_site ("));
+    run(gateway(&[
+        "clone-prod",
+        "--source",
+        &url("prod"),
+        "--target",
+        &url("cloned"),
+    ]))
+    .ok();
+    assert_eq!(
+        rows_without_changelog(&pg, "cloned"),
+        rows_without_changelog(&pg, "prod")
+    );
+
+    let mut wrong = gateway(&[
+        "schema-snapshot",
+        "--source",
+        &url("prod"),
+        "--output",
+        "/dev/null",
+    ]);
+    wrong.env("NETPOINT_DOCKER_NETWORK", "bridge");
+    run(wrong).fails_with("NETPOINT_DOCKER_NETWORK is `bridge`: set it to `host`");
+}
+
 #[test]
 fn a_server_major_without_tools_or_image_is_a_clear_error() {
     let pg = Pg::start(15);

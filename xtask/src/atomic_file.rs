@@ -187,6 +187,8 @@ fn is_mount_point(dir: &Path) -> bool {
         .any(|point| unescape_mount_point(point) == dir.as_os_str().as_bytes())
 }
 
+/// Linux's list of mounts, for a bind mount of a directory of the same file system; other
+/// systems have no such file (and macOS no bind mounts), so the device check above decides.
 const MOUNTINFO: &str = "/proc/self/mountinfo";
 
 /// `/proc/self/mountinfo` writes a space, tab, newline and backslash as `\ooo`.
@@ -309,9 +311,7 @@ pub fn remove_stale_staging(target: &Path) {
         let pid = name
             .strip_prefix(".netpoint-staging-")
             .and_then(|p| p.parse::<u32>().ok());
-        if pid.is_some_and(|pid| {
-            pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists()
-        }) {
+        if pid.is_some_and(|pid| pid != std::process::id() && !crate::process::alive(pid)) {
             let _ = fs::remove_dir_all(entry.path());
         }
     }
@@ -352,7 +352,7 @@ pub fn remove_stale_siblings(path: &Path) {
         let Ok(pid) = pid.parse::<u32>() else {
             continue;
         };
-        if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+        if pid != std::process::id() && !crate::process::alive(pid) {
             let _ = fs::remove_dir_all(entry.path()).or_else(|_| fs::remove_file(entry.path()));
         }
     }
@@ -383,6 +383,7 @@ mod tests {
         );
         assert_eq!(unescape_mount_point(br"/odd\9\777"), br"/odd\9\777");
         assert!(is_mount_point(Path::new("/")));
+        #[cfg(target_os = "linux")]
         assert!(is_mount_point(Path::new("/proc")));
         let dir = tempfile::tempdir().unwrap();
         assert!(!is_mount_point(dir.path()));

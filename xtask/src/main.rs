@@ -114,9 +114,13 @@ fn main() -> ExitCode {
     }
     let result = Shell::new().map_err(anyhow::Error::from).and_then(|sh| {
         sh.change_dir(workspace_root());
+        pg::DockerNet::from_env()?;
         let cx = Context::new(sh, cli.pg_tools, cli.jobs.map(usize::from));
         run(&cx, cli.command)
     });
+    // Whatever we started and is still running ends with the run (on macOS, where
+    // children do not die with us on their own, this is what ends them).
+    process::end_children();
     pg::containers::remove_ours();
     if let Some(code) = process::interrupt_exit_code() {
         term::error(match result {

@@ -1,10 +1,16 @@
 //! Child processes and signals: every tool we start is known, so that an interrupt
 //! (SIGINT, SIGTERM, SIGHUP) can stop it, and the run then cleans up and exits with
 //! 128 + the signal's number.
+//!
+//! The one platform difference lives here. On Linux a child dies with us
+//! (`PR_SET_PDEATHSIG`), even when we are killed with SIGKILL. Elsewhere (macOS) there is
+//! no such call: a child runs in a process group of its own, which [`end_children`] ends
+//! when the run exits, fails or is interrupted; what a SIGKILL leaves behind ends on its
+//! own (a session's input closes with us) or is cleaned up by the next run, as temporary
+//! databases and containers are.
 
 use std::{
     io::{self, BufRead, BufReader, Read},
-    os::unix::process::CommandExt,
     process::{Child, Command},
     sync::{
         atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering},
@@ -21,8 +27,15 @@ static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 static SIGNAL: AtomicI32 = AtomicI32::new(0);
 /// Steps that must not be cut short (the swap): children are left to finish them.
 static CRITICAL: AtomicUsize = AtomicUsize::new(0);
-/// Tools we started, by pid.
-static CHILDREN: Mutex<Vec<u32>> = Mutex::new(Vec::new());
+/// Processes we started, by pid: tools an interrupt stops, and holders it leaves alone.
+static CHILDREN: Mutex<Vec<Started>> = Mutex::new(Vec::new());
+
+#[derive(Clone, Copy)]
+struct Started {
+    pid: u32,
+    /// A session that holds a lock until the run has cleaned up: an interrupt leaves it.
+    holder: bool,
+}
 
 /// Starts listening for SIGINT, SIGTERM and SIGHUP on a thread of its own.
 pub fn handle_signals() -> io::Result<()> {
@@ -68,15 +81,11 @@ pub fn critical<T>(f: impl FnOnce() -> T) -> T {
     out
 }
 
-/// Starts `command` as a child that dies with us (Linux: `PR_SET_PDEATHSIG`) and that an
+/// Starts `command` as a child that dies with us (see the module's notes) and that an
 /// interrupt stops.
 pub fn spawn(command: &mut Command) -> io::Result<Child> {
-    let child = spawn_holder(command)?;
-    let mut children = CHILDREN.lock().unwrap();
-    children.retain(|&pid| is_our_child(pid));
-    children.push(child.id());
+    let child = start(command, false)?;
     if interrupted() && CRITICAL.load(Ordering::SeqCst) == 0 {
-        drop(children);
         stop_children();
     }
     Ok(child)
@@ -85,27 +94,84 @@ pub fn spawn(command: &mut Command) -> io::Result<Child> {
 /// Starts `command` as a child that dies with us but that an interrupt leaves alone: a
 /// session that holds a lock until the run has cleaned up.
 pub fn spawn_holder(command: &mut Command) -> io::Result<Child> {
-    // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
-    unsafe {
-        command.pre_exec(|| {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                return Err(io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    command.spawn()
+    start(command, true)
+}
+
+fn start(command: &mut Command, holder: bool) -> io::Result<Child> {
+    platform::die_with_us(command);
+    let mut children = CHILDREN.lock().unwrap();
+    let child = command.spawn()?;
+    children.retain(|started| is_our_child(started.pid));
+    children.push(Started {
+        pid: child.id(),
+        holder,
+    });
+    Ok(child)
 }
 
 /// Sends SIGTERM to every tool still running (or not yet reaped) that we started.
 fn stop_children() {
-    for &pid in CHILDREN.lock().unwrap().iter() {
-        if is_our_child(pid) {
-            // SAFETY: kill has no memory effects; `pid` is a child we have not reaped, so
-            // it cannot name another process.
-            unsafe {
-                libc::kill(pid as libc::pid_t, libc::SIGTERM);
-            }
+    signal_children(false, libc::SIGTERM);
+}
+
+/// Ends every process we started that is still running, holders too: called once, as the
+/// run exits. On Linux they would die with us anyway; elsewhere this is what ends them.
+pub fn end_children() {
+    signal_children(true, libc::SIGTERM);
+}
+
+fn signal_children(holders_too: bool, signal: libc::c_int) {
+    for started in CHILDREN.lock().unwrap().iter() {
+        if (holders_too || !started.holder) && is_our_child(started.pid) {
+            platform::signal(started.pid, signal);
+        }
+    }
+}
+
+#[cfg(target_os = "linux")]
+mod platform {
+    use std::{io, os::unix::process::CommandExt, process::Command};
+
+    /// The kernel kills the child when we die, however we die.
+    pub fn die_with_us(command: &mut Command) {
+        // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+        unsafe {
+            command.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
+
+    /// The child itself: it shares our process group, so that a terminal's Ctrl-C
+    /// reaches it as it does any command's.
+    pub fn signal(pid: u32, signal: libc::c_int) {
+        // SAFETY: kill has no memory effects; the caller checked that `pid` is a child we
+        // have not reaped, so it cannot name another process.
+        unsafe {
+            libc::kill(pid as libc::pid_t, signal);
+        }
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+mod platform {
+    use std::{os::unix::process::CommandExt, process::Command};
+
+    /// A process group of its own (its pid), which [`super::end_children`] ends as we
+    /// exit, along with whatever the child started.
+    pub fn die_with_us(command: &mut Command) {
+        command.process_group(0);
+    }
+
+    /// The child's whole process group.
+    pub fn signal(pid: u32, signal: libc::c_int) {
+        // SAFETY: kill has no memory effects; the caller checked that `pid` is a child we
+        // have not reaped, so its process group is still the one it leads.
+        unsafe {
+            libc::kill(-(pid as libc::pid_t), signal);
         }
     }
 }
@@ -213,5 +279,28 @@ mod tests {
         let mut text = "é".repeat(10);
         keep_last_lines(&mut text, 5);
         assert_eq!(text, "éé");
+    }
+
+    #[test]
+    fn an_interrupt_stops_tools_and_the_exit_ends_holders_too() {
+        use std::os::unix::process::ExitStatusExt;
+        let sleeper = || {
+            let mut command = Command::new("sleep");
+            command.arg("30");
+            command
+        };
+        let mut tool = spawn(&mut sleeper()).unwrap();
+        let mut holder = spawn_holder(&mut sleeper()).unwrap();
+        stop_children();
+        assert_eq!(tool.wait().unwrap().signal(), Some(libc::SIGTERM));
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        assert_eq!(
+            holder.try_wait().unwrap(),
+            None,
+            "a holder outlives the interrupt"
+        );
+        assert!(alive(holder.id()));
+        end_children();
+        assert_eq!(holder.wait().unwrap().signal(), Some(libc::SIGTERM));
     }
 }

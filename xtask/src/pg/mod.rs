@@ -8,5 +8,5 @@ mod tools;
 pub mod url;
 
 pub use session::{explain_failure, first_error, log, scrub, tool_command};
-pub use tools::{Access, Need, PgTools, Server, Tool, ToolSource};
+pub use tools::{Access, DockerNet, Need, PgTools, Server, Tool, ToolSource};
 pub use url::DbUrl;

@@ -44,12 +44,14 @@ pub enum Access {
     Load,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Client {
     pub path: PathBuf,
     pub major: u32,
     /// Whether this client knows `\restrict` (see [`restricts`]).
     pub restricts: bool,
+    /// Where it was found: `PATH`, or an install such as `Homebrew postgresql@15`.
+    pub found: String,
 }
 
 /// What a server told us about itself.
@@ -124,8 +126,9 @@ pub enum Need {
 }
 
 pub struct PgTools {
-    pub pg_dump: Option<Client>,
-    pub psql: Option<Client>,
+    /// Each tool's clients: the one on PATH first, then other installs, newest first.
+    pub pg_dump: Vec<Client>,
+    pub psql: Vec<Client>,
     pub source: ToolSource,
     /// Server majors learnt so far, by `host:port`.
     pub servers: Mutex<HashMap<String, u32>>,
@@ -133,17 +136,22 @@ pub struct PgTools {
     /// Whether the psql of each `postgres:<major>` image knows `\restrict`.
     pub image_restricts: Mutex<HashMap<u32, bool>>,
     pub announced: Mutex<HashSet<(Tool, String)>>,
+    /// How Docker-run tools reach this machine's servers.
+    pub docker_net: DockerNet,
 }
 
 impl PgTools {
-    /// Looks the tools up on `PATH`; a missing one is an error only when it is needed.
+    /// Looks the tools up on `PATH` and where this system's installers put them; a missing
+    /// one is an error only when it is needed.
     pub fn discover(sh: &Shell, source: ToolSource) -> PgTools {
         // Side by side: each lookup starts its tool once or twice.
         let path = sh.var_os("PATH");
+        let layout = Layout::HOST;
+        let root = Path::new("/");
         let (pg_dump, psql) = std::thread::scope(|scope| {
-            let pg_dump = scope.spawn(|| find_client(path.as_deref(), "pg_dump"));
-            let psql = find_client(path.as_deref(), "psql");
-            (pg_dump.join().ok().flatten(), psql)
+            let pg_dump = scope.spawn(|| find_clients(layout, root, path.as_deref(), "pg_dump"));
+            let psql = find_clients(layout, root, path.as_deref(), "psql");
+            (pg_dump.join().unwrap_or_default(), psql)
         });
         PgTools {
             pg_dump,
@@ -153,6 +161,7 @@ impl PgTools {
             images: Mutex::default(),
             image_restricts: Mutex::default(),
             announced: Mutex::default(),
+            docker_net: DockerNet::from_env().unwrap_or(DockerNet::DEFAULT),
         }
     }
 
@@ -162,7 +171,7 @@ impl PgTools {
         let (runner, _) = self.choose(sh, Tool::Psql, self.need_for(Tool::Psql, url))?;
         let (restricts, which) = match runner {
             Runner::Host(path) => (
-                self.psql.as_ref().is_some_and(|c| c.restricts),
+                self.psql.iter().any(|c| c.path == path && c.restricts),
                 path.display().to_string(),
             ),
             Runner::Docker(major) => {
@@ -193,10 +202,10 @@ impl PgTools {
         Ok(())
     }
 
-    fn host(&self, tool: Tool) -> Option<&Client> {
+    fn host(&self, tool: Tool) -> &[Client] {
         match tool {
-            Tool::PgDump => self.pg_dump.as_ref(),
-            Tool::Psql => self.psql.as_ref(),
+            Tool::PgDump => &self.pg_dump,
+            Tool::Psql => &self.psql,
         }
     }
 
@@ -238,25 +247,21 @@ impl PgTools {
     }
 
     fn choose(&self, sh: &Shell, tool: Tool, need: Need) -> anyhow::Result<(Runner, String)> {
-        let host = self.host(tool);
+        let clients = self.host(tool);
         let name = tool.name();
-        let host_fits = |client: &Client| match need {
-            Need::Any | Need::Prefer(_) => true,
-            Need::AtLeast(major) => client.major >= major,
-            Need::Exact(major) => client.major == major,
-        };
         let wanted = match need {
             Need::Any | Need::Prefer(_) => None,
             Need::AtLeast(major) | Need::Exact(major) => Some(major),
         };
         if self.source != ToolSource::Docker {
-            if let Some(client) = host.filter(|c| host_fits(c)) {
+            if let Some(client) = pick_client(clients, need) {
                 return Ok((
                     Runner::Host(client.path.clone()),
-                    format!("host {name} {} fits", client.major),
+                    fit_reason(clients, client, need),
                 ));
             }
         }
+        let first = clients.first();
         if self.source != ToolSource::Host {
             let major = match (wanted, need) {
                 (Some(major), _) => self.has_image(sh, major).then_some(major),
@@ -264,43 +269,48 @@ impl PgTools {
                 (None, _) => self.any_image(sh),
             };
             if let Some(major) = major {
-                let why = match host {
-                    None if self.source == ToolSource::Auto => format!("no {name} on PATH"),
-                    Some(client) if self.source == ToolSource::Auto => {
-                        format!(
-                            "host {name} {} does not fit PostgreSQL {}",
-                            client.major,
-                            wanted.unwrap_or(major)
-                        )
+                let why = match first {
+                    None if self.source == ToolSource::Auto => {
+                        format!("no {name} {}", Layout::HOST.searched())
                     }
+                    Some(_) if self.source == ToolSource::Auto => format!(
+                        "no host {name} fits PostgreSQL {} (found {})",
+                        wanted.unwrap_or(major),
+                        found_list(clients)
+                    ),
                     _ => "--pg-tools docker".to_string(),
                 };
                 return Ok((Runner::Docker(major), why));
             }
         }
-        if let (Need::Exact(major), Some(client)) = (need, host) {
-            if client.major > major && self.source != ToolSource::Docker {
+        if let (Need::Exact(major), false) = (need, self.source == ToolSource::Docker) {
+            let newer = clients
+                .iter()
+                .filter(|c| c.major > major)
+                .min_by_key(|c| c.major);
+            if let Some(client) = newer {
                 return Ok((
                     Runner::Host(client.path.clone()),
                     format!(
-                        "no postgres:{major} image; host {name} {} is newer",
-                        client.major
+                        "no postgres:{major} image; host {name} {} ({}) is newer",
+                        client.major, client.found
                     ),
                 ));
             }
         }
-        let found = match host {
-            Some(client) => format!("{name} {} found on PATH", client.major),
-            None => format!("no {name} on PATH"),
+        let found = match first {
+            Some(_) => format!("found {name} {}", found_list(clients)),
+            None => format!("no {name} {}", Layout::HOST.searched()),
         };
         let major = wanted.map(|m| m.to_string()).unwrap_or_else(|| "N".into());
         let docker = match self.source {
             ToolSource::Host => "or drop `--pg-tools host` so the postgres image can be used through Docker".to_string(),
             _ => format!("or start Docker with the image postgres:{major} (`bash scripts/test-prereqs.sh` builds it)"),
         };
+        let install = Layout::HOST.install_hint(wanted);
         match wanted {
-            Some(server) => bail!("{found}, but PostgreSQL {server} needs {name} {server} or newer: install postgresql-client-{server}, {docker}"),
-            None => bail!("{found}: install the PostgreSQL client tools (apt-get install postgresql-client), {docker}"),
+            Some(server) => bail!("{found}, but PostgreSQL {server} needs {name} {server} or newer: install {install}, {docker}"),
+            None => bail!("{found}: install the PostgreSQL client tools ({install}), {docker}"),
         }
     }
 
@@ -351,17 +361,18 @@ impl PgTools {
         if term::verbose() && self.announced.lock().unwrap().insert((tool, shown.clone())) {
             term::detail(format!("using {} from {shown}: {why}", tool.name()));
         }
-        let env = session_env(url, access);
+        let mut env = session_env(url, access);
         let mut cmd = match runner {
             Runner::Host(path) => sh.cmd(path).quiet(),
             Runner::Docker(major) => {
                 containers::first_use(sh);
+                let (before, after) = self.docker_net.run_args(tool.name(), &mut env);
                 let mut cmd = sh
                     .cmd("docker")
                     .quiet()
-                    .args(["run", "--rm", "-i", "--network", "host"])
+                    .args(["run", "--rm", "-i"])
                     .args(containers::name_and_label())
-                    .args(["--entrypoint", tool.name()]);
+                    .args(before);
                 for (key, value) in &env {
                     // `--env NAME` without a value: docker takes it from its own environment.
                     cmd = cmd.args(["--env", key]);
@@ -372,7 +383,7 @@ impl PgTools {
                         cmd = cmd.arg("--volume").arg(format!("{path}:{path}:ro"));
                     }
                 }
-                cmd.arg(format!("postgres:{major}"))
+                cmd.arg(format!("postgres:{major}")).args(after)
             }
         };
         for (key, value) in env {
@@ -382,13 +393,236 @@ impl PgTools {
     }
 }
 
-pub fn find_client(search: Option<&OsStr>, name: &str) -> Option<Client> {
-    let path = find_on_path(name)?;
+/// How a client tool in a container reaches the server a URL names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DockerNet {
+    /// Linux: the container shares the host's network, loopback included (a bridge's
+    /// gateway would not reach a server that listens on 127.0.0.1 only).
+    HostNetwork,
+    /// Docker Desktop, colima, OrbStack: containers run in a VM, where host networking is
+    /// the VM's, and this machine's loopback is `host.docker.internal`.
+    Gateway,
+}
+
+impl DockerNet {
+    /// Host networking on Linux, the gateway elsewhere.
+    pub const DEFAULT: DockerNet = match cfg!(target_os = "linux") {
+        true => DockerNet::HostNetwork,
+        false => DockerNet::Gateway,
+    };
+
+    /// `NETPOINT_DOCKER_NETWORK` (`host` or `gateway`) when set, for Docker engines the
+    /// platform does not tell (Docker Desktop on Linux runs a VM too); else [`Self::DEFAULT`].
+    pub fn from_env() -> anyhow::Result<DockerNet> {
+        let Some(value) = super::url::from_env("NETPOINT_DOCKER_NETWORK") else {
+            return Ok(DockerNet::DEFAULT);
+        };
+        match value.to_string_lossy().trim() {
+            "host" => Ok(DockerNet::HostNetwork),
+            "gateway" => Ok(DockerNet::Gateway),
+            other => bail!(
+                "NETPOINT_DOCKER_NETWORK is `{other}`: set it to `host` (the container shares this machine's network) \
+                 or `gateway` (this machine is host.docker.internal, as on Docker Desktop), or unset it"
+            ),
+        }
+    }
+
+    /// The `docker run` arguments for `tool` before the image and after it. Behind a
+    /// gateway, a server on this machine's loopback is reached at `host.docker.internal`:
+    /// only the address connected to (`PGHOSTADDR`, looked up in the container) changes;
+    /// `PGHOST`, which passfile entries and certificates are matched against, stays the
+    /// user's (`localhost` when the URL names none).
+    pub fn run_args(
+        self,
+        tool: &str,
+        env: &mut Vec<(String, String)>,
+    ) -> (Vec<String>, Vec<String>) {
+        let strings = |list: &[&str]| list.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let host = env
+            .iter()
+            .find(|(key, _)| key == "PGHOST")
+            .map(|(_, v)| v.as_str());
+        let local = match host {
+            None => true,
+            Some(host) => loopback_name(host),
+        };
+        match self {
+            DockerNet::HostNetwork => (
+                strings(&["--network", "host", "--entrypoint", tool]),
+                vec![],
+            ),
+            DockerNet::Gateway if !local => (strings(&["--entrypoint", tool]), vec![]),
+            DockerNet::Gateway => {
+                if host.is_none() {
+                    env.push(("PGHOST".to_string(), "localhost".to_string()));
+                }
+                let before = strings(&[
+                    "--add-host=host.docker.internal:host-gateway",
+                    "--entrypoint",
+                    "sh",
+                ]);
+                let after = strings(&[
+                    "-c",
+                    "addr=$(getent hosts host.docker.internal) || { echo 'cannot resolve host.docker.internal in the container' >&2; exit 2; }; \
+                     PGHOSTADDR=${addr%% *}; export PGHOSTADDR; exec \"$@\"",
+                    "sh",
+                    tool,
+                ]);
+                (before, after)
+            }
+        }
+    }
+}
+
+/// Whether `host` spells this machine's loopback literally: `localhost` (and names under
+/// it), `127.0.0.0/8`, `::1`, or an IPv4-mapped loopback.
+pub fn loopback_name(host: &str) -> bool {
+    let name = host.trim_end_matches('.').to_ascii_lowercase();
+    let bare = name.trim_start_matches('[').trim_end_matches(']');
+    name == "localhost"
+        || name.ends_with(".localhost")
+        || bare.parse::<std::net::IpAddr>().is_ok_and(|ip| match ip {
+            std::net::IpAddr::V6(v6) => v6
+                .to_ipv4_mapped()
+                .map_or(v6.is_loopback(), |v4| v4.is_loopback()),
+            std::net::IpAddr::V4(v4) => v4.is_loopback(),
+        })
+}
+
+/// Where a system's PostgreSQL installers put the client tools, besides `PATH`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Layout {
+    /// Linux and other Unix systems: the packages put them on `PATH` (Debian's behind its
+    /// `pg_wrapper`, which [`find_clients`] looks through).
+    Plain,
+    /// macOS: Homebrew (`postgresql@N` and `libpq` are keg-only, so often not on `PATH`),
+    /// Postgres.app and the EDB installer each keep their own directories.
+    MacOs,
+}
+
+impl Layout {
+    pub const HOST: Layout = match cfg!(target_os = "macos") {
+        true => Layout::MacOs,
+        false => Layout::Plain,
+    };
+
+    /// The `bin` directories of the installs under `root` (`/` but in tests), each with
+    /// what to call it.
+    pub fn install_dirs(self, root: &Path) -> Vec<(PathBuf, String)> {
+        let mut dirs = Vec::new();
+        if self == Layout::Plain {
+            return dirs;
+        }
+        let mut each = |parent: &str, keep: &dyn Fn(&str) -> bool, label: &str| {
+            let parent = root.join(parent);
+            let Ok(entries) = std::fs::read_dir(&parent) else {
+                return;
+            };
+            let mut found: Vec<(PathBuf, String)> = entries
+                .flatten()
+                .filter_map(|entry| {
+                    let name = entry.file_name().into_string().ok()?;
+                    keep(&name).then(|| (entry.path().join("bin"), format!("{label} {name}")))
+                })
+                .collect();
+            found.sort();
+            dirs.extend(found);
+        };
+        let brew = |name: &str| {
+            name == "libpq"
+                || name == "postgresql"
+                || name
+                    .strip_prefix("postgresql@")
+                    .is_some_and(|major| major.parse::<u32>().is_ok())
+        };
+        let version =
+            |name: &str| name == "latest" || name.split('.').all(|p| p.parse::<u32>().is_ok());
+        // Apple silicon's Homebrew, then Intel's.
+        each("opt/homebrew/opt", &brew, "Homebrew");
+        each("usr/local/opt", &brew, "Homebrew");
+        each(
+            "Applications/Postgres.app/Contents/Versions",
+            &version,
+            "Postgres.app",
+        );
+        each("Library/PostgreSQL", &version, "EDB installer");
+        dirs
+    }
+
+    /// Where a tool was looked for, for "no psql on PATH ...".
+    fn searched(self) -> &'static str {
+        match self {
+            Layout::Plain => "on PATH",
+            Layout::MacOs => "on PATH, in Homebrew, Postgres.app or /Library/PostgreSQL",
+        }
+    }
+
+    fn install_hint(self, major: Option<u32>) -> String {
+        match (self, major) {
+            (Layout::Plain, Some(major)) => format!("postgresql-client-{major}"),
+            (Layout::Plain, None) => "apt-get install postgresql-client".to_string(),
+            (Layout::MacOs, Some(major)) => format!("`brew install postgresql@{major}`"),
+            (Layout::MacOs, None) => "`brew install libpq`".to_string(),
+        }
+    }
+}
+
+/// Every client `name` there is: the one `PATH` (`search`) names first, then the
+/// installs `layout` knows under `root`, newest first. One binary found twice (a link on
+/// `PATH` into an install) is listed once, as found on `PATH`.
+pub fn find_clients(
+    layout: Layout,
+    root: &Path,
+    search: Option<&OsStr>,
+    name: &str,
+) -> Vec<Client> {
+    let mut candidates = Vec::new();
+    if let Some(path) = find_on_path(search, name) {
+        candidates.push((path, "PATH".to_string()));
+    }
+    for (dir, label) in layout.install_dirs(root) {
+        let path = dir.join(name);
+        if is_executable(&path) {
+            candidates.push((path, label));
+        }
+    }
+    // Side by side: each one's `--version` is a process start.
+    let probed: Vec<Option<Client>> = std::thread::scope(|scope| {
+        let probes: Vec<_> = candidates
+            .into_iter()
+            .map(|(path, found)| scope.spawn(move || probe_client(search, name, path, found)))
+            .collect();
+        probes
+            .into_iter()
+            .map(|p| p.join().ok().flatten())
+            .collect()
+    });
+    let mut clients: Vec<Client> = Vec::new();
+    let mut seen = HashSet::new();
+    for client in probed.into_iter().flatten() {
+        let real = client.path.canonicalize().unwrap_or(client.path.clone());
+        if seen.insert(real) {
+            clients.push(client);
+        }
+    }
+    let on_path = usize::from(clients.first().is_some_and(|c| c.found == "PATH"));
+    clients[on_path..].sort_by_key(|c| std::cmp::Reverse(c.major));
+    clients
+}
+
+/// The client at `path`, from its `--version`; none when it does not run.
+fn probe_client(
+    search: Option<&OsStr>,
+    name: &str,
+    path: PathBuf,
+    found: String,
+) -> Option<Client> {
     let version = |path: &Path| {
         let output = Command::new(path)
             .arg("--version")
             .envs(search.map(|p| ("PATH", p)))
             .stdin(Stdio::null())
+            .stderr(Stdio::null())
             .output()
             .ok()?;
         Some(String::from_utf8_lossy(&output.stdout).into_owned())
@@ -404,7 +638,57 @@ pub fn find_client(search: Option<&OsStr>, name: &str) -> Option<Client> {
         path,
         major,
         restricts: restricts(&text),
+        found,
     })
+}
+
+/// The client that serves `need` best: the one on `PATH` when it fits (as a shell would
+/// run it), else the fitting one nearest the server's major.
+pub fn pick_client(clients: &[Client], need: Need) -> Option<&Client> {
+    let first = clients.first();
+    match need {
+        Need::Any => first,
+        Need::Prefer(major) => clients.iter().find(|c| c.major == major).or(first),
+        Need::AtLeast(major) => first.filter(|c| c.major >= major).or_else(|| {
+            clients
+                .iter()
+                .filter(|c| c.major >= major)
+                .min_by_key(|c| c.major)
+        }),
+        Need::Exact(major) => clients.iter().find(|c| c.major == major),
+    }
+}
+
+/// Why `chosen` serves `need`, for `--verbose`: "version 15, found on PATH, fits
+/// PostgreSQL 15".
+fn fit_reason(clients: &[Client], chosen: &Client, need: Need) -> String {
+    let found = match chosen.found.as_str() {
+        "PATH" => "found on PATH".to_string(),
+        install => format!("from {install}"),
+    };
+    let fits = match need {
+        Need::Any => "any version will do".to_string(),
+        Need::Prefer(major) if major != chosen.major => {
+            format!("none is {major}, and any version will do")
+        }
+        Need::Prefer(major) | Need::AtLeast(major) | Need::Exact(major) => {
+            format!("fits PostgreSQL {major}")
+        }
+    };
+    let others = match clients.len() {
+        1 => String::new(),
+        _ => format!(" (found {})", found_list(clients)),
+    };
+    format!("version {}, {found}, {fits}{others}", chosen.major)
+}
+
+/// `15 (PATH), 17 (Homebrew postgresql@17)`
+fn found_list(clients: &[Client]) -> String {
+    let list: Vec<String> = clients
+        .iter()
+        .map(|c| format!("{} ({})", c.major, c.found))
+        .collect();
+    list.join(", ")
 }
 
 /// Whether a client of this `--version` output knows `\restrict`, psql's mode in which a
@@ -440,9 +724,8 @@ pub fn wrapped_binary(path: &Path, name: &str, major: u32) -> Option<PathBuf> {
     is_executable(&real).then_some(real)
 }
 
-pub fn find_on_path(name: &str) -> Option<PathBuf> {
-    let path = env::var_os("PATH")?;
-    env::split_paths(&path)
+pub fn find_on_path(search: Option<&OsStr>, name: &str) -> Option<PathBuf> {
+    env::split_paths(search?)
         .map(|dir| dir.join(name))
         .find(|candidate| is_executable(candidate))
 }
@@ -507,5 +790,210 @@ mod tests {
         let expected = is_executable(&real).then_some(real);
         assert_eq!(wrapped_binary(&link, "psql", 15), expected);
         assert_eq!(wrapped_binary(&link, "psql", 999), None);
+    }
+
+    /// A fake client `name` in `dir` that reports `version`.
+    fn fake_tool(dir: &Path, name: &str, version: &str) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::create_dir_all(dir).unwrap();
+        let path = dir.join(name);
+        std::fs::write(
+            &path,
+            format!("#!/bin/sh\necho '{name} (PostgreSQL) {version}'\n"),
+        )
+        .unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        path
+    }
+
+    #[test]
+    fn macos_installs_are_found_and_chosen_by_major() {
+        let root = tempfile::tempdir().unwrap();
+        let r = root.path();
+        // Homebrew on Apple silicon (keg-only postgresql@15 and libpq 17), Intel Homebrew's
+        // postgresql@14, Postgres.app with 16 and a `latest` link to it, the EDB installer's
+        // 13, and a directory that is no install.
+        fake_tool(
+            &r.join("opt/homebrew/opt/postgresql@15/bin"),
+            "pg_dump",
+            "15.14",
+        );
+        fake_tool(
+            &r.join("opt/homebrew/opt/libpq/bin"),
+            "pg_dump",
+            "17.6 (Homebrew)",
+        );
+        fake_tool(
+            &r.join("usr/local/opt/postgresql@14/bin"),
+            "pg_dump",
+            "14.19",
+        );
+        let app = r.join("Applications/Postgres.app/Contents/Versions");
+        fake_tool(&app.join("16/bin"), "pg_dump", "16.10");
+        std::os::unix::fs::symlink(app.join("16"), app.join("latest")).unwrap();
+        fake_tool(&r.join("Library/PostgreSQL/13/bin"), "pg_dump", "13.22");
+        fake_tool(&r.join("opt/homebrew/opt/openssl@3/bin"), "pg_dump", "99.0");
+        // A pg_dump on PATH that is the libpq one through a link, as `brew link` makes it.
+        let bin = r.join("opt/homebrew/bin");
+        std::fs::create_dir_all(&bin).unwrap();
+        std::os::unix::fs::symlink(
+            r.join("opt/homebrew/opt/libpq/bin/pg_dump"),
+            bin.join("pg_dump"),
+        )
+        .unwrap();
+
+        let found = |search: Option<&OsStr>| {
+            find_clients(Layout::MacOs, r, search, "pg_dump")
+                .into_iter()
+                .map(|c| (c.major, c.found))
+                .collect::<Vec<_>>()
+        };
+        let listed = |list: &[(u32, &str)]| {
+            list.iter()
+                .map(|&(m, f)| (m, f.to_string()))
+                .collect::<Vec<_>>()
+        };
+        // Without PATH: every install once (`latest` is 16 again), newest first.
+        assert_eq!(
+            found(None),
+            listed(&[
+                (17, "Homebrew libpq"),
+                (16, "Postgres.app 16"),
+                (15, "Homebrew postgresql@15"),
+                (14, "Homebrew postgresql@14"),
+                (13, "EDB installer 13"),
+            ])
+        );
+        // With it: the one PATH names first, and its install is not listed again.
+        let clients = find_clients(Layout::MacOs, r, Some(bin.as_os_str()), "pg_dump");
+        assert_eq!(clients[0].found, "PATH");
+        assert_eq!(clients[0].major, 17);
+        assert_eq!(clients.len(), 5);
+        assert!(clients.iter().all(|c| c.found != "Homebrew libpq"));
+
+        let chosen = |need| pick_client(&clients, need).map(|c| (c.major, c.found.as_str()));
+        assert_eq!(chosen(Need::Any), Some((17, "PATH")));
+        assert_eq!(chosen(Need::AtLeast(15)), Some((17, "PATH")));
+        assert_eq!(
+            chosen(Need::Exact(15)),
+            Some((15, "Homebrew postgresql@15"))
+        );
+        assert_eq!(
+            chosen(Need::Prefer(14)),
+            Some((14, "Homebrew postgresql@14"))
+        );
+        assert_eq!(chosen(Need::Prefer(12)), Some((17, "PATH")));
+        assert_eq!(chosen(Need::Exact(12)), None);
+        assert_eq!(chosen(Need::AtLeast(18)), None);
+        // PATH's too old: the nearest newer install, not the newest.
+        let old_first: Vec<Client> = {
+            let mut list = clients.clone();
+            list.retain(|c| c.major != 17);
+            list.insert(
+                0,
+                Client {
+                    found: "PATH".into(),
+                    major: 12,
+                    ..clients[0].clone()
+                },
+            );
+            list
+        };
+        let pick = pick_client(&old_first, Need::AtLeast(14)).unwrap();
+        assert_eq!(
+            (pick.major, pick.found.as_str()),
+            (14, "Homebrew postgresql@14")
+        );
+        let why = fit_reason(&old_first, pick, Need::AtLeast(14));
+        assert!(why.starts_with("version 14, from Homebrew postgresql@14, fits PostgreSQL 14 (found 12 (PATH), 16 (Postgres.app 16)"), "{why}");
+
+        // The Linux layout looks only at PATH (Debian's packages put every tool there).
+        assert_eq!(find_clients(Layout::Plain, r, None, "pg_dump"), vec![]);
+        assert_eq!(
+            find_clients(Layout::Plain, r, Some(bin.as_os_str()), "pg_dump").len(),
+            1
+        );
+    }
+
+    #[test]
+    fn tools_that_do_not_run_or_answer_are_skipped() {
+        use std::os::unix::fs::PermissionsExt;
+        let root = tempfile::tempdir().unwrap();
+        let r = root.path();
+        let broken = r.join("opt/homebrew/opt/postgresql@16/bin");
+        fake_tool(&broken, "psql", "16.1");
+        std::fs::write(broken.join("psql"), "#!/bin/sh\necho garbage\n").unwrap();
+        let unreadable = r.join("Library/PostgreSQL/15/bin");
+        fake_tool(&unreadable, "psql", "15.14");
+        std::fs::set_permissions(
+            unreadable.join("psql"),
+            std::fs::Permissions::from_mode(0o644),
+        )
+        .unwrap();
+        fake_tool(&r.join("usr/local/opt/postgresql@17/bin"), "psql", "17.6");
+        let clients = find_clients(Layout::MacOs, r, None, "psql");
+        assert_eq!(clients.len(), 1, "{clients:?}");
+        assert_eq!((clients[0].major, clients[0].restricts), (17, true));
+    }
+
+    #[test]
+    fn docker_reaches_the_host_loopback_on_each_platform() {
+        let env = |host: Option<&str>| {
+            let mut env = vec![("PGPORT".to_string(), "5433".to_string())];
+            env.extend(host.map(|h| ("PGHOST".to_string(), h.to_string())));
+            env
+        };
+        // Linux: host networking, the URL as it is.
+        let mut linux = env(Some("127.0.0.1"));
+        let (before, after) = DockerNet::HostNetwork.run_args("pg_dump", &mut linux);
+        assert_eq!(before, ["--network", "host", "--entrypoint", "pg_dump"]);
+        assert!(after.is_empty());
+        assert_eq!(linux, env(Some("127.0.0.1")));
+
+        // A VM: loopback spellings reach host.docker.internal, the host name stays.
+        for host in [
+            "localhost",
+            "LOCALHOST.",
+            "db.localhost",
+            "127.0.0.1",
+            "127.1.2.3",
+            "::1",
+            "[::1]",
+            "::ffff:127.0.0.1",
+        ] {
+            let mut mac = env(Some(host));
+            let (before, after) = DockerNet::Gateway.run_args("psql", &mut mac);
+            assert_eq!(
+                before,
+                [
+                    "--add-host=host.docker.internal:host-gateway",
+                    "--entrypoint",
+                    "sh"
+                ],
+                "{host}"
+            );
+            assert_eq!(after[0], "-c");
+            assert!(after[1].contains("PGHOSTADDR="), "{}", after[1]);
+            assert_eq!(&after[2..], ["sh", "psql"]);
+            assert_eq!(mac, env(Some(host)), "{host}");
+        }
+        // No host (a local socket): `localhost`, which a passfile's entry matches too.
+        let mut socket = env(None);
+        let (before, _) = DockerNet::Gateway.run_args("psql", &mut socket);
+        assert_eq!(before[0], "--add-host=host.docker.internal:host-gateway");
+        assert_eq!(socket, env(Some("localhost")));
+        // Other hosts are reached as they are, without host networking.
+        for host in [
+            "db.example.com",
+            "10.0.0.5",
+            "localhost.example.com",
+            "2001:db8::1",
+        ] {
+            let mut remote = env(Some(host));
+            let (before, after) = DockerNet::Gateway.run_args("pg_dump", &mut remote);
+            assert_eq!(before, ["--entrypoint", "pg_dump"], "{host}");
+            assert!(after.is_empty());
+            assert_eq!(remote, env(Some(host)));
+        }
     }
 }
