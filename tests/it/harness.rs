@@ -456,3 +456,23 @@ impl Pg {
             .collect()
     }
 }
+
+/// Waits for `probe` to hold, failing the test after `limit`.
+#[track_caller]
+pub fn wait_for(what: &str, limit: std::time::Duration, mut probe: impl FnMut() -> bool) {
+    let start = std::time::Instant::now();
+    while !probe() {
+        assert!(start.elapsed() < limit, "{what}: not seen within {limit:?}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// What a spawned run printed and how it ended.
+pub fn output_of(child: std::process::Child) -> Run {
+    let out = child.wait_with_output().unwrap();
+    Run {
+        status: out.status,
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}

@@ -6,14 +6,14 @@
 use std::{
     fs,
     path::Path,
-    process::{Child, Stdio},
+    process::Stdio,
     thread,
     time::{Duration, Instant},
 };
 
 use crate::{
     clone_prod::rewrite_sums,
-    harness::{run, tree, xtask, Pg, Run},
+    harness::{output_of, run, tree, wait_for, xtask, Pg},
 };
 
 fn s(path: &Path) -> &str {
@@ -36,16 +36,6 @@ fn leftovers(parent: &Path) -> Vec<String> {
         .collect()
 }
 
-/// Waits for `probe` to hold, failing the test after `limit`.
-#[track_caller]
-fn wait_for(what: &str, limit: Duration, mut probe: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !probe() {
-        assert!(start.elapsed() < limit, "{what}: not seen within {limit:?}");
-        thread::sleep(Duration::from_millis(20));
-    }
-}
-
 /// A source large enough that a clone takes a few seconds on this machine.
 fn bulky_source(pg: &Pg, db: &str) {
     pg.load_fixture(db);
@@ -54,15 +44,6 @@ fn bulky_source(pg: &Pg, db: &str) {
         "create table public.bulk (id bigint primary key, payload text); \
          insert into public.bulk select g, md5(g::text) || repeat('x', 200) from generate_series(1, 300000) g",
     );
-}
-
-fn output_of(child: Child) -> Run {
-    let out = child.wait_with_output().unwrap();
-    Run {
-        status: out.status,
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
 }
 
 #[test]

@@ -12,5 +12,6 @@ mod schema_snapshot;
 mod scrub;
 mod scrub_netbox;
 mod seed_dev;
+mod ssh;
 mod versions;
 mod workflows;

@@ -15,7 +15,7 @@ use crate::{
     context::Context,
     media,
     mode::{print_plan, Mode},
-    pg::url,
+    pg::{url, DbUrl},
     pipeline::{
         import::{Import, MediaForm},
         report::{media_plan, Timings},
@@ -24,7 +24,7 @@ use crate::{
         staged_media::{check_media_pair, finish_media, has_entries, stage_media_copy},
         swap::{ask_to_replace, lock, LoadGuard},
     },
-    term,
+    ssh, term,
 };
 
 /// Replicate production (database and media) into a dev environment, or through a bundle.
@@ -42,6 +42,10 @@ pub struct CloneProd {
     /// Import: load a bundle written by --out.
     #[arg(long, value_name = "DIR")]
     bundle: Option<PathBuf>,
+    /// Reach production over SSH: [user@]host, ssh://[user@]host[:port] or a ~/.ssh/config
+    /// alias; --source then names the database as seen from there [default: $NETPOINT_PROD_SSH].
+    #[arg(long, value_name = "DEST", conflicts_with = "bundle")]
+    source_ssh: Option<String>,
     /// Production media directory [default: $NETPOINT_PROD_MEDIA_ROOT].
     #[arg(long, value_name = "DIR", conflicts_with = "bundle")]
     source_media: Option<PathBuf>,
@@ -86,6 +90,10 @@ impl CloneProd {
             return import.run(&cx.sh, &cx.tools, mode);
         }
         let source_media = url::path_or_env(self.source_media.clone(), "NETPOINT_PROD_MEDIA_ROOT");
+        let remote = ssh::Remote::from_flag(self.source_ssh.clone())?;
+        if remote.is_some() && source_media.is_some() {
+            bail!("media over SSH are not supported yet: clone the database with --source-ssh and no --source-media, and copy the media as before");
+        }
         if self.media_only {
             let target_media = url::path_or_env(self.target_media.clone(), "NETPOINT_MEDIA_ROOT");
             return media_only(
@@ -100,6 +108,30 @@ impl CloneProd {
             "NETPOINT_PROD_DATABASE_URL",
             "--source",
         )?;
+        // A dry run too reads the source, through the same forward.
+        let mut tunnel = remote
+            .as_ref()
+            .map(|remote| ssh::Tunnel::open(remote, &source))
+            .transpose()?;
+        let source = match &tunnel {
+            Some(tunnel) => tunnel.url.clone(),
+            None => source,
+        };
+        let result = self.run_database(cx, &source, source_media.as_deref(), mode);
+        match &mut tunnel {
+            Some(tunnel) => result.map_err(|err| tunnel.explain_error(err)),
+            None => result,
+        }
+    }
+
+    fn run_database(
+        &self,
+        cx: &Context,
+        source: &DbUrl,
+        source_media: Option<&Path>,
+        mode: Mode,
+    ) -> anyhow::Result<()> {
+        let source = source.clone();
         let mut excluded: Vec<String> = if self.with_changelog {
             Vec::new()
         } else {
@@ -110,7 +142,7 @@ impl CloneProd {
             Some(out) => export::export(
                 cx,
                 &source,
-                source_media.as_deref(),
+                source_media,
                 &excluded,
                 &self.exclude_table_data,
                 &self.scrub,
@@ -124,7 +156,7 @@ impl CloneProd {
                     url::path_or_env(self.target_media.clone(), "NETPOINT_MEDIA_ROOT");
                 let direct = direct::Direct {
                     source: &source,
-                    source_media: source_media.as_deref(),
+                    source_media,
                     target: &target,
                     target_media: target_media.as_deref(),
                     excluded: &excluded,

@@ -17,6 +17,7 @@ mod media;
 mod pg;
 mod plain;
 mod process;
+mod ssh;
 mod term;
 
 use std::{io::IsTerminal, path::Path, process::ExitCode};

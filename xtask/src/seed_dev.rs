@@ -358,6 +358,7 @@ impl Refresh<'_> {
             source: bundle::SourceInfo {
                 host: None,
                 port: None,
+                ssh: None,
                 database: None,
                 server_version: None,
                 server_major: server.major,

@@ -175,8 +175,9 @@ pub fn export(
             humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
         ),
         source: bundle::SourceInfo {
-            host: Some(source.host.clone().unwrap_or_else(|| "localhost".into())),
-            port: Some(source.port),
+            host: Some(source.shown_host().unwrap_or("localhost").to_string()),
+            port: Some(source.shown_port()),
+            ssh: source.via.as_ref().map(|via| via.ssh.clone()),
             database: Some(source.database.clone()),
             server_version: Some(server.version.clone()),
             server_major: server.major,

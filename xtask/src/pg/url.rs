@@ -60,6 +60,17 @@ pub struct DbUrl {
     pub database: String,
     /// libpq parameters from the query string, as `(PGVAR, value)`.
     pub params: Vec<(String, String)>,
+    /// Set when the server is reached through an SSH forward: `host` and `port` are then the
+    /// forward's local end, and this is what the user wrote, for every message.
+    pub via: Option<Via>,
+}
+
+/// The server as seen from an SSH destination.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Via {
+    pub host: Option<String>,
+    pub port: u16,
+    pub ssh: String,
 }
 
 impl DbUrl {
@@ -127,6 +138,7 @@ impl DbUrl {
             port,
             database,
             params,
+            via: None,
         })
     }
 
@@ -148,18 +160,61 @@ impl DbUrl {
             }
             out.push('@');
         }
-        out.push_str(&self.host_port());
+        out.push_str(&self.plain_host_port());
         out.push('/');
         out.push_str(&self.database);
+        if let Some(via) = &self.via {
+            out.push_str(" via ssh ");
+            out.push_str(&via.ssh);
+        }
         out
     }
 
-    /// `host:port` for messages; a socket directory is shown as is.
+    /// `host:port` for messages; a socket directory is shown as is, and a server reached
+    /// over SSH as the user named it (`localhost:5432 via ssh prod`).
     pub fn host_port(&self) -> String {
-        match &self.host {
-            Some(host) if host.contains(':') => format!("[{host}]:{}", self.port),
-            Some(host) => format!("{host}:{}", self.port),
-            None => format!("localhost:{}", self.port),
+        match &self.via {
+            Some(via) => format!("{} via ssh {}", self.plain_host_port(), via.ssh),
+            None => self.plain_host_port(),
+        }
+    }
+
+    /// The host as the user wrote it (seen from the SSH destination, over SSH).
+    pub fn shown_host(&self) -> Option<&str> {
+        match &self.via {
+            Some(via) => via.host.as_deref(),
+            None => self.host.as_deref(),
+        }
+    }
+
+    pub fn shown_port(&self) -> u16 {
+        self.via.as_ref().map_or(self.port, |via| via.port)
+    }
+
+    /// `host:port` as the user wrote it, without the SSH destination.
+    fn plain_host_port(&self) -> String {
+        let (host, port) = match &self.via {
+            Some(via) => (&via.host, via.port),
+            None => (&self.host, self.port),
+        };
+        match host {
+            Some(host) if host.contains(':') => format!("[{host}]:{port}"),
+            Some(host) => format!("{host}:{port}"),
+            None => format!("localhost:{port}"),
+        }
+    }
+
+    /// The same database reached through a forward whose local end is the socket directory
+    /// `dir` (libpq's `.s.PGSQL.<port>` naming), shown as before and said to be `via` ssh.
+    pub fn through_forward(&self, dir: &str, ssh: &str) -> DbUrl {
+        DbUrl {
+            host: Some(dir.to_string()),
+            via: Some(Via {
+                host: self.host.clone(),
+                port: self.port,
+                ssh: ssh.to_string(),
+            }),
+            ..self.clone()
         }
     }
 
@@ -191,6 +246,9 @@ impl DbUrl {
     /// loopback, unspecified or local interface address, however the host is spelt
     /// (`LOCALHOST`, `localhost.`, `127.1`, `[::ffff:127.0.0.1]`, this machine's name).
     pub fn is_loopback(&self) -> bool {
+        if self.via.is_some() {
+            return false;
+        }
         match self.host.as_deref() {
             None => true,
             Some(host) if host.starts_with('/') || host.starts_with('@') => true,
@@ -207,7 +265,10 @@ impl DbUrl {
                 .as_deref()
                 .map(|h| h.trim_end_matches('.').to_ascii_lowercase())
         };
-        self.port == other.port
+        // Over SSH, another machine: only what the servers say can tell.
+        self.via.is_none()
+            && other.via.is_none()
+            && self.port == other.port
             && self.database == other.database
             && (host(self) == host(other) || (self.is_loopback() && other.is_loopback()))
     }

@@ -1,0 +1,489 @@
+//! Production reachable only over SSH: a container with OpenSSH's server and PostgreSQL on
+//! its own loopback (`netpoint-prod-ssh:15`, built by `scripts/test-prereqs.sh`), which
+//! publishes nothing but its SSH port.
+
+use std::{
+    fs,
+    os::unix::fs::PermissionsExt,
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    time::Duration,
+};
+
+use crate::harness::{marker, output_of, run, wait_for, workspace_root, xtask, Pg, SETUP_HINT};
+
+const IMAGE: &str = "netpoint-prod-ssh:15";
+const DEST: &str = "deploy@127.0.0.1";
+
+struct SshProd {
+    id: String,
+    port: u16,
+    password: String,
+    /// The key that may log in, and the known_hosts file its host key goes to.
+    keys: tempfile::TempDir,
+}
+
+impl SshProd {
+    fn start() -> SshProd {
+        let keys = tempfile::tempdir().unwrap();
+        let key = keys.path().join("id");
+        let made = Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+            .arg(&key)
+            .status()
+            .expect("running ssh-keygen");
+        assert!(made.success());
+        let public = fs::read_to_string(key.with_extension("pub")).unwrap();
+        let password = marker("sshpw");
+        let out = Command::new("docker")
+            .args(["run", "-d", "--label", "netpoint-tests=ssh"])
+            .args(["--env", "POSTGRES_PASSWORD", "--env", "SSH_AUTHORIZED_KEY"])
+            .args(["--publish", "127.0.0.1::22", IMAGE, "-c", "fsync=off"])
+            .env("POSTGRES_PASSWORD", &password)
+            .env("SSH_AUTHORIZED_KEY", public.trim())
+            .output()
+            .expect("running docker");
+        assert!(
+            out.status.success(),
+            "cannot start {IMAGE} ({}): {SETUP_HINT}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+        let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        let port = Command::new("docker")
+            .args(["port", &id, "22/tcp"])
+            .output()
+            .unwrap();
+        let port = String::from_utf8_lossy(&port.stdout)
+            .lines()
+            .next()
+            .and_then(|l| l.rsplit(':').next())
+            .and_then(|p| p.trim().parse().ok())
+            .expect("the container publishes 22");
+        let prod = SshProd {
+            id,
+            port,
+            password,
+            keys,
+        };
+        // The final server logs to stderr (the one that initialises, to stdout).
+        let ready = || {
+            Command::new("docker")
+                .args(["logs", &prod.id])
+                .output()
+                .is_ok_and(|out| {
+                    String::from_utf8_lossy(&out.stderr)
+                        .contains("database system is ready to accept connections")
+                })
+        };
+        wait_for("the SSH production up", Duration::from_secs(60), || {
+            ready()
+                && Command::new("sh")
+                    .arg("-c")
+                    .arg(format!("{} {DEST} true", prod.ssh_command()))
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status()
+                    .is_ok_and(|s| s.success())
+        });
+        prod
+    }
+
+    fn key(&self) -> PathBuf {
+        self.keys.path().join("id")
+    }
+
+    /// `NETPOINT_SSH_COMMAND` for this host: our key, a known_hosts file of the test's own.
+    fn ssh_command(&self) -> String {
+        format!(
+            "ssh -i {} -o IdentitiesOnly=yes -o BatchMode=yes -o UserKnownHostsFile={} -o StrictHostKeyChecking=accept-new -p {}",
+            self.key().display(),
+            self.keys.path().join("known_hosts").display(),
+            self.port
+        )
+    }
+
+    /// The database as seen from the SSH host.
+    fn url(&self, db: &str) -> String {
+        format!("postgres://postgres:{}@localhost:5432/{db}", self.password)
+    }
+
+    fn psql_try(&self, db: &str, sql: &str) -> Option<String> {
+        let out = Command::new("docker")
+            .args(["exec", "-i", &self.id, "psql", "-X", "-q", "-A", "-t"])
+            .args([
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-U",
+                "postgres",
+                "-d",
+                db,
+                "-c",
+                sql,
+            ])
+            .stdin(Stdio::null())
+            .output()
+            .ok()?;
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+    }
+
+    fn psql(&self, db: &str, sql: &str) -> String {
+        self.psql_try(db, sql)
+            .unwrap_or_else(|| panic!("psql on the SSH production failed: {sql}"))
+    }
+
+    fn psql_file(&self, db: &str, file: &Path) {
+        let out = Command::new("docker")
+            .args(["exec", "-i", &self.id, "psql", "-X", "-q"])
+            .args(["-v", "ON_ERROR_STOP=1", "-U", "postgres", "-d", db])
+            .stdin(fs::File::open(file).unwrap())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn load_prod(&self, db: &str) {
+        self.psql("postgres", &format!("create database {db}"));
+        self.psql_file(db, &workspace_root().join("fixtures/netpoint.sql"));
+        self.psql_file(db, &workspace_root().join("tests/it/sql/prod_extras.sql"));
+    }
+
+    /// Every table's rows, the changelog's left out (a clone leaves its data out).
+    fn rows(&self, db: &str) -> Vec<(String, i64)> {
+        parse_rows(&self.psql(db, ROW_COUNTS))
+    }
+}
+
+impl Drop for SshProd {
+    fn drop(&mut self) {
+        let _ = Command::new("docker")
+            .args(["rm", "-f", "-v", &self.id])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+const ROW_COUNTS: &str =
+    "select schemaname || '.' || tablename, (xpath('/row/c/text()', query_to_xml( \
+     format('select count(*) as c from %I.%I', schemaname, tablename), false, true, '')))[1]::text \
+     from pg_tables where schemaname not in ('pg_catalog', 'information_schema') \
+     and tablename <> 'extras_objectchange' order by 1";
+
+fn parse_rows(text: &str) -> Vec<(String, i64)> {
+    text.lines()
+        .map(|row| {
+            let (table, count) = row.rsplit_once('|').expect("table|count");
+            (table.to_string(), count.parse().unwrap())
+        })
+        .collect()
+}
+
+fn target_rows(pg: &Pg, db: &str) -> Vec<(String, i64)> {
+    parse_rows(&pg.psql(db, ROW_COUNTS))
+}
+
+/// `clone-prod` over SSH to `prod`, with `TMPDIR` pointing at `tmp` (where the forward's
+/// socket lives) and the source URL only in the environment.
+fn over_ssh(prod: &SshProd, ssh_command: &str, tmp: &Path, args: &[&str]) -> Command {
+    let mut full = vec!["clone-prod", "--source-ssh", DEST];
+    full.extend_from_slice(args);
+    let mut cmd = xtask(&full);
+    cmd.env("NETPOINT_SSH_COMMAND", ssh_command)
+        .env("NETPOINT_PROD_DATABASE_URL", prod.url("netpoint"))
+        .env("TMPDIR", tmp);
+    cmd
+}
+
+/// ssh processes still running with this production's key.
+fn ssh_left(prod: &SshProd) -> String {
+    let out = Command::new("pgrep")
+        .args(["-a", "-f"])
+        .arg(prod.key())
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn entries(dir: &Path) -> Vec<String> {
+    fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
+#[test]
+fn a_clone_over_ssh_reads_production_through_one_forward_and_leaves_nothing_behind() {
+    let prod = SshProd::start();
+    prod.load_prod("netpoint");
+    let dev = Pg::start(15);
+    let tmp = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    // A wrapper that records every ssh command line it is given.
+    let argv_log = work.path().join("ssh-argv.log");
+    let wrapper = work.path().join("ssh-wrapper");
+    fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nprintf '%s\\n' \"$*\" >> '{}'\nexec ssh \"$@\"\n",
+            argv_log.display()
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(&wrapper, fs::Permissions::from_mode(0o755)).unwrap();
+    let ssh_command = prod
+        .ssh_command()
+        .replacen("ssh", wrapper.to_str().unwrap(), 1);
+
+    let mut direct = over_ssh(&prod, &ssh_command, tmp.path(), &["-v", "--yes"]);
+    direct.env("NETPOINT_DATABASE_URL", dev.url("netpoint"));
+    let cloned = run(direct).ok();
+    assert!(
+        cloned
+            .stderr
+            .contains("postgres://postgres:***@localhost:5432/netpoint via ssh deploy@127.0.0.1"),
+        "{}",
+        cloned.stderr
+    );
+    assert_eq!(target_rows(&dev, "netpoint"), prod.rows("netpoint"));
+    assert!(
+        !cloned.output().contains(&prod.password),
+        "{}",
+        cloned.output()
+    );
+
+    let bundle = work.path().join("bundle");
+    run(over_ssh(
+        &prod,
+        &ssh_command,
+        tmp.path(),
+        &["--out", bundle.to_str().unwrap()],
+    ))
+    .ok();
+    let manifest: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(bundle.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["source"]["host"], "localhost");
+    assert_eq!(manifest["source"]["port"], 5432);
+    assert_eq!(manifest["source"]["ssh"], DEST);
+    // The bundle loads as any other.
+    run(xtask(&[
+        "clone-prod",
+        "--bundle",
+        bundle.to_str().unwrap(),
+        "--target",
+        &dev.url("imported"),
+    ]))
+    .ok();
+    assert_eq!(target_rows(&dev, "imported"), prod.rows("netpoint"));
+
+    // One ssh per run, each a forward to a socket; no password in any argv.
+    let argv = fs::read_to_string(&argv_log).unwrap();
+    assert_eq!(argv.lines().count(), 2, "{argv}");
+    for line in argv.lines() {
+        assert!(
+            line.contains(" -N ") && line.contains("/.s.PGSQL.5432:localhost:5432"),
+            "{line}"
+        );
+        assert!(line.ends_with(&format!("-- {DEST}")), "{line}");
+    }
+    assert!(!argv.contains(&prod.password), "{argv}");
+    assert_eq!(ssh_left(&prod), "");
+    assert!(entries(tmp.path()).is_empty(), "{:?}", entries(tmp.path()));
+}
+
+#[test]
+fn ssh_failures_are_one_line_and_leave_the_target_alone() {
+    let prod = SshProd::start();
+    prod.load_prod("netpoint");
+    let dev = Pg::start(15);
+    dev.create_db("netpoint");
+    dev.psql(
+        "netpoint",
+        "create table kept (id int); insert into kept values (1)",
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let other = tempfile::tempdir().unwrap();
+    let other_key = other.path().join("id");
+    assert!(Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&other_key)
+        .status()
+        .unwrap()
+        .success());
+    let base = prod.ssh_command();
+    let cases = [
+        (
+            "a key the host refuses",
+            base.replace(prod.key().to_str().unwrap(), other_key.to_str().unwrap()),
+            DEST.to_string(),
+            "refused the login",
+        ),
+        (
+            "an unknown host key",
+            base.replace(
+                "StrictHostKeyChecking=accept-new",
+                "StrictHostKeyChecking=yes",
+            )
+            .replace(
+                prod.keys.path().join("known_hosts").to_str().unwrap(),
+                other.path().join("empty_known_hosts").to_str().unwrap(),
+            ),
+            DEST.to_string(),
+            "host key of deploy@127.0.0.1 is not known",
+        ),
+        (
+            "nothing listening",
+            format!("ssh -o BatchMode=yes -p {}", free_port()),
+            DEST.to_string(),
+            "cannot reach deploy@127.0.0.1 (connection refused)",
+        ),
+        (
+            "a destination that is an option",
+            base.clone(),
+            "-oProxyCommand=touch /tmp/owned".to_string(),
+            "starts with `-`",
+        ),
+        (
+            "no such program",
+            "/nonexistent/ssh".to_string(),
+            DEST.to_string(),
+            "cannot start `/nonexistent/ssh`",
+        ),
+        (
+            "a command line that does not parse",
+            "ssh -o 'unclosed".to_string(),
+            DEST.to_string(),
+            "NETPOINT_SSH_COMMAND is not a command line",
+        ),
+    ];
+    for (what, command, dest, says) in cases {
+        let mut cmd = xtask(&["clone-prod", &format!("--source-ssh={dest}"), "--yes"]);
+        cmd.env("NETPOINT_SSH_COMMAND", &command)
+            .env("NETPOINT_PROD_DATABASE_URL", prod.url("netpoint"))
+            .env("NETPOINT_DATABASE_URL", dev.url("netpoint"))
+            .env("TMPDIR", tmp.path());
+        let failed = run(cmd).fails_with(says);
+        assert!(
+            !failed.output().contains(&prod.password),
+            "{what}: {}",
+            failed.output()
+        );
+        assert_eq!(
+            dev.psql("netpoint", "select count(*) from kept"),
+            "1",
+            "{what}"
+        );
+        assert!(
+            entries(tmp.path()).is_empty(),
+            "{what}: {:?}",
+            entries(tmp.path())
+        );
+    }
+    assert!(!Path::new("/tmp/owned").exists());
+    // A database the SSH host does not have: PostgreSQL's error, named with the SSH route.
+    let mut missing = over_ssh(&prod, &base, tmp.path(), &["--yes"]);
+    missing
+        .env("NETPOINT_PROD_DATABASE_URL", prod.url("nosuchdb"))
+        .env("NETPOINT_DATABASE_URL", dev.url("netpoint"));
+    run(missing).fails_with(
+        "database `nosuchdb` does not exist at localhost:5432 via ssh deploy@127.0.0.1",
+    );
+    assert_eq!(ssh_left(&prod), "");
+}
+
+#[test]
+fn a_tunnel_that_drops_or_a_signal_mid_clone_leaves_no_ssh_socket_or_temporary_database() {
+    let prod = SshProd::start();
+    prod.load_prod("netpoint");
+    // Enough rows that the load is still running when the test acts.
+    prod.psql(
+        "netpoint",
+        "create table public.bulk (id bigint primary key, payload text); \
+         insert into public.bulk select g, md5(g::text) || repeat('x', 200) from generate_series(1, 300000) g",
+    );
+    let dev = Pg::start(15);
+    dev.create_db("netpoint");
+    dev.psql(
+        "netpoint",
+        "create table kept (id int); insert into kept values (1)",
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let loading = || {
+        dev.databases()
+            .iter()
+            .any(|d| d.starts_with("netpoint__npload_"))
+    };
+    for what in ["the tunnel drops", "SIGINT"] {
+        let mut cmd = over_ssh(&prod, &prod.ssh_command(), tmp.path(), &["--yes"]);
+        cmd.env("NETPOINT_DATABASE_URL", dev.url("netpoint"))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let child = cmd.spawn().unwrap();
+        wait_for(what, Duration::from_secs(60), loading);
+        match what {
+            "SIGINT" => {
+                // SAFETY: kill only signals our own child.
+                unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
+            }
+            _ => {
+                let killed = Command::new("pkill")
+                    .arg("-f")
+                    .arg(prod.key())
+                    .status()
+                    .unwrap();
+                assert!(killed.success(), "{what}: no ssh to kill");
+            }
+        }
+        let ended = output_of(child);
+        match what {
+            "SIGINT" => assert_eq!(ended.status.code(), Some(130), "{}", ended.output()),
+            _ => {
+                assert_eq!(ended.status.code(), Some(1), "{}", ended.output());
+                assert!(
+                    ended
+                        .stderr
+                        .contains("the SSH connection to deploy@127.0.0.1 dropped during the run"),
+                    "{}",
+                    ended.stderr
+                );
+            }
+        }
+        let errors = ended
+            .stderr
+            .lines()
+            .filter(|l| l.starts_with("error:"))
+            .count();
+        assert_eq!(errors, 1, "{what}: {}", ended.stderr);
+        assert_eq!(
+            dev.psql("netpoint", "select count(*) from kept"),
+            "1",
+            "{what}"
+        );
+        let temp: Vec<String> = dev
+            .databases()
+            .into_iter()
+            .filter(|d| d.contains("__np"))
+            .collect();
+        assert!(temp.is_empty(), "{what}: {temp:?}");
+        assert_eq!(ssh_left(&prod), "", "{what}");
+        assert!(
+            entries(tmp.path()).is_empty(),
+            "{what}: {:?}",
+            entries(tmp.path())
+        );
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind(("127.0.0.1", 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}

@@ -1,0 +1,378 @@
+//! Production reached over SSH: one `ssh` connection per run, which forwards the database
+//! to a Unix socket of ours, so that every `pg_dump` and `psql` of the run goes through it.
+//!
+//! The destination and options are the user's (`~/.ssh/config` aliases, `ProxyJump`,
+//! agents and host-key checking work as they set them up); `NETPOINT_SSH_COMMAND` adds a
+//! program and options as git's `GIT_SSH_COMMAND` does. No password ever goes into ssh's
+//! argv: the database's travels in the tools' environment, through the forward.
+
+use std::{
+    path::Path,
+    process::{Child, Command, Stdio},
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context as _};
+
+use crate::{
+    pg::{url, DbUrl},
+    process, term,
+};
+
+/// An SSH destination and the command that reaches it.
+#[derive(Clone, Debug)]
+pub struct Remote {
+    /// As the user gave it: `[user@]host`, `ssh://[user@]host[:port]` or a config alias.
+    pub dest: String,
+    /// The ssh program and its extra options (`NETPOINT_SSH_COMMAND`, default `ssh`).
+    program: Vec<String>,
+}
+
+impl Remote {
+    /// From `--source-ssh`, else `NETPOINT_PROD_SSH`; `None` when neither is set.
+    pub fn from_flag(flag: Option<String>) -> anyhow::Result<Option<Remote>> {
+        let dest = match flag {
+            Some(dest) => dest,
+            None => match url::from_env("NETPOINT_PROD_SSH") {
+                Some(dest) => dest.to_string_lossy().into_owned(),
+                None => return Ok(None),
+            },
+        };
+        let program = match url::from_env("NETPOINT_SSH_COMMAND") {
+            Some(text) => {
+                let text = text.to_string_lossy();
+                let words = shell_words::split(&text).map_err(|err| {
+                    anyhow::anyhow!("NETPOINT_SSH_COMMAND is not a command line ({err}): quote it as a shell would, for example `ssh -i ~/.ssh/prod_ro`")
+                })?;
+                if words.is_empty() {
+                    bail!("NETPOINT_SSH_COMMAND names no program: set it to `ssh` and its options, or unset it");
+                }
+                words
+            }
+            None => vec!["ssh".to_string()],
+        };
+        Remote::new(&dest, program).map(Some)
+    }
+
+    pub fn new(dest: &str, program: Vec<String>) -> anyhow::Result<Remote> {
+        check_destination(dest)?;
+        Ok(Remote {
+            dest: dest.to_string(),
+            program,
+        })
+    }
+
+    /// `ssh [options] <ours> -- DEST`, then the caller's remote command, if any.
+    fn command(&self, ours: &[&str]) -> Command {
+        let mut command = Command::new(&self.program[0]);
+        command
+            .args(&self.program[1..])
+            // Fail rather than hang when the link dies; reported as the tunnel dropping.
+            .args([
+                "-o",
+                "ServerAliveInterval=15",
+                "-o",
+                "ServerAliveCountMax=4",
+            ])
+            .args(ours)
+            .arg("--")
+            .arg(&self.dest);
+        command
+    }
+}
+
+/// Refuses what ssh would read as an option, and what no destination contains.
+fn check_destination(dest: &str) -> anyhow::Result<()> {
+    let fix = "pass a destination as ssh takes it: [user@]host, ssh://[user@]host[:port] or an alias from ~/.ssh/config";
+    if dest.trim().is_empty() {
+        bail!("the SSH destination is empty: {fix}");
+    }
+    if dest.starts_with('-') {
+        bail!("SSH destination `{dest}` starts with `-`, which ssh would read as an option: {fix}");
+    }
+    if dest.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        bail!("SSH destination {dest:?} contains a space or control character: {fix}");
+    }
+    if let Some(rest) = dest.strip_prefix("ssh://") {
+        let userinfo = rest.split('@').next().filter(|_| rest.contains('@'));
+        if userinfo.is_some_and(|user| user.contains(':')) {
+            bail!("SSH destination has a password in it: remove it (use a key or an agent); ssh never takes one there");
+        }
+    }
+    Ok(())
+}
+
+/// An open forward of a database to a socket of ours; closed (ssh ended, socket and its
+/// directory removed) when dropped, on every way out of the run.
+pub struct Tunnel {
+    child: Child,
+    /// The socket's directory, removed with the tunnel.
+    _dir: tempfile::TempDir,
+    stderr: Option<thread::JoinHandle<String>>,
+    remote: Remote,
+    /// The source, reached through the forward.
+    pub url: DbUrl,
+}
+
+/// How long ssh may take to connect and open the forward when nobody is asked anything.
+const OPEN_TIMEOUT: Duration = Duration::from_secs(60);
+
+impl Tunnel {
+    /// Connects to `remote` and forwards the server `source` names there (`localhost` when
+    /// it names none, or a socket directory on that machine).
+    pub fn open(remote: &Remote, source: &DbUrl) -> anyhow::Result<Tunnel> {
+        let dir = tempfile::Builder::new()
+            .prefix("netpoint-ssh-")
+            .tempdir()
+            .context("creating a directory for the SSH forward's socket")?;
+        let socket = dir.path().join(format!(".s.PGSQL.{}", source.port));
+        let far = match source.host.as_deref() {
+            Some(host) if host.starts_with('/') => format!("{host}/.s.PGSQL.{}", source.port),
+            Some(host) if host.contains(':') => format!("[{host}]:{}", source.port),
+            Some(host) => format!("{host}:{}", source.port),
+            None => format!("localhost:{}", source.port),
+        };
+        let forward = format!("{}:{far}", socket.display());
+        let mut command = remote.command(&[
+            "-N",
+            "-T",
+            "-o",
+            "ExitOnForwardFailure=yes",
+            "-o",
+            "ControlMaster=no",
+            "-o",
+            "ControlPath=none",
+            "-L",
+            &forward,
+        ]);
+        // A host-key question or a key's passphrase goes to the terminal (ssh opens
+        // /dev/tty itself); stdin is not ssh's to read.
+        command
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        if term::verbose() {
+            term::detail(format!("{command:?}"));
+        }
+        let mut child = process::spawn(&mut command).map_err(|err| {
+            anyhow::anyhow!(
+                "cannot start `{}` for SSH to {} ({err}): install OpenSSH's client, or set NETPOINT_SSH_COMMAND",
+                remote.program[0],
+                remote.dest
+            )
+        })?;
+        let stderr = Some(process::collect_stderr(child.stderr.take().unwrap()));
+        let url = source.through_forward(&dir.path().to_string_lossy(), &remote.dest);
+        let mut tunnel = Tunnel {
+            child,
+            _dir: dir,
+            stderr,
+            remote: remote.clone(),
+            url,
+        };
+        tunnel.wait_until_open(&socket)?;
+        Ok(tunnel)
+    }
+
+    fn wait_until_open(&mut self, socket: &Path) -> anyhow::Result<()> {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                let said = self.stderr.take().map(|h| h.join().unwrap_or_default());
+                bail!(explain(
+                    &self.remote.dest,
+                    &said.unwrap_or_default(),
+                    Some(status.code())
+                ));
+            }
+            if is_socket(socket) {
+                return Ok(());
+            }
+            process::check_interrupted()?;
+            if start.elapsed() > OPEN_TIMEOUT && !may_ask_user() {
+                bail!(
+                    "ssh to {} did not open the forward within {} s: check that `ssh {}` logs in without questions",
+                    self.remote.dest,
+                    OPEN_TIMEOUT.as_secs(),
+                    self.remote.dest
+                );
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Whether ssh still runs: when it does not, a failed step failed because the tunnel
+    /// dropped.
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// `err`, said to be the tunnel's doing when the tunnel is gone.
+    pub fn explain_error(&mut self, err: anyhow::Error) -> anyhow::Error {
+        if self.alive() || process::interrupted() {
+            return err;
+        }
+        let said = self
+            .stderr
+            .take()
+            .map(|h| h.join().unwrap_or_default())
+            .unwrap_or_default();
+        let last = said
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("");
+        let why = match last {
+            "" => String::new(),
+            last => format!(" ({})", last.trim()),
+        };
+        err.context(format!(
+            "the SSH connection to {} dropped during the run{why}: check the network and run again; the target was not changed",
+            self.remote.dest,
+        ))
+    }
+}
+
+impl Drop for Tunnel {
+    fn drop(&mut self) {
+        // SAFETY: kill has no memory effects; the child is ours and not yet reaped.
+        if matches!(self.child.try_wait(), Ok(None)) {
+            unsafe {
+                libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM);
+            }
+        }
+        let _ = self.child.wait();
+        if let Some(stderr) = self.stderr.take() {
+            let _ = stderr.join();
+        }
+    }
+}
+
+/// With a terminal, ssh may be waiting on the user (a host key, a passphrase).
+fn may_ask_user() -> bool {
+    use std::io::IsTerminal;
+    std::fs::File::open("/dev/tty").is_ok_and(|tty| tty.is_terminal())
+}
+
+fn is_socket(path: &Path) -> bool {
+    use std::os::unix::fs::FileTypeExt;
+    std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket())
+}
+
+/// One line for what ssh said when it ended before the forward was open.
+pub fn explain(dest: &str, stderr: &str, code: Option<Option<i32>>) -> String {
+    let has = |needle: &str| stderr.contains(needle);
+    if has("Host key verification failed") || has("REMOTE HOST IDENTIFICATION HAS CHANGED") {
+        return format!("ssh: the host key of {dest} is not known or has changed: run `ssh {dest}` once to check and accept it (or fix ~/.ssh/known_hosts), then run again");
+    }
+    if has("Permission denied") {
+        return format!("ssh: {dest} refused the login: check the user and that your key is offered (ssh-add, IdentityFile in ~/.ssh/config or NETPOINT_SSH_COMMAND)");
+    }
+    if has("Could not resolve hostname") {
+        return format!(
+            "ssh: cannot resolve the host of {dest}: check the name or its alias in ~/.ssh/config"
+        );
+    }
+    if has("Connection refused")
+        || has("Connection timed out")
+        || has("No route to host")
+        || has("Network is unreachable")
+        || has("Operation timed out")
+    {
+        let why = [
+            "Connection refused",
+            "Connection timed out",
+            "No route to host",
+            "Network is unreachable",
+            "Operation timed out",
+        ]
+        .into_iter()
+        .find(|w| has(w))
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+        return format!(
+            "ssh: cannot reach {dest} ({why}): check the host, port and network (VPN?), then run again"
+        );
+    }
+    if has("forwarding failed") || has("cannot listen") || has("open failed") {
+        return format!("ssh: {dest} would not forward the database: allow TCP forwarding for this user on that host (AllowTcpForwarding), then run again");
+    }
+    let last = stderr
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("no message");
+    let code = match code.flatten() {
+        Some(code) => format!("exit {code}"),
+        None => "killed".to_string(),
+    };
+    format!(
+        "ssh to {dest} failed ({code}): {}; check that `ssh {dest}` works, then run again",
+        last.trim()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn destinations_that_ssh_would_misread_are_refused() {
+        for good in [
+            "prod",
+            "deploy@netpoint.example.com",
+            "ssh://deploy@10.0.0.5:2222",
+            "[::1]",
+        ] {
+            assert!(Remote::new(good, vec!["ssh".into()]).is_ok(), "{good}");
+        }
+        for (bad, says) in [
+            ("-oProxyCommand=touch /tmp/x", "starts with `-`"),
+            ("", "empty"),
+            ("prod host", "space or control"),
+            ("prod\n-v", "space or control"),
+            ("ssh://deploy:hunter2@prod", "password"),
+        ] {
+            let err = Remote::new(bad, vec!["ssh".into()])
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(says), "{bad:?}: {err}");
+            assert!(!err.contains("hunter2"), "{err}");
+        }
+    }
+
+    #[test]
+    fn ssh_failures_become_one_line_that_says_what_to_do() {
+        for (stderr, says) in [
+            (
+                "Host key verification failed.\r\n",
+                "host key of prod is not known",
+            ),
+            (
+                "deploy@prod: Permission denied (publickey).\r\n",
+                "refused the login",
+            ),
+            (
+                "ssh: Could not resolve hostname prod: Name or service not known\r\n",
+                "cannot resolve",
+            ),
+            (
+                "ssh: connect to host prod port 22: Connection refused\r\n",
+                "cannot reach prod (connection refused)",
+            ),
+            (
+                "Warning: remote port forwarding failed for listen port\n",
+                "would not forward",
+            ),
+            (
+                "kex_exchange_identification: read: Connection reset by peer\n",
+                "ssh to prod failed (exit 255): kex_exchange_identification",
+            ),
+        ] {
+            let line = explain("prod", stderr, Some(Some(255)));
+            assert!(line.contains(says), "{stderr:?}: {line}");
+            assert!(!line.contains('\n'), "{line}");
+        }
+    }
+}
