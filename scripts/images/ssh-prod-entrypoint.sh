@@ -9,6 +9,9 @@
 #         SSH_USER            login account (default: deploy)
 #         everything the postgres entrypoint takes (POSTGRES_PASSWORD, ...)
 #   args  as the postgres entrypoint's (testcontainers passes `-c fsync=off`)
+#
+# Run it with `docker run --init`: sshd's sessions leave orphans that PID 1 reaps,
+# and a postmaster as PID 1 takes a reaped stranger for a crashed backend.
 set -Eeuo pipefail
 
 user=${SSH_USER:-deploy}

@@ -10,9 +10,13 @@ use std::{
     time::Duration,
 };
 
-use crate::harness::{marker, output_of, run, wait_for, workspace_root, xtask, Pg, SETUP_HINT};
+use crate::harness::{
+    fixtures, marker, output_of, run, tree, wait_for, workspace_root, xtask, Pg, SETUP_HINT,
+};
 
 const IMAGE: &str = "netpoint-prod-ssh:15";
+/// The media directory on the SSH host.
+const MEDIA: &str = "/srv/netpoint/media";
 const DEST: &str = "deploy@127.0.0.1";
 
 struct SshProd {
@@ -27,16 +31,13 @@ impl SshProd {
     fn start() -> SshProd {
         let keys = tempfile::tempdir().unwrap();
         let key = keys.path().join("id");
-        let made = Command::new("ssh-keygen")
-            .args(["-q", "-t", "ed25519", "-N", "", "-f"])
-            .arg(&key)
-            .status()
-            .expect("running ssh-keygen");
-        assert!(made.success());
+        keygen(&key);
         let public = fs::read_to_string(key.with_extension("pub")).unwrap();
         let password = marker("sshpw");
         let out = Command::new("docker")
-            .args(["run", "-d", "--label", "netpoint-tests=ssh"])
+            // `--init`: an init reaps what sshd's sessions leave behind; the postmaster as
+            // PID 1 would take such an orphan's exit for a crashed backend and restart.
+            .args(["run", "-d", "--init", "--label", "netpoint-tests=ssh"])
             .args(["--env", "POSTGRES_PASSWORD", "--env", "SSH_AUTHORIZED_KEY"])
             .args(["--publish", "127.0.0.1::22", IMAGE, "-c", "fsync=off"])
             .env("POSTGRES_PASSWORD", &password)
@@ -124,14 +125,20 @@ impl SshProd {
             .stdin(Stdio::null())
             .output()
             .ok()?;
+        if !out.status.success() {
+            eprintln!("psql: {}", String::from_utf8_lossy(&out.stderr).trim());
+        }
         out.status
             .success()
             .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
     }
 
     fn psql(&self, db: &str, sql: &str) -> String {
-        self.psql_try(db, sql)
-            .unwrap_or_else(|| panic!("psql on the SSH production failed: {sql}"))
+        self.psql_try(db, sql).unwrap_or_else(|| {
+            let logs = Command::new("docker").args(["logs", &self.id]).output();
+            let logs = logs.map(|o| String::from_utf8_lossy(&o.stderr).into_owned());
+            panic!("psql on the SSH production failed: {sql}\n{logs:?}")
+        })
     }
 
     fn psql_file(&self, db: &str, file: &Path) {
@@ -152,6 +159,42 @@ impl SshProd {
         self.psql("postgres", &format!("create database {db}"));
         self.psql_file(db, &workspace_root().join("fixtures/netpoint.sql"));
         self.psql_file(db, &workspace_root().join("tests/it/sql/prod_extras.sql"));
+    }
+
+    /// The fixture media at `MEDIA` on the host, owned by the login account, with a link
+    /// inside the tree and a file whose name needs quoting.
+    fn put_media(&self) {
+        let copied = Command::new("docker")
+            .args(["cp", &format!("{}/.", fixtures().join("media").display())])
+            .arg(format!("{}:{MEDIA}/", self.id))
+            .status()
+            .unwrap();
+        assert!(copied.success());
+        self.root(&format!(
+            "ln -sfn devicetype-images {MEDIA}/images && printf 'x' > \"{MEDIA}/it's a file\" && chown -R deploy {MEDIA}"
+        ));
+    }
+
+    /// A shell command as root on the host.
+    fn root(&self, script: &str) {
+        let ran = Command::new("docker")
+            .args(["exec", &self.id, "sh", "-c", script])
+            .status()
+            .unwrap();
+        assert!(ran.success(), "{script}");
+    }
+
+    /// SHA-256 of every regular file under `MEDIA`, as `sha256sum` on the host prints them.
+    fn media_sums(&self) -> Vec<(String, String)> {
+        let out = Command::new("docker")
+            .args(["exec", &self.id, "sh", "-c"])
+            .arg(format!(
+                "cd {MEDIA} && find . -type f -exec sha256sum {{}} +"
+            ))
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        sums(&String::from_utf8_lossy(&out.stdout))
     }
 
     /// Every table's rows, the changelog's left out (a clone leaves its data out).
@@ -183,6 +226,30 @@ fn parse_rows(text: &str) -> Vec<(String, i64)> {
             (table.to_string(), count.parse().unwrap())
         })
         .collect()
+}
+
+/// `sha256sum` lines as sorted (path, digest) pairs, `./` dropped.
+fn sums(text: &str) -> Vec<(String, String)> {
+    let mut list: Vec<(String, String)> = text
+        .lines()
+        .map(|line| {
+            let (sum, name) = line.split_once("  ").expect("sha256sum line");
+            (name.trim_start_matches("./").to_string(), sum.to_string())
+        })
+        .collect();
+    list.sort();
+    list
+}
+
+/// The same for a local tree.
+fn local_sums(root: &Path) -> Vec<(String, String)> {
+    use sha2::Digest;
+    let mut list: Vec<(String, String)> = tree(root)
+        .into_iter()
+        .map(|(name, bytes)| (name, format!("{:x}", sha2::Sha256::digest(&bytes))))
+        .collect();
+    list.sort();
+    list
 }
 
 fn target_rows(pg: &Pg, db: &str) -> Vec<(String, i64)> {
@@ -222,9 +289,13 @@ fn entries(dir: &Path) -> Vec<String> {
 fn a_clone_over_ssh_reads_production_through_one_forward_and_leaves_nothing_behind() {
     let prod = SshProd::start();
     prod.load_prod("netpoint");
+    prod.put_media();
+    let remote_sums = prod.media_sums();
+    assert!(remote_sums.len() > 10, "{remote_sums:?}");
     let dev = Pg::start(15);
     let tmp = tempfile::tempdir().unwrap();
     let work = tempfile::tempdir().unwrap();
+    let media = work.path().join("media");
     // A wrapper that records every ssh command line it is given.
     let argv_log = work.path().join("ssh-argv.log");
     let wrapper = work.path().join("ssh-wrapper");
@@ -241,7 +312,19 @@ fn a_clone_over_ssh_reads_production_through_one_forward_and_leaves_nothing_behi
         .ssh_command()
         .replacen("ssh", wrapper.to_str().unwrap(), 1);
 
-    let mut direct = over_ssh(&prod, &ssh_command, tmp.path(), &["-v", "--yes"]);
+    let mut direct = over_ssh(
+        &prod,
+        &ssh_command,
+        tmp.path(),
+        &[
+            "-v",
+            "--yes",
+            "--source-media",
+            MEDIA,
+            "--target-media",
+            media.to_str().unwrap(),
+        ],
+    );
     direct.env("NETPOINT_DATABASE_URL", dev.url("netpoint"));
     let cloned = run(direct).ok();
     assert!(
@@ -252,6 +335,11 @@ fn a_clone_over_ssh_reads_production_through_one_forward_and_leaves_nothing_behi
         cloned.stderr
     );
     assert_eq!(target_rows(&dev, "netpoint"), prod.rows("netpoint"));
+    assert_eq!(local_sums(&media), remote_sums);
+    assert_eq!(
+        fs::read_link(media.join("images")).unwrap(),
+        Path::new("devicetype-images")
+    );
     assert!(
         !cloned.output().contains(&prod.password),
         "{}",
@@ -263,34 +351,72 @@ fn a_clone_over_ssh_reads_production_through_one_forward_and_leaves_nothing_behi
         &prod,
         &ssh_command,
         tmp.path(),
-        &["--out", bundle.to_str().unwrap()],
+        &["--out", bundle.to_str().unwrap(), "--source-media", MEDIA],
     ))
     .ok();
+    assert!(
+        entries(work.path())
+            .iter()
+            .all(|e| !e.starts_with(".netpoint-media-fetch")),
+        "{:?}",
+        entries(work.path())
+    );
     let manifest: serde_json::Value =
         serde_json::from_str(&fs::read_to_string(bundle.join("manifest.json")).unwrap()).unwrap();
     assert_eq!(manifest["source"]["host"], "localhost");
     assert_eq!(manifest["source"]["port"], 5432);
     assert_eq!(manifest["source"]["ssh"], DEST);
     // The bundle loads as any other.
+    let imported_media = work.path().join("imported-media");
     run(xtask(&[
         "clone-prod",
         "--bundle",
         bundle.to_str().unwrap(),
         "--target",
         &dev.url("imported"),
+        "--target-media",
+        imported_media.to_str().unwrap(),
     ]))
     .ok();
     assert_eq!(target_rows(&dev, "imported"), prod.rows("netpoint"));
+    assert_eq!(local_sums(&imported_media), remote_sums);
 
-    // One ssh per run, each a forward to a socket; no password in any argv.
+    // The media alone, over a changed remote tree: the copy follows it.
+    prod.root(&format!("rm \"{MEDIA}/it's a file\" && echo new > {MEDIA}/added.txt && chown deploy {MEDIA}/added.txt"));
+    let remote_sums = prod.media_sums();
+    run(over_ssh(
+        &prod,
+        &ssh_command,
+        tmp.path(),
+        &[
+            "--media-only",
+            "--yes",
+            "--source-media",
+            MEDIA,
+            "--target-media",
+            media.to_str().unwrap(),
+        ],
+    ))
+    .ok();
+    assert_eq!(local_sums(&media), remote_sums);
+    assert!(!media.join("it's a file").exists());
+
+    // One connection per run (a master; the database forwarded when there is one), the
+    // media's commands through it; no password in any argv.
     let argv = fs::read_to_string(&argv_log).unwrap();
-    assert_eq!(argv.lines().count(), 2, "{argv}");
-    for line in argv.lines() {
+    let masters: Vec<&str> = argv.lines().filter(|l| l.contains(" -M ")).collect();
+    assert_eq!(masters.len(), 3, "{argv}");
+    for line in &masters[..2] {
+        assert!(line.contains("/.s.PGSQL.5432:localhost:5432"), "{line}");
+        assert!(line.ends_with(&format!("-- {DEST}")), "{line}");
+    }
+    assert!(!masters[2].contains("-L"), "{}", masters[2]);
+    for line in argv.lines().filter(|l| !l.contains(" -M ")) {
         assert!(
-            line.contains(" -N ") && line.contains("/.s.PGSQL.5432:localhost:5432"),
+            line.contains("ControlMaster=no")
+                && line.contains(&format!("-- {DEST} cd -- '{MEDIA}' && ")),
             "{line}"
         );
-        assert!(line.ends_with(&format!("-- {DEST}")), "{line}");
     }
     assert!(!argv.contains(&prod.password), "{argv}");
     assert_eq!(ssh_left(&prod), "");
@@ -301,21 +427,11 @@ fn a_clone_over_ssh_reads_production_through_one_forward_and_leaves_nothing_behi
 fn ssh_failures_are_one_line_and_leave_the_target_alone() {
     let prod = SshProd::start();
     prod.load_prod("netpoint");
-    let dev = Pg::start(15);
-    dev.create_db("netpoint");
-    dev.psql(
-        "netpoint",
-        "create table kept (id int); insert into kept values (1)",
-    );
+    let dev = dev_with_a_kept_table();
     let tmp = tempfile::tempdir().unwrap();
     let other = tempfile::tempdir().unwrap();
     let other_key = other.path().join("id");
-    assert!(Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
-        .arg(&other_key)
-        .status()
-        .unwrap()
-        .success());
+    keygen(&other_key);
     let base = prod.ssh_command();
     let cases = [
         (
@@ -394,6 +510,32 @@ fn ssh_failures_are_one_line_and_leave_the_target_alone() {
     run(missing).fails_with(
         "database `nosuchdb` does not exist at localhost:5432 via ssh deploy@127.0.0.1",
     );
+
+    // Media: a directory the host does not have, and a file the login may not read.
+    let media = tmp.path().join("../ssh-failures-media");
+    let media_only = |dir: &str| {
+        over_ssh(
+            &prod,
+            &base,
+            tmp.path(),
+            &[
+                "--media-only",
+                "--yes",
+                "--source-media",
+                dir,
+                "--target-media",
+                media.to_str().unwrap(),
+            ],
+        )
+    };
+    run(media_only("/srv/nope")).fails_with("no media directory /srv/nope on deploy@127.0.0.1");
+    prod.put_media();
+    prod.root(&format!(
+        "echo secret > {MEDIA}/locked && chmod 000 {MEDIA}/locked && chown root {MEDIA}/locked"
+    ));
+    run(media_only(MEDIA))
+        .fails_with("of the media at deploy@127.0.0.1:/srv/netpoint/media failed on that host");
+    assert!(!media.exists());
     assert_eq!(ssh_left(&prod), "");
 }
 
@@ -407,12 +549,7 @@ fn a_tunnel_that_drops_or_a_signal_mid_clone_leaves_no_ssh_socket_or_temporary_d
         "create table public.bulk (id bigint primary key, payload text); \
          insert into public.bulk select g, md5(g::text) || repeat('x', 200) from generate_series(1, 300000) g",
     );
-    let dev = Pg::start(15);
-    dev.create_db("netpoint");
-    dev.psql(
-        "netpoint",
-        "create table kept (id int); insert into kept values (1)",
-    );
+    let dev = dev_with_a_kept_table();
     let tmp = tempfile::tempdir().unwrap();
     let loading = || {
         dev.databases()
@@ -424,8 +561,15 @@ fn a_tunnel_that_drops_or_a_signal_mid_clone_leaves_no_ssh_socket_or_temporary_d
         cmd.env("NETPOINT_DATABASE_URL", dev.url("netpoint"))
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        let child = cmd.spawn().unwrap();
-        wait_for(what, Duration::from_secs(60), loading);
+        let mut child = cmd.spawn().unwrap();
+        wait_for(what, Duration::from_secs(60), || {
+            if let Ok(Some(status)) = child.try_wait() {
+                let mut said = String::new();
+                let _ = std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut said);
+                panic!("{what}: the clone ended ({status}) before it loaded: {said}");
+            }
+            loading()
+        });
         match what {
             "SIGINT" => {
                 // SAFETY: kill only signals our own child.
@@ -486,4 +630,25 @@ fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
+}
+
+/// A new key pair without a passphrase: `key` and `key.pub`.
+fn keygen(key: &Path) {
+    let made = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(key)
+        .status()
+        .expect("running ssh-keygen");
+    assert!(made.success());
+}
+
+/// A dev server whose `netpoint` holds a table a failed clone must leave in place.
+fn dev_with_a_kept_table() -> Pg {
+    let dev = Pg::start(15);
+    dev.create_db("netpoint");
+    dev.psql(
+        "netpoint",
+        "create table kept (id int); insert into kept values (1)",
+    );
+    dev
 }

@@ -9,11 +9,11 @@ mod export;
 
 use std::path::{Path, PathBuf};
 
-use anyhow::bail;
+use anyhow::{bail, Context as _};
 
 use crate::{
+    atomic_file,
     context::Context,
-    media,
     mode::{print_plan, Mode},
     pg::{url, DbUrl},
     pipeline::{
@@ -21,7 +21,7 @@ use crate::{
         report::{media_plan, Timings},
         scrub,
         source::CHANGELOG_TABLES,
-        staged_media::{check_media_pair, finish_media, has_entries, stage_media_copy},
+        staged_media::{check_media_pair, finish_media, has_entries, MediaSource},
         swap::{ask_to_replace, lock, LoadGuard},
     },
     ssh, term,
@@ -91,33 +91,43 @@ impl CloneProd {
         }
         let source_media = url::path_or_env(self.source_media.clone(), "NETPOINT_PROD_MEDIA_ROOT");
         let remote = ssh::Remote::from_flag(self.source_ssh.clone())?;
-        if remote.is_some() && source_media.is_some() {
-            bail!("media over SSH are not supported yet: clone the database with --source-ssh and no --source-media, and copy the media as before");
-        }
+        let media_from = |tunnel| media_source(source_media.as_deref(), tunnel);
         if self.media_only {
             let target_media = url::path_or_env(self.target_media.clone(), "NETPOINT_MEDIA_ROOT");
-            return media_only(
-                source_media.as_deref(),
-                target_media.as_deref(),
-                &self.guard,
-                mode,
-            );
+            if source_media.is_none() || target_media.is_none() {
+                bail!("--media-only needs --source-media and --target-media (or NETPOINT_PROD_MEDIA_ROOT and NETPOINT_MEDIA_ROOT)");
+            }
+            let mut tunnel = remote
+                .as_ref()
+                .map(|remote| ssh::Tunnel::open(remote, None))
+                .transpose()?;
+            let result = {
+                let source = media_from(tunnel.as_ref());
+                media_only(source.as_ref(), target_media.as_deref(), &self.guard, mode)
+            };
+            return match &mut tunnel {
+                Some(tunnel) => result.map_err(|err| tunnel.explain_error(err)),
+                None => result,
+            };
         }
         let source = url::required_url(
             self.source.clone(),
             "NETPOINT_PROD_DATABASE_URL",
             "--source",
         )?;
-        // A dry run too reads the source, through the same forward.
+        // A dry run too reads the source, through the same connection.
         let mut tunnel = remote
             .as_ref()
-            .map(|remote| ssh::Tunnel::open(remote, &source))
+            .map(|remote| ssh::Tunnel::open(remote, Some(&source)))
             .transpose()?;
-        let source = match &tunnel {
-            Some(tunnel) => tunnel.url.clone(),
-            None => source,
+        let result = {
+            let db = tunnel
+                .as_ref()
+                .and_then(|t| t.url.clone())
+                .unwrap_or(source);
+            let media = media_from(tunnel.as_ref());
+            self.run_database(cx, &db, media.as_ref(), mode)
         };
-        let result = self.run_database(cx, &source, source_media.as_deref(), mode);
         match &mut tunnel {
             Some(tunnel) => result.map_err(|err| tunnel.explain_error(err)),
             None => result,
@@ -128,10 +138,9 @@ impl CloneProd {
         &self,
         cx: &Context,
         source: &DbUrl,
-        source_media: Option<&Path>,
+        source_media: Option<&MediaSource<'_>>,
         mode: Mode,
     ) -> anyhow::Result<()> {
-        let source = source.clone();
         let mut excluded: Vec<String> = if self.with_changelog {
             Vec::new()
         } else {
@@ -139,23 +148,55 @@ impl CloneProd {
         };
         excluded.extend(self.exclude_table_data.iter().cloned());
         match &self.out {
-            Some(out) => export::export(
-                cx,
-                &source,
-                source_media,
-                &excluded,
-                &self.exclude_table_data,
-                &self.scrub,
-                out,
-                mode,
-            ),
+            Some(out) => {
+                // A remote tree is fetched (verified) beside the bundle, then archived as a
+                // local one is.
+                let fetched = match source_media {
+                    Some(remote @ MediaSource::Remote(_)) => {
+                        let count = remote.count()?;
+                        if mode == Mode::DryRun {
+                            print_plan(&[format!(
+                                "fetch media {} ({} files, {}) to archive them",
+                                remote.shown(),
+                                count.totals.files,
+                                term::human_bytes(count.totals.bytes)
+                            )]);
+                            None
+                        } else {
+                            let parent = atomic_file::parent_dir(out).context("--out")?;
+                            let dir = tempfile::Builder::new()
+                                .prefix(".netpoint-media-fetch-")
+                                .tempdir_in(parent)
+                                .context("creating a directory beside --out for the media")?;
+                            let into = dir.path().join("media");
+                            remote.stage_into(&count, &into)?;
+                            Some((dir, into))
+                        }
+                    }
+                    _ => None,
+                };
+                let local = match &fetched {
+                    Some((_, into)) => Some(into.as_path()),
+                    None => source_media.and_then(|m| m.local()),
+                };
+                export::export(
+                    cx,
+                    source,
+                    local,
+                    &excluded,
+                    &self.exclude_table_data,
+                    &self.scrub,
+                    out,
+                    mode,
+                )
+            }
             None => {
                 let target =
                     url::required_url(self.target.clone(), "NETPOINT_DATABASE_URL", "--target")?;
                 let target_media =
                     url::path_or_env(self.target_media.clone(), "NETPOINT_MEDIA_ROOT");
                 let direct = direct::Direct {
-                    source: &source,
+                    source,
                     source_media,
                     target: &target,
                     target_media: target_media.as_deref(),
@@ -170,9 +211,24 @@ impl CloneProd {
     }
 }
 
+/// The media source: the path on the SSH host when there is a tunnel, else here.
+fn media_source<'a>(
+    path: Option<&'a Path>,
+    tunnel: Option<&'a ssh::Tunnel>,
+) -> Option<MediaSource<'a>> {
+    let path = path?;
+    Some(match tunnel {
+        Some(tunnel) => MediaSource::Remote(ssh::RemoteMedia {
+            tunnel,
+            dir: path.to_string_lossy().into_owned(),
+        }),
+        None => MediaSource::Local(path),
+    })
+}
+
 /// `--media-only`: the media directory alone, copied, verified and swapped into place.
 fn media_only(
-    source: Option<&Path>,
+    source: Option<&MediaSource<'_>>,
     target: Option<&Path>,
     guard: &LoadGuard,
     mode: Mode,
@@ -180,10 +236,14 @@ fn media_only(
     let (Some(source), Some(target)) = (source, target) else {
         bail!("--media-only needs --source-media and --target-media (or NETPOINT_PROD_MEDIA_ROOT and NETPOINT_MEDIA_ROOT)");
     };
-    check_media_pair(Some(source), Some(target))?;
-    let totals = media::count(source)?;
+    check_media_pair(source.local(), Some(target))?;
+    let count = source.count()?;
     if mode == Mode::DryRun {
-        print_plan(&[media_plan(Some(source), Some(target), Some(totals))]);
+        print_plan(&[media_plan(
+            Some(&source.shown()),
+            Some(target),
+            Some(count.totals),
+        )]);
         return Ok(());
     }
     let _lock = lock::MediaLock::take(target)?;
@@ -191,7 +251,7 @@ fn media_only(
         ask_to_replace(&format!("media directory {}", target.display()))?;
     }
     let mut timings = Timings::default();
-    let staged = timings.time("media copy", || stage_media_copy(source, totals, target))?;
+    let staged = timings.time("media copy", || source.stage(&count, target))?;
     let totals = finish_media(Ok(()), Some(staged), Some(target))?;
     if let Some(totals) = totals {
         term::success(format!(

@@ -6,7 +6,6 @@ use anyhow::bail;
 
 use crate::{
     context::Context,
-    media,
     mode::{print_plan, Mode},
     pg::DbUrl,
     pipeline::{
@@ -15,7 +14,7 @@ use crate::{
         report::{excluded_text, media_plan, summarise, Timings},
         scrub,
         source::{database_encoding, excluded_tables, source_server},
-        staged_media::{check_media_pair, finish_media, stage_media_copy},
+        staged_media::{check_media_pair, finish_media, MediaSource},
         swap::{
             self, check_versions, confirm_replace, guard_target, record_swap, take_locks, LoadGuard,
         },
@@ -25,7 +24,7 @@ use crate::{
 
 pub struct Direct<'a> {
     pub source: &'a DbUrl,
-    pub source_media: Option<&'a Path>,
+    pub source_media: Option<&'a MediaSource<'a>>,
     pub target: &'a DbUrl,
     pub target_media: Option<&'a Path>,
     pub excluded: &'a [String],
@@ -51,12 +50,12 @@ impl Direct<'_> {
             };
             bail!("media need both a source and a target directory: pass {missing}, or neither to clone the database only");
         }
-        check_media_pair(self.source_media, self.target_media)?;
+        check_media_pair(self.source_media.and_then(|m| m.local()), self.target_media)?;
         let inspect_source = || -> anyhow::Result<_> {
             let server = source_server(sh, tools, self.source)?;
             let excluded = excluded_tables(sh, tools, self.source, self.excluded, self.given)?;
             // Counted, not listed: a clone's memory does not grow with the number of files.
-            let media_totals = self.source_media.map(media::count).transpose()?;
+            let media_totals = self.source_media.map(|m| m.count()).transpose()?;
             let scrub = self.scrub.plan(sh, tools, self.source)?;
             let encoding = database_encoding(sh, tools, self.source)?;
             Ok((server, excluded, media_totals, scrub, encoding))
@@ -92,7 +91,11 @@ impl Direct<'_> {
                     "restore into a temporary database beside {} and swap it in place",
                     self.target
                 ),
-                media_plan(self.source_media, self.target_media, media_totals),
+                media_plan(
+                    self.source_media.map(|m| m.shown()).as_deref(),
+                    self.target_media,
+                    media_totals.map(|c| c.totals),
+                ),
             ]);
             return Ok(());
         }
@@ -111,9 +114,9 @@ impl Direct<'_> {
         confirm_replace(self.target, &state, self.target_media, self.guard)?;
         swap::drop_stale(sh, tools, &admin, &lock.stale);
         let mut timings = Timings::default();
-        let staged = match (self.source_media, self.target_media, media_totals) {
-            (Some(src), Some(dst), Some(totals)) => {
-                Some(timings.time("media copy", || stage_media_copy(src, totals, dst))?)
+        let staged = match (self.source_media, self.target_media, &media_totals) {
+            (Some(src), Some(dst), Some(count)) => {
+                Some(timings.time("media copy", || src.stage(count, dst))?)
             }
             _ => None,
         };

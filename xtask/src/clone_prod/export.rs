@@ -79,7 +79,7 @@ pub fn export(
                 excluded_text(excluded)
             ),
             media_plan(
-                source_media,
+                source_media.map(|p| p.display().to_string()).as_deref(),
                 None,
                 entries.as_deref().map(media::scan_totals),
             ),

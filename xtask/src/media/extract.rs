@@ -19,9 +19,17 @@ use super::{ARCHIVE_PREFIX, READ_BUF};
 /// special files are refused.
 pub fn extract_archive(archive: &Path, dst: &Path) -> anyhow::Result<()> {
     let file = File::open(archive).with_context(|| format!("reading {}", archive.display()))?;
-    let mut tar = tar::Archive::new(flate2::read::MultiGzDecoder::new(
-        io::BufReader::with_capacity(READ_BUF, file),
-    ));
+    let gz = flate2::read::MultiGzDecoder::new(io::BufReader::with_capacity(READ_BUF, file));
+    extract_tar(gz, Some(ARCHIVE_PREFIX), dst)
+}
+
+/// Unpacks a plain tar stream into the new directory `dst`, as [`extract_archive`] does:
+/// members under `prefix` (`netpoint/media/`), or, without one, relative to the media root
+/// itself (`tar -cf - .` run in it).
+pub fn extract_tar(stream: impl io::Read, prefix: Option<&str>, dst: &Path) -> anyhow::Result<()> {
+    let mut tar = tar::Archive::new(stream);
+    let prefix = prefix.map(|p| p.trim_end_matches('/'));
+    let shown_prefix = prefix.map(|p| format!("{p}/")).unwrap_or_default();
     fs::create_dir(dst).with_context(|| format!("creating {}", dst.display()))?;
     let mut dir_modes = Vec::new();
     let mut links: BTreeMap<PathBuf, (PathBuf, String)> = BTreeMap::new();
@@ -41,15 +49,18 @@ pub fn extract_archive(archive: &Path, dst: &Path) -> anyhow::Result<()> {
             .components()
             .filter(|c| matches!(c, Component::Normal(_)))
             .collect();
-        let Ok(rel) = normal.strip_prefix(ARCHIVE_PREFIX.trim_end_matches('/')) else {
-            if normal == Path::new("netpoint") && entry.header().entry_type().is_dir() {
+        let Ok(rel) = normal.strip_prefix(prefix.unwrap_or("")) else {
+            if prefix.is_some()
+                && normal == Path::new("netpoint")
+                && entry.header().entry_type().is_dir()
+            {
                 continue;
             }
-            bail!("media archive member `{shown}` is not under {ARCHIVE_PREFIX}: not a NetPoint media archive");
+            bail!("media archive member `{shown}` is not under {shown_prefix}: not a NetPoint media archive");
         };
         if let Some(link) = rel.ancestors().skip(1).find(|a| links.contains_key(*a)) {
             bail!(
-                "media archive member `{shown}` lies under the symbolic link {ARCHIVE_PREFIX}{}: the archive is unsafe, refusing it",
+                "media archive member `{shown}` lies under the symbolic link {shown_prefix}{}: the archive is unsafe, refusing it",
                 link.display()
             );
         }

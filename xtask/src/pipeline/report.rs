@@ -76,15 +76,15 @@ pub fn left_out_text(excluded: &[(String, Option<i64>)]) -> String {
 }
 
 pub fn media_plan(
-    source: Option<&Path>,
+    source: Option<&str>,
     target: Option<&Path>,
     totals: Option<media::Totals>,
 ) -> String {
     match (source, target, totals) {
         (Some(source), Some(target), Some(totals)) => {
             format!(
-                "copy media {} → {} ({} files, {}), verify every SHA-256, swap into place",
-                source.display(),
+                "copy media {} → {} ({} files, {}), verify every file, swap into place",
+                source,
                 target.display(),
                 totals.files,
                 term::human_bytes(totals.bytes)
@@ -93,7 +93,7 @@ pub fn media_plan(
         (Some(source), None, Some(totals)) => {
             format!(
                 "archive media {} ({} files, {})",
-                source.display(),
+                source,
                 totals.files,
                 term::human_bytes(totals.bytes)
             )

@@ -10,7 +10,7 @@ use anyhow::{bail, Context};
 
 use crate::{
     atomic_file::{self, StagingDir},
-    media, process, term,
+    media, process, ssh, term,
 };
 
 /// Media paths of a run, checked before anything is changed.
@@ -133,4 +133,76 @@ pub fn finish_media(
         term::human_bytes(staged.totals.bytes)
     ));
     Ok(Some(staged.totals))
+}
+
+/// Where the media come from: a directory of this machine, or one on the SSH host.
+pub enum MediaSource<'a> {
+    Local(&'a Path),
+    Remote(ssh::RemoteMedia<'a>),
+}
+
+/// What a count of the source found: totals, and for a remote tree the listing its fetch is
+/// checked against.
+pub struct MediaCount {
+    pub totals: media::Totals,
+    listing: Option<ssh::Listing>,
+}
+
+impl MediaSource<'_> {
+    /// For messages: the path, or `DEST:DIR`.
+    pub fn shown(&self) -> String {
+        match self {
+            MediaSource::Local(path) => path.display().to_string(),
+            MediaSource::Remote(remote) => remote.shown(),
+        }
+    }
+
+    pub fn local(&self) -> Option<&Path> {
+        match self {
+            MediaSource::Local(path) => Some(path),
+            MediaSource::Remote(_) => None,
+        }
+    }
+
+    /// Counted, not listed, when local: a clone's memory does not grow with the files.
+    pub fn count(&self) -> anyhow::Result<MediaCount> {
+        match self {
+            MediaSource::Local(path) => Ok(MediaCount {
+                totals: media::count(path)?,
+                listing: None,
+            }),
+            MediaSource::Remote(remote) => {
+                let listing = remote.list()?;
+                Ok(MediaCount {
+                    totals: ssh::listing_totals(&listing),
+                    listing: Some(listing),
+                })
+            }
+        }
+    }
+
+    /// A verified copy beside `target`, ready to swap in.
+    pub fn stage(&self, count: &MediaCount, target: &Path) -> anyhow::Result<StagedMedia> {
+        match self {
+            MediaSource::Remote(_) => {
+                atomic_file::remove_stale_staging(target);
+                let dir = StagingDir(atomic_file::staging_dir(target)?);
+                let totals = self.stage_into(count, &dir)?;
+                Ok(StagedMedia { dir, totals })
+            }
+            MediaSource::Local(path) => stage_media_copy(path, count.totals, target),
+        }
+    }
+
+    /// A remote tree fetched into the new directory `dst` and checked against its listing.
+    pub fn stage_into(&self, count: &MediaCount, dst: &Path) -> anyhow::Result<media::Totals> {
+        match (self, &count.listing) {
+            (MediaSource::Remote(remote), Some(listing)) => {
+                let totals = remote.fetch(listing, dst)?;
+                process::check_interrupted()?;
+                Ok(totals)
+            }
+            _ => bail!("only a remote media tree is fetched"),
+        }
+    }
 }
