@@ -2,7 +2,7 @@
 """Side-by-side benchmark of `cargo xtask clone-prod` against NetPoint's manual procedure.
 
     python3 scripts/bench.py [--scale quick|full|N] [--rounds R] [--keep]
-                             [--json FILE] [--workdir DIR] [--scrub-cost]
+                             [--json FILE] [--workdir DIR] [--scrub-cost | --ssh-media]
 
 It is a report, not a test: it exits 0 when a target is missed and non-zero
 only when the benchmark itself cannot run. Everything it needs is created
@@ -14,7 +14,9 @@ from scratch and removed at the end (unless --keep):
 - a NetPoint-shaped source database: fixtures/netpoint.sql inflated server
   side with generate_series, most of it in the changelog (extras_objectchange);
 - a media tree of random files (like already-compressed images) under
-  <root>/netpoint/media/.
+  <root>/netpoint/media/;
+- an SSH-only host (`netpoint-prod-ssh:15`, sshd in Docker, a key of the
+  run's own) whose media directory is that tree, for the clones over SSH.
 
 `full` (the default) is a ~2 GiB database of which ~515 MiB is not changelog,
 and 2.5 GiB of media in ~22,000 files; `quick` is 1/20 of that; a number N is
@@ -89,7 +91,21 @@ TARGETS = [
     ("T5", "media direct / cp -a", 1.50, "max"),
     ("T6", "bundle export of media / tar -czf", 0.20, "max"),
     ("T7", "hash-media throughput / one sha256sum", 5.0, "min"),
+    ("T11", "media again, 1 % changed / full media clone", 0.10, "max"),
+    ("T12", "the same over SSH (sshd in Docker)", 0.10, "max"),
+    ("S1", "clone-prod direct (db) over SSH / without SSH", None, "info"),
 ]
+SSH_IMAGE = "netpoint-prod-ssh:15"
+SSH_MEDIA_STEPS = [
+    ("media_full_local", "xtask clone-prod --media-only, into an empty target"),
+    ("media_again_local", "  the same again, 1 % of the files changed"),
+    ("media_full_ssh", "xtask clone-prod --media-only --source-ssh, empty target"),
+    ("media_again_ssh", "  the same again, 1 % of the files changed"),
+    ("direct_plain", "xtask clone-prod --source --target --yes (S1 round)"),
+    ("direct_ssh", "  the same with --source-ssh (forwarded)"),
+]
+# Share of the media files rewritten between a full clone and the incremental one (T11, T12).
+CHANGED_SHARE = 0.01
 RSS_LIMIT_MB = 100
 GROWTH_LIMIT = 0.10
 
@@ -153,6 +169,8 @@ class Bench:
         self.revision = None
         self.rss_floor_kb = None
         self.media_only = False
+        self.ssh_container = None
+        self.ssh_port = None
         self.runs = {}  # name -> {"warmup": [Run], "rounds": [Run]}
         self.data = {}
 
@@ -191,8 +209,12 @@ class Bench:
                 raise Fail(f"{tool} not found on PATH: {fix}")
         if subprocess.run(["docker", "info"], capture_output=True).returncode != 0:
             raise Fail(f"no Docker engine answers: run `{PREREQS}` (it starts dockerd)")
-        if subprocess.run(["docker", "image", "inspect", IMAGE], capture_output=True).returncode != 0:
-            raise Fail(f"image {IMAGE} is missing: run `PG_MAJORS=15 {PREREQS}`")
+        for image in (IMAGE, SSH_IMAGE):
+            if subprocess.run(["docker", "image", "inspect", image], capture_output=True).returncode != 0:
+                raise Fail(f"image {image} is missing: run `PG_MAJORS=15 {PREREQS}`")
+        for tool in ("ssh", "ssh-keygen"):
+            if not shutil.which(tool):
+                raise Fail(f"{tool} not found on PATH: install openssh-client (T12 and S1 clone over SSH)")
         for tool in ("pg_dump", "pg_restore", "psql", "createdb", "dropdb", "pg_isready"):
             path = shutil.which(tool)
             if not path:
@@ -625,6 +647,116 @@ class Bench:
             if lines != self.data["media_tree"][0]:
                 raise Fail(f"xtask hash-media listed {lines} files where the tree has {self.data['media_tree'][0]}")
 
+    # ------------------------------------------------------------------ ssh
+
+    def start_ssh(self):
+        """An SSH-only "production host" (sshd in Docker) whose media directory is the source
+        tree, bind-mounted, and from which the benchmark's PostgreSQL is reached on the Docker
+        network, as a production database on a private network is."""
+        keys = self.work / "ssh"
+        keys.mkdir(mode=0o700)
+        self.check(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", keys / "id"])
+        self.ssh_container = f"{self.container}-ssh"
+        env = self.base_env()
+        env["SSH_AUTHORIZED_KEY"] = (keys / "id.pub").read_text().strip()
+        env["POSTGRES_PASSWORD"] = secrets.token_urlsafe(12)  # the host's own, unused server
+        media = self.work / "src" / "netpoint" / "media"
+        proc = subprocess.run(["docker", "run", "-d", "--rm", "--init", "--name", self.ssh_container,
+                               "--label", "netpoint-bench=1", "-e", "SSH_AUTHORIZED_KEY", "-e", "POSTGRES_PASSWORD",
+                               "-v", f"{media}:/srv/netpoint/media", "-p", "127.0.0.1::22", SSH_IMAGE],
+                              env=env, capture_output=True, text=True)
+        if proc.returncode != 0:
+            self.ssh_container = None
+            raise Fail(f"docker run {SSH_IMAGE} failed ({proc.stderr.strip()}): run `{PREREQS}`")
+        port = self.check(["docker", "port", self.ssh_container, "22/tcp"]).splitlines()[0]
+        self.ssh_port = int(port.rsplit(":", 1)[1])
+        self.db_ip = self.check(["docker", "inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
+                                 self.container]).strip()
+        deadline = time.monotonic() + 60
+        while subprocess.run(["sh", "-c", f"{self.ssh_command()} deploy@127.0.0.1 true"], capture_output=True,
+                             stdin=subprocess.DEVNULL).returncode != 0:
+            if time.monotonic() > deadline:
+                raise Fail(f"{SSH_IMAGE} does not take our key on 127.0.0.1:{self.ssh_port}: "
+                           f"check `docker logs {self.ssh_container}`")
+            time.sleep(0.3)
+        log(f"SSH host {self.ssh_container} on 127.0.0.1:{self.ssh_port}; the database at {self.db_ip}:5432 from there")
+
+    def ssh_command(self):
+        keys = self.work / "ssh"
+        return (f"ssh -i {keys / 'id'} -o IdentitiesOnly=yes -o BatchMode=yes -o UserKnownHostsFile={keys / 'known_hosts'} "
+                f"-o StrictHostKeyChecking=accept-new -p {self.ssh_port}")
+
+    def ssh_env(self):
+        return {"NETPOINT_SSH_COMMAND": self.ssh_command()}
+
+    def change_media(self, seed):
+        """Rewrites CHANGED_SHARE of the source files with new bytes of the same size (new
+        modification times, the same totals)."""
+        media = self.work / "src" / "netpoint" / "media"
+        files = sorted(p for p in media.rglob("*") if p.is_file())
+        rng = random.Random(seed)
+        for path in rng.sample(files, max(1, round(len(files) * CHANGED_SHARE))):
+            size = path.stat().st_size
+            with open(path, "wb") as f:
+                f.write(rng.randbytes(size))
+
+    def incremental_round(self, warmup):
+        media = self.work / "src" / "netpoint" / "media"
+        for where, extra in (("local", None), ("ssh", self.ssh_env())):
+            source = ["--source-ssh", "deploy@127.0.0.1", "--source-media", "/srv/netpoint/media"] \
+                if where == "ssh" else ["--source-media", media]
+            target = self.work / f"media-{where}"
+            shutil.rmtree(target, ignore_errors=True)
+            args = ["clone-prod", "--media-only", *source, "--target-media", target, "--yes"]
+            self.settle()
+            run = self.timed_xtask(args, f"media-full-{where}", extra_env=extra)
+            self.record(f"media_full_{where}", run, warmup)
+            self.change_media(len(self.runs[f"media_full_{where}"]["rounds"]) * 2 + (where == "ssh"))
+            self.settle()
+            run = self.timed_xtask(args, f"media-again-{where}", extra_env=extra)
+            self.record(f"media_again_{where}", run, warmup)
+            if warmup:
+                self.check_media_copy(target, f"clone-prod media again ({where})")
+            shutil.rmtree(target)
+
+    def ssh_db_round(self, warmup):
+        src = "bench_source"
+        self.settle()
+        run = self.timed_xtask(["clone-prod", "--source", self.url(src), "--target", self.url("bench_direct"),
+                                "--yes"], "direct")
+        self.record("direct_plain", run, warmup)
+        self.settle()
+        url = f"postgres://postgres@{self.db_ip}:5432/{src}"
+        run = self.timed_xtask(["clone-prod", "--source-ssh", "deploy@127.0.0.1", "--source", url, "--target",
+                                self.url("bench_direct"), "--yes"], "direct-ssh", extra_env=self.ssh_env())
+        self.record("direct_ssh", run, warmup)
+
+    def run_ssh_media(self):
+        self.prepare()
+        self.start_ssh()
+        self.group("media again, 1 % changed (T11-T12)", self.incremental_round)
+        self.group("database over SSH (S1)", self.ssh_db_round)
+        files, size = self.data["media_tree"]
+        print(f"NetPoint incremental media and SSH benchmark: scale {self.scale:g} of full, {self.rounds} rounds "
+              f"after 1 warm-up, {self.cores} cores; media {human_bytes(size)} in {files:,} files, "
+              f"{CHANGED_SHARE:.0%} rewritten between the two clones of a round")
+        print(f"xtask {self.revision}, dev profile ({self.xtask_built})")
+        print()
+        print(f"{'':4}{'comparison':<48}{'ours':>8}{'baseline':>10}  {'ratio min / median / max':<26}"
+              f"{'goal':<10}result")
+        for t in self.ratios(("T11", "T12", "S1")):
+            goal = "-" if t["goal"] is None else f"<= {t['goal']:g}"
+            spread = f"{t['min']:.2f} / {t['median']:.2f} / {t['max']:.2f}"
+            print(f"{t['id']:<4}{t['what']:<48}{t['ours_median_s']:>7.2f}s{t['baseline_median_s']:>9.2f}s  "
+                  f"{spread:<26}{goal:<10}{t['result']}")
+        print()
+        print("seconds per command, median [min - max] over the rounds:")
+        for name, label in SSH_MEDIA_STEPS:
+            t = self.times(name)
+            print(f"  {label:<56}{statistics.median(t):>8.2f} [{min(t):.2f} - {max(t):.2f}]")
+        print(f"elapsed {(time.monotonic() - START) / 60:.1f} min")
+        return 0
+
     def group(self, title, one_round):
         log(f"{title}: warm-up")
         one_round(True)
@@ -687,10 +819,15 @@ class Bench:
         self.build()
         if self.args.scrub_cost:
             return self.run_scrub_cost()
+        if self.args.ssh_media:
+            return self.run_ssh_media()
         self.prepare()
         self.group("database (T1-T3)", self.db_round)
         self.group("media (T4-T6)", self.media_round)
         self.group("hashing (T7)", self.hash_round)
+        self.start_ssh()
+        self.group("media again, 1 % changed (T11-T12)", self.incremental_round)
+        self.group("database over SSH (S1)", self.ssh_db_round)
         self.double()
         return self.report()
 
@@ -720,6 +857,8 @@ class Bench:
             if self.work:
                 log(f"kept: {self.work}")
             return
+        if self.ssh_container:
+            subprocess.run(["docker", "rm", "-f", "-v", self.ssh_container], capture_output=True)
         if self.container_started:
             subprocess.run(["docker", "rm", "-f", "-v", self.container], capture_output=True)
         if self.work:
@@ -730,30 +869,40 @@ class Bench:
     def times(self, name):
         return [r.seconds for r in self.runs[name]["rounds"]]
 
-    def ratios(self):
-        t = self.times
+    def ratios(self, only=None):
+        def t(name):
+            return lambda: self.times(name)
+
+        def plus(a, b):
+            return lambda: [x + y for x, y in zip(a(), b())]
+
         pairs = {
             "T1": (t("direct"), t("manual")),
             "T2": (t("direct"), t("floor")),
-            "T3": ([a + b for a, b in zip(t("export"), t("import"))], t("manual")),
-            "T4": (t("media_direct"), [a + b for a, b in zip(t("tar_czf"), t("tar_xf"))]),
+            "T3": (plus(t("export"), t("import")), t("manual")),
+            "T4": (t("media_direct"), plus(t("tar_czf"), t("tar_xf"))),
             "T5": (t("media_direct"), t("cp")),
             "T6": (t("media_export"), t("tar_czf")),
             "T7": (t("hash_media"), t("sha256sum")),
+            "T11": (t("media_again_local"), t("media_full_local")),
+            "T12": (t("media_again_ssh"), t("media_full_ssh")),
+            "S1": (t("direct_ssh"), t("direct_plain")),
         }
         out = []
         for tid, what, goal, kind in TARGETS:
-            ours, base = pairs[tid]
+            if only is not None and tid not in only:
+                continue
+            ours, base = pairs[tid][0](), pairs[tid][1]()
             if kind == "min":  # throughput: same bytes, so baseline time / our time
                 values = [b / o for o, b in zip(ours, base)]
             else:
                 values = [o / b for o, b in zip(ours, base)]
             med = statistics.median(values)
-            ok = med >= goal if kind == "min" else med <= goal
+            ok = kind == "info" or (med >= goal if kind == "min" else med <= goal)
             out.append({"id": tid, "what": what, "goal": goal, "goal_kind": kind,
                         "ours_median_s": statistics.median(ours), "baseline_median_s": statistics.median(base),
                         "ratios": values, "min": min(values), "median": med, "max": max(values),
-                        "result": "PASS" if ok else "MISS"})
+                        "result": "-" if kind == "info" else "PASS" if ok else "MISS"})
         return out
 
     def rss(self):
@@ -812,7 +961,7 @@ class Bench:
         print(f"{'':4}{'comparison':<48}{'ours':>8}{'baseline':>10}  {'ratio min / median / max':<26}"
               f"{'goal':<10}result")
         for t in targets:
-            goal = f"{'>=' if t['goal_kind'] == 'min' else '<='} {t['goal']:g}"
+            goal = "-" if t["goal"] is None else f"{'>=' if t['goal_kind'] == 'min' else '<='} {t['goal']:g}"
             spread = f"{t['min']:.2f} / {t['median']:.2f} / {t['max']:.2f}"
             print(f"{t['id']:<4}{t['what']:<48}{t['ours_median_s']:>7.2f}s{t['baseline_median_s']:>9.2f}s  "
                   f"{spread:<26}{goal:<10}{t['result']}")
@@ -835,6 +984,7 @@ class Bench:
             ("media_export", "xtask clone-prod --source TINY --out --source-media"),
             ("sha256sum", "find -print0 | xargs -0 sha256sum"),
             ("hash_media", "xtask hash-media"),
+            *SSH_MEDIA_STEPS,
         ]
         for name, label in steps:
             s = self.times(name)
@@ -1167,6 +1317,10 @@ def main():
     parser.add_argument("--scrub-cost", action="store_true",
                         help="only measure what scrubbing and the leak scan cost a direct clone, side by side "
                              "with --no-scrub (database only, no media)")
+    parser.add_argument("--ssh-media", action="store_true",
+                        help="only measure a second media clone with 1 %% of the files changed against a full "
+                             "one, locally and over SSH (T11, T12), and a database clone over SSH against one "
+                             "without (S1)")
     parser.add_argument("--workdir", metavar="DIR",
                         help="where the work directory (media, dumps, bundles) is created [default: /tmp]")
     args = parser.parse_args()

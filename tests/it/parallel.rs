@@ -639,6 +639,7 @@ fn media_only_clones_the_tree_and_guards_it() {
     )
     .unwrap();
     fs::write(source.join("notes.txt"), "hello\n").unwrap();
+    fs::write(source.join("old.txt"), "gone soon\n").unwrap();
     let (s, t) = (source.to_str().unwrap(), target.to_str().unwrap());
 
     run(xtask(&[
@@ -653,6 +654,9 @@ fn media_only_clones_the_tree_and_guards_it() {
     assert_eq!(tree(&target), tree(&source));
 
     fs::write(source.join("notes.txt"), "changed\n").unwrap();
+    fs::remove_file(source.join("old.txt")).unwrap();
+    let ino = |p: &std::path::Path| std::os::unix::fs::MetadataExt::ino(&fs::metadata(p).unwrap());
+    let rack = ino(&target.join("image-attachments/rack.png"));
     run(xtask(&[
         "clone-prod",
         "--media-only",
@@ -666,7 +670,7 @@ fn media_only_clones_the_tree_and_guards_it() {
         fs::read_to_string(target.join("notes.txt")).unwrap(),
         "hello\n"
     );
-    run(xtask(&[
+    let again = run(xtask(&[
         "clone-prod",
         "--media-only",
         "--source-media",
@@ -677,6 +681,15 @@ fn media_only_clones_the_tree_and_guards_it() {
     ]))
     .ok();
     assert_eq!(tree(&target), tree(&source));
+    // The unchanged file came from the earlier copy (linked), the changed one was copied.
+    assert_eq!(ino(&target.join("image-attachments/rack.png")), rack);
+    assert!(
+        again
+            .stderr
+            .contains("1 new or changed (8 B) copied and verified, 1 unchanged since the previous copy linked from it"),
+        "{}",
+        again.stderr
+    );
 
     run(xtask(&["clone-prod", "--media-only", "--source-media", s])).fails_with("--target-media");
     run(xtask(&[

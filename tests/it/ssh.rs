@@ -296,17 +296,22 @@ fn a_clone_over_ssh_reads_production_through_one_forward_and_leaves_nothing_behi
     let tmp = tempfile::tempdir().unwrap();
     let work = tempfile::tempdir().unwrap();
     let media = work.path().join("media");
-    // A wrapper that records every ssh command line it is given.
+    // A wrapper that records every ssh command line it is given, and what each command
+    // through the connection sends back.
     let argv_log = work.path().join("ssh-argv.log");
+    let received = work.path().join("ssh-received");
     let wrapper = work.path().join("ssh-wrapper");
     fs::write(
         &wrapper,
         format!(
-            "#!/bin/sh\nprintf '%s\\n' \"$*\" >> '{}'\nexec ssh \"$@\"\n",
-            argv_log.display()
+            "#!/bin/bash\nset -o pipefail\nprintf '%s\\n' \"$*\" >> '{}'\n\
+             case \"$*\" in *ControlMaster=no*) ssh \"$@\" | tee -a '{}' ;; *) exec ssh \"$@\" ;; esac\n",
+            argv_log.display(),
+            received.display()
         ),
     )
     .unwrap();
+    let received_bytes = || fs::metadata(&received).map_or(0, |m| m.len());
     fs::set_permissions(&wrapper, fs::Permissions::from_mode(0o755)).unwrap();
     let ssh_command = prod
         .ssh_command()
@@ -336,6 +341,8 @@ fn a_clone_over_ssh_reads_production_through_one_forward_and_leaves_nothing_behi
     );
     assert_eq!(target_rows(&dev, "netpoint"), prod.rows("netpoint"));
     assert_eq!(local_sums(&media), remote_sums);
+    let full_fetch = received_bytes();
+    assert!(full_fetch > 100_000, "{full_fetch}");
     assert_eq!(
         fs::read_link(media.join("images")).unwrap(),
         Path::new("devicetype-images")
@@ -381,10 +388,20 @@ fn a_clone_over_ssh_reads_production_through_one_forward_and_leaves_nothing_behi
     assert_eq!(target_rows(&dev, "imported"), prod.rows("netpoint"));
     assert_eq!(local_sums(&imported_media), remote_sums);
 
-    // The media alone, over a changed remote tree: the copy follows it.
-    prod.root(&format!("rm \"{MEDIA}/it's a file\" && echo new > {MEDIA}/added.txt && chown deploy {MEDIA}/added.txt"));
+    // The media alone, over a changed remote tree: one file removed, one added, one
+    // rewritten in place with the same size; only the last two travel, the rest is linked
+    // from the copy the target holds.
+    prod.root(&format!(
+        "rm {MEDIA}/devicetype-images/legacy/kestrel-kr-1000.front.png && \
+         echo new > {MEDIA}/added.txt && chown deploy {MEDIA}/added.txt && \
+         printf y > \"{MEDIA}/it's a file\" && touch -d '2020-01-02 03:04:05' \"{MEDIA}/it's a file\""
+    ));
     let remote_sums = prod.media_sums();
-    run(over_ssh(
+    let unchanged = media.join("image-attachments/rack_12_rear.jpg");
+    let ino = |p: &Path| std::os::unix::fs::MetadataExt::ino(&fs::metadata(p).unwrap());
+    let unchanged_ino = ino(&unchanged);
+    let before = received_bytes();
+    let incremental = run(over_ssh(
         &prod,
         &ssh_command,
         tmp.path(),
@@ -399,7 +416,27 @@ fn a_clone_over_ssh_reads_production_through_one_forward_and_leaves_nothing_behi
     ))
     .ok();
     assert_eq!(local_sums(&media), remote_sums);
-    assert!(!media.join("it's a file").exists());
+    assert!(!media
+        .join("devicetype-images/legacy/kestrel-kr-1000.front.png")
+        .exists());
+    assert_eq!(fs::read(media.join("it's a file")).unwrap(), b"y");
+    assert_eq!(
+        ino(&unchanged),
+        unchanged_ino,
+        "an unchanged file is linked, not fetched"
+    );
+    let sent = received_bytes() - before;
+    assert!(
+        sent * 5 < full_fetch,
+        "{sent} bytes for 2 small files, {full_fetch} for all"
+    );
+    assert!(
+        incremental
+            .stderr
+            .contains("2 of 11 files new or changed (5 B), 9 unchanged since the previous copy"),
+        "{}",
+        incremental.stderr
+    );
 
     // One connection per run (a master; the database forwarded when there is one), the
     // media's commands through it; no password in any argv.

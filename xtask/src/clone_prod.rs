@@ -169,7 +169,7 @@ impl CloneProd {
                                 .tempdir_in(parent)
                                 .context("creating a directory beside --out for the media")?;
                             let into = dir.path().join("media");
-                            remote.stage_into(&count, &into)?;
+                            remote.fetch_into(&count, None, &into)?;
                             Some((dir, into))
                         }
                     }

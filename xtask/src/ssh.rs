@@ -7,7 +7,7 @@
 //! argv: the database's travels in the tools' environment, through the forward.
 
 use std::{
-    path::{Path, PathBuf},
+    path::Path,
     process::{Child, Command, Stdio},
     thread,
     time::{Duration, Instant},
@@ -15,8 +15,11 @@ use std::{
 
 use anyhow::{bail, Context as _};
 
+mod media;
+
+pub use media::{RemoteMedia, Tree};
+
 use crate::{
-    media,
     pg::{url, DbUrl},
     process, term,
 };
@@ -250,223 +253,6 @@ impl Tunnel {
             "the SSH connection to {} dropped during the run{why}: check the network and run again; the target was not changed",
             self.remote.dest,
         ))
-    }
-}
-
-/// A media directory on the SSH host, read with nothing but `sh`, `cd`, `find`, `cksum`
-/// and `tar` there.
-pub struct RemoteMedia<'a> {
-    pub tunnel: &'a Tunnel,
-    pub dir: String,
-}
-
-/// Every regular file of a remote media tree: its POSIX `cksum` CRC and size, by path.
-pub type Listing = std::collections::BTreeMap<PathBuf, (u32, u64)>;
-
-impl RemoteMedia<'_> {
-    /// `DEST:DIR`, for messages.
-    pub fn shown(&self) -> String {
-        format!("{}:{}", self.tunnel.remote.dest, self.dir)
-    }
-
-    /// `cd DIR && <then>` on the host, through the run's connection.
-    fn command(&self, then: &str) -> Command {
-        let script = format!("cd -- {} && {then}", sh_quote(&self.dir));
-        let control = self.tunnel.dir.path().join("control");
-        let mut command = self.tunnel.remote.command_with(
-            &[
-                "-T",
-                "-S",
-                &control.to_string_lossy(),
-                "-o",
-                "ControlMaster=no",
-            ],
-            &script,
-        );
-        command.stdin(Stdio::null()).stderr(Stdio::piped());
-        if term::verbose() {
-            term::detail(format!("{command:?}"));
-        }
-        command
-    }
-
-    /// The files there, by path, with CRC and size; fails naming the host when the
-    /// directory is not there or not readable.
-    pub fn list(&self) -> anyhow::Result<Listing> {
-        let mut command = self.command("find . -type f -exec cksum {} +");
-        command.stdout(Stdio::piped());
-        let child = process::spawn(&mut command)
-            .with_context(|| format!("listing the media at {}", self.shown()))?;
-        let out = child
-            .wait_with_output()
-            .with_context(|| format!("listing the media at {}", self.shown()))?;
-        process::check_interrupted()?;
-        if !out.status.success() {
-            let said = String::from_utf8_lossy(&out.stderr);
-            bail!(self.remote_failure("listing", &said));
-        }
-        parse_listing(&out.stdout).with_context(|| format!("listing the media at {}", self.shown()))
-    }
-
-    /// Fetches the whole tree into the new directory `dst` as one `tar` stream, unpacked as
-    /// safely as an archive is, then checks every file against `listing`.
-    pub fn fetch(&self, listing: &Listing, dst: &Path) -> anyhow::Result<media::Totals> {
-        let totals = listing_totals(listing);
-        term::step(format!(
-            "fetching media {} → {} ({} files, {})",
-            self.shown(),
-            dst.display(),
-            totals.files,
-            term::human_bytes(totals.bytes)
-        ));
-        let mut command = self.command("exec tar -cf - .");
-        command.stdout(Stdio::piped());
-        let mut child = process::spawn(&mut command)
-            .with_context(|| format!("fetching the media from {}", self.shown()))?;
-        let stderr = process::collect_stderr(child.stderr.take().unwrap());
-        let bar = term::bytes_progress("media", Some(totals.bytes));
-        let stream = Counted {
-            inner: child.stdout.take().unwrap(),
-            on_read: &|n| bar.inc(n),
-        };
-        let unpacked = media::extract_tar(stream, None, dst);
-        bar.finish_and_clear();
-        let status = child.wait()?;
-        let said = stderr.join().unwrap_or_default();
-        process::check_interrupted()?;
-        if !status.success() {
-            bail!(self.remote_failure("tar", &said));
-        }
-        unpacked.with_context(|| format!("unpacking the media from {}", self.shown()))?;
-        verify_against(dst, listing).map_err(|why| {
-            anyhow::anyhow!(
-                "media at {} changed while they were fetched ({why}): run the clone again",
-                self.shown()
-            )
-        })?;
-        Ok(totals)
-    }
-
-    fn remote_failure(&self, what: &str, said: &str) -> String {
-        let last = said
-            .lines()
-            .rev()
-            .find(|l| !l.trim().is_empty())
-            .unwrap_or("no message")
-            .trim();
-        if said.contains("can't cd") || (said.contains("cd") && said.contains("No such file")) {
-            return format!(
-                "no media directory {} on {}: check --source-media, a path on that host ({last})",
-                self.dir, self.tunnel.remote.dest
-            );
-        }
-        format!(
-            "{what} of the media at {} failed on that host: {last}; check that {} can read every file there, then run again",
-            self.shown(),
-            self.tunnel.remote.dest
-        )
-    }
-}
-
-/// A reader that reports how much went through it.
-struct Counted<'a, R> {
-    inner: R,
-    on_read: &'a dyn Fn(u64),
-}
-
-impl<R: std::io::Read> std::io::Read for Counted<'_, R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        (self.on_read)(n as u64);
-        Ok(n)
-    }
-}
-
-/// `'it'\''s'`: one word for a POSIX shell, whatever it holds.
-pub fn sh_quote(text: &str) -> String {
-    format!("'{}'", text.replace('\'', "'\\''"))
-}
-
-pub fn listing_totals(listing: &Listing) -> media::Totals {
-    media::Totals {
-        files: listing.len() as u64,
-        bytes: listing.values().map(|&(_, size)| size).sum(),
-    }
-}
-
-/// `cksum` lines (`CRC SIZE ./path`) by path.
-pub fn parse_listing(text: &[u8]) -> anyhow::Result<Listing> {
-    use std::os::unix::ffi::OsStrExt;
-    let mut listing = Listing::new();
-    for line in text.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
-        let mut parts = line.splitn(3, |&b| b == b' ');
-        let crc = parts
-            .next()
-            .and_then(|p| std::str::from_utf8(p).ok()?.parse().ok());
-        let size = parts
-            .next()
-            .and_then(|p| std::str::from_utf8(p).ok()?.parse().ok());
-        let name = parts.next().and_then(|p| p.strip_prefix(b"./"));
-        let (Some(crc), Some(size), Some(name)) = (crc, size, name) else {
-            bail!(
-                "unexpected line from cksum: {:?} (a file name with a line break in it? rename it)",
-                String::from_utf8_lossy(line)
-            );
-        };
-        listing.insert(
-            PathBuf::from(std::ffi::OsStr::from_bytes(name)),
-            (crc, size),
-        );
-    }
-    Ok(listing)
-}
-
-/// POSIX `cksum`'s CRC of what `read` gives, and its size: CRC-32/CKSUM over the data and
-/// then its length, least significant byte first.
-pub fn cksum(mut read: impl std::io::Read) -> std::io::Result<(u32, u64)> {
-    const CKSUM: crc::Crc<u32> = crc::Crc::<u32>::new(&crc::CRC_32_CKSUM);
-    let mut digest = CKSUM.digest();
-    let mut buf = vec![0; 256 * 1024];
-    let mut size = 0u64;
-    loop {
-        let n = read.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        digest.update(&buf[..n]);
-        size += n as u64;
-    }
-    let mut len = size;
-    while len > 0 {
-        digest.update(&[(len & 0xff) as u8]);
-        len >>= 8;
-    }
-    Ok((digest.finalize(), size))
-}
-
-/// Whether the files under `root` are exactly `listing`'s, CRC and size alike; else what
-/// differs, for the message.
-fn verify_against(root: &Path, listing: &Listing) -> Result<(), String> {
-    let mut seen = 0usize;
-    for entry in walkdir::WalkDir::new(root).follow_links(false) {
-        let entry = entry.map_err(|err| err.to_string())?;
-        if !entry.file_type().is_file() {
-            continue;
-        }
-        let rel = entry.path().strip_prefix(root).unwrap_or(entry.path());
-        let Some(&expected) = listing.get(rel) else {
-            return Err(format!("{} was not listed", rel.display()));
-        };
-        let file = std::fs::File::open(entry.path()).map_err(|err| err.to_string())?;
-        let got = cksum(file).map_err(|err| err.to_string())?;
-        if got != expected {
-            return Err(format!("{} differs from its listing", rel.display()));
-        }
-        seen += 1;
-    }
-    match seen == listing.len() {
-        true => Ok(()),
-        false => Err(format!("{} files listed, {seen} arrived", listing.len())),
     }
 }
 

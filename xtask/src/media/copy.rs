@@ -7,6 +7,8 @@ use std::{
     path::Path,
 };
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use anyhow::Context;
 use rayon::prelude::*;
 use sha2::{Digest, Sha256};
@@ -54,10 +56,26 @@ pub fn copy_verified(
     Ok(hashed)
 }
 
+/// What [`copy_tree`] put in place: every file, and of them those linked from a previous copy.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct TreeCopy {
+    pub all: Totals,
+    pub linked: Totals,
+}
+
 /// [`copy_verified`] for the whole tree at `src`, without keeping a list of its files: the
 /// walk creates directories and links as it goes and hands files to the copying threads, so
-/// memory stays the same however many files there are. Returns what was copied.
-pub fn copy_tree(src: &Path, dst: &Path, on_file: &(dyn Fn(u64) + Sync)) -> anyhow::Result<Totals> {
+/// memory stays the same however many files there are.
+///
+/// With `previous` (an earlier copy of the same tree, on the file system of `dst`), a file
+/// that is there with the same size, modification time and mode as in `src` is hard-linked
+/// from it instead of copied; the rest is copied and verified as without one.
+pub fn copy_tree(
+    src: &Path,
+    dst: &Path,
+    previous: Option<&Path>,
+    on_file: &(dyn Fn(u64) + Sync),
+) -> anyhow::Result<TreeCopy> {
     let files = walk(src, false)?;
     fs::create_dir(dst).with_context(|| format!("creating {}", dst.display()))?;
     let made = |entry: anyhow::Result<Entry>| -> Option<anyhow::Result<Entry>> {
@@ -74,18 +92,28 @@ pub fn copy_tree(src: &Path, dst: &Path, on_file: &(dyn Fn(u64) + Sync)) -> anyh
         };
         made.err().map(Err)
     };
-    let (count, bytes) = (
-        std::sync::atomic::AtomicU64::new(0),
-        std::sync::atomic::AtomicU64::new(0),
-    );
+    let previous = previous.and_then(|p| fs::canonicalize(p).ok());
+    let counters: [AtomicU64; 4] = Default::default();
+    let add = |at: usize, size: u64| {
+        counters[at].fetch_add(1, Ordering::Relaxed);
+        counters[at + 1].fetch_add(size, Ordering::Relaxed);
+    };
     files.filter_map(made).par_bridge().try_for_each_init(
         || (read_buffer(), read_buffer()),
         |(buf, back), entry| {
             let entry = entry?;
             let (from, to) = (src.join(&entry.rel), dst.join(&entry.rel));
+            let old = previous
+                .as_deref()
+                .and_then(|p| earlier_file(p, &entry.rel));
+            if let Some(size) = old.and_then(|old| link_unchanged(&from, &old, &to)) {
+                add(0, size);
+                add(2, size);
+                on_file(size);
+                return anyhow::Ok(());
+            }
             let hashed = copy_file_verified(&from, &to, &entry.rel, buf, back)?;
-            count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            bytes.fetch_add(hashed.size, std::sync::atomic::Ordering::Relaxed);
+            add(0, hashed.size);
             on_file(hashed.size);
             anyhow::Ok(())
         },
@@ -96,10 +124,41 @@ pub fn copy_tree(src: &Path, dst: &Path, on_file: &(dyn Fn(u64) + Sync)) -> anyh
             copy_dir_mode(src, dst, &entry.rel)?;
         }
     }
-    Ok(Totals {
-        files: count.into_inner(),
-        bytes: bytes.into_inner(),
+    let [files, bytes, linked_files, linked_bytes] = counters.map(AtomicU64::into_inner);
+    Ok(TreeCopy {
+        all: Totals { files, bytes },
+        linked: Totals {
+            files: linked_files,
+            bytes: linked_bytes,
+        },
     })
+}
+
+/// `rel` in the earlier copy whose real path is `previous`, unless a link on the way would
+/// take it elsewhere: only files of the copy itself are ever linked from it.
+pub fn earlier_file(previous: &Path, rel: &Path) -> Option<std::path::PathBuf> {
+    let old = previous.join(rel);
+    let parent = rel
+        .parent()
+        .map_or(previous.to_path_buf(), |p| previous.join(p));
+    (fs::canonicalize(old.parent()?).ok()? == parent).then_some(old)
+}
+
+/// Whether `old` is a regular file of the same size, modification time and mode as `from`
+/// (and not `from` itself under another name, which a link would tie to the source); if so it
+/// is hard-linked as `to` and its size returned.
+fn link_unchanged(from: &Path, old: &Path, to: &Path) -> Option<u64> {
+    use std::os::unix::fs::MetadataExt;
+    let (new, was) = (
+        fs::symlink_metadata(from).ok()?,
+        fs::symlink_metadata(old).ok()?,
+    );
+    let same = was.is_file()
+        && (was.dev(), was.ino()) != (new.dev(), new.ino())
+        && was.len() == new.len()
+        && was.modified().ok()? == new.modified().ok()?
+        && was.permissions().mode() == new.permissions().mode();
+    (same && fs::hard_link(old, to).is_ok()).then_some(new.len())
 }
 
 pub fn copy_file_verified(

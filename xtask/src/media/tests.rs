@@ -386,16 +386,104 @@ fn trees_copy_without_a_list_of_files() {
     assert!(counted.files > 3, "{counted:?}");
     let copy = dir.path().join("copy");
     let seen = std::sync::atomic::AtomicU64::new(0);
-    let copied = copy_tree(&root, &copy, &|n| {
+    let copied = copy_tree(&root, &copy, None, &|n| {
         seen.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
     })
     .unwrap();
     assert_same_tree(&root, &copy);
-    assert_eq!((copied.files, copied.bytes), (counted.files, counted.bytes));
+    assert_eq!(
+        (copied.all.files, copied.all.bytes),
+        (counted.files, counted.bytes)
+    );
+    assert_eq!(copied.linked.files, 0);
     assert_eq!(seen.into_inner(), counted.bytes);
 
     std::os::unix::fs::symlink("../../outside", root.join("escape")).unwrap();
-    let err = copy_tree(&root, &dir.path().join("copy2"), &|_| {}).unwrap_err();
+    let err = copy_tree(&root, &dir.path().join("copy2"), None, &|_| {}).unwrap_err();
     assert!(err.to_string().contains("outside the media root"), "{err}");
     assert!(count(&root).is_err());
+}
+
+#[test]
+fn a_copy_over_an_earlier_one_links_what_is_unchanged_and_copies_the_rest() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("media");
+    mixed_tree(&root);
+    let first = dir.path().join("first");
+    copy_tree(&root, &first, None, &|_| {}).unwrap();
+    // The source changes: one file rewritten (same size, new time), one added, one removed,
+    // one only made executable.
+    let files: Vec<PathBuf> = scan(&root)
+        .unwrap()
+        .into_iter()
+        .filter(|e| matches!(e.kind, Kind::File { size } if size > 0))
+        .map(|e| e.rel)
+        .collect();
+    assert!(files.len() >= 4, "{files:?}");
+    let (rewritten, removed, chmodded) = (&files[0], &files[1], &files[2]);
+    let old = fs::read(root.join(rewritten)).unwrap();
+    let mut new = old.clone();
+    new[0] ^= 1;
+    fs::write(root.join(rewritten), &new).unwrap();
+    fs::remove_file(root.join(removed)).unwrap();
+    fs::set_permissions(root.join(chmodded), fs::Permissions::from_mode(0o755)).unwrap();
+    fs::write(root.join("added.bin"), b"new").unwrap();
+
+    let second = dir.path().join("second");
+    let copied = copy_tree(&root, &second, Some(&first), &|_| {}).unwrap();
+    assert_same_tree(&root, &second);
+    let now = scan_totals(&scan(&root).unwrap());
+    assert_eq!(copied.all.files, now.files);
+    // Not linked: the rewritten, the chmodded and the added file.
+    assert_eq!(copied.linked.files, now.files - 3, "{copied:?}");
+    let ino = |p: &Path| fs::metadata(p).unwrap().ino();
+    for rel in &files[3..] {
+        assert_eq!(
+            ino(&first.join(rel)),
+            ino(&second.join(rel)),
+            "{rel:?} linked"
+        );
+    }
+    for rel in [rewritten, chmodded] {
+        assert_ne!(
+            ino(&first.join(rel)),
+            ino(&second.join(rel)),
+            "{rel:?} copied"
+        );
+    }
+    assert!(!second.join(removed).exists());
+    assert_eq!(
+        fs::read(first.join(rewritten)).unwrap(),
+        old,
+        "the earlier copy is untouched"
+    );
+
+    // A file reached through a link in the earlier copy is not linked from: it is not
+    // the copy's own.
+    let elsewhere = dir.path().join("elsewhere");
+    fs::create_dir(&elsewhere).unwrap();
+    let through = dir.path().join("through");
+    copy_tree(&root, &through, None, &|_| {}).unwrap();
+    let sub = files[3].parent().unwrap();
+    assert!(!sub.as_os_str().is_empty(), "{:?}", files[3]);
+    let moved = elsewhere.join("sub");
+    fs::rename(through.join(sub), &moved).unwrap();
+    std::os::unix::fs::symlink(&moved, through.join(sub)).unwrap();
+    let fourth = dir.path().join("fourth");
+    copy_tree(&root, &fourth, Some(&through), &|_| {}).unwrap();
+    assert_ne!(
+        ino(&moved.join(files[3].file_name().unwrap())),
+        ino(&fourth.join(&files[3]))
+    );
+    assert!(earlier_file(&fs::canonicalize(&through).unwrap(), &files[3]).is_none());
+    assert!(earlier_file(&fs::canonicalize(&first).unwrap(), &files[3]).is_some());
+
+    // A copy that shares its files with the source is not linked from.
+    let shared = dir.path().join("shared");
+    fs::create_dir(&shared).unwrap();
+    fs::hard_link(root.join("added.bin"), shared.join("added.bin")).unwrap();
+    let third = dir.path().join("third");
+    copy_tree(&root, &third, Some(&shared), &|_| {}).unwrap();
+    assert_ne!(ino(&root.join("added.bin")), ino(&third.join("added.bin")));
 }

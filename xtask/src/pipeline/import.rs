@@ -223,6 +223,7 @@ impl Import<'_> {
         let mut staged = StagedMedia {
             dir,
             totals: media::Totals::default(),
+            linked: media::Totals::default(),
         };
         match self.media {
             MediaForm::Archive => {

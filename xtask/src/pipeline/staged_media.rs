@@ -78,6 +78,13 @@ pub fn has_entries(dir: &Path) -> bool {
 pub struct StagedMedia {
     pub dir: StagingDir,
     pub totals: media::Totals,
+    /// The files of `totals` that were unchanged since the previous copy and linked from it.
+    pub linked: media::Totals,
+}
+
+/// The target's current media, when it holds any: the copy an incremental clone starts from.
+fn previous_copy(target: &Path) -> Option<&Path> {
+    has_entries(target).then_some(target)
 }
 
 pub fn stage_media_copy(
@@ -93,23 +100,25 @@ pub fn stage_media_copy(
         totals.files,
         term::human_bytes(totals.bytes)
     ));
-    let staged = StagedMedia {
-        dir: StagingDir(atomic_file::staging_dir(target)?),
-        totals,
-    };
+    let dir = StagingDir(atomic_file::staging_dir(target)?);
     let bar = term::bytes_progress("media", Some(totals.bytes));
-    let copied = media::copy_tree(source, &staged.dir, &|n| bar.inc(n))?;
+    let copied = media::copy_tree(source, &dir, previous_copy(target), &|n| bar.inc(n))?;
     bar.finish_and_clear();
-    if (copied.files, copied.bytes) != (totals.files, totals.bytes) {
+    if (copied.all.files, copied.all.bytes) != (totals.files, totals.bytes) {
         bail!(
             "{} changed while it was being copied ({} files, {} before; {} files, {} copied): run the clone again",
             source.display(),
             totals.files,
             term::human_bytes(totals.bytes),
-            copied.files,
-            term::human_bytes(copied.bytes)
+            copied.all.files,
+            term::human_bytes(copied.all.bytes)
         );
     }
+    let staged = StagedMedia {
+        dir,
+        totals,
+        linked: copied.linked,
+    };
     process::check_interrupted()?;
     Ok(staged)
 }
@@ -126,12 +135,28 @@ pub fn finish_media(
         return Ok(None);
     };
     atomic_file::replace_dir(&staged.dir, target)?;
-    term::step(format!(
-        "media in place at {}: {} files, {} copied and verified",
-        target.display(),
-        staged.totals.files,
-        term::human_bytes(staged.totals.bytes)
-    ));
+    let linked = staged.linked;
+    let copied = media::Totals {
+        files: staged.totals.files - linked.files,
+        bytes: staged.totals.bytes - linked.bytes,
+    };
+    term::step(match linked.files {
+        0 => format!(
+            "media in place at {}: {} files, {} copied and verified",
+            target.display(),
+            staged.totals.files,
+            term::human_bytes(staged.totals.bytes)
+        ),
+        _ => format!(
+            "media in place at {}: {} files, {}; {} new or changed ({}) copied and verified, {} unchanged since the previous copy linked from it",
+            target.display(),
+            staged.totals.files,
+            term::human_bytes(staged.totals.bytes),
+            copied.files,
+            term::human_bytes(copied.bytes),
+            linked.files
+        ),
+    });
     Ok(Some(staged.totals))
 }
 
@@ -141,11 +166,10 @@ pub enum MediaSource<'a> {
     Remote(ssh::RemoteMedia<'a>),
 }
 
-/// What a count of the source found: totals, and for a remote tree the listing its fetch is
-/// checked against.
+/// What a count of the source found: totals, and for a remote tree the listing it is fetched by.
 pub struct MediaCount {
     pub totals: media::Totals,
-    listing: Option<ssh::Listing>,
+    tree: Option<ssh::Tree>,
 }
 
 impl MediaSource<'_> {
@@ -169,38 +193,49 @@ impl MediaSource<'_> {
         match self {
             MediaSource::Local(path) => Ok(MediaCount {
                 totals: media::count(path)?,
-                listing: None,
+                tree: None,
             }),
             MediaSource::Remote(remote) => {
-                let listing = remote.list()?;
+                let tree = remote.list()?;
                 Ok(MediaCount {
-                    totals: ssh::listing_totals(&listing),
-                    listing: Some(listing),
+                    totals: tree.totals(),
+                    tree: Some(tree),
                 })
             }
         }
     }
 
-    /// A verified copy beside `target`, ready to swap in.
+    /// A verified copy beside `target`, ready to swap in; files unchanged since the copy
+    /// the target holds are linked from it rather than copied or fetched again.
     pub fn stage(&self, count: &MediaCount, target: &Path) -> anyhow::Result<StagedMedia> {
         match self {
             MediaSource::Remote(_) => {
                 atomic_file::remove_stale_staging(target);
                 let dir = StagingDir(atomic_file::staging_dir(target)?);
-                let totals = self.stage_into(count, &dir)?;
-                Ok(StagedMedia { dir, totals })
+                let copied = self.fetch_into(count, previous_copy(target), &dir)?;
+                Ok(StagedMedia {
+                    dir,
+                    totals: copied.all,
+                    linked: copied.linked,
+                })
             }
             MediaSource::Local(path) => stage_media_copy(path, count.totals, target),
         }
     }
 
-    /// A remote tree fetched into the new directory `dst` and checked against its listing.
-    pub fn stage_into(&self, count: &MediaCount, dst: &Path) -> anyhow::Result<media::Totals> {
-        match (self, &count.listing) {
-            (MediaSource::Remote(remote), Some(listing)) => {
-                let totals = remote.fetch(listing, dst)?;
+    /// A remote tree fetched into the new directory `dst` (files unchanged since `previous`
+    /// linked from it) and checked against its listing.
+    pub fn fetch_into(
+        &self,
+        count: &MediaCount,
+        previous: Option<&Path>,
+        dst: &Path,
+    ) -> anyhow::Result<media::TreeCopy> {
+        match (self, &count.tree) {
+            (MediaSource::Remote(remote), Some(tree)) => {
+                let copied = remote.fetch(tree, previous, dst)?;
                 process::check_interrupted()?;
-                Ok(totals)
+                Ok(copied)
             }
             _ => bail!("only a remote media tree is fetched"),
         }

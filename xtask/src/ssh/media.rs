@@ -1,0 +1,603 @@
+//! A media directory on the SSH host, read with nothing but `sh`, `find`, `cksum` and `tar`
+//! there, through the run's connection.
+//!
+//! The host lists its tree (with GNU `find -printf`: type, mode, size and modification time of
+//! every entry; elsewhere with `cksum`, which reads every file). Against an earlier copy, files
+//! of the same size, time and mode are linked from it and only the rest is fetched; each fetched
+//! file is checked against the CRC and size the host's `cksum` gives for it.
+
+use std::{
+    collections::BTreeMap,
+    fs,
+    io::{Read, Write},
+    os::unix::{ffi::OsStrExt, fs::PermissionsExt},
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    thread,
+};
+
+use anyhow::{bail, Context as _};
+
+use super::Tunnel;
+use crate::{media, process, term};
+
+pub struct RemoteMedia<'a> {
+    pub tunnel: &'a Tunnel,
+    pub dir: String,
+}
+
+/// Regular files of a remote tree by path: their POSIX `cksum` CRC and size.
+pub type Listing = BTreeMap<PathBuf, (u32, u64)>;
+
+/// What the host said of one regular file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileMeta {
+    pub size: u64,
+    /// Modification time in seconds since the epoch, when the host's `find` could tell.
+    pub mtime: Option<i64>,
+    /// Permission bits (0 when unknown).
+    pub mode: u32,
+}
+
+/// A remote tree as listed: files, directories (with their modes) and symbolic links.
+#[derive(Debug, Default)]
+pub struct Tree {
+    pub files: BTreeMap<PathBuf, FileMeta>,
+    pub dirs: Vec<(PathBuf, u32)>,
+    pub links: Vec<PathBuf>,
+    /// The CRCs, when the listing came from `cksum` (a host without GNU `find`).
+    sums: Option<Listing>,
+}
+
+impl Tree {
+    pub fn totals(&self) -> media::Totals {
+        media::Totals {
+            files: self.files.len() as u64,
+            bytes: self.files.values().map(|f| f.size).sum(),
+        }
+    }
+}
+
+/// GNU `find`: type, mode, size, time and path of every entry, NUL-terminated.
+const FIND_PRINTF: &str = "exec find . -printf '%y %m %s %T@ %p\\0'";
+
+impl RemoteMedia<'_> {
+    /// `DEST:DIR`, for messages.
+    pub fn shown(&self) -> String {
+        format!("{}:{}", self.tunnel.remote.dest, self.dir)
+    }
+
+    /// `cd DIR && <then>` on the host, through the run's connection.
+    fn command(&self, then: &str) -> Command {
+        let script = format!("cd -- {} && {then}", sh_quote(&self.dir));
+        let control = self.tunnel.dir.path().join("control");
+        let mut command = self.tunnel.remote.command_with(
+            &[
+                "-T",
+                "-S",
+                &control.to_string_lossy(),
+                "-o",
+                "ControlMaster=no",
+            ],
+            &script,
+        );
+        command.stdin(Stdio::null()).stderr(Stdio::piped());
+        if term::verbose() {
+            term::detail(format!("{command:?}"));
+        }
+        command
+    }
+
+    /// Runs `then` in the directory with `input` on its standard input; its output, or a
+    /// one-line failure naming the host.
+    fn run(&self, what: &str, then: &str, input: Option<Vec<u8>>) -> anyhow::Result<Vec<u8>> {
+        let mut command = self.command(then);
+        command.stdout(Stdio::piped());
+        if input.is_some() {
+            command.stdin(Stdio::piped());
+        }
+        let mut child = process::spawn(&mut command)
+            .with_context(|| format!("{what} of the media at {}", self.shown()))?;
+        let feed = input.map(|bytes| {
+            let mut stdin = child.stdin.take().unwrap();
+            thread::spawn(move || stdin.write_all(&bytes))
+        });
+        let out = child
+            .wait_with_output()
+            .with_context(|| format!("{what} of the media at {}", self.shown()))?;
+        if let Some(feed) = feed {
+            let _ = feed.join();
+        }
+        process::check_interrupted()?;
+        if !out.status.success() {
+            bail!(self.remote_failure(what, &String::from_utf8_lossy(&out.stderr)));
+        }
+        Ok(out.stdout)
+    }
+
+    /// The tree there; fails naming the host when the directory is not there or not readable.
+    pub fn list(&self) -> anyhow::Result<Tree> {
+        if let Ok(out) = self.run("listing", FIND_PRINTF, None) {
+            if let Ok(tree) = parse_tree(&out) {
+                return Ok(tree);
+            }
+        }
+        // No GNU find there (or a listing it could not finish: cksum says why).
+        let out = self.run("listing", "exec find . -type f -exec cksum {} +", None)?;
+        let sums = parse_listing(&out)
+            .with_context(|| format!("listing the media at {}", self.shown()))?;
+        let files = sums
+            .iter()
+            .map(|(rel, &(_, size))| {
+                let meta = FileMeta {
+                    size,
+                    mtime: None,
+                    mode: 0,
+                };
+                (rel.clone(), meta)
+            })
+            .collect();
+        Ok(Tree {
+            files,
+            sums: Some(sums),
+            ..Tree::default()
+        })
+    }
+
+    /// Fills the new directory `dst` with the tree: files unchanged since `previous` (an
+    /// earlier copy on the same file system) linked from it, the rest fetched as one `tar`
+    /// stream, unpacked as safely as an archive is, and checked against the host's CRCs.
+    /// Returns every file, and of them those linked.
+    pub fn fetch(
+        &self,
+        tree: &Tree,
+        previous: Option<&Path>,
+        dst: &Path,
+    ) -> anyhow::Result<media::TreeCopy> {
+        let totals = tree.totals();
+        let previous = previous.and_then(|p| fs::canonicalize(p).ok());
+        let unchanged: Vec<&PathBuf> = match &previous {
+            Some(previous) if tree.sums.is_none() => tree
+                .files
+                .iter()
+                .filter(|(rel, meta)| {
+                    media::earlier_file(previous, rel).is_some_and(|old| same_file(&old, meta))
+                })
+                .map(|(rel, _)| rel)
+                .collect(),
+            _ => Vec::new(),
+        };
+        if unchanged.is_empty() {
+            self.fetch_all(tree, dst)?;
+            return Ok(media::TreeCopy {
+                all: totals,
+                linked: media::Totals::default(),
+            });
+        }
+        let previous = previous.expect("only files of a previous copy are unchanged");
+        let previous = previous.as_path();
+        let wanted: Vec<&PathBuf> = tree
+            .files
+            .keys()
+            .filter(|rel| unchanged.binary_search(rel).is_err())
+            .collect();
+        let linked = media::Totals {
+            files: unchanged.len() as u64,
+            bytes: unchanged.iter().map(|rel| tree.files[*rel].size).sum(),
+        };
+        term::step(format!(
+            "fetching media {} → {}: {} of {} files new or changed ({}), {} unchanged since the previous copy",
+            self.shown(),
+            dst.display(),
+            wanted.len(),
+            totals.files,
+            term::human_bytes(totals.bytes - linked.bytes),
+            unchanged.len()
+        ));
+        let names = |rels: &mut dyn Iterator<Item = &PathBuf>| -> anyhow::Result<Vec<u8>> {
+            let mut list = Vec::new();
+            for rel in rels {
+                if rel.as_os_str().as_bytes().contains(&b'\n') {
+                    bail!(
+                        "media file {:?} at {} has a line break in its name: rename it",
+                        rel,
+                        self.shown()
+                    );
+                }
+                list.extend_from_slice(b"./");
+                list.extend_from_slice(rel.as_os_str().as_bytes());
+                list.push(b'\n');
+            }
+            Ok(list)
+        };
+        let sums = match wanted.is_empty() {
+            true => Listing::new(),
+            false => parse_listing(&self.run(
+                "cksum",
+                "while IFS= read -r f; do cksum \"$f\" || exit; done",
+                Some(names(&mut wanted.iter().copied())?),
+            )?)?,
+        };
+        let mut fetch = wanted.iter().copied().chain(tree.links.iter()).peekable();
+        match fetch.peek() {
+            None => fs::create_dir(dst).with_context(|| format!("creating {}", dst.display()))?,
+            Some(_) => self.untar("exec tar -cf - -T -", Some(names(&mut fetch)?), &sums, dst)?,
+        }
+        for rel in &unchanged {
+            let (from, to) = (previous.join(rel), dst.join(rel));
+            if let Some(parent) = to.parent() {
+                fs::create_dir_all(parent)?;
+            }
+            fs::hard_link(&from, &to)
+                .or_else(|_| fs::copy(&from, &to).map(drop))
+                .with_context(|| format!("linking {} into {}", from.display(), dst.display()))?;
+        }
+        for (rel, mode) in tree.dirs.iter().rev() {
+            let to = dst.join(rel);
+            fs::create_dir_all(&to)?;
+            fs::set_permissions(&to, fs::Permissions::from_mode(mode | 0o700))?;
+        }
+        verify_against(dst, &sums, Some(tree)).map_err(|why| self.changed(&why))?;
+        Ok(media::TreeCopy {
+            all: totals,
+            linked,
+        })
+    }
+
+    /// The whole tree as one `tar -cf - .`, checked file by file against the host's CRCs.
+    fn fetch_all(&self, tree: &Tree, dst: &Path) -> anyhow::Result<()> {
+        let totals = tree.totals();
+        term::step(format!(
+            "fetching media {} → {} ({} files, {})",
+            self.shown(),
+            dst.display(),
+            totals.files,
+            term::human_bytes(totals.bytes)
+        ));
+        let sums = match &tree.sums {
+            Some(sums) => sums.clone(),
+            None => {
+                parse_listing(&self.run("cksum", "exec find . -type f -exec cksum {} +", None)?)?
+            }
+        };
+        self.untar("exec tar -cf - .", None, &sums, dst)?;
+        verify_against(dst, &sums, None).map_err(|why| self.changed(&why))
+    }
+
+    fn changed(&self, why: &str) -> anyhow::Error {
+        anyhow::anyhow!(
+            "media at {} changed while they were fetched ({why}): run the clone again",
+            self.shown()
+        )
+    }
+
+    /// Runs a `tar -c` there and unpacks its stream into the new directory `dst`.
+    fn untar(
+        &self,
+        script: &str,
+        input: Option<Vec<u8>>,
+        sums: &Listing,
+        dst: &Path,
+    ) -> anyhow::Result<()> {
+        let mut command = self.command(script);
+        command.stdout(Stdio::piped());
+        if input.is_some() {
+            command.stdin(Stdio::piped());
+        }
+        let mut child = process::spawn(&mut command)
+            .with_context(|| format!("fetching the media from {}", self.shown()))?;
+        let feed = input.map(|bytes| {
+            let mut stdin = child.stdin.take().unwrap();
+            thread::spawn(move || stdin.write_all(&bytes))
+        });
+        let stderr = process::collect_stderr(child.stderr.take().unwrap());
+        let bar = term::bytes_progress("media", Some(sums.values().map(|&(_, size)| size).sum()));
+        let mut stream = Counted {
+            inner: child.stdout.take().unwrap(),
+            on_read: &|n| bar.inc(n),
+        };
+        // Read to the end: tar pads its output past the archive's end, and a reader that left
+        // early would fail the sender on a closed pipe.
+        let unpacked =
+            media::extract_tar(&mut stream, None, dst).and_then(|()| drain_padding(&mut stream));
+        drop(stream);
+        bar.finish_and_clear();
+        let status = child.wait()?;
+        if let Some(feed) = feed {
+            let _ = feed.join();
+        }
+        let said = stderr.join().unwrap_or_default();
+        process::check_interrupted()?;
+        let unpacked =
+            unpacked.with_context(|| format!("unpacking the media from {}", self.shown()));
+        match (unpacked, status.success()) {
+            (Ok(()), true) => Ok(()),
+            // Our side gave up first (the host's tar then only saw its pipe close).
+            (Err(err), _) if status.success() || said.trim().is_empty() => Err(err),
+            _ => bail!(self.remote_failure("tar", &said)),
+        }
+    }
+
+    fn remote_failure(&self, what: &str, said: &str) -> String {
+        let last = said
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("no message")
+            .trim();
+        if said.contains("can't cd") || (said.contains("cd") && said.contains("No such file")) {
+            return format!(
+                "no media directory {} on {}: check --source-media, a path on that host ({last})",
+                self.dir, self.tunnel.remote.dest
+            );
+        }
+        format!(
+            "{what} of the media at {} failed on that host: {last}; check that {} can read every file there, then run again",
+            self.shown(),
+            self.tunnel.remote.dest
+        )
+    }
+}
+
+/// What follows a tar archive's end: `tar` pads its output to whole records (10 KiB for GNU
+/// tar) and nothing else; more than a little is refused.
+fn drain_padding(stream: &mut impl std::io::Read) -> anyhow::Result<()> {
+    const LIMIT: u64 = 1 << 20;
+    let mut rest = stream.take(LIMIT + 1);
+    let mut buf = [0u8; 64 * 1024];
+    let mut seen = 0u64;
+    loop {
+        let n = rest
+            .read(&mut buf)
+            .context("reading the end of the tar stream")?;
+        if n == 0 {
+            return Ok(());
+        }
+        seen += n as u64;
+        if seen > LIMIT || buf[..n].iter().any(|&b| b != 0) {
+            bail!("data after the end of the tar stream: not an archive of the media tree");
+        }
+    }
+}
+
+/// Whether the earlier copy at `old` is a regular file with the host's size, time and mode.
+fn same_file(old: &Path, meta: &FileMeta) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Some(mtime) = meta.mtime else {
+        return false;
+    };
+    fs::symlink_metadata(old).is_ok_and(|was| {
+        was.is_file()
+            && was.len() == meta.size
+            && was.mtime() == mtime
+            && was.mode() & 0o7777 == meta.mode
+    })
+}
+
+/// `find -printf '%y %m %s %T@ %p\0'` records as a tree.
+pub fn parse_tree(text: &[u8]) -> anyhow::Result<Tree> {
+    let mut tree = Tree::default();
+    for record in text.split(|&b| b == 0).filter(|r| !r.is_empty()) {
+        let mut parts = record.splitn(5, |&b| b == b' ');
+        let mut field = || parts.next().and_then(|p| std::str::from_utf8(p).ok());
+        let (kind, mode, size, time) = (field(), field(), field(), field());
+        let path = parts.next();
+        let parsed = (|| {
+            let mode = u32::from_str_radix(mode?, 8).ok()?;
+            let size: u64 = size?.parse().ok()?;
+            let secs: i64 = time?.split('.').next()?.parse().ok()?;
+            Some((kind?, mode, size, secs))
+        })();
+        let (Some((kind, mode, size, secs)), Some(path)) = (parsed, path) else {
+            bail!(
+                "unexpected line from find: {:?}",
+                String::from_utf8_lossy(record)
+            );
+        };
+        if path == b"." {
+            continue;
+        }
+        let Some(rel) = path.strip_prefix(b"./") else {
+            bail!(
+                "unexpected path from find: {:?}",
+                String::from_utf8_lossy(path)
+            );
+        };
+        let rel = PathBuf::from(std::ffi::OsStr::from_bytes(rel));
+        match kind {
+            "f" => {
+                let meta = FileMeta {
+                    size,
+                    mtime: Some(secs),
+                    mode,
+                };
+                tree.files.insert(rel, meta);
+            }
+            "d" => tree.dirs.push((rel, mode)),
+            "l" => tree.links.push(rel),
+            other => bail!(
+                "{} is a special file (find type {other}): only files, directories and links belong in media",
+                rel.display()
+            ),
+        }
+    }
+    tree.dirs.sort();
+    tree.links.sort();
+    Ok(tree)
+}
+
+/// A reader that reports how much went through it.
+struct Counted<'a, R> {
+    inner: R,
+    on_read: &'a dyn Fn(u64),
+}
+
+impl<R: std::io::Read> std::io::Read for Counted<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        (self.on_read)(n as u64);
+        Ok(n)
+    }
+}
+
+/// `'it'\''s'`: one word for a POSIX shell, whatever it holds.
+pub fn sh_quote(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "'\\''"))
+}
+
+/// `cksum` lines (`CRC SIZE ./path`) by path.
+pub fn parse_listing(text: &[u8]) -> anyhow::Result<Listing> {
+    use std::os::unix::ffi::OsStrExt;
+    let mut listing = Listing::new();
+    for line in text.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+        let mut parts = line.splitn(3, |&b| b == b' ');
+        let crc = parts
+            .next()
+            .and_then(|p| std::str::from_utf8(p).ok()?.parse().ok());
+        let size = parts
+            .next()
+            .and_then(|p| std::str::from_utf8(p).ok()?.parse().ok());
+        let name = parts.next().and_then(|p| p.strip_prefix(b"./"));
+        let (Some(crc), Some(size), Some(name)) = (crc, size, name) else {
+            bail!(
+                "unexpected line from cksum: {:?} (a file name with a line break in it? rename it)",
+                String::from_utf8_lossy(line)
+            );
+        };
+        listing.insert(
+            PathBuf::from(std::ffi::OsStr::from_bytes(name)),
+            (crc, size),
+        );
+    }
+    Ok(listing)
+}
+
+/// POSIX `cksum`'s CRC of what `read` gives, and its size: CRC-32/CKSUM over the data and
+/// then its length, least significant byte first.
+pub fn cksum(mut read: impl std::io::Read) -> std::io::Result<(u32, u64)> {
+    const CKSUM: crc::Crc<u32> = crc::Crc::<u32>::new(&crc::CRC_32_CKSUM);
+    let mut digest = CKSUM.digest();
+    let mut buf = vec![0; 256 * 1024];
+    let mut size = 0u64;
+    loop {
+        let n = read.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        digest.update(&buf[..n]);
+        size += n as u64;
+    }
+    let mut len = size;
+    while len > 0 {
+        digest.update(&[(len & 0xff) as u8]);
+        len >>= 8;
+    }
+    Ok((digest.finalize(), size))
+}
+
+/// Whether the files under `root` are exactly the listed ones: each in `sums` with its CRC
+/// and size, and, with a `tree`, each of its other files (linked from a previous copy) with
+/// its size; else what differs, for the message.
+fn verify_against(root: &Path, sums: &Listing, tree: Option<&Tree>) -> Result<(), String> {
+    let mut seen = 0usize;
+    for entry in walkdir::WalkDir::new(root).follow_links(false) {
+        let entry = entry.map_err(|err| err.to_string())?;
+        if !entry.file_type().is_file() {
+            continue;
+        }
+        let rel = entry.path().strip_prefix(root).unwrap_or(entry.path());
+        seen += 1;
+        if let Some(&expected) = sums.get(rel) {
+            let file = fs::File::open(entry.path()).map_err(|err| err.to_string())?;
+            if cksum(file).map_err(|err| err.to_string())? != expected {
+                return Err(format!("{} differs from its listing", rel.display()));
+            }
+            continue;
+        }
+        let listed = tree.and_then(|t| t.files.get(rel));
+        let size = entry.metadata().map_err(|err| err.to_string())?.len();
+        match listed {
+            Some(meta) if meta.size == size => {}
+            Some(_) => return Err(format!("{} differs from its listing", rel.display())),
+            None => return Err(format!("{} was not listed", rel.display())),
+        }
+    }
+    let listed = tree.map_or(sums.len(), |t| t.files.len());
+    match seen == listed {
+        true => Ok(()),
+        false => Err(format!("{listed} files listed, {seen} arrived")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn find_records_become_a_tree() {
+        let text = b". 755 4096 1700000000.5 .\0d 750 4096 1700000000.25 ./a b\0\
+f 644 12 1700000123.9990000000 ./a b/it's\nodd\0l 777 3 1700000000.0 ./a b/link\0";
+        let tree = parse_tree(text).unwrap();
+        assert_eq!(tree.dirs, vec![(PathBuf::from("a b"), 0o750)]);
+        assert_eq!(tree.links, vec![PathBuf::from("a b/link")]);
+        let meta = tree.files[Path::new("a b/it's\nodd")];
+        assert_eq!(
+            (meta.size, meta.mtime, meta.mode),
+            (12, Some(1700000123), 0o644)
+        );
+        assert_eq!(tree.totals().files, 1);
+        assert!(parse_tree(b"p 644 0 1.0 ./fifo\0")
+            .unwrap_err()
+            .to_string()
+            .contains("special file"));
+        assert!(parse_tree(b"f 644 x 1.0 ./a\0").is_err());
+    }
+
+    #[test]
+    fn only_zero_padding_may_follow_the_archive() {
+        assert!(drain_padding(&mut &[0u8; 10240][..]).is_ok());
+        assert!(drain_padding(&mut &b""[..]).is_ok());
+        let mut junk = vec![0u8; 600];
+        junk[599] = 1;
+        assert!(drain_padding(&mut &junk[..]).is_err());
+        assert!(drain_padding(&mut std::io::repeat(0)).is_err());
+    }
+
+    #[test]
+    fn an_earlier_copy_counts_as_unchanged_only_with_the_same_size_time_and_mode() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("f");
+        fs::write(&file, b"abc").unwrap();
+        let had = fs::metadata(&file).unwrap();
+        let meta = FileMeta {
+            size: 3,
+            mtime: Some(had.mtime()),
+            mode: had.mode() & 0o7777,
+        };
+        assert!(same_file(&file, &meta));
+        assert!(!same_file(&file, &FileMeta { size: 4, ..meta }));
+        assert!(!same_file(
+            &file,
+            &FileMeta {
+                mtime: Some(1),
+                ..meta
+            }
+        ));
+        assert!(!same_file(
+            &file,
+            &FileMeta {
+                mtime: None,
+                ..meta
+            }
+        ));
+        assert!(!same_file(
+            &file,
+            &FileMeta {
+                mode: 0o600 ^ meta.mode,
+                ..meta
+            }
+        ));
+        assert!(!same_file(&dir.path().join("missing"), &meta));
+    }
+}
