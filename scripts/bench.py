@@ -2,7 +2,8 @@
 """Side-by-side benchmark of `cargo xtask clone-prod` against NetPoint's manual procedure.
 
     python3 scripts/bench.py [--scale quick|full|N] [--rounds R] [--keep]
-                             [--json FILE] [--workdir DIR] [--scrub-cost | --ssh-media]
+                             [--json FILE] [--workdir DIR]
+                             [--scrub-cost | --ssh-media | --dev-db]
 
 It is a report, not a test: it exits 0 when a target is missed and non-zero
 only when the benchmark itself cannot run. Everything it needs is created
@@ -94,6 +95,7 @@ TARGETS = [
     ("T11", "media again, 1 % changed / full media clone", 0.10, "max"),
     ("T12", "the same over SSH (sshd in Docker)", 0.10, "max"),
     ("S1", "clone-prod direct (db) over SSH / without SSH", None, "info"),
+    ("T13", "dev-db save + restore / clone-prod db + media", 0.10, "max"),
 ]
 SSH_IMAGE = "netpoint-prod-ssh:15"
 SSH_MEDIA_STEPS = [
@@ -103,6 +105,11 @@ SSH_MEDIA_STEPS = [
     ("media_again_ssh", "  the same again, 1 % of the files changed"),
     ("direct_plain", "xtask clone-prod --source --target --yes (S1 round)"),
     ("direct_ssh", "  the same with --source-ssh (forwarded)"),
+]
+DEV_DB_STEPS = [
+    ("devdb_clone", "xtask clone-prod --source --target --source-media (empty)"),
+    ("devdb_save", "xtask dev-db save NAME --force"),
+    ("devdb_restore", "xtask dev-db restore NAME --yes"),
 ]
 # Share of the media files rewritten between a full clone and the incremental one (T11, T12).
 CHANGED_SHARE = 0.01
@@ -731,30 +738,61 @@ class Bench:
                                 self.url("bench_direct"), "--yes"], "direct-ssh", extra_env=self.ssh_env())
         self.record("direct_ssh", run, warmup)
 
-    def run_ssh_media(self):
+    def devdb_round(self, warmup):
+        media = self.work / "src" / "netpoint" / "media"
+        dev_media = self.work / "dev-media"
+        shutil.rmtree(dev_media, ignore_errors=True)
+        # A full clone each round: database and media into an empty media directory.
+        self.settle()
+        run = self.timed_xtask(["clone-prod", "--source", self.url("bench_source"), "--target",
+                                self.url("bench_dev"), "--source-media", media, "--target-media", dev_media,
+                                "--yes"], "devdb-clone")
+        self.record("devdb_clone", run, warmup)
+        target = ["--target", self.url("bench_dev"), "--target-media", dev_media]
+        self.settle()
+        run = self.timed_xtask(["dev-db", "save", "bench", "--force", *target], "devdb-save")
+        self.record("devdb_save", run, warmup)
+        self.settle()
+        run = self.timed_xtask(["dev-db", "restore", "bench", "--yes", *target], "devdb-restore")
+        self.record("devdb_restore", run, warmup)
+        if warmup:
+            self.check_media_copy(dev_media, "dev-db restore")
+
+    def run_dev_db(self):
         self.prepare()
-        self.start_ssh()
-        self.group("media again, 1 % changed (T11-T12)", self.incremental_round)
-        self.group("database over SSH (S1)", self.ssh_db_round)
+        self.group("dev-db (T13)", self.devdb_round)
+        self.print_subset("NetPoint dev-db benchmark", ("T13",), DEV_DB_STEPS)
+        return 0
+
+    def print_subset(self, title, ids, steps):
         files, size = self.data["media_tree"]
-        print(f"NetPoint incremental media and SSH benchmark: scale {self.scale:g} of full, {self.rounds} rounds "
-              f"after 1 warm-up, {self.cores} cores; media {human_bytes(size)} in {files:,} files, "
-              f"{CHANGED_SHARE:.0%} rewritten between the two clones of a round")
+        src = self.data["source"]
+        print(f"{title}: scale {self.scale:g} of full, {self.rounds} rounds after 1 warm-up, {self.cores} cores; "
+              f"database {human_bytes(src['database_bytes'])} ({human_bytes(src['other_bytes'])} outside "
+              f"{CHANGELOG}), media {human_bytes(size)} in {files:,} files")
         print(f"xtask {self.revision}, dev profile ({self.xtask_built})")
         print()
         print(f"{'':4}{'comparison':<48}{'ours':>8}{'baseline':>10}  {'ratio min / median / max':<26}"
               f"{'goal':<10}result")
-        for t in self.ratios(("T11", "T12", "S1")):
+        for t in self.ratios(ids):
             goal = "-" if t["goal"] is None else f"<= {t['goal']:g}"
             spread = f"{t['min']:.2f} / {t['median']:.2f} / {t['max']:.2f}"
             print(f"{t['id']:<4}{t['what']:<48}{t['ours_median_s']:>7.2f}s{t['baseline_median_s']:>9.2f}s  "
                   f"{spread:<26}{goal:<10}{t['result']}")
         print()
         print("seconds per command, median [min - max] over the rounds:")
-        for name, label in SSH_MEDIA_STEPS:
+        for name, label in steps:
             t = self.times(name)
             print(f"  {label:<56}{statistics.median(t):>8.2f} [{min(t):.2f} - {max(t):.2f}]")
         print(f"elapsed {(time.monotonic() - START) / 60:.1f} min")
+
+    def run_ssh_media(self):
+        self.prepare()
+        self.start_ssh()
+        self.group("media again, 1 % changed (T11-T12)", self.incremental_round)
+        self.group("database over SSH (S1)", self.ssh_db_round)
+        self.print_subset(f"NetPoint incremental media and SSH benchmark ({CHANGED_SHARE:.0%} of the files rewritten "
+                          "between the two media clones of a round)", ("T11", "T12", "S1"), SSH_MEDIA_STEPS)
         return 0
 
     def group(self, title, one_round):
@@ -821,6 +859,8 @@ class Bench:
             return self.run_scrub_cost()
         if self.args.ssh_media:
             return self.run_ssh_media()
+        if self.args.dev_db:
+            return self.run_dev_db()
         self.prepare()
         self.group("database (T1-T3)", self.db_round)
         self.group("media (T4-T6)", self.media_round)
@@ -828,6 +868,7 @@ class Bench:
         self.start_ssh()
         self.group("media again, 1 % changed (T11-T12)", self.incremental_round)
         self.group("database over SSH (S1)", self.ssh_db_round)
+        self.group("dev-db (T13)", self.devdb_round)
         self.double()
         return self.report()
 
@@ -887,6 +928,7 @@ class Bench:
             "T11": (t("media_again_local"), t("media_full_local")),
             "T12": (t("media_again_ssh"), t("media_full_ssh")),
             "S1": (t("direct_ssh"), t("direct_plain")),
+            "T13": (plus(t("devdb_save"), t("devdb_restore")), t("devdb_clone")),
         }
         out = []
         for tid, what, goal, kind in TARGETS:
@@ -985,6 +1027,7 @@ class Bench:
             ("sha256sum", "find -print0 | xargs -0 sha256sum"),
             ("hash_media", "xtask hash-media"),
             *SSH_MEDIA_STEPS,
+            *DEV_DB_STEPS,
         ]
         for name, label in steps:
             s = self.times(name)
@@ -1321,6 +1364,9 @@ def main():
                         help="only measure a second media clone with 1 %% of the files changed against a full "
                              "one, locally and over SSH (T11, T12), and a database clone over SSH against one "
                              "without (S1)")
+    parser.add_argument("--dev-db", action="store_true",
+                        help="only measure dev-db save + restore against a clone-prod of the same database and "
+                             "media (T13)")
     parser.add_argument("--workdir", metavar="DIR",
                         help="where the work directory (media, dumps, bundles) is created [default: /tmp]")
     args = parser.parse_args()

@@ -1,6 +1,7 @@
 //! End-to-end tests of `cargo xtask` against real PostgreSQL servers in Docker.
 
 mod clone_prod;
+mod dev_db;
 mod harness;
 mod hostile_cli;
 mod hostile_media;

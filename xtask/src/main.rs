@@ -2,6 +2,7 @@
 
 // The commands, one a file, each owning its flags; none imports another.
 mod clone_prod;
+mod dev_db;
 mod schema_snapshot;
 mod seed_dev;
 
@@ -81,6 +82,7 @@ enum Command {
     CloneProd(clone_prod::CloneProd),
     /// Seed a dev database and media from fixtures/ (in Docker if none is configured), or refresh them.
     SeedDev(seed_dev::SeedDev),
+    DevDb(dev_db::DevDb),
     /// Write a deterministic schema-only dump (fixtures/schema.sql), or check it in CI.
     SchemaSnapshot(schema_snapshot::SchemaSnapshot),
     /// Print the SHA-256 list of a media tree (the format of media.sha256), on all cores.
@@ -144,6 +146,7 @@ fn run(cx: &Context, command: Command) -> anyhow::Result<()> {
         Command::CloneProd(cmd) => cmd.run(cx),
         Command::SchemaSnapshot(cmd) => cmd.run(cx),
         Command::SeedDev(cmd) => cmd.run(cx),
+        Command::DevDb(cmd) => cmd.run(cx),
         Command::HashMedia { dir } => media::print_sums(&dir),
     }
 }

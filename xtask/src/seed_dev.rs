@@ -2,7 +2,7 @@
 //! in a local Docker container when no database is configured; and `--refresh`, which
 //! regenerates those fixtures deterministically from a database.
 
-mod container;
+pub mod container;
 
 use std::{
     collections::BTreeMap,

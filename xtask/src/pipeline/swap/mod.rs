@@ -44,8 +44,23 @@ pub fn replace(
     load: impl FnOnce(&DbUrl) -> anyhow::Result<()>,
     then: impl FnOnce() -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
+    let create = |temp: &DbUrl| create_temp(sh, tools, admin, temp, encoding);
+    replace_with(sh, tools, admin, target, create, load, then)
+}
+
+/// [`replace`], with the temporary database made by `create` (a copy of a template, say)
+/// rather than empty.
+pub fn replace_with(
+    sh: &Shell,
+    tools: &PgTools,
+    admin: &DbUrl,
+    target: &DbUrl,
+    create: impl FnOnce(&DbUrl) -> anyhow::Result<()>,
+    load: impl FnOnce(&DbUrl) -> anyhow::Result<()>,
+    then: impl FnOnce() -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
     let temp = target.with_database(&temp_name(&target.database, "load"));
-    create_temp(sh, tools, admin, &temp, encoding)?;
+    create(&temp)?;
     let drop_temp = || {
         let _ = drop_database(sh, tools, admin, &temp.database);
     };

@@ -30,6 +30,7 @@ pub fn inspect_target(
         may_replace: bool,
         oid: Option<String>,
         size: i64,
+        snapshot: bool,
     }
     let answer = tools.query(
         sh,
@@ -38,8 +39,10 @@ pub fn inspect_target(
         &format!(
             "select json_build_object('can_create', r.rolcreatedb or r.rolsuper, \
              'may_replace', coalesce(pg_get_userbyid(d.datdba) = current_user or r.rolsuper, true), \
-             'oid', d.oid::text, 'size', coalesce(pg_database_size(d.oid), 0)) \
+             'oid', d.oid::text, 'size', coalesce(pg_database_size(d.oid), 0), \
+             'snapshot', coalesce(starts_with(shobj_description(d.oid, 'pg_database'), {}), false)) \
              from pg_roles r left join pg_database d on d.datname = {} where r.rolname = current_user",
+            literal(crate::dev_db::SNAPSHOT_MARK),
             literal(&target.database)
         ),
     )?;
@@ -48,10 +51,18 @@ pub fn inspect_target(
         may_replace,
         oid,
         size,
+        snapshot,
     } = serde_json::from_str(&answer).with_context(|| {
         format!("unexpected answer from {admin} while inspecting the target: {answer}")
     })?;
     let exists = oid.is_some();
+    if snapshot {
+        bail!(
+            "database `{}` on {} is a snapshot of `cargo xtask dev-db`, not a dev database: name the dev database, or use `cargo xtask dev-db restore`",
+            target.database,
+            target.host_port()
+        );
+    }
     let user = target.user.as_deref().unwrap_or("(default user)");
     if !can_create {
         bail!(
