@@ -162,7 +162,7 @@ impl SshProd {
     }
 
     /// The fixture media at `MEDIA` on the host, owned by the login account, with a link
-    /// inside the tree and a file whose name needs quoting.
+    /// inside the tree, files whose names need quoting (`'`, `\`) and a hard link.
     fn put_media(&self) {
         let copied = Command::new("docker")
             .args(["cp", &format!("{}/.", fixtures().join("media").display())])
@@ -171,7 +171,9 @@ impl SshProd {
             .unwrap();
         assert!(copied.success());
         self.root(&format!(
-            "ln -sfn devicetype-images {MEDIA}/images && printf 'x' > \"{MEDIA}/it's a file\" && chown -R deploy {MEDIA}"
+            "ln -sfn devicetype-images {MEDIA}/images && printf 'x' > \"{MEDIA}/it's a file\" && \
+             printf 'b' > '{MEDIA}/back\\slash.txt' && \
+             ln {MEDIA}/image-attachments/rack_12_rear.jpg {MEDIA}/hard-linked.jpg && chown -R deploy {MEDIA}"
         ));
     }
 
@@ -234,11 +236,34 @@ fn sums(text: &str) -> Vec<(String, String)> {
         .lines()
         .map(|line| {
             let (sum, name) = line.split_once("  ").expect("sha256sum line");
+            // GNU sha256sum marks a line whose name it escaped with a leading `\`.
+            let (sum, name) = match sum.strip_prefix('\\') {
+                Some(sum) => (sum, unescape(name)),
+                None => (sum, name.to_string()),
+            };
             (name.trim_start_matches("./").to_string(), sum.to_string())
         })
         .collect();
     list.sort();
     list
+}
+
+/// Undoes sha256sum's escaping of `\` and newlines in a name.
+fn unescape(name: &str) -> String {
+    let mut out = String::new();
+    let mut chars = name.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('n') => out.push('\n'),
+            Some(other) => out.push(other),
+            None => out.push('\\'),
+        }
+    }
+    out
 }
 
 /// The same for a local tree.
@@ -433,7 +458,7 @@ fn a_clone_over_ssh_reads_production_through_one_forward_and_leaves_nothing_behi
     assert!(
         incremental
             .stderr
-            .contains("2 of 11 files new or changed (5 B), 9 unchanged since the previous copy"),
+            .contains("2 of 13 files new or changed (5 B), 11 unchanged since the previous copy"),
         "{}",
         incremental.stderr
     );

@@ -235,9 +235,16 @@ pub fn replace_dir(staged: &Path, target: &Path) -> anyhow::Result<()> {
         }
         return Err(err).with_context(|| format!("moving the new tree into {}", target.display()));
     }
+    // The new tree is in place: what is left of the old one is a leftover, not a failure
+    // (the next run removes it).
     if had_target {
-        fs::remove_dir_all(&aside)
-            .with_context(|| format!("removing the previous tree at {}", aside.display()))?;
+        if let Err(err) = fs::remove_dir_all(&aside) {
+            crate::term::warn(format!(
+                "the new tree is in place at {}, but the previous one could not be removed ({err}): remove {} by hand",
+                target.display(),
+                aside.display()
+            ));
+        }
     }
     Ok(())
 }
@@ -292,8 +299,14 @@ fn replace_contents(staged: &Path, target: &Path) -> anyhow::Result<()> {
         let _ = fs::set_permissions(target, meta.permissions());
     }
     let _ = fs::remove_dir(staged);
-    fs::remove_dir_all(&old)
-        .with_context(|| format!("removing the previous media at {}", old.display()))
+    if let Err(err) = fs::remove_dir_all(&old) {
+        crate::term::warn(format!(
+            "the new media are in place at {}, but the previous ones could not be removed ({err}): remove {} by hand",
+            target.display(),
+            old.display()
+        ));
+    }
+    Ok(())
 }
 
 /// Removes leftovers of killed runs for a directory `target` swapped by [`replace_dir`]:

@@ -82,6 +82,8 @@ enum Action {
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
 struct Meta {
     netpoint_dev_db_snapshot: u32,
+    /// Random, also in `snapshot.json` beside the media: the two halves belong together.
+    id: String,
     name: String,
     database: String,
     saved: String,
@@ -178,7 +180,11 @@ struct Dev<'a> {
 impl Dev<'_> {
     /// `npsnap_<key>_`: the snapshots of this dev database.
     fn prefix(&self) -> String {
-        let key = Sha256::digest(self.target.database.as_bytes());
+        // Per server and database: two servers' `netpoint` keep their snapshots apart, media
+        // included.
+        let key = Sha256::digest(
+            format!("{}/{}", self.target.host_port(), self.target.database).as_bytes(),
+        );
         format!("npsnap_{}_", &media::hex(&key)[..8])
     }
 
@@ -242,6 +248,7 @@ impl Dev<'_> {
         }
         let meta = Meta {
             netpoint_dev_db_snapshot: 1,
+            id: snapshot_id(&snapshot),
             name: name.to_string(),
             database: self.target.database.clone(),
             saved: self.query(
@@ -252,7 +259,8 @@ impl Dev<'_> {
             migrations: self.migrations()?,
             media: None,
         };
-        let new = format!("{snapshot}__new");
+        // A name no snapshot has (snapshot names never hold `tmp_`).
+        let new = format!("npsnaptmp_{}", &snapshot["npsnap_".len()..]);
         swap::drop_database(self.sh, self.tools, self.admin, &new)?;
         let made = process::critical(|| {
             self.copy_database(&self.target.database, &new, "saving it")?;
@@ -266,6 +274,7 @@ impl Dev<'_> {
             return Err(err);
         }
         let store = self.store(name);
+        atomic_file::remove_stale_siblings(&store);
         let staged = StagingDir(atomic_file::sibling(&store, "new"));
         let media_size = match self.media.is_dir() {
             true => {
@@ -288,31 +297,56 @@ impl Dev<'_> {
             ..meta
         };
         let text = serde_json::to_string(&meta)?;
-        process::critical(|| {
-            if media_size.is_some() || staged.exists() {
-                fs::create_dir_all(&*staged)?;
-                fs::write(staged.join("snapshot.json"), &text)?;
-            }
+        let committed = process::critical(|| {
             self.query(&format!(
                 "comment on database {} is {}",
                 ident(&new),
                 literal(&text)
             ))?;
-            swap::drop_database(self.sh, self.tools, self.admin, &snapshot)?;
-            self.query(&format!(
-                "alter database {} rename to {}",
-                ident(&new),
-                ident(&snapshot)
-            ))?;
-            let _ = fs::remove_dir_all(&store);
-            if staged.exists() {
-                fs::create_dir_all(store.parent().unwrap())?;
-                fs::rename(&*staged, &store).with_context(|| {
-                    format!("putting the media snapshot at {}", store.display())
-                })?;
+            // The media first (the previous ones kept aside), then the database; a failure
+            // of the second puts the media back.
+            let aside = atomic_file::sibling(&store, "old");
+            fs::create_dir_all(store.parent().unwrap())?;
+            if store.exists() {
+                fs::rename(&store, &aside)
+                    .with_context(|| format!("moving {} aside", store.display()))?;
+            }
+            let put_back = || {
+                let _ = fs::remove_dir_all(&store);
+                let _ = fs::rename(&aside, &store);
+            };
+            let placed = (|| {
+                if media_size.is_some() {
+                    fs::write(staged.join("snapshot.json"), &text)?;
+                    fs::rename(&*staged, &store).with_context(|| {
+                        format!("putting the media snapshot at {}", store.display())
+                    })?;
+                }
+                swap::drop_database(self.sh, self.tools, self.admin, &snapshot)?;
+                self.query(&format!(
+                    "alter database {} rename to {}",
+                    ident(&new),
+                    ident(&snapshot)
+                ))
+            })();
+            if let Err(err) = placed {
+                put_back();
+                return Err(err);
+            }
+            if aside.exists() {
+                if let Err(err) = fs::remove_dir_all(&aside) {
+                    term::warn(format!(
+                        "snapshot `{name}` is saved, but its previous media could not be removed ({err}): remove {} by hand",
+                        aside.display()
+                    ));
+                }
             }
             anyhow::Ok(())
-        })?;
+        });
+        if let Err(err) = committed {
+            let _ = swap::drop_database(self.sh, self.tools, self.admin, &new);
+            return Err(err);
+        }
         let size = self.query(&format!("select pg_database_size({})", literal(&snapshot)))?;
         term::success(format!(
             "saved {} as snapshot `{name}`: database {}{}",
@@ -354,9 +388,12 @@ impl Dev<'_> {
         )?;
         let staged = match meta.media {
             Some(size) => {
-                if !store.is_dir() {
+                let beside = fs::read_to_string(self.store(name).join("snapshot.json"))
+                    .ok()
+                    .and_then(|text| serde_json::from_str::<Meta>(&text).ok());
+                if !store.is_dir() || beside.is_none_or(|b| b.id != meta.id) {
                     bail!(
-                        "the media of snapshot `{name}` are missing ({} is gone): drop the snapshot and save it again",
+                        "the media of snapshot `{name}` are missing or belong to another save ({}): drop the snapshot and save it again",
                         store.display()
                     );
                 }
@@ -368,8 +405,18 @@ impl Dev<'_> {
                 ));
                 // The live media are replaced: what they hold unchanged is linked from them.
                 let live = self.media.is_dir().then_some(self.media);
-                copy_media(&store, &dir, live)?;
+                let copied = copy_media(&store, &dir, live)?;
                 process::check_interrupted()?;
+                if (copied.files, copied.bytes) != (size.files, size.bytes) {
+                    bail!(
+                        "the media of snapshot `{name}` at {} hold {} files ({}) where {} files ({}) were saved: drop the snapshot and save it again",
+                        store.display(),
+                        copied.files,
+                        term::human_bytes(copied.bytes),
+                        size.files,
+                        term::human_bytes(size.bytes)
+                    );
+                }
                 let totals = media::Totals {
                     files: size.files,
                     bytes: size.bytes,
@@ -423,7 +470,7 @@ impl Dev<'_> {
         let answer = self.query(&format!(
             "select coalesce(json_agg(json_build_object('size', pg_database_size(oid), \
              'meta', shobj_description(oid, 'pg_database')) order by datname), '[]') \
-             from pg_database where starts_with(datname, {}) and datname not like '%\\_\\_new'",
+             from pg_database where starts_with(datname, {})",
             literal(&prefix)
         ))?;
         let rows: Vec<Row> = serde_json::from_str(&answer).with_context(|| {
@@ -499,11 +546,22 @@ impl Dev<'_> {
                 bail!("cancelled: nothing was changed");
             }
         }
+        let (_lock, _media_lock) = swap::take_locks(
+            self.sh,
+            self.tools,
+            self.admin,
+            self.target,
+            Some(self.media),
+        )?;
         swap::drop_database(self.sh, self.tools, self.admin, &self.snapshot_db(name))?;
         let store = self.store(name);
         if store.exists() {
-            fs::remove_dir_all(&store)
-                .with_context(|| format!("removing the snapshot's media at {}", store.display()))?;
+            if let Err(err) = fs::remove_dir_all(&store) {
+                term::warn(format!(
+                    "snapshot `{name}` is dropped, but its media could not be removed ({err}): remove {} by hand",
+                    store.display()
+                ));
+            }
         }
         term::success(format!("removed snapshot `{name}` (saved {})", meta.saved));
         Ok(())
@@ -514,7 +572,6 @@ impl Dev<'_> {
     fn newest_media(&self, except: &str) -> anyhow::Result<Option<PathBuf>> {
         let newest = self.query(&format!(
             "select datname from pg_database where starts_with(datname, {}) and datname <> {} \
-             and datname not like '%\\_\\_new' \
              and starts_with(shobj_description(oid, 'pg_database'), {}) \
              order by shobj_description(oid, 'pg_database')::json->>'saved' desc limit 1",
             literal(&self.prefix()),
@@ -596,6 +653,15 @@ impl Dev<'_> {
     }
 }
 
+/// A random id for one save (its database and media name it both).
+fn snapshot_id(snapshot: &str) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let seed = format!("{snapshot} {} {:?}", std::process::id(), now);
+    media::hex(&Sha256::digest(seed.as_bytes()))[..16].to_string()
+}
+
 /// `git <args>` in the checkout, when there is one.
 fn git(sh: &Shell, args: &[&str]) -> Option<String> {
     let out = std::process::Command::new("git")
@@ -657,10 +723,9 @@ fn copy_media(src: &Path, dst: &Path, previous: Option<&Path>) -> anyhow::Result
             let bytes = fs::copy(&from, &to)
                 .with_context(|| format!("copying {} to {}", from.display(), to.display()))?;
             if let Ok(modified) = meta.modified() {
-                let _ = fs::File::options()
-                    .write(true)
-                    .open(&to)
-                    .and_then(|f| f.set_modified(modified));
+                // Through a read-only descriptor: a copy of a 0444 file may not be opened
+                // for writing, and its owner may set its times anyway.
+                let _ = fs::File::open(&to).and_then(|f| f.set_modified(modified));
             }
             anyhow::Ok(bytes)
         })

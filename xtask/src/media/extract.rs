@@ -33,6 +33,8 @@ pub fn extract_tar(stream: impl io::Read, prefix: Option<&str>, dst: &Path) -> a
     fs::create_dir(dst).with_context(|| format!("creating {}", dst.display()))?;
     let mut dir_modes = Vec::new();
     let mut links: BTreeMap<PathBuf, (PathBuf, String)> = BTreeMap::new();
+    // Regular files unpacked so far: what a hard-link member may name.
+    let mut files = std::collections::BTreeSet::new();
     for entry in tar.entries().context("reading the media archive")? {
         let mut entry = entry.context("reading the media archive")?;
         let raw = entry.path_bytes().into_owned();
@@ -89,6 +91,41 @@ pub fn extract_tar(stream: impl io::Read, prefix: Option<&str>, dst: &Path) -> a
                 if let Ok(mtime) = entry.header().mtime() {
                     let _ = out.set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_secs(mtime));
                 }
+                files.insert(rel.to_path_buf());
+            }
+            // A second name of a file earlier in the archive (`tar` of a tree with hard
+            // links): unpacked as a copy of it, so the two stay independent.
+            tar::EntryType::Link => {
+                let raw = entry.link_name_bytes().context("hard link without a target")?.into_owned();
+                let target = Path::new(std::ffi::OsStr::from_bytes(&raw));
+                let normal: Option<PathBuf> = target
+                    .components()
+                    .map(|c| match c {
+                        Component::Normal(part) => Some(Some(part)),
+                        Component::CurDir => Some(None),
+                        _ => None,
+                    })
+                    .collect::<Option<Vec<_>>>()
+                    .map(|parts| parts.into_iter().flatten().collect());
+                let earlier = normal
+                    .as_deref()
+                    .and_then(|n| n.strip_prefix(prefix.unwrap_or("")).ok())
+                    .filter(|t| files.contains(*t))
+                    .map(Path::to_path_buf);
+                let Some(earlier) = earlier else {
+                    bail!("media archive member `{shown}` is a hard link to `{}`, which is not a file earlier in the archive: refusing the archive", String::from_utf8_lossy(&raw));
+                };
+                if let Some(parent) = to.parent() {
+                    fs::create_dir_all(parent)?;
+                }
+                let mut out = File::create_new(&to)
+                    .with_context(|| format!("media archive member `{shown}` appears twice or cannot be written"))?;
+                io::copy(&mut File::open(dst.join(&earlier))?, &mut out).with_context(|| format!("extracting {shown}"))?;
+                out.set_permissions(fs::Permissions::from_mode(mode))?;
+                if let Ok(mtime) = entry.header().mtime() {
+                    let _ = out.set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_secs(mtime));
+                }
+                files.insert(rel.to_path_buf());
             }
             tar::EntryType::Symlink => {
                 let target = entry.link_name()?.context("symlink without a target")?.into_owned();
@@ -96,7 +133,7 @@ pub fn extract_tar(stream: impl io::Read, prefix: Option<&str>, dst: &Path) -> a
                     bail!("media archive member `{shown}` appears twice or replaces the media root: refusing the archive");
                 }
             }
-            other => bail!("media archive member `{shown}` is a {other:?} entry; only files, directories and symlinks are allowed"),
+            other => bail!("media archive member `{shown}` is a {other:?} entry; only files, directories, symlinks and hard links to files are allowed"),
         }
     }
     for (dir, mode) in dir_modes.into_iter().rev() {

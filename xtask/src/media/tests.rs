@@ -487,3 +487,52 @@ fn a_copy_over_an_earlier_one_links_what_is_unchanged_and_copies_the_rest() {
     copy_tree(&root, &third, Some(&shared), &|_| {}).unwrap();
     assert_ne!(ino(&root.join("added.bin")), ino(&third.join("added.bin")));
 }
+
+#[test]
+fn a_hard_link_member_becomes_a_copy_of_an_earlier_file_and_nothing_else() {
+    let stream = |link_to: &str| {
+        let mut builder = tar::Builder::new(Vec::new());
+        let mut header = tar::Header::new_gnu();
+        header.set_size(5);
+        header.set_mode(0o640);
+        header.set_mtime(1_700_000_000);
+        header.set_entry_type(tar::EntryType::Regular);
+        builder
+            .append_data(&mut header, "./a/first.png", &b"bytes"[..])
+            .unwrap();
+        let mut link = tar::Header::new_gnu();
+        link.set_size(0);
+        link.set_mode(0o640);
+        link.set_mtime(1_700_000_000);
+        link.set_entry_type(tar::EntryType::Link);
+        builder
+            .append_link(&mut link, "./b/second.png", link_to)
+            .unwrap();
+        builder.into_inner().unwrap()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    extract_tar(&stream("./a/first.png")[..], None, &out).unwrap();
+    assert_eq!(fs::read(out.join("b/second.png")).unwrap(), b"bytes");
+    fs::write(out.join("a/first.png"), b"other").unwrap();
+    assert_eq!(
+        fs::read(out.join("b/second.png")).unwrap(),
+        b"bytes",
+        "a copy, not a link"
+    );
+    assert_eq!(
+        fs::metadata(out.join("b/second.png"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o640
+    );
+    for target in ["/etc/passwd", "../outside", "./a/missing.png", "./b"] {
+        let err = extract_tar(&stream(target)[..], None, &dir.path().join("bad"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("is a hard link to"), "{target}: {err}");
+        let _ = fs::remove_dir_all(dir.path().join("bad"));
+    }
+}

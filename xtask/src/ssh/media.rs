@@ -58,8 +58,10 @@ impl Tree {
     }
 }
 
-/// GNU `find`: type, mode, size, time and path of every entry, NUL-terminated.
-const FIND_PRINTF: &str = "exec find . -printf '%y %m %s %T@ %p\\0'";
+/// GNU `find`: type, mode, size, time and path of every entry, NUL-terminated; only where
+/// `tar` is GNU tar too, which the fetch of a file list needs (`--null --no-unquote`).
+const FIND_PRINTF: &str =
+    "tar --version 2>/dev/null | grep -q 'GNU tar' && exec find . -printf '%y %m %s %T@ %p\\0'";
 
 impl RemoteMedia<'_> {
     /// `DEST:DIR`, for messages.
@@ -194,34 +196,41 @@ impl RemoteMedia<'_> {
             term::human_bytes(totals.bytes - linked.bytes),
             unchanged.len()
         ));
-        let names = |rels: &mut dyn Iterator<Item = &PathBuf>| -> anyhow::Result<Vec<u8>> {
-            let mut list = Vec::new();
-            for rel in rels {
-                if rel.as_os_str().as_bytes().contains(&b'\n') {
-                    bail!(
-                        "media file {:?} at {} has a line break in its name: rename it",
-                        rel,
-                        self.shown()
-                    );
+        let names =
+            |rels: &mut dyn Iterator<Item = &PathBuf>, end: u8| -> anyhow::Result<Vec<u8>> {
+                let mut list = Vec::new();
+                for rel in rels {
+                    if rel.as_os_str().as_bytes().contains(&b'\n') {
+                        bail!(
+                            "media file {:?} at {} has a line break in its name: rename it",
+                            rel,
+                            self.shown()
+                        );
+                    }
+                    list.extend_from_slice(b"./");
+                    list.extend_from_slice(rel.as_os_str().as_bytes());
+                    list.push(end);
                 }
-                list.extend_from_slice(b"./");
-                list.extend_from_slice(rel.as_os_str().as_bytes());
-                list.push(b'\n');
-            }
-            Ok(list)
-        };
+                Ok(list)
+            };
         let sums = match wanted.is_empty() {
             true => Listing::new(),
             false => parse_listing(&self.run(
                 "cksum",
                 "while IFS= read -r f; do cksum \"$f\" || exit; done",
-                Some(names(&mut wanted.iter().copied())?),
+                Some(names(&mut wanted.iter().copied(), b'\n')?),
             )?)?,
         };
         let mut fetch = wanted.iter().copied().chain(tree.links.iter()).peekable();
         match fetch.peek() {
             None => fs::create_dir(dst).with_context(|| format!("creating {}", dst.display()))?,
-            Some(_) => self.untar("exec tar -cf - -T -", Some(names(&mut fetch)?), &sums, dst)?,
+            // Names as they are: NUL-separated, never unquoted (a `\` stays a `\`).
+            Some(_) => self.untar(
+                "exec tar --null --no-unquote -cf - -T -",
+                Some(names(&mut fetch, 0)?),
+                &sums,
+                dst,
+            )?,
         }
         for rel in &unchanged {
             let (from, to) = (previous.join(rel), dst.join(rel));
