@@ -3,7 +3,7 @@
 
     python3 scripts/bench.py [--scale quick|full|N] [--rounds R] [--keep]
                              [--json FILE] [--workdir DIR]
-                             [--scrub-cost | --ssh-media | --dev-db]
+                             [--scrub-cost | --ssh-media | --dev-db | --netbox-shape]
 
 It is a report, not a test: it exits 0 when a target is missed and non-zero
 only when the benchmark itself cannot run. Everything it needs is created
@@ -43,6 +43,8 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+
+import netbox_shape
 
 ROOT = Path(__file__).resolve().parent.parent
 IMAGE = "postgres:15"
@@ -96,6 +98,15 @@ TARGETS = [
     ("T12", "the same over SSH (sshd in Docker)", 0.10, "max"),
     ("S1", "clone-prod direct (db) over SSH / without SSH", None, "info"),
     ("T13", "dev-db save + restore / clone-prod db + media", 0.10, "max"),
+    ("N1", "NetBox shape: clone-prod direct / manual", 0.50, "max"),
+    ("N2", "NetBox shape: clone-prod direct / pg_restore -j", 1.00, "max"),
+    ("N3", "NetBox shape: --no-scrub / pg_restore -j", None, "info"),
+]
+NETBOX_STEPS = [
+    ("nb_manual", "manual procedure (pg_dump, dropdb, createdb, psql)"),
+    ("nb_floor", "pg_restore -j <cores> of a -Fd -Z0 dump"),
+    ("nb_direct", "xtask clone-prod --source --target --yes"),
+    ("nb_no_scrub", "  the same with --no-scrub"),
 ]
 SSH_IMAGE = "netpoint-prod-ssh:15"
 SSH_MEDIA_STEPS = [
@@ -758,18 +769,83 @@ class Bench:
         if warmup:
             self.check_media_copy(dev_media, "dev-db restore")
 
+    def prepare_netbox_shape(self):
+        """The NetBox-shaped source (scripts/netbox_shape.py) and its floor dump."""
+        src = "bench_nb_source"
+        self.createdb(src)
+        log(f"creating {src}: NetBox's shape, {len(netbox_shape.TABLES)} tables")
+        t0 = time.monotonic()
+        for part in (netbox_shape.schema_sql(), netbox_shape.data_sql(self.scale),
+                     netbox_shape.constraints_sql(), "vacuum (analyze);\n"):
+            self.psql(src, part)
+        log(f"  done in {time.monotonic() - t0:.0f} s")
+        self.data["nb_source"] = self.db_sizes(src)
+        self.data["nb_shape"] = {key: int(self.psql(src, sql)) for key, sql in (
+            ("tables", "select count(*) from pg_tables where schemaname = 'public'"),
+            ("indexes", "select count(*) from pg_indexes where schemaname = 'public'"),
+            ("constraints", "select count(*) from pg_constraint where connamespace = 'public'::regnamespace"),
+        )}
+        self.print_db_sizes(self.data["nb_source"])
+        log("  " + ", ".join(f"{v} {k}" for k, v in self.data["nb_shape"].items()))
+        self.check(["pg_dump", "-Fd", "-Z0", f"--exclude-table-data={CHANGELOG}", "-f", self.work / "nb-floor.dump",
+                    src], env=self.pg_env())
+
+    def netbox_round(self, warmup):
+        """T1 and T2 on the NetBox-shaped data; the default clone scrubs (and so leaves out the
+        search cache's rows, which NetBox rebuilds), --no-scrub copies what the baselines copy."""
+        src = "bench_nb_source"
+        sql = self.work / "nb-manual.sql"
+        self.settle()
+        seconds = self.timed([
+            (["pg_dump", "--no-owner", "--no-privileges", f"--exclude-table-data={CHANGELOG}", src], sql),
+            (["dropdb", "--if-exists", "bench_nb_manual"], None),
+            (["createdb", "bench_nb_manual"], None),
+            (["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", "bench_nb_manual", "-f", sql], None),
+        ], self.pg_env(), "nb-manual")
+        sql.unlink()
+        self.record("nb_manual", Run(seconds), warmup)
+        self.createdb("bench_nb_floor")
+        self.settle()
+        seconds = self.timed([(["pg_restore", "-j", str(self.cores), "--no-owner", "--no-privileges",
+                                "-d", "bench_nb_floor", self.work / "nb-floor.dump"], None)], self.pg_env(), "nb-floor")
+        self.record("nb_floor", Run(seconds), warmup)
+        for name, extra in (("nb_direct", []), ("nb_no_scrub", ["--no-scrub"])):
+            self.settle()
+            run = self.timed_xtask(["clone-prod", "--source", self.url(src), "--target", self.url(f"bench_{name}"),
+                                    "--yes", *extra], name.replace("_", "-"))
+            self.record(name, run, warmup)
+        if warmup:
+            expect = self.psql(src, "select count(*) from public.dcim_interface")
+            for db in ("bench_nb_manual", "bench_nb_floor", "bench_nb_direct", "bench_nb_no_scrub"):
+                got = self.psql(db, "select count(*) from public.dcim_interface")
+                if got != expect:
+                    raise Fail(f"{db} holds {got} interfaces where {expect} were expected")
+
+    def run_netbox_shape(self):
+        self.start_postgres()
+        self.prepare_netbox_shape()
+        self.group("NetBox shape (N1-N3)", self.netbox_round)
+        shape = self.data["nb_shape"]
+        self.print_subset(f"NetPoint clone benchmark on NetBox's shape ({shape['tables']} tables, "
+                          f"{shape['indexes']} indexes, {shape['constraints']} constraints)",
+                          ("N1", "N2", "N3"), NETBOX_STEPS, source="nb_source")
+        return 0
+
     def run_dev_db(self):
         self.prepare()
         self.group("dev-db (T13)", self.devdb_round)
         self.print_subset("NetPoint dev-db benchmark", ("T13",), DEV_DB_STEPS)
         return 0
 
-    def print_subset(self, title, ids, steps):
-        files, size = self.data["media_tree"]
-        src = self.data["source"]
+    def print_subset(self, title, ids, steps, source="source"):
+        src = self.data[source]
+        media = ""
+        if "media_tree" in self.data:
+            files, size = self.data["media_tree"]
+            media = f", media {human_bytes(size)} in {files:,} files"
         print(f"{title}: scale {self.scale:g} of full, {self.rounds} rounds after 1 warm-up, {self.cores} cores; "
               f"database {human_bytes(src['database_bytes'])} ({human_bytes(src['other_bytes'])} outside "
-              f"{CHANGELOG}), media {human_bytes(size)} in {files:,} files")
+              f"{CHANGELOG}){media}")
         print(f"xtask {self.revision}, dev profile ({self.xtask_built})")
         print()
         print(f"{'':4}{'comparison':<48}{'ours':>8}{'baseline':>10}  {'ratio min / median / max':<26}"
@@ -861,6 +937,8 @@ class Bench:
             return self.run_ssh_media()
         if self.args.dev_db:
             return self.run_dev_db()
+        if self.args.netbox_shape:
+            return self.run_netbox_shape()
         self.prepare()
         self.group("database (T1-T3)", self.db_round)
         self.group("media (T4-T6)", self.media_round)
@@ -869,6 +947,8 @@ class Bench:
         self.group("media again, 1 % changed (T11-T12)", self.incremental_round)
         self.group("database over SSH (S1)", self.ssh_db_round)
         self.group("dev-db (T13)", self.devdb_round)
+        self.prepare_netbox_shape()
+        self.group("NetBox shape (N1-N3)", self.netbox_round)
         self.double()
         return self.report()
 
@@ -929,6 +1009,9 @@ class Bench:
             "T12": (t("media_again_ssh"), t("media_full_ssh")),
             "S1": (t("direct_ssh"), t("direct_plain")),
             "T13": (plus(t("devdb_save"), t("devdb_restore")), t("devdb_clone")),
+            "N1": (t("nb_direct"), t("nb_manual")),
+            "N2": (t("nb_direct"), t("nb_floor")),
+            "N3": (t("nb_no_scrub"), t("nb_floor")),
         }
         out = []
         for tid, what, goal, kind in TARGETS:
@@ -1367,6 +1450,10 @@ def main():
     parser.add_argument("--dev-db", action="store_true",
                         help="only measure dev-db save + restore against a clone-prod of the same database and "
                              "media (T13)")
+    parser.add_argument("--netbox-shape", action="store_true",
+                        help="only measure database clones on a NetBox-shaped database (scripts/netbox_shape.py: "
+                             "about 190 tables, most tiny, the search cache largest) against the manual procedure "
+                             "and pg_restore -j (N1-N3)")
     parser.add_argument("--workdir", metavar="DIR",
                         help="where the work directory (media, dumps, bundles) is created [default: /tmp]")
     args = parser.parse_args()

@@ -13,7 +13,7 @@ use xshell::Shell;
 use crate::{
     pg::{DbUrl, PgTools},
     pipeline::budget::{jobs_within_limits, Sessions},
-    pipeline::{dump, leak_scan, load, scrub},
+    pipeline::{dump, leak_scan, load, scrub, scrub::Action},
     plain::post_data::post_jobs,
     term,
 };
@@ -141,13 +141,28 @@ impl DirectClone<'_> {
         if sessions < 2 {
             return Ok(None);
         }
-        let snapshot = match Snapshot::export(sh, tools, self.source) {
+        let mut snapshot = match Snapshot::export(sh, tools, self.source) {
             Ok(snapshot) => snapshot,
             Err(err) => {
                 term::detail(format!("copying in one stream: {err:#}"));
                 return Ok(None);
             }
         };
+        // A table whose rows the scrub deletes is not read: its rows are counted in the
+        // snapshot, for the report, and it arrives empty (with its sequence, as below).
+        let mut relations = relations;
+        let mut deleted = BTreeMap::<String, u64>::new();
+        for relation in relations.iter_mut().filter(|r| r.has_data) {
+            let Some(rule) = delete_rule(self.rules, relation) else {
+                continue;
+            };
+            deleted.insert(
+                rule.describe(),
+                snapshot.count(self.source, &relation.pattern)?,
+            );
+            relation.has_data = false;
+            relation.bytes = 0;
+        }
         let sizes: HashMap<String, u64> = relations
             .iter()
             .map(|r| (r.dumped_as.clone(), r.bytes))
@@ -167,6 +182,11 @@ impl DirectClone<'_> {
         // pg_dump sets an identity sequence only along with its table: the straight tables
         // stay in the dumps, without their rows.
         let mut patterns = self.patterns.to_vec();
+        patterns.extend(
+            rest.iter()
+                .filter(|relation| delete_rule(self.rules, relation).is_some())
+                .map(|relation| relation.pattern.clone()),
+        );
         for relation in &straight {
             patterns.push(relation.pattern.clone());
             rest.push(Relation {
@@ -257,7 +277,7 @@ impl DirectClone<'_> {
             flush: self.replaces,
         };
         let failure = Failure::default();
-        let counts = Mutex::new(BTreeMap::<String, u64>::new());
+        let counts = Mutex::new(deleted);
         let (tx, rx) = mpsc::channel();
         let post_result = std::thread::scope(|scope| {
             for _ in 0..streams {
@@ -286,4 +306,11 @@ impl DirectClone<'_> {
         phase_done("data, indexes and constraints", &started);
         Ok(Some(counts.into_inner().unwrap()))
     }
+}
+
+/// The `delete-rows` rule of a relation, if it has one.
+fn delete_rule<'r>(rules: &'r [scrub::Rule], relation: &Relation) -> Option<&'r scrub::Rule> {
+    rules
+        .iter()
+        .find(|rule| rule.table == relation.name && matches!(rule.action, Action::DeleteRows))
 }

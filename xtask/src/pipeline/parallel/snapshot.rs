@@ -19,7 +19,7 @@ use crate::{
 pub struct Snapshot {
     pub child: Child,
     pub stdin: Option<ChildStdin>,
-    pub _stdout: BufReader<ChildStdout>,
+    pub stdout: BufReader<ChildStdout>,
     pub id: String,
 }
 
@@ -64,9 +64,26 @@ impl Snapshot {
         Ok(Snapshot {
             child,
             stdin: Some(stdin),
-            _stdout: stdout,
+            stdout,
             id,
         })
+    }
+}
+
+impl Snapshot {
+    /// The rows of `pattern` (a quoted `"schema"."name"`) as the snapshot sees them.
+    pub fn count(&mut self, source: &DbUrl, pattern: &str) -> anyhow::Result<u64> {
+        let failed = || {
+            anyhow::anyhow!("counting the rows of {pattern} in the snapshot of {source} failed: its session stopped")
+        };
+        let stdin = self.stdin.as_mut().ok_or_else(failed)?;
+        stdin
+            .write_all(format!("select count(*) from {pattern};\n").as_bytes())
+            .and_then(|()| stdin.flush())
+            .map_err(|_| failed())?;
+        let mut line = String::new();
+        self.stdout.read_line(&mut line).map_err(|_| failed())?;
+        line.trim().parse().map_err(|_| failed())
     }
 }
 
