@@ -30,7 +30,11 @@ use crate::{
     },
     pipeline::{
         staged_media::StagedMedia,
-        swap::{self, LoadGuard},
+        swap::{
+            self,
+            lock::{MediaLock, TargetLock},
+            LoadGuard,
+        },
     },
     process, seed_dev, term,
 };
@@ -222,6 +226,17 @@ impl Dev<'_> {
         })?))
     }
 
+    /// The dev database's and its media's locks, as clone-prod and seed-dev take them.
+    fn locks(&self) -> anyhow::Result<(TargetLock, Option<MediaLock>)> {
+        swap::take_locks(
+            self.sh,
+            self.tools,
+            self.admin,
+            self.target,
+            Some(self.media),
+        )
+    }
+
     fn unknown(&self, name: &str) -> anyhow::Error {
         anyhow::anyhow!(
             "there is no snapshot `{name}` of {}: `cargo xtask dev-db list` shows those there are",
@@ -231,13 +246,7 @@ impl Dev<'_> {
 
     fn save(&self, name: &str, force: bool) -> anyhow::Result<()> {
         let snapshot = self.snapshot_db(name);
-        let (_lock, _media_lock) = swap::take_locks(
-            self.sh,
-            self.tools,
-            self.admin,
-            self.target,
-            Some(self.media),
-        )?;
+        let (_lock, _media_lock) = self.locks()?;
         if let Some(meta) = self.meta_of(name)? {
             if !force {
                 bail!(
@@ -379,13 +388,7 @@ impl Dev<'_> {
                 },
             )?;
         }
-        let (_lock, mut media_lock) = swap::take_locks(
-            self.sh,
-            self.tools,
-            self.admin,
-            self.target,
-            Some(self.media),
-        )?;
+        let (_lock, mut media_lock) = self.locks()?;
         let staged = match meta.media {
             Some(size) => {
                 let beside = fs::read_to_string(self.store(name).join("snapshot.json"))
@@ -546,13 +549,7 @@ impl Dev<'_> {
                 bail!("cancelled: nothing was changed");
             }
         }
-        let (_lock, _media_lock) = swap::take_locks(
-            self.sh,
-            self.tools,
-            self.admin,
-            self.target,
-            Some(self.media),
-        )?;
+        let (_lock, _media_lock) = self.locks()?;
         swap::drop_database(self.sh, self.tools, self.admin, &self.snapshot_db(name))?;
         let store = self.store(name);
         if store.exists() {
