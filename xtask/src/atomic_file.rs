@@ -235,18 +235,22 @@ pub fn replace_dir(staged: &Path, target: &Path) -> anyhow::Result<()> {
         }
         return Err(err).with_context(|| format!("moving the new tree into {}", target.display()));
     }
-    // The new tree is in place: what is left of the old one is a leftover, not a failure
-    // (the next run removes it).
     if had_target {
-        if let Err(err) = fs::remove_dir_all(&aside) {
-            crate::term::warn(format!(
-                "the new tree is in place at {}, but the previous one could not be removed ({err}): remove {} by hand",
-                target.display(),
-                aside.display()
-            ));
-        }
+        remove_replaced(&aside, target);
     }
     Ok(())
+}
+
+/// Removes `old`, what a swap replaced at `target`. It is already out of the way: failing
+/// to remove it is a warning (the next run removes it), not a failure.
+fn remove_replaced(old: &Path, target: &Path) {
+    if let Err(err) = fs::remove_dir_all(old) {
+        crate::term::warn(format!(
+            "the new tree is in place at {}, but the previous one could not be removed ({err}): remove {} by hand",
+            target.display(),
+            old.display()
+        ));
+    }
 }
 
 /// [`replace_dir`] for a directory that cannot be renamed: its entries go into a hidden
@@ -299,13 +303,7 @@ fn replace_contents(staged: &Path, target: &Path) -> anyhow::Result<()> {
         let _ = fs::set_permissions(target, meta.permissions());
     }
     let _ = fs::remove_dir(staged);
-    if let Err(err) = fs::remove_dir_all(&old) {
-        crate::term::warn(format!(
-            "the new media are in place at {}, but the previous ones could not be removed ({err}): remove {} by hand",
-            target.display(),
-            old.display()
-        ));
-    }
+    remove_replaced(&old, target);
     Ok(())
 }
 

@@ -39,18 +39,9 @@ pub fn extract_tar(stream: impl io::Read, prefix: Option<&str>, dst: &Path) -> a
         let mut entry = entry.context("reading the media archive")?;
         let raw = entry.path_bytes().into_owned();
         let shown = String::from_utf8_lossy(&raw).into_owned();
-        let path = Path::new(std::ffi::OsStr::from_bytes(&raw));
-        if path.is_absolute()
-            || path
-                .components()
-                .any(|c| !matches!(c, Component::Normal(_) | Component::CurDir))
-        {
+        let Some(normal) = inside(&raw) else {
             bail!("media archive member `{shown}` is an absolute path or leaves the media root: the archive is unsafe, refusing it");
-        }
-        let normal: PathBuf = path
-            .components()
-            .filter(|c| matches!(c, Component::Normal(_)))
-            .collect();
+        };
         let Ok(rel) = normal.strip_prefix(prefix.unwrap_or("")) else {
             if prefix.is_some()
                 && normal == Path::new("netpoint")
@@ -81,33 +72,15 @@ pub fn extract_tar(stream: impl io::Read, prefix: Option<&str>, dst: &Path) -> a
                 if let Some(parent) = to.parent() {
                     fs::create_dir_all(parent)?;
                 }
-                let out = File::create_new(&to)
-                    .with_context(|| format!("media archive member `{shown}` appears twice or cannot be written"))?;
-                // Through a large buffer: `io::copy` then reads and writes in its size.
-                let mut out = io::BufWriter::with_capacity(READ_BUF, out);
-                io::copy(&mut entry, &mut out).with_context(|| format!("extracting {shown}"))?;
-                let out = out.into_inner().map_err(|err| err.into_error()).with_context(|| format!("extracting {shown}"))?;
-                out.set_permissions(fs::Permissions::from_mode(mode))?;
-                if let Ok(mtime) = entry.header().mtime() {
-                    let _ = out.set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_secs(mtime));
-                }
+                let mtime = entry.header().mtime().ok();
+                write_file(&to, &mut entry, mode, mtime, &shown)?;
                 files.insert(rel.to_path_buf());
             }
             // A second name of a file earlier in the archive (`tar` of a tree with hard
             // links): unpacked as a copy of it, so the two stay independent.
             tar::EntryType::Link => {
                 let raw = entry.link_name_bytes().context("hard link without a target")?.into_owned();
-                let target = Path::new(std::ffi::OsStr::from_bytes(&raw));
-                let normal: Option<PathBuf> = target
-                    .components()
-                    .map(|c| match c {
-                        Component::Normal(part) => Some(Some(part)),
-                        Component::CurDir => Some(None),
-                        _ => None,
-                    })
-                    .collect::<Option<Vec<_>>>()
-                    .map(|parts| parts.into_iter().flatten().collect());
-                let earlier = normal
+                let earlier = inside(&raw)
                     .as_deref()
                     .and_then(|n| n.strip_prefix(prefix.unwrap_or("")).ok())
                     .filter(|t| files.contains(*t))
@@ -118,13 +91,8 @@ pub fn extract_tar(stream: impl io::Read, prefix: Option<&str>, dst: &Path) -> a
                 if let Some(parent) = to.parent() {
                     fs::create_dir_all(parent)?;
                 }
-                let mut out = File::create_new(&to)
-                    .with_context(|| format!("media archive member `{shown}` appears twice or cannot be written"))?;
-                io::copy(&mut File::open(dst.join(&earlier))?, &mut out).with_context(|| format!("extracting {shown}"))?;
-                out.set_permissions(fs::Permissions::from_mode(mode))?;
-                if let Ok(mtime) = entry.header().mtime() {
-                    let _ = out.set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_secs(mtime));
-                }
+                let mtime = entry.header().mtime().ok();
+                write_file(&to, &mut File::open(dst.join(&earlier))?, mode, mtime, &shown)?;
                 files.insert(rel.to_path_buf());
             }
             tar::EntryType::Symlink => {
@@ -154,6 +122,45 @@ pub fn extract_tar(stream: impl io::Read, prefix: Option<&str>, dst: &Path) -> a
         if !link_stays_inside(dst, rel, target) {
             bail!("media archive member `{shown}` links outside the media root (to {}) once its links are followed: refusing the archive", target.display());
         }
+    }
+    Ok(())
+}
+
+/// A member's name (or a hard link's target) as a relative path inside the archive's root,
+/// `.` parts dropped; `None` when it is absolute or climbs out with `..`.
+fn inside(raw: &[u8]) -> Option<PathBuf> {
+    let path = Path::new(std::ffi::OsStr::from_bytes(raw));
+    path.components()
+        .map(|c| match c {
+            Component::Normal(part) => Some(Some(part)),
+            Component::CurDir => Some(None),
+            _ => None,
+        })
+        .collect::<Option<Vec<_>>>()
+        .map(|parts| parts.into_iter().flatten().collect())
+}
+
+/// A new file `to` with `from`'s bytes, `mode` and modification time.
+fn write_file(
+    to: &Path,
+    from: &mut dyn io::Read,
+    mode: u32,
+    mtime: Option<u64>,
+    shown: &str,
+) -> anyhow::Result<()> {
+    let out = File::create_new(to).with_context(|| {
+        format!("media archive member `{shown}` appears twice or cannot be written")
+    })?;
+    // Through a large buffer: `io::copy` then reads and writes in its size.
+    let mut out = io::BufWriter::with_capacity(READ_BUF, out);
+    io::copy(from, &mut out).with_context(|| format!("extracting {shown}"))?;
+    let out = out
+        .into_inner()
+        .map_err(|err| err.into_error())
+        .with_context(|| format!("extracting {shown}"))?;
+    out.set_permissions(fs::Permissions::from_mode(mode))?;
+    if let Some(mtime) = mtime {
+        let _ = out.set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_secs(mtime));
     }
     Ok(())
 }

@@ -152,6 +152,7 @@ impl DirectClone<'_> {
         // snapshot, for the report, and it arrives empty (with its sequence, as below).
         let mut relations = relations;
         let mut deleted = BTreeMap::<String, u64>::new();
+        let mut rows_left_out = Vec::new();
         for relation in relations.iter_mut().filter(|r| r.has_data) {
             let Some(rule) = delete_rule(self.rules, relation) else {
                 continue;
@@ -160,6 +161,7 @@ impl DirectClone<'_> {
                 rule.describe(),
                 snapshot.count(self.source, &relation.pattern)?,
             );
+            rows_left_out.push(relation.pattern.clone());
             relation.has_data = false;
             relation.bytes = 0;
         }
@@ -182,11 +184,7 @@ impl DirectClone<'_> {
         // pg_dump sets an identity sequence only along with its table: the straight tables
         // stay in the dumps, without their rows.
         let mut patterns = self.patterns.to_vec();
-        patterns.extend(
-            rest.iter()
-                .filter(|relation| delete_rule(self.rules, relation).is_some())
-                .map(|relation| relation.pattern.clone()),
-        );
+        patterns.extend(rows_left_out);
         for relation in &straight {
             patterns.push(relation.pattern.clone());
             rest.push(Relation {
