@@ -117,6 +117,13 @@ SSH_MEDIA_STEPS = [
     ("direct_plain", "xtask clone-prod --source --target --yes (S1 round)"),
     ("direct_ssh", "  the same with --source-ssh (forwarded)"),
 ]
+DB_STEPS = [
+    ("manual", "manual: pg_dump > f, dropdb, createdb, psql -f f"),
+    ("direct", "xtask clone-prod --source --target --yes"),
+    ("floor", "pg_restore -j <cores> of the -Fd -Z0 dump"),
+    ("export", "xtask clone-prod --source --out"),
+    ("import", "xtask clone-prod --bundle --target --yes"),
+]
 DEV_DB_STEPS = [
     ("devdb_clone", "xtask clone-prod --source --target --source-media (empty)"),
     ("devdb_save", "xtask dev-db save NAME --force"),
@@ -850,7 +857,9 @@ class Bench:
         print()
         print(f"{'':4}{'comparison':<48}{'ours':>8}{'baseline':>10}  {'ratio min / median / max':<26}"
               f"{'goal':<10}result")
-        for t in self.ratios(ids):
+        targets = self.ratios(ids)
+        self.write_subset_json(targets, steps, source)
+        for t in targets:
             goal = "-" if t["goal"] is None else f"<= {t['goal']:g}"
             spread = f"{t['min']:.2f} / {t['median']:.2f} / {t['max']:.2f}"
             print(f"{t['id']:<4}{t['what']:<48}{t['ours_median_s']:>7.2f}s{t['baseline_median_s']:>9.2f}s  "
@@ -861,6 +870,23 @@ class Bench:
             t = self.times(name)
             print(f"  {label:<56}{statistics.median(t):>8.2f} [{min(t):.2f} - {max(t):.2f}]")
         print(f"elapsed {(time.monotonic() - START) / 60:.1f} min")
+
+    def write_subset_json(self, targets, steps, source):
+        """With --json, the results of a run of only some groups; a second subset of the same
+        run (--databases prints two) is added to the same file."""
+        if not self.args.json:
+            return
+        result = self.subset_json = getattr(self, "subset_json", None) or {
+            "scale": self.scale, "rounds": self.rounds, "cores": self.cores,
+            "xtask": {"revision": self.revision}, "data": {}, "targets": [], "runs": {},
+        }
+        result["data"][source] = self.data[source]
+        result["targets"] += targets
+        for name, _ in steps:
+            slot = self.runs[name]
+            result["runs"][name] = {k: [r.as_json() for r in v] for k, v in slot.items()}
+        result["elapsed_s"] = round(time.monotonic() - START, 1)
+        Path(self.args.json).write_text(json.dumps(result, indent=2) + "\n")
 
     def run_ssh_media(self):
         self.prepare()
@@ -880,7 +906,20 @@ class Bench:
 
     # ---------------------------------------------------------------- phases
 
-    def prepare(self):
+    def run_databases(self):
+        self.prepare(media=False)
+        self.group("database (T1-T3)", self.db_round)
+        self.prepare_netbox_shape()
+        self.group("NetBox shape (N1-N3)", self.netbox_round)
+        self.print_subset("NetPoint database clone benchmark on NetPoint's schema", ("T1", "T2", "T3"), DB_STEPS)
+        print()
+        shape = self.data["nb_shape"]
+        self.print_subset(f"and on NetBox's shape ({shape['tables']} tables, {shape['indexes']} indexes, "
+                          f"{shape['constraints']} constraints)", ("N1", "N2", "N3"), NETBOX_STEPS,
+                          source="nb_source")
+        return 0
+
+    def prepare(self, media=True):
         self.start_postgres()
         self.createdb("bench_source")
         self.check(["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", "bench_source", "-f",
@@ -893,6 +932,8 @@ class Bench:
         log("writing the directory dump for the pg_restore floor (pg_dump -Fd -Z0), outside the timing")
         self.check(["pg_dump", "-Fd", "-Z0", f"--exclude-table-data={CHANGELOG}", "-f", self.work / "floor.dump",
                     "bench_source"], env=self.pg_env())
+        if not media:
+            return
         self.make_media(self.work / "src", 0)
         self.data["media_tree"] = tree_totals(self.work / "src" / "netpoint" / "media")
         self.data["media_tree_first"] = self.data["media_tree"]
@@ -939,6 +980,8 @@ class Bench:
             return self.run_dev_db()
         if self.args.netbox_shape:
             return self.run_netbox_shape()
+        if self.args.databases:
+            return self.run_databases()
         self.prepare()
         self.group("database (T1-T3)", self.db_round)
         self.group("media (T4-T6)", self.media_round)
@@ -1454,6 +1497,9 @@ def main():
                         help="only measure database clones on a NetBox-shaped database (scripts/netbox_shape.py: "
                              "about 190 tables, most tiny, the search cache largest) against the manual procedure "
                              "and pg_restore -j (N1-N3)")
+    parser.add_argument("--databases", action="store_true",
+                        help="only measure the database clones, on both data sets: NetPoint's schema (T1-T3) "
+                             "and NetBox's shape (N1-N3); no media")
     parser.add_argument("--workdir", metavar="DIR",
                         help="where the work directory (media, dumps, bundles) is created [default: /tmp]")
     args = parser.parse_args()
