@@ -185,6 +185,7 @@ class Bench:
         self.password = secrets.token_urlsafe(24)
         self.container = f"netpoint-bench-{os.getpid()}-{secrets.token_hex(3)}"
         self.container_started = False
+        self.subset_json = None  # what --json holds after a run of only some groups
         self.port = None
         self.work = None
         self.child = None
@@ -876,7 +877,7 @@ class Bench:
         run (--databases prints two) is added to the same file."""
         if not self.args.json:
             return
-        result = self.subset_json = getattr(self, "subset_json", None) or {
+        result = self.subset_json = self.subset_json or {
             "scale": self.scale, "rounds": self.rounds, "cores": self.cores,
             "xtask": {"revision": self.revision}, "data": {}, "targets": [], "runs": {},
         }
@@ -1140,11 +1141,7 @@ class Bench:
         print()
         print("seconds per command, median [min - max] over the rounds:")
         steps = [
-            ("manual", "manual: pg_dump > f, dropdb, createdb, psql -f f"),
-            ("direct", "xtask clone-prod --source --target --yes"),
-            ("floor", f"pg_restore -j {self.cores} of the -Fd -Z0 dump"),
-            ("export", "xtask clone-prod --source --out"),
-            ("import", "xtask clone-prod --bundle --target --yes"),
+            *DB_STEPS,
             ("tar_czf", "tar -czf x.tar.gz -C root netpoint/media/"),
             ("tar_xf", "tar -xf x.tar.gz into a new directory"),
             ("media_direct", "xtask clone-prod media direct"),
