@@ -1480,23 +1480,24 @@ def main():
     parser.add_argument("--keep", action="store_true",
                         help="keep the container, the data and the work directory at the end")
     parser.add_argument("--json", metavar="FILE", help="also write the results to FILE as JSON")
-    parser.add_argument("--scrub-cost", action="store_true",
-                        help="only measure what scrubbing and the leak scan cost a direct clone, side by side "
-                             "with --no-scrub (database only, no media)")
-    parser.add_argument("--ssh-media", action="store_true",
-                        help="only measure a second media clone with 1 %% of the files changed against a full "
-                             "one, locally and over SSH (T11, T12), and a database clone over SSH against one "
-                             "without (S1)")
-    parser.add_argument("--dev-db", action="store_true",
-                        help="only measure dev-db save + restore against a clone-prod of the same database and "
-                             "media (T13)")
-    parser.add_argument("--netbox-shape", action="store_true",
-                        help="only measure database clones on a NetBox-shaped database (scripts/netbox_shape.py: "
-                             "about 190 tables, most tiny, the search cache largest) against the manual procedure "
-                             "and pg_restore -j (N1-N3)")
-    parser.add_argument("--databases", action="store_true",
-                        help="only measure the database clones, on both data sets: NetPoint's schema (T1-T3) "
-                             "and NetBox's shape (N1-N3); no media")
+    only = parser.add_mutually_exclusive_group()  # each runs its groups alone
+    only.add_argument("--scrub-cost", action="store_true",
+                      help="only measure what scrubbing and the leak scan cost a direct clone, side by side "
+                           "with --no-scrub (database only, no media)")
+    only.add_argument("--ssh-media", action="store_true",
+                      help="only measure a second media clone with 1 %% of the files changed against a full "
+                           "one, locally and over SSH (T11, T12), and a database clone over SSH against one "
+                           "without (S1)")
+    only.add_argument("--dev-db", action="store_true",
+                      help="only measure dev-db save + restore against a clone-prod of the same database and "
+                           "media (T13)")
+    only.add_argument("--netbox-shape", action="store_true",
+                      help="only measure database clones on a NetBox-shaped database (scripts/netbox_shape.py: "
+                           "about 190 tables, most tiny, the search cache largest) against the manual procedure "
+                           "and pg_restore -j (N1-N3)")
+    only.add_argument("--databases", action="store_true",
+                      help="only measure the database clones, on both data sets: NetPoint's schema (T1-T3) "
+                           "and NetBox's shape (N1-N3); no media")
     parser.add_argument("--workdir", metavar="DIR",
                         help="where the work directory (media, dumps, bundles) is created [default: /tmp]")
     args = parser.parse_args()
