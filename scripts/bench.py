@@ -1505,6 +1505,8 @@ def main():
         parser.error("--rounds must be at least 1")
     if args.json and not Path(args.json).resolve().parent.is_dir():
         parser.error(f"--json: the directory of {args.json} does not exist")
+    if args.json and Path(args.json).is_dir():
+        parser.error(f"--json: {args.json} is a directory; name a file to write the results to")
 
     bench = Bench(args)
 
