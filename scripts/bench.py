@@ -32,6 +32,7 @@ import json
 import math
 import os
 import random
+import resource
 import secrets
 import shutil
 import signal
@@ -55,7 +56,8 @@ CHANGELOG = "extras_objectchange"
 LEAK_SCAN_OFF = "NETPOINT_SKIP_LEAK_SCAN"
 MB = 1 << 20
 
-# Starts argv[2:], reports its pid, then its exit code, ru_maxrss (KB) and wall time
+# Starts argv[2:], reports its pid, then its exit code, ru_maxrss (KB), wall time and CPU
+# seconds (its own and those of every process it waited for, psql and pg_dump included)
 # through the file descriptor argv[1]. Run with `python3 -I -S` so that it stays small.
 LAUNCHER = """
 import os, signal, sys, time
@@ -66,7 +68,8 @@ pid = os.posix_spawn(argv[0], argv, os.environ, setsigdef=(signal.SIGINT,))
 os.write(out, b"%d\\n" % pid)
 _, status, usage = os.wait4(pid, 0)
 seconds = time.monotonic() - t0
-os.write(out, b"%d %d %.6f\\n" % (os.waitstatus_to_exitcode(status), usage.ru_maxrss, seconds))
+cpu = usage.ru_utime + usage.ru_stime
+os.write(out, b"%d %d %.6f %.6f\\n" % (os.waitstatus_to_exitcode(status), usage.ru_maxrss, seconds, cpu))
 """
 
 # One batch of inflated data at scale 1. Per-site shapes stay fixed; the
@@ -167,13 +170,106 @@ def tree_totals(root):
 class Run:
     """One timed command: wall time, and for xtask its peak RSS two ways."""
 
-    def __init__(self, seconds, hwm_kb=None, maxrss_kb=None):
+    def __init__(self, seconds, hwm_kb=None, maxrss_kb=None, cpu=None):
         self.seconds = seconds
         self.hwm_kb = hwm_kb
         self.maxrss_kb = maxrss_kb
+        # CPU seconds during the run, {"client", "server", "proxy"}; None when not measured.
+        self.cpu = cpu
 
     def as_json(self):
-        return {"seconds": round(self.seconds, 4), "vmhwm_kb": self.hwm_kb, "ru_maxrss_kb": self.maxrss_kb}
+        result = {"seconds": round(self.seconds, 4), "vmhwm_kb": self.hwm_kb, "ru_maxrss_kb": self.maxrss_kb}
+        if self.cpu:
+            result["cpu_s"] = {k: None if v is None else round(v, 3) for k, v in self.cpu.items()}
+        return result
+
+
+# Targets whose ratio has a floor set by the CPU our command needs: (ours, the baseline).
+CPU_BOUNDS = {
+    "T1": ("direct", "manual"),
+    "T2": ("direct", "floor"),
+    "N1": ("nb_direct", "nb_manual"),
+    "N2": ("nb_direct", "nb_floor"),
+}
+
+
+def cpu_total(run):
+    """A run's CPU seconds, the parts that were measured."""
+    return sum(v for v in run.cpu.values() if v is not None)
+
+
+class CpuMeter:
+    """CPU seconds spent so far by the PostgreSQL container (every backend, the source's and the
+    targets', and the server's own processes) and by Docker's userland port forwarder
+    (docker-proxy) for its published port, which every byte to and from the server passes.
+
+    Linux only: the container's cgroup (v2, hybrid or v1) and /proc. A part that cannot be
+    read is None, and the report says "not measured" rather than guessing."""
+
+    def __init__(self, container, port):
+        self.port = str(port)
+        self.server_file = None
+        pid = subprocess.run(["docker", "inspect", "-f", "{{.State.Pid}}", container],
+                             capture_output=True, text=True).stdout.strip()
+        try:
+            lines = Path(f"/proc/{pid}/cgroup").read_text().splitlines()
+        except OSError:
+            lines = []
+        candidates = []
+        for line in lines:
+            _, controllers, path = line.split(":", 2)
+            path = path.lstrip("/")
+            if controllers == "":
+                candidates += [(Path("/sys/fs/cgroup") / path / "cpu.stat", "usec"),
+                               (Path("/sys/fs/cgroup/unified") / path / "cpu.stat", "usec")]
+            elif "cpuacct" in controllers.split(","):
+                candidates += [(Path("/sys/fs/cgroup") / controllers / path / "cpuacct.usage", "nsec"),
+                               (Path("/sys/fs/cgroup/cpuacct") / path / "cpuacct.usage", "nsec")]
+        for file, unit in candidates:
+            if self.read_server(file, unit) is not None:
+                self.server_file = (file, unit)
+                break
+        self.tick = os.sysconf("SC_CLK_TCK")
+
+    @staticmethod
+    def read_server(file, unit):
+        try:
+            text = file.read_text()
+        except OSError:
+            return None
+        if unit == "nsec":
+            return int(text.strip()) / 1e9
+        usage = next((line.split()[1] for line in text.splitlines() if line.startswith("usage_usec ")), None)
+        return None if usage is None else int(usage) / 1e6
+
+    def proxy_seconds(self):
+        """utime + stime of every docker-proxy forwarding this port (IPv4 and IPv6), or None."""
+        total, found = 0.0, False
+        for proc in Path("/proc").iterdir():
+            if not proc.name.isdigit():
+                continue
+            try:
+                argv = (proc / "cmdline").read_bytes().split(b"\0")
+                if not argv or not argv[0].endswith(b"docker-proxy"):
+                    continue
+                if self.port.encode() not in argv[argv.index(b"-host-port") + 1:][:1]:
+                    continue
+                fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+            except (OSError, ValueError):
+                continue
+            total += (int(fields[11]) + int(fields[12])) / self.tick
+            found = True
+        return total if found else None
+
+    def sample(self):
+        server = self.read_server(*self.server_file) if self.server_file else None
+        return server, self.proxy_seconds()
+
+    @staticmethod
+    def between(before, after, client):
+        def diff(a, b):
+            return None if a is None or b is None else b - a
+        return {"client": client, "server": diff(before[0], after[0]), "proxy": diff(before[1], after[1])}
 
 
 class Bench:
@@ -198,6 +294,8 @@ class Bench:
         self.ssh_container = None
         self.ssh_port = None
         self.runs = {}  # name -> {"warmup": [Run], "rounds": [Run]}
+        self.cpu_meter = None  # set once the container runs
+        self.last_cpu = None  # CPU seconds of the last timed() steps
         self.data = {}
 
     # ------------------------------------------------------------ environment
@@ -351,6 +449,7 @@ class Bench:
                 raise Fail(f"{IMAGE} does not accept connections on 127.0.0.1:{self.port}: "
                            f"check `docker logs {self.container}`")
             time.sleep(0.3)
+        self.cpu_meter = CpuMeter(self.container, self.port)
 
     def psql(self, db, sql):
         proc = subprocess.run(["psql", "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d", db, "-f", "-"],
@@ -429,6 +528,8 @@ class Bench:
     def timed(self, steps, env, log_name):
         """Runs argv lists one after another (each (argv, stdout_path_or_None)); returns wall seconds."""
         logf = self.work / "logs" / f"{log_name}.log"
+        before = self.cpu_sample()
+        children = resource.getrusage(resource.RUSAGE_CHILDREN)
         t0 = time.monotonic()
         with open(logf, "ab") as err:
             for argv, out in steps:
@@ -440,7 +541,17 @@ class Bench:
                     raise KeyboardInterrupt
                 if rc != 0:
                     raise Fail(f"{' '.join(map(str, argv))} exited with {rc}: {self.tail(logf)}")
-        return time.monotonic() - t0
+        seconds = time.monotonic() - t0
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        client = (after.ru_utime + after.ru_stime) - (children.ru_utime + children.ru_stime)
+        self.last_cpu = self.cpu_between(before, client)
+        return seconds
+
+    def cpu_sample(self):
+        return self.cpu_meter.sample() if self.cpu_meter else (None, None)
+
+    def cpu_between(self, before, client):
+        return CpuMeter.between(before, self.cpu_sample(), client)
 
     def timed_xtask(self, args, log_name, stdout_path=None, extra_env=None):
         """Runs xtask, polling its VmHWM every 20 ms; returns a Run with both peak RSS readings.
@@ -452,6 +563,7 @@ class Bench:
         logf = self.work / "logs" / f"{log_name}.log"
         argv = [str(self.xtask), *map(str, args)]
         read_end, write_end = os.pipe()
+        before = self.cpu_sample()
         with open(logf, "ab") as err, open(stdout_path or os.devnull, "wb") as out:
             err.write(("$ xtask " + " ".join(map(str, args)) + "\n").encode())
             err.flush()
@@ -489,14 +601,15 @@ class Bench:
                 poller.join()
         launcher.wait()
         self.child = self.xtask_pid = None
-        if not pid or len(result) != 3:
+        cpu = self.cpu_between(before, float(result[3]) if len(result) == 4 else None)
+        if not pid or len(result) != 4:
             raise Fail(f"could not start {self.xtask}: {self.tail(logf)}")
         code, maxrss, seconds = int(result[0]), int(result[1]), float(result[2])
         if code in (130, -signal.SIGINT):
             raise KeyboardInterrupt
         if code != 0:
             raise Fail(f"xtask {' '.join(map(str, args))} exited with {code}: {self.tail(logf)}")
-        return Run(seconds, peak[0] or None, maxrss)
+        return Run(seconds, peak[0] or None, maxrss, cpu)
 
     def tail(self, path, lines=3):
         try:
@@ -526,7 +639,7 @@ class Bench:
         ], self.pg_env(), "manual")
         self.data.setdefault("manual_sql_bytes", sql.stat().st_size)
         sql.unlink()
-        self.record("manual", Run(seconds), warmup)
+        self.record("manual", Run(seconds, cpu=self.last_cpu), warmup)
 
         self.settle()
         run = self.timed_xtask(["clone-prod", "--source", self.url(src), "--target", self.url("bench_direct"),
@@ -537,7 +650,7 @@ class Bench:
         self.settle()
         seconds = self.timed([(["pg_restore", "-j", str(self.cores), "--no-owner", "--no-privileges",
                                 "-d", "bench_floor", self.work / "floor.dump"], None)], self.pg_env(), "floor")
-        self.record("floor", Run(seconds), warmup)
+        self.record("floor", Run(seconds, cpu=self.last_cpu), warmup)
 
         bundle = self.work / "bundle-db"
         shutil.rmtree(bundle, ignore_errors=True)
@@ -811,12 +924,12 @@ class Bench:
             (["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", "bench_nb_manual", "-f", sql], None),
         ], self.pg_env(), "nb-manual")
         sql.unlink()
-        self.record("nb_manual", Run(seconds), warmup)
+        self.record("nb_manual", Run(seconds, cpu=self.last_cpu), warmup)
         self.createdb("bench_nb_floor")
         self.settle()
         seconds = self.timed([(["pg_restore", "-j", str(self.cores), "--no-owner", "--no-privileges",
                                 "-d", "bench_nb_floor", self.work / "nb-floor.dump"], None)], self.pg_env(), "nb-floor")
-        self.record("nb_floor", Run(seconds), warmup)
+        self.record("nb_floor", Run(seconds, cpu=self.last_cpu), warmup)
         for name, extra in (("nb_direct", []), ("nb_no_scrub", ["--no-scrub"])):
             self.settle()
             run = self.timed_xtask(["clone-prod", "--source", self.url(src), "--target", self.url(f"bench_{name}"),
@@ -870,7 +983,40 @@ class Bench:
         for name, label in steps:
             t = self.times(name)
             print(f"  {label:<56}{statistics.median(t):>8.2f} [{min(t):.2f} - {max(t):.2f}]")
+        self.print_cpu(ids, steps)
         print(f"elapsed {(time.monotonic() - START) / 60:.1f} min")
+
+    def print_cpu(self, ids, steps):
+        """Where the CPU went, per command, and the lowest ratio that work allows: no command
+        can take less wall time than its CPU seconds spread over every core."""
+        rows = [(name, label, self.runs[name]["rounds"]) for name, label in steps]
+        rows = [row for row in rows if row[2] and all(r.cpu and r.cpu["client"] is not None for r in row[2])]
+        if not rows:
+            return
+        print()
+        print("CPU seconds per command, median over the rounds (client: the command and every process it")
+        print("waited for; server: the PostgreSQL container, source and targets; proxy: Docker's port forwarder):")
+        print(f"  {'':<56}{'client':>8}{'server':>8}{'proxy':>8}{'total':>8}  cores busy")
+        for name, label, runs in rows:
+            cells = []
+            for part in ("client", "server", "proxy"):
+                values = [r.cpu[part] for r in runs]
+                cells.append("-" if None in values else f"{statistics.median(values):.2f}")
+            total = statistics.median(cpu_total(r) for r in runs)
+            busy = statistics.median(cpu_total(r) / r.seconds for r in runs)
+            print(f"  {label:<56}" + "".join(f"{c:>8}" for c in cells) + f"{total:>8.2f}  {busy:.2f}")
+        bounds = []
+        for tid in ids:
+            if tid not in CPU_BOUNDS:
+                continue
+            ours, base = (self.runs[name]["rounds"] for name in CPU_BOUNDS[tid])
+            if not all(r.cpu and None not in r.cpu.values() for r in ours):
+                continue
+            per_round = [cpu_total(o) / self.cores / b.seconds for o, b in zip(ours, base)]
+            bounds.append(f"{tid} {statistics.median(per_round):.2f}")
+        if bounds:
+            print(f"lowest ratio the measured work allows on {self.cores} cores (ours: CPU seconds / "
+                  f"{self.cores} cores / the baseline's wall time), median: {', '.join(bounds)}")
 
     def write_subset_json(self, targets, steps, source):
         """With --json, the results of a run of only some groups; a second subset of the same
