@@ -146,6 +146,21 @@ fn no_secret_reaches_a_clone_a_bundle_or_the_output() {
             .parse::<u64>()
             .unwrap()
     );
+    let token_rule = rules
+        .iter()
+        .find(|r| r["rule"] == "public.users_token: delete-rows")
+        .unwrap();
+    assert_eq!(token_rule["rows"].as_u64(), Some(1), "the planted token");
+    // The tables delete-rows empties are left out of the dump rather than read and dropped,
+    // and their sequences are still set.
+    let sql = fs::read_to_string(bundle.join("netpoint.sql")).unwrap();
+    for table in ["django_session", "users_token"] {
+        assert!(
+            !sql.contains(&format!("COPY public.{table} ")),
+            "rows of {table} in the bundle"
+        );
+    }
+    assert!(sql.contains("setval('public.users_token_id_seq', 7, true)"));
 
     run(crate::harness::xtask(&[
         "clone-prod",

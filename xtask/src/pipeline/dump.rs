@@ -7,10 +7,15 @@ use anyhow::Context;
 use xshell::Shell;
 
 use crate::{
-    pg::{self, Access, DbUrl, PgTools, Tool},
-    pipeline::{leak_scan, load, scrub},
+    pg::{self, sql::literal, Access, DbUrl, PgTools, Tool},
+    pipeline::{
+        leak_scan, load,
+        parallel::{pattern, Snapshot},
+        scrub::{self, Action},
+    },
     plain::lines,
     process::{self, SpawnTool},
+    term,
 };
 
 /// `pg_dump` of the source as plain SQL on its stdout, in a read-only session.
@@ -50,8 +55,14 @@ pub fn with_dump<T>(
     scan: Option<&leak_scan::Scanner>,
     sink: impl FnOnce(&mut dyn std::io::Read) -> anyhow::Result<T>,
 ) -> anyhow::Result<(T, BTreeMap<String, u64>)> {
-    let child = spawn_dump(sh, tools, source, patterns, &[])?;
-    pump_dump(
+    let unread = Unread::counted(sh, tools, source, &scrub.applied, patterns)?;
+    let (mut patterns, mut extra) = (patterns.to_vec(), Vec::new());
+    if let Some(unread) = &unread {
+        patterns.extend(unread.patterns.iter().cloned());
+        extra.push(format!("--snapshot={}", unread.snapshot.id));
+    }
+    let child = spawn_dump(sh, tools, source, &patterns, &extra)?;
+    let (result, mut counts) = pump_dump(
         child,
         source,
         drop_settings,
@@ -59,7 +70,93 @@ pub fn with_dump<T>(
         scan,
         false,
         sink,
-    )
+    )?;
+    if let Some(unread) = unread {
+        for (rule, rows) in unread.counts {
+            *counts.entry(rule).or_default() += rows;
+        }
+    }
+    Ok((result, counts))
+}
+
+/// The tables a `delete-rows` rule empties, left out of a dump rather than read and dropped
+/// row by row (a session store or a search cache can be the largest table of all). Their
+/// rows are counted in a snapshot that the dump then shares, so the report counts exactly
+/// the rows the dump leaves out; pg_dump still sets their sequences.
+pub struct Unread {
+    pub snapshot: Snapshot,
+    /// `"schema"."table"` of each such table, for `--exclude-table-data`.
+    pub patterns: Vec<String>,
+    /// The rows each rule left out.
+    pub counts: BTreeMap<String, u64>,
+}
+
+impl Unread {
+    /// `None` when no rule deletes rows, or when the source cannot export a snapshot: the
+    /// rows then go through the stream, which drops them.
+    pub fn counted(
+        sh: &Shell,
+        tools: &PgTools,
+        source: &DbUrl,
+        rules: &[scrub::Rule],
+        excluded: &[String],
+    ) -> anyhow::Result<Option<Unread>> {
+        let deleting: Vec<&scrub::Rule> = rules
+            .iter()
+            .filter(|rule| matches!(rule.action, Action::DeleteRows))
+            .collect();
+        if deleting.is_empty() {
+            return Ok(None);
+        }
+        let names: Vec<String> = deleting.iter().map(|rule| literal(&rule.table)).collect();
+        // Plain tables only: a partitioned or inherited parent's children still stream
+        // through the scrub, which knows the hierarchy.
+        let rows = tools.query(
+            sh,
+            source,
+            Access::ReadOnly,
+            &format!(
+                "select coalesce(json_agg(json_build_array(n.nspname, c.relname)), '[]') \
+                 from pg_class c join pg_namespace n on n.oid = c.relnamespace \
+                 where c.relkind = 'r' and not c.relhassubclass \
+                 and n.nspname || '.' || c.relname in ({})",
+                names.join(", ")
+            ),
+        )?;
+        let tables: Vec<(String, String)> =
+            serde_json::from_str(&rows).context("reading the tables that delete-rows empties")?;
+        let mut snapshot = match Snapshot::export(sh, tools, source) {
+            Ok(snapshot) => snapshot,
+            Err(err) => {
+                term::detail(format!("reading the rows that delete-rows drops: {err:#}"));
+                return Ok(None);
+            }
+        };
+        let (mut patterns, mut counts) = (Vec::new(), BTreeMap::new());
+        for rule in deleting {
+            let Some((schema, name)) = tables
+                .iter()
+                .find(|(schema, name)| format!("{schema}.{name}") == rule.table)
+            else {
+                continue;
+            };
+            let pattern = pattern(schema, name);
+            // Rows the user already left out are neither read nor counted, as before.
+            if excluded.contains(&pattern) || patterns.contains(&pattern) {
+                continue;
+            }
+            counts.insert(rule.describe(), snapshot.count(source, &pattern)?);
+            patterns.push(pattern);
+        }
+        if patterns.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(Unread {
+            snapshot,
+            patterns,
+            counts,
+        }))
+    }
 }
 
 /// Streams a running pg_dump's output, normalised and scrubbed, through `sink`; then checks
