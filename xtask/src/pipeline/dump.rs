@@ -9,6 +9,7 @@ use xshell::Shell;
 use crate::{
     pg::{self, sql::literal, Access, DbUrl, PgTools, Tool},
     pipeline::{
+        budget::{fitting_jobs, Sessions},
         leak_scan, load,
         parallel::{pattern, Snapshot},
         scrub::{self, Action},
@@ -62,6 +63,10 @@ pub fn with_dump<T>(
         extra.push(format!("--snapshot={}", unread.snapshot.id));
     }
     let child = spawn_dump(sh, tools, source, &patterns, &extra)?;
+    let (deleted, holder) = match unread {
+        Some(unread) => (unread.counts, Some(unread.snapshot)),
+        None => (BTreeMap::new(), None),
+    };
     let (result, mut counts) = pump_dump(
         child,
         source,
@@ -69,14 +74,34 @@ pub fn with_dump<T>(
         &scrub.applied,
         scan,
         false,
-        sink,
+        |reader| {
+            sink(&mut ReleaseOnFirstByte {
+                inner: reader,
+                holder,
+            })
+        },
     )?;
-    if let Some(unread) = unread {
-        for (rule, rows) in unread.counts {
-            *counts.entry(rule).or_default() += rows;
-        }
+    for (rule, rows) in deleted {
+        *counts.entry(rule).or_default() += rows;
     }
     Ok((result, counts))
+}
+
+/// Passes a dump's output on, and ends the snapshot's holder at its first byte: pg_dump
+/// writes nothing before it has taken the snapshot up, and needs the holder no longer.
+struct ReleaseOnFirstByte<'a> {
+    inner: &'a mut dyn std::io::Read,
+    holder: Option<Snapshot>,
+}
+
+impl std::io::Read for ReleaseOnFirstByte<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if n > 0 {
+            self.holder = None;
+        }
+        Ok(n)
+    }
 }
 
 /// The tables a `delete-rows` rule empties, left out of a dump rather than read and dropped
@@ -108,9 +133,20 @@ impl Unread {
         if deleting.is_empty() {
             return Ok(None);
         }
+        // The snapshot's holder is a second session beside pg_dump's: where the source has
+        // room for one only, the rows stream as before.
+        let sessions = [Sessions {
+            url: source,
+            per_job: 1,
+            fixed: 0,
+        }];
+        if fitting_jobs(sh, tools, 2, &sessions).0 < 2 {
+            return Ok(None);
+        }
         let names: Vec<String> = deleting.iter().map(|rule| literal(&rule.table)).collect();
-        // Plain tables only: a partitioned or inherited parent's children still stream
-        // through the scrub, which knows the hierarchy.
+        // Plain, logged tables only: a partitioned or inherited parent's children still
+        // stream through the scrub, which knows the hierarchy, and a standby cannot count
+        // an unlogged table (pg_dump leaves its rows out there anyway).
         let rows = tools.query(
             sh,
             source,
@@ -118,7 +154,7 @@ impl Unread {
             &format!(
                 "select coalesce(json_agg(json_build_array(n.nspname, c.relname)), '[]') \
                  from pg_class c join pg_namespace n on n.oid = c.relnamespace \
-                 where c.relkind = 'r' and not c.relhassubclass \
+                 where c.relkind = 'r' and c.relpersistence = 'p' and not c.relhassubclass \
                  and n.nspname || '.' || c.relname in ({})",
                 names.join(", ")
             ),
@@ -128,16 +164,19 @@ impl Unread {
         let mut snapshot = match Snapshot::export(sh, tools, source) {
             Ok(snapshot) => snapshot,
             Err(err) => {
-                term::detail(format!("reading the rows that delete-rows drops: {err:#}"));
+                term::detail(format!(
+                    "streaming the rows that delete-rows drops: {err:#}"
+                ));
                 return Ok(None);
             }
         };
         let (mut patterns, mut counts) = (Vec::new(), BTreeMap::new());
         for rule in deleting {
-            let Some((schema, name)) = tables
+            let mut matching = tables
                 .iter()
-                .find(|(schema, name)| format!("{schema}.{name}") == rule.table)
-            else {
+                .filter(|(schema, name)| format!("{schema}.{name}") == rule.table);
+            // `a.b.c` can name two tables (`"a.b".c` and `a."b.c"`): the stream decides then.
+            let (Some((schema, name)), None) = (matching.next(), matching.next()) else {
                 continue;
             };
             let pattern = pattern(schema, name);
@@ -145,7 +184,15 @@ impl Unread {
             if excluded.contains(&pattern) || patterns.contains(&pattern) {
                 continue;
             }
-            counts.insert(rule.describe(), snapshot.count(source, &pattern)?);
+            match snapshot.count(source, &pattern) {
+                Ok(rows) => counts.insert(rule.describe(), rows),
+                Err(err) => {
+                    term::detail(format!(
+                        "streaming the rows that delete-rows drops: {err:#}"
+                    ));
+                    return Ok(None);
+                }
+            };
             patterns.push(pattern);
         }
         if patterns.is_empty() {

@@ -46,8 +46,11 @@ impl Snapshot {
         let stderr = process::collect_stderr(child.stderr.take().unwrap());
         let mut stdin = child.stdin.take().unwrap();
         let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        // As pg_dump does for itself: no timeout a role's defaults set ends the holder, or a
+        // count, while other sessions still need the snapshot.
         let _ = stdin.write_all(
-            b"begin transaction isolation level repeatable read read only;\nselect pg_export_snapshot();\n",
+            b"set statement_timeout = 0;\nset lock_timeout = 0;\nset idle_in_transaction_session_timeout = 0;\n\
+              begin transaction isolation level repeatable read read only;\nselect pg_export_snapshot();\n",
         );
         let _ = stdin.flush();
         let mut line = String::new();
