@@ -117,8 +117,9 @@ pub struct Unread {
 }
 
 impl Unread {
-    /// `None` when no rule deletes rows, or when the source cannot export a snapshot: the
-    /// rows then go through the stream, which drops them.
+    /// `None` when no rule deletes rows of a plain table, or when leaving them out could
+    /// fail where the stream would not (room for one session only, no snapshot, a count
+    /// that fails): the rows then go through the stream, which drops them.
     pub fn counted(
         sh: &Shell,
         tools: &PgTools,
@@ -161,14 +162,15 @@ impl Unread {
         )?;
         let tables: Vec<(String, String)> =
             serde_json::from_str(&rows).context("reading the tables that delete-rows empties")?;
+        let stream = |err: anyhow::Error| {
+            term::detail(format!(
+                "streaming the rows that delete-rows drops: {err:#}"
+            ));
+            Ok(None)
+        };
         let mut snapshot = match Snapshot::export(sh, tools, source) {
             Ok(snapshot) => snapshot,
-            Err(err) => {
-                term::detail(format!(
-                    "streaming the rows that delete-rows drops: {err:#}"
-                ));
-                return Ok(None);
-            }
+            Err(err) => return stream(err),
         };
         let (mut patterns, mut counts) = (Vec::new(), BTreeMap::new());
         for rule in deleting {
@@ -186,12 +188,7 @@ impl Unread {
             }
             match snapshot.count(source, &pattern) {
                 Ok(rows) => counts.insert(rule.describe(), rows),
-                Err(err) => {
-                    term::detail(format!(
-                        "streaming the rows that delete-rows drops: {err:#}"
-                    ));
-                    return Ok(None);
-                }
+                Err(err) => return stream(err),
             };
             patterns.push(pattern);
         }

@@ -6,6 +6,7 @@ use xshell::Shell;
 
 use crate::{
     pg::{sql::literal, Access, DbUrl, PgTools, Server},
+    pipeline::parallel::pattern,
     term,
 };
 
@@ -81,11 +82,7 @@ pub fn excluded_tables(
         let name = format!("{schema}.{table}");
         if !exclusions.tables.iter().any(|(n, _)| *n == name) {
             exclusions.tables.push((name, estimate));
-            exclusions.patterns.push(format!(
-                "\"{}\".\"{}\"",
-                schema.replace('"', "\"\""),
-                table.replace('"', "\"\"")
-            ));
+            exclusions.patterns.push(pattern(&schema, &table));
         }
     }
     Ok(exclusions)
