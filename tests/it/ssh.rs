@@ -714,3 +714,74 @@ fn dev_with_a_kept_table() -> Pg {
     );
     dev
 }
+
+#[test]
+fn an_ssh_destination_with_a_password_is_refused_without_showing_it() {
+    let dev = dev_with_a_kept_table();
+    let tmp = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let bundle = work.path().join("bundle");
+    let media = work.path().join("media");
+    let secret = marker("sshpw");
+    let forms = [
+        format!("deploy:{secret}@127.0.0.1"),
+        format!("ssh://deploy:{secret}@127.0.0.1"),
+        format!("ssh://deploy:{secret}@127.0.0.1:2222"),
+        format!("deploy:{secret}@[::1]"),
+        format!("deploy%3A{secret}@127.0.0.1"),
+        format!("ssh://deploy:{secret}%40x@127.0.0.1:22/"),
+    ];
+    for dest in &forms {
+        for how in ["--source-ssh", "NETPOINT_PROD_SSH"] {
+            for mode in [
+                vec!["--yes"],
+                vec!["--out", bundle.to_str().unwrap()],
+                vec![
+                    "--media-only",
+                    "--yes",
+                    "--source-media",
+                    MEDIA,
+                    "--target-media",
+                    media.to_str().unwrap(),
+                ],
+            ] {
+                let mut args = vec!["clone-prod"];
+                let flag = format!("--source-ssh={dest}");
+                if how == "--source-ssh" {
+                    args.push(&flag);
+                }
+                args.extend(mode.iter().copied());
+                let mut cmd = xtask(&args);
+                cmd.env("NETPOINT_SSH_COMMAND", "ssh -o BatchMode=yes")
+                    .env(
+                        "NETPOINT_PROD_DATABASE_URL",
+                        "postgres://postgres:prodpw@localhost:5432/netpoint",
+                    )
+                    .env("NETPOINT_DATABASE_URL", dev.url("netpoint"))
+                    .env("TMPDIR", tmp.path());
+                if how == "NETPOINT_PROD_SSH" {
+                    cmd.env("NETPOINT_PROD_SSH", dest);
+                }
+                let refused = run(cmd).fails_with(
+                    "error: the SSH destination has a password in it (user:password@host): remove it",
+                );
+                assert!(
+                    !refused.output().contains(&secret),
+                    "{dest} {how} {mode:?}: {}",
+                    refused.output()
+                );
+                assert_eq!(refused.status.code(), Some(1), "{}", refused.output());
+                assert!(!bundle.exists() && !media.exists(), "{dest} {how} {mode:?}");
+                assert!(entries(tmp.path()).is_empty(), "{dest} {how} {mode:?}");
+            }
+        }
+    }
+    assert_eq!(dev.psql("netpoint", "select count(*) from kept"), "1");
+    assert_eq!(
+        dev.databases()
+            .into_iter()
+            .filter(|d| d.contains("__np"))
+            .count(),
+        0
+    );
+}

@@ -93,9 +93,13 @@ impl Remote {
     }
 }
 
-/// Refuses what ssh would read as an option, and what no destination contains.
+/// Refuses a password, what ssh would read as an option, and what no destination contains.
 fn check_destination(dest: &str) -> anyhow::Result<()> {
     let fix = "pass a destination as ssh takes it: [user@]host, ssh://[user@]host[:port] or an alias from ~/.ssh/config";
+    // First, so that no message below ever shows the password.
+    if has_password(dest) {
+        bail!("the SSH destination has a password in it (user:password@host): remove it and log in with a key or an agent (ssh-add); ssh never takes a password there");
+    }
     if dest.trim().is_empty() {
         bail!("the SSH destination is empty: {fix}");
     }
@@ -105,13 +109,24 @@ fn check_destination(dest: &str) -> anyhow::Result<()> {
     if dest.chars().any(|c| c.is_whitespace() || c.is_control()) {
         bail!("SSH destination {dest:?} contains a space or control character: {fix}");
     }
-    if let Some(rest) = dest.strip_prefix("ssh://") {
-        let userinfo = rest.split('@').next().filter(|_| rest.contains('@'));
-        if userinfo.is_some_and(|user| user.contains(':')) {
-            bail!("SSH destination has a password in it: remove it (use a key or an agent); ssh never takes one there");
-        }
-    }
     Ok(())
+}
+
+/// Whether the user part of `dest` (before its last `@`, as ssh splits it), raw or
+/// percent-decoded, holds a `:`: `user:pw@host`, `ssh://user:pw@host:22`, `user%3Apw@host`.
+/// No login name holds a colon, so nothing else is refused.
+fn has_password(dest: &str) -> bool {
+    let rest = dest
+        .get(..6)
+        .filter(|scheme| scheme.eq_ignore_ascii_case("ssh://"))
+        .map_or(dest, |_| &dest[6..]);
+    let Some((user, _)) = rest.rsplit_once('@') else {
+        return false;
+    };
+    user.contains(':')
+        || percent_encoding::percent_decode_str(user)
+            .decode_utf8_lossy()
+            .contains(':')
 }
 
 /// The run's one SSH connection: a master that forwards the database to a socket of ours,
@@ -345,7 +360,10 @@ mod tests {
             "prod",
             "deploy@netpoint.example.com",
             "ssh://deploy@10.0.0.5:2222",
+            "deploy@[::1]:22",
+            "ssh://deploy@[fe80::1%25eth0]:22",
             "[::1]",
+            "host:22",
         ] {
             assert!(Remote::new(good, vec!["ssh".into()]).is_ok(), "{good}");
         }
@@ -354,13 +372,36 @@ mod tests {
             ("", "empty"),
             ("prod host", "space or control"),
             ("prod\n-v", "space or control"),
-            ("ssh://deploy:hunter2@prod", "password"),
         ] {
             let err = Remote::new(bad, vec!["ssh".into()])
                 .unwrap_err()
                 .to_string();
             assert!(err.contains(says), "{bad:?}: {err}");
-            assert!(!err.contains("hunter2"), "{err}");
+        }
+    }
+
+    #[test]
+    fn a_password_in_any_form_is_refused_without_being_shown() {
+        for bad in [
+            "deploy:hunter2@prod",
+            "ssh://deploy:hunter2@prod",
+            "SSH://deploy:hunter2@prod:2222",
+            "ssh://deploy:hunter2@10.0.0.5:2222/",
+            "deploy:hunter2@[::1]",
+            "deploy:hun@ter2@prod",
+            "deploy%3Ahunter2@prod",
+            "ssh://deploy%3ahunter2@prod",
+            "ssh://deploy:hunter2%40x@prod",
+            ":hunter2@prod",
+            "-deploy:hunter2@prod",
+            "deploy:hunter2 x@prod",
+        ] {
+            let err = Remote::new(bad, vec!["ssh".into()])
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("has a password in it"), "{bad:?}: {err}");
+            assert!(!err.contains("hunter2") && !err.contains("ter2"), "{err}");
+            assert!(!err.contains('\n'), "{err}");
         }
     }
 
