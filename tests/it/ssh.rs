@@ -684,6 +684,60 @@ fn a_tunnel_that_drops_or_a_signal_mid_clone_leaves_no_ssh_socket_or_temporary_d
             entries(tmp.path())
         );
     }
+
+    // `kill -9`: nothing of the run is left to clean up after itself. Its socket directory
+    // (private while it ran) stays until the next run, which removes it, and only it.
+    let mut cmd = over_ssh(&prod, &prod.ssh_command(), tmp.path(), &["--yes"]);
+    cmd.env("NETPOINT_DATABASE_URL", dev.url("netpoint"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut child = cmd.spawn().unwrap();
+    wait_for("the load under way", Duration::from_secs(60), || {
+        assert!(matches!(child.try_wait(), Ok(None)), "the clone ended");
+        loading()
+    });
+    let left = entries(tmp.path());
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert!(
+        left[0].starts_with(&format!("netpoint-ssh-{}-", child.id())),
+        "{left:?}"
+    );
+    let dir = tmp.path().join(&left[0]);
+    let mode = fs::metadata(&dir).unwrap().permissions().mode();
+    assert_eq!(mode & 0o7777, 0o700, "{mode:o}");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    wait_for("ssh ended with the run", Duration::from_secs(10), || {
+        ssh_left(&prod).is_empty()
+    });
+    assert!(dir.exists(), "nothing could have removed it yet");
+    // Another run, still running: its directory is not ours to remove.
+    let running = tmp
+        .path()
+        .join(format!("netpoint-ssh-{}-running", std::process::id()));
+    fs::create_dir(&running).unwrap();
+    prod.put_media();
+    let media = tempfile::tempdir().unwrap();
+    let media = media.path().join("media");
+    run(over_ssh(
+        &prod,
+        &prod.ssh_command(),
+        tmp.path(),
+        &[
+            "--media-only",
+            "--yes",
+            "--source-media",
+            MEDIA,
+            "--target-media",
+            media.to_str().unwrap(),
+        ],
+    ))
+    .ok();
+    assert!(!dir.exists(), "the killed run's directory is still there");
+    assert_eq!(
+        entries(tmp.path()),
+        vec![running.file_name().unwrap().to_string_lossy().into_owned()]
+    );
 }
 
 fn free_port() -> u16 {

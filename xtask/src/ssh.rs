@@ -149,10 +149,8 @@ impl Tunnel {
     /// Connects to `remote` and forwards the server `source` names there (`localhost` when
     /// it names none, or a socket directory on that machine).
     pub fn open(remote: &Remote, source: Option<&DbUrl>) -> anyhow::Result<Tunnel> {
-        let dir = tempfile::Builder::new()
-            .prefix("netpoint-ssh-")
-            .tempdir()
-            .context("creating a directory for the SSH connection's sockets")?;
+        remove_dead_runs_dirs(&std::env::temp_dir());
+        let dir = socket_dir(&std::env::temp_dir())?;
         let control = dir.path().join("control");
         let control_path = control.to_string_lossy().into_owned();
         let mut ours = vec![
@@ -286,6 +284,61 @@ impl Drop for Tunnel {
     }
 }
 
+/// What the sockets' directory of a run is called: `netpoint-ssh-<pid>-<random>`.
+const DIR_PREFIX: &str = "netpoint-ssh-";
+
+/// A new directory for the run's sockets in `tmp`, mode 0700 whatever the umask, named with
+/// our process id so that a later run can tell whether we still run.
+fn socket_dir(tmp: &Path) -> anyhow::Result<tempfile::TempDir> {
+    use std::os::unix::fs::PermissionsExt;
+    let private = std::fs::Permissions::from_mode(0o700);
+    let dir = tempfile::Builder::new()
+        .prefix(&format!("{DIR_PREFIX}{}-", std::process::id()))
+        .permissions(private.clone())
+        .tempdir_in(tmp)
+        .context("creating a directory for the SSH connection's sockets")?;
+    std::fs::set_permissions(dir.path(), private)
+        .context("making the SSH connection's socket directory private")?;
+    Ok(dir)
+}
+
+/// Removes the socket directories that runs killed without a chance to clean up (`kill -9`)
+/// left in `tmp`: only ours (same owner, a real directory), and only those of a process that
+/// no longer runs. Best effort: what cannot be removed stays for the next run.
+fn remove_dead_runs_dirs(tmp: &Path) {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(entries) = std::fs::read_dir(tmp) else {
+        return;
+    };
+    // SAFETY: geteuid has no preconditions.
+    let uid = unsafe { libc::geteuid() };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(DIR_PREFIX))
+            .and_then(|rest| rest.split_once('-'))
+            .and_then(|(pid, _)| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid == std::process::id() || process::alive(pid) {
+            continue;
+        }
+        let path = entry.path();
+        let ours = std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir() && m.uid() == uid);
+        if ours {
+            if term::verbose() {
+                term::detail(format!(
+                    "removing {}, left by an SSH run that was killed (pid {pid})",
+                    path.display()
+                ));
+            }
+            let _ = std::fs::remove_dir_all(&path);
+        }
+    }
+}
+
 /// With a terminal, ssh may be waiting on the user (a host key, a passphrase).
 fn may_ask_user() -> bool {
     use std::io::IsTerminal;
@@ -403,6 +456,37 @@ mod tests {
             assert!(!err.contains("hunter2") && !err.contains("ter2"), "{err}");
             assert!(!err.contains('\n'), "{err}");
         }
+    }
+
+    #[test]
+    fn socket_dirs_are_private_and_only_dead_runs_dirs_are_removed() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = socket_dir(tmp.path()).unwrap();
+        let mode = std::fs::metadata(dir.path()).unwrap().permissions().mode();
+        assert_eq!(mode & 0o7777, 0o700);
+        let name = dir.path().file_name().unwrap().to_str().unwrap();
+        assert!(
+            name.starts_with(&format!("netpoint-ssh-{}-", std::process::id())),
+            "{name}"
+        );
+        // A child that has ended stands for a run killed with -9.
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let dead = child.id();
+        child.wait().unwrap();
+        let left = tmp.path().join(format!("netpoint-ssh-{dead}-abc123"));
+        std::fs::create_dir(&left).unwrap();
+        std::fs::write(left.join("control"), b"").unwrap();
+        let running = tmp.path().join("netpoint-ssh-1-abc123");
+        std::fs::create_dir(&running).unwrap();
+        let unrelated = tmp.path().join(format!("netpoint-ssh-x{dead}-abc123"));
+        std::fs::create_dir(&unrelated).unwrap();
+        let linked = tmp.path().join(format!("netpoint-ssh-{dead}-link"));
+        std::os::unix::fs::symlink(&running, &linked).unwrap();
+        remove_dead_runs_dirs(tmp.path());
+        assert!(!left.exists());
+        assert!(dir.path().exists() && running.exists() && unrelated.exists());
+        assert!(std::fs::symlink_metadata(&linked).is_ok());
     }
 
     #[test]
