@@ -766,3 +766,54 @@ fn source_links_are_judged_where_they_resolve() {
     assert_eq!(fs::read_link(target.join("here")).unwrap(), Path::new("."));
     assert_eq!(tree(&target), tree(&fixtures().join("media")));
 }
+
+#[test]
+fn archive_modes_keep_their_permission_bits_only() {
+    let pg = Pg::start(15);
+    pg.load_fixture("prod");
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("source-media");
+    copy_tree(&fixtures().join("media"), &source);
+    let file = source.join("image-attachments/rack_12_rear.jpg");
+    let set = |path: &Path, mode: u32| {
+        fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap()
+    };
+    set(&file, 0o4755);
+    set(&source.join("image-attachments"), 0o2775);
+    set(&source.join("devicetype-images"), 0o1777);
+    let bundle = dir.path().join("bundle");
+    export(&pg, &source, &bundle);
+    // The archive carries the bits as they were, as `tar` would.
+    let listed = Command::new("tar")
+        .args(["-tvzf"])
+        .arg(bundle.join("netpoint_media.tar.gz"))
+        .output()
+        .unwrap();
+    let listed = String::from_utf8_lossy(&listed.stdout);
+    assert!(
+        listed
+            .lines()
+            .any(|l| l.starts_with("-rwsr-xr-x") && l.ends_with("rack_12_rear.jpg")),
+        "{listed}"
+    );
+    let media = dir.path().join("dev-media");
+    run(xtask(&[
+        "clone-prod",
+        "--bundle",
+        s(&bundle),
+        "--target",
+        &pg.url("netpoint"),
+        "--target-media",
+        s(&media),
+        "--yes",
+    ]))
+    .ok();
+    let mode = |rel: &str| fs::metadata(media.join(rel)).unwrap().mode() & 0o7777;
+    assert_eq!(mode("image-attachments/rack_12_rear.jpg"), 0o755);
+    assert_eq!(mode("image-attachments"), 0o775);
+    assert_eq!(mode("devicetype-images"), 0o777);
+    assert_eq!(
+        fs::read(media.join("image-attachments/rack_12_rear.jpg")).unwrap(),
+        fs::read(&file).unwrap()
+    );
+}

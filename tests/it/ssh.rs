@@ -839,3 +839,226 @@ fn an_ssh_destination_with_a_password_is_refused_without_showing_it() {
         0
     );
 }
+
+/// A tar stream made with python3's tarfile: `(name, kind, value)` members, `kind` one of
+/// `file` (value: the bytes), `link` (value: the target), `hard` (value: the earlier
+/// member), `dir` and `char` (a character device).
+fn crafted_tar(path: &Path, members: &[(&str, &str, &str)]) {
+    let script = "import io, sys, tarfile\n\
+        out, rest = sys.argv[1], sys.argv[2:]\n\
+        with tarfile.open(out, 'w', format=tarfile.GNU_FORMAT) as o:\n\
+        \x20   for name, kind, value in zip(rest[0::3], rest[1::3], rest[2::3]):\n\
+        \x20       info = tarfile.TarInfo(name)\n\
+        \x20       info.mode = 0o644\n\
+        \x20       if kind == 'file':\n\
+        \x20           info.size = len(value.encode())\n\
+        \x20           o.addfile(info, io.BytesIO(value.encode()))\n\
+        \x20           continue\n\
+        \x20       info.type = {'link': tarfile.SYMTYPE, 'hard': tarfile.LNKTYPE, 'dir': tarfile.DIRTYPE, 'char': tarfile.CHRTYPE}[kind]\n\
+        \x20       info.linkname = value\n\
+        \x20       o.addfile(info)\n";
+    let mut cmd = Command::new("python3");
+    cmd.args(["-c", script]).arg(path);
+    for (name, kind, value) in members {
+        cmd.args([name, kind, value]);
+    }
+    assert!(cmd.status().unwrap().success(), "crafting a tar stream");
+}
+
+/// Every entry below `root`: files with their bytes and mode, links with their target.
+fn media_state(root: &Path) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = walkdir::WalkDir::new(root)
+        .into_iter()
+        .map(|e| e.unwrap())
+        .map(|e| {
+            let rel = e.path().strip_prefix(root).unwrap().display().to_string();
+            let meta = fs::symlink_metadata(e.path()).unwrap();
+            let what = if meta.file_type().is_symlink() {
+                format!("link {}", fs::read_link(e.path()).unwrap().display())
+            } else if meta.is_dir() {
+                format!("dir {:o}", meta.permissions().mode() & 0o7777)
+            } else {
+                format!(
+                    "file {:o} {:?}",
+                    meta.permissions().mode() & 0o7777,
+                    fs::read(e.path()).unwrap()
+                )
+            };
+            (rel, what)
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+#[test]
+fn a_hostile_ssh_host_cannot_slip_entries_modes_or_changed_files_into_the_media() {
+    let prod = SshProd::start();
+    let reset_media = || {
+        prod.root(&format!("rm -rf {MEDIA}/*"));
+        prod.put_media();
+    };
+    reset_media();
+    let work = tempfile::tempdir().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let media = work.path().join("media");
+    fs::create_dir(&media).unwrap();
+    fs::write(media.join("mine.txt"), b"kept").unwrap();
+    let fetch = || {
+        run(over_ssh(
+            &prod,
+            &prod.ssh_command(),
+            tmp.path(),
+            &[
+                "--media-only",
+                "--yes",
+                "--source-media",
+                MEDIA,
+                "--target-media",
+                media.to_str().unwrap(),
+            ],
+        ))
+    };
+    // `tar` on the host's PATH ahead of the real one: `--version` answers as GNU tar (or
+    // not), the rest runs `body`.
+    let hostile_tar = |gnu: bool, body: &str| {
+        let version = match gnu {
+            true => "exec /usr/bin/tar --version",
+            false => "echo 'tar (busybox) 1.36'",
+        };
+        prod.root(&format!(
+            "cat > /usr/local/bin/tar <<'EOF'\n#!/bin/sh\ncase \"$1\" in --version) {version} ;; esac\n{body}\nEOF\n\
+             chmod 755 /usr/local/bin/tar"
+        ));
+    };
+    let honest_tar = || prod.root("rm -f /usr/local/bin/tar");
+    let before = media_state(&media);
+    let unchanged = |what: &str| {
+        assert_eq!(
+            media_state(&media),
+            before,
+            "{what}: the target media changed"
+        );
+        assert_eq!(
+            entries(work.path()),
+            vec!["media".to_string()],
+            "{what}: left behind"
+        );
+        assert!(entries(tmp.path()).is_empty(), "{what}");
+    };
+
+    // Entries the listing lacks, in a stream the host sends whatever was asked.
+    let listed_file = "image-attachments/rack_12_rear.jpg";
+    let cases: [(&str, Vec<(&str, &str, &str)>, &str); 6] = [
+        (
+            "a symbolic link",
+            vec![("./escape", "link", "/etc")],
+            "the stream holds `./escape`, a symbolic link, which the listing of the media does not",
+        ),
+        (
+            "a listed link pointing elsewhere",
+            vec![("./images", "link", "/etc")],
+            "the stream holds `./images`, a symbolic link, which the listing",
+        ),
+        (
+            "a directory",
+            vec![("./newdir", "dir", "")],
+            "the stream holds `./newdir/`, a directory, which the listing",
+        ),
+        (
+            "a file",
+            vec![("./planted.txt", "file", "planted")],
+            "the stream holds `./planted.txt`, a file, which the listing",
+        ),
+        (
+            "a hard link",
+            vec![
+                (listed_file, "file", "x"),
+                ("./second-name.jpg", "hard", listed_file),
+            ],
+            "the stream holds `./second-name.jpg`, a file, which the listing",
+        ),
+        (
+            "a device",
+            vec![("./console", "char", "")],
+            "`./console` is a Char entry",
+        ),
+    ];
+    for gnu in [true, false] {
+        for (what, members, says) in &cases {
+            let stream = work.path().join("stream.tar");
+            crafted_tar(&stream, members);
+            let copied = Command::new("docker")
+                .arg("cp")
+                .arg(&stream)
+                .arg(format!("{}:/srv/stream.tar", prod.id))
+                .status()
+                .unwrap();
+            assert!(copied.success());
+            fs::remove_file(&stream).unwrap();
+            hostile_tar(gnu, "cat > /dev/null\nexec cat /srv/stream.tar");
+            // Without GNU find the host lists no link targets: the link is judged where it
+            // resolves instead.
+            let says = match (gnu, *what) {
+                (false, "a listed link pointing elsewhere") => "links outside the media root",
+                _ => says,
+            };
+            let refused = fetch().fails_with(says);
+            assert!(
+                refused
+                    .stderr
+                    .contains("deploy@127.0.0.1:/srv/netpoint/media"),
+                "{what}: {}",
+                refused.stderr
+            );
+            unchanged(what);
+        }
+    }
+
+    // A file that changes between the listing and the transfer: grown, cut short, or
+    // rewritten with its size, is never installed.
+    let file = format!("{MEDIA}/{listed_file}");
+    for (what, change) in [
+        ("grown", format!("printf more >> '{file}'")),
+        ("cut short", format!("truncate -s 100 '{file}'")),
+        (
+            "rewritten in place",
+            format!("printf XXXX | dd of='{file}' conv=notrunc 2>/dev/null"),
+        ),
+    ] {
+        reset_media();
+        hostile_tar(true, &format!("{change}\nexec /usr/bin/tar \"$@\""));
+        fetch().fails_with("changed while they were fetched");
+        unchanged(what);
+    }
+
+    // Modes keep their permission bits, never setuid, setgid or sticky; through GNU tar and
+    // through a host without GNU tools alike. An honest host's tree arrives whole.
+    honest_tar();
+    reset_media();
+    prod.root(&format!(
+        "chmod 4755 '{MEDIA}/it'\\''s a file' && chmod 2775 {MEDIA}/image-attachments && \
+         chmod 1777 {MEDIA}/devicetype-images && touch {MEDIA}/added && \
+         chown deploy {MEDIA}/added && chmod 6711 {MEDIA}/added"
+    ));
+    let remote_sums = prod.media_sums();
+    for gnu in [true, false] {
+        match gnu {
+            true => honest_tar(),
+            false => hostile_tar(false, "exec /usr/bin/tar \"$@\""),
+        }
+        fs::remove_dir_all(&media).unwrap();
+        fetch().ok();
+        assert_eq!(local_sums(&media), remote_sums, "gnu {gnu}");
+        let mode = |rel: &str| fs::metadata(media.join(rel)).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode("it's a file"), 0o755, "gnu {gnu}");
+        assert_eq!(mode("added"), 0o711, "gnu {gnu}");
+        assert_eq!(mode("image-attachments"), 0o775, "gnu {gnu}");
+        assert_eq!(mode("devicetype-images"), 0o777, "gnu {gnu}");
+        assert_eq!(
+            fs::read_link(media.join("images")).unwrap(),
+            Path::new("devicetype-images")
+        );
+    }
+    assert_eq!(ssh_left(&prod), "");
+}

@@ -14,19 +14,60 @@ use anyhow::{bail, Context};
 use super::walk::link_stays_inside;
 use super::{ARCHIVE_PREFIX, READ_BUF};
 
+/// What a member of a tar stream is, for [`extract_tar`]'s `listed`: a hard link to an
+/// earlier file counts as a file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Member<'a> {
+    Dir,
+    File,
+    Symlink(&'a Path),
+}
+
+impl Member<'_> {
+    fn what(&self) -> &'static str {
+        match self {
+            Member::Dir => "a directory",
+            Member::File => "a file",
+            Member::Symlink(_) => "a symbolic link",
+        }
+    }
+}
+
+/// Whether a listing holds a member (its path relative to the media root, and what it is).
+pub type Listed<'a> = &'a dyn Fn(&Path, Member<'_>) -> bool;
+
+/// The permission bits a member may keep: never setuid, setgid or sticky.
+const PERMISSION_BITS: u32 = 0o777;
+
 /// Unpacks a media archive into the new directory `dst`. Members must lie under
 /// `netpoint/media/`; absolute paths, `..`, members under a link, links out of the root and
 /// special files are refused.
 pub fn extract_archive(archive: &Path, dst: &Path) -> anyhow::Result<()> {
     let file = File::open(archive).with_context(|| format!("reading {}", archive.display()))?;
     let gz = flate2::read::MultiGzDecoder::new(io::BufReader::with_capacity(READ_BUF, file));
-    extract_tar(gz, Some(ARCHIVE_PREFIX), dst)
+    extract_tar(gz, Some(ARCHIVE_PREFIX), dst, None)
 }
 
 /// Unpacks a plain tar stream into the new directory `dst`, as [`extract_archive`] does:
 /// members under `prefix` (`netpoint/media/`), or, without one, relative to the media root
-/// itself (`tar -cf - .` run in it).
-pub fn extract_tar(stream: impl io::Read, prefix: Option<&str>, dst: &Path) -> anyhow::Result<()> {
+/// itself (`tar -cf - .` run in it). With `listed`, every member (its path relative to the
+/// media root, and what it is) must be one that `listed` accepts, or the stream is refused.
+/// Modes keep only their permission bits.
+pub fn extract_tar(
+    stream: impl io::Read,
+    prefix: Option<&str>,
+    dst: &Path,
+    listed: Option<Listed<'_>>,
+) -> anyhow::Result<()> {
+    let refuse_unlisted = |rel: &Path, member: Member<'_>, shown: &str| -> anyhow::Result<()> {
+        match listed {
+            Some(listed) if !rel.as_os_str().is_empty() && !listed(rel, member) => bail!(
+                "the stream holds `{shown}`, {}, which the listing of the media does not: refusing it",
+                member.what()
+            ),
+            _ => Ok(()),
+        }
+    };
     let mut tar = tar::Archive::new(stream);
     let prefix = prefix.map(|p| p.trim_end_matches('/'));
     let shown_prefix = prefix.map(|p| format!("{p}/")).unwrap_or_default();
@@ -58,9 +99,10 @@ pub fn extract_tar(stream: impl io::Read, prefix: Option<&str>, dst: &Path) -> a
             );
         }
         let to = dst.join(rel);
-        let mode = entry.header().mode().unwrap_or(0o644) & 0o7777;
+        let mode = entry.header().mode().unwrap_or(0o644) & PERMISSION_BITS;
         match entry.header().entry_type() {
             tar::EntryType::Directory => {
+                refuse_unlisted(rel, Member::Dir, &shown)?;
                 if rel.as_os_str().is_empty() {
                     dir_modes.push((dst.to_path_buf(), mode));
                     continue;
@@ -69,6 +111,7 @@ pub fn extract_tar(stream: impl io::Read, prefix: Option<&str>, dst: &Path) -> a
                 dir_modes.push((to, mode));
             }
             tar::EntryType::Regular | tar::EntryType::Continuous => {
+                refuse_unlisted(rel, Member::File, &shown)?;
                 if let Some(parent) = to.parent() {
                     fs::create_dir_all(parent)?;
                 }
@@ -79,6 +122,7 @@ pub fn extract_tar(stream: impl io::Read, prefix: Option<&str>, dst: &Path) -> a
             // A second name of a file earlier in the archive (`tar` of a tree with hard
             // links): unpacked as a copy of it, so the two stay independent.
             tar::EntryType::Link => {
+                refuse_unlisted(rel, Member::File, &shown)?;
                 let raw = entry.link_name_bytes().context("hard link without a target")?.into_owned();
                 let earlier = inside(&raw)
                     .as_deref()
@@ -97,6 +141,7 @@ pub fn extract_tar(stream: impl io::Read, prefix: Option<&str>, dst: &Path) -> a
             }
             tar::EntryType::Symlink => {
                 let target = entry.link_name()?.context("symlink without a target")?.into_owned();
+                refuse_unlisted(rel, Member::Symlink(&target), &shown)?;
                 if rel.as_os_str().is_empty() || links.insert(rel.to_path_buf(), (target, shown.clone())).is_some() {
                     bail!("media archive member `{shown}` appears twice or replaces the media root: refusing the archive");
                 }

@@ -512,7 +512,7 @@ fn a_hard_link_member_becomes_a_copy_of_an_earlier_file_and_nothing_else() {
     };
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
-    extract_tar(&stream("./a/first.png")[..], None, &out).unwrap();
+    extract_tar(&stream("./a/first.png")[..], None, &out, None).unwrap();
     assert_eq!(fs::read(out.join("b/second.png")).unwrap(), b"bytes");
     fs::write(out.join("a/first.png"), b"other").unwrap();
     assert_eq!(
@@ -529,10 +529,111 @@ fn a_hard_link_member_becomes_a_copy_of_an_earlier_file_and_nothing_else() {
         0o640
     );
     for target in ["/etc/passwd", "../outside", "./a/missing.png", "./b"] {
-        let err = extract_tar(&stream(target)[..], None, &dir.path().join("bad"))
+        let err = extract_tar(&stream(target)[..], None, &dir.path().join("bad"), None)
             .unwrap_err()
             .to_string();
         assert!(err.contains("is a hard link to"), "{target}: {err}");
         let _ = fs::remove_dir_all(dir.path().join("bad"));
+    }
+}
+
+/// A tar stream of `(path, kind, mode)`: `kind` is `file`, `dir` or `link:TARGET`.
+fn tar_of(members: &[(&str, &str, u32)]) -> Vec<u8> {
+    let mut builder = tar::Builder::new(Vec::new());
+    for &(path, kind, mode) in members {
+        let mut header = tar::Header::new_gnu();
+        header.set_mode(mode);
+        header.set_mtime(1_700_000_000);
+        match kind {
+            "file" => {
+                header.set_size(2);
+                header.set_entry_type(tar::EntryType::Regular);
+                builder.append_data(&mut header, path, &b"ok"[..]).unwrap();
+            }
+            "dir" => {
+                header.set_size(0);
+                header.set_entry_type(tar::EntryType::Directory);
+                builder.append_data(&mut header, path, io_empty()).unwrap();
+            }
+            link => {
+                header.set_size(0);
+                header.set_entry_type(tar::EntryType::Symlink);
+                let target = link.strip_prefix("link:").unwrap();
+                builder.append_link(&mut header, path, target).unwrap();
+            }
+        }
+    }
+    builder.into_inner().unwrap()
+}
+
+fn io_empty() -> &'static [u8] {
+    &[]
+}
+
+#[test]
+fn modes_keep_their_permission_bits_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let stream = tar_of(&[
+        ("./", "dir", 0o3755),
+        ("./shared", "dir", 0o2775),
+        ("./tmp", "dir", 0o1777),
+        ("./shared/suid", "file", 0o4755),
+        ("./shared/sgid", "file", 0o2711),
+        ("./tmp/sticky", "file", 0o1644),
+    ]);
+    extract_tar(&stream[..], None, &out, None).unwrap();
+    let mode = |rel: &str| fs::metadata(out.join(rel)).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(mode(""), 0o755);
+    assert_eq!(mode("shared"), 0o775);
+    assert_eq!(mode("tmp"), 0o777);
+    assert_eq!(mode("shared/suid"), 0o755);
+    assert_eq!(mode("shared/sgid"), 0o711);
+    assert_eq!(mode("tmp/sticky"), 0o644);
+}
+
+#[test]
+fn a_stream_may_hold_only_what_its_listing_holds() {
+    let listed = |rel: &Path, member: Member<'_>| match member {
+        Member::Dir => rel == Path::new("d"),
+        Member::File => rel == Path::new("d/f"),
+        Member::Symlink(target) => rel == Path::new("l") && target == Path::new("d/f"),
+    };
+    let good = tar_of(&[
+        ("./", "dir", 0o755),
+        ("./d", "dir", 0o755),
+        ("./d/f", "file", 0o644),
+        ("./l", "link:d/f", 0o777),
+    ]);
+    let dir = tempfile::tempdir().unwrap();
+    extract_tar(&good[..], None, &dir.path().join("good"), Some(&listed)).unwrap();
+    for (what, extra, says) in [
+        (
+            "an unlisted link",
+            ("./evil", "link:d"),
+            "`evil`, a symbolic link",
+        ),
+        (
+            "a link to elsewhere",
+            ("./l", "link:/etc/passwd"),
+            "`l`, a symbolic link",
+        ),
+        ("an unlisted directory", ("./e", "dir"), "`e`, a directory"),
+        ("an unlisted file", ("./d/g", "file"), "`d/g`, a file"),
+        (
+            "a file where a directory was",
+            ("./d", "file"),
+            "`d`, a file",
+        ),
+    ] {
+        let stream = tar_of(&[("./d", "dir", 0o755), (extra.0, extra.1, 0o644)]);
+        let out = dir.path().join(what);
+        let err = extract_tar(&stream[..], None, &out, Some(&listed))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(says) && err.contains("which the listing of the media does not"),
+            "{what}: {err}"
+        );
     }
 }

@@ -1,10 +1,13 @@
 //! A media directory on the SSH host, read with nothing but `sh`, `find`, `cksum` and `tar`
 //! there, through the run's connection.
 //!
-//! The host lists its tree (with GNU `find -printf`: type, mode, size and modification time of
-//! every entry; elsewhere with `cksum`, which reads every file). Against an earlier copy, files
-//! of the same size, time and mode are linked from it and only the rest is fetched; each fetched
-//! file is checked against the CRC and size the host's `cksum` gives for it.
+//! The host lists its tree (with GNU `find -printf`: type, mode, size, modification time and
+//! link target of every entry; elsewhere with `cksum`, which reads every file, and POSIX
+//! `find`). Against an earlier copy, files of the same size, time and mode are linked from it
+//! and only the rest is fetched. The `tar` stream may hold only what the listing holds, each
+//! member as what it was listed as; modes keep their permission bits only; each fetched file is
+//! checked against the CRC and size the host's `cksum` gives for it and the size it was listed
+//! with, so a file that changed on the way fails the run instead of arriving cut short.
 
 use std::{
     collections::BTreeMap,
@@ -39,12 +42,13 @@ pub struct FileMeta {
     pub mode: u32,
 }
 
-/// A remote tree as listed: files, directories (with their modes) and symbolic links.
+/// A remote tree as listed: files, directories (with their modes, when the host's `find`
+/// could tell) and symbolic links (with their targets, likewise).
 #[derive(Debug, Default)]
 pub struct Tree {
     pub files: BTreeMap<PathBuf, FileMeta>,
-    pub dirs: Vec<(PathBuf, u32)>,
-    pub links: Vec<PathBuf>,
+    pub dirs: BTreeMap<PathBuf, Option<u32>>,
+    pub links: BTreeMap<PathBuf, Option<PathBuf>>,
     /// The CRCs, when the listing came from `cksum` (a host without GNU `find`).
     sums: Option<Listing>,
 }
@@ -56,12 +60,31 @@ impl Tree {
             bytes: self.files.values().map(|f| f.size).sum(),
         }
     }
+
+    /// Whether the listing holds `rel` as that kind of member: a file, a directory, or a
+    /// link to that target (to any, when the host could not say).
+    fn holds(&self, rel: &Path, member: media::Member<'_>) -> bool {
+        match member {
+            media::Member::File => self.files.contains_key(rel),
+            media::Member::Dir => self.dirs.contains_key(rel),
+            media::Member::Symlink(target) => self
+                .links
+                .get(rel)
+                .is_some_and(|listed| listed.as_deref().is_none_or(|t| t == target)),
+        }
+    }
 }
 
-/// GNU `find`: type, mode, size, time and path of every entry, NUL-terminated; only where
-/// `tar` is GNU tar too, which the fetch of a file list needs (`--null --no-unquote`).
-const FIND_PRINTF: &str =
-    "tar --version 2>/dev/null | grep -q 'GNU tar' && exec find . -printf '%y %m %s %T@ %p\\0'";
+/// GNU `find`: type, mode, size, time and path of every entry, then its link target (empty
+/// for what is not a link), each NUL-terminated; only where `tar` is GNU tar too, which the
+/// fetch of a file list needs (`--null --no-unquote`).
+const FIND_PRINTF: &str = "tar --version 2>/dev/null | grep -q 'GNU tar' && exec find . -printf '%y %m %s %T@ %p\\0%l\\0'";
+
+/// Elsewhere, POSIX tools: every file's `cksum`, then the directories, the links and
+/// anything else, each part ended by a line `/` (which no path printed by `find .` is).
+const POSIX_LISTING: &str =
+    "find . -type f -exec cksum {} + && echo / && find . -type d -print && echo / && \
+     find . -type l -print && echo / && find . ! -type f ! -type d ! -type l -print && echo /";
 
 impl RemoteMedia<'_> {
     /// `DEST:DIR`, for messages.
@@ -125,30 +148,14 @@ impl RemoteMedia<'_> {
             }
         }
         // No GNU find there (or a listing it could not finish: cksum says why).
-        let out = self.run("listing", "exec find . -type f -exec cksum {} +", None)?;
-        let sums = parse_listing(&out)
-            .with_context(|| format!("listing the media at {}", self.shown()))?;
-        let files = sums
-            .iter()
-            .map(|(rel, &(_, size))| {
-                let meta = FileMeta {
-                    size,
-                    mtime: None,
-                    mode: 0,
-                };
-                (rel.clone(), meta)
-            })
-            .collect();
-        Ok(Tree {
-            files,
-            sums: Some(sums),
-            ..Tree::default()
-        })
+        let out = self.run("listing", POSIX_LISTING, None)?;
+        parse_posix_listing(&out).with_context(|| format!("listing the media at {}", self.shown()))
     }
 
     /// Fills the new directory `dst` with the tree: files unchanged since `previous` (an
     /// earlier copy on the same file system) linked from it, the rest fetched as one `tar`
-    /// stream, unpacked as safely as an archive is, and checked against the host's CRCs.
+    /// stream, unpacked as safely as an archive is, refused when it holds anything the listing
+    /// does not, and checked against the host's CRCs and the listed sizes.
     /// Returns every file, and of them those linked.
     pub fn fetch(
         &self,
@@ -157,9 +164,16 @@ impl RemoteMedia<'_> {
         dst: &Path,
     ) -> anyhow::Result<media::TreeCopy> {
         let totals = tree.totals();
+        if let Some(sums) = &tree.sums {
+            self.fetch_all(tree, sums, dst)?;
+            return Ok(media::TreeCopy {
+                all: totals,
+                linked: media::Totals::default(),
+            });
+        }
         let previous = previous.and_then(|p| fs::canonicalize(p).ok());
         let unchanged: Vec<&PathBuf> = match &previous {
-            Some(previous) if tree.sums.is_none() => tree
+            Some(previous) => tree
                 .files
                 .iter()
                 .filter(|(rel, meta)| {
@@ -167,17 +181,8 @@ impl RemoteMedia<'_> {
                 })
                 .map(|(rel, _)| rel)
                 .collect(),
-            _ => Vec::new(),
+            None => Vec::new(),
         };
-        if unchanged.is_empty() {
-            self.fetch_all(tree, dst)?;
-            return Ok(media::TreeCopy {
-                all: totals,
-                linked: media::Totals::default(),
-            });
-        }
-        let previous = previous.expect("only files of a previous copy are unchanged");
-        let previous = previous.as_path();
         let wanted: Vec<&PathBuf> = tree
             .files
             .keys()
@@ -187,15 +192,24 @@ impl RemoteMedia<'_> {
             files: unchanged.len() as u64,
             bytes: unchanged.iter().map(|rel| tree.files[*rel].size).sum(),
         };
-        term::step(format!(
-            "fetching media {} → {}: {} of {} files new or changed ({}), {} unchanged since the previous copy",
-            self.shown(),
-            dst.display(),
-            wanted.len(),
-            totals.files,
-            term::human_bytes(totals.bytes - linked.bytes),
-            unchanged.len()
-        ));
+        match unchanged.is_empty() {
+            true => term::step(format!(
+                "fetching media {} → {} ({} files, {})",
+                self.shown(),
+                dst.display(),
+                totals.files,
+                term::human_bytes(totals.bytes)
+            )),
+            false => term::step(format!(
+                "fetching media {} → {}: {} of {} files new or changed ({}), {} unchanged since the previous copy",
+                self.shown(),
+                dst.display(),
+                wanted.len(),
+                totals.files,
+                term::human_bytes(totals.bytes - linked.bytes),
+                unchanged.len()
+            )),
+        }
         let names =
             |rels: &mut dyn Iterator<Item = &PathBuf>, end: u8| -> anyhow::Result<Vec<u8>> {
                 let mut list = Vec::new();
@@ -213,15 +227,31 @@ impl RemoteMedia<'_> {
                 }
                 Ok(list)
             };
-        let sums = match wanted.is_empty() {
-            true => Listing::new(),
-            false => parse_listing(&self.run(
+        let mut sums = if wanted.is_empty() {
+            Listing::new()
+        } else if unchanged.is_empty() {
+            parse_listing(&self.run("cksum", "exec find . -type f -exec cksum {} +", None)?)?
+        } else {
+            parse_listing(&self.run(
                 "cksum",
                 "while IFS= read -r f; do cksum \"$f\" || exit; done",
                 Some(names(&mut wanted.iter().copied(), b'\n')?),
-            )?)?,
+            )?)?
         };
-        let mut fetch = wanted.iter().copied().chain(tree.links.iter()).peekable();
+        // Each file fetched is checked against its CRC: one the host's cksum did not see was
+        // removed or replaced since the listing. (Of the CRCs of a whole tree, only the
+        // listed files' count.)
+        if let Some(gone) = wanted.iter().find(|rel| !sums.contains_key(**rel)) {
+            return Err(self.changed(&format!("{} is gone", gone.display())));
+        }
+        sums.retain(|rel, _| tree.files.contains_key(rel));
+        // Only what was asked for may come back, each as what it was listed as.
+        let asked = |rel: &Path, member: media::Member<'_>| match member {
+            media::Member::File => wanted.binary_search_by(|w| w.as_path().cmp(rel)).is_ok(),
+            media::Member::Symlink(_) => tree.holds(rel, member),
+            media::Member::Dir => false,
+        };
+        let mut fetch = wanted.iter().copied().chain(tree.links.keys()).peekable();
         match fetch.peek() {
             None => fs::create_dir(dst).with_context(|| format!("creating {}", dst.display()))?,
             // Names as they are: NUL-separated, never unquoted (a `\` stays a `\`).
@@ -229,32 +259,40 @@ impl RemoteMedia<'_> {
                 "exec tar --null --no-unquote -cf - -T -",
                 Some(names(&mut fetch, 0)?),
                 &sums,
+                &asked,
                 dst,
             )?,
         }
-        for rel in &unchanged {
-            let (from, to) = (previous.join(rel), dst.join(rel));
-            if let Some(parent) = to.parent() {
-                fs::create_dir_all(parent)?;
+        if let Some(previous) = &previous {
+            for rel in &unchanged {
+                let (from, to) = (previous.join(rel), dst.join(rel));
+                if let Some(parent) = to.parent() {
+                    fs::create_dir_all(parent)?;
+                }
+                fs::hard_link(&from, &to)
+                    .or_else(|_| fs::copy(&from, &to).map(drop))
+                    .with_context(|| {
+                        format!("linking {} into {}", from.display(), dst.display())
+                    })?;
             }
-            fs::hard_link(&from, &to)
-                .or_else(|_| fs::copy(&from, &to).map(drop))
-                .with_context(|| format!("linking {} into {}", from.display(), dst.display()))?;
         }
         for (rel, mode) in tree.dirs.iter().rev() {
             let to = dst.join(rel);
             fs::create_dir_all(&to)?;
-            fs::set_permissions(&to, fs::Permissions::from_mode(mode | 0o700))?;
+            if let Some(mode) = mode {
+                fs::set_permissions(&to, fs::Permissions::from_mode(dir_mode(*mode)))?;
+            }
         }
-        verify_against(dst, &sums, Some(tree)).map_err(|why| self.changed(&why))?;
+        verify_against(dst, &sums, tree).map_err(|why| self.changed(&why))?;
         Ok(media::TreeCopy {
             all: totals,
             linked,
         })
     }
 
-    /// The whole tree as one `tar -cf - .`, checked file by file against the host's CRCs.
-    fn fetch_all(&self, tree: &Tree, dst: &Path) -> anyhow::Result<()> {
+    /// The whole tree as one `tar -cf - .`, for a host without GNU tools, checked file by
+    /// file against the host's CRCs.
+    fn fetch_all(&self, tree: &Tree, sums: &Listing, dst: &Path) -> anyhow::Result<()> {
         let totals = tree.totals();
         term::step(format!(
             "fetching media {} → {} ({} files, {})",
@@ -263,14 +301,9 @@ impl RemoteMedia<'_> {
             totals.files,
             term::human_bytes(totals.bytes)
         ));
-        let sums = match &tree.sums {
-            Some(sums) => sums.clone(),
-            None => {
-                parse_listing(&self.run("cksum", "exec find . -type f -exec cksum {} +", None)?)?
-            }
-        };
-        self.untar("exec tar -cf - .", None, &sums, dst)?;
-        verify_against(dst, &sums, None).map_err(|why| self.changed(&why))
+        let listed = |rel: &Path, member: media::Member<'_>| tree.holds(rel, member);
+        self.untar("exec tar -cf - .", None, sums, &listed, dst)?;
+        verify_against(dst, sums, tree).map_err(|why| self.changed(&why))
     }
 
     fn changed(&self, why: &str) -> anyhow::Error {
@@ -286,6 +319,7 @@ impl RemoteMedia<'_> {
         script: &str,
         input: Option<Vec<u8>>,
         sums: &Listing,
+        listed: media::Listed<'_>,
         dst: &Path,
     ) -> anyhow::Result<()> {
         let mut command = self.command(script);
@@ -307,8 +341,8 @@ impl RemoteMedia<'_> {
         };
         // Read to the end: tar pads its output past the archive's end, and a reader that left
         // early would fail the sender on a closed pipe.
-        let unpacked =
-            media::extract_tar(&mut stream, None, dst).and_then(|()| drain_padding(&mut stream));
+        let unpacked = media::extract_tar(&mut stream, None, dst, Some(listed))
+            .and_then(|()| drain_padding(&mut stream));
         drop(stream);
         bar.finish_and_clear();
         let status = child.wait()?;
@@ -322,7 +356,11 @@ impl RemoteMedia<'_> {
         match (unpacked, status.success()) {
             (Ok(()), true) => Ok(()),
             // Our side gave up first (the host's tar then only saw its pipe close).
-            (Err(err), _) if status.success() || said.trim().is_empty() => Err(err),
+            (Err(err), _)
+                if status.success() || said.trim().is_empty() || said.contains("Broken pipe") =>
+            {
+                Err(err)
+            }
             _ => bail!(self.remote_failure("tar", &said)),
         }
     }
@@ -334,6 +372,16 @@ impl RemoteMedia<'_> {
             .find(|l| !l.trim().is_empty())
             .unwrap_or("no message")
             .trim();
+        // GNU tar's words for a file that changed, went or shrank after the listing.
+        let moved = [
+            "Cannot stat",
+            "file changed as we read it",
+            "File shrank",
+            "file removed before we read it",
+        ];
+        if what == "tar" && moved.iter().any(|m| said.contains(m)) {
+            return self.changed(last).to_string();
+        }
         if said.contains("can't cd") || (said.contains("cd") && said.contains("No such file")) {
             return format!(
                 "no media directory {} on {}: check --source-media, a path on that host ({last})",
@@ -379,18 +427,29 @@ fn same_file(old: &Path, meta: &FileMeta) -> bool {
         was.is_file()
             && was.len() == meta.size
             && was.mtime() == mtime
-            && was.mode() & 0o7777 == meta.mode
+            && was.mode() & 0o777 == meta.mode & 0o777
     })
 }
 
-/// `find -printf '%y %m %s %T@ %p\0'` records as a tree.
+/// A directory's mode as it is installed: its permission bits, never setuid, setgid or
+/// sticky, and always open to us (so that it can be filled and replaced later).
+fn dir_mode(listed: u32) -> u32 {
+    (listed & 0o777) | 0o700
+}
+
+/// `find -printf '%y %m %s %T@ %p\0%l\0'` records as a tree.
 pub fn parse_tree(text: &[u8]) -> anyhow::Result<Tree> {
     let mut tree = Tree::default();
-    for record in text.split(|&b| b == 0).filter(|r| !r.is_empty()) {
-        let mut parts = record.splitn(5, |&b| b == b' ');
-        let mut field = || parts.next().and_then(|p| std::str::from_utf8(p).ok());
+    let ends = text.iter().filter(|&&b| b == 0).count();
+    if ends % 2 == 1 || text.last().is_some_and(|&b| b != 0) {
+        bail!("the listing from find ends in the middle of an entry");
+    }
+    let mut parts = text.split(|&b| b == 0);
+    while let (Some(record), Some(target)) = (parts.next(), parts.next()) {
+        let mut fields = record.splitn(5, |&b| b == b' ');
+        let mut field = || fields.next().and_then(|p| std::str::from_utf8(p).ok());
         let (kind, mode, size, time) = (field(), field(), field(), field());
-        let path = parts.next();
+        let path = fields.next();
         let parsed = (|| {
             let mode = u32::from_str_radix(mode?, 8).ok()?;
             let size: u64 = size?.parse().ok()?;
@@ -406,13 +465,7 @@ pub fn parse_tree(text: &[u8]) -> anyhow::Result<Tree> {
         if path == b"." {
             continue;
         }
-        let Some(rel) = path.strip_prefix(b"./") else {
-            bail!(
-                "unexpected path from find: {:?}",
-                String::from_utf8_lossy(path)
-            );
-        };
-        let rel = PathBuf::from(std::ffi::OsStr::from_bytes(rel));
+        let rel = relative(path, "find")?;
         match kind {
             "f" => {
                 let meta = FileMeta {
@@ -422,16 +475,79 @@ pub fn parse_tree(text: &[u8]) -> anyhow::Result<Tree> {
                 };
                 tree.files.insert(rel, meta);
             }
-            "d" => tree.dirs.push((rel, mode)),
-            "l" => tree.links.push(rel),
+            "d" => {
+                tree.dirs.insert(rel, Some(mode));
+            }
+            "l" => {
+                let target = PathBuf::from(std::ffi::OsStr::from_bytes(target));
+                tree.links.insert(rel, Some(target));
+            }
             other => bail!(
                 "{} is a special file (find type {other}): only files, directories and links belong in media",
                 rel.display()
             ),
         }
     }
-    tree.dirs.sort();
-    tree.links.sort();
+    Ok(tree)
+}
+
+/// `./path` as printed by `find .`, as a path relative to the media root.
+fn relative(path: &[u8], from: &str) -> anyhow::Result<PathBuf> {
+    match path.strip_prefix(b"./") {
+        Some(rel) if !rel.is_empty() => Ok(PathBuf::from(std::ffi::OsStr::from_bytes(rel))),
+        _ => bail!(
+            "unexpected path from {from}: {:?}",
+            String::from_utf8_lossy(path)
+        ),
+    }
+}
+
+/// [`POSIX_LISTING`]'s output as a tree: files with their CRCs, then directories and links
+/// (without modes or targets, which POSIX `find` cannot print); anything else is refused.
+pub fn parse_posix_listing(text: &[u8]) -> anyhow::Result<Tree> {
+    let mut parts = text.split(|&b| b == b'\n');
+    let mut part = || -> anyhow::Result<Vec<&[u8]>> {
+        let mut lines = Vec::new();
+        loop {
+            match parts.next() {
+                Some(b"/") => return Ok(lines),
+                Some(line) if !line.is_empty() => lines.push(line),
+                Some(_) => {}
+                None => {
+                    bail!("the listing ends early (a file name with a line break in it? rename it)")
+                }
+            }
+        }
+    };
+    let mut cksums = part()?.join(&b'\n');
+    cksums.push(b'\n');
+    let sums = parse_listing(&cksums)?;
+    let (dirs, links, others) = (part()?, part()?, part()?);
+    if let Some(other) = others.first() {
+        bail!(
+            "{} is a special file: only files, directories and links belong in media",
+            String::from_utf8_lossy(other)
+        );
+    }
+    let mut tree = Tree::default();
+    for dir in dirs.into_iter().filter(|d| *d != b".") {
+        tree.dirs.insert(relative(dir, "find")?, None);
+    }
+    for link in links {
+        tree.links.insert(relative(link, "find")?, None);
+    }
+    tree.files = sums
+        .iter()
+        .map(|(rel, &(_, size))| {
+            let meta = FileMeta {
+                size,
+                mtime: None,
+                mode: 0,
+            };
+            (rel.clone(), meta)
+        })
+        .collect();
+    tree.sums = Some(sums);
     Ok(tree)
 }
 
@@ -504,10 +620,10 @@ pub fn cksum(mut read: impl std::io::Read) -> std::io::Result<(u32, u64)> {
     Ok((digest.finalize(), size))
 }
 
-/// Whether the files under `root` are exactly the listed ones: each in `sums` with its CRC
-/// and size, and, with a `tree`, each of its other files (linked from a previous copy) with
-/// its size; else what differs, for the message.
-fn verify_against(root: &Path, sums: &Listing, tree: Option<&Tree>) -> Result<(), String> {
+/// Whether the files under `root` are exactly the listed ones, each with its listed size,
+/// and those in `sums` (the fetched ones) with the host's CRC; else what differs, for the
+/// message.
+fn verify_against(root: &Path, sums: &Listing, tree: &Tree) -> Result<(), String> {
     let mut seen = 0usize;
     for entry in walkdir::WalkDir::new(root).follow_links(false) {
         let entry = entry.map_err(|err| err.to_string())?;
@@ -516,25 +632,27 @@ fn verify_against(root: &Path, sums: &Listing, tree: Option<&Tree>) -> Result<()
         }
         let rel = entry.path().strip_prefix(root).unwrap_or(entry.path());
         seen += 1;
+        let Some(listed) = tree.files.get(rel) else {
+            return Err(format!("{} was not listed", rel.display()));
+        };
+        let size = entry.metadata().map_err(|err| err.to_string())?.len();
+        if size != listed.size {
+            return Err(format!(
+                "{} was listed with {} bytes and arrived with {size}",
+                rel.display(),
+                listed.size
+            ));
+        }
         if let Some(&expected) = sums.get(rel) {
             let file = fs::File::open(entry.path()).map_err(|err| err.to_string())?;
             if cksum(file).map_err(|err| err.to_string())? != expected {
                 return Err(format!("{} differs from its listing", rel.display()));
             }
-            continue;
-        }
-        let listed = tree.and_then(|t| t.files.get(rel));
-        let size = entry.metadata().map_err(|err| err.to_string())?.len();
-        match listed {
-            Some(meta) if meta.size == size => {}
-            Some(_) => return Err(format!("{} differs from its listing", rel.display())),
-            None => return Err(format!("{} was not listed", rel.display())),
         }
     }
-    let listed = tree.map_or(sums.len(), |t| t.files.len());
-    match seen == listed {
+    match seen == tree.files.len() {
         true => Ok(()),
-        false => Err(format!("{listed} files listed, {seen} arrived")),
+        false => Err(format!("{} files listed, {seen} arrived", tree.files.len())),
     }
 }
 
@@ -544,22 +662,69 @@ mod tests {
 
     #[test]
     fn find_records_become_a_tree() {
-        let text = b". 755 4096 1700000000.5 .\0d 750 4096 1700000000.25 ./a b\0\
-f 644 12 1700000123.9990000000 ./a b/it's\nodd\0l 777 3 1700000000.0 ./a b/link\0";
+        let text = b". 755 4096 1700000000.5 .\0\0d 2750 4096 1700000000.25 ./a b\0\0\
+f 4644 12 1700000123.9990000000 ./a b/it's\nodd\0\0l 777 3 1700000000.0 ./a b/link\0it's\nodd\0";
         let tree = parse_tree(text).unwrap();
-        assert_eq!(tree.dirs, vec![(PathBuf::from("a b"), 0o750)]);
-        assert_eq!(tree.links, vec![PathBuf::from("a b/link")]);
+        assert_eq!(
+            tree.dirs.clone().into_iter().collect::<Vec<_>>(),
+            vec![(PathBuf::from("a b"), Some(0o2750))]
+        );
+        assert_eq!(
+            tree.links.clone().into_iter().collect::<Vec<_>>(),
+            vec![(PathBuf::from("a b/link"), Some(PathBuf::from("it's\nodd")))]
+        );
         let meta = tree.files[Path::new("a b/it's\nodd")];
         assert_eq!(
             (meta.size, meta.mtime, meta.mode),
-            (12, Some(1700000123), 0o644)
+            (12, Some(1700000123), 0o4644)
         );
         assert_eq!(tree.totals().files, 1);
-        assert!(parse_tree(b"p 644 0 1.0 ./fifo\0")
+        assert!(parse_tree(b"p 644 0 1.0 ./fifo\0\0")
             .unwrap_err()
             .to_string()
             .contains("special file"));
-        assert!(parse_tree(b"f 644 x 1.0 ./a\0").is_err());
+        assert!(parse_tree(b"f 644 x 1.0 ./a\0\0").is_err());
+        assert!(parse_tree(b"f 644 1 1.0 ./a\0").is_err(), "cut short");
+        assert!(parse_tree(b"f 644 1 1.0 a\0\0").is_err());
+        assert!(parse_tree(b"").unwrap().files.is_empty());
+    }
+
+    #[test]
+    fn a_posix_listing_becomes_a_tree_with_its_crcs() {
+        let text = b"4294967295 3 ./a/f\n1 0 ./g\n/\n.\n./a\n/\n./l\n/\n/\n";
+        let tree = parse_posix_listing(text).unwrap();
+        assert_eq!(tree.totals().files, 2);
+        assert_eq!(tree.dirs.keys().collect::<Vec<_>>(), vec![Path::new("a")]);
+        assert_eq!(tree.links.get(Path::new("l")), Some(&None));
+        assert_eq!(
+            tree.sums.as_ref().unwrap()[Path::new("a/f")],
+            (4294967295, 3)
+        );
+        let special = b"/\n.\n/\n/\n./fifo\n/\n";
+        assert!(parse_posix_listing(special)
+            .unwrap_err()
+            .to_string()
+            .contains("./fifo is a special file"));
+        assert!(
+            parse_posix_listing(b"1 0 ./g\n/\n.\n/\n").is_err(),
+            "cut short"
+        );
+    }
+
+    #[test]
+    fn a_listing_holds_members_only_as_what_they_were_listed_as() {
+        let tree =
+            parse_tree(b"d 755 0 1.0 ./d\0\0f 644 1 1.0 ./d/f\0\0l 777 1 1.0 ./l\0d\0").unwrap();
+        use media::Member::*;
+        assert!(tree.holds(Path::new("d"), Dir));
+        assert!(tree.holds(Path::new("d/f"), File));
+        assert!(tree.holds(Path::new("l"), Symlink(Path::new("d"))));
+        assert!(!tree.holds(Path::new("l"), Symlink(Path::new("/etc"))));
+        assert!(!tree.holds(Path::new("d"), File));
+        assert!(!tree.holds(Path::new("d/f"), Symlink(Path::new("x"))));
+        assert!(!tree.holds(Path::new("other"), File));
+        assert_eq!(dir_mode(0o2775), 0o775);
+        assert_eq!(dir_mode(0o1000), 0o700);
     }
 
     #[test]
