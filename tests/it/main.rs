@@ -7,6 +7,7 @@ mod hostile_cli;
 mod hostile_media;
 mod integrity;
 mod leak_scan;
+mod libpq;
 mod modes;
 mod parallel;
 mod schema_snapshot;

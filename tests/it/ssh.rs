@@ -840,10 +840,13 @@ fn an_ssh_destination_with_a_password_is_refused_without_showing_it() {
     );
 }
 
+/// A member of a [`crafted_tar`]: name, kind, value.
+type Crafted<'a> = (&'a str, &'a str, &'a str);
+
 /// A tar stream made with python3's tarfile: `(name, kind, value)` members, `kind` one of
 /// `file` (value: the bytes), `link` (value: the target), `hard` (value: the earlier
 /// member), `dir` and `char` (a character device).
-fn crafted_tar(path: &Path, members: &[(&str, &str, &str)]) {
+fn crafted_tar(path: &Path, members: &[Crafted]) {
     let script = "import io, sys, tarfile\n\
         out, rest = sys.argv[1], sys.argv[2:]\n\
         with tarfile.open(out, 'w', format=tarfile.GNU_FORMAT) as o:\n\
@@ -949,7 +952,7 @@ fn a_hostile_ssh_host_cannot_slip_entries_modes_or_changed_files_into_the_media(
 
     // Entries the listing lacks, in a stream the host sends whatever was asked.
     let listed_file = "image-attachments/rack_12_rear.jpg";
-    let cases: [(&str, Vec<(&str, &str, &str)>, &str); 6] = [
+    let cases: [(&str, Vec<Crafted>, &str); 6] = [
         (
             "a symbolic link",
             vec![("./escape", "link", "/etc")],

@@ -166,7 +166,8 @@ impl Tunnel {
         ];
         let forward = source.map(|source| {
             let socket = dir.path().join(format!(".s.PGSQL.{}", source.port));
-            let far = match source.host.as_deref() {
+            // The address to connect to, as libpq on that host would: `hostaddr` first.
+            let far = match source.hostaddr.as_deref().or(source.host.as_deref()) {
                 Some(host) if host.starts_with('/') => format!("{host}/.s.PGSQL.{}", source.port),
                 Some(host) if host.contains(':') => format!("[{host}]:{}", source.port),
                 Some(host) => format!("{host}:{}", source.port),

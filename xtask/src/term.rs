@@ -60,7 +60,11 @@ fn passwords_in(text: &str) -> Vec<String> {
     for (at, key) in text.match_indices(PASSWORD_KEY) {
         let starts = at == 0 || text[..at].ends_with(['?', '&', ' ']);
         let value = &text[at + key.len()..];
-        let value = &value[..value.find(['&', ' ', '\'']).unwrap_or(value.len())];
+        // libpq's keyword form quotes a value that holds blanks: `password='p w'`.
+        let value = match value.strip_prefix('\'') {
+            Some(quoted) => &quoted[..quoted.find('\'').unwrap_or(quoted.len())],
+            None => &value[..value.find(['&', ' ', '\'']).unwrap_or(value.len())],
+        };
         if starts && !value.is_empty() {
             found.push(value.to_string());
             if let Ok(decoded) = percent_encoding::percent_decode_str(value).decode_utf8() {
@@ -119,6 +123,10 @@ fn conceal_among<'a>(passwords: &[String], text: &'a str) -> Cow<'a, str> {
     for password in passwords {
         for (shown, hidden) in [
             (format!(":{password}@"), ":***@".to_string()),
+            (
+                format!("{PASSWORD_KEY}'{password}'"),
+                format!("{PASSWORD_KEY}'***'"),
+            ),
             (
                 format!("{PASSWORD_KEY}{password}"),
                 format!("{PASSWORD_KEY}***"),
@@ -313,6 +321,11 @@ mod tests {
                 "postgres://u@db/netpoint?sslmode=disable&password=Q%2Fpw",
                 "unexpected argument 'postgres://u@db/netpoint?sslmode=disable&password=Q%2Fpw' (password=Q/pw)",
                 "unexpected argument 'postgres://u@db/netpoint?sslmode=disable&password=***' (password=***)",
+            ),
+            (
+                "host=db password='hunter 2' dbname=netpoint",
+                "unexpected argument 'host=db password='hunter 2' dbname=netpoint' found",
+                "unexpected argument 'host=db password='***' dbname=netpoint' found",
             ),
             (
                 "host=db password=hunter2 dbname=netpoint",

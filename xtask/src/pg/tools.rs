@@ -363,7 +363,16 @@ impl PgTools {
         }
         let mut env = session_env(url, access);
         let mut cmd = match runner {
-            Runner::Host(path) => sh.cmd(path).quiet(),
+            Runner::Host(path) => {
+                let mut cmd = sh.cmd(path).quiet();
+                // The URL alone says where to connect (a service it names is already read).
+                for var in super::url::STEERING_ENV {
+                    if !env.iter().any(|(key, _)| key == var) {
+                        cmd = cmd.env_remove(var);
+                    }
+                }
+                cmd
+            }
             Runner::Docker(major) => {
                 containers::first_use(sh);
                 let (before, after) = self.docker_net.run_args(tool.name(), &mut env);
@@ -438,11 +447,14 @@ impl DockerNet {
         env: &mut Vec<(String, String)>,
     ) -> (Vec<String>, Vec<String>) {
         let strings = |list: &[&str]| list.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        let host = env
-            .iter()
-            .find(|(key, _)| key == "PGHOST")
-            .map(|(_, v)| v.as_str());
-        let local = match host {
+        let var = |name: &str| {
+            env.iter()
+                .find(|(key, _)| key == name)
+                .map(|(_, v)| v.as_str())
+        };
+        let host = var("PGHOST");
+        // libpq connects to `hostaddr` when it is given, whatever `host` says.
+        let local = match var("PGHOSTADDR").or(host) {
             None => true,
             Some(host) => loopback_name(host),
         };

@@ -1,6 +1,7 @@
-//! A PostgreSQL connection, parsed from a `postgres://` URL, that never shows its password.
+//! A PostgreSQL connection, parsed from a `postgres://` URL or libpq's `key=value` form (a
+//! `service` read from the service file as libpq reads it), that never shows its password.
 
-use std::{ffi::OsString, fmt, net::IpAddr, path::PathBuf};
+use std::{collections::BTreeMap, ffi::OsString, fmt, net::IpAddr, path::PathBuf};
 
 use anyhow::{bail, Context};
 use percent_encoding::percent_decode_str;
@@ -12,6 +13,13 @@ const QUERY_ENV: &[(&str, &str)] = &[
     ("sslcert", "PGSSLCERT"),
     ("sslkey", "PGSSLKEY"),
     ("sslcrl", "PGSSLCRL"),
+    ("sslsni", "PGSSLSNI"),
+    ("ssl_min_protocol_version", "PGSSLMINPROTOCOLVERSION"),
+    ("ssl_max_protocol_version", "PGSSLMAXPROTOCOLVERSION"),
+    ("channel_binding", "PGCHANNELBINDING"),
+    ("requirepeer", "PGREQUIREPEER"),
+    ("krbsrvname", "PGKRBSRVNAME"),
+    ("gsslib", "PGGSSLIB"),
     ("connect_timeout", "PGCONNECT_TIMEOUT"),
     ("application_name", "PGAPPNAME"),
     ("target_session_attrs", "PGTARGETSESSIONATTRS"),
@@ -19,6 +27,17 @@ const QUERY_ENV: &[(&str, &str)] = &[
     ("passfile", "PGPASSFILE"),
     ("options", "PGOPTIONS"),
 ];
+
+/// The libpq keywords that say where and as whom to connect.
+const CONNECTION_KEYS: &[&str] = &["host", "hostaddr", "port", "dbname", "user", "password"];
+
+/// Variables that would steer libpq elsewhere than the URL says (a service's settings even
+/// override the other variables): never inherited by the tools we run.
+pub const STEERING_ENV: &[&str] = &["PGSERVICE", "PGSERVICEFILE", "PGHOST", "PGHOSTADDR"];
+
+fn known_key(key: &str) -> bool {
+    CONNECTION_KEYS.contains(&key) || QUERY_ENV.iter().any(|(name, _)| *name == key)
+}
 
 /// A setting's value from the environment; empty or blank counts as unset.
 pub fn from_env(var: &str) -> Option<OsString> {
@@ -56,6 +75,8 @@ pub struct DbUrl {
     password: Option<String>,
     /// A host name, an IP address, or a Unix socket directory (from `?host=/path`).
     pub host: Option<String>,
+    /// The address connected to instead of looking `host` up (libpq's `hostaddr`).
+    pub hostaddr: Option<String>,
     pub port: u16,
     pub database: String,
     /// libpq parameters from the query string, as `(PGVAR, value)`.
@@ -74,67 +95,60 @@ pub struct Via {
 }
 
 impl DbUrl {
+    /// A `postgres://` URL, or libpq's keyword form (`service=prod dbname=netpoint`).
     pub fn parse(text: &str) -> anyhow::Result<DbUrl> {
-        let hint = "expected postgres://user:password@host:port/database";
-        let url = url::Url::parse(text.trim())
-            .map_err(|err| anyhow::anyhow!("malformed database URL ({err}): {hint}"))?;
-        if !matches!(url.scheme(), "postgres" | "postgresql") {
-            bail!(
-                "malformed database URL: scheme `{}` is not postgres://; {hint}",
-                url.scheme()
-            );
+        let text = text.trim();
+        let is_url = text.contains("://");
+        let keys = match is_url || !text.contains('=') {
+            true => url_keywords(text)?,
+            false => conninfo_keywords(text)?,
+        };
+        DbUrl::from_keywords(keys, is_url)
+    }
+
+    /// The connection libpq's keywords describe, a `service` read from the service file for
+    /// what they do not give.
+    fn from_keywords(mut keys: BTreeMap<String, String>, is_url: bool) -> anyhow::Result<DbUrl> {
+        let what = match is_url {
+            true => "malformed database URL",
+            false => "malformed connection string",
+        };
+        let mut service_name = None;
+        if let Some(service) = keys.remove("service") {
+            for (key, value) in service::read(&service)? {
+                keys.entry(key).or_insert(value);
+            }
+            service_name = Some(service);
         }
-        let decode = |s: &str| -> anyhow::Result<String> {
-            Ok(percent_decode_str(s)
-                .decode_utf8()
-                .context("malformed database URL: invalid percent-encoding")?
-                .into_owned())
+        let port = match keys.remove("port") {
+            None => 5432,
+            Some(port) => port
+                .parse()
+                .with_context(|| format!("{what}: port `{port}` is not a number"))?,
         };
-        let user = match url.username() {
-            "" => None,
-            user => Some(decode(user)?),
-        };
-        let password = url.password().map(decode).transpose()?;
-        let mut host = match url.host() {
-            None => None,
-            Some(url::Host::Ipv6(addr)) => Some(addr.to_string()),
-            Some(host) => Some(decode(&host.to_string())?),
-        };
-        let database = decode(url.path().trim_start_matches('/'))?;
-        if database.contains('/') {
-            bail!("malformed database URL: database name `{database}` contains `/`; {hint}");
-        }
-        let mut port = url.port().unwrap_or(5432);
-        let mut params = Vec::new();
-        let mut user = user;
-        let mut database = database;
-        for (key, value) in url.query_pairs() {
-            match key.as_ref() {
-                "host" => host = Some(value.into_owned()),
-                "port" => {
-                    port = value.parse().with_context(|| {
-                        format!("malformed database URL: port `{value}` is not a number")
-                    })?
-                }
-                "user" => user = Some(value.into_owned()),
-                "dbname" => database = value.into_owned(),
-                "password" => bail!(
-                    "malformed database URL: put the password before the host \
-                     (postgres://user:password@host/db), not in the query string"
-                ),
-                key => match QUERY_ENV.iter().find(|(name, _)| *name == key) {
-                    Some((_, var)) => params.push((var.to_string(), value.into_owned())),
-                    None => bail!("malformed database URL: unknown parameter `{key}`"),
-                },
+        let database = keys.remove("dbname").unwrap_or_default();
+        if database.is_empty() {
+            match &service_name {
+                Some(service) => bail!("{what}: no database name, neither given nor in service `{service}`: add dbname"),
+                None if is_url => bail!("{what}: no database name; expected postgres://user:password@host:port/database"),
+                None => bail!("{what}: no database name: add dbname=NAME"),
             }
         }
-        if database.is_empty() {
-            bail!("malformed database URL: no database name; {hint}");
-        }
+        let nonempty = |value: Option<String>| value.filter(|v| !v.is_empty());
+        let (user, password) = (nonempty(keys.remove("user")), keys.remove("password"));
+        let (host, hostaddr) = (
+            nonempty(keys.remove("host")),
+            nonempty(keys.remove("hostaddr")),
+        );
+        let params = QUERY_ENV
+            .iter()
+            .filter_map(|(name, var)| Some((var.to_string(), keys.remove(*name)?)))
+            .collect();
         Ok(DbUrl {
             user,
             password,
             host,
+            hostaddr,
             port,
             database,
             params,
@@ -163,6 +177,10 @@ impl DbUrl {
         out.push_str(&self.plain_host_port());
         out.push('/');
         out.push_str(&self.database);
+        if let (Some(_), Some(addr)) = (&self.host, &self.hostaddr) {
+            out.push_str("?hostaddr=");
+            out.push_str(addr);
+        }
         if let Some(via) = &self.via {
             out.push_str(" via ssh ");
             out.push_str(&via.ssh);
@@ -194,8 +212,8 @@ impl DbUrl {
     /// `host:port` as the user wrote it, without the SSH destination.
     fn plain_host_port(&self) -> String {
         let (host, port) = match &self.via {
-            Some(via) => (&via.host, via.port),
-            None => (&self.host, self.port),
+            Some(via) => (via.host.as_ref(), via.port),
+            None => (self.host.as_ref().or(self.hostaddr.as_ref()), self.port),
         };
         match host {
             Some(host) if host.contains(':') => format!("[{host}]:{port}"),
@@ -209,8 +227,9 @@ impl DbUrl {
     pub fn through_forward(&self, dir: &str, ssh: &str) -> DbUrl {
         DbUrl {
             host: Some(dir.to_string()),
+            hostaddr: None,
             via: Some(Via {
-                host: self.host.clone(),
+                host: self.host.clone().or(self.hostaddr.clone()),
                 port: self.port,
                 ssh: ssh.to_string(),
             }),
@@ -226,6 +245,9 @@ impl DbUrl {
         ];
         if let Some(host) = &self.host {
             env.push(("PGHOST".to_string(), host.clone()));
+        }
+        if let Some(addr) = &self.hostaddr {
+            env.push(("PGHOSTADDR".to_string(), addr.clone()));
         }
         if let Some(user) = &self.user {
             env.push(("PGUSER".to_string(), user.clone()));
@@ -249,7 +271,8 @@ impl DbUrl {
         if self.via.is_some() {
             return false;
         }
-        match self.host.as_deref() {
+        // libpq connects to `hostaddr` when it is given, whatever `host` says.
+        match self.hostaddr.as_deref().or(self.host.as_deref()) {
             None => true,
             Some(host) if host.starts_with('/') || host.starts_with('@') => true,
             Some(host) => local_host(host, self.port),
@@ -261,8 +284,9 @@ impl DbUrl {
     /// (see `pg::Server::same_database`).
     pub fn same_database(&self, other: &DbUrl) -> bool {
         let host = |url: &DbUrl| {
-            url.host
+            url.hostaddr
                 .as_deref()
+                .or(url.host.as_deref())
                 .map(|h| h.trim_end_matches('.').to_ascii_lowercase())
         };
         // Over SSH, another machine: only what the servers say can tell.
@@ -271,6 +295,207 @@ impl DbUrl {
             && self.port == other.port
             && self.database == other.database
             && (host(self) == host(other) || (self.is_loopback() && other.is_loopback()))
+    }
+}
+
+/// A URL's parts and query parameters as libpq keywords (`user`, `host`, `dbname`, ...).
+fn url_keywords(text: &str) -> anyhow::Result<BTreeMap<String, String>> {
+    let hint = "expected postgres://user:password@host:port/database";
+    let url = url::Url::parse(text)
+        .map_err(|err| anyhow::anyhow!("malformed database URL ({err}): {hint}"))?;
+    if !matches!(url.scheme(), "postgres" | "postgresql") {
+        bail!(
+            "malformed database URL: scheme `{}` is not postgres://; {hint}",
+            url.scheme()
+        );
+    }
+    let decode = |s: &str| -> anyhow::Result<String> {
+        Ok(percent_decode_str(s)
+            .decode_utf8()
+            .context("malformed database URL: invalid percent-encoding")?
+            .into_owned())
+    };
+    let mut keys = BTreeMap::new();
+    if !url.username().is_empty() {
+        keys.insert("user".to_string(), decode(url.username())?);
+    }
+    if let Some(password) = url.password() {
+        keys.insert("password".to_string(), decode(password)?);
+    }
+    match url.host() {
+        None => {}
+        Some(url::Host::Ipv6(addr)) => {
+            keys.insert("host".to_string(), addr.to_string());
+        }
+        Some(host) => {
+            let host = decode(&host.to_string())?;
+            if !host.is_empty() {
+                keys.insert("host".to_string(), host);
+            }
+        }
+    }
+    if let Some(port) = url.port() {
+        keys.insert("port".to_string(), port.to_string());
+    }
+    let database = decode(url.path().trim_start_matches('/'))?;
+    if database.contains('/') {
+        bail!("malformed database URL: database name `{database}` contains `/`; {hint}");
+    }
+    if !database.is_empty() {
+        keys.insert("dbname".to_string(), database);
+    }
+    for (key, value) in url.query_pairs() {
+        match key.as_ref() {
+            "password" => bail!(
+                "malformed database URL: put the password before the host \
+                 (postgres://user:password@host/db), not in the query string"
+            ),
+            key if known_key(key) || key == "service" => {
+                keys.insert(key.to_string(), value.into_owned());
+            }
+            key => bail!("malformed database URL: unknown parameter `{key}`"),
+        }
+    }
+    Ok(keys)
+}
+
+/// libpq's keyword form: `key=value` words, a value in single quotes when it holds spaces
+/// (`\'` and `\\` inside), as `psql "service=prod dbname=netpoint"` takes it.
+fn conninfo_keywords(text: &str) -> anyhow::Result<BTreeMap<String, String>> {
+    let what = "malformed connection string";
+    let mut keys = BTreeMap::new();
+    let mut chars = text.chars().peekable();
+    loop {
+        while chars.next_if(|c| c.is_whitespace()).is_some() {}
+        if chars.peek().is_none() {
+            return Ok(keys);
+        }
+        let mut key = String::new();
+        while let Some(c) = chars.next_if(|c| *c != '=' && !c.is_whitespace()) {
+            key.push(c);
+        }
+        while chars.next_if(|c| c.is_whitespace()).is_some() {}
+        if chars.next() != Some('=') {
+            bail!("{what}: `{key}` has no `=value` (expected key=value words, such as service=prod dbname=netpoint)");
+        }
+        while chars.next_if(|c| c.is_whitespace()).is_some() {}
+        let mut value = String::new();
+        if chars.next_if_eq(&'\'').is_some() {
+            loop {
+                match chars.next() {
+                    None => bail!("{what}: the value of `{key}` has no closing quote"),
+                    Some('\'') => break,
+                    Some('\\') => value.extend(chars.next()),
+                    Some(c) => value.push(c),
+                }
+            }
+        } else {
+            while let Some(c) = chars.next_if(|c| !c.is_whitespace()) {
+                match c {
+                    '\\' => value.extend(chars.next()),
+                    c => value.push(c),
+                }
+            }
+        }
+        if !known_key(&key) && key != "service" {
+            bail!("{what}: unknown parameter `{key}`");
+        }
+        keys.insert(key, value);
+    }
+}
+
+/// libpq's connection service file: `[name]` sections of `key=value` lines.
+mod service {
+    use std::path::PathBuf;
+
+    use anyhow::{bail, Context};
+
+    /// The files libpq reads a service from, in its order: `PGSERVICEFILE` (else
+    /// `~/.pg_service.conf`), then `pg_service.conf` in `PGSYSCONFDIR`.
+    fn files() -> Vec<PathBuf> {
+        let mut files = Vec::new();
+        match super::from_env("PGSERVICEFILE") {
+            Some(file) => files.push(PathBuf::from(file)),
+            None => files.extend(
+                super::from_env("HOME").map(|home| PathBuf::from(home).join(".pg_service.conf")),
+            ),
+        }
+        files.extend(
+            super::from_env("PGSYSCONFDIR").map(|dir| PathBuf::from(dir).join("pg_service.conf")),
+        );
+        files
+    }
+
+    /// A service's `key=value` settings, in the file's order.
+    pub type Settings = Vec<(String, String)>;
+
+    /// The keywords of service `name`, from the first file that defines it.
+    pub fn read(name: &str) -> anyhow::Result<Settings> {
+        let files = files();
+        for file in &files {
+            let text = match std::fs::read_to_string(file) {
+                Ok(text) => text,
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(err) => {
+                    return Err(err)
+                        .with_context(|| format!("reading the service file {}", file.display()))
+                }
+            };
+            if let Some(keys) = section(&text, name)
+                .map_err(|(line, why)| anyhow::anyhow!("{}:{line}: {why}", file.display()))?
+            {
+                return Ok(keys);
+            }
+        }
+        let looked = files
+            .iter()
+            .map(|f| f.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ");
+        match looked.is_empty() {
+            true => bail!("service `{name}` is not defined: set PGSERVICEFILE to the service file that defines it"),
+            false => bail!("service `{name}` is not defined in {looked}: add a [{name}] section, or set PGSERVICEFILE to the file that has one"),
+        }
+    }
+
+    /// Service `name`'s `key=value` lines in `text`, read as libpq reads them (no blanks
+    /// around `=`); `None` when the file has no such section. Errors give the line.
+    pub fn section(text: &str, name: &str) -> Result<Option<Settings>, (usize, String)> {
+        let mut found: Option<Settings> = None;
+        let mut inside = false;
+        for (n, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            if let Some(header) = line.strip_prefix('[') {
+                if found.is_some() && inside {
+                    break;
+                }
+                inside = header.strip_suffix(']') == Some(name);
+                if inside {
+                    found = Some(Vec::new());
+                }
+                continue;
+            }
+            let Some(keys) = found.as_mut().filter(|_| inside) else {
+                continue;
+            };
+            let Some((key, value)) = line.split_once('=') else {
+                return Err((n + 1, format!("`{line}` is not key=value")));
+            };
+            if key == "service" {
+                return Err((n + 1, "a service cannot name another service".to_string()));
+            }
+            if !super::known_key(key) {
+                return Err((
+                    n + 1,
+                    format!("unknown parameter `{key}` in service `{name}` (no blanks around `=`)"),
+                ));
+            }
+            keys.push((key.to_string(), value.to_string()));
+        }
+        Ok(found)
     }
 }
 
@@ -387,6 +612,94 @@ mod tests {
             let err = DbUrl::parse(bad).unwrap_err().to_string();
             assert!(err.starts_with("malformed database URL"), "{bad}: {err}");
         }
+    }
+
+    #[test]
+    fn the_keyword_form_reads_as_libpq_reads_it() {
+        let url = DbUrl::parse(
+            "host=db.example.com port = 6543 dbname='net point' user=app password='p\\'w d' sslmode=require",
+        )
+        .unwrap();
+        assert_eq!(url.host.as_deref(), Some("db.example.com"));
+        assert_eq!((url.port, url.database.as_str()), (6543, "net point"));
+        assert_eq!(url.secret(), Some("p'w d"));
+        assert!(url
+            .pg_env()
+            .contains(&("PGSSLMODE".into(), "require".into())));
+        assert_eq!(
+            url.masked(),
+            "postgres://app:***@db.example.com:6543/net point"
+        );
+        for (bad, says) in [
+            ("dbname=x bogus=1", "unknown parameter `bogus`"),
+            ("dbname=x host", "`host` has no `=value`"),
+            ("dbname='x", "no closing quote"),
+            ("host=h", "no database name"),
+        ] {
+            let err = DbUrl::parse(bad).unwrap_err().to_string();
+            assert!(
+                err.starts_with("malformed connection string") && err.contains(says),
+                "{bad}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn hostaddr_is_where_libpq_connects() {
+        let url =
+            DbUrl::parse("postgres://u:pw@db.internal.example:5433/netpoint?hostaddr=127.0.0.1")
+                .unwrap();
+        assert!(url
+            .pg_env()
+            .contains(&("PGHOSTADDR".into(), "127.0.0.1".into())));
+        assert!(url
+            .pg_env()
+            .contains(&("PGHOST".into(), "db.internal.example".into())));
+        assert_eq!(
+            url.masked(),
+            "postgres://u:***@db.internal.example:5433/netpoint?hostaddr=127.0.0.1"
+        );
+        assert!(url.is_loopback(), "judged by the address connected to");
+        let plain = DbUrl::parse("postgres://u@localhost:5433/netpoint").unwrap();
+        assert!(url.same_database(&plain));
+        let remote =
+            DbUrl::parse("postgres://u@localhost:5433/netpoint?hostaddr=192.0.2.7").unwrap();
+        assert!(!remote.is_loopback() && !remote.same_database(&plain));
+        let bare = DbUrl::parse("hostaddr=192.0.2.7 dbname=netpoint").unwrap();
+        assert_eq!(bare.masked(), "postgres://192.0.2.7:5432/netpoint");
+        let forwarded = url.through_forward("/tmp/sock", "prod");
+        assert_eq!(forwarded.hostaddr, None);
+        assert_eq!(
+            forwarded.masked(),
+            "postgres://u:***@db.internal.example:5433/netpoint via ssh prod"
+        );
+    }
+
+    #[test]
+    fn a_service_section_is_read_as_libpq_reads_it() {
+        let text = "# services\n[other]\nhost=elsewhere\n\n[prod]\nhost=db1\nport=6000\n  dbname=netpoint\nsslmode=verify-full\n[next]\nhost=x\n";
+        assert_eq!(
+            super::service::section(text, "prod").unwrap(),
+            Some(vec![
+                ("host".to_string(), "db1".to_string()),
+                ("port".to_string(), "6000".to_string()),
+                ("dbname".to_string(), "netpoint".to_string()),
+                ("sslmode".to_string(), "verify-full".to_string()),
+            ])
+        );
+        assert_eq!(super::service::section(text, "missing").unwrap(), None);
+        assert_eq!(super::service::section(text, "pro").unwrap(), None);
+        for (bad, line, says) in [
+            ("[prod]\nhost = db1\n", 2, "unknown parameter `host `"),
+            ("[prod]\nhost\n", 2, "is not key=value"),
+            ("\n[prod]\nservice=x\n", 3, "another service"),
+        ] {
+            let (n, why) = super::service::section(bad, "prod").unwrap_err();
+            assert_eq!(n, line, "{bad:?}");
+            assert!(why.contains(says), "{bad:?}: {why}");
+        }
+        // Lines of other services are not judged.
+        assert!(super::service::section("[a]\nbogus=1\n[prod]\nhost=h\n", "prod").is_ok());
     }
 
     #[test]
