@@ -1,6 +1,7 @@
-//! The leak scan: credential-shaped values in columns no scrub rule covers are reported by
-//! column and count after every load and export, never shown; `--strict` fails with the
-//! target untouched and no bundle left behind.
+//! The leak scan: credential-shaped values and e-mail addresses in columns no scrub rule
+//! covers are reported by column, kind and count after every load and export, never shown;
+//! `--strict` fails with the target untouched and no bundle left behind. The scan of rows as
+//! they stream and the scan of a loaded database find the same.
 
 use std::{fs, path::Path};
 
@@ -187,7 +188,7 @@ fn findings_are_named_by_column_and_count_and_strict_changes_nothing() {
     let manifest: serde_json::Value = serde_json::from_str(&manifest).unwrap();
     let expected: Vec<serde_json::Value> = FINDINGS
         .iter()
-        .map(|(column, rows)| serde_json::json!({"column": column, "rows": rows}))
+        .map(|(column, rows)| serde_json::json!({"column": column, "rows": rows, "kind": "credential"}))
         .collect();
     assert_eq!(manifest["leaks"], serde_json::Value::Array(expected));
     let refused = work.path().join("refused");
@@ -280,5 +281,200 @@ fn a_clean_database_gives_no_finding_and_refreshes_record_findings_deterministic
     assert_eq!(
         manifest["leaks"].as_array().map(Vec::len),
         Some(FINDINGS.len())
+    );
+}
+
+/// Values and the kinds of finding each must give: `c` credential, `e` e-mail address.
+const CORPUS: &[(&str, &str)] = &[
+    ("noc@carrier.net", "e"),
+    ("Contact: Jane.Doe+noc@Mail.Carrier-One.co.uk.", "e"),
+    ("{\"email\": \"ops@corp.io\"}", "e"),
+    ("mailto:OPS@CORP.IO", "e"),
+    ("https://example.com/form?email=ops@corp.io&x=1", "e"),
+    ("a@b.example, c@d.org", "e"),
+    ("write to ops@corp.io: now", "e"),
+    ("<ops@corp.io>", "e"),
+    ("ops@example.org.corp.io", "e"),
+    ("first line\nops@corp.io\tthen a tab", "e"),
+    ("token=abcdef ops@corp.io", "ce"),
+    ("https://admin:hunter2@corp.io/", "c"),
+    ("git@github.com:netpoint/app.git", ""),
+    ("ssh://git@github.com/netpoint/app.git", ""),
+    ("https://deploy@gitlab.corp.io/x", ""),
+    ("user@10.0.0.1", ""),
+    ("registry/app@sha256:0123abcd", ""),
+    ("left-pad@1.3.0", ""),
+    ("user-3@example.invalid", ""),
+    ("noc@northwind.example", ""),
+    ("ci@example.com and ops@mail.example.org", ""),
+    ("dev@box.localhost; qa@ci.test", ""),
+    ("ops@corp.io2", ""),
+    ("ops@corp.com.example.org", ""),
+];
+
+/// `(column, kind)` of each `warning: leak scan:` line.
+fn warned(stderr: &str) -> Vec<(String, &'static str)> {
+    let mut found: Vec<(String, &'static str)> = stderr
+        .lines()
+        .filter_map(|l| l.strip_prefix("warning: leak scan: "))
+        .filter_map(|l| {
+            let (column, rest) = l.split_once(": ")?;
+            let kind = match rest.contains(" with e-mail addresses ") {
+                true => "e",
+                false => "c",
+            };
+            Some((column.to_string(), kind))
+        })
+        .collect();
+    found.sort();
+    found
+}
+
+#[test]
+fn email_addresses_are_their_own_kind_and_both_scans_find_the_same() {
+    let pg = Pg::start(15);
+    pg.load_fixture("prod");
+    let columns: Vec<String> = (0..CORPUS.len()).map(|n| format!("c{n:02}")).collect();
+    let quote = |v: &str| {
+        format!(
+            "E'{}'",
+            v.replace('\\', "\\\\")
+                .replace('\'', "\\'")
+                .replace('\n', "\\n")
+                .replace('\t', "\\t")
+        )
+    };
+    pg.psql(
+        "prod",
+        &format!(
+            "create table public.corpus (id int primary key, {}, data jsonb, tags text[]);
+             insert into public.corpus values (1, {}, '{{\"contact\": {{\"mail\": \"ops@corp.io\"}}}}', array['a', 'ops@corp.io']);",
+            columns.iter().map(|c| format!("{c} text")).collect::<Vec<_>>().join(", "),
+            CORPUS.iter().map(|(v, _)| quote(v)).collect::<Vec<_>>().join(", ")
+        ),
+    );
+    let mut expected: Vec<(String, &'static str)> = vec![
+        ("public.corpus.data".to_string(), "e"),
+        ("public.corpus.tags".to_string(), "e"),
+    ];
+    for (column, (_, kinds)) in columns.iter().zip(CORPUS) {
+        for kind in ["c", "e"] {
+            if kinds.contains(kind) {
+                expected.push((format!("public.corpus.{column}"), kind));
+            }
+        }
+    }
+    expected.sort();
+
+    // The rows as they stream (a direct clone and an export), and the loaded database (an
+    // import of that export): the same findings, each of its kind.
+    let direct = run(xtask(&[
+        "clone-prod",
+        "--source",
+        &pg.url("prod"),
+        "--target",
+        &pg.url("dev"),
+        "--yes",
+    ]))
+    .ok();
+    assert_eq!(warned(&direct.stderr), expected, "{}", direct.stderr);
+    assert!(
+        direct
+            .stderr
+            .contains("e-mail addresses in public.corpus.c00 (1 row), "),
+        "{}",
+        direct.stderr
+    );
+    let work = tempfile::tempdir().unwrap();
+    let bundle = work.path().join("bundle");
+    let export = run(xtask(&[
+        "clone-prod",
+        "--source",
+        &pg.url("prod"),
+        "--out",
+        s(&bundle),
+    ]))
+    .ok();
+    assert_eq!(warned(&export.stderr), expected, "{}", export.stderr);
+    let manifest: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(bundle.join("manifest.json")).unwrap()).unwrap();
+    let mut recorded: Vec<(String, &'static str)> = manifest["leaks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|leak| {
+            assert_eq!(leak["rows"], 1, "{leak}");
+            let kind = match leak["kind"].as_str().unwrap() {
+                "credential" => "c",
+                "email" => "e",
+                other => panic!("kind {other}"),
+            };
+            (leak["column"].as_str().unwrap().to_string(), kind)
+        })
+        .collect();
+    recorded.sort();
+    assert_eq!(recorded, expected);
+    // In one stream (`--jobs 1`), an import scans the database it loaded, in SQL.
+    let import = run(xtask(&[
+        "clone-prod",
+        "--jobs",
+        "1",
+        "--bundle",
+        s(&bundle),
+        "--target",
+        &pg.url("imported"),
+        "--yes",
+    ]))
+    .ok();
+    assert_eq!(warned(&import.stderr), expected, "{}", import.stderr);
+    assert!(
+        !import.stderr.contains("scanned as the rows streamed"),
+        "{}",
+        import.stderr
+    );
+
+    // --strict refuses e-mail addresses as it does credentials, and changes nothing.
+    let rules = work.path().join("rules.toml");
+    let credentials: Vec<&String> = columns
+        .iter()
+        .zip(CORPUS)
+        .filter(|(_, (_, kinds))| kinds.contains('c'))
+        .map(|(c, _)| c)
+        .collect();
+    fs::write(
+        &rules,
+        credentials
+            .iter()
+            .map(|c| {
+                format!(
+                    "[[rule]]\ntable = \"corpus\"\ncolumn = \"{c}\"\naction = \"redact-secrets\"\n"
+                )
+            })
+            .collect::<String>(),
+    )
+    .unwrap();
+    pg.psql("dev", "create table old_data_marker (x int)");
+    let counts = pg.row_counts_fast("dev");
+    let strict = run(xtask(&[
+        "clone-prod",
+        "--source",
+        &pg.url("prod"),
+        "--target",
+        &pg.url("dev"),
+        "--yes",
+        "--strict",
+        "--scrub-rules",
+        s(&rules),
+    ]))
+    .fails_with("leak scan (--strict): e-mail addresses in public.corpus.c00 (1 row), ");
+    assert!(
+        !strict.stderr.contains("credential-shaped"),
+        "{}",
+        strict.stderr
+    );
+    assert_eq!(pg.row_counts_fast("dev"), counts, "the target changed");
+    assert_eq!(
+        databases_besides(&pg, &["postgres", "prod", "dev", "imported"]),
+        Vec::<String>::new()
     );
 }

@@ -43,7 +43,33 @@ pub const WORDS: &[&str] = &[
     "k_live_",
     "aiza",
     "npm_",
+    // e-mail addresses: a byte of its own, found with memchr beside the automaton (which a
+    // one-byte word would slow down by half)
+    "@",
 ];
+
+/// The one-byte word, which has no case.
+const AT: u8 = b'@';
+
+/// What a value may hold: a credential, or personal data (an e-mail address).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Shape {
+    Credential,
+    Email,
+}
+
+impl Shape {
+    pub const ALL: [Shape; 2] = [Shape::Credential, Shape::Email];
+}
+
+/// The shapes one value holds, by [`Shape`] in [`Shape::ALL`]'s order.
+pub type Found = [bool; 2];
+
+/// Domains that name no one (RFC 2606 and 6761): `example.com`, `.net`, `.org` and the
+/// `.example`, `.invalid`, `.test` and `.localhost` names, under which scrubbed fakes and
+/// documentation live.
+pub const RESERVED_DOMAINS: &[&str] = &["example.com", "example.net", "example.org"];
+pub const RESERVED_TLDS: &[&str] = &["example", "invalid", "test", "localhost"];
 
 /// Credential shapes, on bytes in any ASCII-based encoding. The `password=` pair is apart:
 /// a JSON `null` is no secret, which the caller's capture says.
@@ -51,14 +77,27 @@ struct Shapes {
     words: aho_corasick::AhoCorasick,
     plain: regex::bytes::Regex,
     pair: regex::bytes::Regex,
+    email: regex::bytes::Regex,
 }
+
+/// An e-mail address: not right after a character of its own kind, `/` or `:` (so not the
+/// user of a URL, `https://git@host/` or `https://u:pw@host`, nor of an scp-style
+/// `git@github.com:org/repo`, whose end is refused below) unless after `mailto:`; a domain of
+/// two labels or more ending in letters (so not `user@10.0.0.1`, `image@sha256:...` or
+/// `pkg@1.2.3`), which ends the value or is followed by anything but a domain's own
+/// characters, or by `.` or `:` that start no further name or path.
+pub const EMAIL: &str = concat!(
+    r"(?:^|[^a-z0-9._%+/:-]|mailto:)[a-z0-9._%+-]+@",
+    r"((?:[a-z0-9-]+\.)+[a-z]{2,})",
+    r"(?:$|[^a-z0-9.:-]|[.:](?:$|[^a-z0-9/]))",
+);
 
 static SHAPES: LazyLock<Shapes> = LazyLock::new(|| {
     Shapes {
     // Leftmost-first lets the automaton use its vectorised prefilter (several GiB/s).
     words: aho_corasick::AhoCorasick::builder()
         .match_kind(aho_corasick::MatchKind::LeftmostFirst)
-        .build(WORDS)
+        .build(WORDS.iter().filter(|word| word.len() > 1))
         .expect("leak scan words"),
     plain: regex::bytes::Regex::new(concat!(
         r"(?i-u)",
@@ -86,15 +125,53 @@ static SHAPES: LazyLock<Shapes> = LazyLock::new(|| {
         r#"(?i-u)(passw(or)?d|passphrase|pwd|secret(?:[_-]?key)?|token|api[_-]?key|access[_-]?key|communit(?:y|ies))["']?\s*[:=]\s*\[?\s*["']?([^\s"',;&}\]]{3,})"#,
     )
     .expect("leak scan pair shape"),
+    email: regex::bytes::Regex::new(&format!("(?i-u){EMAIL}")).expect("leak scan e-mail shape"),
 }
 });
 
+/// Whether an e-mail domain is one that names no one.
+fn reserved_domain(domain: &[u8]) -> bool {
+    let domain = domain.to_ascii_lowercase();
+    let under = |name: &str| {
+        domain == name.as_bytes()
+            || (domain.ends_with(name.as_bytes())
+                && domain[..domain.len() - name.len()].ends_with(b"."))
+    };
+    let tld = domain.rsplit(|&b| b == b'.').next().unwrap_or_default();
+    RESERVED_DOMAINS.iter().any(|name| under(name))
+        || RESERVED_TLDS.iter().any(|name| tld == name.as_bytes())
+}
+
+/// Whether `value` holds an e-mail address at a domain that names someone. Every place an
+/// address may start is tried, as PostgreSQL's `~*` does, so that a reserved one does not
+/// hide a real one after it.
+fn has_email(value: &[u8]) -> bool {
+    let email = &SHAPES.email;
+    let mut at = 0;
+    while let Some(caps) = email.captures_at(value, at) {
+        if !reserved_domain(&caps[1]) {
+            return true;
+        }
+        at = caps.get(0).map_or(value.len(), |m| m.start() + 1);
+    }
+    false
+}
+
 /// Whether `value` holds a credential shape.
 pub fn matches(value: &[u8]) -> bool {
-    let shapes = &*SHAPES;
-    if !shapes.words.is_match(&lower(value)) {
-        return false;
+    shapes(value)[0]
+}
+
+/// The shapes `value` holds.
+pub fn shapes(value: &[u8]) -> Found {
+    if !SHAPES.words.is_match(&lower(value)) && memchr::memchr(AT, value).is_none() {
+        return [false; 2];
     }
+    [credential(value), value.contains(&b'@') && has_email(value)]
+}
+
+fn credential(value: &[u8]) -> bool {
+    let shapes = &*SHAPES;
     if shapes.plain.is_match(value) {
         return true;
     }
@@ -116,15 +193,23 @@ fn lower(bytes: &[u8]) -> Cow<'_, [u8]> {
     }
 }
 
-/// Where the words occur in `bytes`, found on a lower-cased copy kept in `scratch`.
-fn word_hits<'s>(bytes: &[u8], scratch: &'s mut Vec<u8>) -> impl Iterator<Item = usize> + 's {
+/// Where the words occur in `bytes`, in order: found on a lower-cased copy kept in
+/// `scratch`, and `@` by memchr.
+fn word_hits(bytes: &[u8], scratch: &mut Vec<u8>) -> Vec<usize> {
     scratch.clear();
     scratch.extend_from_slice(bytes);
     scratch.make_ascii_lowercase();
-    SHAPES
+    let mut hits: Vec<usize> = SHAPES
         .words
         .find_iter(scratch.as_slice())
         .map(|hit| hit.start())
+        .collect();
+    let before = hits.len();
+    hits.extend(memchr::memchr_iter(AT, bytes));
+    if hits.len() > before && before > 0 {
+        hits.sort_unstable();
+    }
+    hits
 }
 
 /// How a column's values look in a binary `COPY`.
@@ -150,7 +235,7 @@ struct Scanned {
 /// add the rows they found here as each table ends.
 pub struct Scanner {
     tables: HashMap<String, Scanned>,
-    found: Mutex<BTreeMap<String, u64>>,
+    found: Mutex<BTreeMap<(String, Shape), u64>>,
 }
 
 impl Scanner {
@@ -184,7 +269,7 @@ impl Scanner {
             return None;
         }
         let block = Block {
-            counts: vec![0; scanned.columns.len()],
+            counts: vec![[0; 2]; scanned.columns.len()],
             table: scanned,
             targets,
         };
@@ -209,19 +294,26 @@ impl Scanner {
 
     fn add(&self, block: &mut Block<'_>) {
         let mut found = self.found.lock().unwrap();
-        for ((column, _), n) in block.table.columns.iter().zip(&mut block.counts) {
-            if *n > 0 {
-                *found
-                    .entry(format!("{}.{column}", block.table.name))
-                    .or_default() += *n;
-                *n = 0;
+        for ((column, _), counts) in block.table.columns.iter().zip(&mut block.counts) {
+            for (shape, n) in Shape::ALL.into_iter().zip(counts.iter_mut()) {
+                if *n > 0 {
+                    let column = format!("{}.{column}", block.table.name);
+                    *found.entry((column, shape)).or_default() += *n;
+                    *n = 0;
+                }
             }
         }
     }
 
-    /// Rows found by `schema.table.column`, in name order, once every stream has finished.
-    pub fn findings(self) -> Vec<(String, u64)> {
-        self.found.into_inner().unwrap().into_iter().collect()
+    /// Rows found by `schema.table.column` and shape, in that order, once every stream has
+    /// finished.
+    pub fn findings(self) -> Vec<(String, Shape, u64)> {
+        self.found
+            .into_inner()
+            .unwrap()
+            .into_iter()
+            .map(|((column, shape), n)| (column, shape, n))
+            .collect()
     }
 }
 
@@ -256,7 +348,15 @@ fn targets(scanned: &Scanned, columns: &[String]) -> Vec<Target> {
 struct Block<'a> {
     table: &'a Scanned,
     targets: Vec<Target>,
-    counts: Vec<u64>,
+    /// Rows found in each column, by shape.
+    counts: Vec<[u64; 2]>,
+}
+
+/// Adds a value's shapes to its column's counts.
+fn count(counts: &mut [u64; 2], found: Found) {
+    for (n, hit) in counts.iter_mut().zip(found) {
+        *n += u64::from(hit);
+    }
 }
 
 impl<'a> Block<'a> {
@@ -266,7 +366,7 @@ impl<'a> Block<'a> {
         let table = scanner.tables.get(&table)?;
         let targets = targets(table, &columns);
         (!targets.is_empty()).then(|| Block {
-            counts: vec![0; table.columns.len()],
+            counts: vec![[0; 2]; table.columns.len()],
             table,
             targets,
         })
@@ -275,7 +375,7 @@ impl<'a> Block<'a> {
     /// Whole text-format rows, each ending in `\n`.
     fn scan(&mut self, rows: &[u8], scratch: &mut Vec<u8>) {
         let mut done = 0;
-        let hits: Vec<usize> = word_hits(rows, scratch).collect();
+        let hits = word_hits(rows, scratch);
         for hit in hits {
             if hit < done {
                 continue;
@@ -293,8 +393,8 @@ impl<'a> Block<'a> {
             let Some(value) = fields.find_map(|(n, value)| (n == field).then_some(value)) else {
                 break;
             };
-            if value != b"\\N" && matches(&unescape(value)) {
-                self.counts[slot] += 1;
+            if value != b"\\N" {
+                count(&mut self.counts[slot], shapes(&unescape(value)));
             }
         }
     }
@@ -494,6 +594,7 @@ impl BinaryScan<'_> {
         }
         // The words' places in the buffer tell which tuples to look into.
         let hits: Vec<usize> = word_hits(&self.buf[at..], &mut self.scratch)
+            .into_iter()
             .map(|hit| hit + at)
             .collect();
         let mut hits = hits.into_iter().peekable();
@@ -536,9 +637,9 @@ impl BinaryScan<'_> {
             }
             let value = &buf[pos..pos + len as usize];
             pos += len as usize;
-            let hit = match kind {
-                Kind::Text => matches(value),
-                Kind::Jsonb => matches(value.get(1..).unwrap_or_default()),
+            let found = match kind {
+                Kind::Text => shapes(value),
+                Kind::Jsonb => shapes(value.get(1..).unwrap_or_default()),
                 Kind::Array { jsonb } => array_elements(value)
                     .into_iter()
                     .map(|e| {
@@ -548,11 +649,12 @@ impl BinaryScan<'_> {
                             e
                         }
                     })
-                    .any(matches),
+                    .fold([false; 2], |any, e| {
+                        let found = shapes(e);
+                        [any[0] || found[0], any[1] || found[1]]
+                    }),
             };
-            if hit {
-                self.block.counts[slot] += 1;
-            }
+            count(&mut self.block.counts[slot], found);
         }
     }
 
@@ -623,8 +725,69 @@ mod tests {
         )])
     }
 
+    /// Credential findings, as `(column, rows)`.
     fn found(scanner: Scanner) -> Vec<(String, u64)> {
-        scanner.findings()
+        scanner
+            .findings()
+            .into_iter()
+            .filter(|(_, shape, _)| *shape == Shape::Credential)
+            .map(|(column, _, rows)| (column, rows))
+            .collect()
+    }
+
+    #[test]
+    fn email_addresses_are_found_and_urls_and_reserved_domains_are_not() {
+        for email in [
+            "noc@carrier.net",
+            "Contact: Jane.Doe+noc@Mail.Carrier-One.co.uk.",
+            "{\"email\": \"ops@corp.io\"}",
+            "mailto:ops@corp.io",
+            "https://example.com/form?email=ops@corp.io&x=1",
+            "a@b.example, c@d.org",
+            "write to ops@corp.io: now",
+            "<ops@corp.io>",
+            "ops@corp.io/",
+            "ops@example.org.corp.io",
+        ] {
+            assert_eq!(shapes(email.as_bytes()), [false, true], "{email}");
+        }
+        for other in [
+            "git@github.com:netpoint/app.git",
+            "ssh://git@github.com/netpoint/app.git",
+            "https://deploy@gitlab.corp.io/x",
+            "user@10.0.0.1",
+            "postgres@db1",
+            "registry/app@sha256:0123abcd",
+            "left-pad@1.3.0",
+            "@channel please look",
+            "user-3@example.invalid",
+            "noc@northwind.example",
+            "ci@example.com and ops@mail.example.org",
+            "dev@box.localhost; qa@ci.test",
+            "ops@corp.com.example.org",
+            "ops@corp.io2",
+            "ops@corp.i",
+        ] {
+            assert!(!shapes(other.as_bytes())[1], "{other}");
+        }
+        // A URL with a password is a credential, not an e-mail address.
+        assert_eq!(shapes(b"https://admin:hunter2@corp.io/"), [true, false]);
+        assert_eq!(shapes(b"token=abcdef ops@corp.io"), [true, true]);
+    }
+
+    #[test]
+    fn rows_are_counted_by_shape() {
+        let scanner = scanner();
+        scanner.scan_bytes(
+            b"COPY public.t (id, note) FROM stdin;\n1\tops@corp.io\n2\tpassword=abcdef ops@corp.io\n3\tx@example.com\n\\.\n",
+        );
+        assert_eq!(
+            scanner.findings(),
+            vec![
+                ("public.t.note".to_string(), Shape::Credential, 1),
+                ("public.t.note".to_string(), Shape::Email, 2),
+            ]
+        );
     }
 
     #[test]

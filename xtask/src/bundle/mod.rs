@@ -155,12 +155,24 @@ pub enum ScrubbedRule {
     Named(String),
 }
 
-/// A leak scan's finding: `schema.table.column` and the rows whose value looks like a credential.
+/// A leak scan's finding: `schema.table.column`, the rows whose value holds that kind of
+/// thing, and the kind (a manifest from before kinds holds credentials only).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Leak {
     pub column: String,
     pub rows: u64,
+    #[serde(default)]
+    pub kind: LeakKind,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LeakKind {
+    #[default]
+    Credential,
+    /// Personal data: an e-mail address.
+    Email,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,5 +1,10 @@
 //! Leak scan: the text and JSON columns no scrub rule covers, searched for credential-shaped
-//! values after every load and export. Findings name a column and a row count, never a value.
+//! values and e-mail addresses after every load and export. Findings name a column, a kind
+//! and a row count, never a value.
+//!
+//! The shapes exist twice: here as PostgreSQL regular expressions, for a scan of a loaded
+//! database, and in `rowscan` for the rows as they stream; the tests below keep the two in
+//! step, and `tests/it/leak_scan.rs` checks that both find the same on the same values.
 
 use std::{
     collections::{BTreeSet, HashMap},
@@ -11,7 +16,7 @@ use serde::Deserialize;
 use xshell::Shell;
 
 use crate::{
-    bundle::{self, Leak},
+    bundle::{self, Leak, LeakKind},
     pg::{
         sql::{ident, literal},
         Access, DbUrl, PgTools,
@@ -43,7 +48,28 @@ const SHAPES: &[&str] = &[
     r"\m(gh[pousr]_[a-z0-9]{30,}|github_pat_[a-z0-9_]{20,}|glpat-[a-z0-9_-]{20,}|xox[baprs]-[a-z0-9-]{10,}|akia[0-9a-z]{16}\M|[sr]k_live_[a-z0-9]{16,}|aiza[0-9a-z_-]{35}|npm_[a-z0-9]{36}|sk-(proj|ant)-[a-z0-9_-]{20,})",
 ];
 
-/// The one pattern every scanned value is matched against.
+/// An e-mail address at a domain that names someone: `rowscan::EMAIL` with the reserved
+/// domains (`example.com`, `.invalid`, ...) refused right after the `@`, where `rowscan`
+/// refuses them in code.
+fn email_pattern() -> String {
+    const SUFFIX: &str = r"(?:$|[^a-z0-9.:-]|[.:](?:$|[^a-z0-9/]))";
+    let (head, rest) = rowscan::EMAIL
+        .split_once('@')
+        .expect("an e-mail shape has its @");
+    assert!(
+        rest.ends_with(SUFFIX),
+        "rowscan's e-mail shape ends as this one"
+    );
+    let names: Vec<String> = rowscan::RESERVED_DOMAINS
+        .iter()
+        .map(|domain| domain.replace('.', r"\."))
+        .chain(rowscan::RESERVED_TLDS.iter().map(|tld| tld.to_string()))
+        .collect();
+    let reserved = format!(r"(?:[a-z0-9-]+\.)*(?:{})", names.join("|"));
+    format!("{head}@(?!{reserved}{SUFFIX}){rest}")
+}
+
+/// The one pattern every scanned value is matched against for credentials.
 fn pattern() -> String {
     SHAPES
         .iter()
@@ -78,6 +104,7 @@ const WORDS: &[&str] = &[
     "%k\\_live\\_%",
     "%aiza%",
     "%npm\\_%",
+    "%@%",
 ];
 
 /// Text, character, JSON types and arrays of them (a domain counts as its base type).
@@ -202,11 +229,18 @@ fn groups(mut tables: Vec<Table>, n: usize) -> Vec<Vec<Table>> {
 }
 
 /// One query over `tables`, one sequential scan each, answering
-/// `[[table index, matching rows of each column...], ...]` as JSON.
+/// `[[table index, rows with credentials then with e-mail addresses, of each column...], ...]`
+/// as JSON.
 pub fn group_sql(tables: &[Table]) -> String {
-    let pattern = literal(&pattern());
     let words: Vec<String> = WORDS.iter().map(|w| literal(w)).collect();
-    let words = format!("array[{}]", words.join(", "));
+    // The patterns once, not once a column: the query goes to psql as one argument, which
+    // the system limits (128 KiB on Linux), and PostgreSQL compiles each pattern once anyway.
+    let shapes = format!(
+        "with shapes (credential, email, words) as (select {}::text, {}::text, array[{}]::text[])",
+        literal(&pattern()),
+        literal(&email_pattern()),
+        words.join(", ")
+    );
     let selects: Vec<String> = tables
         .iter()
         .enumerate()
@@ -216,7 +250,7 @@ pub fn group_sql(tables: &[Table]) -> String {
                 .iter()
                 .map(|column| {
                     format!(
-                        "count(*) filter (where {}::text ~* {pattern})",
+                        "count(*) filter (where {0}::text ~* s.credential), count(*) filter (where {0}::text ~* s.email)",
                         ident(column)
                     )
                 })
@@ -227,7 +261,7 @@ pub fn group_sql(tables: &[Table]) -> String {
                 .map(|column| format!("{}::text collate \"C\"", ident(column)))
                 .collect();
             format!(
-                "(select json_build_array({n}, {}) as j from {}.{} where lower(concat_ws(' ', {})) like any ({words}))",
+                "(select json_build_array({n}, {}) as j from {}.{}, shapes s where lower(concat_ws(' ', {})) like any (s.words))",
                 counts.join(", "),
                 ident(&table.schema),
                 ident(&table.name),
@@ -236,7 +270,7 @@ pub fn group_sql(tables: &[Table]) -> String {
         })
         .collect();
     format!(
-        "select coalesce(json_agg(r.j), '[]') from ({}) r",
+        "{shapes} select coalesce(json_agg(r.j), '[]') from ({}) r",
         selects.join(" union all ")
     )
 }
@@ -317,17 +351,20 @@ pub fn scan(
                 .ok()
                 .and_then(|n| group.get(n))
                 .with_context(|| format!("unexpected answer from {url} to the leak scan"))?;
-            for (column, &rows) in table.columns.iter().zip(counts) {
-                if rows > 0 {
-                    findings.push(Leak {
-                        column: format!("{}.{}.{column}", table.schema, table.name),
-                        rows,
-                    });
+            for (column, counts) in table.columns.iter().zip(counts.chunks(2)) {
+                for (kind, &rows) in [LeakKind::Credential, LeakKind::Email].iter().zip(counts) {
+                    if rows > 0 {
+                        findings.push(Leak {
+                            column: format!("{}.{}.{column}", table.schema, table.name),
+                            rows,
+                            kind: *kind,
+                        });
+                    }
                 }
             }
         }
     }
-    findings.sort_by(|a, b| a.column.cmp(&b.column));
+    findings.sort_by(|a, b| (&a.column, a.kind).cmp(&(&b.column, b.kind)));
     Ok(Some(Report {
         findings,
         columns: total,
@@ -343,20 +380,29 @@ pub fn check(report: Option<&Report>, strict: bool, untouched: &str) -> anyhow::
     };
     if strict {
         bail!(
-            "leak scan (--strict): credential-shaped values in {} that no scrub rule covers; {untouched}: \
+            "leak scan (--strict): {} that no scrub rule covers; {untouched}: \
              add scrub rules for these columns with --scrub-rules FILE, or drop --strict",
             listed(&report.findings)
         );
     }
     for leak in &report.findings {
         term::warn(format!(
-            "leak scan: {}: {} with credential-shaped values that no scrub rule covers \
+            "leak scan: {}: {} with {} that no scrub rule covers \
              (add a rule with --scrub-rules FILE)",
             leak.column,
-            rows(leak.rows)
+            rows(leak.rows),
+            what(leak.kind)
         ));
     }
     Ok(())
+}
+
+/// What a kind of finding is called in messages.
+fn what(kind: LeakKind) -> &'static str {
+    match kind {
+        LeakKind::Credential => "credential-shaped values",
+        LeakKind::Email => "e-mail addresses",
+    }
 }
 
 /// What the closing summary says of the scan.
@@ -369,7 +415,7 @@ pub fn summary(report: Option<&Report>) -> String {
             how_long(report)
         ),
         Some(report) => format!(
-            "leak scan: credential-shaped values in {} ({})",
+            "leak scan: {} ({})",
             listed(&report.findings),
             how_long(report)
         ),
@@ -383,12 +429,20 @@ fn how_long(report: &Report) -> String {
     }
 }
 
+/// `credential-shaped values in a (1 row), b (2 rows); e-mail addresses in c (3 rows)`.
 fn listed(findings: &[Leak]) -> String {
-    findings
-        .iter()
-        .map(|leak| format!("{} ({})", leak.column, rows(leak.rows)))
+    [LeakKind::Credential, LeakKind::Email]
+        .into_iter()
+        .filter_map(|kind| {
+            let columns: Vec<String> = findings
+                .iter()
+                .filter(|leak| leak.kind == kind)
+                .map(|leak| format!("{} ({})", leak.column, rows(leak.rows)))
+                .collect();
+            (!columns.is_empty()).then(|| format!("{} in {}", what(kind), columns.join(", ")))
+        })
         .collect::<Vec<_>>()
-        .join(", ")
+        .join("; ")
 }
 
 fn rows(n: u64) -> String {
@@ -481,7 +535,14 @@ impl Scanner {
             .rows
             .findings()
             .into_iter()
-            .map(|(column, rows)| Leak { column, rows })
+            .map(|(column, shape, rows)| Leak {
+                column,
+                rows,
+                kind: match shape {
+                    rowscan::Shape::Credential => LeakKind::Credential,
+                    rowscan::Shape::Email => LeakKind::Email,
+                },
+            })
             .collect();
         Report {
             findings,
@@ -593,18 +654,27 @@ mod tests {
                 ..table("t", &["c"], 1)
             },
         ]);
-        assert!(sql.starts_with("select coalesce(json_agg(r.j), '[]') from ("));
+        assert!(sql.starts_with("with shapes (credential, email, words) as (select '"));
+        assert!(sql.contains(
+            "'::text, array['%://%', '%authoriz%', '%bearer%', '%passw%', '%passphrase%', '%pwd%', '%communit%', '%sig=%', '%eyj%', '%sk-proj-%', '%sk-ant-%', '%secret%', '%token%', '%key%', '%gh_\\_%', '%github\\_pat\\_%', '%glpat-%', '%xox%', '%akia%', '%k\\_live\\_%', '%aiza%', '%npm\\_%', '%@%']::text[]) select coalesce(json_agg(r.j), '[]') from ("
+        ), "{sql}");
+        assert!(
+            sql.contains("'::text, '(?:^|[^a-z0-9._%+/:-]|mailto:)"),
+            "{sql}"
+        );
         assert_eq!(sql.matches(" from \"").count(), 2, "{sql}");
         assert!(sql.contains(
-            "(select json_build_array(0, count(*) filter (where \"comments\"::text ~* '"
-        ));
-        assert!(sql.contains("count(*) filter (where \"we\"\"ird\"::text ~* '"));
-        assert!(sql.contains("'%npm\\_%'])) union all (select json_build_array(1, "));
+            "(select json_build_array(0, count(*) filter (where \"comments\"::text ~* s.credential), count(*) filter (where \"comments\"::text ~* s.email), "
+        ), "{sql}");
+        assert!(sql.contains("count(*) filter (where \"we\"\"ird\"::text ~* s.credential)"));
         assert!(sql.contains(
-            " from \"public\".\"dcim_site\" where lower(concat_ws(' ', \"comments\"::text collate \"C\", \"we\"\"ird\"::text collate \"C\")) like any (array['%://%', "
-        ));
-        assert!(sql.ends_with(" from \"Odd Schema\".\"t\" where lower(concat_ws(' ', \"c\"::text collate \"C\")) like any (array['%://%', '%authoriz%', '%bearer%', '%passw%', '%passphrase%', '%pwd%', '%communit%', '%sig=%', '%eyj%', '%sk-proj-%', '%sk-ant-%', '%secret%', '%token%', '%key%', '%gh_\\_%', '%github\\_pat\\_%', '%glpat-%', '%xox%', '%akia%', '%k\\_live\\_%', '%aiza%', '%npm\\_%']))) r"), "{sql}");
-        assert_eq!(sql.matches("~*").count(), 3);
+            " from \"public\".\"dcim_site\", shapes s where lower(concat_ws(' ', \"comments\"::text collate \"C\", \"we\"\"ird\"::text collate \"C\")) like any (s.words)) union all (select json_build_array(1, "
+        ), "{sql}");
+        assert!(sql.ends_with(" from \"Odd Schema\".\"t\", shapes s where lower(concat_ws(' ', \"c\"::text collate \"C\")) like any (s.words))) r"), "{sql}");
+        // Two counts a column, credentials then e-mail addresses; each pattern written once.
+        assert_eq!(sql.matches("~* s.credential").count(), 3);
+        assert_eq!(sql.matches("~* s.email").count(), 3);
+        assert_eq!(sql.matches("mailto:").count(), 1);
     }
 
     #[test]
@@ -613,6 +683,66 @@ mod tests {
         let inner = &literal[1..literal.len() - 1];
         assert!(!inner.replace("''", "").contains('\''), "quotes doubled");
         assert_eq!(pattern().matches("|(").count(), SHAPES.len() - 1);
+    }
+
+    /// The stream scan's words and this scan's `like` patterns are one list: each word is
+    /// some pattern's, and each pattern some word's (`gh_` standing for `ghp_`, `gho_`, ...).
+    #[test]
+    fn the_words_are_the_stream_scans() {
+        let like = |pattern: &str| {
+            let mut re = String::from("^");
+            let mut chars = pattern.chars();
+            while let Some(c) = chars.next() {
+                match c {
+                    '%' => re.push_str(".*"),
+                    '_' => re.push('.'),
+                    '\\' => re.push_str(&regex::escape(&chars.next().unwrap().to_string())),
+                    c => re.push_str(&regex::escape(&c.to_string())),
+                }
+            }
+            regex::Regex::new(&format!("{re}$")).unwrap()
+        };
+        let likes: Vec<regex::Regex> = WORDS.iter().map(|w| like(w)).collect();
+        for word in rowscan::WORDS {
+            assert!(
+                likes.iter().any(|l| l.is_match(word)),
+                "rowscan's word {word:?} has no like pattern here"
+            );
+        }
+        for (pattern, l) in WORDS.iter().zip(&likes) {
+            assert!(
+                rowscan::WORDS.iter().any(|w| l.is_match(w)),
+                "the like pattern {pattern:?} is no word of rowscan's"
+            );
+        }
+    }
+
+    /// The e-mail shape is rowscan's with the reserved domains refused in the pattern, as
+    /// rowscan refuses them in code.
+    #[test]
+    fn the_email_shape_is_the_stream_scans() {
+        let email = email_pattern();
+        let (head, _) = rowscan::EMAIL.split_once('@').unwrap();
+        assert!(email.starts_with(&format!("{head}@(?!")), "{email}");
+        assert_eq!(
+            email.replacen(
+                "(?!(?:[a-z0-9-]+\\.)*(?:example\\.com|example\\.net|example\\.org|example|invalid|test|localhost)(?:$|[^a-z0-9.:-]|[.:](?:$|[^a-z0-9/])))",
+                "",
+                1
+            ),
+            rowscan::EMAIL,
+        );
+        for reserved in [
+            "ci@example.com",
+            "ci@a.example.net",
+            "ci@x.example.org",
+            "ci@b.example",
+            "ci@c.invalid",
+            "ci@d.test",
+            "ci@e.localhost",
+        ] {
+            assert!(!rowscan::shapes(reserved.as_bytes())[1], "{reserved}");
+        }
     }
 
     /// The `like` pre-test must let every credential through to the regular expression.
@@ -655,6 +785,7 @@ mod tests {
             "https://x.example/b?sv=2022&sig=abcdefghijklmnop1234",
             "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0In0.c2lnbmF0dXJlMTIz",
             "sk-ant-api03-abcdefghijklmnopqrstuvwxyz",
+            "Contact: NOC@Carrier.net",
         ] {
             let lower = credential.to_lowercase();
             assert!(words.iter().any(|w| w.is_match(&lower)), "{credential}");
@@ -669,10 +800,17 @@ mod tests {
                 Leak {
                     column: "public.dcim_site.comments".into(),
                     rows: 1,
+                    kind: LeakKind::Credential,
                 },
                 Leak {
                     column: "public.dcim_device.comments".into(),
                     rows: 4,
+                    kind: LeakKind::Credential,
+                },
+                Leak {
+                    column: "public.dcim_device.comments".into(),
+                    rows: 2,
+                    kind: LeakKind::Email,
                 },
             ],
             columns: 9,
@@ -682,7 +820,9 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(
-            err.contains("public.dcim_site.comments (1 row), public.dcim_device.comments (4 rows)")
+            err.contains("leak scan (--strict): credential-shaped values in public.dcim_site.comments (1 row), \
+                          public.dcim_device.comments (4 rows); e-mail addresses in public.dcim_device.comments (2 rows) \
+                          that no scrub rule covers; the target is untouched")
                 && err.contains("--scrub-rules")
                 && err.contains("drop --strict")
                 && !err.contains('\n'),
