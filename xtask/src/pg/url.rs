@@ -98,7 +98,11 @@ impl DbUrl {
     /// A `postgres://` URL, or libpq's keyword form (`service=prod dbname=netpoint`).
     pub fn parse(text: &str) -> anyhow::Result<DbUrl> {
         let text = text.trim();
-        let is_url = text.contains("://");
+        let scheme = text
+            .split_once(':')
+            .map(|(scheme, _)| scheme.to_ascii_lowercase());
+        let is_url = text.contains("://")
+            || scheme.is_some_and(|scheme| scheme == "postgres" || scheme == "postgresql");
         let keys = match is_url || !text.contains('=') {
             true => url_keywords(text)?,
             false => conninfo_keywords(text)?,
@@ -630,6 +634,10 @@ mod tests {
             url.masked(),
             "postgres://app:***@db.example.com:6543/net point"
         );
+        let err = DbUrl::parse("postgres:u:pw@h/db?sslmode=require")
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("malformed database URL"), "{err}");
         for (bad, says) in [
             ("dbname=x bogus=1", "unknown parameter `bogus`"),
             ("dbname=x host", "`host` has no `=value`"),
