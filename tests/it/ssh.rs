@@ -1034,6 +1034,16 @@ fn a_hostile_ssh_host_cannot_slip_entries_modes_or_changed_files_into_the_media(
         fetch().fails_with("changed while they were fetched");
         unchanged(what);
     }
+    // ... or removed before its CRC is taken.
+    reset_media();
+    honest_tar();
+    prod.root(&format!(
+        "cat > /usr/local/bin/cksum <<'EOF'\n#!/bin/sh\nrm -f '{file}'\nexec /usr/bin/cksum \"$@\"\nEOF\n\
+         chmod 755 /usr/local/bin/cksum"
+    ));
+    fetch().fails_with("changed while they were fetched (/usr/bin/cksum: ./image-attachments/rack_12_rear.jpg: No such file");
+    unchanged("removed");
+    prod.root("rm -f /usr/local/bin/cksum");
 
     // Modes keep their permission bits, never setuid, setgid or sticky; through GNU tar and
     // through a host without GNU tools alike. An honest host's tree arrives whole.

@@ -379,7 +379,8 @@ impl RemoteMedia<'_> {
             "File shrank",
             "file removed before we read it",
         ];
-        if what == "tar" && moved.iter().any(|m| said.contains(m)) {
+        let gone = what == "cksum" && said.contains("No such file or directory");
+        if gone || (what == "tar" && moved.iter().any(|m| said.contains(m))) {
             return self.changed(last).to_string();
         }
         if said.contains("can't cd") || (said.contains("cd") && said.contains("No such file")) {
