@@ -125,7 +125,7 @@ DB_STEPS = [
     ("direct", "xtask clone-prod --source --target --yes"),
     ("floor", "pg_restore -j <cores> of the -Fd -Z0 dump"),
     ("export", "xtask clone-prod --source --out"),
-    ("import", "xtask clone-prod --bundle --target --yes"),
+    ("import", "xtask clone-prod --bundle --trust-unsigned --target --yes"),
 ]
 DEV_DB_STEPS = [
     ("devdb_clone", "xtask clone-prod --source --target --source-media (empty)"),
@@ -657,8 +657,9 @@ class Bench:
         self.settle()
         run = self.timed_xtask(["clone-prod", "--source", self.url(src), "--out", bundle], "export")
         self.record("export", run, warmup)
-        run = self.timed_xtask(["clone-prod", "--bundle", bundle, "--target", self.url("bench_bundle"), "--yes"],
-                               "import")
+        # The benchmark exported this bundle itself: it is loaded unsigned on purpose.
+        run = self.timed_xtask(["clone-prod", "--bundle", bundle, "--trust-unsigned",
+                                "--target", self.url("bench_bundle"), "--yes"], "import")
         self.record("import", run, warmup)
         shutil.rmtree(bundle, ignore_errors=True)
         if warmup:

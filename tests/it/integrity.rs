@@ -182,8 +182,8 @@ fn a_bundle_cut_short_or_tampered_with_is_refused_before_anything_changes() {
     let role = "CREATE ROLE netpoint_injected;\n";
     let role_after_setting = "SET lock_timeout = 0; CREATE ROLE netpoint_injected;\n";
     let with_media = manifest.replacen(
-        "\"format\": 2,",
-        "\"format\": 2, \"media\": {\"files\": 3, \"bytes\": 10},",
+        "\"format\": 3,",
+        "\"format\": 3, \"media\": {\"files\": 3, \"bytes\": 10},",
         1,
     );
     // Entries shaped like pg_dump's that act beyond the database: another database of the
@@ -309,7 +309,7 @@ fn a_bundle_cut_short_or_tampered_with_is_refused_before_anything_changes() {
         (
             "manifest of an unknown format",
             sql.clone(),
-            manifest.replace("\"format\": 2", "\"format\": 99"),
+            manifest.replace("\"format\": 3", "\"format\": 99"),
             &[],
             "format 99 is not known",
         ),
@@ -337,6 +337,7 @@ fn a_bundle_cut_short_or_tampered_with_is_refused_before_anything_changes() {
             "clone-prod",
             "--bundle",
             s(&copy),
+            "--trust-unsigned",
             "--target",
             &target,
             "--yes",
@@ -383,6 +384,7 @@ fn a_bundle_cut_short_or_tampered_with_is_refused_before_anything_changes() {
         "clone-prod",
         "--bundle",
         s(&copy),
+        "--trust-unsigned",
         "--target",
         &target,
         "--yes",
@@ -394,6 +396,7 @@ fn a_bundle_cut_short_or_tampered_with_is_refused_before_anything_changes() {
         "clone-prod",
         "--bundle",
         s(&bundle),
+        "--trust-unsigned",
         "--target",
         &dev.url("netpoint"),
         "--yes",

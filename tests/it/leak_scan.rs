@@ -216,6 +216,7 @@ fn findings_are_named_by_column_and_count_and_strict_changes_nothing() {
             "clone-prod",
             "--bundle",
             s(&bundle),
+            "--trust-unsigned",
             "--target",
             &dev,
             "--yes",

@@ -14,6 +14,7 @@ mod schema_snapshot;
 mod scrub;
 mod scrub_netbox;
 mod seed_dev;
+mod signing;
 mod ssh;
 mod versions;
 mod workflows;

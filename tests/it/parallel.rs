@@ -104,6 +104,7 @@ fn parallel_and_single_stream_loads_build_the_same_database() {
         "clone-prod",
         "--bundle",
         bundle.to_str().unwrap(),
+        "--trust-unsigned",
         "--target",
         &pg.url("four"),
     ]))
@@ -328,6 +329,7 @@ fn jobs_fit_in_the_connections_the_servers_allow() {
         "clone-prod",
         "--bundle",
         bundle.to_str().unwrap(),
+        "--trust-unsigned",
         "--target",
         &as_role("cloner", "imported"),
     ]))
@@ -414,6 +416,7 @@ fn a_failing_index_build_leaves_the_target_alone() {
         "clone-prod",
         "--bundle",
         bundle.to_str().unwrap(),
+        "--trust-unsigned",
         "--target",
         &pg.url("dev"),
         "--yes",

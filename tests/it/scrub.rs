@@ -166,6 +166,7 @@ fn no_secret_reaches_a_clone_a_bundle_or_the_output() {
         "clone-prod",
         "--bundle",
         bundle.to_str().unwrap(),
+        "--trust-unsigned",
         "--target",
         &dev.url("imported"),
     ]))

@@ -332,6 +332,7 @@ fn netbox_credentials_and_people_never_reach_a_dev_copy() {
         "clone-prod",
         "--bundle",
         bundle.to_str().unwrap(),
+        "--trust-unsigned",
         "--target",
         &pg.url("imported"),
     ]))
@@ -637,7 +638,7 @@ fn scrubbed_rows_of_a_latin1_database_keep_their_bytes() {
                 "--scrub-rules",
                 rules.to_str().unwrap(),
             ]),
-            _ => args.extend(["--bundle", bundle.to_str().unwrap()]),
+            _ => args.extend(["--bundle", bundle.to_str().unwrap(), "--trust-unsigned"]),
         }
         run(xtask(&args)).ok();
         assert_eq!(

@@ -404,6 +404,7 @@ fn a_clone_over_ssh_reads_production_through_one_forward_and_leaves_nothing_behi
         "clone-prod",
         "--bundle",
         bundle.to_str().unwrap(),
+        "--trust-unsigned",
         "--target",
         &dev.url("imported"),
         "--target-media",

@@ -60,6 +60,7 @@ fn clone_every_mode(source: &Pg, target: &Pg) {
         "clone-prod",
         "--bundle",
         bundle.to_str().unwrap(),
+        "--trust-unsigned",
         "--target",
         &target.url("imported"),
         "--target-media",

@@ -13,11 +13,12 @@ use anyhow::{bail, Context as _};
 
 use crate::{
     atomic_file,
+    bundle::{allowed_signers::AllowedSigners, sign::SigningKey},
     context::Context,
     mode::{print_plan, Mode},
     pg::{url, DbUrl},
     pipeline::{
-        import::{Import, MediaForm},
+        import::{Import, MediaForm, Trust},
         report::{media_plan, Timings},
         scrub,
         source::CHANGELOG_TABLES,
@@ -42,6 +43,18 @@ pub struct CloneProd {
     /// Import: load a bundle written by --out.
     #[arg(long, value_name = "DIR")]
     bundle: Option<PathBuf>,
+    /// Export: sign the bundle with this SSH key, a private key file without a passphrase or
+    /// a .pub file whose private key is in ssh-agent [default: $NETPOINT_BUNDLE_SIGNING_KEY].
+    #[arg(long, value_name = "KEY")]
+    sign_key: Option<PathBuf>,
+    /// Import: who may sign bundles, an OpenSSH allowed_signers file
+    /// [default: $NETPOINT_ALLOWED_SIGNERS, else .github/allowed_signers].
+    #[arg(long, value_name = "FILE")]
+    allowed_signers: Option<PathBuf>,
+    /// Import: load an unsigned bundle on purpose (one you made yourself); its functions and
+    /// defaults run with the loading role's rights. A signature that fails is still refused.
+    #[arg(long)]
+    trust_unsigned: bool,
     /// Reach production over SSH: [user@]host, ssh://[user@]host[:port] or a ~/.ssh/config
     /// alias; --source then names the database as seen from there [default: $NETPOINT_PROD_SSH].
     #[arg(long, value_name = "DEST", conflicts_with = "bundle")]
@@ -73,12 +86,27 @@ pub struct CloneProd {
 impl CloneProd {
     pub fn run(self, cx: &Context) -> anyhow::Result<()> {
         let mode = Mode::from_flags(false, self.dry_run);
+        // clap's `requires` gives way to `conflicts_with`: these pairings are checked here.
+        if self.sign_key.is_some() && self.out.is_none() {
+            bail!("--sign-key signs a bundle as it is exported: use it with --out DIR");
+        }
+        if self.bundle.is_none() && (self.allowed_signers.is_some() || self.trust_unsigned) {
+            bail!("--allowed-signers and --trust-unsigned apply to an import: use them with --bundle DIR");
+        }
         if let Some(dir) = &self.bundle {
             let target =
                 url::required_url(self.target.clone(), "NETPOINT_DATABASE_URL", "--target")?;
             let target_media = url::path_or_env(self.target_media.clone(), "NETPOINT_MEDIA_ROOT");
+            let allowed =
+                url::path_or_env(self.allowed_signers.clone(), "NETPOINT_ALLOWED_SIGNERS")
+                    .unwrap_or_else(|| cx.sh.current_dir().join(DEFAULT_ALLOWED_SIGNERS));
+            let allowed = AllowedSigners::read(&allowed)?;
             let import = Import {
                 dir,
+                trust: match self.trust_unsigned {
+                    true => Trust::UnsignedOnPurpose(&allowed),
+                    false => Trust::Signers(&allowed),
+                },
                 media: MediaForm::Archive,
                 target: &target,
                 target_media: target_media.as_deref(),
@@ -149,6 +177,10 @@ impl CloneProd {
         excluded.extend(self.exclude_table_data.iter().cloned());
         match &self.out {
             Some(out) => {
+                let sign_key =
+                    url::path_or_env(self.sign_key.clone(), "NETPOINT_BUNDLE_SIGNING_KEY")
+                        .map(|path| SigningKey::open(&path))
+                        .transpose()?;
                 // A remote tree is fetched (verified) beside the bundle, then archived as a
                 // local one is.
                 let fetched = match source_media {
@@ -187,6 +219,7 @@ impl CloneProd {
                     &self.exclude_table_data,
                     &self.scrub,
                     out,
+                    sign_key.as_ref(),
                     mode,
                 )
             }
@@ -210,6 +243,10 @@ impl CloneProd {
         }
     }
 }
+
+/// The allowed signers file an import reads when neither the flag nor the environment names
+/// one, in the checkout: a team commits its signers' keys there.
+const DEFAULT_ALLOWED_SIGNERS: &str = ".github/allowed_signers";
 
 /// The media source: the path on the SSH host when there is a tunnel, else here.
 fn media_source<'a>(

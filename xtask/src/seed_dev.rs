@@ -24,7 +24,7 @@ use crate::{
         Access, DbUrl, PgTools, Tool,
     },
     pipeline::{
-        import::{Import, MediaForm},
+        import::{Import, MediaForm, Trust},
         leak_scan, schema, scrub, source,
         swap::LoadGuard,
     },
@@ -119,6 +119,8 @@ impl SeedDev {
             });
         let import = Import {
             dir: &fixtures,
+            // Fixtures, and any --fixtures directory, are reviewed in the repository, not signed.
+            trust: Trust::Reviewed,
             media: MediaForm::Tree,
             target: &target,
             target_media: Some(&target_media),

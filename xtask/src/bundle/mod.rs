@@ -1,8 +1,9 @@
 //! The bundle: a directory that carries a database and its media from one machine to another.
 //!
 //! `netpoint.sql` (plain SQL), `netpoint_media.tar.gz` (members under `netpoint/media/`),
-//! `media.sha256` (per media file), `manifest.json`, and `SHA256SUMS` over all of them.
-//! Fixtures use the same layout with the media unpacked in `media/`.
+//! `media.sha256` (per media file), `manifest.json`, `SHA256SUMS` over all of them, and
+//! `SHA256SUMS.sig` when the bundle is signed ([`sign`]). Fixtures use the same layout with
+//! the media unpacked in `media/`, never signed.
 
 use std::{collections::BTreeMap, fs, path::Path};
 
@@ -11,7 +12,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::media;
 
+pub mod allowed_signers;
 pub mod check;
+pub mod sign;
 
 pub const SQL: &str = "netpoint.sql";
 pub const MEDIA_ARCHIVE: &str = "netpoint_media.tar.gz";
@@ -21,7 +24,7 @@ pub const MANIFEST: &str = "manifest.json";
 pub const SUMS: &str = "SHA256SUMS";
 
 /// Files a bundle may hold besides those listed in `SHA256SUMS`.
-const UNLISTED: &[&str] = &[SUMS, MEDIA_DIR, "schema.sql", "README.md"];
+const UNLISTED: &[&str] = &[SUMS, sign::SIG, MEDIA_DIR, "schema.sql", "README.md"];
 
 /// `SHA256SUMS` text over the named files of `dir`, in name order.
 pub fn sums_for(dir: &Path, names: &[&str]) -> anyhow::Result<String> {
@@ -35,18 +38,29 @@ pub fn sums_for(dir: &Path, names: &[&str]) -> anyhow::Result<String> {
     Ok(out)
 }
 
-/// Checks every file against `SHA256SUMS` before anything else is read: a changed, missing
-/// or unlisted file is named and refused.
-pub fn verify_sums(dir: &Path) -> anyhow::Result<BTreeMap<String, String>> {
+/// The bytes of `dir/SHA256SUMS`, read once: what a signature covers is what the files are
+/// checked against.
+pub fn read_sums(dir: &Path) -> anyhow::Result<Vec<u8>> {
     if !dir.is_dir() {
         bail!(
             "bundle {} not found: pass the directory written by `cargo xtask clone-prod --out`",
             dir.display()
         );
     }
-    let text = fs::read_to_string(dir.join(SUMS))
-        .with_context(|| format!("{} has no {SUMS}: not a complete bundle", dir.display()))?;
-    let listed = media::parse_sha256_list(&text, SUMS)?;
+    fs::read(dir.join(SUMS))
+        .with_context(|| format!("{} has no {SUMS}: not a complete bundle", dir.display()))
+}
+
+/// Checks every file against `sums` (the bytes of `SHA256SUMS`) before anything else is
+/// read: a changed, missing or unlisted file is named and refused.
+pub fn verify_sums(dir: &Path, sums: &[u8]) -> anyhow::Result<BTreeMap<String, String>> {
+    let text = std::str::from_utf8(sums).map_err(|_| {
+        anyhow::anyhow!(
+            "{SUMS} in {} is not text: not a NetPoint bundle",
+            dir.display()
+        )
+    })?;
+    let listed = media::parse_sha256_list(text, SUMS)?;
     if !listed.contains_key(SQL) {
         bail!(
             "{SUMS} in {} does not list {SQL}: not a NetPoint bundle",
@@ -81,8 +95,9 @@ pub fn verify_sums(dir: &Path) -> anyhow::Result<BTreeMap<String, String>> {
     Ok(listed)
 }
 
-/// The manifest's format, checked on every import: 2 added per-table row counts.
-pub const FORMAT: u32 = 2;
+/// The manifest's format, checked on every import: 2 added per-table row counts, 3 signed
+/// bundles (`SHA256SUMS.sig`).
+pub const FORMAT: u32 = 3;
 
 /// `manifest.json`: what a bundle (or the fixtures) holds and where it came from. Read
 /// strictly: an unknown field, format or a missing value refuses the bundle.
@@ -218,6 +233,7 @@ impl Manifest {
         match versioned.format.as_ref().and_then(|f| f.as_u64()) {
             Some(format) if format == u64::from(FORMAT) => {}
             Some(1) => bail!("format 1 was written by an older version and records no row counts to check the load against: export the bundle again"),
+            Some(2) => bail!("format 2 was written by an older version, from before bundles were signed: export the bundle again"),
             Some(format) => bail!("format {format} is not known to this version (it reads format {FORMAT}): update the tool or export the bundle again"),
             None => bail!("it has no `format` number: export the bundle again"),
         }
@@ -291,18 +307,42 @@ mod tests {
         fs::write(dir.path().join(MANIFEST), "{}\n").unwrap();
         let sums = sums_for(dir.path(), &[SQL, MANIFEST]).unwrap();
         fs::write(dir.path().join(SUMS), &sums).unwrap();
-        verify_sums(dir.path()).unwrap();
+        verify_sums(dir.path(), sums.as_bytes()).unwrap();
+        // The signature is the one file a bundle holds that SHA256SUMS cannot list.
+        fs::write(dir.path().join(sign::SIG), "x").unwrap();
+        verify_sums(dir.path(), sums.as_bytes()).unwrap();
 
         fs::write(dir.path().join(SQL), "select 2;\n").unwrap();
         fs::write(dir.path().join("stray.txt"), "x").unwrap();
         fs::remove_file(dir.path().join(MANIFEST)).unwrap();
-        let err = verify_sums(dir.path()).unwrap_err().to_string();
+        fs::write(dir.path().join("SHA256SUMS.asc"), "x").unwrap();
+        let err = verify_sums(dir.path(), sums.as_bytes())
+            .unwrap_err()
+            .to_string();
         for expected in [
             "netpoint.sql changed",
             "manifest.json is missing",
             "unexpected file stray.txt",
+            "unexpected file SHA256SUMS.asc",
         ] {
             assert!(err.contains(expected), "{err}");
+        }
+    }
+
+    #[test]
+    fn older_formats_are_refused_with_the_fix() {
+        let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures");
+        let current = fs::read_to_string(fixtures.join(MANIFEST)).unwrap();
+        assert_eq!(Manifest::parse(&current).unwrap().format, FORMAT);
+        for (older, why) in [(1, "no row counts"), (2, "before bundles were signed")] {
+            let text = current.replacen(
+                &format!("\"format\": {FORMAT}"),
+                &format!("\"format\": {older}"),
+                1,
+            );
+            let err = Manifest::parse(&text).unwrap_err().to_string();
+            assert!(err.contains(why), "{err}");
+            assert!(err.ends_with("export the bundle again"), "{err}");
         }
     }
 }

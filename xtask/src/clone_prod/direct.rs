@@ -203,6 +203,7 @@ impl Direct<'_> {
             excluded,
             media,
             leaks.as_ref(),
+            None,
             &timings,
         );
         Ok(())

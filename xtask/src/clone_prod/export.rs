@@ -6,7 +6,7 @@ use anyhow::{bail, Context as _};
 
 use crate::{
     atomic_file::{self, StagingDir},
-    bundle,
+    bundle::{self, sign::SigningKey},
     context::Context,
     media,
     mode::{print_plan, Mode},
@@ -32,6 +32,7 @@ pub fn export(
     given: &[String],
     scrub_flags: &scrub::ScrubFlags,
     out: &Path,
+    sign_key: Option<&SigningKey>,
     mode: Mode,
 ) -> anyhow::Result<()> {
     let (sh, tools) = (&cx.sh, &cx.tools);
@@ -89,6 +90,7 @@ pub fn export(
                 bundle::MANIFEST,
                 bundle::SUMS
             ),
+            signing_plan(sign_key),
         ]);
         return Ok(());
     }
@@ -199,7 +201,11 @@ pub fn export(
     };
     fs::write(staging.0.join(bundle::MANIFEST), manifest.text())?;
     let sums = bundle::sums_for(&staging.0, &names)?;
-    fs::write(staging.0.join(bundle::SUMS), sums)?;
+    fs::write(staging.0.join(bundle::SUMS), &sums)?;
+    if let Some(key) = sign_key {
+        let signature = key.sign(sums.as_bytes())?;
+        fs::write(staging.0.join(bundle::sign::SIG), signature)?;
+    }
     process::check_interrupted()?;
     if out.exists() {
         fs::remove_dir(out)
@@ -210,12 +216,28 @@ pub fn export(
     let media = media_totals
         .map(|t| format!(", {} media files ({})", t.files, term::human_bytes(t.bytes)))
         .unwrap_or_default();
+    let signed = match sign_key {
+        Some(key) => format!("signed with {}", key.describe()),
+        None => "unsigned (an import needs --trust-unsigned)".to_string(),
+    };
     term::success(format!(
-        "bundle written to {}: {} of SQL{media}; {}; {}",
+        "bundle written to {}: {} of SQL{media}; {signed}; {}; {}",
         out.display(),
         term::human_bytes(dumped),
         leak_scan::summary(leaks.as_ref()),
         timings.line()
     ));
     Ok(())
+}
+
+fn signing_plan(key: Option<&SigningKey>) -> String {
+    match key {
+        Some(key) => format!(
+            "sign {} with {} into {}",
+            bundle::SUMS,
+            key.describe(),
+            bundle::sign::SIG
+        ),
+        None => "leave the bundle unsigned (no --sign-key or NETPOINT_BUNDLE_SIGNING_KEY): an import will need --trust-unsigned".to_string(),
+    }
 }

@@ -1,5 +1,6 @@
 //! Loading a dump directory (an exported bundle, or the committed fixtures) into a target
-//! database and media directory: verified first, then loaded and swapped atomically.
+//! database and media directory: its signer checked first, then its files verified, then
+//! loaded and swapped atomically.
 
 use std::{
     collections::BTreeMap,
@@ -12,7 +13,7 @@ use xshell::Shell;
 
 use crate::{
     atomic_file::{self, StagingDir},
-    bundle::{self, check::check_complete},
+    bundle::{self, allowed_signers::AllowedSigners, check::check_complete, sign},
     media,
     mode::{print_plan, Mode},
     pg::{DbUrl, PgTools},
@@ -37,9 +38,55 @@ pub enum MediaForm {
     Tree,
 }
 
+/// Why a bundle's SQL may run: the command decides, the import applies it before it reads
+/// anything else.
+pub enum Trust<'a> {
+    /// Signed by a key that this allowed signers file lists for `netpoint-bundle`, now.
+    Signers(&'a AllowedSigners),
+    /// Loaded unsigned on purpose (`--trust-unsigned`); a signature that is there must still
+    /// verify and be allowed by the file.
+    UnsignedOnPurpose(&'a AllowedSigners),
+    /// The committed fixtures: trusted through the repository's review, never signed.
+    Reviewed,
+}
+
+impl Trust<'_> {
+    /// Checks the signature over the bytes of `SHA256SUMS`; the text the closing summary
+    /// gives the bundle's provenance, if any.
+    fn check(&self, dir: &Path, sums: &[u8]) -> anyhow::Result<Option<String>> {
+        let allowed = match self {
+            Trust::Reviewed => return Ok(None),
+            Trust::Signers(allowed) | Trust::UnsignedOnPurpose(allowed) => allowed,
+        };
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        match (sign::read_signature(dir)?, self) {
+            (Some(signature), _) => {
+                let signed = sign::verify(dir, sums, &signature, allowed, now)?;
+                term::step(format!("{}: {}", dir.display(), signed.summary()));
+                Ok(Some(signed.summary()))
+            }
+            (None, Trust::UnsignedOnPurpose(_)) => {
+                term::warn(format!(
+                    "{} is unsigned and loaded on purpose (--trust-unsigned): its functions and defaults run with the loading role's rights",
+                    dir.display()
+                ));
+                Ok(Some("unsigned, trusted on purpose".to_string()))
+            }
+            (None, _) => bail!(
+                "bundle {} is not signed (it has no {}), nothing was changed: export it with `--sign-key KEY`, or pass --trust-unsigned if you made it yourself",
+                dir.display(),
+                sign::SIG
+            ),
+        }
+    }
+}
+
 /// Loading a bundle into a target database and media directory.
 pub struct Import<'a> {
     pub dir: &'a Path,
+    pub trust: Trust<'a>,
     pub media: MediaForm,
     pub target: &'a DbUrl,
     pub target_media: Option<&'a Path>,
@@ -54,8 +101,12 @@ pub struct Import<'a> {
 
 impl Import<'_> {
     pub fn run(&self, sh: &Shell, tools: &PgTools, mode: Mode) -> anyhow::Result<()> {
+        // Who made it comes first: nothing in the bundle is trusted, not even its checksums,
+        // before its signer is.
+        let sums = bundle::read_sums(self.dir)?;
+        let provenance = self.trust.check(self.dir, &sums)?;
         guard_target(self.target, self.guard)?;
-        let listed = bundle::verify_sums(self.dir)?;
+        let listed = bundle::verify_sums(self.dir, &sums)?;
         let manifest = bundle::Manifest::read(self.dir)?;
         manifest.check_files(self.dir, &listed, self.media == MediaForm::Archive)?;
         let media_sums = match listed.contains_key(bundle::MEDIA_SUMS) {
@@ -101,6 +152,11 @@ impl Import<'_> {
                 (None, _) => "media: the bundle has none".to_string(),
             };
             let mut steps: Vec<String> = self.provides_target.iter().cloned().collect();
+            steps.extend(
+                provenance
+                    .iter()
+                    .map(|text| format!("{}: {text}", self.dir.display())),
+            );
             steps.extend([
                 format!("checksums of {} verified", self.dir.display()),
                 format!(
@@ -207,6 +263,7 @@ impl Import<'_> {
             &excluded,
             media,
             leaks.as_ref(),
+            provenance.as_deref(),
             &timings,
         );
         Ok(())

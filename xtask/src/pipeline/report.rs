@@ -102,6 +102,7 @@ pub fn media_plan(
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 pub fn summarise(
     sh: &Shell,
     tools: &PgTools,
@@ -109,6 +110,7 @@ pub fn summarise(
     excluded: &[(String, Option<i64>)],
     media: Option<media::Totals>,
     leaks: Option<&leak_scan::Report>,
+    provenance: Option<&str>,
     timings: &Timings,
 ) {
     #[derive(serde::Deserialize)]
@@ -138,8 +140,11 @@ pub fn summarise(
         ),
         None => "no media".to_string(),
     };
+    let provenance = provenance
+        .map(|text| format!("{text}; "))
+        .unwrap_or_default();
     term::success(format!(
-        "{target}: {tables} tables, {}, {}, {media}; {}; {}",
+        "{target}: {tables} tables, {}, {}, {media}; {provenance}{}; {}",
         term::human_bytes(size),
         left_out_text(excluded),
         leak_scan::summary(leaks),
