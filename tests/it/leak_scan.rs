@@ -420,6 +420,7 @@ fn email_addresses_are_their_own_kind_and_both_scans_find_the_same() {
         "clone-prod",
         "--jobs",
         "1",
+        "--trust-unsigned",
         "--bundle",
         s(&bundle),
         "--target",
