@@ -122,6 +122,11 @@ impl Pg {
         }
     }
 
+    /// The container's id, for `docker exec`.
+    pub fn container_id(&self) -> &str {
+        self._container.id()
+    }
+
     /// The container's address on Docker's bridge, where the server listens on 5432: the same
     /// server under another address and port.
     pub fn bridge_ip(&self) -> String {

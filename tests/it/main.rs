@@ -2,6 +2,7 @@
 
 mod clone_prod;
 mod dev_db;
+mod guard;
 mod harness;
 mod hostile_cli;
 mod hostile_media;

@@ -21,7 +21,7 @@ fn s(path: &Path) -> &str {
 }
 
 /// A new ed25519 key pair `dir/name` (and `name.pub`), with `passphrase` ("" for none).
-fn keygen(dir: &Path, name: &str, passphrase: &str) -> PathBuf {
+pub fn keygen(dir: &Path, name: &str, passphrase: &str) -> PathBuf {
     let path = dir.join(name);
     let status = Command::new("ssh-keygen")
         .args(["-q", "-t", "ed25519", "-C", name, "-N", passphrase, "-f"])
@@ -33,7 +33,7 @@ fn keygen(dir: &Path, name: &str, passphrase: &str) -> PathBuf {
     path
 }
 
-fn public_key(key: &Path) -> String {
+pub fn public_key(key: &Path) -> String {
     fs::read_to_string(format!("{}.pub", key.display()))
         .unwrap()
         .trim()
@@ -52,7 +52,7 @@ fn fingerprint(key: &Path) -> String {
 }
 
 /// An allowed signers file of `lines`.
-fn signers(dir: &Path, name: &str, lines: &[String]) -> PathBuf {
+pub fn signers(dir: &Path, name: &str, lines: &[String]) -> PathBuf {
     let path = dir.join(name);
     fs::write(&path, lines.join("\n") + "\n").unwrap();
     path

@@ -335,10 +335,7 @@ impl Filter {
             self.in_copy = true;
             return true;
         }
-        let run_dependent = line.starts_with(b"\\restrict ")
-            || line.starts_with(b"\\unrestrict ")
-            || line.starts_with(b"-- Dumped from database version")
-            || line.starts_with(b"-- Dumped by pg_dump version");
+        let run_dependent = run_dependent(line);
         if self
             .drop_settings
             .iter()
@@ -352,6 +349,24 @@ impl Filter {
         }
         true
     }
+}
+
+/// `\restrict` / `\unrestrict` keys and the `-- Dumped from/by` version comments.
+fn run_dependent(line: &[u8]) -> bool {
+    line.starts_with(b"\\restrict ")
+        || line.starts_with(b"\\unrestrict ")
+        || line.starts_with(b"-- Dumped from database version")
+        || line.starts_with(b"-- Dumped by pg_dump version")
+}
+
+/// Whether a load may drop `line` (with the blank line after it): a run-dependent line, or
+/// a setting an older server lacks. The guard lets such a line stand only where psql would
+/// read it as a whole statement or comment, so that dropping it changes nothing else.
+pub fn may_be_dropped(line: &[u8]) -> bool {
+    run_dependent(line)
+        || NEW_SETTINGS
+            .iter()
+            .any(|(_, prefix)| line.starts_with(prefix.as_bytes()))
 }
 
 /// Lines with their `\n` (the last one gets one if it lacked it), as raw bytes.
