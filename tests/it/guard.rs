@@ -484,7 +484,7 @@ const PAYLOAD: &str =
     ALTER DATABASE netpoint SET work_mem = 7777; DROP DATABASE IF EXISTS netpoint WITH (FORCE)";
 
 /// Everything the vectors would change, as one string to compare.
-fn state(pg: &Pg) -> String {
+pub fn state(pg: &Pg) -> String {
     let databases = pg.databases().join(",");
     let settings = pg.psql(
         "postgres",

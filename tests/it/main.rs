@@ -1,5 +1,6 @@
 //! End-to-end tests of `cargo xtask` against real PostgreSQL servers in Docker.
 
+mod attack;
 mod clone_prod;
 mod dev_db;
 mod guard;

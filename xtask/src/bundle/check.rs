@@ -3,17 +3,22 @@
 //! first entry, the entry type's own statements after), the script must end as pg_dump ends
 //! a dump, and hold the entries and rows its manifest records.
 
-use std::{collections::BTreeMap, fs, path::Path};
+use std::collections::BTreeMap;
 
 use anyhow::{bail, Context};
 
 use crate::{bundle, plain::toc};
 
 /// Reads `sql` once and checks it before anything is loaded; returns its table of contents.
-pub fn check_complete(sql: &Path, manifest: &bundle::Manifest) -> anyhow::Result<toc::Toc> {
-    let file = fs::File::open(sql).with_context(|| format!("reading {}", sql.display()))?;
-    let toc = toc::scan(std::io::BufReader::with_capacity(1 << 20, file))
+pub fn check_complete(
+    pinned: &bundle::Pinned,
+    manifest: &bundle::Manifest,
+) -> anyhow::Result<toc::Toc> {
+    let sql = &pinned.path;
+    let toc = toc::scan(std::io::BufReader::with_capacity(1 << 20, pinned.reader()))
         .with_context(|| format!("reading {}", sql.display()))?;
+    // What was read is what was hashed: nothing wrote to the file in between.
+    pinned.check_unchanged()?;
     if let Some(refused) = &toc.refused {
         let entry = refused
             .entry

@@ -5,7 +5,12 @@
 //! `SHA256SUMS.sig` when the bundle is signed ([`sign`]). Fixtures use the same layout with
 //! the media unpacked in `media/`, never signed.
 
-use std::{collections::BTreeMap, fs, path::Path};
+use std::{
+    collections::BTreeMap,
+    fs,
+    io::Read,
+    path::{Path, PathBuf},
+};
 
 use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
@@ -47,13 +52,172 @@ pub fn read_sums(dir: &Path) -> anyhow::Result<Vec<u8>> {
             dir.display()
         );
     }
-    fs::read(dir.join(SUMS))
-        .with_context(|| format!("{} has no {SUMS}: not a complete bundle", dir.display()))
+    let path = dir.join(SUMS);
+    if fs::symlink_metadata(&path).is_err() {
+        bail!("{} has no {SUMS}: not a complete bundle", dir.display());
+    }
+    let sums = Pinned::open(dir, SUMS)?;
+    let mut bytes = Vec::new();
+    sums.reader().read_to_end(&mut bytes)?;
+    Ok(bytes)
+}
+
+/// A bundle's file opened once, when it is checked, and read through that opening only:
+/// a file renamed or linked into its place afterwards is never read, and one rewritten in
+/// place is caught by [`Pinned::check_unchanged`].
+#[derive(Debug)]
+pub struct Pinned {
+    file: fs::File,
+    pub path: PathBuf,
+    stamp: Stamp,
+}
+
+/// What changes whenever a file's bytes do: its size, and its change time, which no tool
+/// can set back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stamp {
+    len: u64,
+    ctime: (i64, i64),
+    mtime: (i64, i64),
+}
+
+impl Stamp {
+    fn of(meta: &fs::Metadata) -> Stamp {
+        use std::os::unix::fs::MetadataExt;
+        Stamp {
+            len: meta.len(),
+            ctime: (meta.ctime(), meta.ctime_nsec()),
+            mtime: (meta.mtime(), meta.mtime_nsec()),
+        }
+    }
+}
+
+impl Pinned {
+    /// Opens `dir/name`, which must be a regular file of the bundle's own, not a link.
+    pub fn open(dir: &Path, name: &str) -> anyhow::Result<Pinned> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let path = dir.join(name);
+        let refuse = |what: &str| {
+            anyhow::anyhow!(
+                "bundle {}: {name} is {what}, nothing was changed: copy the bundle as plain files (`cp -rL`) and import the copy",
+                dir.display()
+            )
+        };
+        if fs::symlink_metadata(&path).is_ok_and(|meta| meta.file_type().is_symlink()) {
+            return Err(refuse("a symbolic link"));
+        }
+        // No link followed, and no wait on a pipe put in the file's place.
+        let file = fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(&path)
+            .map_err(|err| match err.raw_os_error() {
+                Some(libc::ELOOP) => refuse("a symbolic link"),
+                _ => anyhow::anyhow!("reading {}: {err}", path.display()),
+            })?;
+        let meta = file.metadata()?;
+        if !meta.is_file() {
+            return Err(refuse("not a regular file"));
+        }
+        Ok(Pinned {
+            file,
+            path,
+            stamp: Stamp::of(&meta),
+        })
+    }
+
+    /// The file from its start; readers do not share a position.
+    pub fn reader(&self) -> PinnedReader<'_> {
+        self.range(0, self.stamp.len)
+    }
+
+    /// Bytes `start..end` of the file.
+    pub fn range(&self, start: u64, end: u64) -> PinnedReader<'_> {
+        PinnedReader {
+            file: &self.file,
+            at: start,
+            end,
+        }
+    }
+
+    /// Fails unless the file still holds the bytes it held when it was opened.
+    pub fn check_unchanged(&self) -> anyhow::Result<()> {
+        let now = Stamp::of(&self.file.metadata()?);
+        if now != self.stamp {
+            bail!(
+                "{} changed after it was checked, nothing was changed: make sure no one else can write to the bundle, and import it again",
+                self.path.display()
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Reads a range of a [`Pinned`] file by position.
+pub struct PinnedReader<'a> {
+    file: &'a fs::File,
+    at: u64,
+    end: u64,
+}
+
+impl Read for PinnedReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        use std::os::unix::fs::FileExt;
+        let max = buf.len().min(self.end.saturating_sub(self.at) as usize);
+        if max == 0 {
+            return Ok(0);
+        }
+        let n = self.file.read_at(&mut buf[..max], self.at)?;
+        if n == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "the file was cut short after it was checked",
+            ));
+        }
+        self.at += n as u64;
+        Ok(n)
+    }
+}
+
+/// A bundle's files as [`verify_sums`] checked them: each listed name with its hash and its
+/// opening.
+#[derive(Debug)]
+pub struct Verified {
+    pub files: BTreeMap<String, (String, Pinned)>,
+}
+
+impl Verified {
+    pub fn listed(&self) -> BTreeMap<String, String> {
+        self.files
+            .iter()
+            .map(|(name, (hash, _))| (name.clone(), hash.clone()))
+            .collect()
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.files.contains_key(name)
+    }
+
+    /// The opening of `name`, which [`Manifest::check_files`] made sure is listed.
+    pub fn file(&self, name: &str) -> anyhow::Result<&Pinned> {
+        self.files
+            .get(name)
+            .map(|(_, pinned)| pinned)
+            .ok_or_else(|| anyhow::anyhow!("{SUMS} does not list {name}: not a complete bundle"))
+    }
+
+    /// The whole of a small file (the manifest, the media checksums).
+    pub fn read(&self, name: &str) -> anyhow::Result<Vec<u8>> {
+        let mut bytes = Vec::new();
+        self.file(name)?.reader().read_to_end(&mut bytes)?;
+        Ok(bytes)
+    }
 }
 
 /// Checks every file against `sums` (the bytes of `SHA256SUMS`) before anything else is
-/// read: a changed, missing or unlisted file is named and refused.
-pub fn verify_sums(dir: &Path, sums: &[u8]) -> anyhow::Result<BTreeMap<String, String>> {
+/// read: a changed, missing or unlisted file is named and refused. Each file is hashed
+/// through the opening the import then reads it by.
+pub fn verify_sums(dir: &Path, sums: &[u8]) -> anyhow::Result<Verified> {
     let text = std::str::from_utf8(sums).map_err(|_| {
         anyhow::anyhow!(
             "{SUMS} in {} is not text: not a NetPoint bundle",
@@ -68,15 +232,23 @@ pub fn verify_sums(dir: &Path, sums: &[u8]) -> anyhow::Result<BTreeMap<String, S
         );
     }
     let mut problems = Vec::new();
+    let mut files = BTreeMap::new();
     for (name, expected) in &listed {
         if name.contains('/') {
             problems.push(format!("{name} is not a bundle file"));
             continue;
         }
-        match media::hash_file(&dir.join(name)) {
-            Ok(actual) if actual == *expected => {}
-            Ok(_) => problems.push(format!("{name} changed (SHA-256 differs)")),
-            Err(_) => problems.push(format!("{name} is missing")),
+        if fs::symlink_metadata(dir.join(name)).is_err() {
+            problems.push(format!("{name} is missing"));
+            continue;
+        }
+        let pinned = Pinned::open(dir, name)?;
+        let actual = media::hash_reader(pinned.reader())
+            .with_context(|| format!("reading {}", pinned.path.display()))?;
+        if actual == *expected {
+            files.insert(name.clone(), (actual, pinned));
+        } else {
+            problems.push(format!("{name} changed (SHA-256 differs)"));
         }
     }
     for entry in fs::read_dir(dir)? {
@@ -92,7 +264,7 @@ pub fn verify_sums(dir: &Path, sums: &[u8]) -> anyhow::Result<BTreeMap<String, S
             problems.join(", ")
         );
     }
-    Ok(listed)
+    Ok(Verified { files })
 }
 
 /// The manifest's format, checked on every import: 2 added per-table row counts, 3 signed
@@ -205,11 +377,13 @@ impl Manifest {
         }
     }
 
-    /// Reads and checks `dir/manifest.json`; any problem refuses the bundle in one line.
-    pub fn read(dir: &Path) -> anyhow::Result<Manifest> {
-        let path = dir.join(MANIFEST);
-        let text = fs::read_to_string(&path)
-            .with_context(|| format!("cannot read {}: not a complete bundle", path.display()))?;
+    /// Reads and checks the manifest `files` verified; any problem refuses the bundle in one
+    /// line.
+    pub fn read(files: &Verified) -> anyhow::Result<Manifest> {
+        let path = &files.file(MANIFEST)?.path;
+        let text = String::from_utf8(files.read(MANIFEST)?).map_err(|_| {
+            anyhow::anyhow!("{} is not UTF-8: not a complete bundle", path.display())
+        })?;
         Manifest::parse(&text).with_context(|| {
             format!(
                 "{} is not a manifest this tool can trust, nothing was changed",
@@ -327,6 +501,23 @@ mod tests {
         ] {
             assert!(err.contains(expected), "{err}");
         }
+    }
+
+    #[test]
+    fn links_and_files_rewritten_after_the_check_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join(SQL), "select 1;\n").unwrap();
+        let pinned = Pinned::open(dir.path(), SQL).unwrap();
+        pinned.check_unchanged().unwrap();
+        fs::write(dir.path().join(SQL), "select 2;\n").unwrap();
+        let err = pinned.check_unchanged().unwrap_err().to_string();
+        assert!(err.contains("changed after it was checked"), "{err}");
+
+        let elsewhere = dir.path().join("elsewhere.sql");
+        fs::write(&elsewhere, "select 1;\n").unwrap();
+        std::os::unix::fs::symlink(&elsewhere, dir.path().join(MANIFEST)).unwrap();
+        let err = Pinned::open(dir.path(), MANIFEST).unwrap_err().to_string();
+        assert!(err.contains("manifest.json is a symbolic link"), "{err}");
     }
 
     #[test]

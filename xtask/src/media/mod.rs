@@ -18,8 +18,8 @@ pub use archive::write_archive;
 pub use copy::{copy_dir_modes, copy_tree, copy_verified, earlier_file, TreeCopy};
 pub use extract::{extract_archive, extract_tar, Listed, Member};
 pub use sums::{
-    hash_all, hash_file, hex, parse_sha256_list, parse_sums, print_sums, sha256_list, sums_line,
-    verify,
+    hash_all, hash_file, hash_reader, hex, parse_sha256_list, parse_sums, print_sums, sha256_list,
+    sums_line, verify,
 };
 pub use walk::{count, scan, scan_totals};
 

@@ -59,6 +59,24 @@ pub fn hash_file_with(path: &Path, buf: &mut [u8]) -> io::Result<String> {
     Ok(hex(&hasher.finalize()))
 }
 
+/// SHA-256 of everything `reader` yields.
+pub fn hash_reader(mut reader: impl std::io::Read) -> io::Result<String> {
+    let mut hasher = Sha256::new();
+    let mut buf = read_buffer();
+    loop {
+        let n = match reader.read(&mut buf) {
+            Ok(n) => n,
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+            Err(err) => return Err(err),
+        };
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hex(&hasher.finalize()))
+}
+
 pub fn hex(bytes: &[u8]) -> String {
     let mut out = String::with_capacity(bytes.len() * 2);
     for byte in bytes {

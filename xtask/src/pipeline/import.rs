@@ -4,7 +4,6 @@
 
 use std::{
     collections::BTreeMap,
-    fs,
     path::{Path, PathBuf},
 };
 
@@ -106,12 +105,17 @@ impl Import<'_> {
         let sums = bundle::read_sums(self.dir)?;
         let provenance = self.trust.check(self.dir, &sums)?;
         guard_target(self.target, self.guard)?;
-        let listed = bundle::verify_sums(self.dir, &sums)?;
-        let manifest = bundle::Manifest::read(self.dir)?;
-        manifest.check_files(self.dir, &listed, self.media == MediaForm::Archive)?;
-        let media_sums = match listed.contains_key(bundle::MEDIA_SUMS) {
+        // From here on every listed file is read through the opening it was hashed by.
+        let verified = bundle::verify_sums(self.dir, &sums)?;
+        let manifest = bundle::Manifest::read(&verified)?;
+        manifest.check_files(
+            self.dir,
+            &verified.listed(),
+            self.media == MediaForm::Archive,
+        )?;
+        let media_sums = match verified.contains(bundle::MEDIA_SUMS) {
             true => Some(media::parse_sums(
-                &fs::read(self.dir.join(bundle::MEDIA_SUMS))?,
+                &verified.read(bundle::MEDIA_SUMS)?,
                 bundle::MEDIA_SUMS,
             )?),
             false => None,
@@ -136,8 +140,9 @@ impl Import<'_> {
                 atomic_file::check_swappable(target_media)?;
             }
         }
-        let sql = self.dir.join(bundle::SQL);
-        let toc = check_complete(&sql, &manifest)?;
+        let pinned = verified.file(bundle::SQL)?;
+        let sql = &pinned.path;
+        let toc = check_complete(pinned, &manifest)?;
         if mode == Mode::DryRun {
             let media = match (&media_sums, self.target_media) {
                 (Some(sums), Some(target)) => format!(
@@ -190,6 +195,8 @@ impl Import<'_> {
             (None, _) => None,
         };
         record_swap(&mut media_lock, self.target, &staged)?;
+        // Checked before the prompt and the media; nothing has run yet.
+        pinned.check_unchanged()?;
         let mut media = None;
         let mut leaks = None;
         timings.time("database", || {
@@ -209,7 +216,7 @@ impl Import<'_> {
                     tools,
                     self.jobs,
                     temp,
-                    &sql,
+                    pinned,
                     &toc,
                     &drop_settings,
                     &bar,
@@ -221,11 +228,13 @@ impl Import<'_> {
                     parallel::FileLoad::OneStream => {
                         let psql = load::spawn_psql_load(sh, tools, temp)?;
                         let mut reader =
-                            lines::normalising_reader(fs::File::open(&sql)?, drop_settings.clone());
+                            lines::normalising_reader(pinned.reader(), drop_settings.clone());
                         load::feed_psql(temp, psql, &mut reader, &|n| bar.inc(n))?;
                         None
                     }
                 };
+                // Rewritten while it loaded: the temporary database is never swapped in.
+                pinned.check_unchanged()?;
                 load::check_row_counts(sh, tools, temp, &manifest.rows)?;
                 bar.finish_and_clear();
                 // One stream holds schema and rows: the loaded database is scanned instead.

@@ -3,9 +3,7 @@
 
 use std::{
     collections::{HashMap, VecDeque},
-    fs::File,
-    io::{self, Read, Seek, SeekFrom},
-    path::Path,
+    io::{self, Read},
     sync::{mpsc, Mutex},
 };
 
@@ -14,6 +12,7 @@ use indicatif::ProgressBar;
 use xshell::Shell;
 
 use crate::{
+    bundle::{Pinned, PinnedReader},
     pg::{DbUrl, PgTools},
     pipeline::budget::{jobs_within_limits, Sessions},
     pipeline::{leak_scan, load},
@@ -40,7 +39,7 @@ pub fn load_file(
     tools: &PgTools,
     jobs: usize,
     temp: &DbUrl,
-    path: &Path,
+    pinned: &Pinned,
     toc: &toc::Toc,
     drop_settings: &[&'static str],
     bar: &ProgressBar,
@@ -50,7 +49,7 @@ pub fn load_file(
     if jobs < 2 {
         return Ok(FileLoad::OneStream);
     }
-    let open = || File::open(path).with_context(|| format!("reading {}", path.display()));
+    let path = &pinned.path;
     let Some(sections) = toc::sections(toc) else {
         term::detail(format!(
             "loading {} in one stream: not laid out as a whole-database pg_dump",
@@ -73,10 +72,8 @@ pub fn load_file(
         return Ok(FileLoad::OneStream);
     }
     let read_normalised = |start: u64, end: u64| -> anyhow::Result<String> {
-        let mut file = open()?;
-        file.seek(SeekFrom::Start(start))?;
         let mut text = String::new();
-        lines::normalising_reader(file.take(end - start), drop_settings.to_vec())
+        lines::normalising_reader(pinned.range(start, end), drop_settings.to_vec())
             .read_to_string(&mut text)
             .with_context(|| format!("reading {}", path.display()))?;
         Ok(text)
@@ -86,7 +83,8 @@ pub fn load_file(
     let started = std::time::Instant::now();
     bar.set_message("schema");
     let psql = load::spawn_psql_load(sh, tools, temp)?;
-    let mut pre = lines::normalising_reader(open()?.take(sections.pre_end), drop_settings.to_vec());
+    let mut pre =
+        lines::normalising_reader(pinned.range(0, sections.pre_end), drop_settings.to_vec());
     load::feed_psql(temp, psql, &mut pre, &|n| bar.inc(n))?;
 
     phase_done("schema", &started);
@@ -95,12 +93,13 @@ pub fn load_file(
     bar.set_message("data");
     let mut sizes = HashMap::new();
     let mut ranges = Vec::new();
-    let mut file = open()?;
     for &i in &sections.data {
         let entry = &toc.entries[i];
         let mut head = vec![0; 4096.min((entry.end - entry.start) as usize)];
-        file.seek(SeekFrom::Start(entry.start))?;
-        file.read_exact(&mut head)?;
+        pinned
+            .range(entry.start, entry.end)
+            .read_exact(&mut head)
+            .with_context(|| format!("reading {}", path.display()))?;
         let table = String::from_utf8_lossy(&head)
             .lines()
             .find_map(|line| copy::copy_target(line.as_bytes()));
@@ -123,12 +122,12 @@ pub fn load_file(
     let queue = Mutex::new(VecDeque::from(ranges));
     let mut loaders = Vec::new();
     for _ in 0..streams {
-        loaders.push((load::spawn_psql_load(sh, tools, temp)?, open()?));
+        loaders.push(load::spawn_psql_load(sh, tools, temp)?);
     }
     let failure = Failure::default();
     let (tx, rx) = mpsc::channel();
     let post_result = std::thread::scope(|scope| {
-        for (psql, file) in loaders {
+        for psql in loaders {
             let (failure, queue, header, bar, tx, scanner) = (
                 &failure,
                 &queue,
@@ -139,8 +138,9 @@ pub fn load_file(
             );
             scope.spawn(move || {
                 let ranges = Ranges {
-                    file,
+                    file: pinned,
                     queue,
+                    current: pinned.range(0, 0),
                     left: 0,
                 };
                 let ranges: Box<dyn Read> = match scanner {
@@ -188,8 +188,9 @@ pub fn phase_done(phase: &str, started: &std::time::Instant) {
 
 /// Byte ranges of a file, taken one after another from a queue shared between sessions.
 pub struct Ranges<'a> {
-    file: File,
+    file: &'a Pinned,
     queue: &'a Mutex<VecDeque<(u64, u64)>>,
+    current: PinnedReader<'a>,
     left: u64,
 }
 
@@ -199,17 +200,11 @@ impl Read for Ranges<'_> {
             let Some((start, end)) = self.queue.lock().unwrap().pop_front() else {
                 return Ok(0);
             };
-            self.file.seek(SeekFrom::Start(start))?;
+            self.current = self.file.range(start, end);
             self.left = end - start;
         }
         let max = buf.len().min(self.left as usize);
-        let n = self.file.read(&mut buf[..max])?;
-        if n == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "the dump file changed while loading",
-            ));
-        }
+        let n = self.current.read(&mut buf[..max])?;
         self.left -= n as u64;
         Ok(n)
     }
