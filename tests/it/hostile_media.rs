@@ -801,6 +801,7 @@ fn archive_modes_keep_their_permission_bits_only() {
     let media = dir.path().join("dev-media");
     run(xtask(&[
         "clone-prod",
+        "--trust-unsigned",
         "--bundle",
         s(&bundle),
         "--target",
