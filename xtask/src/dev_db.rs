@@ -145,12 +145,7 @@ impl DevDb {
             },
         )?;
         let (admin, state) = swap::inspect_target(sh, tools, &target)?;
-        let key = tools.query(
-            sh,
-            &admin,
-            Access::ReadWrite,
-            &format!("select {}", swap::snapshot_key_sql(&target)),
-        )?;
+        let key = &state.snapshot_key;
         if key.len() != 8 || !key.bytes().all(|b| b.is_ascii_hexdigit()) {
             bail!("unexpected answer from {admin} for the snapshots' key: {key}");
         }
@@ -162,6 +157,7 @@ impl DevDb {
             media: &media,
             major: state.server.major,
             prefix: format!("npsnap_{key}_"),
+            found: std::cell::OnceCell::new(),
         };
         match self.action {
             Action::Save { force, .. } => {
@@ -205,12 +201,16 @@ struct Dev<'a> {
     major: u32,
     /// `npsnap_<key>_`: the snapshots of this dev database on its server.
     prefix: String,
+    /// The snapshots, once read (a run that holds the locks is the only one to change them).
+    found: std::cell::OnceCell<Vec<Found>>,
 }
 
-/// A snapshot found on the server: its database's size and its description.
+/// A snapshot found on the server: its name, its database's size and its description
+/// (none when this tool cannot read it).
 struct Found {
+    name: String,
     size: u64,
-    meta: Meta,
+    meta: Option<Meta>,
 }
 
 impl Dev<'_> {
@@ -280,14 +280,23 @@ impl Dev<'_> {
     }
 
     /// Every snapshot of this dev database, by name.
-    fn snapshots(&self) -> anyhow::Result<Vec<Found>> {
+    fn snapshots(&self) -> anyhow::Result<&[Found]> {
+        if let Some(found) = self.found.get() {
+            return Ok(found);
+        }
+        let found = self.read_snapshots()?;
+        Ok(self.found.get_or_init(|| found))
+    }
+
+    fn read_snapshots(&self) -> anyhow::Result<Vec<Found>> {
         #[derive(serde::Deserialize)]
         struct Row {
+            datname: String,
             size: u64,
             meta: Option<String>,
         }
         let answer = self.query(&format!(
-            "select coalesce(json_agg(json_build_object('size', pg_database_size(oid), \
+            "select coalesce(json_agg(json_build_object('datname', datname, 'size', pg_database_size(oid), \
              'meta', shobj_description(oid, 'pg_database')) order by datname), '[]') \
              from pg_database where starts_with(datname, {})",
             literal(&self.prefix)
@@ -300,9 +309,10 @@ impl Dev<'_> {
         })?;
         Ok(rows
             .into_iter()
-            .filter_map(|r| {
-                let meta = serde_json::from_str(r.meta.as_deref()?).ok()?;
-                Some(Found { size: r.size, meta })
+            .map(|r| Found {
+                name: r.datname[self.prefix.len()..].to_string(),
+                size: r.size,
+                meta: r.meta.and_then(|m| serde_json::from_str(&m).ok()),
             })
             .collect())
     }
@@ -329,23 +339,28 @@ impl Dev<'_> {
         let Ok(entries) = fs::read_dir(self.stores()) else {
             return Ok(());
         };
-        let live: Vec<String> = self
-            .snapshots()?
-            .into_iter()
-            .map(|f| format!("{}{}@{}", self.prefix, f.meta.name, f.meta.id))
-            .collect();
+        // A snapshot this tool cannot read keeps every media directory of its name.
+        let live = self.snapshots()?;
+        let named = |name: &str, id: &str| {
+            live.iter()
+                .any(|f| f.name == name && f.meta.as_ref().is_none_or(|m| m.id == id))
+        };
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
-            let ours = name
+            let unnamed = name
                 .strip_prefix(&self.prefix)
                 .and_then(|rest| rest.rsplit_once('@'))
-                .is_some_and(|(_, id)| id.len() == 16 && id.bytes().all(|b| b.is_ascii_hexdigit()));
+                .is_some_and(|(snapshot, id)| {
+                    id.len() == 16
+                        && id.bytes().all(|b| b.is_ascii_hexdigit())
+                        && !named(snapshot, id)
+                });
             let dead_run = name.starts_with(".npsnap_")
                 && name
                     .rsplit_once('-')
                     .and_then(|(_, pid)| pid.parse::<u32>().ok())
                     .is_some_and(|pid| pid != std::process::id() && !process::alive(pid));
-            if (ours && !live.contains(&name)) || dead_run {
+            if unnamed || dead_run {
                 term::step(format!(
                     "removing {}, left behind by an interrupted run",
                     entry.path().display()
@@ -520,18 +535,19 @@ impl Dev<'_> {
     fn earlier_copy(&self) -> anyhow::Result<Option<(PathBuf, Origins)>> {
         let newest = self
             .snapshots()?
-            .into_iter()
-            .filter(|f| f.meta.netpoint_dev_db_snapshot == FORMAT && f.meta.media.is_some())
-            .filter_map(|f| {
-                let dir = self.store(&f.meta.name, &f.meta.id);
+            .iter()
+            .filter_map(|f| f.meta.as_ref())
+            .filter(|meta| meta.netpoint_dev_db_snapshot == FORMAT && meta.media.is_some())
+            .filter_map(|meta| {
+                let dir = self.store(&meta.name, &meta.id);
                 let written = fs::metadata(dir.join(ORIGINS)).ok()?.modified().ok()?;
-                Some((written, dir, f.meta.id))
+                Some((written, dir, &meta.id))
             })
             .max_by_key(|(written, ..)| *written);
         let Some((_, dir, id)) = newest else {
             return Ok(None);
         };
-        match Origins::read(&dir.join(ORIGINS), &id) {
+        match Origins::read(&dir.join(ORIGINS), id) {
             Ok(origins) => Ok(Some((dir.join("media"), origins))),
             Err(err) => {
                 term::warn(format!("{err:#}: every media file is copied"));
@@ -689,7 +705,11 @@ impl Dev<'_> {
     }
 
     fn list(&self) -> anyhow::Result<()> {
-        let snapshots = self.snapshots()?;
+        let snapshots: Vec<(u64, &Meta)> = self
+            .snapshots()?
+            .iter()
+            .filter_map(|f| Some((f.size, f.meta.as_ref()?)))
+            .collect();
         if snapshots.is_empty() {
             println!(
                 "no snapshots of {} yet: save one with `cargo xtask dev-db save NAME`",
@@ -706,7 +726,7 @@ impl Dev<'_> {
             "{:<24} {:<24} {:>10} {:>22}  git",
             "name", "saved", "database", "media"
         );
-        for Found { size, meta } in snapshots {
+        for (size, meta) in snapshots {
             let media = match meta.media {
                 Some(m) => format!("{} files, {}", m.files, term::human_bytes(m.bytes)),
                 None => "none".into(),
