@@ -115,15 +115,15 @@ pub fn replace_with(
                     drop_temp();
                     Err(err.context(format!("{} was put back as it was", target.masked())))
                 }
-                Err(back) => Err({
+                Err(back) => {
                     process::note_left_behind();
-                    err.context(format!(
-                    "the previous database could not be put back ({back:#}): it is kept as `{old}` on {}; \
-                     rename it to `{}` once its sessions are gone",
-                    target.host_port(),
-                    target.database
-                ))
-                }),
+                    Err(err.context(format!(
+                        "the previous database could not be put back ({back:#}): it is kept as `{old}` on {}; \
+                         rename it to `{}` once its sessions are gone",
+                        target.host_port(),
+                        target.database
+                    )))
+                }
             };
         }
         if let Err(err) = drop_database(sh, tools, admin, &old) {
