@@ -91,9 +91,20 @@ impl AsRef<Path> for StagingDir {
     }
 }
 
+impl StagingDir {
+    /// The directory, kept: it is in its final place and no longer removed on drop.
+    pub fn keep(self) -> PathBuf {
+        let path = self.0.clone();
+        std::mem::forget(self);
+        path
+    }
+}
+
 impl Drop for StagingDir {
     fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
+        if fs::remove_dir_all(&self.0).is_err() && self.0.exists() {
+            crate::process::note_left_behind();
+        }
     }
 }
 
@@ -220,10 +231,25 @@ fn unescape_mount_point(field: &[u8]) -> Vec<u8> {
 /// When `staged` lies inside `target` (a mount point, see [`staging_dir`]), the contents are
 /// swapped instead, entry by entry.
 pub fn replace_dir(staged: &Path, target: &Path) -> anyhow::Result<()> {
-    let target = &resolve_target(target)?;
-    if staged.parent() == Some(target.as_path()) {
-        return replace_contents(staged, target);
+    if let Some((old, target)) = replace_dir_keeping_old(staged, target)? {
+        remove_replaced(&old, &target);
     }
+    Ok(())
+}
+
+/// [`replace_dir`], but what it replaced is left where it was moved to, for the caller to
+/// look at and remove with [`remove_replaced`]: returns that place and the directory that
+/// was replaced (`target` resolved), or `None` when there was nothing to replace.
+pub fn replace_dir_keeping_old(
+    staged: &Path,
+    target: &Path,
+) -> anyhow::Result<Option<(PathBuf, PathBuf)>> {
+    let target = resolve_target(target)?;
+    if staged.parent() == Some(target.as_path()) {
+        let old = replace_contents(staged, &target)?;
+        return Ok(Some((old, target)));
+    }
+    let target = &target;
     let aside = sibling(target, "old");
     let had_target = target.exists();
     if had_target {
@@ -235,15 +261,12 @@ pub fn replace_dir(staged: &Path, target: &Path) -> anyhow::Result<()> {
         }
         return Err(err).with_context(|| format!("moving the new tree into {}", target.display()));
     }
-    if had_target {
-        remove_replaced(&aside, target);
-    }
-    Ok(())
+    Ok(had_target.then(|| (aside, target.clone())))
 }
 
 /// Removes `old`, what a swap replaced at `target`. It is already out of the way: failing
 /// to remove it is a warning (the next run removes it), not a failure.
-fn remove_replaced(old: &Path, target: &Path) {
+pub fn remove_replaced(old: &Path, target: &Path) {
     if let Err(err) = fs::remove_dir_all(old) {
         crate::term::warn(format!(
             "the new tree is in place at {}, but the previous one could not be removed ({err}): remove {} by hand",
@@ -254,9 +277,9 @@ fn remove_replaced(old: &Path, target: &Path) {
 }
 
 /// [`replace_dir`] for a directory that cannot be renamed: its entries go into a hidden
-/// directory inside it, the staged entries move up, then the old ones are removed. On failure
-/// every entry goes back where it was.
-fn replace_contents(staged: &Path, target: &Path) -> anyhow::Result<()> {
+/// directory inside it (returned, for the caller to remove), and the staged entries move up.
+/// On failure every entry goes back where it was.
+fn replace_contents(staged: &Path, target: &Path) -> anyhow::Result<PathBuf> {
     let old = target.join(format!(".netpoint-old-{}", std::process::id()));
     fs::create_dir(&old).with_context(|| format!("creating {}", old.display()))?;
     let ours = |name: &std::ffi::OsStr| {
@@ -303,8 +326,7 @@ fn replace_contents(staged: &Path, target: &Path) -> anyhow::Result<()> {
         let _ = fs::set_permissions(target, meta.permissions());
     }
     let _ = fs::remove_dir(staged);
-    remove_replaced(&old, target);
-    Ok(())
+    Ok(old)
 }
 
 /// Removes leftovers of killed runs for a directory `target` swapped by [`replace_dir`]:

@@ -3,10 +3,13 @@
 //!
 //! A snapshot's database is a file-level copy of the dev database on the same server
 //! (`CREATE DATABASE … TEMPLATE`), named `npsnap_<key>_<name>` where the key stands for the
-//! dev database's name, closed to connections, and described by a JSON comment that `list`
-//! reads. Its media are a copy (reflinks where the file system has them) in
-//! `.netpoint-dev-db/` beside the media directory. A restore makes a new database from the
-//! snapshot and swaps it in exactly as `clone-prod` swaps a load in.
+//! dev database on its server (see `swap::snapshot_key_sql`), closed to connections, and
+//! described by a JSON comment that `list` reads. Its media are a copy (reflinks where the
+//! file system has them) in `.netpoint-dev-db/npsnap_<key>_<name>@<id>/` beside the media
+//! directory, named by the save's id, which the comment holds: a save writes new media beside
+//! the old ones, and renaming the databases is the one step that makes it count. A restore
+//! makes a new database from the snapshot and swaps it in exactly as `clone-prod` swaps a
+//! load in.
 
 use std::{
     fs,
@@ -15,21 +18,20 @@ use std::{
 };
 
 use anyhow::{bail, Context as _};
-use rayon::prelude::*;
 use sha2::{Digest, Sha256};
 use xshell::Shell;
 
 use crate::{
     atomic_file::{self, StagingDir},
     context::Context,
-    media,
+    media::{self, Origins, Stamp},
     pg::{
         sql::{ident, literal},
         url::{self, path_or_env},
         Access, DbUrl, PgTools,
     },
     pipeline::{
-        staged_media::StagedMedia,
+        staged_media::{check_holds_nothing_else, StagedMedia},
         swap::{
             self,
             lock::{MediaLock, TargetLock},
@@ -86,7 +88,8 @@ enum Action {
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
 struct Meta {
     netpoint_dev_db_snapshot: u32,
-    /// Random, also in `snapshot.json` beside the media: the two halves belong together.
+    /// Random, also in `snapshot.json` beside the media and in their directory's name: the
+    /// two halves belong together.
     id: String,
     name: String,
     database: String,
@@ -98,6 +101,9 @@ struct Meta {
     media: Option<MediaSize>,
 }
 
+/// The snapshot format this tool writes and restores: 2 names the media by the save's id.
+const FORMAT: u32 = 2;
+
 #[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
 struct MediaSize {
     files: u64,
@@ -106,6 +112,9 @@ struct MediaSize {
 
 /// The prefix of a snapshot database's comment, which marks it as one.
 pub const SNAPSHOT_MARK: &str = "{\"netpoint_dev_db_snapshot\":";
+
+/// Beside a snapshot's media: which live file each of them was copied from (media::Origins).
+const ORIGINS: &str = "origins.json";
 
 impl DevDb {
     pub fn run(self, cx: &Context) -> anyhow::Result<()> {
@@ -116,6 +125,13 @@ impl DevDb {
             | Action::Drop { name, .. } => Some(check_name(name)?),
             Action::List => None,
         };
+        let media = path_or_env(self.target_media.clone(), "NETPOINT_MEDIA_ROOT")
+            .unwrap_or_else(|| sh.current_dir().join("netpoint/media"));
+        if matches!(self.action, Action::Save { .. } | Action::Restore { .. }) {
+            // A restore replaces the media directory and a save copies it: never `/`, `~`
+            // or a directory that holds the checkout.
+            check_holds_nothing_else(&media)?;
+        }
         let target = match url::url_or_env(self.target.clone(), "NETPOINT_DATABASE_URL")? {
             Some(url) => url,
             None => seed_dev::container::DevContainer::new(sh).ensure(sh, tools)?,
@@ -128,9 +144,11 @@ impl DevDb {
                 allow_downgrade: false,
             },
         )?;
-        let media = path_or_env(self.target_media.clone(), "NETPOINT_MEDIA_ROOT")
-            .unwrap_or_else(|| sh.current_dir().join("netpoint/media"));
         let (admin, state) = swap::inspect_target(sh, tools, &target)?;
+        let key = &state.snapshot_key;
+        if key.len() != 8 || !key.bytes().all(|b| b.is_ascii_hexdigit()) {
+            bail!("unexpected answer from {admin} for the snapshots' key: {key}");
+        }
         let dev = Dev {
             sh,
             tools,
@@ -138,6 +156,8 @@ impl DevDb {
             admin: &admin,
             media: &media,
             major: state.server.major,
+            prefix: format!("npsnap_{key}_"),
+            found: std::cell::OnceCell::new(),
         };
         match self.action {
             Action::Save { force, .. } => {
@@ -179,33 +199,48 @@ struct Dev<'a> {
     admin: &'a DbUrl,
     media: &'a Path,
     major: u32,
+    /// `npsnap_<key>_`: the snapshots of this dev database on its server.
+    prefix: String,
+    /// The snapshots, once read (a run that holds the locks is the only one to change them).
+    found: std::cell::OnceCell<Vec<Found>>,
+}
+
+/// A snapshot found on the server: its name, its database's size and its description
+/// (none when this tool cannot read it).
+struct Found {
+    name: String,
+    size: u64,
+    meta: Option<Meta>,
 }
 
 impl Dev<'_> {
-    /// `npsnap_<key>_`: the snapshots of this dev database.
-    fn prefix(&self) -> String {
-        // Per server and database: two servers' `netpoint` keep their snapshots apart, media
-        // included.
-        let key = Sha256::digest(
-            format!("{}/{}", self.target.host_port(), self.target.database).as_bytes(),
-        );
-        format!("npsnap_{}_", &media::hex(&key)[..8])
+    fn snapshot_db(&self, name: &str) -> String {
+        format!("{}{name}", self.prefix)
     }
 
-    fn snapshot_db(&self, name: &str) -> String {
-        format!("{}{name}", self.prefix())
+    /// `npsnaptmp_<key>_<pid>` or `npsnapold_<key>_<pid>`: this run's temporary databases,
+    /// which `swap::stale_query` finds if the run dies.
+    fn temp_db(&self, kind: &str) -> String {
+        format!(
+            "npsnap{kind}_{}{}",
+            &self.prefix["npsnap_".len()..],
+            std::process::id()
+        )
     }
 
     /// Where the snapshots' media live: beside the media directory (on its file system, so
     /// that copies can be reflinks and restores renames).
-    fn store(&self, name: &str) -> PathBuf {
+    fn stores(&self) -> PathBuf {
         let real = atomic_file::resolved(self.media);
         let parent = real
             .parent()
             .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
-        parent
-            .join(".netpoint-dev-db")
-            .join(format!("{}{name}", self.prefix()))
+        parent.join(".netpoint-dev-db")
+    }
+
+    /// The media directory of the save `id` of snapshot `name`.
+    fn store(&self, name: &str, id: &str) -> PathBuf {
+        self.stores().join(format!("{}{name}@{id}", self.prefix))
     }
 
     fn query(&self, sql: &str) -> anyhow::Result<String> {
@@ -213,28 +248,132 @@ impl Dev<'_> {
             .query(self.sh, self.admin, Access::ReadWrite, sql)
     }
 
+    /// The description of snapshot `name`, when there is one. A database of that name that
+    /// `dev-db` did not make is refused: it is never taken for a snapshot, nor replaced.
     fn meta_of(&self, name: &str) -> anyhow::Result<Option<Meta>> {
-        let comment = self.query(&format!(
-            "select shobj_description(oid, 'pg_database') from pg_database where datname = {}",
-            literal(&self.snapshot_db(name))
+        let database = self.snapshot_db(name);
+        let answer = self.query(&format!(
+            "select json_build_object('comment', shobj_description(oid, 'pg_database')) \
+             from pg_database where datname = {}",
+            literal(&database)
         ))?;
-        if comment.is_empty() {
+        if answer.is_empty() {
             return Ok(None);
         }
+        #[derive(serde::Deserialize)]
+        struct Answer {
+            comment: Option<String>,
+        }
+        let comment = serde_json::from_str::<Answer>(&answer)
+            .with_context(|| format!("unexpected answer from {}: {answer}", self.admin))?
+            .comment
+            .filter(|c| c.starts_with(SNAPSHOT_MARK));
+        let Some(comment) = comment else {
+            bail!(
+                "database {database} on {} was not made by `cargo xtask dev-db save`: rename or drop it, then run again",
+                self.admin.host_port()
+            );
+        };
         Ok(Some(serde_json::from_str(&comment).with_context(|| {
             format!("snapshot `{name}` has a description this tool did not write")
         })?))
     }
 
-    /// The dev database's and its media's locks, as clone-prod and seed-dev take them.
+    /// Every snapshot of this dev database, by name.
+    fn snapshots(&self) -> anyhow::Result<&[Found]> {
+        if let Some(found) = self.found.get() {
+            return Ok(found);
+        }
+        let found = self.read_snapshots()?;
+        Ok(self.found.get_or_init(|| found))
+    }
+
+    fn read_snapshots(&self) -> anyhow::Result<Vec<Found>> {
+        #[derive(serde::Deserialize)]
+        struct Row {
+            datname: String,
+            size: u64,
+            meta: Option<String>,
+        }
+        let answer = self.query(&format!(
+            "select coalesce(json_agg(json_build_object('datname', datname, 'size', pg_database_size(oid), \
+             'meta', shobj_description(oid, 'pg_database')) order by datname), '[]') \
+             from pg_database where starts_with(datname, {})",
+            literal(&self.prefix)
+        ))?;
+        let rows: Vec<Row> = serde_json::from_str(&answer).with_context(|| {
+            format!(
+                "unexpected answer from {} listing snapshots: {answer}",
+                self.admin
+            )
+        })?;
+        Ok(rows
+            .into_iter()
+            .map(|r| Found {
+                name: r.datname[self.prefix.len()..].to_string(),
+                size: r.size,
+                meta: r.meta.and_then(|m| serde_json::from_str(&m).ok()),
+            })
+            .collect())
+    }
+
+    /// The dev database's and its media's locks, as clone-prod and seed-dev take them; then
+    /// what interrupted runs left for this dev database is removed, as no live run can own it.
     fn locks(&self) -> anyhow::Result<(TargetLock, Option<MediaLock>)> {
-        swap::take_locks(
+        let (lock, media_lock) = swap::take_locks(
             self.sh,
             self.tools,
             self.admin,
             self.target,
             Some(self.media),
-        )
+        )?;
+        swap::drop_stale(self.sh, self.tools, self.admin, &lock.stale);
+        self.remove_stale_stores()?;
+        Ok((lock, media_lock))
+    }
+
+    /// Removes media directories of this dev database's snapshots that no snapshot names
+    /// (a save killed before or after its databases were renamed), and `.npsnap_*-<pid>`
+    /// directories of dead runs of earlier versions.
+    fn remove_stale_stores(&self) -> anyhow::Result<()> {
+        let Ok(entries) = fs::read_dir(self.stores()) else {
+            return Ok(());
+        };
+        // A snapshot this tool cannot read keeps every media directory of its name.
+        let live = self.snapshots()?;
+        let named = |name: &str, id: &str| {
+            live.iter()
+                .any(|f| f.name == name && f.meta.as_ref().is_none_or(|m| m.id == id))
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let unnamed = name
+                .strip_prefix(&self.prefix)
+                .and_then(|rest| rest.rsplit_once('@'))
+                .is_some_and(|(snapshot, id)| {
+                    id.len() == 16
+                        && id.bytes().all(|b| b.is_ascii_hexdigit())
+                        && !named(snapshot, id)
+                });
+            let dead_run = name.starts_with(".npsnap_")
+                && name
+                    .rsplit_once('-')
+                    .and_then(|(_, pid)| pid.parse::<u32>().ok())
+                    .is_some_and(|pid| pid != std::process::id() && !process::alive(pid));
+            if unnamed || dead_run {
+                term::step(format!(
+                    "removing {}, left behind by an interrupted run",
+                    entry.path().display()
+                ));
+                if let Err(err) = fs::remove_dir_all(entry.path()) {
+                    term::warn(format!(
+                        "could not remove {}: {err}",
+                        entry.path().display()
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
 
     fn unknown(&self, name: &str) -> anyhow::Error {
@@ -244,10 +383,22 @@ impl Dev<'_> {
         )
     }
 
+    /// Drops a database this run made and no longer wants; one that stays is said to.
+    fn discard(&self, database: &str) {
+        if swap::drop_database(self.sh, self.tools, self.admin, database).is_err() {
+            process::note_left_behind();
+            term::warn(format!(
+                "could not remove {database}: the next run of any command on {} removes it",
+                self.target.masked()
+            ));
+        }
+    }
+
     fn save(&self, name: &str, force: bool) -> anyhow::Result<()> {
         let snapshot = self.snapshot_db(name);
         let (_lock, _media_lock) = self.locks()?;
-        if let Some(meta) = self.meta_of(name)? {
+        let previous = self.meta_of(name)?;
+        if let Some(meta) = &previous {
             if !force {
                 bail!(
                     "snapshot `{name}` exists (saved {}): pass --force to save over it",
@@ -255,9 +406,10 @@ impl Dev<'_> {
                 );
             }
         }
+        let id = snapshot_id(&snapshot);
         let meta = Meta {
-            netpoint_dev_db_snapshot: 1,
-            id: snapshot_id(&snapshot),
+            netpoint_dev_db_snapshot: FORMAT,
+            id: id.clone(),
             name: name.to_string(),
             database: self.target.database.clone(),
             saved: self.query(
@@ -268,119 +420,165 @@ impl Dev<'_> {
             migrations: self.migrations()?,
             media: None,
         };
-        // A name no snapshot has (snapshot names never hold `tmp_`).
-        let new = format!("npsnaptmp_{}", &snapshot["npsnap_".len()..]);
-        swap::drop_database(self.sh, self.tools, self.admin, &new)?;
+        // The new media go beside the previous ones, under a name only this save's database
+        // will give; until the databases are renamed, nothing of the snapshot has changed.
+        let store = self
+            .media
+            .is_dir()
+            .then(|| StagingDir(self.store(name, &id)));
+        let copied = match &store {
+            Some(store) => {
+                term::step(format!("copying media {}", self.media.display()));
+                let earlier = self.earlier_copy()?;
+                let copy = media::copy_from_live(
+                    self.media,
+                    &store.join("media"),
+                    earlier
+                        .as_ref()
+                        .map(|(dir, origins)| (dir.as_path(), origins)),
+                )?;
+                copy.origins.write(&store.join(ORIGINS), &id)?;
+                Some(copy)
+            }
+            None => None,
+        };
+        let meta = Meta {
+            media: copied.as_ref().map(|c| MediaSize {
+                files: c.all.files,
+                bytes: c.all.bytes,
+            }),
+            ..meta
+        };
+        let text = serde_json::to_string(&meta)?;
+        if let Some(store) = &store {
+            atomic_file::write_bytes(&store.join("snapshot.json"), text.as_bytes())?;
+        }
+        process::check_interrupted()?;
+        let new = self.temp_db("tmp");
+        // The server finishes a copy whose session a signal ended: it runs to its end, and
+        // is removed if the run stops after it.
         let made = process::critical(|| {
             self.copy_database(&self.target.database, &new, "saving it")?;
             self.query(&format!(
                 "alter database {} allow_connections false",
                 ident(&new)
-            ))
-        });
-        if let Err(err) = made {
-            let _ = swap::drop_database(self.sh, self.tools, self.admin, &new);
-            return Err(err);
-        }
-        let store = self.store(name);
-        atomic_file::remove_stale_siblings(&store);
-        let staged = StagingDir(atomic_file::sibling(&store, "new"));
-        let media_size = match self.media.is_dir() {
-            true => {
-                term::step(format!("copying media {}", self.media.display()));
-                let earlier = self.newest_media(name)?;
-                let copied = copy_media(self.media, &staged.join("media"), earlier.as_deref())
-                    .and_then(|size| process::check_interrupted().map(|()| size));
-                match copied {
-                    Ok(size) => Some(size),
-                    Err(err) => {
-                        let _ = swap::drop_database(self.sh, self.tools, self.admin, &new);
-                        return Err(err);
-                    }
-                }
-            }
-            false => None,
-        };
-        let meta = Meta {
-            media: media_size,
-            ..meta
-        };
-        let text = serde_json::to_string(&meta)?;
-        let committed = process::critical(|| {
+            ))?;
             self.query(&format!(
                 "comment on database {} is {}",
                 ident(&new),
                 literal(&text)
-            ))?;
-            // The media first (the previous ones kept aside), then the database; a failure
-            // of the second puts the media back.
-            let aside = atomic_file::sibling(&store, "old");
-            fs::create_dir_all(store.parent().unwrap())?;
-            if store.exists() {
-                fs::rename(&store, &aside)
-                    .with_context(|| format!("moving {} aside", store.display()))?;
+            ))
+        });
+        if let Err(err) = made.and_then(|_| process::check_interrupted()) {
+            self.discard(&new);
+            return Err(err);
+        }
+        // The one step that replaces the snapshot: both renames commit together.
+        let old = self.temp_db("old");
+        let renamed = process::critical(|| {
+            match previous {
+            Some(_) => self.query(&format!(
+                "begin; alter database {0} rename to {1}; alter database {2} rename to {0}; commit;",
+                ident(&snapshot),
+                ident(&old),
+                ident(&new)
+            )),
+            None => self.query(&format!(
+                "alter database {} rename to {}",
+                ident(&new),
+                ident(&snapshot)
+            )),
+        }
+        });
+        if let Err(err) = renamed {
+            self.discard(&new);
+            return Err(err.context(format!("snapshot `{name}` is as it was")));
+        }
+        let store = store.map(StagingDir::keep);
+        if let Some(previous) = &previous {
+            if swap::drop_database(self.sh, self.tools, self.admin, &old).is_err() {
+                term::warn(format!(
+                    "snapshot `{name}` is saved, but its previous database {old} could not be dropped: the next run removes it"
+                ));
             }
-            let put_back = || {
-                let _ = fs::remove_dir_all(&store);
-                let _ = fs::rename(&aside, &store);
-            };
-            let placed = (|| {
-                if media_size.is_some() {
-                    fs::write(staged.join("snapshot.json"), &text)?;
-                    fs::rename(&*staged, &store).with_context(|| {
-                        format!("putting the media snapshot at {}", store.display())
-                    })?;
-                }
-                swap::drop_database(self.sh, self.tools, self.admin, &snapshot)?;
-                self.query(&format!(
-                    "alter database {} rename to {}",
-                    ident(&new),
-                    ident(&snapshot)
-                ))
-            })();
-            if let Err(err) = placed {
-                put_back();
-                return Err(err);
-            }
-            if aside.exists() {
-                if let Err(err) = fs::remove_dir_all(&aside) {
+            let dir = self.store(name, &previous.id);
+            if store.as_deref() != Some(dir.as_path()) && dir.exists() {
+                if let Err(err) = fs::remove_dir_all(&dir) {
                     term::warn(format!(
-                        "snapshot `{name}` is saved, but its previous media could not be removed ({err}): remove {} by hand",
-                        aside.display()
+                        "snapshot `{name}` is saved, but its previous media could not be removed ({err}): the next run removes {}",
+                        dir.display()
                     ));
                 }
             }
-            anyhow::Ok(())
-        });
-        if let Err(err) = committed {
-            let _ = swap::drop_database(self.sh, self.tools, self.admin, &new);
-            return Err(err);
         }
         let size = self.query(&format!("select pg_database_size({})", literal(&snapshot)))?;
         term::success(format!(
             "saved {} as snapshot `{name}`: database {}{}",
             self.target.masked(),
             term::human_bytes(size.parse().unwrap_or(0)),
-            match media_size {
-                Some(m) => format!(", media {} files ({})", m.files, term::human_bytes(m.bytes)),
+            match &copied {
+                Some(c) => format!(
+                    ", media {} files ({}; {} unchanged since an earlier snapshot linked from it)",
+                    c.all.files,
+                    term::human_bytes(c.all.bytes),
+                    c.linked.files
+                ),
                 None => format!(", no media ({} does not exist)", self.media.display()),
             }
         ));
         Ok(())
     }
 
+    /// The media of the snapshot of this dev database whose record was written last (by its
+    /// save, or by a restore of it), and that record: the copy most of the live files are
+    /// likely to be unchanged since, which a save links them from.
+    fn earlier_copy(&self) -> anyhow::Result<Option<(PathBuf, Origins)>> {
+        let newest = self
+            .snapshots()?
+            .iter()
+            .filter_map(|f| f.meta.as_ref())
+            .filter(|meta| meta.netpoint_dev_db_snapshot == FORMAT && meta.media.is_some())
+            .filter_map(|meta| {
+                let dir = self.store(&meta.name, &meta.id);
+                let written = fs::metadata(dir.join(ORIGINS)).ok()?.modified().ok()?;
+                Some((written, dir, &meta.id))
+            })
+            .max_by_key(|(written, ..)| *written);
+        let Some((_, dir, id)) = newest else {
+            return Ok(None);
+        };
+        match Origins::read(&dir.join(ORIGINS), id) {
+            Ok(origins) => Ok(Some((dir.join("media"), origins))),
+            Err(err) => {
+                term::warn(format!("{err:#}: every media file is copied"));
+                Ok(None)
+            }
+        }
+    }
+
     fn restore(&self, name: &str, state: &swap::TargetState, yes: bool) -> anyhow::Result<()> {
         let snapshot = self.snapshot_db(name);
+        // Every check comes first: until the swap, nothing is changed and no session ended.
+        let (_lock, mut media_lock) = self.locks()?;
         let Some(meta) = self.meta_of(name)? else {
             return Err(self.unknown(name));
         };
-        let store = self.store(name).join("media");
-        let media = meta.media.map(|_| self.media);
+        if meta.netpoint_dev_db_snapshot != FORMAT {
+            bail!(
+                "snapshot `{name}` was saved by another version of this tool (format {}, this one restores {FORMAT}): save it again with `cargo xtask dev-db save {name} --force`",
+                meta.netpoint_dev_db_snapshot
+            );
+        }
+        let store = self.store(name, &meta.id);
+        let origins = match meta.media {
+            Some(_) => Some(self.check_store(name, &meta, &store)?),
+            None => None,
+        };
         if !yes {
             swap::confirm_replace(
                 self.target,
                 state,
-                media,
+                meta.media.map(|_| self.media),
                 &LoadGuard {
                     yes: false,
                     allow_remote_target: true,
@@ -388,49 +586,37 @@ impl Dev<'_> {
                 },
             )?;
         }
-        let (_lock, mut media_lock) = self.locks()?;
-        let staged = match meta.media {
-            Some(size) => {
-                let beside = fs::read_to_string(self.store(name).join("snapshot.json"))
-                    .ok()
-                    .and_then(|text| serde_json::from_str::<Meta>(&text).ok());
-                if !store.is_dir() || beside.is_none_or(|b| b.id != meta.id) {
-                    bail!(
-                        "the media of snapshot `{name}` are missing or belong to another save ({}): drop the snapshot and save it again",
-                        store.display()
-                    );
-                }
+        let staged = match (meta.media, &origins) {
+            (Some(size), Some(origins)) => {
                 atomic_file::remove_stale_staging(self.media);
                 let dir = StagingDir(atomic_file::staging_dir(self.media)?);
                 term::step(format!(
                     "copying the snapshot's media into place beside {}",
                     self.media.display()
                 ));
-                // The live media are replaced: what they hold unchanged is linked from them.
+                // The live media are replaced: what they hold unchanged since the snapshot's
+                // record was written is linked from them.
                 let live = self.media.is_dir().then_some(self.media);
-                let copied = copy_media(&store, &dir, live)?;
+                let copy = media::copy_to_live(&store.join("media"), &dir, live, origins)?;
                 process::check_interrupted()?;
-                if (copied.files, copied.bytes) != (size.files, size.bytes) {
+                if (copy.all.files, copy.all.bytes) != (size.files, size.bytes) {
                     bail!(
                         "the media of snapshot `{name}` at {} hold {} files ({}) where {} files ({}) were saved: drop the snapshot and save it again",
                         store.display(),
-                        copied.files,
-                        term::human_bytes(copied.bytes),
+                        copy.all.files,
+                        term::human_bytes(copy.all.bytes),
                         size.files,
                         term::human_bytes(size.bytes)
                     );
                 }
-                let totals = media::Totals {
-                    files: size.files,
-                    bytes: size.bytes,
-                };
-                Some(StagedMedia {
+                let staged = StagedMedia {
                     dir,
-                    totals,
-                    linked: media::Totals::default(),
-                })
+                    totals: copy.all,
+                    linked: copy.linked,
+                };
+                Some((staged, copy))
             }
-            None => {
+            _ => {
                 term::step(format!(
                     "the snapshot has no media: {} stays as it is",
                     self.media.display()
@@ -438,53 +624,91 @@ impl Dev<'_> {
                 None
             }
         };
+        let (staged, copy) = match staged {
+            Some((staged, copy)) => (Some(staged), Some(copy)),
+            None => (None, None),
+        };
         swap::record_swap(&mut media_lock, self.target, &staged)?;
         swap::replace_with(
             self.sh,
             self.tools,
             self.admin,
             self.target,
-            |temp| self.copy_database(&snapshot, &temp.database, "restoring it"),
+            |temp| {
+                process::critical(|| self.copy_database(&snapshot, &temp.database, "restoring it"))
+            },
             |_| Ok(()),
-            || match &staged {
-                Some(staged) => atomic_file::replace_dir(&staged.dir, self.media),
-                None => Ok(()),
+            || match (&staged, copy) {
+                (Some(staged), Some(copy)) => {
+                    self.swap_media(&staged.dir, copy, &store.join(ORIGINS), &meta.id)
+                }
+                _ => Ok(()),
             },
         )?;
         term::success(format!(
             "restored snapshot `{name}` (saved {}) into {}{}",
             meta.saved,
             self.target.masked(),
-            match meta.media {
-                Some(m) => format!(" and {} ({} files)", self.media.display(), m.files),
-                None => String::new(),
+            match (meta.media, &staged) {
+                (Some(m), Some(staged)) => format!(
+                    " and {} ({} files; {} unchanged since the snapshot kept as they were)",
+                    self.media.display(),
+                    m.files,
+                    staged.linked.files
+                ),
+                _ => String::new(),
             }
         ));
         Ok(())
     }
 
-    fn list(&self) -> anyhow::Result<()> {
-        #[derive(serde::Deserialize)]
-        struct Row {
-            size: u64,
-            meta: Option<String>,
+    /// The snapshot's media are there and belong to its database (the same save), and their
+    /// record reads: returns the record.
+    fn check_store(&self, name: &str, meta: &Meta, store: &Path) -> anyhow::Result<Origins> {
+        let beside = fs::read_to_string(store.join("snapshot.json"))
+            .ok()
+            .and_then(|text| serde_json::from_str::<Meta>(&text).ok());
+        if !store.join("media").is_dir() || beside.is_none_or(|b| b.id != meta.id) {
+            bail!(
+                "the media of snapshot `{name}` are missing or belong to another save ({}): drop the snapshot and save it again",
+                store.display()
+            );
         }
-        let prefix = self.prefix();
-        let answer = self.query(&format!(
-            "select coalesce(json_agg(json_build_object('size', pg_database_size(oid), \
-             'meta', shobj_description(oid, 'pg_database')) order by datname), '[]') \
-             from pg_database where starts_with(datname, {})",
-            literal(&prefix)
-        ))?;
-        let rows: Vec<Row> = serde_json::from_str(&answer).with_context(|| {
-            format!(
-                "unexpected answer from {} listing snapshots: {answer}",
-                self.admin
-            )
-        })?;
-        let snapshots: Vec<(u64, Meta)> = rows
-            .into_iter()
-            .filter_map(|r| Some((r.size, serde_json::from_str(r.meta.as_deref()?).ok()?)))
+        Origins::read(&store.join(ORIGINS), &meta.id).map_err(|err| {
+            anyhow::anyhow!("snapshot `{name}`: {err:#}; drop the snapshot and save it again")
+        })
+    }
+
+    /// Swaps the staged media in, then writes the snapshot's record anew: which live files
+    /// now hold its contents.
+    fn swap_media(
+        &self,
+        staged: &Path,
+        copy: media::Tracked,
+        record: &Path,
+        id: &str,
+    ) -> anyhow::Result<()> {
+        let stamp = Stamp::now(staged)?;
+        let replaced = atomic_file::replace_dir_keeping_old(staged, self.media)?;
+        let live = atomic_file::resolved(self.media);
+        let old = replaced.as_ref().map(|(old, _)| old.as_path());
+        let origins = media::settle_origins(copy, old, &live, &stamp);
+        if let Some((old, target)) = &replaced {
+            atomic_file::remove_replaced(old, target);
+        }
+        if let Err(err) = origins.write(record, id) {
+            term::warn(format!(
+                "the media are in place, but which of them are unchanged could not be recorded ({err:#}): the next save or restore copies every file"
+            ));
+        }
+        Ok(())
+    }
+
+    fn list(&self) -> anyhow::Result<()> {
+        let snapshots: Vec<(u64, &Meta)> = self
+            .snapshots()?
+            .iter()
+            .filter_map(|f| Some((f.size, f.meta.as_ref()?)))
             .collect();
         if snapshots.is_empty() {
             println!(
@@ -551,35 +775,17 @@ impl Dev<'_> {
         }
         let (_lock, _media_lock) = self.locks()?;
         swap::drop_database(self.sh, self.tools, self.admin, &self.snapshot_db(name))?;
-        let store = self.store(name);
+        let store = self.store(name, &meta.id);
         if store.exists() {
             if let Err(err) = fs::remove_dir_all(&store) {
                 term::warn(format!(
-                    "snapshot `{name}` is dropped, but its media could not be removed ({err}): remove {} by hand",
+                    "snapshot `{name}` is dropped, but its media could not be removed ({err}): the next run removes {}",
                     store.display()
                 ));
             }
         }
         term::success(format!("removed snapshot `{name}` (saved {})", meta.saved));
         Ok(())
-    }
-
-    /// The media of this database's newest other snapshot, which a save links unchanged
-    /// files from: snapshots are never written to.
-    fn newest_media(&self, except: &str) -> anyhow::Result<Option<PathBuf>> {
-        let newest = self.query(&format!(
-            "select datname from pg_database where starts_with(datname, {}) and datname <> {} \
-             and starts_with(shobj_description(oid, 'pg_database'), {}) \
-             order by shobj_description(oid, 'pg_database')::json->>'saved' desc limit 1",
-            literal(&self.prefix()),
-            literal(&self.snapshot_db(except)),
-            literal(SNAPSHOT_MARK)
-        ))?;
-        let Some(name) = newest.strip_prefix(&self.prefix()) else {
-            return Ok(None);
-        };
-        let media = self.store(name).join("media");
-        Ok(media.is_dir().then_some(media))
     }
 
     /// The newest applied migration per app, when the database has Django's table.
@@ -672,82 +878,6 @@ fn git(sh: &Shell, args: &[&str]) -> Option<String> {
     (out.status.success() && !text.is_empty()).then_some(text)
 }
 
-/// Copies the media tree `src` into the new directory `dst`, so that later changes to
-/// either side, a file rewritten in place included, never reach the other: a file that
-/// `previous` (a tree nobody writes to through these names again: an older snapshot, or the
-/// live media a restore replaces) holds with the same size, time and mode is hard-linked from
-/// it; any other is copied, a reflink where the file system has them (`fs::copy` asks for
-/// one), its time and mode kept.
-fn copy_media(src: &Path, dst: &Path, previous: Option<&Path>) -> anyhow::Result<MediaSize> {
-    use std::os::unix::fs::MetadataExt;
-    let entries = media::scan(src)?;
-    fs::create_dir_all(dst).with_context(|| format!("creating {}", dst.display()))?;
-    for entry in &entries {
-        let to = dst.join(&entry.rel);
-        match &entry.kind {
-            media::Kind::Dir => {
-                fs::create_dir(&to).with_context(|| format!("creating {}", to.display()))?
-            }
-            media::Kind::Symlink { target } => std::os::unix::fs::symlink(target, &to)
-                .with_context(|| format!("creating link {}", to.display()))?,
-            media::Kind::File { .. } => {}
-        }
-    }
-    let previous = previous.and_then(|p| fs::canonicalize(p).ok());
-    let same = |new: &fs::Metadata, old: &fs::Metadata| {
-        old.is_file()
-            && (old.dev(), old.ino()) != (new.dev(), new.ino())
-            && old.len() == new.len()
-            && old.mode() == new.mode()
-            && old.modified().ok() == new.modified().ok()
-    };
-    let size = entries
-        .par_iter()
-        .filter(|e| matches!(e.kind, media::Kind::File { .. }))
-        .map(|entry| {
-            let (from, to) = (src.join(&entry.rel), dst.join(&entry.rel));
-            let meta = fs::symlink_metadata(&from)
-                .with_context(|| format!("reading {}", from.display()))?;
-            let old = previous
-                .as_deref()
-                .and_then(|p| media::earlier_file(p, &entry.rel));
-            if let Some(old) = old {
-                let unchanged = fs::symlink_metadata(&old).is_ok_and(|was| same(&meta, &was));
-                if unchanged && fs::hard_link(&old, &to).is_ok() {
-                    return anyhow::Ok(meta.len());
-                }
-            }
-            let bytes = fs::copy(&from, &to)
-                .with_context(|| format!("copying {} to {}", from.display(), to.display()))?;
-            if let Ok(modified) = meta.modified() {
-                // Through a read-only descriptor: a copy of a 0444 file may not be opened
-                // for writing, and its owner may set its times anyway.
-                let _ = fs::File::open(&to).and_then(|f| f.set_modified(modified));
-            }
-            anyhow::Ok(bytes)
-        })
-        .try_fold(
-            || MediaSize { files: 0, bytes: 0 },
-            |acc, bytes| {
-                bytes.map(|b| MediaSize {
-                    files: acc.files + 1,
-                    bytes: acc.bytes + b,
-                })
-            },
-        )
-        .try_reduce(
-            || MediaSize { files: 0, bytes: 0 },
-            |a, b| {
-                Ok(MediaSize {
-                    files: a.files + b.files,
-                    bytes: a.bytes + b.bytes,
-                })
-            },
-        )?;
-    media::copy_dir_modes(src, &entries, dst)?;
-    Ok(size)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -761,38 +891,5 @@ mod tests {
             let err = check_name(bad).unwrap_err().to_string();
             assert!(err.contains("invalid snapshot name"), "{bad}: {err}");
         }
-    }
-
-    #[test]
-    fn media_copies_are_independent_of_their_source() {
-        let dir = tempfile::tempdir().unwrap();
-        let src = dir.path().join("media");
-        fs::create_dir_all(src.join("a/b")).unwrap();
-        fs::write(src.join("a/b/f.png"), b"first").unwrap();
-        fs::write(src.join("top.txt"), b"top").unwrap();
-        std::os::unix::fs::symlink("a/b/f.png", src.join("link")).unwrap();
-        let copy = dir.path().join("copy");
-        let size = copy_media(&src, &copy, None).unwrap();
-        assert_eq!((size.files, size.bytes), (2, 8));
-        fs::write(src.join("a/b/f.png"), b"rewritten in place").unwrap();
-        assert_eq!(fs::read(copy.join("a/b/f.png")).unwrap(), b"first");
-        assert_eq!(
-            fs::read_link(copy.join("link")).unwrap(),
-            Path::new("a/b/f.png")
-        );
-        let mtime = |p: &Path| fs::metadata(p).unwrap().modified().unwrap();
-        assert_eq!(mtime(&src.join("top.txt")), mtime(&copy.join("top.txt")));
-
-        // From an earlier tree: the unchanged file is linked, the rewritten one copied.
-        use std::os::unix::fs::MetadataExt;
-        let again = dir.path().join("again");
-        copy_media(&src, &again, Some(&copy)).unwrap();
-        let ino = |p: &Path| fs::metadata(p).unwrap().ino();
-        assert_eq!(ino(&copy.join("top.txt")), ino(&again.join("top.txt")));
-        assert_ne!(ino(&copy.join("a/b/f.png")), ino(&again.join("a/b/f.png")));
-        assert_eq!(
-            fs::read(again.join("a/b/f.png")).unwrap(),
-            b"rewritten in place"
-        );
     }
 }

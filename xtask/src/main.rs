@@ -128,7 +128,10 @@ fn main() -> ExitCode {
     if let Some(code) = process::interrupt_exit_code() {
         term::error(match result {
             Ok(()) => "interrupted after the work was done".to_string(),
-            Err(_) => "interrupted: nothing was changed, and nothing is left behind".to_string(),
+            Err(_) if !process::left_behind() => {
+                "interrupted: nothing was changed, and nothing is left behind".to_string()
+            }
+            Err(err) => format!("interrupted: {}", one_line(&err)),
         });
         return ExitCode::from(code);
     }

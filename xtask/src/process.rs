@@ -27,6 +27,8 @@ static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 static SIGNAL: AtomicI32 = AtomicI32::new(0);
 /// Steps that must not be cut short (the swap): children are left to finish them.
 static CRITICAL: AtomicUsize = AtomicUsize::new(0);
+/// Set when a failing run keeps a change or leaves something it could not remove.
+static LEFT_BEHIND: AtomicBool = AtomicBool::new(false);
 /// Processes we started, by pid: tools an interrupt stops, and holders it leaves alone.
 static CHILDREN: Mutex<Vec<Started>> = Mutex::new(Vec::new());
 
@@ -66,6 +68,17 @@ pub fn check_interrupted() -> anyhow::Result<()> {
         anyhow::bail!("interrupted");
     }
     Ok(())
+}
+
+/// Records that this run, should it fail, does not leave everything as it found it (a change
+/// it keeps, or a leftover it could not remove): its last line then says what its error
+/// says, never that nothing was changed.
+pub fn note_left_behind() {
+    LEFT_BEHIND.store(true, Ordering::SeqCst);
+}
+
+pub fn left_behind() -> bool {
+    LEFT_BEHIND.load(Ordering::SeqCst)
 }
 
 /// The exit code for an interrupted run: 130 for SIGINT, 143 for SIGTERM, 129 for SIGHUP.

@@ -1,18 +1,20 @@
-//! Copying a media tree file by file, each file hashed as it is read and checked as written.
+//! Copying a media tree file by file, each file hashed as it is read and checked as written;
+//! and the copies `dev-db` makes, which link only files whose recorded identity is unchanged.
 
 use std::{
     fs::{self, File},
     io::{self, Read, Write},
     os::unix::fs::PermissionsExt,
-    path::Path,
+    path::{Path, PathBuf},
 };
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use anyhow::Context;
+use anyhow::{bail, Context};
 use rayon::prelude::*;
 use sha2::{Digest, Sha256};
 
+use super::origins::{Identity, Origins, Stamp};
 use super::{read_buffer, read_some, Entry, Hashed, Kind, Totals};
 use super::{sums::hex, walk::walk};
 
@@ -225,5 +227,221 @@ pub fn copy_dir_modes(src: &Path, entries: &[Entry], dst: &Path) -> anyhow::Resu
 pub fn copy_dir_mode(src: &Path, dst: &Path, rel: &Path) -> anyhow::Result<()> {
     let mode = fs::metadata(src.join(rel))?.permissions().mode();
     fs::set_permissions(dst.join(rel), fs::Permissions::from_mode(mode))?;
+    Ok(())
+}
+
+/// A copy made by [`copy_from_live`] or [`copy_to_live`].
+#[derive(Debug, Default)]
+pub struct Tracked {
+    pub all: Totals,
+    pub linked: Totals,
+    /// From [`copy_from_live`], the live files' identities as they were read (the copy's
+    /// record); from [`copy_to_live`], those of the new copies, the live files to be.
+    pub origins: Origins,
+    /// From [`copy_to_live`]: the live files linked into the copy, as they were once linked.
+    pub linked_files: Vec<(PathBuf, Identity)>,
+}
+
+/// One file of a tracked copy: its path, whether it was linked, its size, and the identity
+/// to record for it.
+type Placed = (PathBuf, bool, u64, Option<Identity>);
+
+/// Copies the live media tree `live` into the new directory `dst` (a snapshot, which nobody
+/// writes to). A file is hard-linked from `earlier` (another snapshot's tree, and its record)
+/// only when the live file has the identity the record holds for it: the same inode, not
+/// changed since that copy was made. Every other file is copied, a reflink where the file
+/// system has them. Returns the record for `dst`: each live file's identity as it was read,
+/// for those that changed before the copy began.
+pub fn copy_from_live(
+    live: &Path,
+    dst: &Path,
+    earlier: Option<(&Path, &Origins)>,
+) -> anyhow::Result<Tracked> {
+    let entries = make_tree(live, dst)?;
+    let stamp = Stamp::now(dst)?;
+    let earlier = earlier.and_then(|(root, origins)| Some((fs::canonicalize(root).ok()?, origins)));
+    let placed = each_file(&entries, |rel| {
+        let (from, to) = (live.join(rel), dst.join(rel));
+        let meta =
+            fs::symlink_metadata(&from).with_context(|| format!("reading {}", from.display()))?;
+        if !meta.is_file() {
+            bail!(
+                "{} changed while it was being copied: run again",
+                from.display()
+            );
+        }
+        let identity = Identity::of(&meta);
+        let linked = earlier.as_ref().is_some_and(|(root, origins)| {
+            origins.get(rel) == Some(&identity)
+                && earlier_file(root, rel).is_some_and(|old| {
+                    fs::symlink_metadata(&old).is_ok_and(|m| m.is_file() && m.len() == meta.len())
+                        && fs::hard_link(&old, &to).is_ok()
+                })
+        });
+        if !linked {
+            copy_keeping_time(&from, &to, &meta)?;
+        }
+        let record = identity.before(&stamp).then_some(identity);
+        Ok((rel.to_path_buf(), linked, meta.len(), record))
+    })?;
+    copy_dir_modes(live, &entries, dst)?;
+    Ok(tracked(placed))
+}
+
+/// Copies the snapshot tree `snapshot` into the new directory `dst`, which is to replace the
+/// live tree `live`. A live file is hard-linked into `dst` only when it has the identity
+/// `origins` (the snapshot's record) holds for it, so holds the snapshot's contents; every
+/// other file is copied from the snapshot. The record of the result is settled by
+/// [`settle_origins`] once `dst` is in place.
+pub fn copy_to_live(
+    snapshot: &Path,
+    dst: &Path,
+    live: Option<&Path>,
+    origins: &Origins,
+) -> anyhow::Result<Tracked> {
+    let entries = make_tree(snapshot, dst)?;
+    let live = live.and_then(|l| fs::canonicalize(l).ok());
+    let placed = each_file(&entries, |rel| {
+        let (from, to) = (snapshot.join(rel), dst.join(rel));
+        let meta =
+            fs::symlink_metadata(&from).with_context(|| format!("reading {}", from.display()))?;
+        if !meta.is_file() {
+            bail!(
+                "{} is not the file the snapshot saved: drop the snapshot and save it again",
+                from.display()
+            );
+        }
+        let unchanged = live
+            .as_deref()
+            .and_then(|live| earlier_file(live, rel))
+            .filter(|old| {
+                fs::symlink_metadata(old).is_ok_and(|was| {
+                    was.is_file()
+                        && was.len() == meta.len()
+                        && origins.get(rel) == Some(&Identity::of(&was))
+                })
+            });
+        if let Some(old) = unchanged {
+            if fs::hard_link(&old, &to).is_ok() {
+                let now = Identity::of(&fs::symlink_metadata(&to)?);
+                return Ok((rel.to_path_buf(), true, meta.len(), Some(now)));
+            }
+        }
+        copy_keeping_time(&from, &to, &meta)?;
+        let made = Identity::of(&fs::symlink_metadata(&to)?);
+        Ok((rel.to_path_buf(), false, meta.len(), Some(made)))
+    })?;
+    copy_dir_modes(snapshot, &entries, dst)?;
+    let mut copy = Tracked::default();
+    for (rel, linked, size, identity) in placed {
+        copy.all.files += 1;
+        copy.all.bytes += size;
+        let identity = identity.expect("every placed file has one");
+        if linked {
+            copy.linked.files += 1;
+            copy.linked.bytes += size;
+            copy.linked_files.push((rel, identity));
+        } else {
+            copy.origins.insert(rel, identity);
+        }
+    }
+    Ok(copy)
+}
+
+/// The record of a tree [`copy_to_live`] made, once it replaced the live tree (which is now
+/// at `old`, not yet removed; `live` is where the new one is). A copy is recorded as it was
+/// made when that was before `stamp`, taken before the swap: nobody else could write to it
+/// until then. A linked file had a second name in `old`: that name is removed here, and the
+/// file recorded with the change time this gives it, unless it changed after it was linked
+/// (it is then left out, and copied next time).
+pub fn settle_origins(copy: Tracked, old: Option<&Path>, live: &Path, stamp: &Stamp) -> Origins {
+    let mut origins = Origins::default();
+    for (rel, identity) in copy.origins.into_files() {
+        if identity.before(stamp) {
+            origins.insert(rel, identity);
+        }
+    }
+    let Some(old) = old else {
+        return origins;
+    };
+    let settled: Vec<(PathBuf, Identity)> = copy
+        .linked_files
+        .par_iter()
+        .filter_map(|(rel, linked)| {
+            let aside = old.join(rel);
+            let was = Identity::of(&fs::symlink_metadata(&aside).ok()?);
+            if was != *linked {
+                return None;
+            }
+            fs::remove_file(&aside).ok()?;
+            let now = Identity::of(&fs::symlink_metadata(live.join(rel)).ok()?);
+            now.same_file(linked).then(|| (rel.clone(), now))
+        })
+        .collect();
+    for (rel, identity) in settled {
+        origins.insert(rel, identity);
+    }
+    origins
+}
+
+/// Scans `src` and makes its directories and links in the new directory `dst`.
+fn make_tree(src: &Path, dst: &Path) -> anyhow::Result<Vec<Entry>> {
+    let entries = super::scan(src)?;
+    fs::create_dir_all(dst).with_context(|| format!("creating {}", dst.display()))?;
+    for entry in &entries {
+        let to = dst.join(&entry.rel);
+        match &entry.kind {
+            Kind::Dir => {
+                fs::create_dir(&to).with_context(|| format!("creating {}", to.display()))?
+            }
+            Kind::Symlink { target } => std::os::unix::fs::symlink(target, &to)
+                .with_context(|| format!("creating link {}", to.display()))?,
+            Kind::File { .. } => {}
+        }
+    }
+    Ok(entries)
+}
+
+/// Runs `place` for every file of `entries` on every core; an interrupt stops it.
+fn each_file(
+    entries: &[Entry],
+    place: impl Fn(&Path) -> anyhow::Result<Placed> + Sync,
+) -> anyhow::Result<Vec<Placed>> {
+    entries
+        .par_iter()
+        .filter(|e| matches!(e.kind, Kind::File { .. }))
+        .map(|entry| {
+            crate::process::check_interrupted()?;
+            place(&entry.rel)
+        })
+        .collect()
+}
+
+fn tracked(placed: Vec<Placed>) -> Tracked {
+    let mut copy = Tracked::default();
+    for (rel, linked, size, identity) in placed {
+        copy.all.files += 1;
+        copy.all.bytes += size;
+        if linked {
+            copy.linked.files += 1;
+            copy.linked.bytes += size;
+        }
+        if let Some(identity) = identity {
+            copy.origins.insert(rel, identity);
+        }
+    }
+    copy
+}
+
+/// `fs::copy` (a reflink where the file system has them, the mode kept), with the source's
+/// modification time.
+fn copy_keeping_time(from: &Path, to: &Path, meta: &fs::Metadata) -> anyhow::Result<()> {
+    fs::copy(from, to)
+        .with_context(|| format!("copying {} to {}", from.display(), to.display()))?;
+    if let Ok(modified) = meta.modified() {
+        // Through a read-only descriptor: a copy of a 0444 file may not be opened for
+        // writing, and its owner may set its times anyway.
+        let _ = File::open(to).and_then(|f| f.set_modified(modified));
+    }
     Ok(())
 }

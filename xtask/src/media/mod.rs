@@ -6,6 +6,7 @@ mod archive;
 mod copy;
 mod extract;
 mod gz;
+mod origins;
 mod sums;
 mod walk;
 
@@ -15,8 +16,12 @@ mod tests;
 use std::{fs::File, io, io::Read, path::PathBuf};
 
 pub use archive::write_archive;
-pub use copy::{copy_dir_modes, copy_tree, copy_verified, earlier_file, TreeCopy};
+pub use copy::{
+    copy_from_live, copy_to_live, copy_tree, copy_verified, earlier_file, settle_origins, Tracked,
+    TreeCopy,
+};
 pub use extract::{extract_archive, extract_tar, Listed, Member};
+pub use origins::{Origins, Stamp};
 pub use sums::{
     hash_all, hash_file, hash_reader, hex, parse_sha256_list, parse_sums, print_sums, sha256_list,
     sums_line, verify,

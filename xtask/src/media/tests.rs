@@ -637,3 +637,90 @@ fn a_stream_may_hold_only_what_its_listing_holds() {
         );
     }
 }
+
+/// Rewrites `path` in place with `bytes` (of its old size) and gives it back its old access
+/// and modification times, as `touch -d` or `cp -p` would.
+fn rewrite_keeping_size_and_times(path: &Path, bytes: &[u8]) {
+    let meta = fs::metadata(path).unwrap();
+    assert_eq!(meta.len(), bytes.len() as u64);
+    fs::write(path, bytes).unwrap();
+    let times = fs::FileTimes::new()
+        .set_accessed(meta.accessed().unwrap())
+        .set_modified(meta.modified().unwrap());
+    File::options()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_times(times)
+        .unwrap();
+    let after = fs::metadata(path).unwrap();
+    assert_eq!(
+        (after.len(), after.modified().unwrap()),
+        (meta.len(), meta.modified().unwrap())
+    );
+}
+
+fn ino(path: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    fs::metadata(path).unwrap().ino()
+}
+
+#[test]
+fn snapshots_link_only_files_whose_identity_is_unchanged() {
+    let dir = tempfile::tempdir().unwrap();
+    let live = dir.path().join("media");
+    fs::create_dir_all(live.join("a/b")).unwrap();
+    fs::write(live.join("a/b/f.png"), b"first").unwrap();
+    fs::write(live.join("top.txt"), b"top").unwrap();
+    fs::write(live.join("kept.txt"), b"kept").unwrap();
+    std::os::unix::fs::symlink("a/b/f.png", live.join("link")).unwrap();
+    // Files that changed in the clock step a copy begins in are not recorded.
+    std::thread::sleep(std::time::Duration::from_millis(30));
+
+    let first = dir.path().join("first");
+    let one = copy_from_live(&live, &first, None).unwrap();
+    assert_eq!((one.all.files, one.all.bytes, one.linked.files), (3, 12, 0));
+    assert_eq!(
+        fs::read_link(first.join("link")).unwrap(),
+        Path::new("a/b/f.png")
+    );
+    // Later changes to the live tree never reach the copy.
+    rewrite_keeping_size_and_times(&live.join("a/b/f.png"), b"FIRST");
+    assert_eq!(fs::read(first.join("a/b/f.png")).unwrap(), b"first");
+
+    // The next snapshot links what is unchanged, and copies the file rewritten in place
+    // although its size and times are as they were.
+    rewrite_keeping_size_and_times(&live.join("top.txt"), b"TOP");
+    std::thread::sleep(std::time::Duration::from_millis(30));
+    let second = dir.path().join("second");
+    let two = copy_from_live(&live, &second, Some((&first, &one.origins))).unwrap();
+    assert_eq!(two.linked.files, 1);
+    assert_eq!(ino(&first.join("kept.txt")), ino(&second.join("kept.txt")));
+    assert_ne!(ino(&first.join("top.txt")), ino(&second.join("top.txt")));
+    assert_eq!(fs::read(second.join("top.txt")).unwrap(), b"TOP");
+    assert_eq!(fs::read(second.join("a/b/f.png")).unwrap(), b"FIRST");
+
+    // A restore of the first snapshot: the unchanged live file is linked, the rewritten
+    // ones come from the snapshot.
+    let staged = dir.path().join(".media.staging");
+    let back = copy_to_live(&first, &staged, Some(&live), &one.origins).unwrap();
+    assert_eq!((back.all.files, back.linked.files), (3, 1));
+    assert_eq!(ino(&live.join("kept.txt")), ino(&staged.join("kept.txt")));
+    assert_eq!(fs::read(staged.join("top.txt")).unwrap(), b"top");
+    assert_eq!(fs::read(staged.join("a/b/f.png")).unwrap(), b"first");
+
+    // Once swapped in, every file of the restored tree is recorded; the next restore links
+    // them all, and still copies one rewritten in place since. (The database's copy comes
+    // between the media's and the swap, more than a step of the clock.)
+    std::thread::sleep(std::time::Duration::from_millis(30));
+    let stamp = Stamp::now(&staged).unwrap();
+    let old = dir.path().join(".media.old");
+    fs::rename(&live, &old).unwrap();
+    fs::rename(&staged, &live).unwrap();
+    let settled = settle_origins(back, Some(&old), &live, &stamp);
+    fs::remove_dir_all(&old).unwrap();
+    rewrite_keeping_size_and_times(&live.join("a/b/f.png"), b"fIRST");
+    let again = copy_to_live(&first, &staged, Some(&live), &settled).unwrap();
+    assert_eq!(again.linked.files, 2);
+    assert_eq!(fs::read(staged.join("a/b/f.png")).unwrap(), b"first");
+}

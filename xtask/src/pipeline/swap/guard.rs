@@ -13,7 +13,7 @@ use crate::{
     term,
 };
 
-use super::{aside_name, exists, lock, put_back, TargetState};
+use super::{aside_name, exists, is_temp_name, lock, put_back, TargetState};
 
 /// Flags that guard a database about to be replaced.
 #[derive(Debug, Clone, clap::Args)]
@@ -54,6 +54,11 @@ pub fn guard_target(target: &DbUrl, guard: &LoadGuard) -> anyhow::Result<()> {
     if ["template0", "template1"].contains(&target.database.as_str()) {
         bail!(
             "target {target} is a template database, which every CREATE DATABASE copies: refusing to replace it; name the dev database in the URL"
+        );
+    }
+    if is_temp_name(&target.database) {
+        bail!(
+            "target {target} has the name of a temporary database (`<name>__npload_<pid>`, `<name>__npold_<pid>`, `npsnaptmp_…`, `npsnapold_…`), which a later run would remove as a leftover: choose another name"
         );
     }
     if !target.is_loopback() && !guard.allow_remote_target {

@@ -83,7 +83,7 @@ impl TargetLock {
              and l.classid = {LOCK_CLASS}::oid and l.objid::bigint = ({key}::bigint & 4294967295) and l.objsubid = 2 \
              and l.pid <> pg_backend_pid() limit 1), '{{}}') end;\n",
             literal(&holder_name()),
-            format_args!("'ours:' || {}", swap::stale_query(&target.database)),
+            format_args!("'ours:' || {}", swap::stale_query(target)),
         );
         let _ = stdin.flush();
         let mut first = String::new();
@@ -96,6 +96,7 @@ impl TargetLock {
                 let stale = serde_json::from_str(stale).with_context(|| {
                     format!("unexpected answer from {admin} while locking the target: {stale}")
                 })?;
+                let stale = swap::stale_of_dead_runs(stale);
                 return Ok(TargetLock {
                     child,
                     stdin: Some(stdin),

@@ -12,7 +12,10 @@ pub use guard::{
     ask_to_replace, check_versions, confirm_replace, guard_target, record_swap, take_locks,
     LoadGuard,
 };
-pub use stale::{aside_name, drop_stale, exists, put_back, stale_query};
+pub use stale::{
+    aside_name, drop_stale, exists, is_temp_name, put_back, snapshot_key_sql, stale_of_dead_runs,
+    stale_query,
+};
 pub use target::{inspect_target, TargetState};
 
 use stale::temp_name;
@@ -60,16 +63,23 @@ pub fn replace_with(
     then: impl FnOnce() -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
     let temp = target.with_database(&temp_name(&target.database, "load"));
-    create(&temp)?;
     let drop_temp = || {
-        let _ = drop_database(sh, tools, admin, &temp.database);
+        if drop_database(sh, tools, admin, &temp.database).is_err() {
+            process::note_left_behind();
+        }
     };
+    if let Err(err) = create(&temp) {
+        // A session stopped by a signal may have left the server to finish the creation.
+        drop_temp();
+        return Err(err);
+    }
     if let Err(err) = load(&temp).and_then(|()| check_interrupted()) {
         let err = explain_load_failure(err);
         // A server that stopped (a full disk for its WAL stops it) is given time to come back.
         let started = std::time::Instant::now();
         while drop_database(sh, tools, admin, &temp.database).is_err() {
             if started.elapsed() > Duration::from_secs(30) || process::interrupted() {
+                process::note_left_behind();
                 return Err(anyhow::anyhow!(
                     "{err:#}; the temporary database {} is still there, the next run removes it",
                     temp.database
@@ -91,7 +101,13 @@ pub fn replace_with(
         };
         if let Err(err) = then() {
             if !replaced {
-                let _ = drop_database(sh, tools, admin, &target.database);
+                if drop_database(sh, tools, admin, &target.database).is_err() {
+                    process::note_left_behind();
+                    return Err(err.context(format!(
+                        "the new {} could not be removed again",
+                        target.masked()
+                    )));
+                }
                 return Err(err.context(format!("{} was removed again", target.masked())));
             }
             return match swap(sh, tools, admin, target, &old, &temp.database, false) {
@@ -99,12 +115,15 @@ pub fn replace_with(
                     drop_temp();
                     Err(err.context(format!("{} was put back as it was", target.masked())))
                 }
-                Err(back) => Err(err.context(format!(
-                    "the previous database could not be put back ({back:#}): it is kept as `{old}` on {}; \
-                     rename it to `{}` once its sessions are gone",
-                    target.host_port(),
-                    target.database
-                ))),
+                Err(back) => {
+                    process::note_left_behind();
+                    Err(err.context(format!(
+                        "the previous database could not be put back ({back:#}): it is kept as `{old}` on {}; \
+                         rename it to `{}` once its sessions are gone",
+                        target.host_port(),
+                        target.database
+                    )))
+                }
             };
         }
         if let Err(err) = drop_database(sh, tools, admin, &old) {
@@ -202,10 +221,11 @@ pub fn drop_database(sh: &Shell, tools: &PgTools, admin: &DbUrl, name: &str) -> 
 
 /// Puts database `new` in place of `target`'s database, which becomes `aside`; both renames
 /// commit together, so the target name always names a whole database. Sessions on the target
-/// that we may end are ended; others (autovacuum, which yields, or other roles' sessions) are
-/// waited for briefly and then named; an interrupt ends that wait when `stoppable` (the swap
-/// forward, before anything changed; never the swap back). Returns whether there was a
-/// database to put aside.
+/// that we may end are ended, but only once no other session is there (another role's, which
+/// we may not end): those are waited for briefly and then named, and a run that gives up
+/// has ended no session. Autovacuum yields by itself. An interrupt ends the wait when
+/// `stoppable` (the swap forward, before anything changed; never the swap back). Returns
+/// whether there was a database to put aside.
 pub fn swap(
     sh: &Shell,
     tools: &PgTools,
@@ -231,20 +251,22 @@ pub fn swap(
             admin,
             Access::ReadWrite,
             &format!(
-                "with mine as (select count(pg_terminate_backend(pid)) as n from pg_stat_activity a \
-                 where datname = {name} and pid <> pg_backend_pid() and backend_type = 'client backend' \
+                "with sessions as (select pid, usename, application_name, backend_type, \
+                 backend_type = 'client backend' \
                  and (pg_has_role(usesysid, 'member') or pg_has_role('pg_signal_backend', 'member')) \
-                 and (not (select rolsuper from pg_roles where oid = a.usesysid) \
-                      or (select rolsuper from pg_roles where rolname = current_user))) \
+                 and (not coalesce((select rolsuper from pg_roles r where r.oid = a.usesysid), false) \
+                      or (select rolsuper from pg_roles where rolname = current_user)) as ours \
+                 from pg_stat_activity a where datname = {name} and pid <> pg_backend_pid()), \
+                 blockers as (select * from sessions where not coalesce(ours, false) \
+                              and backend_type is distinct from 'autovacuum worker'), \
+                 mine as (select count(pg_terminate_backend(pid)) as n from sessions \
+                          where coalesce(ours, false) and not exists (select 1 from blockers)) \
                  select json_build_object('exists', exists (select 1 from pg_database where datname = {name}), \
                  'ended', (select n from mine), \
                  'others', coalesce((select json_agg(format('pid %s (%s%s)', pid, \
-                     coalesce('user ' || usename || ', ', ''), coalesce(nullif(application_name, ''), backend_type))) \
-                   from pg_stat_activity where datname = {name} and pid <> pg_backend_pid() \
-                   and (select n from mine) is not null \
-                   and not (backend_type = 'client backend' and (pg_has_role(usesysid, 'member') or pg_has_role('pg_signal_backend', 'member')) \
-                            and (not (select rolsuper from pg_roles r where r.oid = usesysid) or (select rolsuper from pg_roles where rolname = current_user))) \
-                 ), '[]'))"
+                     coalesce('user ' || usename || ', ', ''), \
+                     coalesce(nullif(application_name, ''), backend_type, 'another role''s session'))) \
+                   from blockers), '[]'))"
             ),
         )?;
         let sessions: Sessions = serde_json::from_str(&answer)

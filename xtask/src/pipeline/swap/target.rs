@@ -14,6 +14,8 @@ pub struct TargetState {
     pub oid: Option<String>,
     pub tables: u64,
     pub size: u64,
+    /// The key of the target's `dev-db` snapshots on this server (see `snapshot_key_sql`).
+    pub snapshot_key: String,
 }
 
 /// Checks the target server before anything is loaded: reachable, allowed to create
@@ -31,6 +33,7 @@ pub fn inspect_target(
         oid: Option<String>,
         size: i64,
         snapshot: bool,
+        snapshot_key: String,
     }
     let answer = tools.query(
         sh,
@@ -40,9 +43,11 @@ pub fn inspect_target(
             "select json_build_object('can_create', r.rolcreatedb or r.rolsuper, \
              'may_replace', coalesce(pg_get_userbyid(d.datdba) = current_user or r.rolsuper, true), \
              'oid', d.oid::text, 'size', coalesce(pg_database_size(d.oid), 0), \
-             'snapshot', coalesce(starts_with(shobj_description(d.oid, 'pg_database'), {}), false)) \
+             'snapshot', coalesce(starts_with(shobj_description(d.oid, 'pg_database'), {}), false), \
+             'snapshot_key', {}) \
              from pg_roles r left join pg_database d on d.datname = {} where r.rolname = current_user",
             literal(crate::dev_db::SNAPSHOT_MARK),
+            super::snapshot_key_sql(target),
             literal(&target.database)
         ),
     )?;
@@ -52,6 +57,7 @@ pub fn inspect_target(
         oid,
         size,
         snapshot,
+        snapshot_key,
     } = serde_json::from_str(&answer).with_context(|| {
         format!("unexpected answer from {admin} while inspecting the target: {answer}")
     })?;
@@ -83,6 +89,7 @@ pub fn inspect_target(
         oid,
         tables: 0,
         size: size.max(0) as u64,
+        snapshot_key,
     };
     if state.exists {
         let tables = tools.query(
