@@ -2,7 +2,7 @@
 # Prepares this machine for the integration tests, which start PostgreSQL
 # through testcontainers:
 #   1. a running Docker engine (installs docker.io and starts dockerd if needed);
-#   2. the host tools the tests call (psql, python3, sha256sum, script);
+#   2. the host tools the tests call (psql, python3, sha256sum, script, ssh-keygen);
 #   3. local images postgres:13, postgres:15 and postgres:17, and
 #      netpoint-prod-ssh:15, a "production" reachable only over SSH
 #      (scripts/images/ssh-prod-entrypoint.sh), which is always built here.
@@ -213,14 +213,18 @@ ensure_docker() {
 
 # --- 2. host tools the tests call ------------------------------------------------------
 # The end-to-end tests compare against the manual procedure with the host's psql, craft
-# archives with python3, check sums with GNU sha256sum and run the tool on a terminal
-# through util-linux script. A fresh machine of this kind has them; install what is missing.
+# archives with python3, check sums with GNU sha256sum, run the tool on a terminal
+# through util-linux script, and sign and verify bundles with OpenSSH's ssh-keygen and ssh-agent. A fresh machine of this kind has them; install what is missing.
 ensure_host_tools() {
     local missing=()
     command -v psql >/dev/null 2>&1 || missing+=(postgresql-client)
     command -v python3 >/dev/null 2>&1 || missing+=(python3)
     command -v sha256sum >/dev/null 2>&1 || missing+=(coreutils)
     command -v script >/dev/null 2>&1 || missing+=(bsdutils)
+    # Signed bundles: keys made, signatures checked and an agent run by OpenSSH's own tools.
+    for tool in ssh ssh-keygen ssh-agent ssh-add; do
+        command -v "$tool" >/dev/null 2>&1 || { missing+=(openssh-client); break; }
+    done
     if [ ${#missing[@]} -gt 0 ]; then
         apt_install "${missing[@]}"
     fi
