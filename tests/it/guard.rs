@@ -77,9 +77,11 @@ fn tokens_of(query: &str) -> Vec<Token> {
 
 /// What psql sent to the server for `sql`, read from its session log (`-L`): one entry per
 /// query, `COPY` rows not included. `exec` runs psql in the server's own container (its
-/// major's psql), otherwise the host's psql runs.
-fn psql_sent(pg: &Pg, db: &str, sql: &[u8], exec: bool) -> Vec<String> {
+/// major's psql), otherwise the host's psql runs; `stop` stops it at the first error, as a
+/// load does.
+fn psql_sent(pg: &Pg, db: &str, sql: &[u8], exec: bool, stop: bool) -> Vec<String> {
     let dir = tempfile::tempdir().unwrap();
+    let on_error_stop = format!("ON_ERROR_STOP={}", u8::from(stop));
     let log_text = if exec {
         let log = format!("/tmp/{db}.log");
         let mut child = Command::new("docker")
@@ -93,7 +95,7 @@ fn psql_sent(pg: &Pg, db: &str, sql: &[u8], exec: bool) -> Vec<String> {
                 "-U",
                 "postgres",
             ])
-            .args(["-d", db, "-v", "ON_ERROR_STOP=0", "-L", &log, "-f", "-"])
+            .args(["-d", db, "-v", &on_error_stop, "-L", &log, "-f", "-"])
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -111,12 +113,12 @@ fn psql_sent(pg: &Pg, db: &str, sql: &[u8], exec: bool) -> Vec<String> {
         let log = dir.path().join("log");
         fs::write(&input, sql).unwrap();
         pg.psql_cmd(db)
-            .args(["-v", "ON_ERROR_STOP=0", "-L", s(&log), "-f", s(&input)])
+            .args(["-v", &on_error_stop, "-L", s(&log), "-f", s(&input)])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status()
             .unwrap();
-        fs::read_to_string(&log).unwrap_or_default()
+        String::from_utf8_lossy(&fs::read(&log).unwrap_or_default()).into_owned()
     };
     // psql 17 frames each query as an SQL comment, earlier ones with stars alone.
     let (open, close) = match log_text.contains("/******** QUERY *********/\n") {
@@ -275,7 +277,141 @@ const CORPUS: &[Case] = &[
         b"SELECT 1abc;\nSELECT 2;\n",
         "number",
     ),
+    case(
+        "U& strings and names with UESCAPE `!`, `'`, `\\` and `\"`",
+        b"SELECT U&'d!0061t;' UESCAPE '!', U&'d''0061;' UESCAPE '''';\nSELECT U&'a\\' UESCAPE '\\' ; SELECT '; SELECT 3; --';\nSELECT 1 AS U&\"d!0061t;\" UESCAPE '!', 2 AS U&\"d\"\"0061;\" UESCAPE '\"';\n",
+    ),
+    case(
+        "dollar quotes with UTF-8 tags, $1$, $a$$, a$$b, after a name and after a number",
+        b"SELECT $\xc3\xa9$ ; $\xc3$ ; $\xc3\xa9$ || $\xc3\xbc$x;$\xc3\xbc$;\nSELECT $1$ ; SELECT $a$$ ; $a$, $_1$;$_1$;\nSELECT a$$b FROM (SELECT 1 AS a$$b) s;\nSELECT 1 AS x$$; SELECT 2;$$;\nSELECT 1$$; SELECT 3;$$;\n",
+    ),
+    case(
+        "backslashes in standard, E, e, N, B and X strings",
+        b"SELECT '\\'; SELECT E'\\\\'; SELECT E'\\''; SELECT 2;\nSELECT e'a\\'' || 'b;', n'c;', N'd\\', B'01', b'1', X'1f', x'2F';\nSELECT E'\\\n' ; SELECT 3;\n",
+    ),
+    Case {
+        pwned: true,
+        ..refused(
+            "a B string continued on the next line",
+            b"SELECT B'0'\n'1' ; CREATE TABLE pwned (); --'\n;\n",
+            "continued",
+        )
+    },
+    case(
+        "comments: /*/, nested, -- inside /* */, /* inside --, ; and ' inside, unclosed at the end",
+        b"SELECT /* /* */ */ 1; /*/ ; */ SELECT 2;\n/* -- ; */ SELECT 3; -- /* '\nSELECT 4 /* ' ; */; SELECT 5 +/* c */ 6; SELECT 7 */* c */ 8;\nSELECT 9;/*/*/*/ ; */ ; */ ; */ SELECT 10; SELECT 11 ---\n;\nSELECT 12; /* unclosed ;\n SELECT 13;\n",
+    ),
+    case(
+        "parentheses and brackets around a semicolon, an unbalanced )",
+        b"SELECT (;) ; SELECT ARRAY[1;2]; SELECT (1)[;];\nSELECT 1 ) ; SELECT 2 )) (3;\n4);\n",
+    ),
+    Case {
+        atomic: true,
+        ..case(
+            "CASE expressions in a body after RETURN, SELECT, WHERE, ORDER BY and THEN; END IF in PL/pgSQL",
+            b"CREATE FUNCTION f(a int) RETURNS int LANGUAGE sql BEGIN ATOMIC RETURN CASE WHEN a > 0 THEN CASE a WHEN 1 THEN 1 END ELSE 2 END; END;\nCREATE FUNCTION g() RETURNS SETOF int LANGUAGE sql BEGIN ATOMIC SELECT CASE WHEN a IS NULL THEN 1 END FROM t WHERE CASE WHEN a IS NULL THEN true END ORDER BY CASE WHEN a = 'x' THEN 1 END, a; END;\nCREATE FUNCTION h() RETURNS int LANGUAGE plpgsql AS $$ BEGIN IF true THEN RETURN 1; END IF; END $$;\nSELECT f(1), h();\n",
+        )
+    },
+    Case {
+        atomic: true,
+        pwned: true,
+        ..refused(
+            "a body's `case` as a column's label without AS",
+            b"CREATE FUNCTION f() RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT 1 case; END; CREATE TABLE pwned (); END;\n",
+            "BEGIN",
+        )
+    },
+    Case {
+        atomic: true,
+        pwned: true,
+        ..refused(
+            "a body's `case` labelling a column named by an unreserved word, in RETURNING",
+            b"CREATE TABLE s (by int);\nCREATE FUNCTION f() RETURNS SETOF int LANGUAGE sql BEGIN ATOMIC INSERT INTO s VALUES (1) RETURNING by case; END; CREATE TABLE pwned (); END;\n",
+            "BEGIN",
+        )
+    },
+    case(
+        "a body's `end` as a label: psql ends the statement early",
+        b"CREATE FUNCTION f() RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT 1 end; END; SELECT 2;\n",
+    ),
+    case(
+        "COPY: \\. at the end without a newline",
+        b"copy t from STDIN;\nrow\n\\.",
+    ),
+    case(
+        "COPY: \\. followed by a space, \\\\., CSV with \\. inside quotes, FROM /* */ stdin",
+        b"COPY t FROM stdin;\nrow\n\\. \n\\\\.\nSELECT 'a row';\n\\.\nCOPY t FROM stdin WITH (FORMAT csv);\n\"a\n\\.\nSELECT 'run';\n\"\n\\.\nCOPY t FROM /* x */ stdin;\nrow\r\n\\.\r\nSELECT 2;\n",
+    ),
+    case(
+        "COPY in a line of statements, lowercase, FROM \"stdin\" and pstdin",
+        b"SELECT 1; copy t (a) from STDIN;\nrow\n\\.\nCOPY t FROM \"stdin\";\nCOPY t FROM pstdin;\nSELECT 2;\n",
+    ),
+    refused(
+        "COPY ... FROM stdin; then a comment on its line",
+        b"COPY t FROM stdin; -- c\nrow\n\\.\nSELECT 2;\n",
+        "text after",
+    ),
+    Case {
+        agrees: false,
+        ..refused(
+            "COPY ... FROM stdin; then a statement on its line",
+            b"COPY t FROM stdin; SELECT 1;\nrow\n\\.\nSELECT 2;\n",
+            "text after",
+        )
+    },
+    Case {
+        agrees: false,
+        ..refused(
+            "a binary COPY, which psql feeds to the end of the file",
+            b"COPY t FROM stdin (FORMAT binary);\nrow\n\\.\nSELECT 2;\n",
+            "binary",
+        )
+    },
+    Case {
+        agrees: false,
+        ..refused(
+            "psql variables :\"foo\" and :{?foo}",
+            b"SELECT :\"foo\", :{?foo};\nSELECT 2;\n",
+            "variable",
+        )
+    },
+    refused(
+        "a slice a[x:y], where :y is a psql variable",
+        b"SELECT (ARRAY[1,2,3])[a:b] FROM (SELECT 1 a, 2 b) s;\n",
+        "variable",
+    ),
+    Case {
+        agrees: false,
+        ..refused("\\: sends a colon", b"SELECT 1 \\: 2;\nSELECT 2;\n", "`\\:`")
+    },
+    case(
+        ":= outside dollar quotes, slices [1 :2], [:2] and [2:]",
+        b"DO $$ DECLARE x int; BEGIN x := 1; END $$;\nSELECT a := 1;\nSELECT (ARRAY[1,2,3])[1 :2], (ARRAY[1,2,3])[:2], (ARRAY[1,2,3])[2:];\n",
+    ),
+    case(
+        "UTF-8 and LATIN1 bytes before a backslash and a quote",
+        b"SELECT '\xc3\xa9\\'; SELECT E'\xe2\x80\\\\'; SELECT 2;\nSET client_encoding = 'LATIN1';\nSELECT '\xe9\\'; SELECT E'\xe9\\''; SELECT 3; --';\n",
+    ),
 ];
+
+/// Rows of a `COPY` at and around psql's 8 KiB read buffer, each block ended by `\.`, and
+/// rows ending in `\.` at those lengths.
+fn rows_at_the_buffer_edges() -> Case {
+    let mut sql = Vec::new();
+    for len in [8189, 8190, 8191, 8192, 8193, 8194, 8195, 16383, 16384] {
+        sql.extend_from_slice(b"COPY t FROM stdin;\n");
+        sql.extend(std::iter::repeat_n(b'x', len - 1));
+        sql.extend_from_slice(b"\n\\.\n");
+        sql.extend_from_slice(b"COPY t FROM stdin;\n");
+        sql.extend(std::iter::repeat_n(b'y', len - 3));
+        sql.extend_from_slice(b"\\.\nSELECT 'a row';\n\\.\nSELECT 2;\n");
+    }
+    Case {
+        // A test binary runs once: the bytes may live to its end.
+        sql: Box::leak(sql.into_boxed_slice()),
+        ..case("COPY rows at psql's 8 KiB buffer", b"")
+    }
+}
 
 #[test]
 fn the_guard_reads_statements_where_psql_13_15_and_17_do() {
@@ -286,18 +422,28 @@ fn the_guard_reads_statements_where_psql_13_15_and_17_do() {
             .collect();
         started.into_iter().map(|h| h.join().unwrap()).collect()
     });
+    let edges = rows_at_the_buffer_edges();
     for pg in &servers {
-        for (n, case) in CORPUS.iter().enumerate() {
-            // psql 13 knows no BEGIN ATOMIC, and ends those statements at their first `;`.
-            if case.atomic && pg.major < 14 {
-                continue;
-            }
+        for (n, case) in CORPUS.iter().chain([&edges]).enumerate() {
             let what = format!("psql {}: {}", pg.major, case.name);
             let db = format!("case{n}");
             pg.create_db(&db);
             pg.psql(&db, "create table t (a text)");
+            // psql 13 knows no BEGIN ATOMIC and sends a body up to its first `;`, which every
+            // server refuses; a load stops there.
+            if case.atomic && pg.major < 14 {
+                let sent = psql_sent(pg, &db, case.sql, true, true);
+                assert!(
+                    sent.last()
+                        .is_some_and(|last| last.starts_with("CREATE FUNCTION")),
+                    "{what}: psql sent {sent:#?}"
+                );
+                let pwned = pg.psql(&db, "select count(*) from pg_class where relname = 'pwned'");
+                assert_eq!(pwned, "0", "{what}: the server ran what psql hid");
+                continue;
+            }
             let (ours, refusals) = lexed(case.sql);
-            let sent = psql_sent(pg, &db, case.sql, pg.major != 15);
+            let sent = psql_sent(pg, &db, case.sql, pg.major != 15, false);
             let theirs: Vec<Vec<Token>> = sent.iter().map(|q| tokens_of(q)).collect();
             assert!(!sent.is_empty(), "{what}: psql sent nothing");
             match case.agrees {

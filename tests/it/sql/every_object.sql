@@ -159,6 +159,16 @@ BEGIN
                     SELECT CASE WHEN k = 'x' THEN 1 ELSE 2 END;
                 END
         $sql$;
+        EXECUTE $sql$
+            CREATE FUNCTION extra.atomic_cases(key text) RETURNS SETOF integer
+                LANGUAGE sql STABLE
+                BEGIN ATOMIC
+                    SELECT CASE WHEN s.k = key THEN 1 END AS n
+                        FROM extra.scratch s
+                        WHERE CASE WHEN key IS NULL THEN false ELSE true END
+                        ORDER BY CASE WHEN s.k = 'x' THEN 0 ELSE 1 END, 1;
+                END
+        $sql$;
         EXECUTE 'ALTER TABLE extra.scratch ALTER COLUMN v SET COMPRESSION pglz';
     END IF;
 END

@@ -223,6 +223,12 @@ pub struct Lexer {
     opened_atomic: bool,
     /// psql counted a `BEGIN`, `CASE` or `END` the server would not.
     odd_body: bool,
+    /// The last token lets an expression begin: a `CASE` after it opens a `CASE` expression
+    /// for the server too, not a column's label (`SELECT 1 case`).
+    case_may_open: bool,
+    /// What the last token was, for the two words that begin an expression only after
+    /// another (`RETURN` at the start of a statement, `BY` after `ORDER` or `GROUP`).
+    previous: Previous,
     current: Option<Statement>,
     text: Vec<u8>,
     text_whole: bool,
@@ -252,6 +258,8 @@ impl Default for Lexer {
             expect_atomic: false,
             opened_atomic: false,
             odd_body: false,
+            case_may_open: false,
+            previous: Previous::Other,
             current: None,
             text: Vec::new(),
             text_whole: true,
@@ -266,6 +274,36 @@ impl Default for Lexer {
         }
     }
 }
+
+/// What the last token of a routine body was, as far as [`Lexer::case_may_open`] needs it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Previous {
+    /// `ATOMIC` or `;`: a statement of the body begins.
+    StatementStart,
+    /// `ORDER` or `GROUP`.
+    OrderOrGroup,
+    Other,
+}
+
+/// Reserved words after which an expression begins. An unreserved word may be a column's
+/// name, after which the server reads `case` as the column's label where psql counts a
+/// `CASE` that its `END` closes.
+const BEFORE_EXPRESSION: &[&str] = &[
+    "select",
+    "where",
+    "when",
+    "then",
+    "else",
+    "and",
+    "or",
+    "not",
+    "on",
+    "having",
+    "distinct",
+    "limit",
+    "offset",
+    "returning",
+];
 
 /// `[A-Za-z\200-\377_]`: what may start a name.
 fn ident_start(c: u8) -> bool {
@@ -476,6 +514,9 @@ impl Lexer {
                 self.odd_body = true;
             }
         }
+        if self.begin_depth > 0 {
+            self.follow_body(&token);
+        }
         self.after_label = token.is_word("as") || token.is_op(".");
         let spaced = std::mem::take(&mut self.space_before);
         let statement = self.current.as_mut().expect("opened above");
@@ -485,6 +526,28 @@ impl Lexer {
         } else {
             statement.too_long = true;
         }
+    }
+
+    /// Notes, inside a routine body, whether a `CASE` after `token` would open a `CASE`
+    /// expression for the server.
+    fn follow_body(&mut self, token: &Token) {
+        let is = |word: &str| token.is_word(word) && !self.after_label;
+        self.case_may_open = match token {
+            Token::Op(op) => !matches!(op.as_str(), ")" | "]" | "*"),
+            Token::Word(_) => {
+                BEFORE_EXPRESSION.iter().any(|word| is(word))
+                    || (is("return") && self.previous == Previous::StatementStart)
+                    || (is("by") && self.previous == Previous::OrderOrGroup)
+            }
+            _ => false,
+        };
+        self.previous = if token.is_op(";") || is("atomic") {
+            Previous::StatementStart
+        } else if is("order") || is("group") {
+            Previous::OrderOrGroup
+        } else {
+            Previous::Other
+        };
     }
 
     fn op(&mut self, at: usize, op: &[u8]) {
@@ -616,6 +679,9 @@ impl Lexer {
         let mut statement = self.current.take().expect("a `;` opened it");
         statement.end = self.line_start + end as u64;
         statement.copy_in = is_copy_in(&statement.tokens);
+        if statement.copy_in && is_binary_copy(&statement.tokens) {
+            self.refuse("a binary `COPY ... FROM stdin`, whose rows psql reads to the end of the file, not to a line `\\.`");
+        }
         if statement.atomic_body && (self.odd_body || !self.opened_atomic) {
             self.refuse("a `;` psql keeps inside the statement (it counted a BEGIN or CASE without its END) where the server would end it");
         }
@@ -623,6 +689,8 @@ impl Lexer {
         self.expect_atomic = false;
         self.opened_atomic = false;
         self.odd_body = false;
+        self.case_may_open = false;
+        self.previous = Previous::Other;
         self.after_string = false;
         self.copy_pending = statement.copy_in;
         self.done.push(statement);
@@ -698,7 +766,7 @@ impl Lexer {
             } else if is("case") {
                 if self.begin_depth >= 1 {
                     self.begin_depth += 1;
-                    self.odd_body |= label;
+                    self.odd_body |= label || !self.case_may_open;
                 }
             } else if is("end") && self.begin_depth > 0 {
                 self.begin_depth -= 1;
@@ -957,6 +1025,21 @@ fn is_copy_in(tokens: &[Token]) -> bool {
         }
     }
     false
+}
+
+/// A `COPY` in binary format (`COPY BINARY t`, or `binary` among the options after
+/// `FROM stdin`), which pg_dump never writes.
+fn is_binary_copy(tokens: &[Token]) -> bool {
+    let binary = |token: &Token| match token {
+        Token::Word(text) | Token::Name(text) => text.eq_ignore_ascii_case("binary"),
+        Token::Str { text, .. } => text.eq_ignore_ascii_case("binary"),
+        _ => false,
+    };
+    let options = tokens
+        .windows(2)
+        .position(|pair| pair[0].is_word("from") && pair[1].is_word("stdin"))
+        .map_or(&[][..], |at| &tokens[at + 2..]);
+    tokens.get(1).is_some_and(binary) || options.iter().any(binary)
 }
 
 #[cfg(test)]

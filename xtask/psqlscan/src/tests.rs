@@ -174,9 +174,19 @@ fn begin_atomic_bodies_keep_their_semicolons() {
         "CREATE FUNCTION f() RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT 1 AS case; END; ALTER ROLE x SET y = 1; END;",
         "CREATE FUNCTION f() RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT t.case FROM t; ALTER ROLE x SET y = 1; END; END;",
         "CREATE FUNCTION f() RETURNS int LANGUAGE sql BEGIN SELECT 1; END;",
+        // A column's label without AS: the server reads no CASE, psql counts one.
+        "CREATE FUNCTION f() RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT 1 case; END; ALTER ROLE x SET y = 1; END;",
+        "CREATE FUNCTION f() RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT 'x' case, (1) case; END; ALTER ROLE x SET y = 1; END; END;",
+        "CREATE FUNCTION f() RETURNS SETOF int LANGUAGE sql BEGIN ATOMIC INSERT INTO t VALUES (1) RETURNING by case; END; ALTER ROLE x SET y = 1; END;",
+        "CREATE FUNCTION f() RETURNS SETOF int LANGUAGE sql BEGIN ATOMIC SELECT return case FROM t; END; ALTER ROLE x SET y = 1; END;",
+        "CREATE FUNCTION f() RETURNS SETOF int LANGUAGE sql BEGIN ATOMIC SELECT s.where case FROM s; END; ALTER ROLE x SET y = 1; END;",
+        "CREATE FUNCTION f() RETURNS SETOF int LANGUAGE sql BEGIN ATOMIC SELECT s.* case FROM s; END; ALTER ROLE x SET y = 1; END;",
     ] {
         assert!(refused(odd).contains("BEGIN"), "{odd}");
     }
+    // A CASE expression after a reserved word or an operator, as pg_dump writes them.
+    let cases = "CREATE FUNCTION f(a int) RETURNS int LANGUAGE sql BEGIN ATOMIC RETURN CASE WHEN a > 0 THEN CASE a WHEN 1 THEN 1 END ELSE 2 END; SELECT a, CASE WHEN true THEN 1 END FROM t WHERE CASE WHEN a IS NULL THEN true END GROUP BY CASE WHEN true THEN 1 END ORDER BY CASE WHEN a = 1 THEN 1 END; UPDATE t SET a = CASE WHEN true THEN 1 END RETURNING CASE WHEN true THEN 1 END; END;";
+    assert_eq!(statements(cases).len(), 1);
 }
 
 #[test]
@@ -243,6 +253,19 @@ fn copy_rows_end_where_psql_ends_them() {
         ]
     );
     assert!(refused("COPY t FROM stdin; SELECT 1;\n\\.\n").contains("after `COPY"));
+    // psql sends the rest of the file as a binary COPY's data, `\.` or not.
+    for binary in [
+        "COPY t FROM stdin (FORMAT binary);\n\\.\n",
+        "COPY t FROM stdin WITH (FORMAT 'BINARY');\n\\.\n",
+        "COPY BINARY t FROM stdin;\n\\.\n",
+        "COPY t FROM stdin BINARY;\n\\.\n",
+    ] {
+        assert!(refused(binary).contains("binary"), "{binary}");
+    }
+    assert_eq!(
+        statements("COPY t (\"binary\") FROM stdin;\n\\.\n"),
+        ["COPY t (\"binary\") FROM stdin;", "<0 rows, Lf>"]
+    );
     assert_eq!(
         statements("COPY t FROM stdin; \t\n\\.\n"),
         ["COPY t FROM stdin;", "<0 rows, Lf>"]
@@ -314,5 +337,15 @@ fn long_text_is_cut_in_tokens_but_read_whole() {
     match &found[0].tokens[1] {
         Token::Str { text, whole, .. } => assert!(text.len() == MAX_TEXT && !whole),
         other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn no_byte_of_a_multibyte_utf8_character_is_ascii() {
+    // The lexer reads bytes, as psql does for an encoding a server may have: a quote, a
+    // backslash or a `$` inside a character would be read as one.
+    let mut buf = [0u8; 4];
+    for c in ('\u{80}'..=char::MAX).filter(|c| c.len_utf8() > 1) {
+        assert!(c.encode_utf8(&mut buf).bytes().all(|b| b >= 0x80), "{c:?}");
     }
 }
