@@ -26,6 +26,7 @@ use crate::{
     context::Context,
     media::{self, Origins, Stamp},
     pg::{
+        dev_container::DevContainer,
         sql::{ident, literal},
         url::{self, path_or_env},
         Access, DbUrl, PgTools,
@@ -38,7 +39,7 @@ use crate::{
             LoadGuard,
         },
     },
-    process, seed_dev, term,
+    process, term,
 };
 
 /// Save and restore named states of the dev database and media.
@@ -134,7 +135,7 @@ impl DevDb {
         }
         let target = match url::url_or_env(self.target.clone(), "NETPOINT_DATABASE_URL")? {
             Some(url) => url,
-            None => seed_dev::container::DevContainer::new(sh).ensure(sh, tools)?,
+            None => DevContainer::new(sh).ensure(sh, tools)?,
         };
         swap::guard_target(
             &target,
