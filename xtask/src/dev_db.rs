@@ -111,9 +111,6 @@ struct MediaSize {
     bytes: u64,
 }
 
-/// The prefix of a snapshot database's comment, which marks it as one.
-pub const SNAPSHOT_MARK: &str = "{\"netpoint_dev_db_snapshot\":";
-
 /// Beside a snapshot's media: which live file each of them was copied from (media::Origins).
 const ORIGINS: &str = "origins.json";
 
@@ -268,7 +265,7 @@ impl Dev<'_> {
         let comment = serde_json::from_str::<Answer>(&answer)
             .with_context(|| format!("unexpected answer from {}: {answer}", self.admin))?
             .comment
-            .filter(|c| c.starts_with(SNAPSHOT_MARK));
+            .filter(|c| c.starts_with(swap::SNAPSHOT_MARK));
         let Some(comment) = comment else {
             bail!(
                 "database {database} on {} was not made by `cargo xtask dev-db save`: rename or drop it, then run again",
