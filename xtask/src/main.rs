@@ -124,8 +124,8 @@ fn main() -> ExitCode {
     }
     let result = Shell::new().map_err(anyhow::Error::from).and_then(|sh| {
         sh.change_dir(workspace_root());
-        pg::DockerNet::from_env()?;
-        let cx = Context::new(sh, cli.pg_tools, cli.jobs.map(usize::from));
+        let docker_net = pg::DockerNet::from_env()?;
+        let cx = Context::new(sh, cli.pg_tools, docker_net, cli.jobs.map(usize::from));
         run(&cx, cli.command)
     });
     // Whatever we started and is still running ends with the run (on macOS, where
