@@ -8,7 +8,7 @@
 
 use xshell::Shell;
 
-use crate::pg::{PgTools, ToolSource};
+use crate::pg::{DockerNet, PgTools, ToolSource};
 
 pub struct Context {
     pub sh: Shell,
@@ -18,7 +18,12 @@ pub struct Context {
 }
 
 impl Context {
-    pub fn new(sh: Shell, tool_source: ToolSource, jobs: Option<usize>) -> Context {
+    pub fn new(
+        sh: Shell,
+        tool_source: ToolSource,
+        docker_net: DockerNet,
+        jobs: Option<usize>,
+    ) -> Context {
         let jobs = jobs.unwrap_or_else(|| {
             std::thread::available_parallelism()
                 .map(|n| n.get())
@@ -28,7 +33,7 @@ impl Context {
         let _ = rayon::ThreadPoolBuilder::new()
             .num_threads(jobs)
             .build_global();
-        let tools = PgTools::discover(&sh, tool_source);
+        let tools = PgTools::discover(&sh, tool_source, docker_net);
         Context { sh, tools, jobs }
     }
 }

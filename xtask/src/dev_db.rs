@@ -26,6 +26,7 @@ use crate::{
     context::Context,
     media::{self, Origins, Stamp},
     pg::{
+        dev_container::DevContainer,
         sql::{ident, literal},
         url::{self, path_or_env},
         Access, DbUrl, PgTools,
@@ -38,7 +39,7 @@ use crate::{
             LoadGuard,
         },
     },
-    process, seed_dev, term,
+    process, term,
 };
 
 /// Save and restore named states of the dev database and media.
@@ -110,9 +111,6 @@ struct MediaSize {
     bytes: u64,
 }
 
-/// The prefix of a snapshot database's comment, which marks it as one.
-pub const SNAPSHOT_MARK: &str = "{\"netpoint_dev_db_snapshot\":";
-
 /// Beside a snapshot's media: which live file each of them was copied from (media::Origins).
 const ORIGINS: &str = "origins.json";
 
@@ -134,7 +132,7 @@ impl DevDb {
         }
         let target = match url::url_or_env(self.target.clone(), "NETPOINT_DATABASE_URL")? {
             Some(url) => url,
-            None => seed_dev::container::DevContainer::new(sh).ensure(sh, tools)?,
+            None => DevContainer::new(sh).ensure(sh, tools)?,
         };
         swap::guard_target(
             &target,
@@ -267,7 +265,7 @@ impl Dev<'_> {
         let comment = serde_json::from_str::<Answer>(&answer)
             .with_context(|| format!("unexpected answer from {}: {answer}", self.admin))?
             .comment
-            .filter(|c| c.starts_with(SNAPSHOT_MARK));
+            .filter(|c| c.starts_with(swap::SNAPSHOT_MARK));
         let Some(comment) = comment else {
             bail!(
                 "database {database} on {} was not made by `cargo xtask dev-db save`: rename or drop it, then run again",

@@ -28,6 +28,9 @@ use xshell::Shell;
 
 use context::Context;
 
+/// The heading of the flags every command takes, listed after each command's own.
+const GLOBAL: &str = "Global options";
+
 #[derive(Debug, Parser)]
 #[command(
     name = "cargo xtask",
@@ -40,21 +43,24 @@ struct Cli {
     #[arg(
         long,
         global = true,
+        help_heading = GLOBAL,
         value_enum,
         default_value = "auto",
         value_name = "WHEN"
     )]
     color: term::ColorChoice,
     /// Print each external command (credentials masked).
-    #[arg(short, long, global = true, conflicts_with = "quiet")]
+    #[arg(short, long, global = true,
+        help_heading = GLOBAL, conflicts_with = "quiet")]
     verbose: bool,
     /// Print only warnings, errors and requested data.
-    #[arg(short, long, global = true)]
+    #[arg(short, long, global = true, help_heading = GLOBAL)]
     quiet: bool,
     /// Where pg_dump/psql come from: host tools that fit the server, else Docker (auto).
     #[arg(
         long,
         global = true,
+        help_heading = GLOBAL,
         value_enum,
         env = "NETPOINT_PG_TOOLS",
         default_value = "auto",
@@ -67,6 +73,7 @@ struct Cli {
         short,
         long,
         global = true,
+        help_heading = GLOBAL,
         env = "NETPOINT_JOBS",
         value_name = "N",
         value_parser = clap::value_parser!(u16).range(1..=256)
@@ -117,8 +124,8 @@ fn main() -> ExitCode {
     }
     let result = Shell::new().map_err(anyhow::Error::from).and_then(|sh| {
         sh.change_dir(workspace_root());
-        pg::DockerNet::from_env()?;
-        let cx = Context::new(sh, cli.pg_tools, cli.jobs.map(usize::from));
+        let docker_net = pg::DockerNet::from_env()?;
+        let cx = Context::new(sh, cli.pg_tools, docker_net, cli.jobs.map(usize::from));
         run(&cx, cli.command)
     });
     // Whatever we started and is still running ends with the run (on macOS, where
@@ -186,4 +193,57 @@ fn workspace_root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("xtask lives in the workspace")
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::{Cli, GLOBAL};
+
+    /// The long flag of each option line of a help text: `  -v, --verbose` or `      --color`.
+    fn flags(help: &str) -> Vec<String> {
+        help.lines()
+            .filter_map(|line| {
+                let rest = line.strip_prefix("      --").or_else(|| {
+                    let short = line.strip_prefix("  -")?;
+                    short.get(1..)?.strip_prefix(", --")
+                })?;
+                Some(rest.split(' ').next().unwrap_or("").to_owned())
+            })
+            .collect()
+    }
+
+    /// Every command's help, at every level, lists its own options first and the global ones
+    /// after them under a heading of their own.
+    #[test]
+    fn each_help_lists_its_own_options_before_the_global_ones() {
+        let mut cli = Cli::command();
+        cli.build();
+        let globals: Vec<String> = cli
+            .get_arguments()
+            .filter(|a| a.is_global_set())
+            .filter_map(|a| a.get_long().map(str::to_owned))
+            .collect();
+        assert_eq!(globals, ["color", "verbose", "quiet", "pg-tools", "jobs"]);
+        let mut pending = vec![cli];
+        let mut seen = 0;
+        while let Some(mut cmd) = pending.pop() {
+            let name = cmd.get_name().to_owned();
+            if name == "help" {
+                continue;
+            }
+            let help = cmd.render_long_help().to_string();
+            let (own, global) = help
+                .split_once(&format!("\n{GLOBAL}:\n"))
+                .unwrap_or_else(|| panic!("{name}: no \"{GLOBAL}\" heading in\n{help}"));
+            let own = flags(own);
+            assert!(own.iter().all(|f| !globals.contains(f)), "{name}: {own:?}");
+            assert!(own.iter().any(|f| f == "help"), "{name}: {own:?}");
+            assert_eq!(flags(global), globals, "{name}");
+            seen += 1;
+            pending.extend(cmd.get_subcommands().cloned());
+        }
+        assert!(seen > 5, "only {seen} commands checked");
+    }
 }

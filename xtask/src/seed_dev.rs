@@ -2,8 +2,6 @@
 //! in a local Docker container when no database is configured; and `--refresh`, which
 //! regenerates those fixtures deterministically from a database.
 
-pub mod container;
-
 use std::{
     collections::BTreeMap,
     fs, io,
@@ -20,6 +18,7 @@ use crate::{
     mode::{self, Mode},
     pg::{
         self,
+        dev_container::DevContainer,
         url::{self, path_or_env},
         Access, DbUrl, PgTools, Tool,
     },
@@ -31,8 +30,6 @@ use crate::{
     plain::{copy, lines},
     term,
 };
-
-use container::DevContainer;
 
 /// Seed a dev database and media from fixtures/, or regenerate the fixtures (--refresh).
 #[derive(Debug, clap::Args)]
@@ -85,7 +82,7 @@ impl SeedDev {
             return DevContainer::new(sh).stop(sh);
         }
         if self.destroy {
-            return DevContainer::new(sh).destroy(sh, &self.guard);
+            return DevContainer::new(sh).destroy(sh, self.guard.yes);
         }
         if self.refresh {
             let source =

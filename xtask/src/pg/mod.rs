@@ -1,7 +1,9 @@
 //! PostgreSQL access: the URL (and the one flag-or-environment helper), the client tools and
-//! where they come from, sessions and queries, and SQL quoting.
+//! where they come from, sessions and queries, SQL quoting, and the local dev-database
+//! container that seed-dev and dev-db share.
 
 pub mod containers;
+pub mod dev_container;
 mod session;
 pub mod sql;
 mod tools;

@@ -142,8 +142,9 @@ pub struct PgTools {
 
 impl PgTools {
     /// Looks the tools up on `PATH` and where this system's installers put them; a missing
-    /// one is an error only when it is needed.
-    pub fn discover(sh: &Shell, source: ToolSource) -> PgTools {
+    /// one is an error only when it is needed. `docker_net` is how Docker-run tools reach
+    /// this machine's servers ([`DockerNet::from_env`], read once in `main`).
+    pub fn discover(sh: &Shell, source: ToolSource, docker_net: DockerNet) -> PgTools {
         // Side by side: each lookup starts its tool once or twice.
         let path = sh.var_os("PATH");
         let layout = Layout::HOST;
@@ -161,7 +162,7 @@ impl PgTools {
             images: Mutex::default(),
             image_restricts: Mutex::default(),
             announced: Mutex::default(),
-            docker_net: DockerNet::from_env().unwrap_or(DockerNet::DEFAULT),
+            docker_net,
         }
     }
 

@@ -7,11 +7,15 @@ use anyhow::Context;
 use xshell::Shell;
 
 use crate::{
-    pg::{self, sql::literal, Access, DbUrl, PgTools, Tool},
+    pg::{
+        self,
+        sql::{literal, qualified},
+        Access, DbUrl, PgTools, Tool,
+    },
     pipeline::{
         budget::{fitting_jobs, Sessions},
         leak_scan, load,
-        parallel::{pattern, Snapshot},
+        parallel::Snapshot,
         scrub::{self, Action},
     },
     plain::lines,
@@ -181,7 +185,7 @@ impl Unread {
             let (Some((schema, name)), None) = (matching.next(), matching.next()) else {
                 continue;
             };
-            let pattern = pattern(schema, name);
+            let pattern = qualified(schema, name);
             // Rows the user already left out are neither read nor counted, as before.
             if excluded.contains(&pattern) || patterns.contains(&pattern) {
                 continue;

@@ -5,8 +5,10 @@ use anyhow::{bail, Context};
 use xshell::Shell;
 
 use crate::{
-    pg::{sql::literal, Access, DbUrl, PgTools, Server},
-    pipeline::parallel::pattern,
+    pg::{
+        sql::{literal, qualified},
+        Access, DbUrl, PgTools, Server,
+    },
     term,
 };
 
@@ -82,7 +84,7 @@ pub fn excluded_tables(
         let name = format!("{schema}.{table}");
         if !exclusions.tables.iter().any(|(n, _)| *n == name) {
             exclusions.tables.push((name, estimate));
-            exclusions.patterns.push(pattern(&schema, &table));
+            exclusions.patterns.push(qualified(&schema, &table));
         }
     }
     Ok(exclusions)

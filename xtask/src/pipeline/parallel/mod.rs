@@ -11,4 +11,3 @@ mod straight;
 pub use direct::DirectClone;
 pub use file::{load_file, FileLoad};
 pub use snapshot::Snapshot;
-pub use straight::pattern;

@@ -12,7 +12,11 @@ use anyhow::{bail, Context};
 use xshell::Shell;
 
 use crate::{
-    pg::{self, sql::literal, Access, DbUrl, PgTools, Tool},
+    pg::{
+        self,
+        sql::{literal, qualified},
+        Access, DbUrl, PgTools, Tool,
+    },
     pipeline::{leak_scan, load},
     plain::copy,
     process::{self, SpawnTool},
@@ -59,14 +63,6 @@ pub fn balance(mut relations: Vec<Relation>, n: usize) -> Vec<Vec<Relation>> {
         .map(|(_, group)| group)
         .filter(|g| !g.is_empty())
         .collect()
-}
-
-pub fn pattern(schema: &str, name: &str) -> String {
-    format!(
-        "\"{}\".\"{}\"",
-        schema.replace('"', "\"\""),
-        name.replace('"', "\"\"")
-    )
 }
 
 /// What a parallel clone of the source needs to know, or why it must run as one stream.
@@ -146,7 +142,7 @@ pub fn relations_to_copy(
             .iter()
             .any(|(n, _)| n == &format!("{schema}.{name}"));
         relations.push(Relation {
-            pattern: pattern(schema, name),
+            pattern: qualified(schema, name),
             dumped_as: dumped_as.to_string(),
             name: format!("{schema}.{name}"),
             bytes: if data_excluded { 0 } else { bytes },
@@ -369,7 +365,7 @@ mod tests {
     #[test]
     fn groups_are_balanced_largest_first() {
         let relation = |name: &str, bytes| Relation {
-            pattern: pattern("public", name),
+            pattern: qualified("public", name),
             dumped_as: format!("public.{name}"),
             name: format!("public.{name}"),
             bytes,
@@ -399,6 +395,5 @@ mod tests {
             1,
             "no empty groups"
         );
-        assert_eq!(pattern("we\"ird", "t"), "\"we\"\"ird\".\"t\"");
     }
 }

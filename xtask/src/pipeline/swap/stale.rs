@@ -50,6 +50,10 @@ pub fn aside_name(database: &str) -> String {
 /// replaces once the new one has its name.
 pub const SNAPSHOT_TEMP_PREFIXES: [&str; 2] = ["npsnaptmp_", "npsnapold_"];
 
+/// The prefix of a snapshot database's comment, which marks it as one: the target's
+/// inspection tells a snapshot from a dev database by it, and `dev-db` writes it.
+pub const SNAPSHOT_MARK: &str = "{\"netpoint_dev_db_snapshot\":";
+
 /// Whether `name` has the shape of a temporary database of some run: a target of that name
 /// could be removed later as a leftover, so no command replaces one.
 pub fn is_temp_name(name: &str) -> bool {

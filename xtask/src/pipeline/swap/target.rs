@@ -46,7 +46,7 @@ pub fn inspect_target(
              'snapshot', coalesce(starts_with(shobj_description(d.oid, 'pg_database'), {}), false), \
              'snapshot_key', {}) \
              from pg_roles r left join pg_database d on d.datname = {} where r.rolname = current_user",
-            literal(crate::dev_db::SNAPSHOT_MARK),
+            literal(super::SNAPSHOT_MARK),
             super::snapshot_key_sql(target),
             literal(&target.database)
         ),

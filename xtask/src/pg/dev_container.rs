@@ -14,12 +14,8 @@ use std::{
 use anyhow::{bail, Context};
 use xshell::{cmd, Shell};
 
-use crate::{
-    media,
-    pg::{url, Access, DbUrl, PgTools},
-    pipeline::swap::LoadGuard,
-    term,
-};
+use super::{url, Access, DbUrl, PgTools};
+use crate::{media, term};
 
 /// The local PostgreSQL container used when no database is configured.
 pub struct DevContainer {
@@ -255,12 +251,12 @@ impl DevContainer {
         Ok(())
     }
 
-    pub fn destroy(&self, sh: &Shell, guard: &LoadGuard) -> anyhow::Result<()> {
+    pub fn destroy(&self, sh: &Shell, yes: bool) -> anyhow::Result<()> {
         let (name, volume) = (&self.name, &self.volume);
         if !Self::docker_running(sh) {
             bail!("Docker is not running: start it to remove {name}");
         }
-        if !guard.yes {
+        if !yes {
             if !term::stdin_is_terminal() {
                 bail!("this removes container {name} and all its data (volume {volume}): pass --yes to confirm");
             }
