@@ -764,14 +764,22 @@ fn leftovers_of_killed_runs_are_removed_and_a_live_run_s_are_kept() {
         let before = env.temporary_databases();
         let child = spawn(env.xtask(args));
         let pattern = copying.replace('_', "\\_");
-        crate::harness::wait_for(copying, Duration::from_secs(120), || {
-            env.pg.psql(
-                "postgres",
-                &format!(
-                    "select count(*) > 0 from pg_stat_activity where query like 'create database \"{pattern}%'"
-                ),
-            ) == "t"
-        });
+        // Watched from inside the server, every millisecond: a quick copy can start and end
+        // between two polls that each start a psql.
+        env.pg.psql(
+            "postgres",
+            &format!(
+                "do $$ begin \
+                   for i in 1..120000 loop \
+                     perform pg_stat_clear_snapshot(); \
+                     if exists (select from pg_stat_activity \
+                                where query like 'create database \"{pattern}%') then return; end if; \
+                     perform pg_sleep(0.001); \
+                   end loop; \
+                   raise exception '{copying}: no copy seen within two minutes'; \
+                 end $$"
+            ),
+        );
         sigkill(&child);
         let _ = output_of(child);
         crate::harness::wait_for(
