@@ -685,23 +685,25 @@ mod tests {
         assert_eq!(pattern().matches("|(").count(), SHAPES.len() - 1);
     }
 
+    /// A `like` pattern as the regular expression that matches what it matches.
+    fn like(pattern: &str) -> regex::Regex {
+        let mut re = String::from("^");
+        let mut chars = pattern.chars();
+        while let Some(c) = chars.next() {
+            match c {
+                '%' => re.push_str(".*"),
+                '_' => re.push('.'),
+                '\\' => re.push_str(&regex::escape(&chars.next().unwrap().to_string())),
+                c => re.push_str(&regex::escape(&c.to_string())),
+            }
+        }
+        regex::Regex::new(&format!("{re}$")).unwrap()
+    }
+
     /// The stream scan's words and this scan's `like` patterns are one list: each word is
     /// some pattern's, and each pattern some word's (`gh_` standing for `ghp_`, `gho_`, ...).
     #[test]
     fn the_words_are_the_stream_scans() {
-        let like = |pattern: &str| {
-            let mut re = String::from("^");
-            let mut chars = pattern.chars();
-            while let Some(c) = chars.next() {
-                match c {
-                    '%' => re.push_str(".*"),
-                    '_' => re.push('.'),
-                    '\\' => re.push_str(&regex::escape(&chars.next().unwrap().to_string())),
-                    c => re.push_str(&regex::escape(&c.to_string())),
-                }
-            }
-            regex::Regex::new(&format!("{re}$")).unwrap()
-        };
         let likes: Vec<regex::Regex> = WORDS.iter().map(|w| like(w)).collect();
         for word in rowscan::WORDS {
             assert!(
@@ -748,19 +750,6 @@ mod tests {
     /// The `like` pre-test must let every credential through to the regular expression.
     #[test]
     fn every_shape_holds_a_word() {
-        let like = |pattern: &str| {
-            let mut re = String::from("^");
-            let mut chars = pattern.chars();
-            while let Some(c) = chars.next() {
-                match c {
-                    '%' => re.push_str(".*"),
-                    '_' => re.push('.'),
-                    '\\' => re.push_str(&regex::escape(&chars.next().unwrap().to_string())),
-                    c => re.push_str(&regex::escape(&c.to_string())),
-                }
-            }
-            regex::Regex::new(&format!("{re}$")).unwrap()
-        };
         let words: Vec<regex::Regex> = WORDS.iter().map(|w| like(w)).collect();
         for credential in [
             "https://admin:hunter2@example.com",
