@@ -21,6 +21,9 @@ mod process;
 mod ssh;
 mod term;
 
+#[cfg(test)]
+mod tidy;
+
 use std::{io::IsTerminal, path::Path, process::ExitCode};
 
 use clap::{Parser, Subcommand};

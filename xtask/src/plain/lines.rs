@@ -293,7 +293,7 @@ impl<W: Write> RowCounter<W> {
             self.in_copy = true;
             self.table = copy_target(&self.line).unwrap_or_default();
             self.rows = 0;
-        } else if self.after_dashes && crate::plain::toc::entry_kind(&self.line).is_some() {
+        } else if self.after_dashes && crate::plain::entry::entry_kind(&self.line).is_some() {
             self.entries += 1;
         }
         self.after_dashes = !self.in_copy && self.line == b"--\n";

@@ -3,6 +3,7 @@
 //! post-data part as jobs, and the difference of two schema snapshots.
 
 pub mod copy;
+pub mod entry;
 pub mod lines;
 pub mod post_data;
 pub mod schema_diff;
