@@ -19,6 +19,11 @@ const COMMANDS: &[&str] = &["clone_prod", "dev_db", "schema_snapshot", "seed_dev
 const COMMAND_LINE: &[&str] = &["cli"];
 /// The engine the commands share, and the knowledge it is built of.
 const ENGINE: &[&str] = &["pipeline", "pg", "media", "bundle", "ssh", "plain"];
+/// What a run of any command carries (the shell, the client tools, the mode): it knows the
+/// engine's plumbing, and like the engine no command and no flag.
+const SHARED: &[&str] = &["context", "mode"];
+/// What the engine and the commands stand on; it knows neither.
+const PLUMBING: &[&str] = &["atomic_file", "process", "term"];
 const MAX_LINES: usize = 600;
 
 type ModPath = Vec<String>;
@@ -252,6 +257,17 @@ fn check(files: &[(PathBuf, String)]) -> Vec<String> {
         }
     }
     let in_tests = |module: &[String]| test_only.iter().any(|t| module.starts_with(t));
+    for module in modules.iter().filter(|m| m.len() == 1 && !in_tests(m)) {
+        let name = module[0].as_str();
+        if ![COMMANDS, COMMAND_LINE, SHARED, ENGINE, PLUMBING]
+            .iter()
+            .any(|layer| layer.contains(&name))
+        {
+            problems.push(format!(
+                "module {name} is in no layer: add it to one of the lists at the top of tidy.rs"
+            ));
+        }
+    }
 
     // Edges between siblings: parent -> (child from, child to) -> first place seen.
     let mut edges: BTreeMap<ModPath, BTreeMap<(String, String), String>> = BTreeMap::new();
@@ -265,7 +281,7 @@ fn check(files: &[(PathBuf, String)]) -> Vec<String> {
             ));
         }
         let top = file.module.first().map(String::as_str).unwrap_or("");
-        if ENGINE.contains(&top) {
+        if ENGINE.contains(&top) || SHARED.contains(&top) {
             for (what, line) in &file.scan.clap {
                 problems.push(format!(
                     "{}: the engine ({top}) defines clap flags ({what}): flags belong to the commands (cli.rs for shared ones)",
@@ -289,13 +305,23 @@ fn check(files: &[(PathBuf, String)]) -> Vec<String> {
                     shown(&target)
                 ));
             }
-            if ENGINE.contains(&from_top)
+            if (ENGINE.contains(&from_top) || SHARED.contains(&from_top))
                 && (COMMANDS.contains(&to_top)
                     || COMMAND_LINE.contains(&to_top)
                     || target.is_empty())
             {
                 problems.push(format!(
                     "{at}: the engine ({from_top}) refers to {}: the engine knows no command and no flag, take a plain value instead",
+                    shown(&target)
+                ));
+            }
+            if PLUMBING.contains(&from_top)
+                && (ENGINE.contains(&to_top)
+                    || COMMANDS.contains(&to_top)
+                    || COMMAND_LINE.contains(&to_top))
+            {
+                problems.push(format!(
+                    "{at}: {from_top} is plumbing, and refers to {}: plumbing knows neither the engine nor the commands",
                     shown(&target)
                 ));
             }
@@ -523,15 +549,15 @@ fn long_files_count_their_lines_outside_tests() {
     let fits = format!("{body}{tests}");
     let over = format!("fn g() {{}}\n{fits}");
     let problems = check(&tree(&[
-        ("main.rs", "mod fits; mod over; #[cfg(test)] mod tests;"),
-        ("fits.rs", &fits),
-        ("over.rs", &over),
+        ("main.rs", "mod term; mod process; #[cfg(test)] mod tests;"),
+        ("term.rs", &fits),
+        ("process.rs", &over),
         ("tests.rs", &body.repeat(2)),
     ]));
     assert_eq!(
         problems,
         [format!(
-            "over.rs: {} lines outside its tests, over {MAX_LINES}: split it by topic",
+            "process.rs: {} lines outside its tests, over {MAX_LINES}: split it by topic",
             MAX_LINES + 1
         )]
     );
