@@ -5,6 +5,7 @@ mod clone_prod;
 mod dev_db;
 mod schema_snapshot;
 mod seed_dev;
+mod subset_plan;
 
 // What they share: the context and mode they run in, and the engine under them.
 mod context;
@@ -101,6 +102,9 @@ enum Command {
         /// Media directory to hash.
         dir: std::path::PathBuf,
     },
+    /// Print the rows a subset holds, table by table, as JSON.
+    #[command(hide = true)]
+    SubsetPlan(subset_plan::SubsetPlan),
 }
 
 fn main() -> ExitCode {
@@ -161,6 +165,7 @@ fn run(cx: &Context, command: Command) -> anyhow::Result<()> {
         Command::SeedDev(cmd) => cmd.run(cx),
         Command::DevDb(cmd) => cmd.run(cx),
         Command::HashMedia { dir } => media::print_sums(&dir),
+        Command::SubsetPlan(cmd) => cmd.run(cx),
     }
 }
 

@@ -14,7 +14,13 @@ use std::{
 use syn::{spanned::Spanned, visit::Visit};
 
 /// The commands, one a module under the crate root.
-const COMMANDS: &[&str] = &["clone_prod", "dev_db", "schema_snapshot", "seed_dev"];
+const COMMANDS: &[&str] = &[
+    "clone_prod",
+    "dev_db",
+    "schema_snapshot",
+    "seed_dev",
+    "subset_plan",
+];
 /// The flag groups the commands share, beside `main.rs`: the commands' own, like a command.
 const COMMAND_LINE: &[&str] = &["cli"];
 /// The engine the commands share, and the knowledge it is built of.

@@ -13,4 +13,5 @@ pub mod schema;
 pub mod scrub;
 pub mod source;
 pub mod staged_media;
+pub mod subset;
 pub mod swap;

@@ -1,0 +1,606 @@
+//! The closure: from the root rows, every row that belongs to them (followed downward, only
+//! from rows that belong to a root) and every row an included row points at (followed
+//! upward from every included row), through foreign keys and generic foreign keys, to a
+//! fixpoint. The ids found so far stay here and travel to the source as array literals.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use anyhow::bail;
+
+use super::{
+    derived,
+    graph::{Graph, Table},
+    keys::{array, Key, BATCH},
+    rules::{Root, Rules},
+    session::Session,
+};
+
+/// What a table contributes to the subset.
+#[derive(Clone, Debug, Default)]
+pub struct Rows {
+    pub ids: BTreeSet<Key>,
+    /// Kept whole: every row, tracked or not (a table without a single-column key).
+    pub whole: bool,
+    /// A derived table: `ids` are the rows kept.
+    pub derived: bool,
+}
+
+/// The subset's rows, table by table (by index into the graph's tables).
+pub struct Closure {
+    pub rows: Vec<Rows>,
+    /// Generic references from included rows to rows that do not exist (history keeps
+    /// deleted objects), per table and column.
+    pub dangling: BTreeMap<String, u64>,
+    /// The commands that rebuild derived tables, with the table.
+    pub rebuild: Vec<(String, String)>,
+}
+
+/// An edge of the graph the closure follows.
+#[derive(Clone, Copy, Debug)]
+enum Edge {
+    Fk(usize),
+    Generic(usize),
+}
+
+struct Walk<'a> {
+    session: &'a mut Session,
+    graph: &'a Graph,
+    included: Vec<BTreeSet<Key>>,
+    owned: Vec<BTreeSet<Key>>,
+    /// Rows newly owned, to follow downward; rows newly included, to follow upward.
+    down: Vec<Vec<Key>>,
+    up: Vec<Vec<Key>>,
+    whole: Vec<bool>,
+    derived: Vec<bool>,
+    cut: BTreeSet<(usize, String)>,
+    follow_down: BTreeSet<(usize, String)>,
+    dangling: BTreeMap<String, u64>,
+}
+
+/// Finds the tables and columns the rules name in the graph: preset entries a database lacks
+/// are passed over, a file's must exist.
+fn resolve(
+    graph: &Graph,
+    name: &str,
+    origin: &str,
+    column: bool,
+) -> anyhow::Result<Option<(usize, String)>> {
+    let preset = origin.starts_with("the built-in preset");
+    let (table, col) = match column {
+        true => name.rsplit_once('.').map_or((name, ""), |(t, c)| (t, c)),
+        false => (name, ""),
+    };
+    let Some(t) = graph.find(table) else {
+        return match preset {
+            true => Ok(None),
+            false => bail!(
+                "subset rules {origin}: unknown table `{table}`; check its name in the source"
+            ),
+        };
+    };
+    if column && graph.tables[t].column(col).is_none() {
+        return match preset {
+            true => Ok(None),
+            false => bail!("subset rules {origin}: the table `{table}` has no column `{col}`"),
+        };
+    }
+    Ok(Some((t, col.to_string())))
+}
+
+/// The closure of `roots` under `rules`, with `sample` (a percentage) of each root's rows.
+pub fn compute(
+    session: &mut Session,
+    graph: &Graph,
+    rules: &Rules,
+    roots: &[Root],
+    sample: Option<f64>,
+) -> anyhow::Result<Closure> {
+    let n = graph.tables.len();
+    let mut walk = Walk {
+        session,
+        graph,
+        included: vec![BTreeSet::new(); n],
+        owned: vec![BTreeSet::new(); n],
+        down: vec![Vec::new(); n],
+        up: vec![Vec::new(); n],
+        whole: vec![false; n],
+        derived: vec![false; n],
+        cut: BTreeSet::new(),
+        follow_down: BTreeSet::new(),
+        dangling: BTreeMap::new(),
+    };
+    for entry in &rules.cut {
+        walk.cut
+            .extend(resolve(graph, &entry.name, &entry.origin, true)?);
+    }
+    for entry in &rules.follow_down {
+        walk.follow_down
+            .extend(resolve(graph, &entry.name, &entry.origin, true)?);
+    }
+    let mut rebuild = Vec::new();
+    let mut derived = Vec::new();
+    for d in &rules.derived {
+        let Some((t, _)) = resolve(graph, &d.table.name, &d.table.origin, false)? else {
+            continue;
+        };
+        walk.derived[t] = true;
+        let mut clear = Vec::new();
+        for entry in &d.clear {
+            if let Some(found) = resolve(graph, &entry.name, &entry.origin, true)? {
+                clear.push(found);
+            }
+        }
+        if let Some(nodes) = &d.nodes {
+            if graph.tables[t].column(nodes).is_none() {
+                bail!(
+                    "subset rules {}: the derived table `{}` has no column `{nodes}`",
+                    d.table.origin,
+                    d.table.name
+                );
+            }
+        }
+        if let Some(command) = &d.rebuild {
+            rebuild.push((graph.tables[t].key(), command.clone()));
+        }
+        derived.push((t, d.nodes.clone(), clear, d.table.origin.clone()));
+    }
+    derived::check_clears(graph, &derived)?;
+    for entry in &rules.whole {
+        if let Some((t, _)) = resolve(graph, &entry.name, &entry.origin, false)? {
+            walk.whole[t] = !walk.derived[t];
+        }
+    }
+
+    for root in roots {
+        walk.root(root, sample)?;
+    }
+    for t in 0..n {
+        if walk.whole[t] && graph.tables[t].id().is_some() {
+            let table = &graph.tables[t];
+            let pk = &table.id().unwrap().quoted;
+            let ids: Vec<String> = walk.session.json(&format!(
+                "select coalesce(jsonb_agg({pk}::text), '[]') from {};",
+                table.quoted
+            ))?;
+            for id in ids {
+                if let Some(key) = Key::parse(table, &id) {
+                    walk.include(t, key);
+                }
+            }
+        }
+    }
+    walk.fixpoint()?;
+
+    let mut rows: Vec<Rows> = (0..n)
+        .map(|t| Rows {
+            ids: std::mem::take(&mut walk.included[t]),
+            whole: walk.whole[t],
+            derived: walk.derived[t],
+        })
+        .collect();
+    let whole: Vec<bool> = rows.iter().map(|r| r.whole).collect();
+    let included: Vec<&BTreeSet<Key>> = rows.iter().map(|r| &r.ids).collect();
+    let mut kept = Vec::new();
+    for (t, nodes, clear, _) in &derived {
+        let rows = derived::Included {
+            ids: &included,
+            whole: &whole,
+        };
+        kept.push((
+            *t,
+            derived::kept(walk.session, graph, &rows, *t, nodes.as_deref(), clear)?,
+        ));
+    }
+    for (t, ids) in kept {
+        rows[t].ids = ids;
+    }
+    Ok(Closure {
+        rows,
+        dangling: walk.dangling,
+        rebuild,
+    })
+}
+
+impl Walk<'_> {
+    fn include(&mut self, t: usize, key: Key) {
+        if self.included[t].insert(key.clone()) {
+            self.up[t].push(key);
+        }
+    }
+
+    fn own(&mut self, t: usize, key: Key) {
+        if self.owned[t].insert(key.clone()) {
+            self.down[t].push(key.clone());
+        }
+        self.include(t, key);
+    }
+
+    fn root(&mut self, root: &Root, sample: Option<f64>) -> anyhow::Result<()> {
+        let shown = &root.shown;
+        let Some(t) = self.graph.find(&root.table) else {
+            bail!(
+                "--subset {shown:?}: unknown table `{}`; check its name in the source",
+                root.table
+            );
+        };
+        let table = &self.graph.tables[t];
+        let Some(id) = table.id() else {
+            bail!("--subset {shown:?}: `{}` has no single-column primary key, so its rows cannot be followed; start from a table that has one", root.table);
+        };
+        if self.derived[t] {
+            bail!("--subset {shown:?}: `{}` is a derived table, rebuilt after loading; start from the objects it is derived from", root.table);
+        }
+        check_condition(&root.condition).map_err(|why| {
+            anyhow::anyhow!(
+                "--subset {shown:?}: {why}; write one SQL condition on the table's columns"
+            )
+        })?;
+        let ids: Vec<String> = self
+            .session
+            .json(&format!(
+                "select coalesce(jsonb_agg({pk}::text), '[]') from {table} where ({condition}\n);",
+                pk = id.quoted,
+                table = table.quoted,
+                condition = root.condition
+            ))
+            .map_err(|err| anyhow::anyhow!("--subset {shown:?}: {err}; fix the condition"))?;
+        if ids.is_empty() {
+            bail!(
+                "--subset {shown:?} matches no row of `{}`: check the condition against the source",
+                root.table
+            );
+        }
+        let total = ids.len();
+        let mut kept = 0;
+        for text in ids {
+            if sample.is_some_and(|pct| !sampled(&text, pct)) {
+                continue;
+            }
+            if let Some(key) = Key::parse(table, &text) {
+                self.own(t, key);
+                kept += 1;
+            }
+        }
+        if kept == 0 {
+            bail!("--subset {shown:?}: the sample keeps none of its {total} rows; raise --sample");
+        }
+        Ok(())
+    }
+
+    /// Edges out of the table's rows' reach: cut, or into or out of a derived table.
+    fn skipped(&self, edge: Edge) -> bool {
+        match edge {
+            Edge::Fk(i) => {
+                let fk = &self.graph.fks[i];
+                self.derived[fk.child]
+                    || self.derived[fk.parent]
+                    || fk
+                        .columns
+                        .iter()
+                        .any(|c| self.cut.contains(&(fk.child, c.clone())))
+            }
+            Edge::Generic(i) => {
+                let g = &self.graph.generics[i];
+                self.derived[g.child]
+                    || self.cut.contains(&(g.child, g.id_column.clone()))
+                    || self.cut.contains(&(g.child, g.type_column.clone()))
+            }
+        }
+    }
+
+    fn fixpoint(&mut self) -> anyhow::Result<()> {
+        let edges: Vec<Edge> = (0..self.graph.fks.len())
+            .map(Edge::Fk)
+            .chain((0..self.graph.generics.len()).map(Edge::Generic))
+            .filter(|&e| !self.skipped(e))
+            .collect();
+        loop {
+            if let Some(t) = (0..self.down.len()).find(|&t| !self.down[t].is_empty()) {
+                let keys = std::mem::take(&mut self.down[t]);
+                for chunk in keys.chunks(BATCH) {
+                    for &edge in &edges {
+                        for (child, key) in self.downward(edge, t, chunk)? {
+                            self.own(child, key);
+                        }
+                    }
+                }
+                continue;
+            }
+            if let Some(t) = (0..self.up.len()).find(|&t| !self.up[t].is_empty()) {
+                let keys = std::mem::take(&mut self.up[t]);
+                for chunk in keys.chunks(BATCH) {
+                    for &edge in &edges {
+                        for (parent, key) in self.upward(edge, t, chunk)? {
+                            self.include(parent, key);
+                        }
+                        if self.always_down(edge) {
+                            for (child, key) in self.downward(edge, t, chunk)? {
+                                self.include(child, key);
+                            }
+                        }
+                    }
+                }
+                continue;
+            }
+            return Ok(());
+        }
+    }
+
+    fn always_down(&self, edge: Edge) -> bool {
+        match edge {
+            Edge::Fk(i) => {
+                let fk = &self.graph.fks[i];
+                fk.columns
+                    .iter()
+                    .any(|c| self.follow_down.contains(&(fk.child, c.clone())))
+            }
+            Edge::Generic(i) => {
+                let g = &self.graph.generics[i];
+                self.follow_down.contains(&(g.child, g.id_column.clone()))
+            }
+        }
+    }
+
+    fn keys_of(&mut self, t: usize, sql: &str) -> anyhow::Result<Vec<(usize, Key)>> {
+        let texts: Vec<String> = self.session.json(sql)?;
+        let table = &self.graph.tables[t];
+        Ok(texts
+            .iter()
+            .filter_map(|text| Some((t, Key::parse(table, text)?)))
+            .collect())
+    }
+
+    /// Rows of other tables that reference the rows `keys` of table `t` through `edge`.
+    fn downward(
+        &mut self,
+        edge: Edge,
+        t: usize,
+        keys: &[Key],
+    ) -> anyhow::Result<Vec<(usize, Key)>> {
+        let graph = self.graph;
+        match edge {
+            Edge::Fk(i) => {
+                let fk = &graph.fks[i];
+                if fk.parent != t || self.whole[fk.child] {
+                    return Ok(Vec::new());
+                }
+                let (parent, child) = (&graph.tables[t], &graph.tables[fk.child]);
+                let (Some(pid), Some(cid)) = (parent.id(), child.id()) else {
+                    return Ok(Vec::new());
+                };
+                let sql = match fk.refs == [pid.name.clone()] {
+                    true => format!(
+                        "select coalesce(jsonb_agg(c.{cid}::text), '[]') from {child} c where c.{col} = any({ids});",
+                        cid = cid.quoted,
+                        child = child.quoted,
+                        col = quoted(child, &fk.columns[0]),
+                        ids = array(keys, &pid.sql_type),
+                    ),
+                    false => format!(
+                        "select coalesce(jsonb_agg(c.{cid}::text), '[]') from {child} c where ({cols}) in (select {refs} from {parent} p where p.{pid} = any({ids}));",
+                        cid = cid.quoted,
+                        child = child.quoted,
+                        cols = columns(child, "c", &fk.columns),
+                        refs = columns(parent, "p", &fk.refs),
+                        parent = parent.quoted,
+                        pid = pid.quoted,
+                        ids = array(keys, &pid.sql_type),
+                    ),
+                };
+                self.keys_of(fk.child, &sql)
+            }
+            Edge::Generic(i) => {
+                let g = &graph.generics[i];
+                let types = graph.types_of(t);
+                if types.is_empty() || self.whole[g.child] {
+                    return Ok(Vec::new());
+                }
+                let child = &graph.tables[g.child];
+                let (Some(cid), Some(id_column)) = (child.id(), child.column(&g.id_column)) else {
+                    return Ok(Vec::new());
+                };
+                // Text ids are compared as text; integer ids only with integer keys.
+                let ids: Vec<Key> = match g.text_ids {
+                    true => keys.iter().map(|k| Key::Text(k.text().into())).collect(),
+                    false => keys
+                        .iter()
+                        .filter(|k| matches!(k, Key::Int(_)))
+                        .cloned()
+                        .collect(),
+                };
+                if ids.is_empty() {
+                    return Ok(Vec::new());
+                }
+                let types: Vec<String> = types.iter().map(i64::to_string).collect();
+                let sql = format!(
+                    "select coalesce(jsonb_agg(c.{cid}::text), '[]') from {child} c where c.{tc} = any('{{{types}}}') and c.{ic} = any({ids});",
+                    cid = cid.quoted,
+                    child = child.quoted,
+                    tc = quoted(child, &g.type_column),
+                    types = types.join(","),
+                    ic = id_column.quoted,
+                    ids = array(&ids, &id_column.sql_type),
+                );
+                self.keys_of(g.child, &sql)
+            }
+        }
+    }
+
+    /// Rows that the rows `keys` of table `t` reference through `edge`.
+    fn upward(&mut self, edge: Edge, t: usize, keys: &[Key]) -> anyhow::Result<Vec<(usize, Key)>> {
+        let graph = self.graph;
+        match edge {
+            Edge::Fk(i) => {
+                let fk = &graph.fks[i];
+                if fk.child != t || self.whole[fk.parent] {
+                    return Ok(Vec::new());
+                }
+                let (parent, child) = (&graph.tables[fk.parent], &graph.tables[t]);
+                let (Some(pid), Some(cid)) = (parent.id(), child.id()) else {
+                    return Ok(Vec::new());
+                };
+                let sql = match fk.refs == [pid.name.clone()] {
+                    true => format!(
+                        "select coalesce(jsonb_agg(distinct c.{col}::text), '[]') from {child} c where c.{cid} = any({ids}) and c.{col} is not null;",
+                        col = quoted(child, &fk.columns[0]),
+                        child = child.quoted,
+                        cid = cid.quoted,
+                        ids = array(keys, &cid.sql_type),
+                    ),
+                    false => format!(
+                        "select coalesce(jsonb_agg(p.{pid}::text), '[]') from {parent} p where ({refs}) in (select {cols} from {child} c where c.{cid} = any({ids}));",
+                        pid = pid.quoted,
+                        parent = parent.quoted,
+                        refs = columns(parent, "p", &fk.refs),
+                        cols = columns(child, "c", &fk.columns),
+                        child = child.quoted,
+                        cid = cid.quoted,
+                        ids = array(keys, &cid.sql_type),
+                    ),
+                };
+                self.keys_of(fk.parent, &sql)
+            }
+            Edge::Generic(i) => {
+                let g = &graph.generics[i];
+                if g.child != t {
+                    return Ok(Vec::new());
+                }
+                let child = &graph.tables[t];
+                let Some(cid) = child.id() else {
+                    return Ok(Vec::new());
+                };
+                let sql = format!(
+                    "select coalesce(jsonb_agg(distinct jsonb_build_array(c.{tc}, c.{ic}::text)), '[]') from {child} c where c.{cid} = any({ids}) and c.{tc} is not null and c.{ic} is not null;",
+                    tc = quoted(child, &g.type_column),
+                    ic = quoted(child, &g.id_column),
+                    child = child.quoted,
+                    cid = cid.quoted,
+                    ids = array(keys, &cid.sql_type),
+                );
+                let pairs: Vec<(i64, String)> = self.session.json(&sql)?;
+                let mut by_table: BTreeMap<usize, Vec<Key>> = BTreeMap::new();
+                let mut unnamed = 0;
+                for (content_type, id) in pairs {
+                    let Some(&p) = graph.content_types.get(&content_type) else {
+                        unnamed += 1;
+                        continue;
+                    };
+                    match Key::parse(&graph.tables[p], &id) {
+                        Some(key) => by_table.entry(p).or_default().push(key),
+                        None => unnamed += 1,
+                    }
+                }
+                let mut found = Vec::new();
+                let mut missing = unnamed;
+                for (p, wanted) in by_table {
+                    let parent = &graph.tables[p];
+                    let Some(pid) = parent.id() else {
+                        continue;
+                    };
+                    let existing = self.keys_of(
+                        p,
+                        &format!(
+                            "select coalesce(jsonb_agg({pk}::text), '[]') from {parent} where {pk} = any({ids});",
+                            pk = pid.quoted,
+                            parent = parent.quoted,
+                            ids = array(&wanted, &pid.sql_type),
+                        ),
+                    )?;
+                    missing += (wanted.len() - existing.len()) as u64;
+                    found.extend(existing);
+                }
+                if missing > 0 {
+                    let name = format!("{}.{}", child.key(), g.id_column);
+                    *self.dangling.entry(name).or_default() += missing;
+                }
+                Ok(found)
+            }
+        }
+    }
+}
+
+fn quoted(table: &Table, column: &str) -> String {
+    table
+        .column(column)
+        .map_or_else(|| crate::pg::sql::ident(column), |c| c.quoted.clone())
+}
+
+fn columns(table: &Table, alias: &str, names: &[String]) -> String {
+    names
+        .iter()
+        .map(|c| format!("{alias}.{}", quoted(table, c)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Whether a row with primary key `text` is in a sample of `percent` of the rows: decided by
+/// a hash of the key, so the same rows every time, on every machine.
+pub fn sampled(text: &str, percent: f64) -> bool {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(text.as_bytes());
+    let n = u64::from_be_bytes(digest[..8].try_into().unwrap());
+    ((n % 1_000_000) as f64) < percent * 10_000.0
+}
+
+/// A condition must be one SQL expression as psql sends it: no `;` ending it early, no psql
+/// variable or backslash command, parentheses balanced.
+pub fn check_condition(condition: &str) -> Result<(), String> {
+    let mut lexer = psqlscan::Lexer::default();
+    let text = format!("select 1 where ({condition}\n)");
+    for line in text.split_inclusive('\n') {
+        lexer.line(line.as_bytes());
+    }
+    if let Some(refusal) = lexer.take_refusal() {
+        return Err(format!("the condition holds {}", refusal.what));
+    }
+    if lexer.take_statements().next().is_some() {
+        return Err("the condition holds a `;`".to_string());
+    }
+    let statement = lexer.finish().ok_or("the condition is empty")?;
+    let mut depth = 0i64;
+    for token in &statement.tokens {
+        if token.is_op("(") {
+            depth += 1;
+        } else if token.is_op(")") {
+            depth -= 1;
+            if depth == 0 && !std::ptr::eq(token, statement.tokens.last().unwrap()) {
+                return Err("the condition closes a parenthesis it did not open".to_string());
+            }
+        }
+    }
+    match depth {
+        0 => Ok(()),
+        _ => Err("the condition leaves a parenthesis open".to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn samples_are_deterministic_and_near_their_share() {
+        let kept = (0..10_000).filter(|n| sampled(&n.to_string(), 5.0)).count();
+        assert!((400..600).contains(&kept), "{kept}");
+        assert_eq!(sampled("42", 5.0), sampled("42", 5.0));
+        assert!((0..100).all(|n| sampled(&n.to_string(), 100.0)));
+    }
+
+    #[test]
+    fn conditions_are_one_expression() {
+        assert!(check_condition("slug = 'ams1'").is_ok());
+        assert!(check_condition("name = 'a;b' and (id > 3)").is_ok());
+        assert!(check_condition("true); delete from dcim_site; select (1").is_err());
+        assert!(
+            check_condition("true; delete").is_ok(),
+            "one statement: the server refuses it"
+        );
+        assert!(check_condition("true) or (true")
+            .unwrap_err()
+            .contains("did not open"));
+        assert!(check_condition("(true").unwrap_err().contains("open"));
+        assert!(check_condition("id = :x").is_err());
+        assert!(check_condition("true \\! rm -rf /").is_err());
+        assert!(check_condition("true --").is_ok());
+    }
+}

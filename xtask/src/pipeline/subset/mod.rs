@@ -1,0 +1,129 @@
+//! Subsets of production: root rows (a condition, a named subset, a sample), everything that
+//! belongs to them and everything they point at, through foreign keys and Django's generic
+//! foreign keys, computed and copied from one read-only snapshot of the source.
+
+pub mod closure;
+pub mod copy;
+pub mod derived;
+pub mod graph;
+pub mod keys;
+pub mod rules;
+mod session;
+
+use std::io::Write;
+
+use anyhow::bail;
+use xshell::Shell;
+
+use crate::pg::{DbUrl, PgTools};
+
+pub use closure::Closure;
+pub use graph::Graph;
+pub use keys::Key;
+pub use rules::{Root, Rules};
+use session::Session;
+
+/// A subset computed in one snapshot of the source, whose rows are read in that snapshot.
+pub struct Subset {
+    session: Session,
+    pub graph: Graph,
+    pub closure: Closure,
+}
+
+impl Subset {
+    /// Opens a read-only snapshot of `source`, reads its graph and computes the closure of
+    /// `roots` (each with `sample` percent of its rows, when given).
+    pub fn compute(
+        sh: &Shell,
+        tools: &PgTools,
+        source: &DbUrl,
+        rules: &Rules,
+        roots: &[Root],
+        sample: Option<f64>,
+    ) -> anyhow::Result<Subset> {
+        if roots.is_empty() {
+            bail!("a subset needs at least one root: --subset \"TABLE: CONDITION\" or NAME=VALUE");
+        }
+        let mut session = Session::open(sh, tools, source)?;
+        let graph = Graph::read(&mut session, rules)?;
+        let closure = closure::compute(&mut session, &graph, rules, roots, sample)?;
+        Ok(Subset {
+            session,
+            graph,
+            closure,
+        })
+    }
+
+    /// Table `t`'s block in pg_dump's `COPY ... FROM stdin` form; returns its rows.
+    pub fn write_table(&mut self, t: usize, out: &mut dyn Write) -> anyhow::Result<u64> {
+        copy::write_table(&mut self.session, &self.graph, &self.closure, t, out)
+    }
+
+    /// Every table's block, in the catalog's order.
+    pub fn write_all(&mut self, out: &mut dyn Write) -> anyhow::Result<u64> {
+        let mut total = 0;
+        for t in 0..self.graph.tables.len() {
+            total += self.write_table(t, out)?;
+        }
+        Ok(total)
+    }
+
+    /// The rows per table (tables with none left out), the dangling generic references and
+    /// the rebuild commands, as JSON.
+    pub fn plan_json(&self) -> serde_json::Value {
+        let mut tables = serde_json::Map::new();
+        for (table, rows) in self.graph.tables.iter().zip(&self.closure.rows) {
+            if rows.ids.is_empty() && !rows.whole {
+                continue;
+            }
+            let ids: Vec<serde_json::Value> = rows
+                .ids
+                .iter()
+                .map(|key| match key {
+                    Key::Int(n) => serde_json::Value::from(*n),
+                    Key::Text(text) => serde_json::Value::from(text.as_ref()),
+                })
+                .collect();
+            tables.insert(
+                table.key(),
+                serde_json::json!({
+                    "count": ids.len(),
+                    "whole": rows.whole,
+                    "derived": rows.derived,
+                    "ids": ids,
+                }),
+            );
+        }
+        serde_json::json!({
+            "tables": tables,
+            "dangling": self.closure.dangling,
+            "rebuild": self.closure.rebuild.iter()
+                .map(|(table, command)| serde_json::json!({"table": table, "command": command}))
+                .collect::<Vec<_>>(),
+        })
+    }
+}
+
+/// `--sample 5%` (or `0.5%`): the share of each root's rows kept, in percent.
+pub fn parse_sample(text: &str) -> anyhow::Result<f64> {
+    let number = text.trim().strip_suffix('%').unwrap_or(text.trim());
+    match number.parse::<f64>() {
+        Ok(pct) if pct > 0.0 && pct <= 100.0 => Ok(pct),
+        _ => bail!(
+            "--sample {text:?}: give a share of the roots above 0% and at most 100%, such as 5%"
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn samples_are_percentages() {
+        assert_eq!(super::parse_sample("5%").unwrap(), 5.0);
+        assert_eq!(super::parse_sample("0.5").unwrap(), 0.5);
+        for bad in ["0%", "101%", "five", "-1%"] {
+            let message = super::parse_sample(bad).unwrap_err().to_string();
+            assert!(message.contains("such as 5%"), "{message}");
+        }
+    }
+}

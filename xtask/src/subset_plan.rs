@@ -1,0 +1,61 @@
+//! `subset-plan` (hidden): the closure of a subset, table by table, as JSON, and optionally
+//! its rows as pg_dump's `COPY` blocks; the engine of `--subset` on its own, for tests.
+
+use std::{io::Write, path::PathBuf};
+
+use anyhow::Context as _;
+use clap::Args;
+
+use crate::{
+    context::Context,
+    pg::url,
+    pipeline::subset::{self, Rules, Subset},
+};
+
+#[derive(Debug, Args)]
+pub struct SubsetPlan {
+    /// Source database URL [default: $NETPOINT_PROD_DATABASE_URL].
+    #[arg(long, value_name = "URL")]
+    source: Option<String>,
+    /// Root rows: "TABLE: CONDITION" or NAME=VALUE from the rules (repeatable).
+    #[arg(long, value_name = "ROOT")]
+    subset: Vec<String>,
+    /// Subset rules (TOML) extending or replacing the built-in NetBox preset.
+    #[arg(long, value_name = "FILE")]
+    subset_rules: Option<PathBuf>,
+    /// A deterministic share of each root's rows, such as 5%.
+    #[arg(long, value_name = "PERCENT")]
+    sample: Option<String>,
+    /// Also write every table's rows as pg_dump's `COPY ... FROM stdin` blocks to FILE.
+    #[arg(long, value_name = "FILE")]
+    copy: Option<PathBuf>,
+}
+
+impl SubsetPlan {
+    pub fn run(self, cx: &Context) -> anyhow::Result<()> {
+        let source = url::required_url(self.source, "NETPOINT_PROD_DATABASE_URL", "--source")?;
+        let rules = Rules::load(self.subset_rules.as_deref())?;
+        let roots = self
+            .subset
+            .iter()
+            .map(|arg| rules.root(arg))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let sample = self
+            .sample
+            .as_deref()
+            .map(subset::parse_sample)
+            .transpose()?;
+        let mut subset = Subset::compute(&cx.sh, &cx.tools, &source, &rules, &roots, sample)?;
+        if let Some(path) = &self.copy {
+            let file = std::fs::File::create(path)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            let mut out = std::io::BufWriter::new(file);
+            subset.write_all(&mut out)?;
+            out.flush()
+                .with_context(|| format!("cannot write {}", path.display()))?;
+        }
+        let plan = serde_json::to_string_pretty(&subset.plan_json())?;
+        println!("{plan}");
+        Ok(())
+    }
+}
