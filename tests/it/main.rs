@@ -18,5 +18,6 @@ mod scrub_netbox;
 mod seed_dev;
 mod signing;
 mod ssh;
+mod subset;
 mod versions;
 mod workflows;

@@ -1,0 +1,330 @@
+//! Subsets (`subset-plan`, the engine of `--subset`): the exact rows a root brings on real
+//! PostgreSQL, its rows as pg_dump's `COPY` blocks loaded into the source's schema with every
+//! constraint valid, and each bad input refused in one line.
+
+use std::process::Command;
+
+use serde_json::Value;
+
+use crate::harness::{run, workspace_root, xtask, Pg, Run};
+
+/// The source as pg_dump prints it, without the per-run key of its `\\restrict` lines.
+fn dump(pg: &Pg) -> String {
+    pg.full_dump("prod")
+        .lines()
+        .filter(|line| !line.starts_with("\\restrict") && !line.starts_with("\\unrestrict"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn load_schema(pg: &Pg, db: &str) {
+    pg.create_db(db);
+    pg.psql_file(db, &workspace_root().join("tests/it/sql/subset.sql"));
+}
+
+fn plan(pg: &Pg, db: &str, args: &[&str]) -> Run {
+    let url = pg.url(db);
+    let mut all = vec!["subset-plan", "--source", &url];
+    all.extend_from_slice(args);
+    run(xtask(&all))
+}
+
+/// `table → ids` of a plan, tables kept whole left out.
+fn ids(run: &Run) -> Vec<(String, Vec<i64>)> {
+    let plan: Value = serde_json::from_str(&run.stdout).expect("a JSON plan");
+    plan["tables"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(_, rows)| rows["whole"] != true)
+        .map(|(table, rows)| {
+            let ids = rows["ids"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|id| id.as_i64().unwrap())
+                .collect();
+            (table.clone(), ids)
+        })
+        .collect()
+}
+
+fn expected(rows: &[(&str, &[i64])]) -> Vec<(String, Vec<i64>)> {
+    let mut rows: Vec<(String, Vec<i64>)> = rows
+        .iter()
+        .map(|(t, ids)| (t.to_string(), ids.to_vec()))
+        .collect();
+    rows.sort();
+    rows
+}
+
+/// One site: its objects, what they point at, the far end of its cable, and nothing else.
+const AMS1: &[(&str, &[i64])] = &[
+    // Site 1 is the root; site 2 comes with the far end of the cable (device 3), upward only.
+    ("dcim_site", &[1, 2]),
+    ("tenancy_tenant", &[1, 2]),
+    // The whole tree of site 1 (a self-reference), not the other site's hall.
+    ("dcim_location", &[1, 2, 3]),
+    // Devices 1 and 2 belong to the site; device 3 ends its cable. Not device 4 (which shares
+    // a device type) nor 5.
+    ("dcim_device", &[1, 2, 3]),
+    ("dcim_virtualchassis", &[1]),
+    ("dcim_devicetype", &[1, 2]),
+    ("dcim_manufacturer", &[1, 2]),
+    // The site's interfaces, and the cable's far end; not device 3's other interface.
+    ("dcim_interface", &[1, 2, 3, 6]),
+    ("dcim_cable", &[1]),
+    ("dcim_cabletermination", &[1, 2]),
+    // Paths 1 and 2 run between included interfaces; path 5 runs through interface 5.
+    ("dcim_cablepath", &[1, 2]),
+    // Address 1 is on interface 1 (generic, downward) and device 1's primary; address 2 is
+    // device 3's primary (upward), its interface already in.
+    ("ipam_ipaddress", &[1, 2]),
+    ("extras_taggeditem", &[1, 3]),
+    ("extras_imageattachment", &[1, 3]),
+    // Text object ids: '1' of a site and of a device; not '0001', not '2'.
+    ("django_admin_log", &[1, 5]),
+];
+
+#[test]
+fn one_site_brings_exactly_its_rows() {
+    let pg = Pg::start(15);
+    load_schema(&pg, "prod");
+    let before = dump(&pg);
+    let site = plan(&pg, "prod", &["--subset", "site=ams1"]).ok();
+    assert_eq!(ids(&site), expected(AMS1), "{}", site.stdout);
+    let shown: Value = serde_json::from_str(&site.stdout).unwrap();
+    for whole in ["django_content_type", "users_user", "extras_tag"] {
+        assert_eq!(shown["tables"][whole]["whole"], true, "{whole}");
+    }
+    assert_eq!(shown["tables"]["extras_tag"]["count"], 3);
+    assert_eq!(shown["rebuild"][0]["command"], "manage.py trace_paths");
+    // The condition form gives the same rows; the source is only read.
+    let condition = plan_of(&pg, &["--subset", "dcim_site: slug = 'ams1'"]);
+    assert_eq!(ids(&condition), expected(AMS1));
+    assert_eq!(dump(&pg), before);
+
+    // A subtree of the location tree: its rows downward, its parents and site upward only.
+    let room = plan_of(&pg, &["--subset", "dcim_location: name = 'room-a'"]);
+    let room = ids(&room);
+    let table = |name: &str| room.iter().find(|(t, _)| t == name).unwrap().1.clone();
+    assert_eq!(table("dcim_location"), [1, 2, 3]);
+    assert_eq!(
+        table("dcim_device"),
+        [1, 2, 3],
+        "device 1 is in row 3; 2 shares its chassis"
+    );
+    assert_eq!(table("dcim_site"), [1, 2]);
+
+    // A root whose generic reference points at nothing: counted, not followed.
+    let lost = plan_of(&pg, &["--subset", "ipam_ipaddress: id = 4"]);
+    let lost_plan: Value = serde_json::from_str(&lost.stdout).unwrap();
+    assert_eq!(
+        lost_plan["dangling"]["ipam_ipaddress.assigned_object_id"],
+        1
+    );
+    assert_eq!(ids(&lost), expected(&[("ipam_ipaddress", &[4])]));
+
+    fn plan_of(pg: &Pg, args: &[&str]) -> Run {
+        plan(pg, "prod", args).ok()
+    }
+}
+
+#[test]
+fn subset_rows_load_into_the_schema_with_every_constraint_valid() {
+    let pg = Pg::start(15);
+    load_schema(&pg, "prod");
+    let work = tempfile::tempdir().unwrap();
+    let copy = work.path().join("rows.sql");
+    plan(
+        &pg,
+        "prod",
+        &["--subset", "site=ams1", "--copy", copy.to_str().unwrap()],
+    )
+    .ok();
+    let blocks = std::fs::read_to_string(&copy).unwrap();
+    assert!(
+        blocks.contains(
+            "COPY public.dcim_interface (id, name, device_id, cable_id, _path_id) FROM stdin;\n"
+        ),
+        "{blocks}"
+    );
+    // The schema before the data and the constraints after it, as pg_dump lays them out:
+    // each foreign key is checked against the loaded rows when it is created.
+    let section = |name: &str| {
+        let out = Command::new("pg_dump")
+            .args(["--schema-only", "--section", name, "--no-owner"])
+            .env("PGHOST", "127.0.0.1")
+            .env("PGPORT", pg.port.to_string())
+            .env("PGUSER", "postgres")
+            .env("PGPASSWORD", &pg.password)
+            .env("PGDATABASE", "prod")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let path = work.path().join(format!("{name}.sql"));
+        std::fs::write(&path, out.stdout).unwrap();
+        path
+    };
+    let (pre, post) = (section("pre-data"), section("post-data"));
+    pg.create_db("dev");
+    pg.psql_file("dev", &pre);
+    pg.psql_file("dev", &copy);
+    pg.psql_file("dev", &post);
+    let counts = pg.psql(
+        "dev",
+        "select (select count(*) from dcim_device) || ' ' || (select count(*) from dcim_interface) \
+         || ' ' || (select count(*) from extras_tag) || ' ' || (select count(*) from dcim_cablepath)",
+    );
+    assert_eq!(counts, "3 4 3 2");
+    // Interface 2's path ran through a port outside the subset: cleared; interface 1's kept.
+    assert_eq!(
+        pg.psql(
+            "dev",
+            "select id || ':' || coalesce(_path_id::text, '-') from dcim_interface order by id"
+        ),
+        "1:1\n2:-\n3:2\n6:-"
+    );
+    // No generic reference points at a missing row.
+    let dangling = pg.psql(
+        "dev",
+        "select count(*) from ipam_ipaddress a where not exists \
+         (select from dcim_interface i where i.id = a.assigned_object_id)",
+    );
+    assert_eq!(dangling, "0");
+    let files = pg.psql(
+        "dev",
+        "select image from extras_imageattachment union all select front_image from dcim_devicetype order by 1",
+    );
+    assert_eq!(
+        files,
+        "devicetype-images/cat.png\ndevicetype-images/mx.png\nimage-attachments/ams-r1.jpg\nimage-attachments/ams1.jpg"
+    );
+}
+
+#[test]
+fn subsets_agree_on_postgresql_13_and_17() {
+    for major in [13, 17] {
+        let pg = Pg::start(major);
+        load_schema(&pg, "prod");
+        let site = plan(&pg, "prod", &["--subset", "site=ams1"]).ok();
+        assert_eq!(ids(&site), expected(AMS1), "PostgreSQL {major}");
+    }
+}
+
+#[test]
+fn bad_subsets_are_one_line_each() {
+    let pg = Pg::start(15);
+    load_schema(&pg, "prod");
+    let before = dump(&pg);
+    let fails = |args: &[&str], needle: &str| {
+        plan(&pg, "prod", args).fails_with(needle);
+    };
+    fails(
+        &["--subset", "dcim_nope: true"],
+        "unknown table `dcim_nope`",
+    );
+    fails(
+        &["--subset", "dcim_site: slgu = 'x'"],
+        "column \"slgu\" does not exist",
+    );
+    fails(
+        &["--subset", "dcim_site: slug = = 'x'"],
+        "syntax error at or near \"=\"",
+    );
+    fails(
+        &["--subset", "site=nowhere"],
+        "matches no row of `dcim_site`",
+    );
+    fails(
+        &["--subset", "dcim_site: nextval('dcim_site_id_seq') > 0"],
+        "cannot execute nextval() in a read-only transaction",
+    );
+    fails(
+        &[
+            "--subset",
+            "dcim_site: true); delete from dcim_site; select (1",
+        ],
+        "the condition holds a `;`",
+    );
+    fails(&["--subset", "galaxy=m31"], "no named subset `galaxy`");
+    fails(
+        &["--subset", "dcim_site: true", "--sample", "0%"],
+        "--sample",
+    );
+    let work = tempfile::tempdir().unwrap();
+    let rules = work.path().join("rules.toml");
+    let with_rules = |text: &str, needle: &str| {
+        std::fs::write(&rules, text).unwrap();
+        let args = [
+            "--subset",
+            "site=ams1",
+            "--subset-rules",
+            rules.to_str().unwrap(),
+        ];
+        plan(&pg, "prod", &args).fails_with(needle);
+    };
+    with_rules("version = 1\nwhole = []\nholw = []\n", "line 3");
+    with_rules(
+        "version = 1\n[[pair]]\ntable = \"dcim_site\"\ntype_column = \"kind_type_id\"\nid_column = \"kind_id\"\n",
+        "`dcim_site.kind_type_id`, which the source does not have",
+    );
+    with_rules(
+        "version = 1\ncut = [\"dcim_nope.x\"]\n",
+        "unknown table `dcim_nope`",
+    );
+    assert_eq!(dump(&pg), before, "nothing changed");
+}
+
+#[test]
+fn rules_cut_edges_and_samples_are_deterministic() {
+    let pg = Pg::start(15);
+    load_schema(&pg, "prod");
+    let work = tempfile::tempdir().unwrap();
+    let rules = work.path().join("rules.toml");
+    // With the terminations' generic edge cut, the cable comes (its interface points at it)
+    // with both terminations, but not the far end they name, nor the path through it.
+    std::fs::write(
+        &rules,
+        "version = 1\ncut = [\"dcim_cabletermination.termination_id\"]\n",
+    )
+    .unwrap();
+    let cut = plan(
+        &pg,
+        "prod",
+        &[
+            "--subset",
+            "site=ams1",
+            "--subset-rules",
+            rules.to_str().unwrap(),
+        ],
+    )
+    .ok();
+    let cut = ids(&cut);
+    let table = |name: &str| {
+        cut.iter()
+            .find(|(t, _)| t == name)
+            .map(|(_, ids)| ids.clone())
+    };
+    assert_eq!(table("dcim_interface"), Some(vec![1, 2, 6]));
+    assert_eq!(table("dcim_cable"), Some(vec![1]));
+    assert_eq!(table("dcim_cabletermination"), Some(vec![1, 2]));
+    assert_eq!(table("dcim_device"), Some(vec![1, 2]));
+    assert_eq!(table("dcim_cablepath"), None);
+    let sample = |pct: &str| {
+        ids(&plan(
+            &pg,
+            "prod",
+            &["--subset", "dcim_device: true", "--sample", pct],
+        )
+        .ok())
+    };
+    assert_eq!(sample("50%"), sample("50%"));
+    let all = sample("100%");
+    let devices = all.iter().find(|(t, _)| t == "dcim_device").unwrap();
+    assert_eq!(devices.1, [1, 2, 3, 4, 5]);
+}
