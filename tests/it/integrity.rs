@@ -870,7 +870,7 @@ fn exclusion_patterns_mean_what_pg_dump_makes_of_them_on_every_path() {
     .ok();
     let output = clone.output();
     assert!(
-        output.contains("--exclude-table-data `nothing_like_this*` matches no table"),
+        output.contains("table pattern `nothing_like_this*` (data left out) matches no table"),
         "{output}"
     );
     assert!(output.contains("public.audit_log"), "{output}");

@@ -14,14 +14,14 @@ use anyhow::{bail, Context as _};
 use crate::{
     atomic_file,
     bundle::{allowed_signers::AllowedSigners, sign::SigningKey},
+    cli::{self, GuardFlags, ScrubFlags},
     context::Context,
     mode::{print_plan, Mode},
-    pg::{url, DbUrl},
+    pg::DbUrl,
     pipeline::{
         import::{Import, MediaForm, Trust},
         report::{media_plan, Timings},
-        scrub,
-        source::CHANGELOG_TABLES,
+        source::{self, CHANGELOG_TABLES},
         staged_media::{check_media_pair, finish_media, has_entries, MediaSource},
         swap::{ask_to_replace, lock, LoadGuard},
     },
@@ -78,9 +78,9 @@ pub struct CloneProd {
     #[arg(long)]
     dry_run: bool,
     #[command(flatten)]
-    guard: LoadGuard,
+    guard: GuardFlags,
     #[command(flatten)]
-    scrub: scrub::ScrubFlags,
+    scrub: ScrubFlags,
 }
 
 impl CloneProd {
@@ -94,11 +94,10 @@ impl CloneProd {
             bail!("--allowed-signers and --trust-unsigned apply to an import: use them with --bundle DIR");
         }
         if let Some(dir) = &self.bundle {
-            let target =
-                url::required_url(self.target.clone(), "NETPOINT_DATABASE_URL", "--target")?;
-            let target_media = url::path_or_env(self.target_media.clone(), "NETPOINT_MEDIA_ROOT");
+            let target = cli::required_dev_database(self.target.clone(), "--target")?;
+            let target_media = cli::dev_media(self.target_media.clone());
             let allowed =
-                url::path_or_env(self.allowed_signers.clone(), "NETPOINT_ALLOWED_SIGNERS")
+                cli::path_or_env(self.allowed_signers.clone(), "NETPOINT_ALLOWED_SIGNERS")
                     .unwrap_or_else(|| cx.sh.current_dir().join(DEFAULT_ALLOWED_SIGNERS));
             let allowed = AllowedSigners::read(&allowed)?;
             let import = Import {
@@ -110,18 +109,22 @@ impl CloneProd {
                 media: MediaForm::Archive,
                 target: &target,
                 target_media: target_media.as_deref(),
-                guard: &self.guard,
+                guard: &self.guard.guard(),
                 strict: self.scrub.strict,
                 jobs: cx.jobs,
                 provides_target: None,
             };
             return import.run(&cx.sh, &cx.tools, mode);
         }
-        let source_media = url::path_or_env(self.source_media.clone(), "NETPOINT_PROD_MEDIA_ROOT");
+        for pattern in &self.exclude_table_data {
+            source::pattern_regexes(pattern)
+                .with_context(|| format!("--exclude-table-data `{pattern}`"))?;
+        }
+        let source_media = cli::prod_media(self.source_media.clone());
         let remote = ssh::Remote::from_flag(self.source_ssh.clone())?;
         let media_from = |tunnel| media_source(source_media.as_deref(), tunnel);
         if self.media_only {
-            let target_media = url::path_or_env(self.target_media.clone(), "NETPOINT_MEDIA_ROOT");
+            let target_media = cli::dev_media(self.target_media.clone());
             if source_media.is_none() || target_media.is_none() {
                 bail!("--media-only needs --source-media and --target-media (or NETPOINT_PROD_MEDIA_ROOT and NETPOINT_MEDIA_ROOT)");
             }
@@ -131,18 +134,19 @@ impl CloneProd {
                 .transpose()?;
             let result = {
                 let source = media_from(tunnel.as_ref());
-                media_only(source.as_ref(), target_media.as_deref(), &self.guard, mode)
+                media_only(
+                    source.as_ref(),
+                    target_media.as_deref(),
+                    &self.guard.guard(),
+                    mode,
+                )
             };
             return match &mut tunnel {
                 Some(tunnel) => result.map_err(|err| tunnel.explain_error(err)),
                 None => result,
             };
         }
-        let source = url::required_url(
-            self.source.clone(),
-            "NETPOINT_PROD_DATABASE_URL",
-            "--source",
-        )?;
+        let source = cli::prod_database(self.source.clone())?;
         // A dry run too reads the source, through the same connection.
         let mut tunnel = remote
             .as_ref()
@@ -178,7 +182,7 @@ impl CloneProd {
         match &self.out {
             Some(out) => {
                 let sign_key =
-                    url::path_or_env(self.sign_key.clone(), "NETPOINT_BUNDLE_SIGNING_KEY")
+                    cli::path_or_env(self.sign_key.clone(), "NETPOINT_BUNDLE_SIGNING_KEY")
                         .map(|path| SigningKey::open(&path))
                         .transpose()?;
                 // A remote tree is fetched (verified) beside the bundle, then archived as a
@@ -217,17 +221,16 @@ impl CloneProd {
                     local,
                     &excluded,
                     &self.exclude_table_data,
-                    &self.scrub,
+                    &self.scrub.options(),
                     out,
                     sign_key.as_ref(),
                     mode,
                 )
             }
             None => {
-                let target =
-                    url::required_url(self.target.clone(), "NETPOINT_DATABASE_URL", "--target")?;
-                let target_media =
-                    url::path_or_env(self.target_media.clone(), "NETPOINT_MEDIA_ROOT");
+                let target = cli::required_dev_database(self.target.clone(), "--target")?;
+                let target_media = cli::dev_media(self.target_media.clone());
+                let (guard, scrub) = (self.guard.guard(), self.scrub.options());
                 let direct = direct::Direct {
                     source,
                     source_media,
@@ -235,8 +238,8 @@ impl CloneProd {
                     target_media: target_media.as_deref(),
                     excluded: &excluded,
                     given: &self.exclude_table_data,
-                    guard: &self.guard,
-                    scrub: &self.scrub,
+                    guard: &guard,
+                    scrub: &scrub,
                 };
                 direct.run(cx, mode)
             }

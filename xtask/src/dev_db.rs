@@ -23,12 +23,12 @@ use xshell::Shell;
 
 use crate::{
     atomic_file::{self, StagingDir},
+    cli,
     context::Context,
     media::{self, Origins, Stamp},
     pg::{
         dev_container::DevContainer,
         sql::{ident, literal},
-        url::{self, path_or_env},
         Access, DbUrl, PgTools,
     },
     pipeline::{
@@ -123,14 +123,14 @@ impl DevDb {
             | Action::Drop { name, .. } => Some(check_name(name)?),
             Action::List => None,
         };
-        let media = path_or_env(self.target_media.clone(), "NETPOINT_MEDIA_ROOT")
+        let media = cli::dev_media(self.target_media.clone())
             .unwrap_or_else(|| sh.current_dir().join("netpoint/media"));
         if matches!(self.action, Action::Save { .. } | Action::Restore { .. }) {
             // A restore replaces the media directory and a save copies it: never `/`, `~`
             // or a directory that holds the checkout.
             check_holds_nothing_else(&media)?;
         }
-        let target = match url::url_or_env(self.target.clone(), "NETPOINT_DATABASE_URL")? {
+        let target = match cli::dev_database(self.target.clone())? {
             Some(url) => url,
             None => DevContainer::new(sh).ensure(sh, tools)?,
         };

@@ -31,7 +31,7 @@ pub struct Direct<'a> {
     /// The patterns the user gave (warned about when they match nothing).
     pub given: &'a [String],
     pub guard: &'a LoadGuard,
-    pub scrub: &'a scrub::ScrubFlags,
+    pub scrub: &'a scrub::Options,
 }
 
 impl Direct<'_> {

@@ -30,7 +30,7 @@ pub fn export(
     source_media: Option<&Path>,
     patterns: &[String],
     given: &[String],
-    scrub_flags: &scrub::ScrubFlags,
+    scrubbing: &scrub::Options,
     out: &Path,
     sign_key: Option<&SigningKey>,
     mode: Mode,
@@ -61,7 +61,7 @@ pub fn export(
     let excluded = &exclusions.tables;
     let entries = source_media.map(media::scan).transpose()?;
     let encoding = database_encoding(sh, tools, source)?;
-    let scrub = scrub_flags.plan(sh, tools, source)?;
+    let scrub = scrubbing.plan(sh, tools, source)?;
     if mode == Mode::DryRun {
         print_plan(&[
             format!(
@@ -136,7 +136,7 @@ pub fn export(
         term::step(scrub.report(&scrub_counts));
     }
     let leaks = scanner.map(leak_scan::Scanner::report);
-    leak_scan::check(leaks.as_ref(), scrub_flags.strict, "no bundle was written")?;
+    leak_scan::check(leaks.as_ref(), scrubbing.strict, "no bundle was written")?;
     let mut names = vec![bundle::SQL, bundle::MANIFEST];
     let media_totals = match (source_media, &entries) {
         (Some(root), Some(entries)) => {
@@ -189,7 +189,7 @@ pub fn export(
         entries: toc_entries,
         rows,
         sql_bytes: Some(dumped),
-        scrub: (!scrub_flags.no_scrub).then(|| scrub.manifest(Some(&scrub_counts))),
+        scrub: (!scrubbing.no_scrub).then(|| scrub.manifest(Some(&scrub_counts))),
         leaks: leaks
             .as_ref()
             .map(|report| report.findings.clone())

@@ -11,10 +11,11 @@ use std::{
     io::Read,
 };
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use serde::Deserialize;
 use xshell::Shell;
 
+use crate::remedy::{refuse, Remedy};
 use crate::{
     bundle::{self, Leak, LeakKind},
     pg::{
@@ -379,19 +380,21 @@ pub fn check(report: Option<&Report>, strict: bool, untouched: &str) -> anyhow::
         return Ok(());
     };
     if strict {
-        bail!(
-            "leak scan (--strict): {} that no scrub rule covers; {untouched}: \
-             add scrub rules for these columns with --scrub-rules FILE, or drop --strict",
-            listed(&report.findings)
-        );
+        return Err(refuse(
+            Remedy::ScrubRulesOrNotStrict,
+            format!(
+                "leak scan (strict): {} that no scrub rule covers; {untouched}",
+                listed(&report.findings)
+            ),
+        ));
     }
     for leak in &report.findings {
         term::warn(format!(
-            "leak scan: {}: {} with {} that no scrub rule covers \
-             (add a rule with --scrub-rules FILE)",
+            "leak scan: {}: {} with {} that no scrub rule covers ({})",
             leak.column,
             rows(leak.rows),
-            what(leak.kind)
+            what(leak.kind),
+            Remedy::ScrubRule
         ));
     }
     Ok(())
@@ -805,15 +808,18 @@ mod tests {
             columns: 9,
             elapsed: Some(std::time::Duration::ZERO),
         };
-        let err = check(Some(&report), true, "the target is untouched")
-            .unwrap_err()
-            .to_string();
+        let err = check(Some(&report), true, "the target is untouched").unwrap_err();
+        assert_eq!(
+            err.downcast_ref::<crate::remedy::Refusal>()
+                .map(|r| r.remedy),
+            Some(Remedy::ScrubRulesOrNotStrict)
+        );
+        let err = err.to_string();
         assert!(
-            err.contains("leak scan (--strict): credential-shaped values in public.dcim_site.comments (1 row), \
+            err.contains("leak scan (strict): credential-shaped values in public.dcim_site.comments (1 row), \
                           public.dcim_device.comments (4 rows); e-mail addresses in public.dcim_device.comments (2 rows) \
                           that no scrub rule covers; the target is untouched")
-                && err.contains("--scrub-rules")
-                && err.contains("drop --strict")
+                && err.ends_with(&format!(": {}", Remedy::ScrubRulesOrNotStrict))
                 && !err.contains('\n'),
             "{err}"
         );

@@ -22,6 +22,7 @@ use std::{
 use anyhow::{bail, Context as _};
 
 use super::Tunnel;
+use crate::remedy::Remedy;
 use crate::{media, process, term};
 
 pub struct RemoteMedia<'a> {
@@ -385,8 +386,10 @@ impl RemoteMedia<'_> {
         }
         if said.contains("can't cd") || (said.contains("cd") && said.contains("No such file")) {
             return format!(
-                "no media directory {} on {}: check --source-media, a path on that host ({last})",
-                self.dir, self.tunnel.remote.dest
+                "no media directory {} on {}: {} ({last})",
+                self.dir,
+                self.tunnel.remote.dest,
+                Remedy::SourceMediaPath
             );
         }
         format!(

@@ -5,6 +5,7 @@ use anyhow::bail;
 use xshell::{cmd, Shell};
 
 use super::{discover::Layout, Client, Need, PgTools, Runner, Tool, ToolSource};
+use crate::remedy::Remedy;
 
 impl PgTools {
     /// Whether the image `postgres:<major>` is there (pulled once if it is not).
@@ -81,7 +82,7 @@ impl PgTools {
                         wanted.unwrap_or(major),
                         found_list(clients)
                     ),
-                    _ => "--pg-tools docker".to_string(),
+                    _ => "only Docker's tools were asked for".to_string(),
                 };
                 return Ok((Runner::Docker(major), why));
             }
@@ -107,7 +108,7 @@ impl PgTools {
         };
         let major = wanted.map(|m| m.to_string()).unwrap_or_else(|| "N".into());
         let docker = match self.source {
-            ToolSource::Host => "or drop `--pg-tools host` so the postgres image can be used through Docker".to_string(),
+            ToolSource::Host => format!("or {} so the postgres image can be used through Docker", Remedy::ToolsFromDocker),
             _ => format!("or start Docker with the image postgres:{major} (`bash scripts/test-prereqs.sh` builds it)"),
         };
         let install = Layout::HOST.install_hint(wanted);

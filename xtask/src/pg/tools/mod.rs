@@ -97,7 +97,7 @@ impl Server {
 }
 
 /// Where the client tools come from.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum ToolSource {
     /// Host tools when they can serve the server, else the `postgres:<major>` image.
     #[default]

@@ -25,6 +25,7 @@ use std::{thread, time::Duration};
 use anyhow::{bail, Context};
 use xshell::Shell;
 
+use crate::remedy::Remedy;
 use crate::{
     pg::{
         sql::{ident, literal},
@@ -142,7 +143,7 @@ pub fn explain_load_failure(err: anyhow::Error) -> anyhow::Error {
     if code("53100") {
         err.context("the target server ran out of disk space while loading: free space where its data directory lives, then run again; the target is untouched")
     } else if code("53200") {
-        err.context("the target server ran out of memory while loading: lower --jobs or give it more memory; the target is untouched")
+        err.context(format!("the target server ran out of memory while loading: {} or give it more memory; the target is untouched", Remedy::FewerJobs))
     } else if code("57P01")
         || code("57P02")
         || code("57P03")
