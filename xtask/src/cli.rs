@@ -10,6 +10,7 @@ use crate::{
     pg::{self, url::from_env, DbUrl},
     pipeline::{scrub, swap},
     remedy::Remedy,
+    term,
 };
 
 /// The flags that guard a database about to be replaced.
@@ -52,7 +53,11 @@ pub struct ScrubFlags {
 }
 
 impl ScrubFlags {
+    /// The engine's options, for a run that reads a source; warns when scrubbing is off.
     pub fn options(&self) -> scrub::Options {
+        if self.no_scrub {
+            term::warn("--no-scrub: secrets and personal data are copied verbatim");
+        }
         scrub::Options {
             rules: self.scrub_rules.clone(),
             no_scrub: self.no_scrub,

@@ -111,7 +111,6 @@ impl Options {
         source: &DbUrl,
     ) -> anyhow::Result<Plan> {
         if self.no_scrub {
-            term::warn("scrubbing is off: secrets and personal data are copied verbatim");
             return Ok(Plan::default());
         }
         let rules = rules::load_rules(self.rules.as_deref())?;
