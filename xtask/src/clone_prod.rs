@@ -211,17 +211,16 @@ impl CloneProd {
                     Some((_, into)) => Some(into.as_path()),
                     None => source_media.and_then(|m| m.local()),
                 };
-                export::export(
-                    cx,
+                let export = export::Export {
                     source,
-                    local,
-                    &excluded,
-                    &self.exclude_table_data,
-                    &self.scrub,
+                    source_media: local,
+                    patterns: &excluded,
+                    given: &self.exclude_table_data,
+                    scrub: &self.scrub,
                     out,
-                    sign_key.as_ref(),
-                    mode,
-                )
+                    sign_key: sign_key.as_ref(),
+                };
+                export.run(cx, mode)
             }
             None => {
                 let target =
@@ -289,7 +288,7 @@ fn media_only(
     }
     let mut timings = Timings::default();
     let staged = timings.time("media copy", || source.stage(&count, target))?;
-    let totals = finish_media(Ok(()), Some(staged), Some(target))?;
+    let totals = finish_media(Some(staged), Some(target))?;
     if let Some(totals) = totals {
         term::success(format!(
             "{}: {} media files ({}); {}",

@@ -32,6 +32,8 @@ use crate::{
         Access, DbUrl, PgTools,
     },
     pipeline::{
+        replace::{Create, Database, Inspected, Replacement, Staged},
+        report::Timings,
         staged_media::{check_holds_nothing_else, StagedMedia},
         swap::{
             self,
@@ -134,15 +136,23 @@ impl DevDb {
             Some(url) => url,
             None => DevContainer::new(sh).ensure(sh, tools)?,
         };
-        swap::guard_target(
-            &target,
-            &LoadGuard {
-                yes: true,
-                allow_remote_target: self.allow_remote_target,
-                allow_downgrade: false,
-            },
-        )?;
-        let (admin, state) = swap::inspect_target(sh, tools, &target)?;
+        let yes = match self.action {
+            Action::Restore { yes, .. } => yes,
+            _ => true,
+        };
+        let guard = LoadGuard {
+            yes,
+            allow_remote_target: self.allow_remote_target,
+            allow_downgrade: false,
+        };
+        let replacement = Replacement {
+            target: &target,
+            target_media: Some(&media),
+            guard: &guard,
+        };
+        replacement.check()?;
+        let inspected = replacement.inspect(sh, tools)?;
+        let (admin, state) = (&inspected.admin, &inspected.state);
         let key = &state.snapshot_key;
         if key.len() != 8 || !key.bytes().all(|b| b.is_ascii_hexdigit()) {
             bail!("unexpected answer from {admin} for the snapshots' key: {key}");
@@ -151,7 +161,7 @@ impl DevDb {
             sh,
             tools,
             target: &target,
-            admin: &admin,
+            admin,
             media: &media,
             major: state.server.major,
             prefix: format!("npsnap_{key}_"),
@@ -166,7 +176,7 @@ impl DevDb {
                 }
                 dev.save(name.unwrap(), force)
             }
-            Action::Restore { yes, .. } => dev.restore(name.unwrap(), &state, yes),
+            Action::Restore { .. } => dev.restore(name.unwrap(), &replacement, &inspected),
             Action::List => dev.list(),
             Action::Drop { yes, .. } => dev.drop_snapshot(name.unwrap(), yes),
         }
@@ -554,10 +564,17 @@ impl Dev<'_> {
         }
     }
 
-    fn restore(&self, name: &str, state: &swap::TargetState, yes: bool) -> anyhow::Result<()> {
+    fn restore(
+        &self,
+        name: &str,
+        replacement: &Replacement,
+        target: &Inspected,
+    ) -> anyhow::Result<()> {
         let snapshot = self.snapshot_db(name);
         // Every check comes first: until the swap, nothing is changed and no session ended.
-        let (_lock, mut media_lock) = self.locks()?;
+        let mut locked = replacement.lock(self.sh, self.tools, target, None)?;
+        locked.drop_stale(self.sh, self.tools);
+        self.remove_stale_stores()?;
         let Some(meta) = self.meta_of(name)? else {
             return Err(self.unknown(name));
         };
@@ -570,21 +587,13 @@ impl Dev<'_> {
         let store = self.store(name, &meta.id);
         let origins = match meta.media {
             Some(_) => Some(self.check_store(name, &meta, &store)?),
-            None => None,
+            None => {
+                locked.keep_media();
+                None
+            }
         };
-        if !yes {
-            swap::confirm_replace(
-                self.target,
-                state,
-                meta.media.map(|_| self.media),
-                &LoadGuard {
-                    yes: false,
-                    allow_remote_target: true,
-                    allow_downgrade: false,
-                },
-            )?;
-        }
-        let staged = match (meta.media, &origins) {
+        let mut linked = None;
+        let stage = |_: &mut Timings| match (meta.media, &origins) {
             (Some(size), Some(origins)) => {
                 atomic_file::remove_stale_staging(self.media);
                 let dir = StagingDir(atomic_file::staging_dir(self.media)?);
@@ -607,52 +616,45 @@ impl Dev<'_> {
                         term::human_bytes(size.bytes)
                     );
                 }
+                linked = Some(copy.linked.files);
                 let staged = StagedMedia {
                     dir,
                     totals: copy.all,
                     linked: copy.linked,
                 };
-                Some((staged, copy))
+                Ok(Some(SnapshotMedia {
+                    staged,
+                    copy,
+                    record: store.join(ORIGINS),
+                    id: &meta.id,
+                }))
             }
             _ => {
                 term::step(format!(
                     "the snapshot has no media: {} stays as it is",
                     self.media.display()
                 ));
-                None
+                Ok(None)
             }
         };
-        let (staged, copy) = match staged {
-            Some((staged, copy)) => (Some(staged), Some(copy)),
-            None => (None, None),
-        };
-        swap::record_swap(&mut media_lock, self.target, &staged)?;
-        swap::replace_with(
-            self.sh,
-            self.tools,
-            self.admin,
-            self.target,
-            |temp| {
+        let database = Database {
+            announce: None,
+            create: Create::By(Box::new(|temp: &DbUrl| {
                 process::critical(|| self.copy_database(&snapshot, &temp.database, "restoring it"))
-            },
-            |_| Ok(()),
-            || match (&staged, copy) {
-                (Some(staged), Some(copy)) => {
-                    self.swap_media(&staged.dir, copy, &store.join(ORIGINS), &meta.id)
-                }
-                _ => Ok(()),
-            },
-        )?;
+            })),
+            fill: Box::new(|_| Ok(())),
+        };
+        let _replaced = locked.replace(self.sh, self.tools, stage, database)?;
         term::success(format!(
             "restored snapshot `{name}` (saved {}) into {}{}",
             meta.saved,
             self.target.masked(),
-            match (meta.media, &staged) {
-                (Some(m), Some(staged)) => format!(
+            match (meta.media, linked) {
+                (Some(m), Some(linked)) => format!(
                     " and {} ({} files; {} unchanged since the snapshot kept as they were)",
                     self.media.display(),
                     m.files,
-                    staged.linked.files
+                    linked
                 ),
                 _ => String::new(),
             }
@@ -675,31 +677,6 @@ impl Dev<'_> {
         Origins::read(&store.join(ORIGINS), &meta.id).map_err(|err| {
             anyhow::anyhow!("snapshot `{name}`: {err:#}; drop the snapshot and save it again")
         })
-    }
-
-    /// Swaps the staged media in, then writes the snapshot's record anew: which live files
-    /// now hold its contents.
-    fn swap_media(
-        &self,
-        staged: &Path,
-        copy: media::Tracked,
-        record: &Path,
-        id: &str,
-    ) -> anyhow::Result<()> {
-        let stamp = Stamp::now(staged)?;
-        let replaced = atomic_file::replace_dir_keeping_old(staged, self.media)?;
-        let live = atomic_file::resolved(self.media);
-        let old = replaced.as_ref().map(|(old, _)| old.as_path());
-        let origins = media::settle_origins(copy, old, &live, &stamp);
-        if let Some((old, target)) = &replaced {
-            atomic_file::remove_replaced(old, target);
-        }
-        if let Err(err) = origins.write(record, id) {
-            term::warn(format!(
-                "the media are in place, but which of them are unchanged could not be recorded ({err:#}): the next save or restore copies every file"
-            ));
-        }
-        Ok(())
     }
 
     fn list(&self) -> anyhow::Result<()> {
@@ -851,6 +828,46 @@ impl Dev<'_> {
                 }
             }
         }
+    }
+}
+
+/// A snapshot's media staged in place of the live ones, with what the copy learnt of them.
+struct SnapshotMedia<'a> {
+    staged: StagedMedia,
+    copy: media::Tracked,
+    /// The snapshot's record of the live files that hold its contents.
+    record: PathBuf,
+    id: &'a str,
+}
+
+impl Staged for SnapshotMedia<'_> {
+    fn dir(&self) -> &Path {
+        &self.staged.dir
+    }
+
+    /// Swaps the staged media in, then writes the snapshot's record anew: which live files
+    /// now hold its contents.
+    fn swap_in(
+        staged: Option<Self>,
+        target: Option<&Path>,
+    ) -> anyhow::Result<Option<media::Totals>> {
+        let (Some(media), Some(target)) = (staged, target) else {
+            return Ok(None);
+        };
+        let stamp = Stamp::now(&media.staged.dir)?;
+        let replaced = atomic_file::replace_dir_keeping_old(&media.staged.dir, target)?;
+        let live = atomic_file::resolved(target);
+        let old = replaced.as_ref().map(|(old, _)| old.as_path());
+        let origins = media::settle_origins(media.copy, old, &live, &stamp);
+        if let Some((old, target)) = &replaced {
+            atomic_file::remove_replaced(old, target);
+        }
+        if let Err(err) = origins.write(&media.record, media.id) {
+            term::warn(format!(
+                "the media are in place, but which of them are unchanged could not be recorded ({err:#}): the next save or restore copies every file"
+            ));
+        }
+        Ok(Some(media.staged.totals))
     }
 }
 
