@@ -16,12 +16,12 @@ use crate::{
     bundle::{allowed_signers::AllowedSigners, sign::SigningKey},
     context::Context,
     mode::{print_plan, Mode},
-    pg::{url, DbUrl},
+    pg::{url, DbUrl, Server},
     pipeline::{
         import::{Import, MediaForm, Trust},
         report::{media_plan, Timings},
         scrub,
-        source::CHANGELOG_TABLES,
+        source::{database_encoding, excluded_tables, source_server, Exclusions, CHANGELOG_TABLES},
         staged_media::{check_media_pair, finish_media, has_entries, MediaSource},
         swap::{ask_to_replace, lock, LoadGuard},
     },
@@ -240,6 +240,57 @@ impl CloneProd {
                 direct.run(cx, mode)
             }
         }
+    }
+}
+
+/// The source as the direct clone and the export read it before anything is written.
+struct SourceSide {
+    server: Server,
+    exclusions: Exclusions,
+    scrub: scrub::Plan,
+    encoding: String,
+}
+
+impl SourceSide {
+    /// Reads the source; `media` reads the media between the exclusions and the scrub plan.
+    fn inspect<M>(
+        cx: &Context,
+        source: &DbUrl,
+        patterns: &[String],
+        given: &[String],
+        scrub: &scrub::ScrubFlags,
+        media: impl FnOnce() -> anyhow::Result<M>,
+    ) -> anyhow::Result<(SourceSide, M)> {
+        let (sh, tools) = (&cx.sh, &cx.tools);
+        let server = source_server(sh, tools, source)?;
+        let exclusions = excluded_tables(sh, tools, source, patterns, given)?;
+        let media = media()?;
+        let scrub = scrub.plan(sh, tools, source)?;
+        let encoding = database_encoding(sh, tools, source)?;
+        let side = SourceSide {
+            server,
+            exclusions,
+            scrub,
+            encoding,
+        };
+        Ok((side, media))
+    }
+
+    /// The dry run's line for reading the source.
+    fn read_plan(&self, source: &DbUrl) -> String {
+        format!(
+            "read {} (PostgreSQL {}, read-only session)",
+            source, self.server.version
+        )
+    }
+
+    /// The dry run's line for the scrub.
+    fn scrub_plan(&self) -> String {
+        format!(
+            "scrub {} rules in the stream ({} skipped)",
+            self.scrub.applied.len(),
+            self.scrub.skipped.len()
+        )
     }
 }
 

@@ -4,6 +4,7 @@ use std::path::Path;
 
 use anyhow::bail;
 
+use super::SourceSide;
 use crate::{
     context::Context,
     mode::{print_plan, Mode},
@@ -14,7 +15,6 @@ use crate::{
         replace::{Create, Database, Replacement},
         report::{excluded_text, media_plan, summarise, Summary, Timings},
         scrub,
-        source::{database_encoding, excluded_tables, source_server},
         staged_media::{check_media_pair, MediaSource},
         swap::LoadGuard,
     },
@@ -55,14 +55,11 @@ impl Direct<'_> {
             bail!("media need both a source and a target directory: pass {missing}, or neither to clone the database only");
         }
         check_media_pair(self.source_media.and_then(|m| m.local()), self.target_media)?;
-        let inspect_source = || -> anyhow::Result<_> {
-            let server = source_server(sh, tools, self.source)?;
-            let excluded = excluded_tables(sh, tools, self.source, self.excluded, self.given)?;
+        let inspect_source = || {
+            let given = (self.excluded, self.given);
             // Counted, not listed: a clone's memory does not grow with the number of files.
-            let media_totals = self.source_media.map(|m| m.count()).transpose()?;
-            let scrub = self.scrub.plan(sh, tools, self.source)?;
-            let encoding = database_encoding(sh, tools, self.source)?;
-            Ok((server, excluded, media_totals, scrub, encoding))
+            let media = || self.source_media.map(|m| m.count()).transpose();
+            SourceSide::inspect(cx, self.source, given.0, given.1, self.scrub, media)
         };
         // The target is only read here, side by side with the source; a dry run leaves it be.
         let (source_side, target_side) = std::thread::scope(|scope| {
@@ -75,23 +72,22 @@ impl Direct<'_> {
             let target = target.map(|t| t.join().unwrap_or_else(|p| std::panic::resume_unwind(p)));
             (source, target)
         });
-        let (server, exclusions, media_totals, scrub, encoding) = source_side?;
+        let (side, media_totals) = source_side?;
+        let SourceSide {
+            server,
+            exclusions,
+            scrub,
+            encoding,
+        } = &side;
         let excluded = &exclusions.tables;
         if dry_run {
             print_plan(&[
-                format!(
-                    "read {} (PostgreSQL {}, read-only session)",
-                    self.source, server.version
-                ),
+                side.read_plan(self.source),
                 format!(
                     "dump it with pg_dump --no-owner --no-privileges{}",
                     excluded_text(excluded)
                 ),
-                format!(
-                    "scrub {} rules in the stream ({} skipped)",
-                    scrub.applied.len(),
-                    scrub.skipped.len()
-                ),
+                side.scrub_plan(),
                 format!(
                     "restore into a temporary database beside {} and swap it in place",
                     self.target
@@ -141,7 +137,7 @@ impl Direct<'_> {
                 rules: &scrub.applied,
                 bar: &bar,
                 replaces: target.state.exists,
-                encoding: &encoding,
+                encoding,
                 scan: scanner.as_ref(),
             };
             let counts = match parallel.run(sh, tools, temp)? {
@@ -152,7 +148,7 @@ impl Direct<'_> {
                         source: self.source,
                         patterns: &exclusions.patterns,
                         drop_settings: drop_settings.clone(),
-                        scrub: &scrub,
+                        scrub,
                         scan: scanner.as_ref(),
                     };
                     with_dump(sh, tools, dump, |reader| {
@@ -179,7 +175,7 @@ impl Direct<'_> {
         let database = Database {
             announce: Some(format!("cloning {} into {}", self.source, self.target)),
             create: Create::Empty {
-                encoding: Some(&encoding),
+                encoding: Some(encoding),
             },
             fill: Box::new(fill),
         };

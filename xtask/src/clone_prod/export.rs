@@ -4,6 +4,7 @@ use std::{fs, path::Path};
 
 use anyhow::{bail, Context as _};
 
+use super::SourceSide;
 use crate::{
     atomic_file::{self, StagingDir},
     bundle::{self, sign::SigningKey},
@@ -16,7 +17,6 @@ use crate::{
         leak_scan,
         report::{excluded_text, media_plan, Timings},
         scrub,
-        source::{database_encoding, excluded_tables, source_server},
     },
     plain::lines,
     process::{self},
@@ -68,23 +68,19 @@ impl Export<'_> {
                 );
             }
         }
-        let server = source_server(sh, tools, source)?;
-        let exclusions = excluded_tables(sh, tools, source, patterns, given)?;
+        let media = || source_media.map(media::scan).transpose();
+        let (side, entries) = SourceSide::inspect(cx, source, patterns, given, scrub_flags, media)?;
+        let SourceSide {
+            server,
+            exclusions,
+            scrub,
+            encoding,
+        } = &side;
         let excluded = &exclusions.tables;
-        let entries = source_media.map(media::scan).transpose()?;
-        let encoding = database_encoding(sh, tools, source)?;
-        let scrub = scrub_flags.plan(sh, tools, source)?;
         if mode == Mode::DryRun {
             print_plan(&[
-                format!(
-                    "scrub {} rules in the stream ({} skipped)",
-                    scrub.applied.len(),
-                    scrub.skipped.len()
-                ),
-                format!(
-                    "read {} (PostgreSQL {}, read-only session)",
-                    source, server.version
-                ),
+                side.scrub_plan(),
+                side.read_plan(source),
                 format!(
                     "dump it to {}/{}{}",
                     out.display(),
@@ -125,7 +121,7 @@ impl Export<'_> {
                 source,
                 patterns: &exclusions.patterns,
                 drop_settings: Vec::new(),
-                scrub: &scrub,
+                scrub,
                 scan: scanner.as_ref(),
             };
             let (bytes, counts) = with_dump(sh, tools, dump, |reader| {
@@ -193,7 +189,7 @@ impl Export<'_> {
                 database: Some(source.database.clone()),
                 server_version: Some(server.version.clone()),
                 server_major: server.major,
-                encoding,
+                encoding: encoding.clone(),
             },
             excluded_table_data: excluded_names,
             entries: toc_entries,
