@@ -56,10 +56,16 @@ impl Direct<'_> {
         }
         check_media_pair(self.source_media.and_then(|m| m.local()), self.target_media)?;
         let inspect_source = || {
-            let given = (self.excluded, self.given);
             // Counted, not listed: a clone's memory does not grow with the number of files.
             let media = || self.source_media.map(|m| m.count()).transpose();
-            SourceSide::inspect(cx, self.source, given.0, given.1, self.scrub, media)
+            SourceSide::inspect(
+                cx,
+                self.source,
+                self.excluded,
+                self.given,
+                self.scrub,
+                media,
+            )
         };
         // The target is only read here, side by side with the source; a dry run leaves it be.
         let (source_side, target_side) = std::thread::scope(|scope| {
