@@ -17,11 +17,14 @@ use crate::{
     cli::{self, GuardFlags, ScrubFlags},
     context::Context,
     mode::{print_plan, Mode},
-    pg::DbUrl,
+    pg::{DbUrl, Server},
     pipeline::{
         import::{Import, MediaForm, Trust},
         report::{media_plan, Timings},
-        source::{self, CHANGELOG_TABLES},
+        scrub,
+        source::{
+            self, database_encoding, excluded_tables, source_server, Exclusions, CHANGELOG_TABLES,
+        },
         staged_media::{check_media_pair, finish_media, has_entries, MediaSource},
         swap::{ask_to_replace, lock, LoadGuard},
     },
@@ -215,17 +218,16 @@ impl CloneProd {
                     Some((_, into)) => Some(into.as_path()),
                     None => source_media.and_then(|m| m.local()),
                 };
-                export::export(
-                    cx,
+                let export = export::Export {
                     source,
-                    local,
-                    &excluded,
-                    &self.exclude_table_data,
-                    &self.scrub.options(),
+                    source_media: local,
+                    patterns: &excluded,
+                    given: &self.exclude_table_data,
+                    scrub: &self.scrub.options(),
                     out,
-                    sign_key.as_ref(),
-                    mode,
-                )
+                    sign_key: sign_key.as_ref(),
+                };
+                export.run(cx, mode)
             }
             None => {
                 let target = cli::required_dev_database(self.target.clone(), "--target")?;
@@ -244,6 +246,57 @@ impl CloneProd {
                 direct.run(cx, mode)
             }
         }
+    }
+}
+
+/// The source as the direct clone and the export read it before anything is written.
+struct SourceSide {
+    server: Server,
+    exclusions: Exclusions,
+    scrub: scrub::Plan,
+    encoding: String,
+}
+
+impl SourceSide {
+    /// Reads the source; `media` reads the media between the exclusions and the scrub plan.
+    fn inspect<M>(
+        cx: &Context,
+        source: &DbUrl,
+        patterns: &[String],
+        given: &[String],
+        scrub: &scrub::Options,
+        media: impl FnOnce() -> anyhow::Result<M>,
+    ) -> anyhow::Result<(SourceSide, M)> {
+        let (sh, tools) = (&cx.sh, &cx.tools);
+        let server = source_server(sh, tools, source)?;
+        let exclusions = excluded_tables(sh, tools, source, patterns, given)?;
+        let media = media()?;
+        let scrub = scrub.plan(sh, tools, source)?;
+        let encoding = database_encoding(sh, tools, source)?;
+        let side = SourceSide {
+            server,
+            exclusions,
+            scrub,
+            encoding,
+        };
+        Ok((side, media))
+    }
+
+    /// The dry run's line for reading the source.
+    fn read_plan(&self, source: &DbUrl) -> String {
+        format!(
+            "read {} (PostgreSQL {}, read-only session)",
+            source, self.server.version
+        )
+    }
+
+    /// The dry run's line for the scrub.
+    fn scrub_plan(&self) -> String {
+        format!(
+            "scrub {} rules in the stream ({} skipped)",
+            self.scrub.applied.len(),
+            self.scrub.skipped.len()
+        )
     }
 }
 
@@ -292,7 +345,7 @@ fn media_only(
     }
     let mut timings = Timings::default();
     let staged = timings.time("media copy", || source.stage(&count, target))?;
-    let totals = finish_media(Ok(()), Some(staged), Some(target))?;
+    let totals = finish_media(Some(staged), Some(target))?;
     if let Some(totals) = totals {
         term::success(format!(
             "{}: {} media files ({}); {}",

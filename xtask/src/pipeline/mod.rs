@@ -8,6 +8,7 @@ pub mod import;
 pub mod leak_scan;
 pub mod load;
 pub mod parallel;
+pub mod replace;
 pub mod report;
 pub mod schema;
 pub mod scrub;

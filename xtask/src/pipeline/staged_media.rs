@@ -124,13 +124,11 @@ pub fn stage_media_copy(
     Ok(staged)
 }
 
-/// After the database step: swap staged media in only when the database succeeded.
+/// After the database step: swaps the staged media in.
 pub fn finish_media(
-    db: anyhow::Result<()>,
     staged: Option<StagedMedia>,
     target: Option<&Path>,
 ) -> anyhow::Result<Option<media::Totals>> {
-    db?;
     let (Some(staged), Some(target)) = (staged, target) else {
         term::step("media: not cloned (no media directories given)");
         return Ok(None);

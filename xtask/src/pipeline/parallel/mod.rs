@@ -9,5 +9,5 @@ mod snapshot;
 mod straight;
 
 pub use direct::DirectClone;
-pub use file::{load_file, FileLoad};
+pub use file::{DumpFile, FileLoad};
 pub use snapshot::Snapshot;

@@ -8,13 +8,13 @@ use xshell::Shell;
 
 use crate::{
     pg::{DbUrl, PgTools},
-    pipeline::staged_media::{has_entries, StagedMedia},
+    pipeline::staged_media::has_entries,
     plain::lines,
     remedy::{refuse, Remedy},
     term,
 };
 
-use super::{aside_name, exists, is_temp_name, lock, put_back, TargetState};
+use super::{exists, is_temp_name, lock, put_back, TargetState};
 
 /// What the user allowed before a database is replaced.
 #[derive(Debug, Clone, Copy, Default)]
@@ -94,23 +94,6 @@ pub fn take_locks(
         }
     }
     Ok((lock, media))
-}
-
-/// Records, before the swap, what the next run needs to undo it should this one be killed
-/// between the database swap and the media swap.
-pub fn record_swap(
-    media_lock: &mut Option<lock::MediaLock>,
-    target: &DbUrl,
-    staged: &Option<StagedMedia>,
-) -> anyhow::Result<()> {
-    if let (Some(media_lock), Some(staged)) = (media_lock.as_mut(), staged) {
-        media_lock.record(&lock::Journal {
-            target: format!("{}/{}", target.host_port(), target.database),
-            aside: aside_name(&target.database),
-            staging: fs::canonicalize(&staged.dir).unwrap_or_else(|_| staged.dir.to_path_buf()),
-        })?;
-    }
-    Ok(())
 }
 
 /// Asks before replacing a database that has tables or a media directory that is not empty;
