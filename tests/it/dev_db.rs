@@ -325,7 +325,7 @@ fn bad_input_is_one_line_and_changes_nothing() {
     let snapshot = env.snapshots().remove(0);
     fails(
         run(env.xtask(&["seed-dev", "--yes", "--target", &env.url(&snapshot)])),
-        "is a snapshot of `cargo xtask dev-db`",
+        "is a snapshot of the dev database, not a dev database: name the dev database, or use `cargo xtask dev-db restore`",
     );
     fails(
         run(xtask(&[
@@ -336,7 +336,7 @@ fn bad_input_is_one_line_and_changes_nothing() {
             &env.url(&snapshot),
             "--yes",
         ])),
-        "is a snapshot of `cargo xtask dev-db`",
+        "is a snapshot of the dev database, not a dev database: name the dev database, or use `cargo xtask dev-db restore`",
     );
     run(env.xtask(&["seed-dev", "--yes"])).ok();
     assert_eq!(env.snapshots(), vec![snapshot]);

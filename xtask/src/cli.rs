@@ -170,6 +170,10 @@ pub fn spell(remedy: Remedy) -> &'static str {
         Remedy::SourceMediaPath => "check --source-media, a path on that host",
         Remedy::BundleDir => "pass the directory written by `cargo xtask clone-prod --out`",
         Remedy::ToolsFromDocker => "drop `--pg-tools host`",
+        Remedy::SignOrTrustUnsigned => {
+            "export it with `--sign-key KEY`, or pass --trust-unsigned if you made it yourself"
+        }
+        Remedy::NotASnapshot => "name the dev database, or use `cargo xtask dev-db restore`",
     }
 }
 

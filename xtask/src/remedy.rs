@@ -39,6 +39,10 @@ pub enum Remedy {
     BundleDir,
     /// Let the client tools come from Docker as well as from the host.
     ToolsFromDocker,
+    /// Have the bundle signed, or load it unsigned on purpose when it is one's own.
+    SignOrTrustUnsigned,
+    /// Name the dev database, not a snapshot of it; or restore the snapshot.
+    NotASnapshot,
 }
 
 /// How the command line spells each remedy; set once by `main`.
@@ -84,6 +88,10 @@ impl Remedy {
             Remedy::SourceMediaPath => "check the source media directory, a path on that host",
             Remedy::BundleDir => "name the directory an export wrote",
             Remedy::ToolsFromDocker => "let the tools come from Docker too",
+            Remedy::SignOrTrustUnsigned => {
+                "export it signed, or trust it unsigned on purpose if you made it yourself"
+            }
+            Remedy::NotASnapshot => "name the dev database, or restore the snapshot",
         }
     }
 }

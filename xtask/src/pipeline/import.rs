@@ -24,7 +24,9 @@ use crate::{
         swap::LoadGuard,
     },
     plain::lines,
-    process, term,
+    process,
+    remedy::{refuse, Remedy},
+    term,
 };
 
 /// How a bundle carries its media.
@@ -67,16 +69,19 @@ impl Trust<'_> {
             }
             (None, Trust::UnsignedOnPurpose(_)) => {
                 term::warn(format!(
-                    "{} is unsigned and loaded on purpose (--trust-unsigned): its functions and defaults run with the loading role's rights",
+                    "{} is unsigned and loaded on purpose: its functions and defaults run with the loading role's rights",
                     dir.display()
                 ));
                 Ok(Some("unsigned, trusted on purpose".to_string()))
             }
-            (None, _) => bail!(
-                "bundle {} is not signed (it has no {}), nothing was changed: export it with `--sign-key KEY`, or pass --trust-unsigned if you made it yourself",
-                dir.display(),
-                sign::SIG
-            ),
+            (None, _) => Err(refuse(
+                Remedy::SignOrTrustUnsigned,
+                format!(
+                    "bundle {} is not signed (it has no {}), nothing was changed",
+                    dir.display(),
+                    sign::SIG
+                ),
+            )),
         }
     }
 }
@@ -137,9 +142,9 @@ impl Import<'_> {
             }
         }
         if let Some(target_media) = self.target_media {
-            atomic_file::parent_dir(target_media).context("--target-media")?;
+            atomic_file::parent_dir(target_media).context("target media directory")?;
             if media_sums.is_some() {
-                check_apart("--bundle", self.dir, target_media)?;
+                check_apart("bundle", self.dir, target_media)?;
                 check_holds_nothing_else(target_media)?;
                 atomic_file::check_swappable(target_media)?;
             }
@@ -156,7 +161,7 @@ impl Import<'_> {
                     target.display()
                 ),
                 (Some(_), None) => {
-                    "media: not loaded (no --target-media or NETPOINT_MEDIA_ROOT)".to_string()
+                    "media: not loaded (no target media directory given)".to_string()
                 }
                 (None, _) => "media: the bundle has none".to_string(),
             };
@@ -194,7 +199,7 @@ impl Import<'_> {
                     Some(timings.time("media", || self.stage_media(sums, expected, target))?)
                 }
                 (Some(_), None) => {
-                    term::step("media: not loaded (no --target-media or NETPOINT_MEDIA_ROOT)");
+                    term::step("media: not loaded (no target media directory given)");
                     None
                 }
                 (None, _) => None,
