@@ -11,6 +11,7 @@ pub mod parallel;
 pub mod report;
 pub mod schema;
 pub mod scrub;
+pub mod snapshot;
 pub mod source;
 pub mod staged_media;
 pub mod swap;
