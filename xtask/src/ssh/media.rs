@@ -177,7 +177,8 @@ impl RemoteMedia<'_> {
                 .files
                 .iter()
                 .filter(|(rel, meta)| {
-                    media::earlier_file(previous, rel).is_some_and(|old| same_file(&old, meta))
+                    media::unchanged_file(previous, rel, meta.size, |was| same_file(was, meta))
+                        .is_some()
                 })
                 .map(|(rel, _)| rel)
                 .collect(),
@@ -418,18 +419,10 @@ fn drain_padding(stream: &mut impl std::io::Read) -> anyhow::Result<()> {
     }
 }
 
-/// Whether the earlier copy at `old` is a regular file with the host's size, time and mode.
-fn same_file(old: &Path, meta: &FileMeta) -> bool {
+/// Whether a file of the earlier copy (its size already the host's) has the host's time and mode.
+fn same_file(was: &fs::Metadata, meta: &FileMeta) -> bool {
     use std::os::unix::fs::MetadataExt;
-    let Some(mtime) = meta.mtime else {
-        return false;
-    };
-    fs::symlink_metadata(old).is_ok_and(|was| {
-        was.is_file()
-            && was.len() == meta.size
-            && was.mtime() == mtime
-            && was.mode() & 0o777 == meta.mode & 0o777
-    })
+    meta.mtime == Some(was.mtime()) && was.mode() & 0o777 == meta.mode & 0o777
 }
 
 /// A directory's mode as it is installed: its permission bits, never setuid, setgid or
@@ -742,37 +735,43 @@ f 4644 12 1700000123.9990000000 ./a b/it's\nodd\0\0l 777 3 1700000000.0 ./a b/li
     fn an_earlier_copy_counts_as_unchanged_only_with_the_same_size_time_and_mode() {
         use std::os::unix::fs::MetadataExt;
         let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("f");
-        fs::write(&file, b"abc").unwrap();
-        let had = fs::metadata(&file).unwrap();
+        let root = fs::canonicalize(dir.path()).unwrap();
+        fs::write(root.join("f"), b"abc").unwrap();
+        let had = fs::metadata(root.join("f")).unwrap();
         let meta = FileMeta {
             size: 3,
             mtime: Some(had.mtime()),
             mode: had.mode() & 0o7777,
         };
-        assert!(same_file(&file, &meta));
-        assert!(!same_file(&file, &FileMeta { size: 4, ..meta }));
-        assert!(!same_file(
-            &file,
-            &FileMeta {
+        let unchanged = |rel: &str, meta: FileMeta| {
+            media::unchanged_file(&root, Path::new(rel), meta.size, |was| {
+                same_file(was, &meta)
+            })
+            .is_some()
+        };
+        assert!(unchanged("f", meta));
+        assert!(!unchanged("f", FileMeta { size: 4, ..meta }));
+        assert!(!unchanged(
+            "f",
+            FileMeta {
                 mtime: Some(1),
                 ..meta
             }
         ));
-        assert!(!same_file(
-            &file,
-            &FileMeta {
+        assert!(!unchanged(
+            "f",
+            FileMeta {
                 mtime: None,
                 ..meta
             }
         ));
-        assert!(!same_file(
-            &file,
-            &FileMeta {
+        assert!(!unchanged(
+            "f",
+            FileMeta {
                 mode: 0o600 ^ meta.mode,
                 ..meta
             }
         ));
-        assert!(!same_file(&dir.path().join("missing"), &meta));
+        assert!(!unchanged("missing", meta));
     }
 }
