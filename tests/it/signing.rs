@@ -431,7 +431,7 @@ fn unsigned_unknown_and_changed_bundles_are_refused_and_nothing_changes() {
             "{what}: {}",
             refused.stderr
         );
-        pg.assert_unchanged("dev", &before, &what);
+        pg.assert_unchanged("dev", &before, what);
         assert_eq!(
             pg.psql(
                 "postgres",
