@@ -569,9 +569,9 @@ impl Pg {
         now: Fingerprint,
         why: impl std::fmt::Display,
     ) {
-        if now != *before {
-            let (was, is): (Vec<&str>, Vec<&str>) =
-                (before.0.lines().collect(), now.0.lines().collect());
+        let (was, is): (Vec<&str>, Vec<&str>) =
+            (before.0.lines().collect(), now.0.lines().collect());
+        if was != is {
             let gone: Vec<&&str> = was.iter().filter(|l| !is.contains(l)).collect();
             let new: Vec<&&str> = is.iter().filter(|l| !was.contains(l)).collect();
             panic!("{why}: the server or `{db}` changed\nbefore: {gone:#?}\nnow: {new:#?}");
