@@ -15,8 +15,8 @@ use crate::{
     pipeline::{
         budget::{fitting_jobs, Sessions},
         leak_scan, load,
-        parallel::Snapshot,
         scrub::{self, Action},
+        snapshot::Snapshot,
     },
     plain::lines,
     process::{self, SpawnTool},

@@ -12,6 +12,7 @@ pub mod replace;
 pub mod report;
 pub mod schema;
 pub mod scrub;
+pub mod snapshot;
 pub mod source;
 pub mod staged_media;
 pub mod swap;

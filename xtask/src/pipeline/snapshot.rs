@@ -10,7 +10,7 @@ use anyhow::Context;
 use xshell::Shell;
 
 use crate::{
-    pg::{self, Access, DbUrl, PgTools, Tool},
+    pg::{self, Access, DbUrl, PgTools},
     process::{self, SpawnTool},
 };
 
@@ -25,16 +25,7 @@ pub struct Snapshot {
 
 impl Snapshot {
     pub fn export(sh: &Shell, tools: &PgTools, source: &DbUrl) -> anyhow::Result<Snapshot> {
-        let cmd = tools.cmd(sh, Tool::Psql, source, Access::ReadOnly)?.args([
-            "-X",
-            "-q",
-            "-A",
-            "-t",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-f",
-            "-",
-        ]);
+        let cmd = tools.stdin_session(sh, source, Access::ReadOnly)?;
         let mut command = pg::tool_command(cmd, source);
         command
             .stdin(Stdio::piped())
