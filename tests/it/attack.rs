@@ -12,7 +12,6 @@ use std::{
 };
 
 use crate::{
-    guard::state,
     harness::{run, sh_quote, wait_for, workspace_root, xtask, xtask_bin, Pg, Run},
     signing::{keygen, public_key, signers},
 };
@@ -128,7 +127,7 @@ fn a_bundle_file_replaced_linked_or_rewritten_after_its_check_is_never_loaded() 
     let target = pg.url("netpoint");
     let signed = fs::read(bundle.join("netpoint.sql")).unwrap();
     let evil = [PAYLOAD, &signed].concat();
-    let before = state(&pg);
+    let before = pg.fingerprint("netpoint");
 
     // A netpoint.sql renamed into place after the check: the import loads what it checked.
     let planted = dir.path().join("evil.sql");
@@ -136,7 +135,11 @@ fn a_bundle_file_replaced_linked_or_rewritten_after_its_check_is_never_loaded() 
     let renamed = import_meddled(&bundle, &allowed, &target, || {
         fs::rename(&planted, bundle.join("netpoint.sql")).unwrap();
     });
-    assert_eq!(state(&pg), before, "renamed: {}", renamed.output());
+    pg.assert_unchanged(
+        "netpoint",
+        &before,
+        format!("renamed: {}", renamed.output()),
+    );
     assert!(
         renamed.status.success() || renamed.output().contains("nothing was changed"),
         "renamed: {}",
@@ -156,7 +159,11 @@ fn a_bundle_file_replaced_linked_or_rewritten_after_its_check_is_never_loaded() 
         "{}",
         rewritten.output()
     );
-    assert_eq!(state(&pg), before, "rewritten: {}", rewritten.output());
+    pg.assert_unchanged(
+        "netpoint",
+        &before,
+        format!("rewritten: {}", rewritten.output()),
+    );
     fs::write(bundle.join("netpoint.sql"), &signed).unwrap();
 
     // Links: each checked file must be one of the bundle's own, not a link to another.
@@ -175,7 +182,7 @@ fn a_bundle_file_replaced_linked_or_rewritten_after_its_check_is_never_loaded() 
             "--yes",
         ]));
         linked.fails_with(&format!("{name} is a symbolic link"));
-        assert_eq!(state(&pg), before, "{name} linked");
+        pg.assert_unchanged("netpoint", &before, format!("{name} linked"));
         fs::remove_file(bundle.join(name)).unwrap();
         fs::rename(&real, bundle.join(name)).unwrap();
     }

@@ -14,7 +14,8 @@ use std::{
 };
 
 use crate::harness::{
-    contains_anywhere, copy_tree, fixtures, marker, run, sha256_file, tree, xtask, Pg, Run,
+    contains_anywhere, copy_tree, fixtures, leftovers, marker, run, sha256_file, tree, xtask, Pg,
+    Run,
 };
 
 const CHANGELOG: &str = "public.extras_objectchange";
@@ -41,25 +42,6 @@ fn localhost_url(pg: &Pg, db: &str) -> String {
     let url = pg.url(db);
     assert!(url.contains("@127.0.0.1:"), "{url}");
     url.replace("@127.0.0.1:", "@localhost:")
-}
-
-/// Temporary databases a run leaves behind (`<target>__npload_<pid>`, `<target>__npold_<pid>`).
-fn np_temp_dbs(pg: &Pg) -> Vec<String> {
-    pg.databases()
-        .into_iter()
-        .filter(|d| d.contains("__np"))
-        .collect()
-}
-
-/// Hidden staging/old directories beside a media root (`.media.staging-PID`, `.media.old-PID`).
-fn media_leftovers(parent: &Path) -> Vec<String> {
-    fs::read_dir(parent)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|name| {
-            name.starts_with('.') && (name.contains(".staging-") || name.contains(".old-"))
-        })
-        .collect()
 }
 
 /// Tables a default clone leaves empty: the changelog (unless --with-changelog), and the
@@ -268,6 +250,7 @@ fn direct_clone_copies_database_schema_and_media_and_leaves_the_changelog_out() 
     .ok();
 
     let source_counts = prod.row_counts_fast("netpoint");
+    let source_before = prod.fingerprint("netpoint");
     assert_eq!(
         source_counts,
         prod.row_counts("netpoint"),
@@ -311,11 +294,11 @@ fn direct_clone_copies_database_schema_and_media_and_leaves_the_changelog_out() 
         dev_media.join("empty dir").is_dir(),
         "empty directories are kept"
     );
-    assert!(np_temp_dbs(&dev).is_empty(), "{:?}", np_temp_dbs(&dev));
+    assert!(dev.temp_dbs().is_empty(), "{:?}", dev.temp_dbs());
     assert!(
-        media_leftovers(dir.path()).is_empty(),
+        leftovers(dir.path()).is_empty(),
         "{:?}",
-        media_leftovers(dir.path())
+        leftovers(dir.path())
     );
 
     // --with-changelog, replacing the clone made above (it has tables: --yes).
@@ -334,12 +317,8 @@ fn direct_clone_copies_database_schema_and_media_and_leaves_the_changelog_out() 
         expected_clone(&source_counts, true),
         "the changelog rows are kept"
     );
-    assert!(np_temp_dbs(&dev).is_empty(), "{:?}", np_temp_dbs(&dev));
-    assert_eq!(
-        prod.row_counts_fast("netpoint"),
-        source_counts,
-        "the source is only read"
-    );
+    assert!(dev.temp_dbs().is_empty(), "{:?}", dev.temp_dbs());
+    prod.assert_unchanged("netpoint", &source_before, "the source is only read");
 }
 
 #[test]
@@ -510,7 +489,7 @@ fn export_then_import_matches_the_manual_path_with_standard_tools() {
         ),
         "loader"
     );
-    assert!(np_temp_dbs(&dev).is_empty(), "{:?}", np_temp_dbs(&dev));
+    assert!(dev.temp_dbs().is_empty(), "{:?}", dev.temp_dbs());
 }
 
 #[test]
@@ -518,37 +497,29 @@ fn guards_refuse_before_anything_changes() {
     let (prod, dev) = servers(None);
     prod.load_fixture("netpoint");
     seed_dev_db(&dev, "netpoint");
-    let prod_before = prod.row_counts_fast("netpoint");
-    let dev_before = dev.row_counts_fast("netpoint");
+    let prod_before = prod.fingerprint("netpoint");
+    let dev_before = dev.fingerprint("netpoint");
     let dir = tempfile::tempdir().unwrap();
     let dev_media = dir.path().join("dev-media");
     seed_dev_media(&dev_media);
     let dev_media_before = tree(&dev_media);
     let fixture_media = fixtures().join("media");
     let unchanged = |what: &str| {
-        assert_eq!(
-            prod.row_counts_fast("netpoint"),
-            prod_before,
-            "{what}: source changed"
-        );
-        assert_eq!(
-            dev.row_counts_fast("netpoint"),
-            dev_before,
-            "{what}: target changed"
-        );
+        prod.assert_unchanged("netpoint", &prod_before, format!("{what}: source changed"));
+        dev.assert_unchanged("netpoint", &dev_before, format!("{what}: target changed"));
         assert_eq!(
             tree(&dev_media),
             dev_media_before,
             "{what}: target media changed"
         );
         assert!(
-            np_temp_dbs(&prod).is_empty() && np_temp_dbs(&dev).is_empty(),
+            prod.temp_dbs().is_empty() && dev.temp_dbs().is_empty(),
             "{what}: temporary database left"
         );
         assert!(
-            media_leftovers(dir.path()).is_empty(),
+            leftovers(dir.path()).is_empty(),
             "{what}: {:?}",
-            media_leftovers(dir.path())
+            leftovers(dir.path())
         );
     };
 
@@ -750,7 +721,7 @@ fn bundle_import_is_verified_first_and_atomic() {
     seed_dev_db(&dev, "netpoint");
     let dev_media = dir.path().join("dev-media");
     seed_dev_media(&dev_media);
-    let dev_before = dev.row_counts_fast("netpoint");
+    let dev_before = dev.fingerprint("netpoint");
     let dev_media_before = tree(&dev_media);
     let import = |bundle: &Path| {
         run(xtask(&[
@@ -766,25 +737,21 @@ fn bundle_import_is_verified_first_and_atomic() {
         ]))
     };
     let unchanged = |what: &str| {
-        assert_eq!(
-            dev.row_counts_fast("netpoint"),
-            dev_before,
-            "{what}: target changed"
-        );
+        dev.assert_unchanged("netpoint", &dev_before, format!("{what}: target changed"));
         assert_eq!(
             tree(&dev_media),
             dev_media_before,
             "{what}: target media changed"
         );
         assert!(
-            np_temp_dbs(&dev).is_empty(),
+            dev.temp_dbs().is_empty(),
             "{what}: temporary database left: {:?}",
-            np_temp_dbs(&dev)
+            dev.temp_dbs()
         );
         assert!(
-            media_leftovers(dir.path()).is_empty(),
+            leftovers(dir.path()).is_empty(),
             "{what}: {:?}",
-            media_leftovers(dir.path())
+            leftovers(dir.path())
         );
     };
     let variant = |name: &str| {
@@ -924,7 +891,7 @@ fn bundle_import_is_verified_first_and_atomic() {
         expected_clone(&prod.row_counts_fast("netpoint"), false)
     );
     assert_eq!(tree(&dev_media), tree(&fixture_media));
-    assert!(np_temp_dbs(&dev).is_empty() && media_leftovers(dir.path()).is_empty());
+    assert!(dev.temp_dbs().is_empty() && leftovers(dir.path()).is_empty());
 }
 
 #[test]
@@ -941,7 +908,7 @@ fn a_clone_killed_during_the_restore_leaves_the_target_intact() {
     let dir = tempfile::tempdir().unwrap();
     let dev_media = dir.path().join("dev-media");
     seed_dev_media(&dev_media);
-    let dev_before = dev.row_counts_fast("netpoint");
+    let dev_before = dev.fingerprint("netpoint");
     let dev_media_before = tree(&dev_media);
     let fixture_media = fixtures().join("media");
     let args = [
@@ -987,11 +954,7 @@ fn a_clone_killed_during_the_restore_leaves_the_target_intact() {
     // pg_dump and psql die with it: their sessions end on both servers.
     wait_no_sessions(&dev, "__np", Duration::from_secs(15));
     wait_no_sessions(&prod, "netpoint", Duration::from_secs(15));
-    assert_eq!(
-        dev.row_counts_fast("netpoint"),
-        dev_before,
-        "killed run changed the target"
-    );
+    dev.assert_unchanged_but_temp_dbs("netpoint", &dev_before, "killed run changed the target");
     assert_eq!(
         tree(&dev_media),
         dev_media_before,
@@ -1027,11 +990,11 @@ fn a_clone_killed_during_the_restore_leaves_the_target_intact() {
     );
     drop(app.stdin.take());
     app.wait().unwrap();
-    assert!(np_temp_dbs(&dev).is_empty(), "{:?}", np_temp_dbs(&dev));
+    assert!(dev.temp_dbs().is_empty(), "{:?}", dev.temp_dbs());
     assert!(
-        media_leftovers(dir.path()).is_empty(),
+        leftovers(dir.path()).is_empty(),
         "{:?}",
-        media_leftovers(dir.path())
+        leftovers(dir.path())
     );
     let clone = dev.row_counts_fast("netpoint");
     assert_eq!(

@@ -9,7 +9,7 @@ use std::{
     thread,
 };
 
-use crate::harness::{marker, output_of, run, sha256_hex, tree, xtask, Pg, Run};
+use crate::harness::{leftovers, marker, output_of, run, sha256_hex, tree, xtask, Pg, Run};
 
 struct DevEnv {
     pg: Pg,
@@ -325,7 +325,7 @@ fn bad_input_is_one_line_and_changes_nothing() {
     let snapshot = env.snapshots().remove(0);
     fails(
         run(env.xtask(&["seed-dev", "--yes", "--target", &env.url(&snapshot)])),
-        "is a snapshot of `cargo xtask dev-db`",
+        "is a snapshot of the dev database, not a dev database: name the dev database, or use `cargo xtask dev-db restore`",
     );
     fails(
         run(xtask(&[
@@ -336,7 +336,7 @@ fn bad_input_is_one_line_and_changes_nothing() {
             &env.url(&snapshot),
             "--yes",
         ])),
-        "is a snapshot of `cargo xtask dev-db`",
+        "is a snapshot of the dev database, not a dev database: name the dev database, or use `cargo xtask dev-db restore`",
     );
     run(env.xtask(&["seed-dev", "--yes"])).ok();
     assert_eq!(env.snapshots(), vec![snapshot]);
@@ -392,26 +392,6 @@ impl DevEnv {
                  where datname like 'npsnap\\_%\\_{name}'"
             ),
         )
-    }
-
-    /// Databases some run made for a while: `__npload_`, `__npold_`, `npsnaptmp_`, `npsnapold_`.
-    fn temporary_databases(&self) -> Vec<String> {
-        self.pg
-            .databases()
-            .into_iter()
-            .filter(|d| {
-                d.contains("__np") || d.starts_with("npsnaptmp_") || d.starts_with("npsnapold_")
-            })
-            .collect()
-    }
-
-    /// Hidden leftovers beside the media directory (staging and replaced trees).
-    fn media_leftovers(&self) -> Vec<String> {
-        fs::read_dir(self.media.parent().unwrap())
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .filter(|n| n.starts_with(".media."))
-            .collect()
     }
 
     /// A session of the dev role on the dev database, as an application keeps one.
@@ -728,9 +708,9 @@ fn sigterm_during_save_force_never_loses_the_snapshot_it_replaces() {
         assert_eq!(env.store_of("base"), store, "{what}");
         assert_eq!(tree(&store), stored, "{what}");
         assert!(
-            env.temporary_databases().is_empty(),
+            env.pg.temp_dbs().is_empty(),
             "{what}: {:?}",
-            env.temporary_databases()
+            env.pg.temp_dbs()
         );
         assert_eq!(
             env.store_names().len(),
@@ -748,7 +728,7 @@ fn sigterm_during_save_force_never_loses_the_snapshot_it_replaces() {
     assert_ne!(env.snapshot_id("base"), id);
     assert!(!store.exists());
     assert!(env.store_of("base").join("media/added.txt").is_file());
-    assert!(env.temporary_databases().is_empty());
+    assert!(env.pg.temp_dbs().is_empty());
 }
 
 #[test]
@@ -761,7 +741,7 @@ fn leftovers_of_killed_runs_are_removed_and_a_live_run_s_are_kept() {
     // Killed outright while copying the database: the server finishes the copy, and the
     // new media are there too.
     let kill_during = |args: &[&str], copying: &str| {
-        let before = env.temporary_databases();
+        let before = env.pg.temp_dbs();
         let child = spawn(env.xtask(args));
         let pattern = copying.replace('_', "\\_");
         // Watched from inside the server, every millisecond: a quick copy can start and end
@@ -786,7 +766,8 @@ fn leftovers_of_killed_runs_are_removed_and_a_live_run_s_are_kept() {
             "the copy the server finishes",
             Duration::from_secs(120),
             || {
-                env.temporary_databases()
+                env.pg
+                    .temp_dbs()
                     .iter()
                     .any(|d| d.starts_with(copying) && !before.contains(d))
             },
@@ -813,15 +794,15 @@ fn leftovers_of_killed_runs_are_removed_and_a_live_run_s_are_kept() {
         "{}",
         seeded.stderr
     );
-    assert_eq!(env.temporary_databases(), std::slice::from_ref(&live_db));
+    assert_eq!(env.pg.temp_dbs(), std::slice::from_ref(&live_db));
     kill_during(&["dev-db", "restore", "base", "--yes"], "netpoint__npload_");
-    assert!(!env.media_leftovers().is_empty());
+    assert!(!leftovers(env.media.parent().unwrap()).is_empty());
     run(env.xtask(&["seed-dev", "--yes"])).ok();
-    assert_eq!(env.temporary_databases(), std::slice::from_ref(&live_db));
+    assert_eq!(env.pg.temp_dbs(), std::slice::from_ref(&live_db));
     assert!(
-        env.media_leftovers().is_empty(),
+        leftovers(env.media.parent().unwrap()).is_empty(),
         "{:?}",
-        env.media_leftovers()
+        leftovers(env.media.parent().unwrap())
     );
     // ...and dev-db the media no snapshot names.
     run(env.xtask(&["dev-db", "restore", "base", "--yes"])).ok();
@@ -847,7 +828,7 @@ fn leftovers_of_killed_runs_are_removed_and_a_live_run_s_are_kept() {
     // A save killed the same way is cleaned up by the next dev-db run.
     kill_during(&["dev-db", "save", "big"], "npsnaptmp_");
     run(env.xtask(&["dev-db", "drop", "base", "--yes"])).ok();
-    assert!(env.temporary_databases().is_empty());
+    assert!(env.pg.temp_dbs().is_empty());
     assert!(
         !env.store_names().iter().any(|n| n.starts_with("npsnap_")),
         "{:?}",
@@ -859,7 +840,8 @@ fn leftovers_of_killed_runs_are_removed_and_a_live_run_s_are_kept() {
     env.dev_psql("update dcim_site set name = name || ' (changed)'");
     let child = spawn(env.xtask(&["dev-db", "restore", "base", "--yes"]));
     crate::harness::wait_for("the swap", Duration::from_secs(120), || {
-        env.temporary_databases()
+        env.pg
+            .temp_dbs()
             .iter()
             .any(|d| d.starts_with("netpoint__npold_"))
     });
@@ -871,15 +853,11 @@ fn leftovers_of_killed_runs_are_removed_and_a_live_run_s_are_kept() {
         "{}",
         ended.output()
     );
+    assert!(env.pg.temp_dbs().is_empty(), "{:?}", env.pg.temp_dbs());
     assert!(
-        env.temporary_databases().is_empty(),
+        leftovers(env.media.parent().unwrap()).is_empty(),
         "{:?}",
-        env.temporary_databases()
-    );
-    assert!(
-        env.media_leftovers().is_empty(),
-        "{:?}",
-        env.media_leftovers()
+        leftovers(env.media.parent().unwrap())
     );
     assert_eq!(env.state(), saved);
 }
@@ -1021,11 +999,7 @@ fn a_failed_restore_ends_no_session() {
         "select pg_terminate_backend(pid) from pg_stat_activity where datname = 'netpoint' and usename = 'postgres'",
     );
     let _ = superuser.wait();
-    assert!(
-        env.temporary_databases().is_empty(),
-        "{:?}",
-        env.temporary_databases()
-    );
+    assert!(env.pg.temp_dbs().is_empty(), "{:?}", env.pg.temp_dbs());
 
     // With every check passed, the restore ends the session and says so.
     let restored = restore().ok();

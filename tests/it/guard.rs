@@ -629,29 +629,6 @@ const PAYLOAD: &str =
     "DROP DATABASE IF EXISTS victim WITH (FORCE); ALTER ROLE postgres SET work_mem = 7777; \
     ALTER DATABASE netpoint SET work_mem = 7777; DROP DATABASE IF EXISTS netpoint WITH (FORCE)";
 
-/// Everything the vectors would change, as one string to compare.
-pub fn state(pg: &Pg) -> String {
-    let databases = pg.databases().join(",");
-    let settings = pg.psql(
-        "postgres",
-        "select coalesce(string_agg(coalesce(r.rolname, '-') || '@' || coalesce(d.datname, '-') || '=' || s.setconfig::text, ';' order by 1), '') \
-         from pg_db_role_setting s left join pg_roles r on r.oid = s.setrole left join pg_database d on d.oid = s.setdatabase",
-    );
-    let role = pg.psql(
-        "postgres",
-        "select coalesce(rolconfig::text, '') from pg_roles where rolname = 'postgres'",
-    );
-    let rows: Vec<String> = pg
-        .row_counts_fast("netpoint")
-        .into_iter()
-        .map(|(table, n)| format!("{table}={n}"))
-        .collect();
-    format!(
-        "databases {databases}\nsettings {settings}\nrole {role}\nrows {}",
-        rows.join(",")
-    )
-}
-
 fn insert_after(sql: &[u8], anchor: &str, text: &[u8]) -> Vec<u8> {
     let at = sql
         .windows(anchor.len())
@@ -802,7 +779,7 @@ fn the_five_vectors_of_issue_32_are_refused_with_nothing_changed() {
     .ok();
     let target = pg.url("netpoint");
     let media = dir.path().join("media");
-    let before = state(&pg);
+    let before = pg.fingerprint("netpoint");
     let exported = fs::read(bundle.join("netpoint.sql")).unwrap();
     // A signer the importer trusts does not make the SQL trusted: the guard reads it all the same.
     let key = keygen(dir.path(), "ci", "");
@@ -852,7 +829,7 @@ fn the_five_vectors_of_issue_32_are_refused_with_nothing_changed() {
                 "{what}:\n{}",
                 import.output()
             );
-            assert_eq!(state(&pg), before, "{what}");
+            pg.assert_unchanged("netpoint", &before, &what);
         }
     }
     let committed = fs::read(fixtures().join("netpoint.sql")).unwrap();
@@ -871,7 +848,7 @@ fn the_five_vectors_of_issue_32_are_refused_with_nothing_changed() {
         let what = format!("fixtures: {what}");
         assert!(!seed.status.success(), "{what}: seeded\n{}", seed.output());
         assert!(seed.stderr.contains(message), "{what}:\n{}", seed.output());
-        assert_eq!(state(&pg), before, "{what}");
+        pg.assert_unchanged("netpoint", &before, &what);
         assert!(!media.exists(), "{what}: media were written");
     }
     // The bundle and the fixtures as written still load.

@@ -481,3 +481,124 @@ pub fn output_of(child: std::process::Child) -> Run {
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     }
 }
+
+/// What a refused or failed run must leave as it was on a server: its databases, the role and
+/// database settings, and in one database every table's rows (their number and an
+/// order-free hash of them) and every index.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fingerprint(String);
+
+impl Pg {
+    /// The server's and `db`'s [`Fingerprint`] now.
+    pub fn fingerprint(&self, db: &str) -> Fingerprint {
+        let settings = self.psql(
+            "postgres",
+            "select coalesce(string_agg(coalesce(r.rolname, '-') || '@' || coalesce(d.datname, '-') || '=' || s.setconfig::text, ';' order by 1), '') \
+             from pg_db_role_setting s left join pg_roles r on r.oid = s.setrole left join pg_database d on d.oid = s.setdatabase",
+        );
+        let roles = self.psql(
+            "postgres",
+            "select coalesce(string_agg(rolname || '=' || rolconfig::text, ';' order by rolname), '') \
+             from pg_roles where rolconfig is not null",
+        );
+        if !self.has_db(db) {
+            return Fingerprint(format!(
+                "databases {}\nsettings {settings}\nroles {roles}",
+                self.databases().join(",")
+            ));
+        }
+        let rows = self.psql(
+            db,
+            "select format('%I.%I', schemaname, tablename) || '=' || (xpath('/row/d/text()', query_to_xml(format( \
+             'select count(*) || '':'' || coalesce(sum(hashtextextended(t::text, 0)::numeric), 0) as d from %I.%I t', \
+             schemaname, tablename), false, true, '')))[1]::text \
+             from pg_tables where schemaname not in ('pg_catalog', 'information_schema') order by 1",
+        );
+        let indexes = self.psql(
+            db,
+            "select indexdef from pg_indexes \
+             where schemaname not in ('pg_catalog', 'information_schema') order by 1",
+        );
+        Fingerprint(format!(
+            "databases {}\nsettings {settings}\nroles {roles}\nrows\n{rows}\nindexes\n{indexes}",
+            self.databases().join(",")
+        ))
+    }
+
+    /// Fails the test, saying `why` and what differs, unless the server and `db` are as
+    /// `before` found them.
+    #[track_caller]
+    pub fn assert_unchanged(&self, db: &str, before: &Fingerprint, why: impl std::fmt::Display) {
+        self.compare(db, before, self.fingerprint(db), why);
+    }
+
+    /// The same as [`Pg::assert_unchanged`] after a killed run, which leaves its temporary
+    /// databases for the next run to remove (a test checks that it does).
+    #[track_caller]
+    pub fn assert_unchanged_but_temp_dbs(
+        &self,
+        db: &str,
+        before: &Fingerprint,
+        why: impl std::fmt::Display,
+    ) {
+        let temp = self.temp_dbs();
+        let mut now = self.fingerprint(db);
+        now.0 = now
+            .0
+            .lines()
+            .map(|line| match line.strip_prefix("databases ") {
+                Some(list) => {
+                    let kept: Vec<&str> = list
+                        .split(',')
+                        .filter(|d| !temp.iter().any(|t| t == d))
+                        .collect();
+                    format!("databases {}", kept.join(","))
+                }
+                None => line.to_string(),
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        self.compare(db, before, now, why);
+    }
+
+    #[track_caller]
+    fn compare(
+        &self,
+        db: &str,
+        before: &Fingerprint,
+        now: Fingerprint,
+        why: impl std::fmt::Display,
+    ) {
+        let (was, is): (Vec<&str>, Vec<&str>) =
+            (before.0.lines().collect(), now.0.lines().collect());
+        if was != is {
+            let gone: Vec<&&str> = was.iter().filter(|l| !is.contains(l)).collect();
+            let new: Vec<&&str> = is.iter().filter(|l| !was.contains(l)).collect();
+            panic!("{why}: the server or `{db}` changed\nbefore: {gone:#?}\nnow: {new:#?}");
+        }
+    }
+
+    /// Temporary databases a run made (`<target>__npload_<pid>`, `<target>__npold_<pid>`,
+    /// dev-db's `npsnaptmp_`, `npsnapold_`), which no finished run leaves.
+    pub fn temp_dbs(&self) -> Vec<String> {
+        self.databases()
+            .into_iter()
+            .filter(|d| {
+                d.contains("__np") || d.starts_with("npsnaptmp_") || d.starts_with("npsnapold_")
+            })
+            .collect()
+    }
+}
+
+/// Hidden entries of `dir` (beside a media directory, or in it) that a run made for a while:
+/// staging and replaced trees, lock files, temporary files. Only dev-db's store of
+/// snapshots (`.netpoint-dev-db`) is there to stay.
+pub fn leftovers(dir: &Path) -> Vec<String> {
+    let mut found: Vec<String> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with('.') && name != ".netpoint-dev-db")
+        .collect();
+    found.sort();
+    found
+}

@@ -15,7 +15,7 @@ use std::{
 
 use crate::{
     clone_prod::rewrite_sums,
-    harness::{copy_tree, fixtures, marker, run, tree, workspace_root, xtask, Pg, Run},
+    harness::{copy_tree, fixtures, leftovers, marker, run, tree, workspace_root, xtask, Pg, Run},
 };
 
 fn s(path: &Path) -> &str {
@@ -42,22 +42,6 @@ fn listing(root: &Path) -> Vec<(PathBuf, String)> {
         .collect();
     out.sort();
     out
-}
-
-/// Hidden staging or old directories a run may leave, beside or inside a media directory.
-fn leftovers(dir: &Path) -> Vec<String> {
-    fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n.contains("staging") || n.contains(".old") || n.starts_with(".netpoint-"))
-        .collect()
-}
-
-fn temp_dbs(pg: &Pg) -> Vec<String> {
-    pg.databases()
-        .into_iter()
-        .filter(|d| d.contains("__np"))
-        .collect()
 }
 
 fn error_lines(run: &Run) -> Vec<&str> {
@@ -124,7 +108,7 @@ fn archive_link_chains_cannot_write_or_point_outside_the_media_root() {
     let dev_media = dir.path().join("dev-media");
     fs::create_dir_all(dev_media.join("local")).unwrap();
     fs::write(dev_media.join("local/mine.txt"), b"my upload").unwrap();
-    let (db_before, media_before) = (pg.row_counts_fast("netpoint"), listing(&dev_media));
+    let (db_before, media_before) = (pg.fingerprint("netpoint"), listing(&dev_media));
     let import = |bundle: &Path| {
         run(xtask(&[
             "clone-prod",
@@ -139,13 +123,9 @@ fn archive_link_chains_cannot_write_or_point_outside_the_media_root() {
         ]))
     };
     let unchanged = |what: &str| {
-        assert_eq!(
-            pg.row_counts_fast("netpoint"),
-            db_before,
-            "{what}: database"
-        );
+        pg.assert_unchanged("netpoint", &db_before, format!("{what}: database"));
         assert_eq!(listing(&dev_media), media_before, "{what}: media");
-        assert!(temp_dbs(&pg).is_empty(), "{what}: {:?}", temp_dbs(&pg));
+        assert!(pg.temp_dbs().is_empty(), "{what}: {:?}", pg.temp_dbs());
         assert!(
             leftovers(dir.path()).is_empty(),
             "{what}: {:?}",
@@ -231,7 +211,7 @@ fn nested_source_and_target_media_are_refused() {
     let pg = Pg::start(15);
     pg.load_fixture("prod");
     pg.load_fixture("netpoint");
-    let db_before = pg.row_counts_fast("netpoint");
+    let db_before = pg.fingerprint("netpoint");
     let dir = tempfile::tempdir().unwrap();
     let media = dir.path().join("media");
     copy_tree(&fixtures().join("media"), &media);
@@ -277,8 +257,8 @@ fn nested_source_and_target_media_are_refused() {
             assert!(!inner.join("new").exists(), "{what}");
         }
     }
-    assert_eq!(pg.row_counts_fast("netpoint"), db_before);
-    assert!(temp_dbs(&pg).is_empty());
+    pg.assert_unchanged("netpoint", &db_before, "the target is unchanged");
+    assert!(pg.temp_dbs().is_empty());
 }
 
 /// A tmpfs mounted on a directory, unmounted when dropped.
@@ -346,7 +326,7 @@ fn a_mount_point_that_cannot_be_filled_is_refused_before_the_database_changes() 
     pg.load_fixture("prod");
     pg.psql("prod", "create table public.from_prod (x int)");
     pg.load_fixture("netpoint");
-    let db_before = pg.row_counts_fast("netpoint");
+    let db_before = pg.fingerprint("netpoint");
     let dir = tempfile::tempdir().unwrap();
     let target = dir.path().join("volume");
     let _mount = Mount::tmpfs(&target, "size=16m,mode=0755");
@@ -380,12 +360,8 @@ fn a_mount_point_that_cannot_be_filled_is_refused_before_the_database_changes() 
     assert!(!refused.status.success(), "{}", refused.output());
     assert_eq!(error_lines(&refused).len(), 1, "{}", refused.stderr);
     assert!(refused.stderr.contains("volume"), "{}", refused.stderr);
-    assert_eq!(
-        pg.row_counts_fast("netpoint"),
-        db_before,
-        "the database changed"
-    );
-    assert!(temp_dbs(&pg).is_empty());
+    pg.assert_unchanged("netpoint", &db_before, "the database changed");
+    assert!(pg.temp_dbs().is_empty());
     assert_eq!(fs::read(target.join("old.txt")).unwrap(), b"previous media");
     assert!(leftovers(dir.path()).is_empty());
 
@@ -568,7 +544,7 @@ fn a_non_empty_media_directory_is_not_replaced_without_asking() {
         refused.stderr
     );
     assert!(!pg.has_db("netpoint"), "the database was created");
-    assert!(temp_dbs(&pg).is_empty());
+    assert!(pg.temp_dbs().is_empty());
     assert_eq!(listing(&media), before);
     assert!(leftovers(dir.path()).is_empty());
 

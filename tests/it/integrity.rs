@@ -13,29 +13,12 @@ use std::{
 
 use crate::{
     clone_prod::rewrite_sums,
-    harness::{output_of, run, tree, wait_for, xtask, Pg},
+    harness::{leftovers, output_of, run, tree, wait_for, xtask, Pg},
 };
 
 fn s(path: &Path) -> &str {
     path.to_str().expect("test paths are UTF-8")
 }
-
-fn temp_dbs(pg: &Pg) -> Vec<String> {
-    pg.databases()
-        .into_iter()
-        .filter(|d| d.contains("__np"))
-        .collect()
-}
-
-/// Entries beside a media root that a run left: staging, old or lock files.
-fn leftovers(parent: &Path) -> Vec<String> {
-    fs::read_dir(parent)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|name| name.starts_with('.'))
-        .collect()
-}
-
 /// A source large enough that a clone takes a few seconds on this machine.
 fn bulky_source(pg: &Pg, db: &str) {
     pg.load_fixture(db);
@@ -50,7 +33,8 @@ fn bulky_source(pg: &Pg, db: &str) {
 fn the_same_database_is_refused_however_its_host_is_spelt() {
     let pg = Pg::start(15);
     pg.load_fixture("netpoint");
-    let before = pg.row_counts_fast("netpoint");
+    let before = pg.fingerprint("netpoint");
+    let source_rows = pg.row_counts_fast("netpoint");
     let hostname = fs::read_to_string("/etc/hostname").unwrap();
     let bridge = pg.bridge_ip();
     let source = pg.url("netpoint");
@@ -78,8 +62,8 @@ fn the_same_database_is_refused_however_its_host_is_spelt() {
         ]))
         .fails_with("source and target are the same database");
         assert!(!clone.output().contains(&pg.password), "{}", clone.output());
-        assert_eq!(pg.row_counts_fast("netpoint"), before, "{target}");
-        assert!(temp_dbs(&pg).is_empty(), "{target}: {:?}", temp_dbs(&pg));
+        pg.assert_unchanged("netpoint", &before, target);
+        assert!(pg.temp_dbs().is_empty(), "{target}: {:?}", pg.temp_dbs());
     }
     // A template database is never a target: every CREATE DATABASE copies it.
     run(xtask(&[
@@ -116,7 +100,11 @@ fn the_same_database_is_refused_however_its_host_is_spelt() {
         "--allow-remote-target",
     ]))
     .ok();
-    assert_eq!(pg.row_counts_fast("netpoint"), before);
+    assert_eq!(
+        pg.row_counts_fast("netpoint"),
+        source_rows,
+        "the source is only read"
+    );
     assert!(pg.has_db("devcopy"));
 }
 
@@ -149,7 +137,6 @@ fn a_bundle_cut_short_or_tampered_with_is_refused_before_anything_changes() {
     .ok();
     let sql = fs::read(bundle.join("netpoint.sql")).unwrap();
     let manifest = fs::read_to_string(bundle.join("manifest.json")).unwrap();
-    let before = dev.row_counts_fast("netpoint");
     let post_data = {
         let text = String::from_utf8_lossy(&sql);
         let at = text.find("; Type: CONSTRAINT;").expect("a constraint");
@@ -189,6 +176,7 @@ fn a_bundle_cut_short_or_tampered_with_is_refused_before_anything_changes() {
     // Entries shaped like pg_dump's that act beyond the database: another database of the
     // dev user dropped, spelt over lines and hidden after a statement.
     dev.psql("postgres", "create database victim");
+    let before = dev.fingerprint("netpoint");
     let entries = |sql: &[u8]| toc_entries(sql);
     let one_more_entry = |sql: &[u8]| {
         let n = entries(sql);
@@ -354,8 +342,8 @@ fn a_bundle_cut_short_or_tampered_with_is_refused_before_anything_changes() {
             "{what}: expected `{expected}`:\n{}",
             import.output()
         );
-        assert_eq!(dev.row_counts_fast("netpoint"), before, "{what}");
-        assert!(temp_dbs(&dev).is_empty(), "{what}: {:?}", temp_dbs(&dev));
+        dev.assert_unchanged("netpoint", &before, what);
+        assert!(dev.temp_dbs().is_empty(), "{what}: {:?}", dev.temp_dbs());
         assert!(!pwned.exists(), "{what}: a command in the script ran");
         assert_eq!(
             dev.psql(
@@ -390,7 +378,7 @@ fn a_bundle_cut_short_or_tampered_with_is_refused_before_anything_changes() {
         "--yes",
     ]))
     .fails_with("holds run-me.sh while manifest.json records no media");
-    assert_eq!(dev.row_counts_fast("netpoint"), before);
+    dev.assert_unchanged("netpoint", &before, "the target is unchanged");
     // The bundle as written still imports.
     run(xtask(&[
         "clone-prod",
@@ -465,7 +453,7 @@ fn a_second_run_into_the_same_target_is_refused_and_names_the_first() {
         dev.psql("netpoint", "select count(*) from public.bulk"),
         "300000"
     );
-    assert!(temp_dbs(&dev).is_empty(), "{:?}", temp_dbs(&dev));
+    assert!(dev.temp_dbs().is_empty(), "{:?}", dev.temp_dbs());
     assert!(
         leftovers(dir.path()).is_empty(),
         "{:?}",
@@ -489,7 +477,7 @@ fn signals_in_every_phase_leave_the_target_as_it_was() {
     fs::create_dir(&media).unwrap();
     fs::write(media.join("kept.png"), b"the dev copy's own file").unwrap();
     let source_media = crate::harness::fixtures().join("media");
-    let before = dev.row_counts_fast("netpoint");
+    let before = dev.fingerprint("netpoint");
     let media_before = tree(&media);
     let bundle = dir.path().join("bundle");
     let direct = [
@@ -593,9 +581,9 @@ fn signals_in_every_phase_leave_the_target_as_it_was() {
                 ) == "0"
             },
         );
-        assert_eq!(dev.row_counts_fast("netpoint"), before, "{what}");
+        dev.assert_unchanged("netpoint", &before, what);
         assert_eq!(tree(&media), media_before, "{what}");
-        assert!(temp_dbs(&dev).is_empty(), "{what}: {:?}", temp_dbs(&dev));
+        assert!(dev.temp_dbs().is_empty(), "{what}: {:?}", dev.temp_dbs());
         assert!(
             leftovers(dir.path()).is_empty(),
             "{what}: {:?}",
@@ -666,12 +654,12 @@ fn signals_in_every_phase_leave_the_target_as_it_was() {
         ) == "0"
         },
     );
-    assert_eq!(dev.row_counts_fast("netpoint"), before, "after the lock");
+    dev.assert_unchanged("netpoint", &before, "after the lock");
     assert_eq!(tree(&media), media_before, "after the lock");
     assert!(
-        temp_dbs(&dev).is_empty(),
+        dev.temp_dbs().is_empty(),
         "after the lock: {:?}",
-        temp_dbs(&dev)
+        dev.temp_dbs()
     );
 }
 
@@ -732,7 +720,7 @@ fn sessions_the_owner_may_not_end_are_waited_for_then_named() {
         dev.psql("netpoint", "select count(*) from public.kept"),
         "1"
     );
-    assert!(temp_dbs(&dev).is_empty(), "{:?}", temp_dbs(&dev));
+    assert!(dev.temp_dbs().is_empty(), "{:?}", dev.temp_dbs());
 
     // An interrupt during that wait ends it at once, with nothing changed.
     let child = clone()
@@ -763,7 +751,7 @@ fn sessions_the_owner_may_not_end_are_waited_for_then_named() {
         dev.psql("netpoint", "select count(*) from public.kept"),
         "1"
     );
-    assert!(temp_dbs(&dev).is_empty(), "{:?}", temp_dbs(&dev));
+    assert!(dev.temp_dbs().is_empty(), "{:?}", dev.temp_dbs());
     dev.psql(
         "postgres",
         "select pg_terminate_backend(pid) from pg_stat_activity where query like 'select pg_sleep%'",
@@ -788,7 +776,7 @@ fn sessions_the_owner_may_not_end_are_waited_for_then_named() {
         ),
         "owner"
     );
-    assert!(temp_dbs(&dev).is_empty(), "{:?}", temp_dbs(&dev));
+    assert!(dev.temp_dbs().is_empty(), "{:?}", dev.temp_dbs());
 }
 
 #[test]
@@ -870,7 +858,7 @@ fn exclusion_patterns_mean_what_pg_dump_makes_of_them_on_every_path() {
     .ok();
     let output = clone.output();
     assert!(
-        output.contains("--exclude-table-data `nothing_like_this*` matches no table"),
+        output.contains("table pattern `nothing_like_this*` (data left out) matches no table"),
         "{output}"
     );
     assert!(output.contains("public.audit_log"), "{output}");
@@ -963,7 +951,7 @@ fn a_swap_cut_short_by_a_kill_is_put_back_by_the_next_run() {
         dev.psql("netpoint", "select copy from public.which"),
         "previous"
     );
-    assert!(temp_dbs(&dev).is_empty(), "{:?}", temp_dbs(&dev));
+    assert!(dev.temp_dbs().is_empty(), "{:?}", dev.temp_dbs());
     assert!(
         leftovers(dir.path()).is_empty(),
         "{:?}",
@@ -983,7 +971,7 @@ fn a_target_disk_that_fills_up_is_named_and_the_target_kept() {
     });
     bulky_source(&prod, "netpoint");
     dev.load_fixture("netpoint");
-    let before = dev.row_counts_fast("netpoint");
+    let before = dev.fingerprint("netpoint");
     let clone = run(xtask(&[
         "clone-prod",
         "--source",
@@ -1017,7 +1005,7 @@ fn a_target_disk_that_fills_up_is_named_and_the_target_kept() {
             .is_ok_and(|o| o.status.success())
     };
     if disk_full && up() {
-        assert_eq!(dev.row_counts_fast("netpoint"), before);
-        assert!(temp_dbs(&dev).is_empty(), "{:?}", temp_dbs(&dev));
+        dev.assert_unchanged("netpoint", &before, "the target is unchanged");
+        assert!(dev.temp_dbs().is_empty(), "{:?}", dev.temp_dbs());
     }
 }

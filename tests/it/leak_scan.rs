@@ -130,7 +130,7 @@ fn findings_are_named_by_column_and_count_and_strict_changes_nothing() {
     // --strict: one error line, the old database still in place, no temporary one left.
     pg.psql("dev", "create table old_data_marker (x int)");
     let counts = pg.row_counts_fast("dev");
-    let strict = clone(&["--strict"]).fails_with("leak scan (--strict)");
+    let strict = clone(&["--strict"]).fails_with("leak scan (strict)");
     assert_reported(&strict.output(), &secrets);
     let error = strict
         .stderr
@@ -224,7 +224,7 @@ fn findings_are_named_by_column_and_count_and_strict_changes_nothing() {
         args.extend_from_slice(extra);
         run(xtask(&args))
     };
-    let strict = import(&["--strict"]).fails_with("leak scan (--strict)");
+    let strict = import(&["--strict"]).fails_with("leak scan (strict)");
     assert_reported(&strict.output(), &secrets);
     assert_eq!(pg.row_counts_fast("dev"), counts, "the target changed");
     assert_eq!(
@@ -468,7 +468,7 @@ fn email_addresses_are_their_own_kind_and_both_scans_find_the_same() {
         "--scrub-rules",
         s(&rules),
     ]))
-    .fails_with("leak scan (--strict): e-mail addresses in public.corpus.c00 (1 row), ");
+    .fails_with("leak scan (strict): e-mail addresses in public.corpus.c00 (1 row), ");
     assert!(
         !strict.stderr.contains("credential-shaped"),
         "{}",

@@ -5,11 +5,10 @@
 use std::{
     fs,
     process::{Child, Stdio},
-    thread,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
-use crate::harness::{marker, run, tree, xtask, Pg};
+use crate::harness::{marker, run, tree, wait_for, xtask, Pg};
 
 /// `schema.table → md5 of its rows in a stable order`, for every user table.
 fn digests(pg: &Pg, db: &str) -> Vec<(String, String)> {
@@ -192,7 +191,7 @@ fn sessions_share_one_snapshot_while_production_writes() {
         .spawn()
         .unwrap();
     // The clone starts once production is writing: rows beyond the first load have committed.
-    wait_until(Duration::from_secs(30), "the writer commits rows", || {
+    wait_for("the writer commits rows", Duration::from_secs(30), || {
         pg.psql("live", "select count(*) > 150000 from parent") == "t"
     });
     let cloned = run(xtask(&[
@@ -355,19 +354,6 @@ fn jobs_fit_in_the_connections_the_servers_allow() {
     assert_eq!(digests(&pg, "limited_copy"), expected);
 }
 
-/// Polls `condition` until it holds; fails the test when it has not within `timeout`.
-#[track_caller]
-fn wait_until(timeout: Duration, what: &str, mut condition: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !condition() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting until {what}"
-        );
-        thread::sleep(Duration::from_millis(20));
-    }
-}
-
 /// A unique index that cannot be built (duplicate rows in the bundle) fails the load while
 /// other sessions are busy; the target and the server are left as they were.
 #[test]
@@ -375,7 +361,7 @@ fn a_failing_index_build_leaves_the_target_alone() {
     let pg = Pg::start(15);
     pg.load_fixture("prod");
     pg.load_fixture("dev");
-    let before = digests(&pg, "dev");
+    let before = pg.fingerprint("dev");
     let dir = tempfile::tempdir().unwrap();
     let bundle = dir.path().join("bundle");
     run(xtask(&[
@@ -422,7 +408,7 @@ fn a_failing_index_build_leaves_the_target_alone() {
         "--yes",
     ]))
     .fails_with("could not create unique index");
-    assert_eq!(digests(&pg, "dev"), before, "the target is untouched");
+    pg.assert_unchanged("dev", &before, "the target is untouched");
     let left: Vec<String> = pg
         .databases()
         .into_iter()

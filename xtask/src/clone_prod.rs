@@ -14,14 +14,17 @@ use anyhow::{bail, Context as _};
 use crate::{
     atomic_file,
     bundle::{allowed_signers::AllowedSigners, sign::SigningKey},
+    cli::{self, GuardFlags, ScrubFlags},
     context::Context,
     mode::{print_plan, Mode},
-    pg::{url, DbUrl},
+    pg::{DbUrl, Server},
     pipeline::{
         import::{Import, MediaForm, Trust},
         report::{media_plan, Timings},
         scrub,
-        source::CHANGELOG_TABLES,
+        source::{
+            self, database_encoding, excluded_tables, source_server, Exclusions, CHANGELOG_TABLES,
+        },
         staged_media::{check_media_pair, finish_media, has_entries, MediaSource},
         swap::{ask_to_replace, lock, LoadGuard},
     },
@@ -78,9 +81,9 @@ pub struct CloneProd {
     #[arg(long)]
     dry_run: bool,
     #[command(flatten)]
-    guard: LoadGuard,
+    guard: GuardFlags,
     #[command(flatten)]
-    scrub: scrub::ScrubFlags,
+    scrub: ScrubFlags,
 }
 
 impl CloneProd {
@@ -94,11 +97,10 @@ impl CloneProd {
             bail!("--allowed-signers and --trust-unsigned apply to an import: use them with --bundle DIR");
         }
         if let Some(dir) = &self.bundle {
-            let target =
-                url::required_url(self.target.clone(), "NETPOINT_DATABASE_URL", "--target")?;
-            let target_media = url::path_or_env(self.target_media.clone(), "NETPOINT_MEDIA_ROOT");
+            let target = cli::required_dev_database(self.target.clone(), "--target")?;
+            let target_media = cli::dev_media(self.target_media.clone());
             let allowed =
-                url::path_or_env(self.allowed_signers.clone(), "NETPOINT_ALLOWED_SIGNERS")
+                cli::path_or_env(self.allowed_signers.clone(), "NETPOINT_ALLOWED_SIGNERS")
                     .unwrap_or_else(|| cx.sh.current_dir().join(DEFAULT_ALLOWED_SIGNERS));
             let allowed = AllowedSigners::read(&allowed)?;
             let import = Import {
@@ -110,18 +112,22 @@ impl CloneProd {
                 media: MediaForm::Archive,
                 target: &target,
                 target_media: target_media.as_deref(),
-                guard: &self.guard,
+                guard: &self.guard.guard(),
                 strict: self.scrub.strict,
                 jobs: cx.jobs,
                 provides_target: None,
             };
             return import.run(&cx.sh, &cx.tools, mode);
         }
-        let source_media = url::path_or_env(self.source_media.clone(), "NETPOINT_PROD_MEDIA_ROOT");
+        for pattern in &self.exclude_table_data {
+            source::pattern_regexes(pattern)
+                .with_context(|| format!("--exclude-table-data `{pattern}`"))?;
+        }
+        let source_media = cli::prod_media(self.source_media.clone());
         let remote = ssh::Remote::from_flag(self.source_ssh.clone())?;
         let media_from = |tunnel| media_source(source_media.as_deref(), tunnel);
         if self.media_only {
-            let target_media = url::path_or_env(self.target_media.clone(), "NETPOINT_MEDIA_ROOT");
+            let target_media = cli::dev_media(self.target_media.clone());
             if source_media.is_none() || target_media.is_none() {
                 bail!("--media-only needs --source-media and --target-media (or NETPOINT_PROD_MEDIA_ROOT and NETPOINT_MEDIA_ROOT)");
             }
@@ -131,18 +137,19 @@ impl CloneProd {
                 .transpose()?;
             let result = {
                 let source = media_from(tunnel.as_ref());
-                media_only(source.as_ref(), target_media.as_deref(), &self.guard, mode)
+                media_only(
+                    source.as_ref(),
+                    target_media.as_deref(),
+                    &self.guard.guard(),
+                    mode,
+                )
             };
             return match &mut tunnel {
                 Some(tunnel) => result.map_err(|err| tunnel.explain_error(err)),
                 None => result,
             };
         }
-        let source = url::required_url(
-            self.source.clone(),
-            "NETPOINT_PROD_DATABASE_URL",
-            "--source",
-        )?;
+        let source = cli::prod_database(self.source.clone())?;
         // A dry run too reads the source, through the same connection.
         let mut tunnel = remote
             .as_ref()
@@ -178,7 +185,7 @@ impl CloneProd {
         match &self.out {
             Some(out) => {
                 let sign_key =
-                    url::path_or_env(self.sign_key.clone(), "NETPOINT_BUNDLE_SIGNING_KEY")
+                    cli::path_or_env(self.sign_key.clone(), "NETPOINT_BUNDLE_SIGNING_KEY")
                         .map(|path| SigningKey::open(&path))
                         .transpose()?;
                 // A remote tree is fetched (verified) beside the bundle, then archived as a
@@ -211,23 +218,21 @@ impl CloneProd {
                     Some((_, into)) => Some(into.as_path()),
                     None => source_media.and_then(|m| m.local()),
                 };
-                export::export(
-                    cx,
+                let export = export::Export {
                     source,
-                    local,
-                    &excluded,
-                    &self.exclude_table_data,
-                    &self.scrub,
+                    source_media: local,
+                    patterns: &excluded,
+                    given: &self.exclude_table_data,
+                    scrub: &self.scrub.options(),
                     out,
-                    sign_key.as_ref(),
-                    mode,
-                )
+                    sign_key: sign_key.as_ref(),
+                };
+                export.run(cx, mode)
             }
             None => {
-                let target =
-                    url::required_url(self.target.clone(), "NETPOINT_DATABASE_URL", "--target")?;
-                let target_media =
-                    url::path_or_env(self.target_media.clone(), "NETPOINT_MEDIA_ROOT");
+                let target = cli::required_dev_database(self.target.clone(), "--target")?;
+                let target_media = cli::dev_media(self.target_media.clone());
+                let (guard, scrub) = (self.guard.guard(), self.scrub.options());
                 let direct = direct::Direct {
                     source,
                     source_media,
@@ -235,12 +240,63 @@ impl CloneProd {
                     target_media: target_media.as_deref(),
                     excluded: &excluded,
                     given: &self.exclude_table_data,
-                    guard: &self.guard,
-                    scrub: &self.scrub,
+                    guard: &guard,
+                    scrub: &scrub,
                 };
                 direct.run(cx, mode)
             }
         }
+    }
+}
+
+/// The source as the direct clone and the export read it before anything is written.
+struct SourceSide {
+    server: Server,
+    exclusions: Exclusions,
+    scrub: scrub::Plan,
+    encoding: String,
+}
+
+impl SourceSide {
+    /// Reads the source; `media` reads the media between the exclusions and the scrub plan.
+    fn inspect<M>(
+        cx: &Context,
+        source: &DbUrl,
+        patterns: &[String],
+        given: &[String],
+        scrub: &scrub::Options,
+        media: impl FnOnce() -> anyhow::Result<M>,
+    ) -> anyhow::Result<(SourceSide, M)> {
+        let (sh, tools) = (&cx.sh, &cx.tools);
+        let server = source_server(sh, tools, source)?;
+        let exclusions = excluded_tables(sh, tools, source, patterns, given)?;
+        let media = media()?;
+        let scrub = scrub.plan(sh, tools, source)?;
+        let encoding = database_encoding(sh, tools, source)?;
+        let side = SourceSide {
+            server,
+            exclusions,
+            scrub,
+            encoding,
+        };
+        Ok((side, media))
+    }
+
+    /// The dry run's line for reading the source.
+    fn read_plan(&self, source: &DbUrl) -> String {
+        format!(
+            "read {} (PostgreSQL {}, read-only session)",
+            source, self.server.version
+        )
+    }
+
+    /// The dry run's line for the scrub.
+    fn scrub_plan(&self) -> String {
+        format!(
+            "scrub {} rules in the stream ({} skipped)",
+            self.scrub.applied.len(),
+            self.scrub.skipped.len()
+        )
     }
 }
 
@@ -289,7 +345,7 @@ fn media_only(
     }
     let mut timings = Timings::default();
     let staged = timings.time("media copy", || source.stage(&count, target))?;
-    let totals = finish_media(Ok(()), Some(staged), Some(target))?;
+    let totals = finish_media(Some(staged), Some(target))?;
     if let Some(totals) = totals {
         term::success(format!(
             "{}: {} media files ({}); {}",

@@ -1,6 +1,8 @@
 //! `cargo xtask`: NetPoint's developer tooling for databases and media.
 
-// The commands, one a file, each owning its flags; none imports another.
+// The commands, one a file, each owning its flags; none imports another. The flag groups
+// several of them share, and the flags that fix the engine's refusals, are in `cli`.
+mod cli;
 mod clone_prod;
 mod dev_db;
 mod schema_snapshot;
@@ -19,6 +21,7 @@ mod media;
 mod pg;
 mod plain;
 mod process;
+mod remedy;
 mod ssh;
 mod term;
 
@@ -70,7 +73,7 @@ struct Cli {
         default_value = "auto",
         value_name = "FROM"
     )]
-    pg_tools: pg::ToolSource,
+    pg_tools: cli::PgTools,
     /// Parallel jobs for copying tables, building indexes, hashing and compressing
     /// [default: the number of cores].
     #[arg(
@@ -124,6 +127,7 @@ fn main() -> ExitCode {
         Err(err) => return usage_error(err),
     };
     term::init(cli.color, cli.verbose, cli.quiet);
+    remedy::spell_with(cli::spell);
     // On SIGINT, SIGTERM or SIGHUP the tools we started are stopped, we clean up, and
     // exit with 128 + the signal's number.
     if let Err(err) = process::handle_signals() {
@@ -132,7 +136,12 @@ fn main() -> ExitCode {
     let result = Shell::new().map_err(anyhow::Error::from).and_then(|sh| {
         sh.change_dir(workspace_root());
         let docker_net = pg::DockerNet::from_env()?;
-        let cx = Context::new(sh, cli.pg_tools, docker_net, cli.jobs.map(usize::from));
+        let cx = Context::new(
+            sh,
+            cli.pg_tools.into(),
+            docker_net,
+            cli.jobs.map(usize::from),
+        );
         run(&cx, cli.command)
     });
     // Whatever we started and is still running ends with the run (on macOS, where

@@ -6,10 +6,10 @@ use anyhow::{bail, Context as _};
 use xshell::Shell;
 
 use crate::{
-    atomic_file,
+    atomic_file, cli,
     context::Context,
     mode::{self, Mode},
-    pg::{url, DbUrl},
+    pg::DbUrl,
     pipeline::schema::{recorded_major, snapshot},
     plain::schema_diff,
     term,
@@ -40,7 +40,7 @@ impl SchemaSnapshot {
         let (sh, tools) = (&cx.sh, &cx.tools);
         let mode = Mode::from_flags(self.check, self.dry_run);
         let source_from_flag = self.source.is_some();
-        let source = url::required_url(self.source, "NETPOINT_DATABASE_URL", "--source")?;
+        let source = cli::required_dev_database(self.source, "--source")?;
         let output = self
             .output
             .unwrap_or_else(|| sh.current_dir().join("fixtures/schema.sql"));

@@ -13,19 +13,14 @@ use xshell::Shell;
 
 use crate::{
     atomic_file, bundle,
+    cli::{self, GuardFlags, ScrubFlags},
     context::Context,
     media,
     mode::{self, Mode},
-    pg::{
-        self,
-        dev_container::DevContainer,
-        url::{self, path_or_env},
-        Access, DbUrl, PgTools, Tool,
-    },
+    pg::{self, dev_container::DevContainer, Access, DbUrl, PgTools, Tool},
     pipeline::{
         import::{Import, MediaForm, Trust},
         leak_scan, schema, scrub, source,
-        swap::LoadGuard,
     },
     plain::{copy, lines},
     term,
@@ -44,7 +39,7 @@ pub struct SeedDev {
     #[arg(long, value_name = "DIR", conflicts_with = "refresh")]
     target_media: Option<PathBuf>,
     #[command(flatten)]
-    guard: LoadGuard,
+    guard: GuardFlags,
     /// Regenerate the fixtures from --source instead of seeding.
     #[arg(long)]
     refresh: bool,
@@ -61,7 +56,7 @@ pub struct SeedDev {
     #[arg(long, conflicts_with_all = ["stop", "destroy"])]
     dry_run: bool,
     #[command(flatten)]
-    scrub: scrub::ScrubFlags,
+    scrub: ScrubFlags,
     /// Stop the local dev-database container (its data is kept).
     #[arg(long, conflicts_with_all = ["refresh", "destroy", "target"])]
     stop: bool,
@@ -85,19 +80,18 @@ impl SeedDev {
             return DevContainer::new(sh).destroy(sh, self.guard.yes);
         }
         if self.refresh {
-            let source =
-                url::required_url(self.source.clone(), "NETPOINT_DATABASE_URL", "--source")?;
+            let source = cli::required_dev_database(self.source.clone(), "--source")?;
             let refresh = Refresh {
                 source: &source,
                 source_media: self.source_media.as_deref(),
                 fixtures: &fixtures,
-                scrub: &self.scrub,
+                scrub: &self.scrub.options(),
                 fix: self.refresh_command(sh, &source, &fixtures),
             };
             return refresh.run(sh, tools, mode);
         }
         let mut provides_target = None;
-        let target = match url::url_or_env(self.target.clone(), "NETPOINT_DATABASE_URL")? {
+        let target = match cli::dev_database(self.target.clone())? {
             Some(url) => url,
             None if mode == Mode::DryRun => {
                 let container = DevContainer::new(sh);
@@ -106,14 +100,13 @@ impl SeedDev {
             }
             None => DevContainer::new(sh).ensure(sh, tools)?,
         };
-        let target_media = path_or_env(self.target_media.clone(), "NETPOINT_MEDIA_ROOT")
-            .unwrap_or_else(|| {
-                let default = sh.current_dir().join("netpoint/media");
-                if mode != Mode::DryRun {
-                    let _ = fs::create_dir_all(default.parent().unwrap());
-                }
-                default
-            });
+        let target_media = cli::dev_media(self.target_media.clone()).unwrap_or_else(|| {
+            let default = sh.current_dir().join("netpoint/media");
+            if mode != Mode::DryRun {
+                let _ = fs::create_dir_all(default.parent().unwrap());
+            }
+            default
+        });
         let import = Import {
             dir: &fixtures,
             // Fixtures, and any --fixtures directory, are reviewed in the repository, not signed.
@@ -121,7 +114,7 @@ impl SeedDev {
             media: MediaForm::Tree,
             target: &target,
             target_media: Some(&target_media),
-            guard: &self.guard,
+            guard: &self.guard.guard(),
             strict: self.scrub.strict,
             jobs: cx.jobs,
             provides_target,
@@ -170,7 +163,7 @@ struct Refresh<'a> {
     source: &'a DbUrl,
     source_media: Option<&'a Path>,
     fixtures: &'a Path,
-    scrub: &'a scrub::ScrubFlags,
+    scrub: &'a scrub::Options,
     /// The command that regenerates these fixtures, named when a check finds them stale.
     fix: String,
 }

@@ -7,8 +7,8 @@ use anyhow::Context as _;
 use clap::Args;
 
 use crate::{
+    cli,
     context::Context,
-    pg::url,
     pipeline::subset::{self, Rules, Subset},
 };
 
@@ -33,7 +33,7 @@ pub struct SubsetPlan {
 
 impl SubsetPlan {
     pub fn run(self, cx: &Context) -> anyhow::Result<()> {
-        let source = url::required_url(self.source, "NETPOINT_PROD_DATABASE_URL", "--source")?;
+        let source = cli::prod_database(self.source)?;
         let rules = Rules::load(self.subset_rules.as_deref())?;
         let roots = self
             .subset

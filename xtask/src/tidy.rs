@@ -29,7 +29,7 @@ const ENGINE: &[&str] = &["pipeline", "pg", "media", "bundle", "ssh", "plain"];
 /// engine's plumbing, and like the engine no command and no flag.
 const SHARED: &[&str] = &["context", "mode"];
 /// What the engine and the commands stand on; it knows neither.
-const PLUMBING: &[&str] = &["atomic_file", "process", "term"];
+const PLUMBING: &[&str] = &["atomic_file", "process", "remedy", "term"];
 const MAX_LINES: usize = 600;
 
 type ModPath = Vec<String>;

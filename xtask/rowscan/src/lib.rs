@@ -92,41 +92,57 @@ pub const EMAIL: &str = concat!(
     r"(?:$|[^a-z0-9.:-]|[.:](?:$|[^a-z0-9/]))",
 );
 
-static SHAPES: LazyLock<Shapes> = LazyLock::new(|| {
-    Shapes {
-    // Leftmost-first lets the automaton use its vectorised prefilter (several GiB/s).
-    words: aho_corasick::AhoCorasick::builder()
-        .match_kind(aho_corasick::MatchKind::LeftmostFirst)
-        .build(WORDS.iter().filter(|word| word.len() > 1))
-        .expect("leak scan words"),
-    plain: regex::bytes::Regex::new(concat!(
-        r"(?i-u)",
-        // URL user information with a password: scheme://user:pass@host
-        r"[a-z][a-z0-9+.-]*://[^/\s:@]*:[^/\s@]+@",
-        r#"|\bauthorization["']?\s*[:=]\s*["']?([a-z]+\s+)?[a-z0-9._~+/=-]{8,}"#,
-        r"|\bbearer\s+[a-z0-9._~+/=-]{8,}",
-        r"|-----begin [a-z ]*private key-----",
-        // GitHub, GitLab, Slack, AWS, Stripe, Google, npm
-        r"|\b(gh[pousr]_[a-z0-9]{30,}|github_pat_[a-z0-9_]{20,}|glpat-[a-z0-9_-]{20,}",
+/// Credential shapes, in the regex crate's syntax and matched case-insensitively on bytes;
+/// [`PAIR`] is apart. The leak scan run inside PostgreSQL writes the same shapes as its regular
+/// expressions, and its tests hold the two lists to each other.
+pub const CREDENTIALS: &[&str] = &[
+    // URL user information with a password: scheme://user:pass@host
+    r"[a-z][a-z0-9+.-]*://[^/\s:@]*:[^/\s@]+@",
+    r#"\bauthorization["']?\s*[:=]\s*["']?([a-z]+\s+)?[a-z0-9._~+/=-]{8,}"#,
+    r"\bbearer\s+[a-z0-9._~+/=-]{8,}",
+    r"-----begin [a-z ]*private key-----",
+    // GitHub, GitLab, Slack, AWS, Stripe, Google, npm
+    concat!(
+        r"\b(gh[pousr]_[a-z0-9]{30,}|github_pat_[a-z0-9_]{20,}|glpat-[a-z0-9_-]{20,}",
         r"|xox[baprs]-[a-z0-9-]{10,}|akia[0-9a-z]{16}\b|[sr]k_live_[a-z0-9]{16,}",
         r"|aiza[0-9a-z_-]{35}|npm_[a-z0-9]{36}|sk-(proj|ant)-[a-z0-9_-]{20,})",
-        // network device configuration: enable secret 5 ..., snmp-server community ...
-        r"|\b(enable\s+(secret|password)|username\s+\S+(\s+privilege\s+\d+)?\s+(secret|password)",
+    ),
+    // network device configuration: enable secret 5 ..., snmp-server community ...
+    concat!(
+        r"\b(enable\s+(secret|password)|username\s+\S+(\s+privilege\s+\d+)?\s+(secret|password)",
         r"|snmp-server\s+community|(tacacs|radius)-server\s+key|key-string)(\s+\d)?\s+\S{3,}",
-        // incoming-webhook URLs (the path is the credential), shared access signatures, JWTs
-        r"|hooks\.slack\.com/(services|workflows|triggers)/[a-z0-9/_-]{20,}",
-        r"|discord(app)?\.com/api/webhooks/[0-9]+/[a-z0-9_-]{20,}",
-        r"|\.webhook\.office\.com/webhookb2/\S{20,}",
-        r"|[?&]sig=[a-z0-9%+/=_-]{16,}",
-        r"|\beyj[a-z0-9_-]{8,}\.eyj[a-z0-9_-]{8,}\.[a-z0-9_-]{8,}",
-    ))
-    .expect("leak scan shapes"),
-    pair: regex::bytes::Regex::new(
-        r#"(?i-u)(passw(or)?d|passphrase|pwd|secret(?:[_-]?key)?|token|api[_-]?key|access[_-]?key|communit(?:y|ies))["']?\s*[:=]\s*\[?\s*["']?([^\s"',;&}\]]{3,})"#,
-    )
-    .expect("leak scan pair shape"),
-    email: regex::bytes::Regex::new(&format!("(?i-u){EMAIL}")).expect("leak scan e-mail shape"),
-}
+    ),
+    // incoming-webhook URLs (the path is the credential), shared access signatures, JWTs
+    r"hooks\.slack\.com/(services|workflows|triggers)/[a-z0-9/_-]{20,}",
+    r"discord(app)?\.com/api/webhooks/[0-9]+/[a-z0-9_-]{20,}",
+    r"\.webhook\.office\.com/webhookb2/\S{20,}",
+    r"[?&]sig=[a-z0-9%+/=_-]{16,}",
+    r"\beyj[a-z0-9_-]{8,}\.eyj[a-z0-9_-]{8,}\.[a-z0-9_-]{8,}",
+];
+
+/// `password=...`, `secret: ...`, `"api_key": "..."`: a credential unless the value (the
+/// capture) is a JSON `null`, which [`shapes`] decides.
+pub const PAIR: &str = r#"(passw(or)?d|passphrase|pwd|secret(?:[_-]?key)?|token|api[_-]?key|access[_-]?key|communit(?:y|ies))["']?\s*[:=]\s*\[?\s*["']?([^\s"',;&}\]]{3,})"#;
+
+static SHAPES: LazyLock<Shapes> = LazyLock::new(|| {
+    Shapes {
+        // Leftmost-first lets the automaton use its vectorised prefilter (several GiB/s).
+        words: aho_corasick::AhoCorasick::builder()
+            .match_kind(aho_corasick::MatchKind::LeftmostFirst)
+            .build(WORDS.iter().filter(|word| word.len() > 1))
+            .expect("leak scan words"),
+        plain: regex::bytes::Regex::new(&format!(
+            "(?i-u){}",
+            CREDENTIALS
+                .iter()
+                .map(|shape| format!("(?:{shape})"))
+                .collect::<Vec<_>>()
+                .join("|")
+        ))
+        .expect("leak scan shapes"),
+        pair: regex::bytes::Regex::new(&format!("(?i-u){PAIR}")).expect("leak scan pair shape"),
+        email: regex::bytes::Regex::new(&format!("(?i-u){EMAIL}")).expect("leak scan e-mail shape"),
+    }
 });
 
 /// Whether an e-mail domain is one that names no one.

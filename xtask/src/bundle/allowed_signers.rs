@@ -14,6 +14,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
+use crate::remedy::Remedy;
 use anyhow::Context as _;
 use ssh_key::{public::KeyData, PublicKey};
 
@@ -63,8 +64,9 @@ impl AllowedSigners {
     pub fn read(path: &Path) -> anyhow::Result<AllowedSigners> {
         let text = fs::read_to_string(path).with_context(|| {
             format!(
-                "cannot read the allowed signers file {}: pass --allowed-signers FILE or set NETPOINT_ALLOWED_SIGNERS",
-                path.display()
+                "cannot read the allowed signers file {}: {}",
+                path.display(),
+                Remedy::NameSigners
             )
         })?;
         AllowedSigners::parse(&text, path)

@@ -16,6 +16,7 @@ use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
 
 use crate::media;
+use crate::remedy::Remedy;
 
 pub mod allowed_signers;
 pub mod check;
@@ -47,10 +48,7 @@ pub fn sums_for(dir: &Path, names: &[&str]) -> anyhow::Result<String> {
 /// checked against.
 pub fn read_sums(dir: &Path) -> anyhow::Result<Vec<u8>> {
     if !dir.is_dir() {
-        bail!(
-            "bundle {} not found: pass the directory written by `cargo xtask clone-prod --out`",
-            dir.display()
-        );
+        bail!("bundle {} not found: {}", dir.display(), Remedy::BundleDir);
     }
     let path = dir.join(SUMS);
     if fs::symlink_metadata(&path).is_err() {

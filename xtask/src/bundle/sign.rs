@@ -20,6 +20,7 @@ use ssh_key::{
 };
 
 use super::allowed_signers::AllowedSigners;
+use crate::remedy::Remedy;
 
 pub const NAMESPACE: &str = "netpoint-bundle";
 
@@ -267,8 +268,9 @@ impl Signed {
 pub fn read_signature(dir: &Path) -> anyhow::Result<Option<SshSig>> {
     read_signature_file(&dir.join(SIG)).map_err(|why| {
         anyhow::anyhow!(
-            "bundle {}: {SIG} is not an SSH signature ({why}), nothing was changed: export the bundle again with --sign-key",
-            dir.display()
+            "bundle {}: {SIG} is not an SSH signature ({why}), nothing was changed: {}",
+            dir.display(),
+            Remedy::ResignBundle
         )
     })
 }
@@ -300,8 +302,9 @@ pub fn verify(
     let name = key_name(key);
     if signature.namespace() != NAMESPACE {
         bail!(
-            "bundle {shown}: {SIG} is a signature for the namespace {:?}, not {NAMESPACE:?}, nothing was changed: sign bundles with `cargo xtask clone-prod --out DIR --sign-key KEY`",
-            signature.namespace()
+            "bundle {shown}: {SIG} is a signature for the namespace {:?}, not {NAMESPACE:?}, nothing was changed: {}",
+            signature.namespace(),
+            Remedy::SignBundles
         );
     }
     // DSA is left out of ssh-key's features, as OpenSSH has retired it.
@@ -337,8 +340,9 @@ pub fn verify(
         .collect();
     if listed.is_empty() {
         bail!(
-            "bundle {shown} is signed by {name}, which {file} does not list, nothing was changed: if you trust that key, add a line `PRINCIPAL namespaces=\"{NAMESPACE}\" {}` to {file} (or pass --allowed-signers FILE)",
-            PublicKey::from(key.clone()).to_openssh().unwrap_or_default()
+            "bundle {shown} is signed by {name}, which {file} does not list, nothing was changed: if you trust that key, add a line `PRINCIPAL namespaces=\"{NAMESPACE}\" {}` to {file} ({})",
+            PublicKey::from(key.clone()).to_openssh().unwrap_or_default(),
+            Remedy::OtherSigners
         );
     }
     bail!(

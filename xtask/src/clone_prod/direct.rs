@@ -4,20 +4,19 @@ use std::path::Path;
 
 use anyhow::bail;
 
+use super::SourceSide;
 use crate::{
     context::Context,
     mode::{print_plan, Mode},
     pg::DbUrl,
     pipeline::{
-        dump::with_dump,
+        dump::{with_dump, Dump},
         leak_scan, load, parallel,
-        report::{excluded_text, media_plan, summarise, Timings},
+        replace::{Create, Database, Replacement},
+        report::{excluded_text, media_plan, summarise, Summary, Timings},
         scrub,
-        source::{database_encoding, excluded_tables, source_server},
-        staged_media::{check_media_pair, finish_media, MediaSource},
-        swap::{
-            self, check_versions, confirm_replace, guard_target, record_swap, take_locks, LoadGuard,
-        },
+        staged_media::{check_media_pair, MediaSource},
+        swap::LoadGuard,
     },
     term,
 };
@@ -31,7 +30,7 @@ pub struct Direct<'a> {
     /// The patterns the user gave (warned about when they match nothing).
     pub given: &'a [String],
     pub guard: &'a LoadGuard,
-    pub scrub: &'a scrub::ScrubFlags,
+    pub scrub: &'a scrub::Options,
 }
 
 impl Direct<'_> {
@@ -41,7 +40,12 @@ impl Direct<'_> {
         if self.source.same_database(self.target) {
             bail!("source and target are the same database ({}): refusing to replace a database with itself", self.target);
         }
-        guard_target(self.target, self.guard)?;
+        let replacement = Replacement {
+            target: self.target,
+            target_media: self.target_media,
+            guard: self.guard,
+        };
+        replacement.check()?;
         if self.source_media.is_some() != self.target_media.is_some() {
             let missing = if self.source_media.is_some() {
                 "--target-media (or NETPOINT_MEDIA_ROOT)"
@@ -51,42 +55,45 @@ impl Direct<'_> {
             bail!("media need both a source and a target directory: pass {missing}, or neither to clone the database only");
         }
         check_media_pair(self.source_media.and_then(|m| m.local()), self.target_media)?;
-        let inspect_source = || -> anyhow::Result<_> {
-            let server = source_server(sh, tools, self.source)?;
-            let excluded = excluded_tables(sh, tools, self.source, self.excluded, self.given)?;
+        let inspect_source = || {
             // Counted, not listed: a clone's memory does not grow with the number of files.
-            let media_totals = self.source_media.map(|m| m.count()).transpose()?;
-            let scrub = self.scrub.plan(sh, tools, self.source)?;
-            let encoding = database_encoding(sh, tools, self.source)?;
-            Ok((server, excluded, media_totals, scrub, encoding))
+            let media = || self.source_media.map(|m| m.count()).transpose();
+            SourceSide::inspect(
+                cx,
+                self.source,
+                self.excluded,
+                self.given,
+                self.scrub,
+                media,
+            )
         };
         // The target is only read here, side by side with the source; a dry run leaves it be.
         let (source_side, target_side) = std::thread::scope(|scope| {
             let target = (!dry_run).then(|| {
                 let sh = sh.clone();
-                scope.spawn(move || swap::inspect_target(&sh, tools, self.target))
+                let replacement = &replacement;
+                scope.spawn(move || replacement.inspect(&sh, tools))
             });
             let source = inspect_source();
             let target = target.map(|t| t.join().unwrap_or_else(|p| std::panic::resume_unwind(p)));
             (source, target)
         });
-        let (server, exclusions, media_totals, scrub, encoding) = source_side?;
+        let (side, media_totals) = source_side?;
+        let SourceSide {
+            server,
+            exclusions,
+            scrub,
+            encoding,
+        } = &side;
         let excluded = &exclusions.tables;
         if dry_run {
             print_plan(&[
-                format!(
-                    "read {} (PostgreSQL {}, read-only session)",
-                    self.source, server.version
-                ),
+                side.read_plan(self.source),
                 format!(
                     "dump it with pg_dump --no-owner --no-privileges{}",
                     excluded_text(excluded)
                 ),
-                format!(
-                    "scrub {} rules in the stream ({} skipped)",
-                    scrub.applied.len(),
-                    scrub.skipped.len()
-                ),
+                side.scrub_plan(),
                 format!(
                     "restore into a temporary database beside {} and swap it in place",
                     self.target
@@ -99,112 +106,97 @@ impl Direct<'_> {
             ]);
             return Ok(());
         }
-        let (admin, state) =
-            target_side.expect("the target is inspected unless this is a dry run")?;
-        if server.same_database(&state.server, state.oid.as_deref()) {
+        let target = target_side.expect("the target is inspected unless this is a dry run")?;
+        if server.same_database(&target.state.server, target.state.oid.as_deref()) {
             bail!(
                 "source and target are the same database ({} and {} name one database on one server, or on a replica of it): refusing to replace a database with itself",
                 self.source,
                 self.target
             );
         }
-        let drop_settings =
-            check_versions(server.major, self.target, state.server.major, self.guard)?;
-        let (lock, mut media_lock) = take_locks(sh, tools, &admin, self.target, self.target_media)?;
-        confirm_replace(self.target, &state, self.target_media, self.guard)?;
-        swap::drop_stale(sh, tools, &admin, &lock.stale);
-        let mut timings = Timings::default();
-        let staged = match (self.source_media, self.target_media, &media_totals) {
-            (Some(src), Some(dst), Some(count)) => {
-                Some(timings.time("media copy", || src.stage(count, dst))?)
-            }
-            _ => None,
-        };
-        record_swap(&mut media_lock, self.target, &staged)?;
-        let mut media = None;
-        let mut leaks = None;
-        timings.time("database", || {
-            term::step(format!("cloning {} into {}", self.source, self.target));
-            let bar = term::bytes_progress("restore", None);
-            let estimates: Vec<(String, i64)> = excluded
-                .iter()
-                .map(|(name, rows)| (name.clone(), rows.unwrap_or(0)))
-                .collect();
-            let left_out: Vec<String> = excluded.iter().map(|(t, _)| t.clone()).collect();
-            let load = |temp: &DbUrl| {
-                // Uncovered columns are copied verbatim: the scan reads them as they pass.
-                let covered = leak_scan::Covered::by_rules(&scrub.applied, &left_out);
-                let scanner = leak_scan::Scanner::start(sh, tools, self.source, &covered)?;
-                let parallel = parallel::DirectClone {
-                    jobs: cx.jobs,
-                    source: self.source,
-                    patterns: &exclusions.patterns,
-                    excluded: &estimates,
-                    drop_settings: drop_settings.clone(),
-                    rules: &scrub.applied,
-                    bar: &bar,
-                    replaces: state.exists,
-                    encoding: &encoding,
-                    scan: scanner.as_ref(),
-                };
-                let counts = match parallel.run(sh, tools, temp)? {
-                    Some(counts) => counts,
-                    None => {
-                        let psql = load::spawn_psql_load(sh, tools, temp)?;
-                        with_dump(
-                            sh,
-                            tools,
-                            self.source,
-                            &exclusions.patterns,
-                            drop_settings.clone(),
-                            &scrub,
-                            scanner.as_ref(),
-                            |reader| {
-                                load::feed_psql(temp, psql, reader, &|n| bar.inc(n)).map(|_| ())
-                            },
-                        )?
-                        .1
-                    }
-                };
-                bar.finish_and_clear();
-                if !scrub.applied.is_empty() {
-                    scrub.verify(sh, tools, self.source, temp, &left_out)?;
-                    term::step(scrub.report(&counts));
+        let locked = replacement.lock(sh, tools, &target, Some(server.major))?;
+        let drop_settings = locked.drop_settings.clone();
+        let stage =
+            |timings: &mut Timings| match (self.source_media, self.target_media, &media_totals) {
+                (Some(src), Some(dst), Some(count)) => {
+                    Ok(Some(timings.time("media copy", || src.stage(count, dst))?))
                 }
-                // Before the swap: with --strict a finding leaves the target be.
-                let report = scanner.map(leak_scan::Scanner::report);
-                leak_scan::check(
-                    report.as_ref(),
-                    self.scrub.strict,
-                    "the target is untouched",
-                )?;
-                leaks = report;
-                Ok(())
+                _ => Ok(None),
             };
-            // The media go in after the database; a failure there puts the database back.
-            let swap_media = || {
-                media = finish_media(Ok(()), staged, self.target_media)?;
-                Ok(())
+        let estimates: Vec<(String, i64)> = excluded
+            .iter()
+            .map(|(name, rows)| (name.clone(), rows.unwrap_or(0)))
+            .collect();
+        let left_out: Vec<String> = excluded.iter().map(|(t, _)| t.clone()).collect();
+        let mut leaks = None;
+        let fill = |temp: &DbUrl| {
+            let bar = term::bytes_progress("restore", None);
+            // Uncovered columns are copied verbatim: the scan reads them as they pass.
+            let covered = leak_scan::Covered::by_rules(&scrub.applied, &left_out);
+            let scanner = leak_scan::Scanner::start(sh, tools, self.source, &covered)?;
+            let parallel = parallel::DirectClone {
+                jobs: cx.jobs,
+                source: self.source,
+                patterns: &exclusions.patterns,
+                excluded: &estimates,
+                drop_settings: drop_settings.clone(),
+                rules: &scrub.applied,
+                bar: &bar,
+                replaces: target.state.exists,
+                encoding,
+                scan: scanner.as_ref(),
             };
-            swap::replace(
-                sh,
-                tools,
-                &admin,
-                self.target,
-                Some(&encoding),
-                load,
-                swap_media,
-            )
-        })?;
+            let counts = match parallel.run(sh, tools, temp)? {
+                Some(counts) => counts,
+                None => {
+                    let psql = load::spawn_psql_load(sh, tools, temp)?;
+                    let dump = Dump {
+                        source: self.source,
+                        patterns: &exclusions.patterns,
+                        drop_settings: drop_settings.clone(),
+                        scrub,
+                        scan: scanner.as_ref(),
+                    };
+                    with_dump(sh, tools, dump, |reader| {
+                        load::feed_psql(temp, psql, reader, &|n| bar.inc(n)).map(|_| ())
+                    })?
+                    .1
+                }
+            };
+            bar.finish_and_clear();
+            if !scrub.applied.is_empty() {
+                scrub.verify(sh, tools, self.source, temp, &left_out)?;
+                term::step(scrub.report(&counts));
+            }
+            // Before the swap: with --strict a finding leaves the target be.
+            let report = scanner.map(leak_scan::Scanner::report);
+            leak_scan::check(
+                report.as_ref(),
+                self.scrub.strict,
+                "the target is untouched",
+            )?;
+            leaks = report;
+            Ok(())
+        };
+        let database = Database {
+            announce: Some(format!("cloning {} into {}", self.source, self.target)),
+            create: Create::Empty {
+                encoding: Some(encoding),
+            },
+            fill: Box::new(fill),
+        };
+        let replaced = locked.replace(sh, tools, stage, database)?;
         summarise(
             sh,
             tools,
-            self.target,
-            excluded,
-            media,
-            leaks.as_ref(),
-            None,
-            &timings,
+            &Summary {
+                target: self.target,
+                excluded,
+                media: replaced.media,
+                leaks: leaks.as_ref(),
+                provenance: None,
+                timings: &replaced.timings,
+            },
         );
         Ok(())
     }

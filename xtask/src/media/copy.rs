@@ -105,10 +105,10 @@ pub fn copy_tree(
         |(buf, back), entry| {
             let entry = entry?;
             let (from, to) = (src.join(&entry.rel), dst.join(&entry.rel));
-            let old = previous
+            let linked = previous
                 .as_deref()
-                .and_then(|p| earlier_file(p, &entry.rel));
-            if let Some(size) = old.and_then(|old| link_unchanged(&from, &old, &to)) {
+                .and_then(|p| link_unchanged(p, &entry.rel, &from, &to));
+            if let Some(size) = linked {
                 add(0, size);
                 add(2, size);
                 on_file(size);
@@ -136,31 +136,39 @@ pub fn copy_tree(
     })
 }
 
-/// `rel` in the earlier copy whose real path is `previous`, unless a link on the way would
-/// take it elsewhere: only files of the copy itself are ever linked from it.
-pub fn earlier_file(previous: &Path, rel: &Path) -> Option<std::path::PathBuf> {
+/// `rel` in the earlier copy whose real path is `previous`, when it is a regular file of
+/// `size` bytes that `unchanged` accepts (given its metadata), and no link on the way takes it
+/// elsewhere: only files of the copy itself are ever linked from it. Every copy that links a
+/// file instead of copying it asks this first, each with its own idea of `unchanged`.
+pub fn unchanged_file(
+    previous: &Path,
+    rel: &Path,
+    size: u64,
+    unchanged: impl FnOnce(&fs::Metadata) -> bool,
+) -> Option<PathBuf> {
     let old = previous.join(rel);
     let parent = rel
         .parent()
         .map_or(previous.to_path_buf(), |p| previous.join(p));
-    (fs::canonicalize(old.parent()?).ok()? == parent).then_some(old)
+    if fs::canonicalize(old.parent()?).ok()? != parent {
+        return None;
+    }
+    let was = fs::symlink_metadata(&old).ok()?;
+    (was.is_file() && was.len() == size && unchanged(&was)).then_some(old)
 }
 
-/// Whether `old` is a regular file of the same size, modification time and mode as `from`
-/// (and not `from` itself under another name, which a link would tie to the source); if so it
-/// is hard-linked as `to` and its size returned.
-fn link_unchanged(from: &Path, old: &Path, to: &Path) -> Option<u64> {
+/// Links `rel` of the earlier copy `previous` as `to` when it has the same size,
+/// modification time and mode as `from` (and is not `from` itself under another name, which
+/// a link would tie to the source); returns its size if so.
+fn link_unchanged(previous: &Path, rel: &Path, from: &Path, to: &Path) -> Option<u64> {
     use std::os::unix::fs::MetadataExt;
-    let (new, was) = (
-        fs::symlink_metadata(from).ok()?,
-        fs::symlink_metadata(old).ok()?,
-    );
-    let same = was.is_file()
-        && (was.dev(), was.ino()) != (new.dev(), new.ino())
-        && was.len() == new.len()
-        && was.modified().ok()? == new.modified().ok()?
-        && was.permissions().mode() == new.permissions().mode();
-    (same && fs::hard_link(old, to).is_ok()).then_some(new.len())
+    let new = fs::symlink_metadata(from).ok()?;
+    let old = unchanged_file(previous, rel, new.len(), |was| {
+        (was.dev(), was.ino()) != (new.dev(), new.ino())
+            && matches!((was.modified(), new.modified()), (Ok(a), Ok(b)) if a == b)
+            && was.permissions().mode() == new.permissions().mode()
+    })?;
+    fs::hard_link(old, to).ok().map(|()| new.len())
 }
 
 pub fn copy_file_verified(
@@ -273,10 +281,8 @@ pub fn copy_from_live(
         let identity = Identity::of(&meta);
         let linked = earlier.as_ref().is_some_and(|(root, origins)| {
             origins.get(rel) == Some(&identity)
-                && earlier_file(root, rel).is_some_and(|old| {
-                    fs::symlink_metadata(&old).is_ok_and(|m| m.is_file() && m.len() == meta.len())
-                        && fs::hard_link(&old, &to).is_ok()
-                })
+                && unchanged_file(root, rel, meta.len(), |_| true)
+                    .is_some_and(|old| fs::hard_link(old, &to).is_ok())
         });
         if !linked {
             copy_keeping_time(&from, &to, &meta)?;
@@ -311,16 +317,11 @@ pub fn copy_to_live(
                 from.display()
             );
         }
-        let unchanged = live
-            .as_deref()
-            .and_then(|live| earlier_file(live, rel))
-            .filter(|old| {
-                fs::symlink_metadata(old).is_ok_and(|was| {
-                    was.is_file()
-                        && was.len() == meta.len()
-                        && origins.get(rel) == Some(&Identity::of(&was))
-                })
-            });
+        let unchanged = live.as_deref().and_then(|live| {
+            unchanged_file(live, rel, meta.len(), |was| {
+                origins.get(rel) == Some(&Identity::of(was))
+            })
+        });
         if let Some(old) = unchanged {
             if fs::hard_link(&old, &to).is_ok() {
                 let now = Identity::of(&fs::symlink_metadata(&to)?);

@@ -17,8 +17,8 @@ use std::{fs::File, io, io::Read, path::PathBuf};
 
 pub use archive::write_archive;
 pub use copy::{
-    copy_from_live, copy_to_live, copy_tree, copy_verified, earlier_file, settle_origins, Tracked,
-    TreeCopy,
+    copy_from_live, copy_to_live, copy_tree, copy_verified, settle_origins, unchanged_file,
+    Tracked, TreeCopy,
 };
 pub use extract::{extract_archive, extract_tar, Listed, Member};
 pub use origins::{Origins, Stamp};

@@ -15,6 +15,7 @@ use anyhow::{bail, Context};
 use xshell::{cmd, Shell};
 
 use super::{url, Access, DbUrl, PgTools};
+use crate::remedy::{refuse, Remedy};
 use crate::{media, term};
 
 /// The local PostgreSQL container used when no database is configured.
@@ -69,8 +70,9 @@ impl DevContainer {
     pub fn ensure(&self, sh: &Shell, tools: &PgTools) -> anyhow::Result<DbUrl> {
         if !Self::docker_running(sh) {
             bail!(
-                "no database configured and Docker is not running: set NETPOINT_DATABASE_URL (or pass --target URL), \
-                 or start Docker (`bash scripts/test-prereqs.sh` installs and starts it) so seed-dev can run {DEV_IMAGE}"
+                "no database configured and Docker is not running: {}, \
+                 or start Docker (`bash scripts/test-prereqs.sh` installs and starts it) so the dev container can run {DEV_IMAGE}",
+                Remedy::NameDevDatabase
             );
         }
         let name = &self.name;
@@ -87,8 +89,9 @@ impl DevContainer {
                 {
                     Ok(()) => self.known_password().with_context(|| format!(
                         "volume {volume} holds a dev database whose container {name} is gone, and {} with its password is missing: \
-                         run `cargo xtask seed-dev --destroy --yes` to remove the volume and start afresh",
-                        self.passfile.display()
+                         {} to remove the volume and start afresh",
+                        self.passfile.display(),
+                        Remedy::DestroyDevContainer
                     ))?,
                     Err(_) => random_password()?,
                 };
@@ -121,8 +124,9 @@ impl DevContainer {
                 Ok(_) => break,
                 Err(err) if err.to_string().contains("wrong password") => bail!(
                     "container {name} does not take its own password: its volume {} holds a database made with another one; \
-                     run `cargo xtask seed-dev --destroy --yes` to remove both and start afresh",
-                    self.volume
+                     {} to remove both and start afresh",
+                    self.volume,
+                    Remedy::DestroyDevContainer
                 ),
                 Err(err) if Instant::now() > deadline => {
                     return Err(err).context(format!("container {name} did not accept connections within 90 s (see `docker logs {name}`)"))
@@ -138,8 +142,9 @@ impl DevContainer {
     pub fn plan(&self, sh: &Shell) -> anyhow::Result<String> {
         if !Self::docker_running(sh) {
             bail!(
-                "no database configured and Docker is not running: set NETPOINT_DATABASE_URL (or pass --target URL), \
-                 or start Docker (`bash scripts/test-prereqs.sh` installs and starts it) so seed-dev can run {DEV_IMAGE}"
+                "no database configured and Docker is not running: {}, \
+                 or start Docker (`bash scripts/test-prereqs.sh` installs and starts it) so the dev container can run {DEV_IMAGE}",
+                Remedy::NameDevDatabase
             );
         }
         let name = &self.name;
@@ -258,7 +263,10 @@ impl DevContainer {
         }
         if !yes {
             if !term::stdin_is_terminal() {
-                bail!("this removes container {name} and all its data (volume {volume}): pass --yes to confirm");
+                return Err(refuse(
+                    Remedy::Confirm,
+                    format!("this removes container {name} and all its data (volume {volume})"),
+                ));
             }
             if !term::confirm(&format!(
                 "Remove container {name} and all its data (volume {volume})?"

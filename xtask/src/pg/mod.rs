@@ -1,4 +1,4 @@
-//! PostgreSQL access: the URL (and the one flag-or-environment helper), the client tools and
+//! PostgreSQL access: the URL, the client tools and
 //! where they come from, sessions and queries, SQL quoting, and the local dev-database
 //! container that seed-dev and dev-db share.
 

@@ -54,12 +54,23 @@ impl PgTools {
         }
     }
 
+    /// A query session that reads its SQL from stdin: for statements that carry sensitive
+    /// values, and for sessions held open while others work (a snapshot, a lock).
+    pub fn stdin_session<'a>(
+        &self,
+        sh: &'a Shell,
+        url: &DbUrl,
+        access: Access,
+    ) -> anyhow::Result<Cmd<'a>> {
+        Ok(self
+            .cmd(sh, Tool::Psql, url, access)?
+            .args(QUERY_ARGS)
+            .args(["-f", "-"]))
+    }
+
     /// Runs SQL given on psql's stdin (for statements that carry sensitive values).
     pub fn query_stdin(&self, sh: &Shell, url: &DbUrl, sql: &str) -> anyhow::Result<String> {
-        let cmd = self
-            .cmd(sh, Tool::Psql, url, Access::ReadWrite)?
-            .args(QUERY_ARGS)
-            .args(["-f", "-"]);
+        let cmd = self.stdin_session(sh, url, Access::ReadWrite)?;
         let output = run_psql(cmd, url, Some(sql))?;
         if !output.status.success() {
             return Err(explain_failure(

@@ -1,7 +1,7 @@
 //! A PostgreSQL connection, parsed from a `postgres://` URL or libpq's `key=value` form (a
 //! `service` read from the service file as libpq reads it), that never shows its password.
 
-use std::{collections::BTreeMap, ffi::OsString, fmt, net::IpAddr, path::PathBuf};
+use std::{collections::BTreeMap, ffi::OsString, fmt, net::IpAddr};
 
 use anyhow::{bail, Context};
 use percent_encoding::percent_decode_str;
@@ -42,31 +42,6 @@ fn known_key(key: &str) -> bool {
 /// A setting's value from the environment; empty or blank counts as unset.
 pub fn from_env(var: &str) -> Option<OsString> {
     std::env::var_os(var).filter(|value| !value.to_string_lossy().trim().is_empty())
-}
-
-/// A path from its flag, else from its environment variable.
-pub fn path_or_env(flag: Option<PathBuf>, var: &str) -> Option<PathBuf> {
-    flag.or_else(|| from_env(var).map(PathBuf::from))
-}
-
-/// A URL from its flag, else from its environment variable, else `None`.
-pub fn url_or_env(flag: Option<String>, var: &str) -> anyhow::Result<Option<DbUrl>> {
-    let text = match flag {
-        Some(text) => text,
-        None => match from_env(var) {
-            Some(value) => value.into_string().map_err(|_| {
-                anyhow::anyhow!("{var} is not valid UTF-8: set it to a postgres:// URL")
-            })?,
-            None => return Ok(None),
-        },
-    };
-    DbUrl::parse(&text).map(Some)
-}
-
-/// A URL from its flag, else from its environment variable, else a clear error.
-pub fn required_url(flag: Option<String>, var: &str, flag_name: &str) -> anyhow::Result<DbUrl> {
-    url_or_env(flag, var)?
-        .ok_or_else(|| anyhow::anyhow!("no database given: pass {flag_name} URL or set {var}"))
 }
 
 #[derive(Clone, PartialEq, Eq)]

@@ -15,8 +15,8 @@ use crate::{
     pipeline::{
         budget::{fitting_jobs, Sessions},
         leak_scan, load,
-        parallel::Snapshot,
         scrub::{self, Action},
+        snapshot::Snapshot,
     },
     plain::lines,
     process::{self, SpawnTool},
@@ -48,18 +48,32 @@ pub fn spawn_dump(
         .with_context(|| format!("starting pg_dump for {source}"))
 }
 
-/// Streams a dump of `source` through `sink`; fails with pg_dump's error when the dump failed.
-#[allow(clippy::too_many_arguments)]
+/// A dump of the source as it streams, and what is done to it on the way.
+pub struct Dump<'a> {
+    pub source: &'a DbUrl,
+    /// The tables whose data is left out (`--exclude-table-data` patterns).
+    pub patterns: &'a [String],
+    /// The `SET` lines an older target would reject.
+    pub drop_settings: Vec<&'static str>,
+    pub scrub: &'a scrub::Plan,
+    pub scan: Option<&'a leak_scan::Scanner>,
+}
+
+/// Streams `dump` through `sink`; fails with pg_dump's error when the dump failed. Returns
+/// what `sink` returned and the rows each scrub rule touched.
 pub fn with_dump<T>(
     sh: &Shell,
     tools: &PgTools,
-    source: &DbUrl,
-    patterns: &[String],
-    drop_settings: Vec<&'static str>,
-    scrub: &scrub::Plan,
-    scan: Option<&leak_scan::Scanner>,
+    dump: Dump,
     sink: impl FnOnce(&mut dyn std::io::Read) -> anyhow::Result<T>,
 ) -> anyhow::Result<(T, BTreeMap<String, u64>)> {
+    let Dump {
+        source,
+        patterns,
+        drop_settings,
+        scrub,
+        scan,
+    } = dump;
     let unread = Unread::counted(sh, tools, source, &scrub.applied, patterns)?;
     let (mut patterns, mut extra) = (patterns.to_vec(), Vec::new());
     if let Some(unread) = &unread {

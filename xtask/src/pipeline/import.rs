@@ -18,14 +18,15 @@ use crate::{
     pg::{DbUrl, PgTools},
     pipeline::{
         leak_scan, load, parallel,
-        report::{summarise, Timings},
-        staged_media::{check_apart, check_holds_nothing_else, finish_media, StagedMedia},
-        swap::{
-            self, check_versions, confirm_replace, guard_target, record_swap, take_locks, LoadGuard,
-        },
+        replace::{Create, Database, Replacement},
+        report::{summarise, Summary, Timings},
+        staged_media::{check_apart, check_holds_nothing_else, StagedMedia},
+        swap::LoadGuard,
     },
     plain::lines,
-    process, term,
+    process,
+    remedy::{refuse, Remedy},
+    term,
 };
 
 /// How a bundle carries its media.
@@ -68,16 +69,19 @@ impl Trust<'_> {
             }
             (None, Trust::UnsignedOnPurpose(_)) => {
                 term::warn(format!(
-                    "{} is unsigned and loaded on purpose (--trust-unsigned): its functions and defaults run with the loading role's rights",
+                    "{} is unsigned and loaded on purpose: its functions and defaults run with the loading role's rights",
                     dir.display()
                 ));
                 Ok(Some("unsigned, trusted on purpose".to_string()))
             }
-            (None, _) => bail!(
-                "bundle {} is not signed (it has no {}), nothing was changed: export it with `--sign-key KEY`, or pass --trust-unsigned if you made it yourself",
-                dir.display(),
-                sign::SIG
-            ),
+            (None, _) => Err(refuse(
+                Remedy::SignOrTrustUnsigned,
+                format!(
+                    "bundle {} is not signed (it has no {}), nothing was changed",
+                    dir.display(),
+                    sign::SIG
+                ),
+            )),
         }
     }
 }
@@ -104,7 +108,12 @@ impl Import<'_> {
         // before its signer is.
         let sums = bundle::read_sums(self.dir)?;
         let provenance = self.trust.check(self.dir, &sums)?;
-        guard_target(self.target, self.guard)?;
+        let replacement = Replacement {
+            target: self.target,
+            target_media: None,
+            guard: self.guard,
+        };
+        replacement.check()?;
         // From here on every listed file is read through the opening it was hashed by.
         let verified = bundle::verify_sums(self.dir, &sums)?;
         let manifest = bundle::Manifest::read(&verified)?;
@@ -133,9 +142,9 @@ impl Import<'_> {
             }
         }
         if let Some(target_media) = self.target_media {
-            atomic_file::parent_dir(target_media).context("--target-media")?;
+            atomic_file::parent_dir(target_media).context("target media directory")?;
             if media_sums.is_some() {
-                check_apart("--bundle", self.dir, target_media)?;
+                check_apart("bundle", self.dir, target_media)?;
                 check_holds_nothing_else(target_media)?;
                 atomic_file::check_swappable(target_media)?;
             }
@@ -152,7 +161,7 @@ impl Import<'_> {
                     target.display()
                 ),
                 (Some(_), None) => {
-                    "media: not loaded (no --target-media or NETPOINT_MEDIA_ROOT)".to_string()
+                    "media: not loaded (no target media directory given)".to_string()
                 }
                 (None, _) => "media: the bundle has none".to_string(),
             };
@@ -174,92 +183,81 @@ impl Import<'_> {
             print_plan(&steps);
             return Ok(());
         }
-        let (admin, state) = swap::inspect_target(sh, tools, self.target)?;
-        let source_major = manifest.source.server_major;
-        let drop_settings =
-            check_versions(source_major, self.target, state.server.major, self.guard)?;
-        let replaced_media = self.target_media.filter(|_| media_sums.is_some());
-        let (lock, mut media_lock) = take_locks(sh, tools, &admin, self.target, replaced_media)?;
-        confirm_replace(self.target, &state, replaced_media, self.guard)?;
-        swap::drop_stale(sh, tools, &admin, &lock.stale);
-        let mut timings = Timings::default();
-        let staged = match (&media_sums, self.target_media) {
-            (Some(sums), Some(target)) => {
-                let expected = manifest.media.as_ref();
-                Some(timings.time("media", || self.stage_media(sums, expected, target))?)
-            }
-            (Some(_), None) => {
-                term::step("media: not loaded (no --target-media or NETPOINT_MEDIA_ROOT)");
-                None
-            }
-            (None, _) => None,
+        // The media are replaced only when the bundle has some and there is a place for them.
+        let replacement = Replacement {
+            target_media: self.target_media.filter(|_| media_sums.is_some()),
+            ..replacement
         };
-        record_swap(&mut media_lock, self.target, &staged)?;
-        // Checked before the prompt and the media; nothing has run yet.
-        pinned.check_unchanged()?;
-        let mut media = None;
+        let target = replacement.inspect(sh, tools)?;
+        let source_major = manifest.source.server_major;
+        let locked = replacement.lock(sh, tools, &target, Some(source_major))?;
+        let drop_settings = locked.drop_settings.clone();
+        let stage = |timings: &mut Timings| {
+            let staged = match (&media_sums, self.target_media) {
+                (Some(sums), Some(target)) => {
+                    let expected = manifest.media.as_ref();
+                    Some(timings.time("media", || self.stage_media(sums, expected, target))?)
+                }
+                (Some(_), None) => {
+                    term::step("media: not loaded (no target media directory given)");
+                    None
+                }
+                (None, _) => None,
+            };
+            // Checked again after the prompt and the media; nothing has run yet.
+            pinned.check_unchanged()?;
+            Ok(staged)
+        };
+        let size = toc.len;
+        let covered = leak_scan::Covered::by_manifest(&manifest);
         let mut leaks = None;
-        timings.time("database", || {
-            let size = toc.len;
-            term::step(format!(
+        let fill = |temp: &DbUrl| {
+            let bar = term::bytes_progress("restore", Some(size));
+            let file = parallel::DumpFile {
+                jobs: self.jobs,
+                pinned,
+                toc: &toc,
+                drop_settings: &drop_settings,
+                bar: &bar,
+                replaces: target.state.exists,
+                covered: &covered,
+            };
+            let streamed = match file.load(sh, tools, temp)? {
+                parallel::FileLoad::Loaded(report) => Some(report),
+                parallel::FileLoad::OneStream => {
+                    let psql = load::spawn_psql_load(sh, tools, temp)?;
+                    let mut reader =
+                        lines::normalising_reader(pinned.reader(), drop_settings.clone());
+                    load::feed_psql(temp, psql, &mut reader, &|n| bar.inc(n))?;
+                    None
+                }
+            };
+            // Rewritten while it loaded: the temporary database is never swapped in.
+            pinned.check_unchanged()?;
+            load::check_row_counts(sh, tools, temp, &manifest.rows)?;
+            bar.finish_and_clear();
+            // One stream holds schema and rows: the loaded database is scanned instead.
+            let report = match streamed {
+                Some(report) => report,
+                None => leak_scan::scan(sh, tools, self.jobs, temp, &covered)?,
+            };
+            leak_scan::check(report.as_ref(), self.strict, "the target is untouched")?;
+            leaks = report;
+            Ok(())
+        };
+        let database = Database {
+            announce: Some(format!(
                 "loading {} ({}) into {}",
                 sql.display(),
                 term::human_bytes(size),
                 self.target
-            ));
-            let bar = term::bytes_progress("restore", Some(size));
-            let encoding = &manifest.source.encoding;
-            let covered = leak_scan::Covered::by_manifest(&manifest);
-            let load = |temp: &DbUrl| {
-                let parallel = parallel::load_file(
-                    sh,
-                    tools,
-                    self.jobs,
-                    temp,
-                    pinned,
-                    &toc,
-                    &drop_settings,
-                    &bar,
-                    state.exists,
-                    &covered,
-                )?;
-                let streamed = match parallel {
-                    parallel::FileLoad::Loaded(report) => Some(report),
-                    parallel::FileLoad::OneStream => {
-                        let psql = load::spawn_psql_load(sh, tools, temp)?;
-                        let mut reader =
-                            lines::normalising_reader(pinned.reader(), drop_settings.clone());
-                        load::feed_psql(temp, psql, &mut reader, &|n| bar.inc(n))?;
-                        None
-                    }
-                };
-                // Rewritten while it loaded: the temporary database is never swapped in.
-                pinned.check_unchanged()?;
-                load::check_row_counts(sh, tools, temp, &manifest.rows)?;
-                bar.finish_and_clear();
-                // One stream holds schema and rows: the loaded database is scanned instead.
-                let report = match streamed {
-                    Some(report) => report,
-                    None => leak_scan::scan(sh, tools, self.jobs, temp, &covered)?,
-                };
-                leak_scan::check(report.as_ref(), self.strict, "the target is untouched")?;
-                leaks = report;
-                Ok(())
-            };
-            let swap_media = || {
-                media = finish_media(Ok(()), staged, self.target_media)?;
-                Ok(())
-            };
-            swap::replace(
-                sh,
-                tools,
-                &admin,
-                self.target,
-                Some(encoding),
-                load,
-                swap_media,
-            )
-        })?;
+            )),
+            create: Create::Empty {
+                encoding: Some(&manifest.source.encoding),
+            },
+            fill: Box::new(fill),
+        };
+        let replaced = locked.replace(sh, tools, stage, database)?;
         let excluded: Vec<(String, Option<i64>)> = manifest
             .excluded_table_data
             .iter()
@@ -268,12 +266,14 @@ impl Import<'_> {
         summarise(
             sh,
             tools,
-            self.target,
-            &excluded,
-            media,
-            leaks.as_ref(),
-            provenance.as_deref(),
-            &timings,
+            &Summary {
+                target: self.target,
+                excluded: &excluded,
+                media: replaced.media,
+                leaks: leaks.as_ref(),
+                provenance: provenance.as_deref(),
+                timings: &replaced.timings,
+            },
         );
         Ok(())
     }

@@ -11,10 +11,11 @@ use std::{
     io::Read,
 };
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use serde::Deserialize;
 use xshell::Shell;
 
+use crate::remedy::{refuse, Remedy};
 use crate::{
     bundle::{self, Leak, LeakKind},
     pg::{
@@ -28,7 +29,9 @@ use crate::{
 /// Set to `1` to skip the scan: for benchmarks that measure its cost, never for real runs.
 pub const SKIP_VAR: &str = "NETPOINT_SKIP_LEAK_SCAN";
 
-/// Credential shapes as PostgreSQL regular expressions (ARE), matched case-insensitively.
+/// Credential shapes as PostgreSQL regular expressions (ARE), matched case-insensitively:
+/// [`rowscan::CREDENTIALS`] and [`rowscan::PAIR`] in PostgreSQL's dialect, which a test holds
+/// them to.
 const SHAPES: &[&str] = &[
     // URL user information with a password: scheme://user:pass@host
     r"[a-z][a-z0-9+.-]*://[^/[:space:]:@]*:[^/[:space:]@]+@",
@@ -379,19 +382,21 @@ pub fn check(report: Option<&Report>, strict: bool, untouched: &str) -> anyhow::
         return Ok(());
     };
     if strict {
-        bail!(
-            "leak scan (--strict): {} that no scrub rule covers; {untouched}: \
-             add scrub rules for these columns with --scrub-rules FILE, or drop --strict",
-            listed(&report.findings)
-        );
+        return Err(refuse(
+            Remedy::ScrubRulesOrNotStrict,
+            format!(
+                "leak scan (strict): {} that no scrub rule covers; {untouched}",
+                listed(&report.findings)
+            ),
+        ));
     }
     for leak in &report.findings {
         term::warn(format!(
-            "leak scan: {}: {} with {} that no scrub rule covers \
-             (add a rule with --scrub-rules FILE)",
+            "leak scan: {}: {} with {} that no scrub rule covers ({})",
             leak.column,
             rows(leak.rows),
-            what(leak.kind)
+            what(leak.kind),
+            Remedy::ScrubRule
         ));
     }
     Ok(())
@@ -719,6 +724,91 @@ mod tests {
         }
     }
 
+    /// A shape here in the regex crate's syntax: the same, but for `\m` and `\M` (a word's
+    /// start and end, `\b` there) and the lookahead that refuses a JSON `null`, which
+    /// rowscan decides in code.
+    fn as_rust(shape: &str) -> regex::bytes::Regex {
+        let rust = shape
+            .replace(r"(?!null\M)", "")
+            .replace(r"\m", r"\b")
+            .replace(r"\M", r"\b");
+        regex::bytes::Regex::new(&format!("(?i-u){rust}")).unwrap()
+    }
+
+    /// Each shape of either list has an example that no other shape of its list matches:
+    /// the list of every credential shape, by example.
+    const EXAMPLES: &[&str] = &[
+        "https://admin:hunter2@example.com",
+        "Authorization: Basic dXNlcjpwYXNz",
+        "Bearer abcdefgh1234",
+        "{\"client_secret\": \"abc\"}",
+        "enable secret 5 $1$abcd",
+        "https://hooks.slack.com/services/T000/B000/abcdefghijklmnopqrstuvwx",
+        "https://discord.com/api/webhooks/123456/abcdefghijklmnopqrstuvwxyz",
+        "https://contoso.webhook.office.com/webhookb2/abcdefghijklmnopqrstuvwxyz",
+        "https://x.example/b?sv=2022&sig=abcdefghijklmnop1234",
+        "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0In0.c2lnbmF0dXJlMTIz",
+        "-----BEGIN OPENSSH PRIVATE KEY-----",
+        "ghs_abcdefghijklmnopqrstuvwxyz0123456789",
+    ];
+
+    /// The credential shapes here (PostgreSQL's regular expressions) and rowscan's (the regex
+    /// crate's) are one list in two dialects: every shape of either list has an example of
+    /// its own, and the two scans agree on every example and on values near them. A shape
+    /// added to one list only fails here once it has its example.
+    #[test]
+    fn the_credential_shapes_are_the_stream_scans() {
+        let theirs: Vec<&str> = rowscan::CREDENTIALS
+            .iter()
+            .copied()
+            .chain([rowscan::PAIR])
+            .collect();
+        let rust = |shape: &str| regex::bytes::Regex::new(&format!("(?i-u){shape}")).unwrap();
+        for (list, shapes) in [
+            (
+                "the leak scan's",
+                SHAPES.iter().map(|s| as_rust(s)).collect::<Vec<_>>(),
+            ),
+            ("rowscan's", theirs.iter().map(|s| rust(s)).collect()),
+        ] {
+            for (n, shape) in shapes.iter().enumerate() {
+                let own = EXAMPLES.iter().any(|example| {
+                    let example = example.as_bytes();
+                    shape.is_match(example)
+                        && shapes
+                            .iter()
+                            .enumerate()
+                            .all(|(m, other)| m == n || !other.is_match(example))
+                });
+                assert!(
+                    own,
+                    "{list} credential shape {shape} has no example of its own: add one to EXAMPLES, and the shape to the other list"
+                );
+            }
+        }
+        let ours: Vec<regex::bytes::Regex> = SHAPES.iter().map(|s| as_rust(s)).collect();
+        let near = [
+            "https://example.com/a:b",
+            "Authorization: none",
+            "Bearer short",
+            "password=ab",
+            "enable secret",
+            "https://hooks.slack.com/services/short",
+            "?sig=short",
+            "eyJhbGciOiJIUzI1NiJ9",
+            "-----BEGIN PUBLIC KEY-----",
+            "ghs_short",
+        ];
+        for example in EXAMPLES.iter().chain(&near) {
+            let here = ours.iter().any(|shape| shape.is_match(example.as_bytes()));
+            assert_eq!(
+                here,
+                rowscan::shapes(example.as_bytes())[0],
+                "the two scans disagree on {example:?}"
+            );
+        }
+    }
+
     /// The e-mail shape is rowscan's with the reserved domains refused in the pattern, as
     /// rowscan refuses them in code.
     #[test]
@@ -805,15 +895,18 @@ mod tests {
             columns: 9,
             elapsed: Some(std::time::Duration::ZERO),
         };
-        let err = check(Some(&report), true, "the target is untouched")
-            .unwrap_err()
-            .to_string();
+        let err = check(Some(&report), true, "the target is untouched").unwrap_err();
+        assert_eq!(
+            err.downcast_ref::<crate::remedy::Refusal>()
+                .map(|r| r.remedy),
+            Some(Remedy::ScrubRulesOrNotStrict)
+        );
+        let err = err.to_string();
         assert!(
-            err.contains("leak scan (--strict): credential-shaped values in public.dcim_site.comments (1 row), \
+            err.contains("leak scan (strict): credential-shaped values in public.dcim_site.comments (1 row), \
                           public.dcim_device.comments (4 rows); e-mail addresses in public.dcim_device.comments (2 rows) \
                           that no scrub rule covers; the target is untouched")
-                && err.contains("--scrub-rules")
-                && err.contains("drop --strict")
+                && err.ends_with(&format!(": {}", Remedy::ScrubRulesOrNotStrict))
                 && !err.contains('\n'),
             "{err}"
         );

@@ -102,17 +102,27 @@ pub fn media_plan(
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-pub fn summarise(
-    sh: &Shell,
-    tools: &PgTools,
-    target: &DbUrl,
-    excluded: &[(String, Option<i64>)],
-    media: Option<media::Totals>,
-    leaks: Option<&leak_scan::Report>,
-    provenance: Option<&str>,
-    timings: &Timings,
-) {
+/// What the closing summary of a replaced database says.
+pub struct Summary<'a> {
+    pub target: &'a DbUrl,
+    /// The tables whose data was left out, with the planner's estimate of their rows.
+    pub excluded: &'a [(String, Option<i64>)],
+    pub media: Option<media::Totals>,
+    pub leaks: Option<&'a leak_scan::Report>,
+    /// Who signed the bundle loaded, if anyone.
+    pub provenance: Option<&'a str>,
+    pub timings: &'a Timings,
+}
+
+pub fn summarise(sh: &Shell, tools: &PgTools, summary: &Summary) {
+    let Summary {
+        target,
+        excluded,
+        media,
+        leaks,
+        provenance,
+        timings,
+    } = *summary;
     #[derive(serde::Deserialize)]
     struct Facts {
         tables: i64,

@@ -25,8 +25,8 @@ pub struct Exclusions {
     pub patterns: Vec<String>,
 }
 
-/// Resolves `--exclude-table-data` patterns; `given` are the user's own, which are warned
-/// about when they match nothing.
+/// Resolves the patterns of tables whose data is left out; `given` are the user's own,
+/// which are warned about when they match nothing.
 pub fn excluded_tables(
     sh: &Shell,
     tools: &PgTools,
@@ -39,7 +39,8 @@ pub fn excluded_tables(
     }
     let mut selects = Vec::new();
     for (i, pattern) in patterns.iter().enumerate() {
-        let parts = pattern_regexes(pattern)?;
+        let parts =
+            pattern_regexes(pattern).with_context(|| format!("table pattern `{pattern}`"))?;
         let condition = match &parts[..] {
             [name] => format!(
                 "c.relname ~ {} and pg_catalog.pg_table_is_visible(c.oid)",
@@ -50,7 +51,7 @@ pub fn excluded_tables(
                 literal(schema),
                 literal(name)
             ),
-            _ => bail!("--exclude-table-data `{pattern}`: a pattern is `table` or `schema.table`"),
+            _ => unreachable!("pattern_regexes refuses more than two parts"),
         };
         selects.push(format!(
             "select {i} as i, n.nspname as s, c.relname as t, \
@@ -75,7 +76,7 @@ pub fn excluded_tables(
     for (i, pattern) in patterns.iter().enumerate() {
         if given.contains(pattern) && !rows.iter().any(|(j, ..)| *j == i) {
             term::warn(format!(
-                "--exclude-table-data `{pattern}` matches no table of {source}"
+                "table pattern `{pattern}` (data left out) matches no table of {source}"
             ));
         }
     }
@@ -119,7 +120,10 @@ pub fn pattern_regexes(pattern: &str) -> anyhow::Result<Vec<String>> {
         }
     }
     if in_quotes {
-        bail!("--exclude-table-data `{pattern}`: unterminated quoted name");
+        bail!("unterminated quoted name");
+    }
+    if parts.len() > 2 {
+        bail!("a pattern is `table` or `schema.table`");
     }
     Ok(parts.into_iter().map(|p| format!("^({p})$")).collect())
 }

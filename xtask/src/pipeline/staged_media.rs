@@ -18,10 +18,10 @@ pub fn check_media_pair(source: Option<&Path>, target: Option<&Path>) -> anyhow:
     if let (Some(source), Some(target)) = (source, target) {
         fs::canonicalize(source)
             .with_context(|| format!("media directory {} not found", source.display()))?;
-        check_apart("--source-media", source, target)?;
+        check_apart("source media directory", source, target)?;
     }
     if let Some(target) = target {
-        atomic_file::parent_dir(target).context("--target-media")?;
+        atomic_file::parent_dir(target).context("target media directory")?;
         check_holds_nothing_else(target)?;
         atomic_file::check_swappable(target)?;
     }
@@ -43,7 +43,7 @@ pub fn check_holds_nothing_else(target: &Path) -> anyhow::Result<()> {
         };
         if dir.starts_with(&real) {
             bail!(
-                "--target-media {} holds {what} ({}): replacing it would delete that too; pass the media directory itself",
+                "target media directory {} holds {what} ({}): replacing it would delete that too; name the media directory itself",
                 target.display(),
                 dir.display()
             );
@@ -53,18 +53,19 @@ pub fn check_holds_nothing_else(target: &Path) -> anyhow::Result<()> {
 }
 
 /// Refuses a target media directory that holds `source` or lies inside it, judged where the
-/// file system resolves both paths (links followed), not by their text.
-pub fn check_apart(flag: &str, source: &Path, target: &Path) -> anyhow::Result<()> {
+/// file system resolves both paths (links followed), not by their text. `source_is` names
+/// the source in messages ("source media directory", "bundle").
+pub fn check_apart(source_is: &str, source: &Path, target: &Path) -> anyhow::Result<()> {
     let (real_source, real_target) = (atomic_file::resolved(source), atomic_file::resolved(target));
     let (source, target) = (source.display(), target.display());
     if real_source == real_target {
-        bail!("{flag} and --target-media are the same directory ({}): refusing to replace it with itself", real_source.display());
+        bail!("the {source_is} and the target media directory are the same directory ({}): refusing to replace it with itself", real_source.display());
     }
     if real_target.starts_with(&real_source) {
-        bail!("--target-media {target} is inside {flag} {source}: the media would be written into what they are read from; choose a target outside it");
+        bail!("target media directory {target} is inside the {source_is} {source}: the media would be written into what they are read from; choose a target outside it");
     }
     if real_source.starts_with(&real_target) {
-        bail!("{flag} {source} is inside --target-media {target}: replacing the target would delete it; choose a target outside it");
+        bail!("the {source_is} {source} is inside target media directory {target}: replacing the target would delete it; choose a target outside it");
     }
     Ok(())
 }
@@ -123,13 +124,11 @@ pub fn stage_media_copy(
     Ok(staged)
 }
 
-/// After the database step: swap staged media in only when the database succeeded.
+/// After the database step: swaps the staged media in.
 pub fn finish_media(
-    db: anyhow::Result<()>,
     staged: Option<StagedMedia>,
     target: Option<&Path>,
 ) -> anyhow::Result<Option<media::Totals>> {
-    db?;
     let (Some(staged), Some(target)) = (staged, target) else {
         term::step("media: not cloned (no media directories given)");
         return Ok(None);

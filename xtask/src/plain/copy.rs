@@ -107,7 +107,7 @@ mod tests {
 
     #[test]
     fn finds_copy_blocks() {
-        let blocks = copy_blocks(crate::plain::lines::tests::RAW);
+        let blocks = copy_blocks(crate::plain::SAMPLE_DUMP);
         assert_eq!(blocks.len(), 1);
         assert_eq!(blocks[0].0, "public.t");
         assert_eq!(blocks[0].1.len(), 4);

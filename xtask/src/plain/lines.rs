@@ -4,7 +4,10 @@
 
 use std::io::{self, BufRead, Read, Write};
 
-use super::copy::{copy_target, is_copy_start};
+use super::{
+    copy::{copy_target, is_copy_start},
+    entry_header::entry_kind,
+};
 
 /// Streams a plain `pg_dump` through, dropping the lines that change from run to run:
 /// `\restrict` / `\unrestrict` keys and the `-- Dumped from/by` version comments, each
@@ -293,7 +296,7 @@ impl<W: Write> RowCounter<W> {
             self.in_copy = true;
             self.table = copy_target(&self.line).unwrap_or_default();
             self.rows = 0;
-        } else if self.after_dashes && crate::plain::entry::entry_kind(&self.line).is_some() {
+        } else if self.after_dashes && entry_kind(&self.line).is_some() {
             self.entries += 1;
         }
         self.after_dashes = !self.in_copy && self.line == b"--\n";
@@ -387,10 +390,10 @@ fn split_lines(mut input: impl BufRead) -> impl Iterator<Item = io::Result<Vec<u
 }
 
 #[cfg(test)]
-pub mod tests {
+mod tests {
     use super::*;
 
-    pub const RAW: &str = "--\n-- PostgreSQL database dump\n--\n\n\\restrict AbC123\n\n-- Dumped from database version 15.14 (Debian 15.14-1)\n-- Dumped by pg_dump version 15.18\n\nSET statement_timeout = 0;\n\nCOPY public.t (id, note) FROM stdin;\n10\t\\restrict inside data\n2\t\n\n1\tb\n\\.\n\n\n--\n-- PostgreSQL database dump complete\n--\n\n\\unrestrict AbC123\n\n";
+    use crate::plain::SAMPLE_DUMP as RAW;
 
     #[test]
     fn drops_run_dependent_lines_only() {

@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::plain::entry::EntryHeader;
+use crate::plain::entry_header::EntryHeader;
 
 /// One object of a dump, keyed by pg_dump's `-- Name: ...; Type: ...; Schema: ...` header.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]

@@ -10,7 +10,7 @@ use std::{
 
 use psqlscan::{CopyEnd, Lexer, LineKind, Statement};
 
-use crate::plain::{copy, entry::EntryHeader, lines, statements};
+use crate::plain::{copy, entry_header::EntryHeader, lines, statements};
 
 /// One object of the dump, as a byte range of the script.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -357,30 +357,6 @@ SET default_tablespace = '';\n\n\
 
     fn text(e: &Entry) -> &'static str {
         &DUMP[e.start as usize..e.end as usize]
-    }
-
-    #[test]
-    fn entry_headers_are_read_from_the_right() {
-        let header = |line: &str| EntryHeader::parse(line).map(|h| (h.name, h.kind, h.schema));
-        let owned = |a: &str, b: &str, c: &str| Some((a.into(), b.into(), c.into()));
-        assert_eq!(
-            header("-- Name: t t_pkey; Type: CONSTRAINT; Schema: public; Owner: -\n"),
-            owned("t t_pkey", "CONSTRAINT", "public")
-        );
-        assert_eq!(
-            header("-- Data for Name: t; Type: TABLE DATA; Schema: s; Owner: a; Tablespace: x"),
-            owned("t", "TABLE DATA", "s")
-        );
-        assert_eq!(
-            header("-- Name: odd; Type: name; Type: TABLE; Schema: public; Owner: -"),
-            owned("odd; Type: name", "TABLE", "public")
-        );
-        assert_eq!(
-            header("-- Name: plpgsql; Type: EXTENSION; Schema: -; Owner: -"),
-            owned("plpgsql", "EXTENSION", "-")
-        );
-        assert_eq!(header("-- Name: x"), None);
-        assert_eq!(header("-- Dumped by pg_dump version 15"), None);
     }
 
     #[test]

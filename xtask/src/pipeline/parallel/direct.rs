@@ -13,7 +13,7 @@ use xshell::Shell;
 use crate::{
     pg::{DbUrl, PgTools},
     pipeline::budget::{jobs_within_limits, Sessions},
-    pipeline::{dump, leak_scan, load, scrub, scrub::Action},
+    pipeline::{dump, leak_scan, load, scrub, scrub::Action, snapshot::Snapshot},
     plain::post_data::post_jobs,
     term,
 };
@@ -21,7 +21,6 @@ use crate::{
 use super::{
     file::phase_done,
     schedule::{feed_data, run_post_data, Event, Failure, PostData, Stoppable},
-    snapshot::Snapshot,
     straight::{balance, relations_to_copy, Relation, Straight, STRAIGHT_MIN},
 };
 
@@ -256,7 +255,15 @@ impl DirectClone<'_> {
             loads.push((bytes, DataPiece::Dump { dump, psql }));
         }
         for relation in &straight {
-            let straight = Straight::new(sh, tools, self, temp, &snapshot.id, relation)?;
+            let straight = Straight::new(
+                sh,
+                tools,
+                self.source,
+                self.encoding,
+                temp,
+                &snapshot.id,
+                relation,
+            )?;
             loads.push((relation.bytes, DataPiece::Straight(Box::new(straight))));
         }
         loads.sort_by_key(|(bytes, _)| std::cmp::Reverse(*bytes));

@@ -27,25 +27,47 @@ use crate::{
 
 use super::schedule::{feed_data, run_post_data, Event, Failure, PostData, Stoppable};
 
-/// Loads the plain dump at `path`, whose entries `toc` lists, into the empty database `temp`
-/// on `jobs` sessions:
-/// schema first, then table data spread over the sessions (largest tables first), then
-/// indexes and constraints side by side. Returns `false`, having changed nothing, when the
-/// file must be loaded in one stream. The rows are leak-scanned as they stream, for the
-/// columns `covered` leaves.
-#[allow(clippy::too_many_arguments)]
-pub fn load_file(
+/// A checked plain dump file, loaded on several sessions.
+pub struct DumpFile<'a> {
+    /// Sessions to load on at once.
+    pub jobs: usize,
+    pub pinned: &'a Pinned,
+    /// Its entries.
+    pub toc: &'a toc::Toc,
+    /// The `SET` lines an older target would reject.
+    pub drop_settings: &'a [&'static str],
+    pub bar: &'a ProgressBar,
+    /// The load replaces an existing database (see [`super::schedule::spawn_flush`]).
+    pub replaces: bool,
+    /// The columns the leak scan leaves alone.
+    pub covered: &'a leak_scan::Covered,
+}
+
+impl DumpFile<'_> {
+    /// Loads the file into the empty database `temp`: schema first, then table data spread
+    /// over the sessions (largest tables first), then indexes and constraints side by side.
+    /// Returns [`FileLoad::OneStream`], having changed nothing, when the file must be loaded
+    /// in one stream. The rows are leak-scanned as they stream.
+    pub fn load(&self, sh: &Shell, tools: &PgTools, temp: &DbUrl) -> anyhow::Result<FileLoad> {
+        load_file(sh, tools, temp, self)
+    }
+}
+
+fn load_file(
     sh: &Shell,
     tools: &PgTools,
-    jobs: usize,
     temp: &DbUrl,
-    pinned: &Pinned,
-    toc: &toc::Toc,
-    drop_settings: &[&'static str],
-    bar: &ProgressBar,
-    replaces: bool,
-    covered: &leak_scan::Covered,
+    file: &DumpFile,
 ) -> anyhow::Result<FileLoad> {
+    let DumpFile {
+        jobs,
+        pinned,
+        toc,
+        drop_settings,
+        bar,
+        replaces,
+        covered,
+    } = *file;
     if jobs < 2 {
         return Ok(FileLoad::OneStream);
     }
@@ -171,7 +193,7 @@ pub fn load_file(
     Ok(FileLoad::Loaded(scanner.map(leak_scan::Scanner::report)))
 }
 
-/// How [`load_file`] went.
+/// How [`DumpFile::load`] went.
 pub enum FileLoad {
     /// The file must be loaded in one stream; nothing was changed.
     OneStream,

@@ -1,13 +1,11 @@
-//! Loading on several sessions at once (`--jobs`, default: the number of cores): the scheduler that builds indexes and constraints side by side, the snapshot
-//! holder, straight table copies, and the two loads built of them (a direct clone of a
-//! database, and a dump file).
+//! Loading on several sessions at once (`--jobs`, default: the number of cores): the
+//! scheduler that builds indexes and constraints side by side, straight table copies, and
+//! the two loads built of them (a direct clone of a database, and a dump file).
 
 mod direct;
 mod file;
 mod schedule;
-mod snapshot;
 mod straight;
 
 pub use direct::DirectClone;
-pub use file::{load_file, FileLoad};
-pub use snapshot::Snapshot;
+pub use file::{DumpFile, FileLoad};

@@ -22,7 +22,7 @@ use crate::{
     process::{self, SpawnTool},
 };
 
-use super::{direct::DirectClone, schedule::Failure};
+use super::schedule::Failure;
 
 /// One relation whose data is copied.
 #[derive(Debug, Clone)]
@@ -175,14 +175,15 @@ impl Straight {
     pub fn new(
         sh: &Shell,
         tools: &PgTools,
-        clone: &DirectClone<'_>,
+        source: &DbUrl,
+        encoding: &str,
         temp: &DbUrl,
         snapshot: &str,
         relation: &Relation,
     ) -> anyhow::Result<Straight> {
         let binary = relation.binary
-            && tools.server_major(clone.source).is_some()
-            && tools.server_major(clone.source) == tools.server_major(temp);
+            && tools.server_major(source).is_some()
+            && tools.server_major(source) == tools.server_major(temp);
         let (format, freeze) = match binary {
             true => (" with (format binary)", "format binary, freeze"),
             false => ("", "freeze"),
@@ -207,7 +208,7 @@ impl Straight {
             );
             // Binary text fields are converted to and from the client encoding too: both
             // sides speak the source's, whatever encoding the target database has.
-            let encoding = literal(clone.encoding);
+            let encoding = literal(encoding);
             statements.push(format!("set client_encoding = {encoding}"));
         }
         if !binary {
@@ -243,7 +244,7 @@ impl Straight {
         Ok(Straight {
             table: relation.dumped_as.clone(),
             bytes: relation.bytes,
-            copy_out: session(clone.source, Access::ReadOnly, out)?,
+            copy_out: session(source, Access::ReadOnly, out)?,
             copy_in: session(temp, Access::Load, into)?,
             scanned: (relation.name.clone(), columns, binary),
         })

@@ -27,6 +27,7 @@ pub use rules::{Action, Rule};
 use crate::{
     pg::{sql::ident, Access, DbUrl, PgTools},
     plain::lines,
+    remedy::{refuse, Remedy},
     term,
 };
 use rewrite::{scrub_field, Row};
@@ -50,18 +51,15 @@ pub fn scrubbing_reader<R: Read>(input: R, rules: &[Rule]) -> (impl Read, Counts
     (lines::edit_lines(input, scrub), counts)
 }
 
-/// `--scrub-rules` and `--no-scrub`, shared by the commands that read a source.
-#[derive(Debug, Clone, clap::Args)]
-pub struct ScrubFlags {
-    /// TOML rules that extend the built-in NetPoint preset (see README.md, "Scrubbing").
-    #[arg(long, value_name = "FILE")]
-    pub scrub_rules: Option<std::path::PathBuf>,
-    /// Copy secrets and personal data verbatim (not recommended).
-    #[arg(long, conflicts_with = "scrub_rules")]
+/// How a source is scrubbed, for the commands that read one.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// TOML rules that extend the built-in NetPoint preset.
+    pub rules: Option<std::path::PathBuf>,
+    /// Copy secrets and personal data verbatim.
     pub no_scrub: bool,
-    /// Fail, changing nothing, when the leak scan finds credential-shaped values in columns
-    /// no scrub rule covers (with --no-scrub no column is covered).
-    #[arg(long)]
+    /// Refuse, changing nothing, when the leak scan finds credential-shaped values in
+    /// columns no scrub rule covers.
     pub strict: bool,
 }
 
@@ -105,7 +103,7 @@ const CATALOG_QUERY: &str = "select json_build_object(\
    from pg_inherits i join pg_class c on c.oid = i.inhrelid join pg_namespace cn on cn.oid = c.relnamespace \
    join pg_class p on p.oid = i.inhparent join pg_namespace pn on pn.oid = p.relnamespace), '[]'))";
 
-impl ScrubFlags {
+impl Options {
     pub fn plan(
         &self,
         sh: &xshell::Shell,
@@ -113,15 +111,14 @@ impl ScrubFlags {
         source: &DbUrl,
     ) -> anyhow::Result<Plan> {
         if self.no_scrub {
-            term::warn("--no-scrub: secrets and personal data are copied verbatim");
             return Ok(Plan::default());
         }
-        let rules = rules::load_rules(self.scrub_rules.as_deref())?;
+        let rules = rules::load_rules(self.rules.as_deref())?;
         let answer = tools.query(sh, source, Access::ReadOnly, CATALOG_QUERY)?;
         let catalog: Catalog = serde_json::from_str(&answer)
             .with_context(|| format!("reading the columns of {source}"))?;
         let mut plan = plan_rules(rules, &catalog)?;
-        if let Some(file) = &self.scrub_rules {
+        if let Some(file) = &self.rules {
             // A preset rule for a table this database lacks is normal; one of the user's
             // is most likely a misspelt table or column, which would scrub nothing.
             let preset: BTreeSet<String> = rules::load_rules(None)?
@@ -186,10 +183,10 @@ impl ScrubFlags {
             }
         }
         if plan.applied.is_empty() {
-            bail!(
-                "no scrub rule applies to any table of {source}, so secrets and personal data would be copied verbatim: \
-                 give rules for its tables with --scrub-rules, or pass --no-scrub to copy it as it is"
-            );
+            return Err(refuse(
+                Remedy::ScrubRulesOrNoScrub,
+                format!("no scrub rule applies to any table of {source}, so secrets and personal data would be copied verbatim"),
+            ));
         }
         Ok(plan)
     }

@@ -14,7 +14,8 @@ use serde::de::DeserializeOwned;
 use xshell::Shell;
 
 use crate::{
-    pg::{self, Access, DbUrl, PgTools, Tool},
+    pg::{self, Access, DbUrl, PgTools},
+    pipeline::snapshot::READ_ONLY_SNAPSHOT,
     process::{self, SpawnTool},
 };
 
@@ -34,16 +35,7 @@ pub struct Session {
 
 impl Session {
     pub fn open(sh: &Shell, tools: &PgTools, source: &DbUrl) -> anyhow::Result<Session> {
-        let cmd = tools.cmd(sh, Tool::Psql, source, Access::ReadOnly)?.args([
-            "-X",
-            "-q",
-            "-A",
-            "-t",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-f",
-            "-",
-        ]);
+        let cmd = tools.stdin_session(sh, source, Access::ReadOnly)?;
         let mut command = pg::tool_command(cmd, source);
         command
             .stdin(Stdio::piped())
@@ -63,13 +55,7 @@ impl Session {
             source: source.clone(),
             ended: None,
         };
-        // As pg_dump does for itself: no timeout a role's defaults set ends the session
-        // halfway through a subset.
-        session.send(
-            "set statement_timeout = 0;\nset lock_timeout = 0;\n\
-             set idle_in_transaction_session_timeout = 0;\n\
-             begin transaction isolation level repeatable read read only;\n",
-        )?;
+        session.send(READ_ONLY_SNAPSHOT)?;
         session
             .line("select 'ready';")
             .with_context(|| format!("opening a read-only snapshot of {source}"))?;

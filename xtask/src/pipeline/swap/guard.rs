@@ -8,28 +8,26 @@ use xshell::Shell;
 
 use crate::{
     pg::{DbUrl, PgTools},
-    pipeline::staged_media::{has_entries, StagedMedia},
+    pipeline::staged_media::has_entries,
     plain::lines,
+    remedy::{refuse, Remedy},
     term,
 };
 
-use super::{aside_name, exists, is_temp_name, lock, put_back, TargetState};
+use super::{exists, is_temp_name, lock, put_back, TargetState};
 
-/// Flags that guard a database about to be replaced.
-#[derive(Debug, Clone, clap::Args)]
+/// What the user allowed before a database is replaced.
+#[derive(Debug, Clone, Copy, Default)]
 pub struct LoadGuard {
-    /// Replace a target database that has tables without asking.
-    #[arg(long)]
+    /// Replace a database that has tables, or media that is not empty, without asking.
     pub yes: bool,
-    /// Allow a target database that is not on this machine.
-    #[arg(long)]
+    /// Replace a database on another machine.
     pub allow_remote_target: bool,
     /// Load a dump of a newer PostgreSQL major into an older server.
-    #[arg(long)]
     pub allow_downgrade: bool,
 }
 
-/// Refuses a dump of a newer major unless --allow-downgrade; with it, returns the `SET`
+/// Refuses a dump of a newer major unless a downgrade is allowed; then returns the `SET`
 /// lines the older server would reject.
 pub fn check_versions(
     source_major: u32,
@@ -43,10 +41,13 @@ pub fn check_versions(
     if !guard.allow_downgrade {
         bail!(
             "the source is PostgreSQL {source_major} but {target} runs PostgreSQL {target_major}: a dump of a newer server \
-             may not load into an older one; pass --allow-downgrade to try (the target stays untouched if it fails)"
+             may not load into an older one; {}",
+            Remedy::AllowDowngrade
         );
     }
-    term::warn(format!("loading a PostgreSQL {source_major} dump into PostgreSQL {target_major} (--allow-downgrade)"));
+    term::warn(format!(
+        "loading a PostgreSQL {source_major} dump into PostgreSQL {target_major}, as allowed"
+    ));
     Ok(lines::settings_unknown_to(target_major))
 }
 
@@ -62,7 +63,10 @@ pub fn guard_target(target: &DbUrl, guard: &LoadGuard) -> anyhow::Result<()> {
         );
     }
     if !target.is_loopback() && !guard.allow_remote_target {
-        bail!("target {target} is not on this machine: pass --allow-remote-target if you really mean to replace a remote database");
+        return Err(refuse(
+            Remedy::AllowRemoteTarget,
+            format!("target {target} is not on this machine"),
+        ));
     }
     Ok(())
 }
@@ -92,25 +96,8 @@ pub fn take_locks(
     Ok((lock, media))
 }
 
-/// Records, before the swap, what the next run needs to undo it should this one be killed
-/// between the database swap and the media swap.
-pub fn record_swap(
-    media_lock: &mut Option<lock::MediaLock>,
-    target: &DbUrl,
-    staged: &Option<StagedMedia>,
-) -> anyhow::Result<()> {
-    if let (Some(media_lock), Some(staged)) = (media_lock.as_mut(), staged) {
-        media_lock.record(&lock::Journal {
-            target: format!("{}/{}", target.host_port(), target.database),
-            aside: aside_name(&target.database),
-            staging: fs::canonicalize(&staged.dir).unwrap_or_else(|_| staged.dir.to_path_buf()),
-        })?;
-    }
-    Ok(())
-}
-
 /// Asks before replacing a database that has tables or a media directory that is not empty;
-/// refuses without a terminal unless --yes.
+/// refuses without a terminal unless confirmed beforehand.
 pub fn confirm_replace(
     target: &DbUrl,
     state: &TargetState,
@@ -139,10 +126,13 @@ pub fn confirm_replace(
     ask_to_replace(&what)
 }
 
-/// Asks on a terminal whether `what` may be replaced; without a terminal, refuses and names --yes.
+/// Asks on a terminal whether `what` may be replaced; without a terminal, refuses.
 pub fn ask_to_replace(what: &str) -> anyhow::Result<()> {
     if !term::stdin_is_terminal() {
-        bail!("{what} would be replaced: pass --yes to confirm (standard input is not a terminal)");
+        return Err(refuse(
+            Remedy::Confirm,
+            format!("{what} would be replaced (standard input is not a terminal)"),
+        ));
     }
     if !term::confirm(&format!("Replace {what}?"))? {
         bail!("cancelled: nothing was changed");

@@ -14,7 +14,7 @@ use anyhow::{bail, Context};
 use xshell::Shell;
 
 use crate::{
-    pg::{self, sql::literal, Access, DbUrl, PgTools, Tool},
+    pg::{self, sql::literal, Access, DbUrl, PgTools},
     pipeline::swap,
     process,
 };
@@ -51,16 +51,7 @@ impl TargetLock {
         admin: &DbUrl,
         target: &DbUrl,
     ) -> anyhow::Result<TargetLock> {
-        let cmd = tools.cmd(sh, Tool::Psql, admin, Access::ReadWrite)?.args([
-            "-X",
-            "-q",
-            "-A",
-            "-t",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-f",
-            "-",
-        ]);
+        let cmd = tools.stdin_session(sh, admin, Access::ReadWrite)?;
         let mut child = process::spawn_holder(
             pg::tool_command(cmd, admin)
                 .stdin(Stdio::piped())

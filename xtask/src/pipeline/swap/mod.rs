@@ -9,8 +9,7 @@ mod stale;
 mod target;
 
 pub use guard::{
-    ask_to_replace, check_versions, confirm_replace, guard_target, record_swap, take_locks,
-    LoadGuard,
+    ask_to_replace, check_versions, confirm_replace, guard_target, take_locks, LoadGuard,
 };
 pub use stale::{
     aside_name, drop_stale, exists, is_temp_name, put_back, snapshot_key_sql, stale_of_dead_runs,
@@ -25,6 +24,7 @@ use std::{thread, time::Duration};
 use anyhow::{bail, Context};
 use xshell::Shell;
 
+use crate::remedy::Remedy;
 use crate::{
     pg::{
         sql::{ident, literal},
@@ -34,26 +34,12 @@ use crate::{
     term,
 };
 
-/// Loads into a temporary database with `load`, then swaps it in place of the target and
-/// runs `then` (the media swap). The previous database is dropped only when `then` succeeded;
-/// if it fails, the previous database is put back. On any failure or interruption the target
-/// is as it was and the temporary database is gone.
+/// Makes a temporary database with `create` (an empty one, or a copy of a template) and fills
+/// it with `load`, then swaps it in place of the target and runs `then` (the media swap). The
+/// previous database is dropped only when `then` succeeded; if it fails, the previous database
+/// is put back. On any failure or interruption the target is as it was and the temporary
+/// database is gone.
 pub fn replace(
-    sh: &Shell,
-    tools: &PgTools,
-    admin: &DbUrl,
-    target: &DbUrl,
-    encoding: Option<&str>,
-    load: impl FnOnce(&DbUrl) -> anyhow::Result<()>,
-    then: impl FnOnce() -> anyhow::Result<()>,
-) -> anyhow::Result<()> {
-    let create = |temp: &DbUrl| create_temp(sh, tools, admin, temp, encoding);
-    replace_with(sh, tools, admin, target, create, load, then)
-}
-
-/// [`replace`], with the temporary database made by `create` (a copy of a template, say)
-/// rather than empty.
-pub fn replace_with(
     sh: &Shell,
     tools: &PgTools,
     admin: &DbUrl,
@@ -142,7 +128,7 @@ pub fn explain_load_failure(err: anyhow::Error) -> anyhow::Error {
     if code("53100") {
         err.context("the target server ran out of disk space while loading: free space where its data directory lives, then run again; the target is untouched")
     } else if code("53200") {
-        err.context("the target server ran out of memory while loading: lower --jobs or give it more memory; the target is untouched")
+        err.context(format!("the target server ran out of memory while loading: {} or give it more memory; the target is untouched", Remedy::FewerJobs))
     } else if code("57P01")
         || code("57P02")
         || code("57P03")

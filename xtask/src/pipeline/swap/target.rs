@@ -4,7 +4,10 @@
 use anyhow::{bail, Context};
 use xshell::Shell;
 
-use crate::pg::{sql::literal, Access, DbUrl, PgTools, Server};
+use crate::{
+    pg::{sql::literal, Access, DbUrl, PgTools, Server},
+    remedy::{refuse, Remedy},
+};
 
 /// What is known about the database a run is about to replace.
 pub struct TargetState {
@@ -63,11 +66,14 @@ pub fn inspect_target(
     })?;
     let exists = oid.is_some();
     if snapshot {
-        bail!(
-            "database `{}` on {} is a snapshot of `cargo xtask dev-db`, not a dev database: name the dev database, or use `cargo xtask dev-db restore`",
-            target.database,
-            target.host_port()
-        );
+        return Err(refuse(
+            Remedy::NotASnapshot,
+            format!(
+                "database `{}` on {} is a snapshot of the dev database, not a dev database",
+                target.database,
+                target.host_port()
+            ),
+        ));
     }
     let user = target.user.as_deref().unwrap_or("(default user)");
     if !can_create {

@@ -10,9 +10,15 @@ use anyhow::Context;
 use xshell::Shell;
 
 use crate::{
-    pg::{self, Access, DbUrl, PgTools, Tool},
+    pg::{self, Access, DbUrl, PgTools},
     process::{self, SpawnTool},
 };
+
+/// What a session that reads the source for a whole run sends first: as pg_dump does for
+/// itself, no timeout a role's defaults set may end it halfway, and one read-only snapshot.
+pub const READ_ONLY_SNAPSHOT: &str = "set statement_timeout = 0;\nset lock_timeout = 0;\n\
+     set idle_in_transaction_session_timeout = 0;\n\
+     begin transaction isolation level repeatable read read only;\n";
 
 /// An open read-only transaction on the source whose snapshot other sessions share
 /// (`pg_dump --snapshot`), so data dumped on several sessions is one consistent state.
@@ -25,16 +31,7 @@ pub struct Snapshot {
 
 impl Snapshot {
     pub fn export(sh: &Shell, tools: &PgTools, source: &DbUrl) -> anyhow::Result<Snapshot> {
-        let cmd = tools.cmd(sh, Tool::Psql, source, Access::ReadOnly)?.args([
-            "-X",
-            "-q",
-            "-A",
-            "-t",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-f",
-            "-",
-        ]);
+        let cmd = tools.stdin_session(sh, source, Access::ReadOnly)?;
         let mut command = pg::tool_command(cmd, source);
         command
             .stdin(Stdio::piped())
@@ -46,12 +43,9 @@ impl Snapshot {
         let stderr = process::collect_stderr(child.stderr.take().unwrap());
         let mut stdin = child.stdin.take().unwrap();
         let mut stdout = BufReader::new(child.stdout.take().unwrap());
-        // As pg_dump does for itself: no timeout a role's defaults set ends the holder, or a
-        // count, while other sessions still need the snapshot.
-        let _ = stdin.write_all(
-            b"set statement_timeout = 0;\nset lock_timeout = 0;\nset idle_in_transaction_session_timeout = 0;\n\
-              begin transaction isolation level repeatable read read only;\nselect pg_export_snapshot();\n",
-        );
+        // No timeout may end the holder, or a count, while other sessions need the snapshot.
+        let _ = stdin.write_all(READ_ONLY_SNAPSHOT.as_bytes());
+        let _ = stdin.write_all(b"select pg_export_snapshot();\n");
         let _ = stdin.flush();
         let mut line = String::new();
         let _ = stdout.read_line(&mut line);

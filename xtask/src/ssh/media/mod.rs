@@ -10,9 +10,8 @@
 //! with, so a file that changed on the way fails the run instead of arriving cut short.
 
 use std::{
-    collections::BTreeMap,
     fs,
-    io::{Read, Write},
+    io::Write,
     os::unix::{ffi::OsStrExt, fs::PermissionsExt},
     path::{Path, PathBuf},
     process::{Command, Stdio},
@@ -22,69 +21,22 @@ use std::{
 use anyhow::{bail, Context as _};
 
 use super::Tunnel;
+use crate::remedy::Remedy;
 use crate::{media, process, term};
+
+mod listing;
+mod verify;
+
+pub use listing::Tree;
+use listing::{
+    parse_listing, parse_posix_listing, parse_tree, FileMeta, Listing, FIND_PRINTF, POSIX_LISTING,
+};
+use verify::{drain_padding, verify_against, Counted};
 
 pub struct RemoteMedia<'a> {
     pub tunnel: &'a Tunnel,
     pub dir: String,
 }
-
-/// Regular files of a remote tree by path: their POSIX `cksum` CRC and size.
-pub type Listing = BTreeMap<PathBuf, (u32, u64)>;
-
-/// What the host said of one regular file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct FileMeta {
-    pub size: u64,
-    /// Modification time in seconds since the epoch, when the host's `find` could tell.
-    pub mtime: Option<i64>,
-    /// Permission bits (0 when unknown).
-    pub mode: u32,
-}
-
-/// A remote tree as listed: files, directories (with their modes, when the host's `find`
-/// could tell) and symbolic links (with their targets, likewise).
-#[derive(Debug, Default)]
-pub struct Tree {
-    pub files: BTreeMap<PathBuf, FileMeta>,
-    pub dirs: BTreeMap<PathBuf, Option<u32>>,
-    pub links: BTreeMap<PathBuf, Option<PathBuf>>,
-    /// The CRCs, when the listing came from `cksum` (a host without GNU `find`).
-    sums: Option<Listing>,
-}
-
-impl Tree {
-    pub fn totals(&self) -> media::Totals {
-        media::Totals {
-            files: self.files.len() as u64,
-            bytes: self.files.values().map(|f| f.size).sum(),
-        }
-    }
-
-    /// Whether the listing holds `rel` as that kind of member: a file, a directory, or a
-    /// link to that target (to any, when the host could not say).
-    fn holds(&self, rel: &Path, member: media::Member<'_>) -> bool {
-        match member {
-            media::Member::File => self.files.contains_key(rel),
-            media::Member::Dir => self.dirs.contains_key(rel),
-            media::Member::Symlink(target) => self
-                .links
-                .get(rel)
-                .is_some_and(|listed| listed.as_deref().is_none_or(|t| t == target)),
-        }
-    }
-}
-
-/// GNU `find`: type, mode, size, time and path of every entry, then its link target (empty
-/// for what is not a link), each NUL-terminated; only where `tar` is GNU tar too, which the
-/// fetch of a file list needs (`--null --no-unquote`).
-const FIND_PRINTF: &str = "tar --version 2>/dev/null | grep -q 'GNU tar' && exec find . -printf '%y %m %s %T@ %p\\0%l\\0'";
-
-/// Elsewhere, POSIX tools: every file's `cksum`, then the directories, the links and
-/// anything else, each part ended by a line `/` (which no path printed by `find .` is).
-const POSIX_LISTING: &str =
-    "find . -type f -exec cksum {} + && echo / && find . -type d -print && echo / && \
-     find . -type l -print && echo / && find . ! -type f ! -type d ! -type l -print && echo /";
 
 impl RemoteMedia<'_> {
     /// `DEST:DIR`, for messages.
@@ -177,7 +129,8 @@ impl RemoteMedia<'_> {
                 .files
                 .iter()
                 .filter(|(rel, meta)| {
-                    media::earlier_file(previous, rel).is_some_and(|old| same_file(&old, meta))
+                    media::unchanged_file(previous, rel, meta.size, |was| same_file(was, meta))
+                        .is_some()
                 })
                 .map(|(rel, _)| rel)
                 .collect(),
@@ -385,8 +338,10 @@ impl RemoteMedia<'_> {
         }
         if said.contains("can't cd") || (said.contains("cd") && said.contains("No such file")) {
             return format!(
-                "no media directory {} on {}: check --source-media, a path on that host ({last})",
-                self.dir, self.tunnel.remote.dest
+                "no media directory {} on {}: {} ({last})",
+                self.dir,
+                self.tunnel.remote.dest,
+                Remedy::SourceMediaPath
             );
         }
         format!(
@@ -397,39 +352,10 @@ impl RemoteMedia<'_> {
     }
 }
 
-/// What follows a tar archive's end: `tar` pads its output to whole records (10 KiB for GNU
-/// tar) and nothing else; more than a little is refused.
-fn drain_padding(stream: &mut impl std::io::Read) -> anyhow::Result<()> {
-    const LIMIT: u64 = 1 << 20;
-    let mut rest = stream.take(LIMIT + 1);
-    let mut buf = [0u8; 64 * 1024];
-    let mut seen = 0u64;
-    loop {
-        let n = rest
-            .read(&mut buf)
-            .context("reading the end of the tar stream")?;
-        if n == 0 {
-            return Ok(());
-        }
-        seen += n as u64;
-        if seen > LIMIT || buf[..n].iter().any(|&b| b != 0) {
-            bail!("data after the end of the tar stream: not an archive of the media tree");
-        }
-    }
-}
-
-/// Whether the earlier copy at `old` is a regular file with the host's size, time and mode.
-fn same_file(old: &Path, meta: &FileMeta) -> bool {
+/// Whether a file of the earlier copy (its size already the host's) has the host's time and mode.
+fn same_file(was: &fs::Metadata, meta: &FileMeta) -> bool {
     use std::os::unix::fs::MetadataExt;
-    let Some(mtime) = meta.mtime else {
-        return false;
-    };
-    fs::symlink_metadata(old).is_ok_and(|was| {
-        was.is_file()
-            && was.len() == meta.size
-            && was.mtime() == mtime
-            && was.mode() & 0o777 == meta.mode & 0o777
-    })
+    meta.mtime == Some(was.mtime()) && was.mode() & 0o777 == meta.mode & 0o777
 }
 
 /// A directory's mode as it is installed: its permission bits, never setuid, setgid or
@@ -438,228 +364,14 @@ fn dir_mode(listed: u32) -> u32 {
     (listed & 0o777) | 0o700
 }
 
-/// `find -printf '%y %m %s %T@ %p\0%l\0'` records as a tree.
-pub fn parse_tree(text: &[u8]) -> anyhow::Result<Tree> {
-    let mut tree = Tree::default();
-    let ends = text.iter().filter(|&&b| b == 0).count();
-    if ends % 2 == 1 || text.last().is_some_and(|&b| b != 0) {
-        bail!("the listing from find ends in the middle of an entry");
-    }
-    let mut parts = text.split(|&b| b == 0);
-    while let (Some(record), Some(target)) = (parts.next(), parts.next()) {
-        let mut fields = record.splitn(5, |&b| b == b' ');
-        let mut field = || fields.next().and_then(|p| std::str::from_utf8(p).ok());
-        let (kind, mode, size, time) = (field(), field(), field(), field());
-        let path = fields.next();
-        let parsed = (|| {
-            let mode = u32::from_str_radix(mode?, 8).ok()?;
-            let size: u64 = size?.parse().ok()?;
-            let secs: i64 = time?.split('.').next()?.parse().ok()?;
-            Some((kind?, mode, size, secs))
-        })();
-        let (Some((kind, mode, size, secs)), Some(path)) = (parsed, path) else {
-            bail!(
-                "unexpected line from find: {:?}",
-                String::from_utf8_lossy(record)
-            );
-        };
-        if path == b"." {
-            continue;
-        }
-        let rel = relative(path, "find")?;
-        match kind {
-            "f" => {
-                let meta = FileMeta {
-                    size,
-                    mtime: Some(secs),
-                    mode,
-                };
-                tree.files.insert(rel, meta);
-            }
-            "d" => {
-                tree.dirs.insert(rel, Some(mode));
-            }
-            "l" => {
-                let target = PathBuf::from(std::ffi::OsStr::from_bytes(target));
-                tree.links.insert(rel, Some(target));
-            }
-            other => bail!(
-                "{} is a special file (find type {other}): only files, directories and links belong in media",
-                rel.display()
-            ),
-        }
-    }
-    Ok(tree)
-}
-
-/// `./path` as printed by `find .`, as a path relative to the media root.
-fn relative(path: &[u8], from: &str) -> anyhow::Result<PathBuf> {
-    match path.strip_prefix(b"./") {
-        Some(rel) if !rel.is_empty() => Ok(PathBuf::from(std::ffi::OsStr::from_bytes(rel))),
-        _ => bail!(
-            "unexpected path from {from}: {:?}",
-            String::from_utf8_lossy(path)
-        ),
-    }
-}
-
-/// [`POSIX_LISTING`]'s output as a tree: files with their CRCs, then directories and links
-/// (without modes or targets, which POSIX `find` cannot print); anything else is refused.
-pub fn parse_posix_listing(text: &[u8]) -> anyhow::Result<Tree> {
-    let mut parts = text.split(|&b| b == b'\n');
-    let mut part = || -> anyhow::Result<Vec<&[u8]>> {
-        let mut lines = Vec::new();
-        loop {
-            match parts.next() {
-                Some(b"/") => return Ok(lines),
-                Some(line) if !line.is_empty() => lines.push(line),
-                Some(_) => {}
-                None => {
-                    bail!("the listing ends early (a file name with a line break in it? rename it)")
-                }
-            }
-        }
-    };
-    let mut cksums = part()?.join(&b'\n');
-    cksums.push(b'\n');
-    let sums = parse_listing(&cksums)?;
-    let (dirs, links, others) = (part()?, part()?, part()?);
-    if let Some(other) = others.first() {
-        bail!(
-            "{} is a special file: only files, directories and links belong in media",
-            String::from_utf8_lossy(other)
-        );
-    }
-    let mut tree = Tree::default();
-    for dir in dirs.into_iter().filter(|d| *d != b".") {
-        tree.dirs.insert(relative(dir, "find")?, None);
-    }
-    for link in links {
-        tree.links.insert(relative(link, "find")?, None);
-    }
-    tree.files = sums
-        .iter()
-        .map(|(rel, &(_, size))| {
-            let meta = FileMeta {
-                size,
-                mtime: None,
-                mode: 0,
-            };
-            (rel.clone(), meta)
-        })
-        .collect();
-    tree.sums = Some(sums);
-    Ok(tree)
-}
-
-/// A reader that reports how much went through it.
-struct Counted<'a, R> {
-    inner: R,
-    on_read: &'a dyn Fn(u64),
-}
-
-impl<R: std::io::Read> std::io::Read for Counted<'_, R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        (self.on_read)(n as u64);
-        Ok(n)
-    }
-}
-
 /// `'it'\''s'`: one word for a POSIX shell, whatever it holds.
 pub fn sh_quote(text: &str) -> String {
     format!("'{}'", text.replace('\'', "'\\''"))
 }
 
-/// `cksum` lines (`CRC SIZE ./path`) by path.
-pub fn parse_listing(text: &[u8]) -> anyhow::Result<Listing> {
-    use std::os::unix::ffi::OsStrExt;
-    let mut listing = Listing::new();
-    for line in text.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
-        let mut parts = line.splitn(3, |&b| b == b' ');
-        let crc = parts
-            .next()
-            .and_then(|p| std::str::from_utf8(p).ok()?.parse().ok());
-        let size = parts
-            .next()
-            .and_then(|p| std::str::from_utf8(p).ok()?.parse().ok());
-        let name = parts.next().and_then(|p| p.strip_prefix(b"./"));
-        let (Some(crc), Some(size), Some(name)) = (crc, size, name) else {
-            bail!(
-                "unexpected line from cksum: {:?} (a file name with a line break in it? rename it)",
-                String::from_utf8_lossy(line)
-            );
-        };
-        listing.insert(
-            PathBuf::from(std::ffi::OsStr::from_bytes(name)),
-            (crc, size),
-        );
-    }
-    Ok(listing)
-}
-
-/// POSIX `cksum`'s CRC of what `read` gives, and its size: CRC-32/CKSUM over the data and
-/// then its length, least significant byte first.
-pub fn cksum(mut read: impl std::io::Read) -> std::io::Result<(u32, u64)> {
-    const CKSUM: crc::Crc<u32> = crc::Crc::<u32>::new(&crc::CRC_32_CKSUM);
-    let mut digest = CKSUM.digest();
-    let mut buf = vec![0; 256 * 1024];
-    let mut size = 0u64;
-    loop {
-        let n = read.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        digest.update(&buf[..n]);
-        size += n as u64;
-    }
-    let mut len = size;
-    while len > 0 {
-        digest.update(&[(len & 0xff) as u8]);
-        len >>= 8;
-    }
-    Ok((digest.finalize(), size))
-}
-
-/// Whether the files under `root` are exactly the listed ones, each with its listed size,
-/// and those in `sums` (the fetched ones) with the host's CRC; else what differs, for the
-/// message.
-fn verify_against(root: &Path, sums: &Listing, tree: &Tree) -> Result<(), String> {
-    let mut seen = 0usize;
-    for entry in walkdir::WalkDir::new(root).follow_links(false) {
-        let entry = entry.map_err(|err| err.to_string())?;
-        if !entry.file_type().is_file() {
-            continue;
-        }
-        let rel = entry.path().strip_prefix(root).unwrap_or(entry.path());
-        seen += 1;
-        let Some(listed) = tree.files.get(rel) else {
-            return Err(format!("{} was not listed", rel.display()));
-        };
-        let size = entry.metadata().map_err(|err| err.to_string())?.len();
-        if size != listed.size {
-            return Err(format!(
-                "{} was listed with {} bytes and arrived with {size}",
-                rel.display(),
-                listed.size
-            ));
-        }
-        if let Some(&expected) = sums.get(rel) {
-            let file = fs::File::open(entry.path()).map_err(|err| err.to_string())?;
-            if cksum(file).map_err(|err| err.to_string())? != expected {
-                return Err(format!("{} differs from its listing", rel.display()));
-            }
-        }
-    }
-    match seen == tree.files.len() {
-        true => Ok(()),
-        false => Err(format!("{} files listed, {seen} arrived", tree.files.len())),
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::{listing::*, verify::*, *};
 
     #[test]
     fn find_records_become_a_tree() {
@@ -742,37 +454,43 @@ f 4644 12 1700000123.9990000000 ./a b/it's\nodd\0\0l 777 3 1700000000.0 ./a b/li
     fn an_earlier_copy_counts_as_unchanged_only_with_the_same_size_time_and_mode() {
         use std::os::unix::fs::MetadataExt;
         let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("f");
-        fs::write(&file, b"abc").unwrap();
-        let had = fs::metadata(&file).unwrap();
+        let root = fs::canonicalize(dir.path()).unwrap();
+        fs::write(root.join("f"), b"abc").unwrap();
+        let had = fs::metadata(root.join("f")).unwrap();
         let meta = FileMeta {
             size: 3,
             mtime: Some(had.mtime()),
             mode: had.mode() & 0o7777,
         };
-        assert!(same_file(&file, &meta));
-        assert!(!same_file(&file, &FileMeta { size: 4, ..meta }));
-        assert!(!same_file(
-            &file,
-            &FileMeta {
+        let unchanged = |rel: &str, meta: FileMeta| {
+            media::unchanged_file(&root, Path::new(rel), meta.size, |was| {
+                same_file(was, &meta)
+            })
+            .is_some()
+        };
+        assert!(unchanged("f", meta));
+        assert!(!unchanged("f", FileMeta { size: 4, ..meta }));
+        assert!(!unchanged(
+            "f",
+            FileMeta {
                 mtime: Some(1),
                 ..meta
             }
         ));
-        assert!(!same_file(
-            &file,
-            &FileMeta {
+        assert!(!unchanged(
+            "f",
+            FileMeta {
                 mtime: None,
                 ..meta
             }
         ));
-        assert!(!same_file(
-            &file,
-            &FileMeta {
+        assert!(!unchanged(
+            "f",
+            FileMeta {
                 mode: 0o600 ^ meta.mode,
                 ..meta
             }
         ));
-        assert!(!same_file(&dir.path().join("missing"), &meta));
+        assert!(!unchanged("missing", meta));
     }
 }

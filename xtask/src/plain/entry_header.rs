@@ -1,4 +1,5 @@
-//! The comment line pg_dump writes before each entry of a plain dump.
+//! pg_dump's comment that opens each entry of a plain dump, read on its own so that the line
+//! editor and the table of contents both know an entry when they see one.
 
 /// pg_dump's comment that opens an entry:
 /// `-- Name: t t_pkey; Type: CONSTRAINT; Schema: public; Owner: -` or
@@ -41,4 +42,33 @@ impl EntryHeader {
 /// `TABLE DATA` from `-- Data for Name: t; Type: TABLE DATA; Schema: public; Owner: -`.
 pub fn entry_kind(line: &[u8]) -> Option<String> {
     EntryHeader::parse(std::str::from_utf8(line).ok()?).map(|header| header.kind)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entry_headers_are_read_from_the_right() {
+        let header = |line: &str| EntryHeader::parse(line).map(|h| (h.name, h.kind, h.schema));
+        let owned = |a: &str, b: &str, c: &str| Some((a.into(), b.into(), c.into()));
+        assert_eq!(
+            header("-- Name: t t_pkey; Type: CONSTRAINT; Schema: public; Owner: -\n"),
+            owned("t t_pkey", "CONSTRAINT", "public")
+        );
+        assert_eq!(
+            header("-- Data for Name: t; Type: TABLE DATA; Schema: s; Owner: a; Tablespace: x"),
+            owned("t", "TABLE DATA", "s")
+        );
+        assert_eq!(
+            header("-- Name: odd; Type: name; Type: TABLE; Schema: public; Owner: -"),
+            owned("odd; Type: name", "TABLE", "public")
+        );
+        assert_eq!(
+            header("-- Name: plpgsql; Type: EXTENSION; Schema: -; Owner: -"),
+            owned("plpgsql", "EXTENSION", "-")
+        );
+        assert_eq!(header("-- Name: x"), None);
+        assert_eq!(header("-- Dumped by pg_dump version 15"), None);
+    }
 }
