@@ -4,11 +4,11 @@
 
 use std::path::PathBuf;
 
-use anyhow::anyhow;
+use anyhow::{anyhow, bail};
 
 use crate::{
     pg::{self, url::from_env, DbUrl},
-    pipeline::{scrub, swap},
+    pipeline::{scrub, subset, swap},
     remedy::Remedy,
     term,
 };
@@ -63,6 +63,78 @@ impl ScrubFlags {
             no_scrub: self.no_scrub,
             strict: self.strict,
         }
+    }
+}
+
+/// `--subset`, `--subset-rules` and `--sample`: a subset of the source instead of all of it.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct SubsetFlags {
+    /// Root rows of a subset: "TABLE: CONDITION" or NAME=VALUE from the rules, such as
+    /// site=ams1 (repeatable).
+    #[arg(long, value_name = "ROOT")]
+    pub subset: Vec<String>,
+    /// Subset rules (TOML) extending or replacing the built-in NetBox preset.
+    #[arg(long, value_name = "FILE")]
+    pub subset_rules: Option<PathBuf>,
+    /// A deterministic share of each root's rows, such as 5%.
+    #[arg(long, value_name = "PERCENT")]
+    pub sample: Option<String>,
+}
+
+/// What a subset is made of, once its flags are read.
+pub struct SubsetRequest {
+    pub rules: subset::Rules,
+    pub roots: Vec<subset::Root>,
+    pub sample: Option<f64>,
+}
+
+impl SubsetFlags {
+    /// The subset flags given, as typed: empty when the whole source is wanted.
+    pub fn given(&self) -> Vec<&'static str> {
+        let mut given = Vec::new();
+        if !self.subset.is_empty() {
+            given.push("--subset");
+        }
+        if self.subset_rules.is_some() {
+            given.push("--subset-rules");
+        }
+        if self.sample.is_some() {
+            given.push("--sample");
+        }
+        given
+    }
+
+    /// The subset asked for; `None` when no subset flag is given.
+    pub fn request(&self) -> anyhow::Result<Option<SubsetRequest>> {
+        if self.given().is_empty() {
+            return Ok(None);
+        }
+        if self.subset.is_empty() {
+            bail!("--subset-rules and --sample shape a subset: name its roots with --subset \"TABLE: CONDITION\" or NAME=VALUE");
+        }
+        let rules = subset::Rules::load(self.subset_rules.as_deref())?;
+        let roots = self
+            .subset
+            .iter()
+            .map(|arg| rules.root(arg))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let sample = self.sample.as_deref().map(parse_sample).transpose()?;
+        Ok(Some(SubsetRequest {
+            rules,
+            roots,
+            sample,
+        }))
+    }
+}
+
+/// `--sample 5%` (or `0.5%`): the share of each root's rows kept, in percent.
+pub fn parse_sample(text: &str) -> anyhow::Result<f64> {
+    let number = text.trim().strip_suffix('%').unwrap_or(text.trim());
+    match number.parse::<f64>() {
+        Ok(pct) if pct > 0.0 && pct <= 100.0 => Ok(pct),
+        _ => bail!(
+            "--sample {text:?}: give a share of the roots above 0% and at most 100%, such as 5%"
+        ),
     }
 }
 
@@ -213,6 +285,16 @@ mod tests {
                     arg.get_env()
                 );
             }
+        }
+    }
+
+    #[test]
+    fn samples_are_percentages() {
+        assert_eq!(super::parse_sample("5%").unwrap(), 5.0);
+        assert_eq!(super::parse_sample("0.5").unwrap(), 0.5);
+        for bad in ["0%", "101%", "five", "-1%"] {
+            let message = super::parse_sample(bad).unwrap_err().to_string();
+            assert!(message.contains("such as 5%"), "{message}");
         }
     }
 

@@ -6,6 +6,7 @@
 
 mod direct;
 mod export;
+mod subset;
 
 use std::path::{Path, PathBuf};
 
@@ -14,7 +15,7 @@ use anyhow::{bail, Context as _};
 use crate::{
     atomic_file,
     bundle::{allowed_signers::AllowedSigners, sign::SigningKey},
-    cli::{self, GuardFlags, ScrubFlags},
+    cli::{self, GuardFlags, ScrubFlags, SubsetFlags},
     context::Context,
     mode::{print_plan, Mode},
     pg::{DbUrl, Server},
@@ -84,6 +85,8 @@ pub struct CloneProd {
     guard: GuardFlags,
     #[command(flatten)]
     scrub: ScrubFlags,
+    #[command(flatten)]
+    subset: SubsetFlags,
 }
 
 impl CloneProd {
@@ -95,6 +98,18 @@ impl CloneProd {
         }
         if self.bundle.is_none() && (self.allowed_signers.is_some() || self.trust_unsigned) {
             bail!("--allowed-signers and --trust-unsigned apply to an import: use them with --bundle DIR");
+        }
+        if let Some(flag) = self.subset.given().first() {
+            let mode = [
+                (self.out.is_some(), "--out"),
+                (self.bundle.is_some(), "--bundle"),
+                (self.media_only, "--media-only"),
+            ]
+            .into_iter()
+            .find_map(|(given, mode)| given.then_some(mode));
+            if let Some(mode) = mode {
+                bail!("{flag} does not work with {mode} yet: a subset is cloned straight into a database (--target) for now; bundles and seed-dev come next");
+            }
         }
         if let Some(dir) = &self.bundle {
             let target = cli::required_dev_database(self.target.clone(), "--target")?;
@@ -231,7 +246,13 @@ impl CloneProd {
             }
             None => {
                 let target = cli::required_dev_database(self.target.clone(), "--target")?;
-                let target_media = cli::dev_media(self.target_media.clone());
+                let mut target_media = cli::dev_media(self.target_media.clone());
+                let subset = self.subset.request()?;
+                let mut source_media = source_media;
+                if subset.is_some() && (source_media.is_some() || target_media.is_some()) {
+                    term::warn("--subset clones the database only for now: the media directory is left as it is");
+                    (source_media, target_media) = (None, None);
+                }
                 let (guard, scrub) = (self.guard.guard(), self.scrub.options());
                 let direct = direct::Direct {
                     source,
@@ -242,6 +263,7 @@ impl CloneProd {
                     given: &self.exclude_table_data,
                     guard: &guard,
                     scrub: &scrub,
+                    subset: subset.as_ref(),
                 };
                 direct.run(cx, mode)
             }

@@ -3,13 +3,13 @@
 
 use std::{io::Write, path::PathBuf};
 
-use anyhow::Context as _;
+use anyhow::{bail, Context as _};
 use clap::Args;
 
 use crate::{
     cli,
     context::Context,
-    pipeline::subset::{self, Rules, Subset},
+    pipeline::subset::Subset,
 };
 
 #[derive(Debug, Args)]
@@ -17,15 +17,8 @@ pub struct SubsetPlan {
     /// Source database URL [default: $NETPOINT_PROD_DATABASE_URL].
     #[arg(long, value_name = "URL")]
     source: Option<String>,
-    /// Root rows: "TABLE: CONDITION" or NAME=VALUE from the rules (repeatable).
-    #[arg(long, value_name = "ROOT")]
-    subset: Vec<String>,
-    /// Subset rules (TOML) extending or replacing the built-in NetBox preset.
-    #[arg(long, value_name = "FILE")]
-    subset_rules: Option<PathBuf>,
-    /// A deterministic share of each root's rows, such as 5%.
-    #[arg(long, value_name = "PERCENT")]
-    sample: Option<String>,
+    #[command(flatten)]
+    subset: cli::SubsetFlags,
     /// Also write every table's rows as pg_dump's `COPY ... FROM stdin` blocks to FILE.
     #[arg(long, value_name = "FILE")]
     copy: Option<PathBuf>,
@@ -34,17 +27,14 @@ pub struct SubsetPlan {
 impl SubsetPlan {
     pub fn run(self, cx: &Context) -> anyhow::Result<()> {
         let source = cli::prod_database(self.source)?;
-        let rules = Rules::load(self.subset_rules.as_deref())?;
-        let roots = self
-            .subset
-            .iter()
-            .map(|arg| rules.root(arg))
-            .collect::<anyhow::Result<Vec<_>>>()?;
-        let sample = self
-            .sample
-            .as_deref()
-            .map(subset::parse_sample)
-            .transpose()?;
+        let Some(request) = self.subset.request()? else {
+            bail!("name the subset's roots with --subset \"TABLE: CONDITION\" or NAME=VALUE");
+        };
+        let cli::SubsetRequest {
+            rules,
+            roots,
+            sample,
+        } = request;
         let mut subset = Subset::compute(&cx.sh, &cx.tools, &source, &rules, &roots, sample)?;
         if let Some(path) = &self.copy {
             let file = std::fs::File::create(path)

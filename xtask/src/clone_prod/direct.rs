@@ -4,8 +4,9 @@ use std::path::Path;
 
 use anyhow::bail;
 
-use super::SourceSide;
+use super::{subset as subset_fill, SourceSide};
 use crate::{
+    cli::SubsetRequest,
     context::Context,
     mode::{print_plan, Mode},
     pg::DbUrl,
@@ -31,6 +32,8 @@ pub struct Direct<'a> {
     pub given: &'a [String],
     pub guard: &'a LoadGuard,
     pub scrub: &'a scrub::Options,
+    /// A subset of the source instead of all of it.
+    pub subset: Option<&'a SubsetRequest>,
 }
 
 impl Direct<'_> {
@@ -86,13 +89,22 @@ impl Direct<'_> {
             encoding,
         } = &side;
         let excluded = &exclusions.tables;
+        // Computed before anything is replaced: a bad root changes nothing.
+        let mut subset = self
+            .subset
+            .map(|request| subset_fill::compute(cx, self.source, request))
+            .transpose()?;
         if dry_run {
-            print_plan(&[
-                side.read_plan(self.source),
-                format!(
+            let dump = match &subset {
+                Some(subset) => subset_fill::plan_line(subset),
+                None => format!(
                     "dump it with pg_dump --no-owner --no-privileges{}",
                     excluded_text(excluded)
                 ),
+            };
+            print_plan(&[
+                side.read_plan(self.source),
+                dump,
                 side.scrub_plan(),
                 format!(
                     "restore into a temporary database beside {} and swap it in place",
@@ -129,7 +141,20 @@ impl Direct<'_> {
             .collect();
         let left_out: Vec<String> = excluded.iter().map(|(t, _)| t.clone()).collect();
         let mut leaks = None;
+        let mut verified = None;
         let fill = |temp: &DbUrl| {
+            if let Some(subset) = subset.as_mut() {
+                let fill = subset_fill::SubsetFill {
+                    source: self.source,
+                    scrub,
+                    left_out: &left_out,
+                    drop_settings: drop_settings.clone(),
+                    strict: self.scrub.strict,
+                };
+                let (report, checked) = fill.run(cx, subset, temp)?;
+                (leaks, verified) = (report, Some(checked));
+                return Ok(());
+            }
             let bar = term::bytes_progress("restore", None);
             // Uncovered columns are copied verbatim: the scan reads them as they pass.
             let covered = leak_scan::Covered::by_rules(&scrub.applied, &left_out);
@@ -194,7 +219,7 @@ impl Direct<'_> {
                 excluded,
                 media: replaced.media,
                 leaks: leaks.as_ref(),
-                provenance: None,
+                provenance: verified.as_ref().map(|v| v.line()).as_deref(),
                 timings: &replaced.timings,
             },
         );

@@ -219,20 +219,20 @@ impl Walk<'_> {
         let shown = &root.shown;
         let Some(t) = self.graph.find(&root.table) else {
             bail!(
-                "--subset {shown:?}: unknown table `{}`; check its name in the source",
+                "root {shown:?}: unknown table `{}`; check its name in the source",
                 root.table
             );
         };
         let table = &self.graph.tables[t];
         let Some(id) = table.id() else {
-            bail!("--subset {shown:?}: `{}` has no single-column primary key, so its rows cannot be followed; start from a table that has one", root.table);
+            bail!("root {shown:?}: `{}` has no single-column primary key, so its rows cannot be followed; start from a table that has one", root.table);
         };
         if self.derived[t] {
-            bail!("--subset {shown:?}: `{}` is a derived table, rebuilt after loading; start from the objects it is derived from", root.table);
+            bail!("root {shown:?}: `{}` is a derived table, rebuilt after loading; start from the objects it is derived from", root.table);
         }
         check_condition(&root.condition).map_err(|why| {
             anyhow::anyhow!(
-                "--subset {shown:?}: {why}; write one SQL condition on the table's columns"
+                "root {shown:?}: {why}; write one SQL condition on the table's columns"
             )
         })?;
         let ids: Vec<String> = self
@@ -243,10 +243,10 @@ impl Walk<'_> {
                 table = table.quoted,
                 condition = root.condition
             ))
-            .map_err(|err| anyhow::anyhow!("--subset {shown:?}: {err}; fix the condition"))?;
+            .map_err(|err| anyhow::anyhow!("root {shown:?}: {err}; fix the condition"))?;
         if ids.is_empty() {
             bail!(
-                "--subset {shown:?} matches no row of `{}`: check the condition against the source",
+                "root {shown:?} matches no row of `{}`: check the condition against the source",
                 root.table
             );
         }
@@ -262,7 +262,7 @@ impl Walk<'_> {
             }
         }
         if kept == 0 {
-            bail!("--subset {shown:?}: the sample keeps none of its {total} rows; raise --sample");
+            bail!("root {shown:?}: the sample keeps none of its {total} rows; raise the sample's share");
         }
         Ok(())
     }

@@ -7,8 +7,10 @@ pub mod copy;
 pub mod derived;
 pub mod graph;
 pub mod keys;
+pub mod load;
 pub mod rules;
 mod session;
+pub mod verify;
 
 use std::io::Write;
 
@@ -42,7 +44,7 @@ impl Subset {
         sample: Option<f64>,
     ) -> anyhow::Result<Subset> {
         if roots.is_empty() {
-            bail!("a subset needs at least one root: --subset \"TABLE: CONDITION\" or NAME=VALUE");
+            bail!("a subset needs at least one root: a table and a condition (TABLE: CONDITION) or a named subset (NAME=VALUE)");
         }
         let mut session = Session::open(sh, tools, source)?;
         let graph = Graph::read(&mut session, rules)?;
@@ -101,29 +103,5 @@ impl Subset {
                 .map(|(table, command)| serde_json::json!({"table": table, "command": command}))
                 .collect::<Vec<_>>(),
         })
-    }
-}
-
-/// `--sample 5%` (or `0.5%`): the share of each root's rows kept, in percent.
-pub fn parse_sample(text: &str) -> anyhow::Result<f64> {
-    let number = text.trim().strip_suffix('%').unwrap_or(text.trim());
-    match number.parse::<f64>() {
-        Ok(pct) if pct > 0.0 && pct <= 100.0 => Ok(pct),
-        _ => bail!(
-            "--sample {text:?}: give a share of the roots above 0% and at most 100%, such as 5%"
-        ),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn samples_are_percentages() {
-        assert_eq!(super::parse_sample("5%").unwrap(), 5.0);
-        assert_eq!(super::parse_sample("0.5").unwrap(), 0.5);
-        for bad in ["0%", "101%", "five", "-1%"] {
-            let message = super::parse_sample(bad).unwrap_err().to_string();
-            assert!(message.contains("such as 5%"), "{message}");
-        }
     }
 }

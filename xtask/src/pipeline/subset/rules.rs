@@ -159,14 +159,14 @@ impl Rules {
         }
         let Some((name, value)) = named else {
             bail!(
-                "--subset {arg:?}: write TABLE: CONDITION (\"dcim_site: slug = 'ams1'\") or NAME=VALUE (site=ams1)"
+                "root {arg:?}: write TABLE: CONDITION (\"dcim_site: slug = 'ams1'\") or NAME=VALUE (site=ams1)"
             );
         };
         let name = name.trim();
         let Some(template) = self.named.get(name) else {
             let known: Vec<&str> = self.named.keys().map(String::as_str).collect();
             bail!(
-                "--subset {arg:?}: no named subset `{name}`; the rules know {}, or write TABLE: CONDITION",
+                "root {arg:?}: no named subset `{name}`; the rules know {}, or write TABLE: CONDITION",
                 match known.is_empty() {
                     true => "none".to_string(),
                     false => known.join(", "),
@@ -202,7 +202,7 @@ fn template_parts(filled: &str) -> anyhow::Result<(&str, &str)> {
 fn root_of(shown: &str, table: &str, condition: &str) -> anyhow::Result<Root> {
     let condition = condition.trim();
     if condition.is_empty() {
-        bail!("--subset {shown:?}: no condition after `{table}:`; write `{table}: true` for every row");
+        bail!("root {shown:?}: no condition after `{table}:`; write `{table}: true` for every row");
     }
     Ok(Root {
         table: table.to_string(),

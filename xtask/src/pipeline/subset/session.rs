@@ -76,6 +76,16 @@ impl Session {
         }
     }
 
+    /// Exports the session's snapshot for `pg_dump --snapshot`: it stays importable while
+    /// this session's transaction is open.
+    pub fn export_snapshot(&mut self) -> anyhow::Result<String> {
+        let id = self.line("select pg_export_snapshot();")?;
+        match !id.is_empty() && id.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
+            true => Ok(id),
+            false => anyhow::bail!("unexpected snapshot id from {}: {id}", self.source),
+        }
+    }
+
     /// The one-line answer of a query that returns one row of one column.
     pub fn line(&mut self, sql: &str) -> anyhow::Result<String> {
         self.send(&format!("{sql}\n"))?;

@@ -1,0 +1,89 @@
+//! `clone-prod --subset` in the direct clone: the subset computed before anything is
+//! replaced, and the fill of the temporary database from it, checked before the swap.
+
+use crate::{
+    cli::SubsetRequest,
+    context::Context,
+    pg::DbUrl,
+    pipeline::{
+        leak_scan,
+        scrub,
+        subset::{load::Fill, verify::Verified, Subset},
+    },
+    term,
+};
+
+/// Computes the subset in one read-only snapshot of `source`, which stays open until the
+/// subset is dropped; says how many rows it holds.
+pub fn compute(cx: &Context, source: &DbUrl, request: &SubsetRequest) -> anyhow::Result<Subset> {
+    let subset = Subset::compute(
+        &cx.sh,
+        &cx.tools,
+        source,
+        &request.rules,
+        &request.roots,
+        request.sample,
+    )?;
+    term::step(plan_line(&subset));
+    Ok(subset)
+}
+
+/// The dry run's (and the run's) line for the subset.
+pub fn plan_line(subset: &Subset) -> String {
+    let rows = &subset.closure.rows;
+    let tables = rows.iter().filter(|r| !r.ids.is_empty() || r.whole).count();
+    let picked: usize = rows.iter().filter(|r| !r.whole).map(|r| r.ids.len()).sum();
+    let whole = rows.iter().filter(|r| r.whole && !r.derived).count();
+    format!(
+        "subset: {picked} rows picked from {tables} tables, {whole} tables kept whole, read in one snapshot"
+    )
+}
+
+/// What the direct clone brings to the fill of a subset.
+pub struct SubsetFill<'a> {
+    pub source: &'a DbUrl,
+    pub scrub: &'a scrub::Plan,
+    pub left_out: &'a [String],
+    pub drop_settings: Vec<&'static str>,
+    pub strict: bool,
+}
+
+impl SubsetFill<'_> {
+    /// Loads the subset into `temp` through the scrub and the leak scan, then checks it;
+    /// any failure leaves the target untouched.
+    pub fn run(
+        &self,
+        cx: &Context,
+        subset: &mut Subset,
+        temp: &DbUrl,
+    ) -> anyhow::Result<(Option<leak_scan::Report>, Verified)> {
+        let (sh, tools) = (&cx.sh, &cx.tools);
+        let bar = term::bytes_progress("restore", None);
+        let covered = leak_scan::Covered::by_rules(&self.scrub.applied, self.left_out);
+        let scanner = leak_scan::Scanner::start(sh, tools, self.source, &covered)?;
+        let fill = Fill {
+            source: self.source,
+            left_out: self.left_out,
+            rules: &self.scrub.applied,
+            scan: scanner.as_ref(),
+            drop_settings: self.drop_settings.clone(),
+        };
+        let loaded = subset.fill(sh, tools, &fill, temp, &|n| bar.inc(n))?;
+        bar.finish_and_clear();
+        let verified = subset
+            .verify(sh, tools, temp, &loaded)
+            .map_err(|err| anyhow::anyhow!("{err:#}; the target is untouched"))?;
+        term::step(format!(
+            "checked: every foreign key valid, no generic reference to a row left out, {} sequences set",
+            loaded.sequences
+        ));
+        if !self.scrub.applied.is_empty() {
+            self.scrub
+                .verify(sh, tools, self.source, temp, self.left_out)?;
+            term::step(self.scrub.report(&loaded.scrubbed));
+        }
+        let report = scanner.map(leak_scan::Scanner::report);
+        leak_scan::check(report.as_ref(), self.strict, "the target is untouched")?;
+        Ok((report, verified))
+    }
+}

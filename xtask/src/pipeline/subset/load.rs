@@ -1,0 +1,191 @@
+//! A subset loaded into a new database: pg_dump's pre-data, then the subset's rows as `COPY`
+//! blocks (leak-scanned and scrubbed as they pass, the tables whose data is left out empty)
+//! and every sequence set to the source's value, then pg_dump's post-data, whose foreign keys
+//! check the rows as they are created. Everything is read in the subset's one snapshot.
+
+use std::{
+    collections::BTreeMap,
+    io::{BufWriter, Read, Write},
+};
+
+use anyhow::Context;
+use serde::Deserialize;
+use xshell::Shell;
+
+use super::Subset;
+use crate::{
+    pg::{sql::literal, DbUrl, PgTools},
+    pipeline::{
+        dump::{pump_dump, spawn_dump},
+        leak_scan, load, scrub,
+    },
+};
+
+/// What the fill of a subset does to the rows on their way, and what it leaves out.
+pub struct Fill<'a> {
+    pub source: &'a DbUrl,
+    /// `schema.table` of each table whose data is left out (the changelog, ...).
+    pub left_out: &'a [String],
+    pub rules: &'a [scrub::Rule],
+    pub scan: Option<&'a leak_scan::Scanner>,
+    /// The `SET` lines of pg_dump's output an older target would reject.
+    pub drop_settings: Vec<&'static str>,
+}
+
+/// What a subset's load wrote.
+pub struct Loaded {
+    /// The rows written, per table of the graph.
+    pub rows: Vec<u64>,
+    /// The rows each scrub rule touched.
+    pub scrubbed: BTreeMap<String, u64>,
+    /// The sequences set.
+    pub sequences: usize,
+}
+
+/// One sequence of the source: its quoted name and the value `setval` gives it back.
+#[derive(Deserialize)]
+struct Sequence {
+    name: String,
+    last: Option<i64>,
+    called: Option<bool>,
+}
+
+const SEQUENCES: &str = "\
+select coalesce(json_agg(quote_ident(n.nspname) || '.' || quote_ident(c.relname) order by 1), '[]')
+from pg_class c join pg_namespace n on n.oid = c.relnamespace
+where c.relkind = 'S' and n.nspname <> 'information_schema' and n.nspname not like 'pg\\_%'
+  and not exists (select from pg_depend d where d.classid = 'pg_class'::regclass
+                  and d.objid = c.oid and d.deptype = 'e');";
+
+impl Subset {
+    /// Fills `temp` (an empty database) with the subset; `on_bytes` counts what psql reads.
+    pub fn fill(
+        &mut self,
+        sh: &Shell,
+        tools: &PgTools,
+        fill: &Fill,
+        temp: &DbUrl,
+        on_bytes: &dyn Fn(u64),
+    ) -> anyhow::Result<Loaded> {
+        let snapshot = self.session.export_snapshot()?;
+        let section = |name: &str| -> anyhow::Result<()> {
+            let extra = [format!("--section={name}"), format!("--snapshot={snapshot}")];
+            let child = spawn_dump(sh, tools, fill.source, &[], &extra)?;
+            let psql = load::spawn_psql_load(sh, tools, temp)?;
+            let rules = &[];
+            pump_dump(
+                child,
+                fill.source,
+                fill.drop_settings.clone(),
+                rules,
+                None,
+                false,
+                |reader| load::feed_psql(temp, psql, reader, on_bytes),
+            )
+            .with_context(|| format!("loading the schema's {name} section"))?;
+            Ok(())
+        };
+        section("pre-data")?;
+        let loaded = self.load_rows(sh, tools, fill, temp, on_bytes)?;
+        section("post-data")?;
+        Ok(loaded)
+    }
+
+    /// The rows and the sequences, streamed from the snapshot through the scan and the scrub
+    /// into one loading psql.
+    fn load_rows(
+        &mut self,
+        sh: &Shell,
+        tools: &PgTools,
+        fill: &Fill,
+        temp: &DbUrl,
+        on_bytes: &dyn Fn(u64),
+    ) -> anyhow::Result<Loaded> {
+        let psql = load::spawn_psql_load(sh, tools, temp)?;
+        let (reader, writer) = std::io::pipe().context("making a pipe for the subset's rows")?;
+        let subset = &mut *self;
+        std::thread::scope(|scope| {
+            let written = scope.spawn(move || subset.write_rows(writer, fill.left_out));
+            let (fed, scrubbed) = {
+                // Scanned as they come, as a dump is: scrubbed columns are not scanned.
+                let input: Box<dyn Read + '_> = match fill.scan {
+                    Some(scan) => Box::new(scan.reader(reader)),
+                    None => Box::new(reader),
+                };
+                let (mut input, counts) = scrub::scrubbing_reader(input, fill.rules);
+                let fed = load::feed_psql(temp, psql, &mut input, on_bytes);
+                let scrubbed = counts.borrow().clone();
+                // Dropping the reader here ends a writer that psql stopped reading.
+                (fed, scrubbed)
+            };
+            let written = written
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            match (fed, written) {
+                (Ok(_), Ok((rows, sequences))) => Ok(Loaded {
+                    rows,
+                    scrubbed,
+                    sequences,
+                }),
+                (Ok(_), Err(err)) => Err(err),
+                // psql stopping breaks the writer's pipe: psql's error says why.
+                (Err(err), Err(written)) if !broken_pipe(&written) => Err(written.context(err)),
+                (Err(err), _) => Err(err),
+            }
+        })
+    }
+
+    /// Writes every table's `COPY` block (none for the tables left out) and a `setval` for
+    /// every sequence; returns the rows per table and the sequences set.
+    fn write_rows(
+        &mut self,
+        writer: impl Write,
+        left_out: &[String],
+    ) -> anyhow::Result<(Vec<u64>, usize)> {
+        let mut out = BufWriter::with_capacity(1 << 20, writer);
+        let mut rows = vec![0; self.graph.tables.len()];
+        for (t, count) in rows.iter_mut().enumerate() {
+            let table = &self.graph.tables[t];
+            if left_out.contains(&format!("{}.{}", table.schema, table.name)) {
+                continue;
+            }
+            *count = self.write_table(t, &mut out)?;
+        }
+        let names: Vec<String> = self.session.json(SEQUENCES)?;
+        for chunk in names.chunks(200) {
+            let selects: Vec<String> = chunk
+                .iter()
+                .map(|name| {
+                    format!(
+                        "select {} as name, last_value as last, is_called as called from {name}",
+                        literal(name)
+                    )
+                })
+                .collect();
+            let sequences: Vec<Sequence> = self.session.json(&format!(
+                "select coalesce(json_agg(s), '[]') from ({}) s;",
+                selects.join(" union all ")
+            ))?;
+            for seq in sequences {
+                if let (Some(last), Some(called)) = (seq.last, seq.called) {
+                    writeln!(
+                        out,
+                        "SELECT pg_catalog.setval({}, {last}, {called});",
+                        literal(&seq.name)
+                    )
+                    .context("writing the subset's rows")?;
+                }
+            }
+        }
+        out.flush().context("writing the subset's rows")?;
+        Ok((rows, names.len()))
+    }
+}
+
+fn broken_pipe(err: &anyhow::Error) -> bool {
+    err.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
