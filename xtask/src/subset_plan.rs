@@ -6,11 +6,7 @@ use std::{io::Write, path::PathBuf};
 use anyhow::{bail, Context as _};
 use clap::Args;
 
-use crate::{
-    cli,
-    context::Context,
-    pipeline::subset::Subset,
-};
+use crate::{cli, context::Context, pipeline::subset::Subset};
 
 #[derive(Debug, Args)]
 pub struct SubsetPlan {

@@ -6,8 +6,7 @@ use crate::{
     context::Context,
     pg::DbUrl,
     pipeline::{
-        leak_scan,
-        scrub,
+        leak_scan, scrub,
         subset::{load::Fill, verify::Verified, Subset},
     },
     term,

@@ -231,9 +231,7 @@ impl Walk<'_> {
             bail!("root {shown:?}: `{}` is a derived table, rebuilt after loading; start from the objects it is derived from", root.table);
         }
         check_condition(&root.condition).map_err(|why| {
-            anyhow::anyhow!(
-                "root {shown:?}: {why}; write one SQL condition on the table's columns"
-            )
+            anyhow::anyhow!("root {shown:?}: {why}; write one SQL condition on the table's columns")
         })?;
         let ids: Vec<String> = self
             .session

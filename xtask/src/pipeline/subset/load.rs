@@ -51,7 +51,7 @@ struct Sequence {
 }
 
 const SEQUENCES: &str = "\
-select coalesce(json_agg(quote_ident(n.nspname) || '.' || quote_ident(c.relname) order by 1), '[]')
+select coalesce(jsonb_agg(quote_ident(n.nspname) || '.' || quote_ident(c.relname) order by 1), '[]')
 from pg_class c join pg_namespace n on n.oid = c.relnamespace
 where c.relkind = 'S' and n.nspname <> 'information_schema' and n.nspname not like 'pg\\_%'
   and not exists (select from pg_depend d where d.classid = 'pg_class'::regclass
@@ -69,7 +69,10 @@ impl Subset {
     ) -> anyhow::Result<Loaded> {
         let snapshot = self.session.export_snapshot()?;
         let section = |name: &str| -> anyhow::Result<()> {
-            let extra = [format!("--section={name}"), format!("--snapshot={snapshot}")];
+            let extra = [
+                format!("--section={name}"),
+                format!("--snapshot={snapshot}"),
+            ];
             let child = spawn_dump(sh, tools, fill.source, &[], &extra)?;
             let psql = load::spawn_psql_load(sh, tools, temp)?;
             let rules = &[];
@@ -163,7 +166,7 @@ impl Subset {
                 })
                 .collect();
             let sequences: Vec<Sequence> = self.session.json(&format!(
-                "select coalesce(json_agg(s), '[]') from ({}) s;",
+                "select coalesce(jsonb_agg(to_jsonb(s)), '[]') from ({}) s;",
                 selects.join(" union all ")
             ))?;
             for seq in sequences {

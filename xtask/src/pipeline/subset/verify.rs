@@ -53,11 +53,17 @@ impl Verified {
             0 => String::new(),
             n => format!(", {n} generic references dangling as in the source"),
         };
+        let rows = match self.source_rows > 0.0 {
+            true => format!(
+                "{} rows of about {} ({})",
+                self.rows,
+                self.source_rows.round() as u64,
+                share(self.rows as f64, self.source_rows)
+            ),
+            false => format!("{} rows (the source has no row estimates yet)", self.rows),
+        };
         format!(
-            "subset: {} rows of about {} ({}), {} of {} ({}){dangling}",
-            self.rows,
-            self.source_rows.round() as u64,
-            share(self.rows as f64, self.source_rows),
+            "subset: {rows}, {} of {} ({}){dangling}",
             term::human_bytes(self.bytes),
             term::human_bytes(self.source_bytes),
             share(self.bytes as f64, self.source_bytes as f64),
@@ -135,7 +141,7 @@ impl Subset {
                 tools.query(sh, temp, Access::ReadWrite, &sql)
             };
             let types: Vec<i64> = serde_json::from_str(&query(format!(
-                "select coalesce(json_agg(distinct {tc}), '[]') from {} where {tc} is not null and {ic} is not null",
+                "select coalesce(jsonb_agg(distinct {tc}), '[]') from {} where {tc} is not null and {ic} is not null",
                 child.quoted
             ))?)?;
             // Every (type, id) the rows hold, less those whose row is in the subset.
@@ -156,7 +162,7 @@ impl Subset {
                 false => format!(" except ({})", present.join(" union all ")),
             };
             let missing: Vec<(i64, String)> = serde_json::from_str(&query(format!(
-                "select coalesce(json_agg(json_build_array(m.t, m.i)), '[]') from \
+                "select coalesce(jsonb_agg(jsonb_build_array(m.t, m.i)), '[]') from \
                  (select {tc}::bigint as t, {ic}::text as i from {} where {tc} is not null and {ic} is not null{except}) m",
                 child.quoted
             ))?)?;
@@ -185,7 +191,7 @@ impl Subset {
                     ))?;
                     if found != "0" {
                         bail!(
-                            "the subset is not whole: {found} rows of {}.{} point at rows of {} that exist in the source but were left out",
+                            "the subset is not whole: `{}.{}` names {found} rows of `{}` that exist in the source but were left out",
                             child.key(),
                             g.id_column,
                             parent.key()
@@ -193,7 +199,10 @@ impl Subset {
                     }
                 }
             }
-            dangling.insert(format!("{}.{}", child.key(), g.id_column), missing.len() as u64);
+            dangling.insert(
+                format!("{}.{}", child.key(), g.id_column),
+                missing.len() as u64,
+            );
         }
         Ok(dangling)
     }
