@@ -488,7 +488,7 @@ fn a_subset_that_fails_its_checks_or_bad_input_leaves_the_target_untouched() {
     // in the source but is left out. Found before the swap.
     with_rules(
         "version = 1\ncut = [\"dcim_cabletermination.termination_id\"]\n",
-        "`dcim_cabletermination.termination_id` names 1 rows of `dcim_interface` that exist in the source but were left out",
+        "`dcim_cabletermination.termination_id` names 1 row of `dcim_interface` that exist in the source but were left out",
     );
     // A foreign key edge cut: the device types are left out, and re-creating the constraint
     // after the rows fails.

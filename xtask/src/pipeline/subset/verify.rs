@@ -190,8 +190,12 @@ impl Subset {
                         array(chunk, &pk.sql_type)
                     ))?;
                     if found != "0" {
+                        let rows = match found.as_str() {
+                            "1" => "1 row".to_string(),
+                            n => format!("{n} rows"),
+                        };
                         bail!(
-                            "the subset is not whole: `{}.{}` names {found} rows of `{}` that exist in the source but were left out",
+                            "the subset is not whole: `{}.{}` names {rows} of `{}` that exist in the source but were left out",
                             child.key(),
                             g.id_column,
                             parent.key()
