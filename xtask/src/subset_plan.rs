@@ -45,7 +45,7 @@ impl SubsetPlan {
             .as_deref()
             .map(subset::parse_sample)
             .transpose()?;
-        let mut subset = Subset::compute(&cx.sh, &cx.tools, &source, &rules, &roots, sample)?;
+        let mut subset = Subset::compute(cx, &source, &rules, &roots, sample)?;
         if let Some(path) = &self.copy {
             let file = std::fs::File::create(path)
                 .with_context(|| format!("cannot write {}", path.display()))?;

@@ -11,16 +11,16 @@ use std::{
     io::Read,
 };
 
-use anyhow::Context;
+use anyhow::Context as _;
 use serde::Deserialize;
-use xshell::Shell;
 
 use crate::remedy::{refuse, Remedy};
 use crate::{
     bundle::{self, Leak, LeakKind},
+    context::Context,
     pg::{
         sql::{ident, literal},
-        Access, DbUrl, PgTools,
+        Access, DbUrl,
     },
     pipeline::{budget, scrub},
     term,
@@ -301,12 +301,12 @@ pub struct Report {
 /// Scans `url`'s uncovered columns in read-only sessions, up to `--jobs` side by side. `None`
 /// when the scan is turned off for a benchmark.
 pub fn scan(
-    sh: &Shell,
-    tools: &PgTools,
+    cx: &Context,
     jobs: usize,
     url: &DbUrl,
     covered: &Covered,
 ) -> anyhow::Result<Option<Report>> {
+    let (sh, tools) = (&cx.sh, &cx.tools);
     if skipped() {
         return Ok(None);
     }
@@ -318,8 +318,7 @@ pub fn scan(
     let total = tables.iter().map(|t| t.columns.len()).sum();
     // As many sessions as the server, the role and the database still accept.
     let (sessions, _) = budget::fitting_jobs(
-        sh,
-        tools,
+        cx,
         jobs,
         &[budget::Sessions {
             url,
@@ -467,12 +466,8 @@ pub struct Scanner {
 impl Scanner {
     /// Reads `url`'s text and JSON columns and keeps those `covered` leaves to scan. `None`
     /// when the scan is turned off for a benchmark.
-    pub fn start(
-        sh: &Shell,
-        tools: &PgTools,
-        url: &DbUrl,
-        covered: &Covered,
-    ) -> anyhow::Result<Option<Scanner>> {
+    pub fn start(cx: &Context, url: &DbUrl, covered: &Covered) -> anyhow::Result<Option<Scanner>> {
+        let (sh, tools) = (&cx.sh, &cx.tools);
         if skipped() {
             return Ok(None);
         }

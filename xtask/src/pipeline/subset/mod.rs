@@ -13,9 +13,9 @@ mod session;
 use std::io::Write;
 
 use anyhow::bail;
-use xshell::Shell;
 
-use crate::pg::{DbUrl, PgTools};
+use crate::context::Context;
+use crate::pg::DbUrl;
 
 pub use closure::Closure;
 pub use graph::Graph;
@@ -34,8 +34,7 @@ impl Subset {
     /// Opens a read-only snapshot of `source`, reads its graph and computes the closure of
     /// `roots` (each with `sample` percent of its rows, when given).
     pub fn compute(
-        sh: &Shell,
-        tools: &PgTools,
+        cx: &Context,
         source: &DbUrl,
         rules: &Rules,
         roots: &[Root],
@@ -44,7 +43,7 @@ impl Subset {
         if roots.is_empty() {
             bail!("a subset needs at least one root: --subset \"TABLE: CONDITION\" or NAME=VALUE");
         }
-        let mut session = Session::open(sh, tools, source)?;
+        let mut session = Session::open(cx, source)?;
         let graph = Graph::read(&mut session, rules)?;
         let closure = closure::compute(&mut session, &graph, rules, roots, sample)?;
         Ok(Subset {
