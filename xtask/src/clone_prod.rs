@@ -114,7 +114,6 @@ impl CloneProd {
                 target_media: target_media.as_deref(),
                 guard: &self.guard.guard(),
                 strict: self.scrub.strict,
-                jobs: cx.jobs,
                 provides_target: None,
             };
             return import.run(cx, mode);

@@ -116,7 +116,6 @@ impl SeedDev {
             target_media: Some(&target_media),
             guard: &self.guard.guard(),
             strict: self.scrub.strict,
-            jobs: cx.jobs,
             provides_target,
         };
         import.run(cx, mode)?;

@@ -135,7 +135,6 @@ impl Direct<'_> {
             let covered = leak_scan::Covered::by_rules(&scrub.applied, &left_out);
             let scanner = leak_scan::Scanner::start(cx, self.source, &covered)?;
             let parallel = parallel::DirectClone {
-                jobs: cx.jobs,
                 source: self.source,
                 patterns: &exclusions.patterns,
                 excluded: &estimates,

@@ -96,8 +96,6 @@ pub struct Import<'a> {
     pub guard: &'a LoadGuard,
     /// Fail when the leak scan finds anything (--strict).
     pub strict: bool,
-    /// Sessions to load on at once (`--jobs`).
-    pub jobs: usize,
     /// On a dry run, the step that will provide the target first (seed-dev's container).
     pub provides_target: Option<String>,
 }
@@ -215,7 +213,6 @@ impl Import<'_> {
         let fill = |temp: &DbUrl| {
             let bar = term::bytes_progress("restore", Some(size));
             let file = parallel::DumpFile {
-                jobs: self.jobs,
                 pinned,
                 toc: &toc,
                 drop_settings: &drop_settings,
@@ -240,7 +237,7 @@ impl Import<'_> {
             // One stream holds schema and rows: the loaded database is scanned instead.
             let report = match streamed {
                 Some(report) => report,
-                None => leak_scan::scan(cx, self.jobs, temp, &covered)?,
+                None => leak_scan::scan(cx, temp, &covered)?,
             };
             leak_scan::check(report.as_ref(), self.strict, "the target is untouched")?;
             leaks = report;

@@ -300,12 +300,7 @@ pub struct Report {
 
 /// Scans `url`'s uncovered columns in read-only sessions, up to `--jobs` side by side. `None`
 /// when the scan is turned off for a benchmark.
-pub fn scan(
-    cx: &Context,
-    jobs: usize,
-    url: &DbUrl,
-    covered: &Covered,
-) -> anyhow::Result<Option<Report>> {
+pub fn scan(cx: &Context, url: &DbUrl, covered: &Covered) -> anyhow::Result<Option<Report>> {
     let (sh, tools) = (&cx.sh, &cx.tools);
     if skipped() {
         return Ok(None);
@@ -319,7 +314,7 @@ pub fn scan(
     // As many sessions as the server, the role and the database still accept.
     let (sessions, _) = budget::fitting_jobs(
         cx,
-        jobs,
+        cx.jobs,
         &[budget::Sessions {
             url,
             per_job: 1,

@@ -26,8 +26,6 @@ use super::{
 
 /// What the parallel direct clone is given.
 pub struct DirectClone<'a> {
-    /// Sessions to run at once (`--jobs`); below 2, the clone goes in one stream.
-    pub jobs: usize,
     pub source: &'a DbUrl,
     pub patterns: &'a [String],
     pub excluded: &'a [(String, i64)],
@@ -95,14 +93,14 @@ impl DataPiece {
 }
 
 impl DirectClone<'_> {
-    /// Copies the source into the empty database `temp` on `self.jobs` sessions: the schema,
+    /// Copies the source into the empty database `temp` on `cx.jobs` sessions: the schema,
     /// then table data from one shared snapshot, then indexes and constraints side by side.
     /// Large tables go [`Straight`]; the rest, and every scrubbed table, in balanced groups,
     /// each a `pg_dump --data-only` streamed through xtask into its own psql. The sessions
-    /// take the pieces largest first. Returns `None`, having changed nothing, when the
-    /// source needs the single stream.
+    /// take the pieces largest first. Returns `None`, having changed nothing, when `cx.jobs` is
+    /// below 2 or the source needs the single stream.
     pub fn run(&self, cx: &Context, temp: &DbUrl) -> anyhow::Result<Option<BTreeMap<String, u64>>> {
-        if self.jobs < 2 {
+        if cx.jobs < 2 {
             return Ok(None);
         }
         let relations = match relations_to_copy(cx, self.source, self.excluded)? {
@@ -117,7 +115,7 @@ impl DirectClone<'_> {
         // job, a post-data session per job and the checkpoint session.
         let sessions = jobs_within_limits(
             cx,
-            self.jobs,
+            cx.jobs,
             &[
                 Sessions {
                     url: self.source,

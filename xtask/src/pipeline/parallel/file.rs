@@ -29,8 +29,6 @@ use super::schedule::{feed_data, run_post_data, Event, Failure, PostData, Stoppa
 
 /// A checked plain dump file, loaded on several sessions.
 pub struct DumpFile<'a> {
-    /// Sessions to load on at once.
-    pub jobs: usize,
     pub pinned: &'a Pinned,
     /// Its entries.
     pub toc: &'a toc::Toc,
@@ -55,7 +53,6 @@ impl DumpFile<'_> {
 
 fn load_file(cx: &Context, temp: &DbUrl, file: &DumpFile) -> anyhow::Result<FileLoad> {
     let DumpFile {
-        jobs,
         pinned,
         toc,
         drop_settings,
@@ -63,6 +60,7 @@ fn load_file(cx: &Context, temp: &DbUrl, file: &DumpFile) -> anyhow::Result<File
         replaces,
         covered,
     } = *file;
+    let jobs = cx.jobs;
     if jobs < 2 {
         return Ok(FileLoad::OneStream);
     }
