@@ -129,10 +129,9 @@ impl CloneProd {
                 target_media: target_media.as_deref(),
                 guard: &self.guard.guard(),
                 strict: self.scrub.strict,
-                jobs: cx.jobs,
                 provides_target: None,
             };
-            return import.run(&cx.sh, &cx.tools, mode);
+            return import.run(cx, mode);
         }
         for pattern in &self.exclude_table_data {
             source::pattern_regexes(pattern)
@@ -289,12 +288,11 @@ impl SourceSide {
         scrub: &scrub::Options,
         media: impl FnOnce() -> anyhow::Result<M>,
     ) -> anyhow::Result<(SourceSide, M)> {
-        let (sh, tools) = (&cx.sh, &cx.tools);
-        let server = source_server(sh, tools, source)?;
-        let exclusions = excluded_tables(sh, tools, source, patterns, given)?;
+        let server = source_server(cx, source)?;
+        let exclusions = excluded_tables(cx, source, patterns, given)?;
         let media = media()?;
-        let scrub = scrub.plan(sh, tools, source)?;
-        let encoding = database_encoding(sh, tools, source)?;
+        let scrub = scrub.plan(cx, source)?;
+        let encoding = database_encoding(cx, source)?;
         let side = SourceSide {
             server,
             exclusions,

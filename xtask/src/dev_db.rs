@@ -24,7 +24,6 @@ use std::{
 };
 
 use anyhow::{bail, Context as _};
-use xshell::Shell;
 
 use crate::{
     cli,
@@ -32,7 +31,7 @@ use crate::{
     pg::{
         dev_container::DevContainer,
         sql::{ident, literal},
-        Access, DbUrl, PgTools,
+        Access, DbUrl,
     },
     pipeline::{
         replace::Replacement,
@@ -156,8 +155,7 @@ impl DevDb {
             bail!("unexpected answer from {admin} for the snapshots' key: {key}");
         }
         let dev = Dev {
-            sh,
-            tools,
+            cx,
             target: &target,
             admin,
             media: &media,
@@ -199,8 +197,7 @@ fn check_name(name: &str) -> anyhow::Result<&str> {
 }
 
 struct Dev<'a> {
-    sh: &'a Shell,
-    tools: &'a PgTools,
+    cx: &'a Context,
     target: &'a DbUrl,
     admin: &'a DbUrl,
     media: &'a Path,
@@ -235,8 +232,9 @@ impl Dev<'_> {
     }
 
     pub(super) fn query(&self, sql: &str) -> anyhow::Result<String> {
-        self.tools
-            .query(self.sh, self.admin, Access::ReadWrite, sql)
+        self.cx
+            .tools
+            .query(&self.cx.sh, self.admin, Access::ReadWrite, sql)
     }
 
     pub(super) fn unknown(&self, name: &str) -> anyhow::Error {
@@ -248,7 +246,7 @@ impl Dev<'_> {
 
     /// Drops a database this run made and no longer wants; one that stays is said to.
     pub(super) fn discard(&self, database: &str) {
-        if swap::drop_database(self.sh, self.tools, self.admin, database).is_err() {
+        if swap::drop_database(self.cx, self.admin, database).is_err() {
             process::note_left_behind();
             term::warn(format!(
                 "could not remove {database}: the next run of any command on {} removes it",
@@ -283,7 +281,7 @@ impl Dev<'_> {
                     "ended {ended} session(s) on {from} for the moment of the copy ({why})"
                 ));
             }
-            match self.tools.query_state(self.sh, self.admin, &sql)? {
+            match self.cx.tools.query_state(&self.cx.sh, self.admin, &sql)? {
                 Ok(_) => return Ok(()),
                 // object_in_use: a session we may not end, or one that came back.
                 Err(failure) if failure.state == "55006" => {

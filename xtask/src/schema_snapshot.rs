@@ -37,7 +37,7 @@ pub struct SchemaSnapshot {
 
 impl SchemaSnapshot {
     pub fn run(self, cx: &Context) -> anyhow::Result<()> {
-        let (sh, tools) = (&cx.sh, &cx.tools);
+        let sh = &cx.sh;
         let mode = Mode::from_flags(self.check, self.dry_run);
         let source_from_flag = self.source.is_some();
         let source = cli::required_dev_database(self.source, "--source")?;
@@ -60,7 +60,7 @@ impl SchemaSnapshot {
             let Ok(committed) = std::fs::read_to_string(&output) else {
                 bail!("{shown} does not exist: create it with `{update}`");
             };
-            let live = snapshot(sh, tools, &source, recorded_major(&committed))?;
+            let live = snapshot(cx, &source, recorded_major(&committed))?;
             let changes = schema_diff::changes(&committed, &live);
             if let Some(summary) = &self.summary {
                 atomic_file::write_bytes(
@@ -84,7 +84,7 @@ impl SchemaSnapshot {
                 &update,
             ));
         }
-        let text = snapshot(sh, tools, &source, None)?;
+        let text = snapshot(cx, &source, None)?;
         if mode == Mode::DryRun {
             let now = match std::fs::read_to_string(&output) {
                 Ok(current) if current == text => "unchanged".to_string(),

@@ -17,7 +17,7 @@ use crate::{
     context::Context,
     media,
     mode::{self, Mode},
-    pg::{self, dev_container::DevContainer, Access, DbUrl, PgTools, Tool},
+    pg::{self, dev_container::DevContainer, Access, DbUrl, Tool},
     pipeline::{
         import::{Import, MediaForm, Trust},
         leak_scan, schema, scrub, source,
@@ -88,7 +88,7 @@ impl SeedDev {
                 scrub: &self.scrub.options(),
                 fix: self.refresh_command(sh, &source, &fixtures),
             };
-            return refresh.run(sh, tools, mode);
+            return refresh.run(cx, mode);
         }
         let mut provides_target = None;
         let target = match cli::dev_database(self.target.clone())? {
@@ -116,10 +116,9 @@ impl SeedDev {
             target_media: Some(&target_media),
             guard: &self.guard.guard(),
             strict: self.scrub.strict,
-            jobs: cx.jobs,
             provides_target,
         };
-        import.run(sh, tools, mode)?;
+        import.run(cx, mode)?;
         if mode == Mode::DryRun {
             return Ok(());
         }
@@ -169,12 +168,13 @@ struct Refresh<'a> {
 }
 
 impl Refresh<'_> {
-    fn run(&self, sh: &Shell, tools: &PgTools, mode: Mode) -> anyhow::Result<()> {
+    fn run(&self, cx: &Context, mode: Mode) -> anyhow::Result<()> {
+        let (sh, tools) = (&cx.sh, &cx.tools);
         let server = tools.server(sh, self.source, Access::ReadOnly)?;
         tools.check_dump_compatible(sh, &server)?;
         atomic_file::parent_dir(self.fixtures)?;
         if mode == Mode::DryRun {
-            let scrub = self.scrub.plan(sh, tools, self.source)?;
+            let scrub = self.scrub.plan(cx, self.source)?;
             let media = match self.source_media {
                 Some(media) => format!(
                     "copy the media of {} into {}/{}",
@@ -217,7 +217,7 @@ impl Refresh<'_> {
         atomic_file::remove_stale_siblings(self.fixtures);
         let staging = atomic_file::StagingDir(atomic_file::sibling(self.fixtures, "staging"));
         fs::create_dir(&staging.0).with_context(|| format!("creating {}", staging.0.display()))?;
-        self.write(sh, tools, &server, &staging.0)?;
+        self.write(cx, &server, &staging.0)?;
         if mode == Mode::Check {
             let changes = compare(self.fixtures, &staging.0)?;
             if changes.is_empty() {
@@ -257,13 +257,8 @@ impl Refresh<'_> {
         Ok(())
     }
 
-    fn write(
-        &self,
-        sh: &Shell,
-        tools: &PgTools,
-        server: &pg::Server,
-        dir: &Path,
-    ) -> anyhow::Result<()> {
+    fn write(&self, cx: &Context, server: &pg::Server, dir: &Path) -> anyhow::Result<()> {
+        let (sh, tools) = (&cx.sh, &cx.tools);
         term::step(format!(
             "dumping {} (rows sorted, no changelog data)",
             self.source
@@ -288,7 +283,7 @@ impl Refresh<'_> {
             ))
             .context("pg_dump failed");
         }
-        let scrub = self.scrub.plan(sh, tools, self.source)?;
+        let scrub = self.scrub.plan(cx, self.source)?;
         let (scrubbed, counts) = scrub::scrubbing_reader(&out.stdout[..], &scrub.applied);
         let (mut rows, mut entries) = Default::default();
         atomic_file::write(&dir.join(bundle::SQL), |file| {
@@ -306,7 +301,7 @@ impl Refresh<'_> {
             .map(|t| format!("public.{t}"))
             .collect();
         let covered = leak_scan::Covered::by_rules(&scrub.applied, &excluded);
-        let leaks = leak_scan::Scanner::start(sh, tools, self.source, &covered)?.map(|scanner| {
+        let leaks = leak_scan::Scanner::start(cx, self.source, &covered)?.map(|scanner| {
             scanner.scan_bytes(&out.stdout);
             scanner.report()
         });
@@ -316,7 +311,7 @@ impl Refresh<'_> {
             "the fixtures are unchanged",
         )?;
         term::step(leak_scan::summary(leaks.as_ref()));
-        let schema = schema::snapshot(sh, tools, self.source, None)?;
+        let schema = schema::snapshot(cx, self.source, None)?;
         fs::write(dir.join("schema.sql"), schema)?;
 
         let media_root = dir.join(bundle::MEDIA_DIR);

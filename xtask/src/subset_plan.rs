@@ -31,7 +31,7 @@ impl SubsetPlan {
             roots,
             sample,
         } = request;
-        let mut subset = Subset::compute(&cx.sh, &cx.tools, &source, &rules, &roots, sample)?;
+        let mut subset = Subset::compute(cx, &source, &rules, &roots, sample)?;
         if let Some(path) = &self.copy {
             let file = std::fs::File::create(path)
                 .with_context(|| format!("cannot write {}", path.display()))?;

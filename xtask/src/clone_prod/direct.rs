@@ -126,7 +126,7 @@ impl Direct<'_> {
                 self.target
             );
         }
-        let locked = replacement.lock(sh, tools, &target, Some(server.major))?;
+        let locked = replacement.lock(cx, &target, Some(server.major))?;
         let drop_settings = locked.drop_settings.clone();
         let stage =
             |timings: &mut Timings| match (self.source_media, self.target_media, &media_totals) {
@@ -158,9 +158,8 @@ impl Direct<'_> {
             let bar = term::bytes_progress("restore", None);
             // Uncovered columns are copied verbatim: the scan reads them as they pass.
             let covered = leak_scan::Covered::by_rules(&scrub.applied, &left_out);
-            let scanner = leak_scan::Scanner::start(sh, tools, self.source, &covered)?;
+            let scanner = leak_scan::Scanner::start(cx, self.source, &covered)?;
             let parallel = parallel::DirectClone {
-                jobs: cx.jobs,
                 source: self.source,
                 patterns: &exclusions.patterns,
                 excluded: &estimates,
@@ -171,10 +170,10 @@ impl Direct<'_> {
                 encoding,
                 scan: scanner.as_ref(),
             };
-            let counts = match parallel.run(sh, tools, temp)? {
+            let counts = match parallel.run(cx, temp)? {
                 Some(counts) => counts,
                 None => {
-                    let psql = load::spawn_psql_load(sh, tools, temp)?;
+                    let psql = load::spawn_psql_load(cx, temp)?;
                     let dump = Dump {
                         source: self.source,
                         patterns: &exclusions.patterns,
@@ -182,7 +181,7 @@ impl Direct<'_> {
                         scrub,
                         scan: scanner.as_ref(),
                     };
-                    with_dump(sh, tools, dump, |reader| {
+                    with_dump(cx, dump, |reader| {
                         load::feed_psql(temp, psql, reader, &|n| bar.inc(n)).map(|_| ())
                     })?
                     .1
@@ -190,7 +189,7 @@ impl Direct<'_> {
             };
             bar.finish_and_clear();
             if !scrub.applied.is_empty() {
-                scrub.verify(sh, tools, self.source, temp, &left_out)?;
+                scrub.verify(cx, self.source, temp, &left_out)?;
                 term::step(scrub.report(&counts));
             }
             // Before the swap: with --strict a finding leaves the target be.
@@ -210,10 +209,9 @@ impl Direct<'_> {
             },
             fill: Box::new(fill),
         };
-        let replaced = locked.replace(sh, tools, stage, database)?;
+        let replaced = locked.replace(cx, stage, database)?;
         summarise(
-            sh,
-            tools,
+            cx,
             &Summary {
                 target: self.target,
                 excluded,

@@ -47,7 +47,6 @@ impl Export<'_> {
             out,
             sign_key,
         } = *self;
-        let (sh, tools) = (&cx.sh, &cx.tools);
         if out.exists()
             && fs::read_dir(out)
                 .map(|mut d| d.next().is_some())
@@ -109,7 +108,7 @@ impl Export<'_> {
         // Uncovered columns are copied verbatim: the scan reads them as they pass.
         let excluded_names: Vec<String> = excluded.iter().map(|(name, _)| name.clone()).collect();
         let covered = leak_scan::Covered::by_rules(&scrub.applied, &excluded_names);
-        let scanner = leak_scan::Scanner::start(sh, tools, source, &covered)?;
+        let scanner = leak_scan::Scanner::start(cx, source, &covered)?;
         let dumped = timings.time("dump", || {
             term::step(format!("dumping {source} into {}", bundle::SQL));
             let bar = term::bytes_progress("dump", None);
@@ -124,7 +123,7 @@ impl Export<'_> {
                 scrub,
                 scan: scanner.as_ref(),
             };
-            let (bytes, counts) = with_dump(sh, tools, dump, |reader| {
+            let (bytes, counts) = with_dump(cx, dump, |reader| {
                 let mut counted = ProgressReader {
                     inner: reader,
                     on_bytes: &|n| bar.inc(n),

@@ -15,14 +15,7 @@ use crate::{
 /// Computes the subset in one read-only snapshot of `source`, which stays open until the
 /// subset is dropped; says how many rows it holds.
 pub fn compute(cx: &Context, source: &DbUrl, request: &SubsetRequest) -> anyhow::Result<Subset> {
-    let subset = Subset::compute(
-        &cx.sh,
-        &cx.tools,
-        source,
-        &request.rules,
-        &request.roots,
-        request.sample,
-    )?;
+    let subset = Subset::compute(cx, source, &request.rules, &request.roots, request.sample)?;
     term::step(plan_line(&subset));
     Ok(subset)
 }
@@ -56,10 +49,9 @@ impl SubsetFill<'_> {
         subset: &mut Subset,
         temp: &DbUrl,
     ) -> anyhow::Result<(Option<leak_scan::Report>, Verified)> {
-        let (sh, tools) = (&cx.sh, &cx.tools);
         let bar = term::bytes_progress("restore", None);
         let covered = leak_scan::Covered::by_rules(&self.scrub.applied, self.left_out);
-        let scanner = leak_scan::Scanner::start(sh, tools, self.source, &covered)?;
+        let scanner = leak_scan::Scanner::start(cx, self.source, &covered)?;
         let fill = Fill {
             source: self.source,
             left_out: self.left_out,
@@ -67,18 +59,17 @@ impl SubsetFill<'_> {
             scan: scanner.as_ref(),
             drop_settings: self.drop_settings.clone(),
         };
-        let loaded = subset.fill(sh, tools, &fill, temp, &|n| bar.inc(n))?;
+        let loaded = subset.fill(cx, &fill, temp, &|n| bar.inc(n))?;
         bar.finish_and_clear();
         let verified = subset
-            .verify(sh, tools, temp, &loaded)
+            .verify(cx, temp, &loaded)
             .map_err(|err| anyhow::anyhow!("{err:#}; the target is untouched"))?;
         term::step(format!(
             "checked: every foreign key valid, no generic reference to a row left out, {} sequences set",
             loaded.sequences
         ));
         if !self.scrub.applied.is_empty() {
-            self.scrub
-                .verify(sh, tools, self.source, temp, self.left_out)?;
+            self.scrub.verify(cx, self.source, temp, self.left_out)?;
             term::step(self.scrub.report(&loaded.scrubbed));
         }
         let report = scanner.map(leak_scan::Scanner::report);

@@ -31,8 +31,8 @@ impl Dev<'_> {
     ) -> anyhow::Result<()> {
         let snapshot = self.snapshot_db(name);
         // Every check comes first: until the swap, nothing is changed and no session ended.
-        let mut locked = replacement.lock(self.sh, self.tools, target, None)?;
-        locked.drop_stale(self.sh, self.tools);
+        let mut locked = replacement.lock(self.cx, target, None)?;
+        locked.drop_stale(self.cx);
         self.remove_stale_stores()?;
         let Some(meta) = self.meta_of(name)? else {
             return Err(self.unknown(name));
@@ -103,7 +103,7 @@ impl Dev<'_> {
             })),
             fill: Box::new(|_| Ok(())),
         };
-        let _replaced = locked.replace(self.sh, self.tools, stage, database)?;
+        let _replaced = locked.replace(self.cx, stage, database)?;
         term::success(format!(
             "restored snapshot `{name}` (saved {}) into {}{}",
             meta.saved,

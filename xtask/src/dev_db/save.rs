@@ -42,8 +42,8 @@ impl Dev<'_> {
             saved: self.query(
                 "select to_char(now() at time zone 'utc', 'YYYY-MM-DD HH24:MI:SS') || ' UTC'",
             )?,
-            branch: git(self.sh, &["rev-parse", "--abbrev-ref", "HEAD"]),
-            commit: git(self.sh, &["rev-parse", "--short", "HEAD"]),
+            branch: git(&self.cx.sh, &["rev-parse", "--abbrev-ref", "HEAD"]),
+            commit: git(&self.cx.sh, &["rev-parse", "--short", "HEAD"]),
             migrations: self.migrations()?,
             media: None,
         };
@@ -123,7 +123,7 @@ impl Dev<'_> {
         }
         let store = store.map(StagingDir::keep);
         if let Some(previous) = &previous {
-            if swap::drop_database(self.sh, self.tools, self.admin, &old).is_err() {
+            if swap::drop_database(self.cx, self.admin, &old).is_err() {
                 term::warn(format!(
                     "snapshot `{name}` is saved, but its previous database {old} could not be dropped: the next run removes it"
                 ));
@@ -186,8 +186,9 @@ impl Dev<'_> {
     /// The newest applied migration per app, when the database has Django's table.
     fn migrations(&self) -> anyhow::Result<Option<Vec<(String, String)>>> {
         let query = |sql: &str| {
-            self.tools
-                .query(self.sh, self.target, Access::ReadOnly, sql)
+            self.cx
+                .tools
+                .query(&self.cx.sh, self.target, Access::ReadOnly, sql)
         };
         if query("select to_regclass('public.django_migrations') is not null")? != "t" {
             return Ok(None);

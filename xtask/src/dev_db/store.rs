@@ -109,14 +109,9 @@ impl Dev<'_> {
     /// The dev database's and its media's locks, as clone-prod and seed-dev take them; then
     /// what interrupted runs left for this dev database is removed, as no live run can own it.
     pub(super) fn locks(&self) -> anyhow::Result<(TargetLock, Option<MediaLock>)> {
-        let (lock, media_lock) = swap::take_locks(
-            self.sh,
-            self.tools,
-            self.admin,
-            self.target,
-            Some(self.media),
-        )?;
-        swap::drop_stale(self.sh, self.tools, self.admin, &lock.stale);
+        let (lock, media_lock) =
+            swap::take_locks(self.cx, self.admin, self.target, Some(self.media))?;
+        swap::drop_stale(self.cx, self.admin, &lock.stale);
         self.remove_stale_stores()?;
         Ok((lock, media_lock))
     }
@@ -235,7 +230,7 @@ impl Dev<'_> {
             }
         }
         let (_lock, _media_lock) = self.locks()?;
-        swap::drop_database(self.sh, self.tools, self.admin, &self.snapshot_db(name))?;
+        swap::drop_database(self.cx, self.admin, &self.snapshot_db(name))?;
         let store = self.store(name, &meta.id);
         if store.exists() {
             if let Err(err) = fs::remove_dir_all(&store) {

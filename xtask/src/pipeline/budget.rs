@@ -1,10 +1,11 @@
 //! How many jobs a load may run: the job count, lowered until its sessions fit in what
 //! the servers, roles and databases still accept.
 
-use anyhow::Context;
+use anyhow::Context as _;
 use xshell::Shell;
 
 use crate::{
+    context::Context,
     pg::{Access, DbUrl, PgTools},
     term,
 };
@@ -135,13 +136,8 @@ pub fn fit(wanted: usize, demands: &[Sessions<'_>], rooms: &[Room]) -> (usize, O
 /// `wanted` jobs, lowered so that the sessions of a load on that many jobs fit in what the
 /// servers, the roles and the databases still accept; a step line says when and why. Below
 /// 2, the load goes in one stream. Where the limits cannot be read, `wanted`.
-pub fn jobs_within_limits(
-    sh: &Shell,
-    tools: &PgTools,
-    wanted: usize,
-    demands: &[Sessions<'_>],
-) -> usize {
-    let (allowed, reason) = fitting_jobs(sh, tools, wanted, demands);
+pub fn jobs_within_limits(cx: &Context, wanted: usize, demands: &[Sessions<'_>]) -> usize {
+    let (allowed, reason) = fitting_jobs(cx, wanted, demands);
     if let Some(reason) = reason {
         match allowed {
             0 | 1 => term::step(format!(
@@ -158,11 +154,11 @@ pub fn jobs_within_limits(
 /// `wanted` jobs, lowered so that `demands` fit in what the servers, roles and databases
 /// still accept, and what lowered it; `wanted` where the limits cannot be read.
 pub fn fitting_jobs(
-    sh: &Shell,
-    tools: &PgTools,
+    cx: &Context,
     wanted: usize,
     demands: &[Sessions<'_>],
 ) -> (usize, Option<String>) {
+    let (sh, tools) = (&cx.sh, &cx.tools);
     if wanted < 2 {
         return (wanted, None);
     }

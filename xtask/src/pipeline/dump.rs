@@ -3,14 +3,14 @@
 
 use std::{collections::BTreeMap, process::Stdio};
 
-use anyhow::Context;
-use xshell::Shell;
+use anyhow::Context as _;
 
 use crate::{
+    context::Context,
     pg::{
         self,
         sql::{literal, qualified},
-        Access, DbUrl, PgTools, Tool,
+        Access, DbUrl, Tool,
     },
     pipeline::{
         budget::{fitting_jobs, Sessions},
@@ -25,12 +25,12 @@ use crate::{
 
 /// `pg_dump` of the source as plain SQL on its stdout, in a read-only session.
 pub fn spawn_dump(
-    sh: &Shell,
-    tools: &PgTools,
+    cx: &Context,
     source: &DbUrl,
     patterns: &[String],
     extra: &[String],
 ) -> anyhow::Result<std::process::Child> {
+    let (sh, tools) = (&cx.sh, &cx.tools);
     let excludes: Vec<String> = patterns
         .iter()
         .map(|p| format!("--exclude-table-data={p}"))
@@ -62,8 +62,7 @@ pub struct Dump<'a> {
 /// Streams `dump` through `sink`; fails with pg_dump's error when the dump failed. Returns
 /// what `sink` returned and the rows each scrub rule touched.
 pub fn with_dump<T>(
-    sh: &Shell,
-    tools: &PgTools,
+    cx: &Context,
     dump: Dump,
     sink: impl FnOnce(&mut dyn std::io::Read) -> anyhow::Result<T>,
 ) -> anyhow::Result<(T, BTreeMap<String, u64>)> {
@@ -74,13 +73,13 @@ pub fn with_dump<T>(
         scrub,
         scan,
     } = dump;
-    let unread = Unread::counted(sh, tools, source, &scrub.applied, patterns)?;
+    let unread = Unread::counted(cx, source, &scrub.applied, patterns)?;
     let (mut patterns, mut extra) = (patterns.to_vec(), Vec::new());
     if let Some(unread) = &unread {
         patterns.extend(unread.patterns.iter().cloned());
         extra.push(format!("--snapshot={}", unread.snapshot.id));
     }
-    let child = spawn_dump(sh, tools, source, &patterns, &extra)?;
+    let child = spawn_dump(cx, source, &patterns, &extra)?;
     let (deleted, holder) = match unread {
         Some(unread) => (unread.counts, Some(unread.snapshot)),
         None => (BTreeMap::new(), None),
@@ -139,12 +138,12 @@ impl Unread {
     /// fail where the stream would not (room for one session only, no snapshot, a count
     /// that fails): the rows then go through the stream, which drops them.
     pub fn counted(
-        sh: &Shell,
-        tools: &PgTools,
+        cx: &Context,
         source: &DbUrl,
         rules: &[scrub::Rule],
         excluded: &[String],
     ) -> anyhow::Result<Option<Unread>> {
+        let (sh, tools) = (&cx.sh, &cx.tools);
         let deleting: Vec<&scrub::Rule> = rules
             .iter()
             .filter(|rule| matches!(rule.action, Action::DeleteRows))
@@ -159,7 +158,7 @@ impl Unread {
             per_job: 1,
             fixed: 0,
         }];
-        if fitting_jobs(sh, tools, 2, &sessions).0 < 2 {
+        if fitting_jobs(cx, 2, &sessions).0 < 2 {
             return Ok(None);
         }
         let names: Vec<String> = deleting.iter().map(|rule| literal(&rule.table)).collect();
@@ -186,7 +185,7 @@ impl Unread {
             ));
             Ok(None)
         };
-        let mut snapshot = match Snapshot::export(sh, tools, source) {
+        let mut snapshot = match Snapshot::export(cx, source) {
             Ok(snapshot) => snapshot,
             Err(err) => return stream(err),
         };

@@ -7,15 +7,15 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use anyhow::{bail, Context};
-use xshell::Shell;
+use anyhow::{bail, Context as _};
 
 use crate::{
     atomic_file::{self, StagingDir},
     bundle::{self, allowed_signers::AllowedSigners, check::check_complete, sign},
+    context::Context,
     media,
     mode::{print_plan, Mode},
-    pg::{DbUrl, PgTools},
+    pg::DbUrl,
     pipeline::{
         leak_scan, load, parallel,
         replace::{Create, Database, Replacement},
@@ -96,14 +96,13 @@ pub struct Import<'a> {
     pub guard: &'a LoadGuard,
     /// Fail when the leak scan finds anything (--strict).
     pub strict: bool,
-    /// Sessions to load on at once (`--jobs`).
-    pub jobs: usize,
     /// On a dry run, the step that will provide the target first (seed-dev's container).
     pub provides_target: Option<String>,
 }
 
 impl Import<'_> {
-    pub fn run(&self, sh: &Shell, tools: &PgTools, mode: Mode) -> anyhow::Result<()> {
+    pub fn run(&self, cx: &Context, mode: Mode) -> anyhow::Result<()> {
+        let (sh, tools) = (&cx.sh, &cx.tools);
         // Who made it comes first: nothing in the bundle is trusted, not even its checksums,
         // before its signer is.
         let sums = bundle::read_sums(self.dir)?;
@@ -190,7 +189,7 @@ impl Import<'_> {
         };
         let target = replacement.inspect(sh, tools)?;
         let source_major = manifest.source.server_major;
-        let locked = replacement.lock(sh, tools, &target, Some(source_major))?;
+        let locked = replacement.lock(cx, &target, Some(source_major))?;
         let drop_settings = locked.drop_settings.clone();
         let stage = |timings: &mut Timings| {
             let staged = match (&media_sums, self.target_media) {
@@ -214,7 +213,6 @@ impl Import<'_> {
         let fill = |temp: &DbUrl| {
             let bar = term::bytes_progress("restore", Some(size));
             let file = parallel::DumpFile {
-                jobs: self.jobs,
                 pinned,
                 toc: &toc,
                 drop_settings: &drop_settings,
@@ -222,10 +220,10 @@ impl Import<'_> {
                 replaces: target.state.exists,
                 covered: &covered,
             };
-            let streamed = match file.load(sh, tools, temp)? {
+            let streamed = match file.load(cx, temp)? {
                 parallel::FileLoad::Loaded(report) => Some(report),
                 parallel::FileLoad::OneStream => {
-                    let psql = load::spawn_psql_load(sh, tools, temp)?;
+                    let psql = load::spawn_psql_load(cx, temp)?;
                     let mut reader =
                         lines::normalising_reader(pinned.reader(), drop_settings.clone());
                     load::feed_psql(temp, psql, &mut reader, &|n| bar.inc(n))?;
@@ -234,12 +232,12 @@ impl Import<'_> {
             };
             // Rewritten while it loaded: the temporary database is never swapped in.
             pinned.check_unchanged()?;
-            load::check_row_counts(sh, tools, temp, &manifest.rows)?;
+            load::check_row_counts(cx, temp, &manifest.rows)?;
             bar.finish_and_clear();
             // One stream holds schema and rows: the loaded database is scanned instead.
             let report = match streamed {
                 Some(report) => report,
-                None => leak_scan::scan(sh, tools, self.jobs, temp, &covered)?,
+                None => leak_scan::scan(cx, temp, &covered)?,
             };
             leak_scan::check(report.as_ref(), self.strict, "the target is untouched")?;
             leaks = report;
@@ -257,15 +255,14 @@ impl Import<'_> {
             },
             fill: Box::new(fill),
         };
-        let replaced = locked.replace(sh, tools, stage, database)?;
+        let replaced = locked.replace(cx, stage, database)?;
         let excluded: Vec<(String, Option<i64>)> = manifest
             .excluded_table_data
             .iter()
             .map(|name| (name.clone(), None))
             .collect();
         summarise(
-            sh,
-            tools,
+            cx,
             &Summary {
                 target: self.target,
                 excluded: &excluded,

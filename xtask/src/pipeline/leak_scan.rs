@@ -11,16 +11,16 @@ use std::{
     io::Read,
 };
 
-use anyhow::Context;
+use anyhow::Context as _;
 use serde::Deserialize;
-use xshell::Shell;
 
 use crate::remedy::{refuse, Remedy};
 use crate::{
     bundle::{self, Leak, LeakKind},
+    context::Context,
     pg::{
         sql::{ident, literal},
-        Access, DbUrl, PgTools,
+        Access, DbUrl,
     },
     pipeline::{budget, scrub},
     term,
@@ -300,13 +300,8 @@ pub struct Report {
 
 /// Scans `url`'s uncovered columns in read-only sessions, up to `--jobs` side by side. `None`
 /// when the scan is turned off for a benchmark.
-pub fn scan(
-    sh: &Shell,
-    tools: &PgTools,
-    jobs: usize,
-    url: &DbUrl,
-    covered: &Covered,
-) -> anyhow::Result<Option<Report>> {
+pub fn scan(cx: &Context, url: &DbUrl, covered: &Covered) -> anyhow::Result<Option<Report>> {
+    let (sh, tools) = (&cx.sh, &cx.tools);
     if skipped() {
         return Ok(None);
     }
@@ -318,9 +313,8 @@ pub fn scan(
     let total = tables.iter().map(|t| t.columns.len()).sum();
     // As many sessions as the server, the role and the database still accept.
     let (sessions, _) = budget::fitting_jobs(
-        sh,
-        tools,
-        jobs,
+        cx,
+        cx.jobs,
         &[budget::Sessions {
             url,
             per_job: 1,
@@ -467,12 +461,8 @@ pub struct Scanner {
 impl Scanner {
     /// Reads `url`'s text and JSON columns and keeps those `covered` leaves to scan. `None`
     /// when the scan is turned off for a benchmark.
-    pub fn start(
-        sh: &Shell,
-        tools: &PgTools,
-        url: &DbUrl,
-        covered: &Covered,
-    ) -> anyhow::Result<Option<Scanner>> {
+    pub fn start(cx: &Context, url: &DbUrl, covered: &Covered) -> anyhow::Result<Option<Scanner>> {
+        let (sh, tools) = (&cx.sh, &cx.tools);
         if skipped() {
             return Ok(None);
         }

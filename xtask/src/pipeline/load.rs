@@ -6,11 +6,11 @@ use std::{
     process::{Child, Stdio},
 };
 
-use anyhow::{bail, Context};
-use xshell::Shell;
+use anyhow::{bail, Context as _};
 
 use crate::{
-    pg::{self, first_error, sql::literal, tool_command, Access, DbUrl, PgTools, Tool},
+    context::Context,
+    pg::{self, first_error, sql::literal, tool_command, Access, DbUrl, Tool},
     plain::{
         copy::{copy_target, is_copy_start},
         lines::Next,
@@ -22,11 +22,11 @@ use crate::{
 /// loaded database and fails, naming the first table that differs, unless all match: the
 /// proof that a load left nothing out.
 pub fn check_row_counts(
-    sh: &Shell,
-    tools: &PgTools,
+    cx: &Context,
     url: &DbUrl,
     expected: &std::collections::BTreeMap<String, u64>,
 ) -> anyhow::Result<()> {
+    let (sh, tools) = (&cx.sh, &cx.tools);
     if expected.is_empty() {
         return Ok(());
     }
@@ -66,7 +66,8 @@ pub const SESSION_ARGS: &[&str] = &[
 ];
 
 /// `psql` reading SQL from its stdin into `url`, stopping at the first error.
-pub fn spawn_psql_load(sh: &Shell, tools: &PgTools, url: &DbUrl) -> anyhow::Result<Child> {
+pub fn spawn_psql_load(cx: &Context, url: &DbUrl) -> anyhow::Result<Child> {
+    let (sh, tools) = (&cx.sh, &cx.tools);
     tools.check_restricts(sh, url)?;
     // Verbose errors carry their SQLSTATE, which says what went wrong in any language.
     let cmd = tools

@@ -9,6 +9,7 @@ use std::{fs, path::Path};
 use xshell::Shell;
 
 use crate::{
+    context::Context,
     media,
     pg::{DbUrl, PgTools},
     pipeline::{
@@ -54,8 +55,7 @@ impl<'a> Replacement<'a> {
     /// the target's own server), then takes the locks that keep a second run out.
     pub fn lock<'t>(
         &self,
-        sh: &Shell,
-        tools: &PgTools,
+        cx: &Context,
         inspected: &'t Inspected,
         source_major: Option<u32>,
     ) -> anyhow::Result<Locked<'a, 't>> {
@@ -65,8 +65,7 @@ impl<'a> Replacement<'a> {
             }
             None => Vec::new(),
         };
-        let (lock, media_lock) =
-            take_locks(sh, tools, &inspected.admin, self.target, self.target_media)?;
+        let (lock, media_lock) = take_locks(cx, &inspected.admin, self.target, self.target_media)?;
         Ok(Locked {
             target: self.target,
             target_media: self.target_media,
@@ -155,9 +154,9 @@ impl Locked<'_, '_> {
     }
 
     /// Removes the temporary databases of dead runs found while taking the lock (once).
-    pub fn drop_stale(&mut self, sh: &Shell, tools: &PgTools) {
+    pub fn drop_stale(&mut self, cx: &Context) {
         if !std::mem::replace(&mut self.stale_dropped, true) {
-            swap::drop_stale(sh, tools, &self.inspected.admin, &self.lock.stale);
+            swap::drop_stale(cx, &self.inspected.admin, &self.lock.stale);
         }
     }
 
@@ -166,8 +165,7 @@ impl Locked<'_, '_> {
     /// the target and its media are as they were.
     pub fn replace<M: Staged>(
         mut self,
-        sh: &Shell,
-        tools: &PgTools,
+        cx: &Context,
         stage: impl FnOnce(&mut Timings) -> anyhow::Result<Option<M>>,
         database: Database<'_>,
     ) -> anyhow::Result<Replaced> {
@@ -177,7 +175,7 @@ impl Locked<'_, '_> {
             self.asked_media,
             self.guard,
         )?;
-        self.drop_stale(sh, tools);
+        self.drop_stale(cx);
         let mut timings = Timings::default();
         let staged = stage(&mut timings)?;
         record_swap(
@@ -193,7 +191,7 @@ impl Locked<'_, '_> {
                 term::step(line);
             }
             let create = |temp: &DbUrl| match database.create {
-                Create::Empty { encoding } => swap::create_temp(sh, tools, admin, temp, encoding),
+                Create::Empty { encoding } => swap::create_temp(cx, admin, temp, encoding),
                 Create::By(create) => create(temp),
             };
             // The media go in after the database; a failure there puts the database back.
@@ -201,7 +199,7 @@ impl Locked<'_, '_> {
                 media = M::swap_in(staged, target_media)?;
                 Ok(())
             };
-            swap::replace(sh, tools, admin, target, create, database.fill, swap_media)
+            swap::replace(cx, admin, target, create, database.fill, swap_media)
         })?;
         Ok(Replaced {
             media,

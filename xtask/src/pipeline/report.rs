@@ -6,11 +6,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use xshell::Shell;
-
 use crate::{
+    context::Context,
     media,
-    pg::{Access, DbUrl, PgTools},
+    pg::{Access, DbUrl},
     pipeline::leak_scan,
     term,
 };
@@ -114,7 +113,8 @@ pub struct Summary<'a> {
     pub timings: &'a Timings,
 }
 
-pub fn summarise(sh: &Shell, tools: &PgTools, summary: &Summary) {
+pub fn summarise(cx: &Context, summary: &Summary) {
+    let (sh, tools) = (&cx.sh, &cx.tools);
     let Summary {
         target,
         excluded,

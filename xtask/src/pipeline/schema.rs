@@ -1,22 +1,18 @@
 //! The schema snapshot: a schema-only `pg_dump` made deterministic and headed by the
 //! server's major version.
 
-use anyhow::{bail, Context};
-use xshell::Shell;
+use anyhow::{bail, Context as _};
 
-use crate::pg::{self, Access, DbUrl, Need, PgTools, Tool};
+use crate::context::Context;
+use crate::pg::{self, Access, DbUrl, Need, Tool};
 use crate::plain::lines;
 
 pub const HEADER_PREFIX: &str = "-- NetPoint schema snapshot, PostgreSQL ";
 
 /// A normalised schema dump of `url`, headed by the server's major version. With
 /// `expected_major`, a server of another major is refused rather than diffed.
-pub fn snapshot(
-    sh: &Shell,
-    tools: &PgTools,
-    url: &DbUrl,
-    expected_major: Option<u32>,
-) -> anyhow::Result<String> {
+pub fn snapshot(cx: &Context, url: &DbUrl, expected_major: Option<u32>) -> anyhow::Result<String> {
+    let (sh, tools) = (&cx.sh, &cx.tools);
     let server = tools.server(sh, url, Access::ReadOnly)?;
     if let Some(expected) = expected_major.filter(|&m| m != server.major) {
         bail!(

@@ -6,11 +6,11 @@ use std::{
     process::{Child, ChildStdin, ChildStdout, Stdio},
 };
 
-use anyhow::Context;
-use xshell::Shell;
+use anyhow::Context as _;
 
 use crate::{
-    pg::{self, Access, DbUrl, PgTools},
+    context::Context,
+    pg::{self, Access, DbUrl},
     process::{self, SpawnTool},
 };
 
@@ -30,7 +30,8 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    pub fn export(sh: &Shell, tools: &PgTools, source: &DbUrl) -> anyhow::Result<Snapshot> {
+    pub fn export(cx: &Context, source: &DbUrl) -> anyhow::Result<Snapshot> {
+        let (sh, tools) = (&cx.sh, &cx.tools);
         let cmd = tools.stdin_session(sh, source, Access::ReadOnly)?;
         let mut command = pg::tool_command(cmd, source);
         command

@@ -1,13 +1,13 @@
 //! What is read of the source before a dump: its server, its encoding, and the tables whose
 //! data is left out, resolved by pg_dump's own pattern rules.
 
-use anyhow::{bail, Context};
-use xshell::Shell;
+use anyhow::{bail, Context as _};
 
 use crate::{
+    context::Context,
     pg::{
         sql::{literal, qualified},
-        Access, DbUrl, PgTools, Server,
+        Access, DbUrl, Server,
     },
     term,
 };
@@ -28,12 +28,12 @@ pub struct Exclusions {
 /// Resolves the patterns of tables whose data is left out; `given` are the user's own,
 /// which are warned about when they match nothing.
 pub fn excluded_tables(
-    sh: &Shell,
-    tools: &PgTools,
+    cx: &Context,
     source: &DbUrl,
     patterns: &[String],
     given: &[String],
 ) -> anyhow::Result<Exclusions> {
+    let (sh, tools) = (&cx.sh, &cx.tools);
     if patterns.is_empty() {
         return Ok(Exclusions::default());
     }
@@ -128,13 +128,15 @@ pub fn pattern_regexes(pattern: &str) -> anyhow::Result<Vec<String>> {
     Ok(parts.into_iter().map(|p| format!("^({p})$")).collect())
 }
 
-pub fn source_server(sh: &Shell, tools: &PgTools, source: &DbUrl) -> anyhow::Result<Server> {
+pub fn source_server(cx: &Context, source: &DbUrl) -> anyhow::Result<Server> {
+    let (sh, tools) = (&cx.sh, &cx.tools);
     let server = tools.server(sh, source, Access::ReadOnly)?;
     tools.check_dump_compatible(sh, &server)?;
     Ok(server)
 }
 
-pub fn database_encoding(sh: &Shell, tools: &PgTools, url: &DbUrl) -> anyhow::Result<String> {
+pub fn database_encoding(cx: &Context, url: &DbUrl) -> anyhow::Result<String> {
+    let (sh, tools) = (&cx.sh, &cx.tools);
     tools.query(
         sh,
         url,

@@ -8,10 +8,10 @@ use std::{
 };
 
 use indicatif::ProgressBar;
-use xshell::Shell;
 
 use crate::{
-    pg::{DbUrl, PgTools},
+    context::Context,
+    pg::DbUrl,
     pipeline::budget::{jobs_within_limits, Sessions},
     pipeline::{dump, leak_scan, load, scrub, scrub::Action, snapshot::Snapshot},
     plain::post_data::post_jobs,
@@ -26,8 +26,6 @@ use super::{
 
 /// What the parallel direct clone is given.
 pub struct DirectClone<'a> {
-    /// Sessions to run at once (`--jobs`); below 2, the clone goes in one stream.
-    pub jobs: usize,
     pub source: &'a DbUrl,
     pub patterns: &'a [String],
     pub excluded: &'a [(String, i64)],
@@ -95,22 +93,17 @@ impl DataPiece {
 }
 
 impl DirectClone<'_> {
-    /// Copies the source into the empty database `temp` on `self.jobs` sessions: the schema,
+    /// Copies the source into the empty database `temp` on `cx.jobs` sessions: the schema,
     /// then table data from one shared snapshot, then indexes and constraints side by side.
     /// Large tables go [`Straight`]; the rest, and every scrubbed table, in balanced groups,
     /// each a `pg_dump --data-only` streamed through xtask into its own psql. The sessions
-    /// take the pieces largest first. Returns `None`, having changed nothing, when the
-    /// source needs the single stream.
-    pub fn run(
-        &self,
-        sh: &Shell,
-        tools: &PgTools,
-        temp: &DbUrl,
-    ) -> anyhow::Result<Option<BTreeMap<String, u64>>> {
-        if self.jobs < 2 {
+    /// take the pieces largest first. Returns `None`, having changed nothing, when `cx.jobs` is
+    /// below 2 or the source needs the single stream.
+    pub fn run(&self, cx: &Context, temp: &DbUrl) -> anyhow::Result<Option<BTreeMap<String, u64>>> {
+        if cx.jobs < 2 {
             return Ok(None);
         }
-        let relations = match relations_to_copy(sh, tools, self.source, self.excluded)? {
+        let relations = match relations_to_copy(cx, self.source, self.excluded)? {
             Ok(relations) => relations,
             Err(why) => {
                 term::detail(format!("copying in one stream: {why}"));
@@ -121,9 +114,8 @@ impl DirectClone<'_> {
         // and a straight copy per job; on the target: a psql per group, a straight copy per
         // job, a post-data session per job and the checkpoint session.
         let sessions = jobs_within_limits(
-            sh,
-            tools,
-            self.jobs,
+            cx,
+            cx.jobs,
             &[
                 Sessions {
                     url: self.source,
@@ -140,7 +132,7 @@ impl DirectClone<'_> {
         if sessions < 2 {
             return Ok(None);
         }
-        let mut snapshot = match Snapshot::export(sh, tools, self.source) {
+        let mut snapshot = match Snapshot::export(cx, self.source) {
             Ok(snapshot) => snapshot,
             Err(err) => {
                 term::detail(format!("copying in one stream: {err:#}"));
@@ -200,8 +192,7 @@ impl DirectClone<'_> {
         let snap = format!("--snapshot={}", snapshot.id);
         let section = |name: &str| -> anyhow::Result<Child> {
             dump::spawn_dump(
-                sh,
-                tools,
+                cx,
                 self.source,
                 &[],
                 &[snap.clone(), format!("--section={name}")],
@@ -215,7 +206,7 @@ impl DirectClone<'_> {
             for relation in group {
                 args.push(format!("--table={}", relation.pattern));
             }
-            let dump = dump::spawn_dump(sh, tools, self.source, &patterns, &args)?;
+            let dump = dump::spawn_dump(cx, self.source, &patterns, &args)?;
             dumps.push((group.iter().map(|r| r.bytes).sum::<u64>(), dump));
         }
         let source = self.source.clone();
@@ -230,7 +221,7 @@ impl DirectClone<'_> {
 
         let started = std::time::Instant::now();
         self.bar.set_message("schema");
-        let psql = load::spawn_psql_load(sh, tools, temp)?;
+        let psql = load::spawn_psql_load(cx, temp)?;
         dump::pump_dump(
             pre,
             self.source,
@@ -251,19 +242,12 @@ impl DirectClone<'_> {
         self.bar.set_message("data");
         let mut loads = Vec::new();
         for (bytes, dump) in dumps {
-            let psql = load::spawn_psql_load(sh, tools, temp)?;
+            let psql = load::spawn_psql_load(cx, temp)?;
             loads.push((bytes, DataPiece::Dump { dump, psql }));
         }
         for relation in &straight {
-            let straight = Straight::new(
-                sh,
-                tools,
-                self.source,
-                self.encoding,
-                temp,
-                &snapshot.id,
-                relation,
-            )?;
+            let straight =
+                Straight::new(cx, self.source, self.encoding, temp, &snapshot.id, relation)?;
             loads.push((relation.bytes, DataPiece::Straight(Box::new(straight))));
         }
         loads.sort_by_key(|(bytes, _)| std::cmp::Reverse(*bytes));
@@ -299,7 +283,7 @@ impl DirectClone<'_> {
                     let _ = tx.send(Event::StreamEnded);
                 });
             }
-            let result = run_post_data(sh, tools, temp, post, sessions, (tx, rx), &failure);
+            let result = run_post_data(cx, temp, post, sessions, (tx, rx), &failure);
             if let Err(err) = &result {
                 failure.record(anyhow::anyhow!("{err:#}"));
             }

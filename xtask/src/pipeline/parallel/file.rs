@@ -7,13 +7,13 @@ use std::{
     sync::{mpsc, Mutex},
 };
 
-use anyhow::Context;
+use anyhow::Context as _;
 use indicatif::ProgressBar;
-use xshell::Shell;
 
 use crate::{
     bundle::{Pinned, PinnedReader},
-    pg::{DbUrl, PgTools},
+    context::Context,
+    pg::DbUrl,
     pipeline::budget::{jobs_within_limits, Sessions},
     pipeline::{leak_scan, load},
     plain::{
@@ -29,8 +29,6 @@ use super::schedule::{feed_data, run_post_data, Event, Failure, PostData, Stoppa
 
 /// A checked plain dump file, loaded on several sessions.
 pub struct DumpFile<'a> {
-    /// Sessions to load on at once.
-    pub jobs: usize,
     pub pinned: &'a Pinned,
     /// Its entries.
     pub toc: &'a toc::Toc,
@@ -48,19 +46,13 @@ impl DumpFile<'_> {
     /// over the sessions (largest tables first), then indexes and constraints side by side.
     /// Returns [`FileLoad::OneStream`], having changed nothing, when the file must be loaded
     /// in one stream. The rows are leak-scanned as they stream.
-    pub fn load(&self, sh: &Shell, tools: &PgTools, temp: &DbUrl) -> anyhow::Result<FileLoad> {
-        load_file(sh, tools, temp, self)
+    pub fn load(&self, cx: &Context, temp: &DbUrl) -> anyhow::Result<FileLoad> {
+        load_file(cx, temp, self)
     }
 }
 
-fn load_file(
-    sh: &Shell,
-    tools: &PgTools,
-    temp: &DbUrl,
-    file: &DumpFile,
-) -> anyhow::Result<FileLoad> {
+fn load_file(cx: &Context, temp: &DbUrl, file: &DumpFile) -> anyhow::Result<FileLoad> {
     let DumpFile {
-        jobs,
         pinned,
         toc,
         drop_settings,
@@ -68,6 +60,7 @@ fn load_file(
         replaces,
         covered,
     } = *file;
+    let jobs = cx.jobs;
     if jobs < 2 {
         return Ok(FileLoad::OneStream);
     }
@@ -81,8 +74,7 @@ fn load_file(
     };
     // At most a loading psql and a post-data session per job, and the checkpoint session.
     let sessions = jobs_within_limits(
-        sh,
-        tools,
+        cx,
         jobs,
         &[Sessions {
             url: temp,
@@ -104,14 +96,14 @@ fn load_file(
 
     let started = std::time::Instant::now();
     bar.set_message("schema");
-    let psql = load::spawn_psql_load(sh, tools, temp)?;
+    let psql = load::spawn_psql_load(cx, temp)?;
     let mut pre =
         lines::normalising_reader(pinned.range(0, sections.pre_end), drop_settings.to_vec());
     load::feed_psql(temp, psql, &mut pre, &|n| bar.inc(n))?;
 
     phase_done("schema", &started);
     // The loaded schema tells which columns hold text.
-    let scanner = leak_scan::Scanner::start(sh, tools, temp, covered)?;
+    let scanner = leak_scan::Scanner::start(cx, temp, covered)?;
     bar.set_message("data");
     let mut sizes = HashMap::new();
     let mut ranges = Vec::new();
@@ -144,7 +136,7 @@ fn load_file(
     let queue = Mutex::new(VecDeque::from(ranges));
     let mut loaders = Vec::new();
     for _ in 0..streams {
-        loaders.push(load::spawn_psql_load(sh, tools, temp)?);
+        loaders.push(load::spawn_psql_load(cx, temp)?);
     }
     let failure = Failure::default();
     let (tx, rx) = mpsc::channel();
@@ -181,7 +173,7 @@ fn load_file(
                 let _ = tx.send(Event::StreamEnded);
             });
         }
-        let result = run_post_data(sh, tools, temp, post, sessions, (tx, rx), &failure);
+        let result = run_post_data(cx, temp, post, sessions, (tx, rx), &failure);
         if let Err(err) = &result {
             failure.record(anyhow::anyhow!("{err:#}"));
         }

@@ -14,10 +14,10 @@ use std::{
 
 use anyhow::bail;
 use indicatif::ProgressBar;
-use xshell::Shell;
 
 use crate::{
-    pg::{self, DbUrl, PgTools},
+    context::Context,
+    pg::{self, DbUrl},
     pipeline::load,
     plain::post_data::PostJob,
     process, term,
@@ -55,8 +55,8 @@ pub struct PostData {
 /// every page of the new copy to disk while nothing else runs. Asked for when the table
 /// data is in, most of that writing overlaps the index builds instead. It needs superuser
 /// or `pg_checkpoint`; without them it fails quietly and nothing changes.
-pub fn spawn_flush(sh: &Shell, tools: &PgTools, url: &DbUrl) -> anyhow::Result<Child> {
-    let mut psql = load::spawn_psql_load(sh, tools, url)?;
+pub fn spawn_flush(cx: &Context, url: &DbUrl) -> anyhow::Result<Child> {
+    let mut psql = load::spawn_psql_load(cx, url)?;
     // Nobody reads why a checkpoint was refused.
     drop(psql.stderr.take());
     Ok(psql)
@@ -74,20 +74,20 @@ pub struct Session {
 /// wait for all data and all indexes. Within a stage, statements that would lock each other
 /// out never run together. Stops at the first failure, here or in a data session.
 pub fn run_post_data(
-    sh: &Shell,
-    tools: &PgTools,
+    cx: &Context,
     url: &DbUrl,
     mut post: PostData,
     sessions: usize,
     events: (mpsc::Sender<Event>, mpsc::Receiver<Event>),
     failure: &Failure,
 ) -> anyhow::Result<()> {
+    let tools = &cx.tools;
     let (tx, rx) = events;
     let sessions = sessions.clamp(1, post.jobs.len().max(1));
     let mut workers = Vec::new();
     if !post.jobs.is_empty() {
         for n in 0..sessions {
-            let mut child = load::spawn_psql_load(sh, tools, url)?;
+            let mut child = load::spawn_psql_load(cx, url)?;
             let stderr = child.stderr.take().unwrap();
             let tx = tx.clone();
             std::thread::spawn(move || {
@@ -111,7 +111,7 @@ pub fn run_post_data(
     }
     drop(tx);
     let mut flush = match post.flush {
-        true => Some(spawn_flush(sh, tools, url)?),
+        true => Some(spawn_flush(cx, url)?),
         false => None,
     };
     // `max_parallel_maintenance_workers` came with PostgreSQL 11.

@@ -8,14 +8,14 @@ use std::{
     time::Duration,
 };
 
-use anyhow::{bail, Context};
-use xshell::Shell;
+use anyhow::{bail, Context as _};
 
 use crate::{
+    context::Context,
     pg::{
         self,
         sql::{literal, qualified},
-        Access, DbUrl, PgTools, Tool,
+        Access, DbUrl, Tool,
     },
     pipeline::{leak_scan, load},
     plain::copy,
@@ -67,11 +67,11 @@ pub fn balance(mut relations: Vec<Relation>, n: usize) -> Vec<Vec<Relation>> {
 
 /// What a parallel clone of the source needs to know, or why it must run as one stream.
 pub fn relations_to_copy(
-    sh: &Shell,
-    tools: &PgTools,
+    cx: &Context,
     source: &DbUrl,
     excluded: &[(String, i64)],
 ) -> anyhow::Result<Result<Vec<Relation>, &'static str>> {
+    let (sh, tools) = (&cx.sh, &cx.tools);
     // Generated columns (PostgreSQL 12 and later) are computed again on the target.
     let generated = match tools.server_major(source) {
         Some(major) if major < 12 => "",
@@ -173,14 +173,14 @@ pub struct Straight {
 
 impl Straight {
     pub fn new(
-        sh: &Shell,
-        tools: &PgTools,
+        cx: &Context,
         source: &DbUrl,
         encoding: &str,
         temp: &DbUrl,
         snapshot: &str,
         relation: &Relation,
     ) -> anyhow::Result<Straight> {
+        let (sh, tools) = (&cx.sh, &cx.tools);
         let binary = relation.binary
             && tools.server_major(source).is_some()
             && tools.server_major(source) == tools.server_major(temp);

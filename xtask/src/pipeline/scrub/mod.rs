@@ -18,14 +18,15 @@ use std::{
     sync::Arc,
 };
 
-use anyhow::{bail, Context};
+use anyhow::{bail, Context as _};
 use serde::Deserialize;
 
 pub use rewrite::{scrubber, Counts};
 pub use rules::{Action, Rule};
 
 use crate::{
-    pg::{sql::ident, Access, DbUrl, PgTools},
+    context::Context,
+    pg::{sql::ident, Access, DbUrl},
     plain::lines,
     remedy::{refuse, Remedy},
     term,
@@ -104,12 +105,8 @@ const CATALOG_QUERY: &str = "select json_build_object(\
    join pg_class p on p.oid = i.inhparent join pg_namespace pn on pn.oid = p.relnamespace), '[]'))";
 
 impl Options {
-    pub fn plan(
-        &self,
-        sh: &xshell::Shell,
-        tools: &PgTools,
-        source: &DbUrl,
-    ) -> anyhow::Result<Plan> {
+    pub fn plan(&self, cx: &Context, source: &DbUrl) -> anyhow::Result<Plan> {
+        let (sh, tools) = (&cx.sh, &cx.tools);
         if self.no_scrub {
             return Ok(Plan::default());
         }

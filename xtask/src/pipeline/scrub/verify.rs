@@ -1,15 +1,16 @@
 //! Verification of a scrub: original values the rules change, sampled from the source,
 //! must not be found in the loaded copy.
 
-use anyhow::{bail, Context};
+use anyhow::{bail, Context as _};
 
 use std::collections::{BTreeMap, HashMap};
 
 use super::{scrub_field, Plan, Row, Rule};
 use crate::{
+    context::Context,
     pg::{
         sql::{ident, literal},
-        Access, DbUrl, PgTools,
+        Access, DbUrl,
     },
     plain::copy::unescape,
 };
@@ -20,12 +21,12 @@ impl Plan {
     /// queries in all, whatever the number of rules.
     pub fn verify(
         &self,
-        sh: &xshell::Shell,
-        tools: &PgTools,
+        cx: &Context,
         source: &DbUrl,
         target: &DbUrl,
         data_excluded: &[String],
     ) -> anyhow::Result<()> {
+        let (sh, tools) = (&cx.sh, &cx.tools);
         // Tables whose data was left out have nothing to check.
         let rules: Vec<&Rule> = self
             .applied

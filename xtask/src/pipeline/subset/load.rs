@@ -8,13 +8,13 @@ use std::{
     io::{BufWriter, Read, Write},
 };
 
-use anyhow::Context;
+use anyhow::Context as _;
 use serde::Deserialize;
-use xshell::Shell;
 
 use super::Subset;
 use crate::{
-    pg::{sql::literal, DbUrl, PgTools},
+    context::Context,
+    pg::{sql::literal, DbUrl},
     pipeline::{
         dump::{pump_dump, spawn_dump},
         leak_scan, load, scrub,
@@ -61,8 +61,7 @@ impl Subset {
     /// Fills `temp` (an empty database) with the subset; `on_bytes` counts what psql reads.
     pub fn fill(
         &mut self,
-        sh: &Shell,
-        tools: &PgTools,
+        cx: &Context,
         fill: &Fill,
         temp: &DbUrl,
         on_bytes: &dyn Fn(u64),
@@ -73,8 +72,8 @@ impl Subset {
                 format!("--section={name}"),
                 format!("--snapshot={snapshot}"),
             ];
-            let child = spawn_dump(sh, tools, fill.source, &[], &extra)?;
-            let psql = load::spawn_psql_load(sh, tools, temp)?;
+            let child = spawn_dump(cx, fill.source, &[], &extra)?;
+            let psql = load::spawn_psql_load(cx, temp)?;
             let rules = &[];
             pump_dump(
                 child,
@@ -89,7 +88,7 @@ impl Subset {
             Ok(())
         };
         section("pre-data")?;
-        let loaded = self.load_rows(sh, tools, fill, temp, on_bytes)?;
+        let loaded = self.load_rows(cx, fill, temp, on_bytes)?;
         section("post-data")?;
         Ok(loaded)
     }
@@ -98,13 +97,12 @@ impl Subset {
     /// into one loading psql.
     fn load_rows(
         &mut self,
-        sh: &Shell,
-        tools: &PgTools,
+        cx: &Context,
         fill: &Fill,
         temp: &DbUrl,
         on_bytes: &dyn Fn(u64),
     ) -> anyhow::Result<Loaded> {
-        let psql = load::spawn_psql_load(sh, tools, temp)?;
+        let psql = load::spawn_psql_load(cx, temp)?;
         let (reader, writer) = std::io::pipe().context("making a pipe for the subset's rows")?;
         let subset = &mut *self;
         std::thread::scope(|scope| {

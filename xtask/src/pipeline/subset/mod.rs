@@ -15,9 +15,9 @@ pub mod verify;
 use std::io::Write;
 
 use anyhow::bail;
-use xshell::Shell;
 
-use crate::pg::{DbUrl, PgTools};
+use crate::context::Context;
+use crate::pg::DbUrl;
 
 pub use closure::Closure;
 pub use graph::Graph;
@@ -36,8 +36,7 @@ impl Subset {
     /// Opens a read-only snapshot of `source`, reads its graph and computes the closure of
     /// `roots` (each with `sample` percent of its rows, when given).
     pub fn compute(
-        sh: &Shell,
-        tools: &PgTools,
+        cx: &Context,
         source: &DbUrl,
         rules: &Rules,
         roots: &[Root],
@@ -46,7 +45,7 @@ impl Subset {
         if roots.is_empty() {
             bail!("a subset needs at least one root: a table and a condition (TABLE: CONDITION) or a named subset (NAME=VALUE)");
         }
-        let mut session = Session::open(sh, tools, source)?;
+        let mut session = Session::open(cx, source)?;
         let graph = Graph::read(&mut session, rules)?;
         let closure = closure::compute(&mut session, &graph, rules, roots, sample)?;
         Ok(Subset {

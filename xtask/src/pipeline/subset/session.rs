@@ -9,12 +9,12 @@ use std::{
     thread::JoinHandle,
 };
 
-use anyhow::Context;
+use anyhow::Context as _;
 use serde::de::DeserializeOwned;
-use xshell::Shell;
 
 use crate::{
-    pg::{self, Access, DbUrl, PgTools},
+    context::Context,
+    pg::{self, Access, DbUrl},
     pipeline::snapshot::READ_ONLY_SNAPSHOT,
     process::{self, SpawnTool},
 };
@@ -34,7 +34,8 @@ pub struct Session {
 }
 
 impl Session {
-    pub fn open(sh: &Shell, tools: &PgTools, source: &DbUrl) -> anyhow::Result<Session> {
+    pub fn open(cx: &Context, source: &DbUrl) -> anyhow::Result<Session> {
+        let (sh, tools) = (&cx.sh, &cx.tools);
         let cmd = tools.stdin_session(sh, source, Access::ReadOnly)?;
         let mut command = pg::tool_command(cmd, source);
         command

@@ -4,8 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use anyhow::{bail, Context};
-use xshell::Shell;
+use anyhow::{bail, Context as _};
 
 use super::{
     keys::{array, Key, BATCH},
@@ -13,7 +12,8 @@ use super::{
     Subset,
 };
 use crate::{
-    pg::{Access, DbUrl, PgTools},
+    context::Context,
+    pg::{Access, DbUrl},
     term,
 };
 
@@ -76,12 +76,11 @@ impl Subset {
     /// replacement undone.
     pub fn verify(
         &mut self,
-        sh: &Shell,
-        tools: &PgTools,
+        cx: &Context,
         temp: &DbUrl,
         loaded: &Loaded,
     ) -> anyhow::Result<Verified> {
-        let query = |sql: &str| tools.query(sh, temp, Access::ReadWrite, sql);
+        let query = |sql: &str| cx.tools.query(&cx.sh, temp, Access::ReadWrite, sql);
         let parse = |answer: String| -> anyhow::Result<(u64, u64)> {
             serde_json::from_str(&answer)
                 .with_context(|| format!("unexpected answer about foreign keys: {answer}"))
@@ -93,7 +92,7 @@ impl Subset {
                 "the subset's foreign keys do not match the source's: {valid} of {total} valid where the source has {source_valid} of {source_total}"
             );
         }
-        let dangling = self.check_generics(sh, tools, temp)?;
+        let dangling = self.check_generics(cx, temp)?;
         let sizes = |answer: String| -> anyhow::Result<BTreeMap<String, (f64, u64)>> {
             serde_json::from_str(&answer)
                 .with_context(|| format!("unexpected answer about table sizes: {answer}"))
@@ -125,8 +124,7 @@ impl Subset {
     /// in the source (the subset left it out), counted when it does not.
     fn check_generics(
         &mut self,
-        sh: &Shell,
-        tools: &PgTools,
+        cx: &Context,
         temp: &DbUrl,
     ) -> anyhow::Result<BTreeMap<String, u64>> {
         let mut dangling = BTreeMap::new();
@@ -138,7 +136,7 @@ impl Subset {
             };
             let (tc, ic) = (&tc.quoted, &ic.quoted);
             let query = |sql: String| -> anyhow::Result<String> {
-                tools.query(sh, temp, Access::ReadWrite, &sql)
+                cx.tools.query(&cx.sh, temp, Access::ReadWrite, &sql)
             };
             let types: Vec<i64> = serde_json::from_str(&query(format!(
                 "select coalesce(jsonb_agg(distinct {tc}), '[]') from {} where {tc} is not null and {ic} is not null",

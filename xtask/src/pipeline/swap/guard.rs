@@ -4,10 +4,10 @@
 use std::{fs, path::Path};
 
 use anyhow::bail;
-use xshell::Shell;
 
 use crate::{
-    pg::{DbUrl, PgTools},
+    context::Context,
+    pg::DbUrl,
     pipeline::staged_media::has_entries,
     plain::lines,
     remedy::{refuse, Remedy},
@@ -75,21 +75,20 @@ pub fn guard_target(target: &DbUrl, guard: &LoadGuard) -> anyhow::Result<()> {
 /// then undoes what a run killed in the middle of its swap left: the new database in place
 /// with the old media.
 pub fn take_locks(
-    sh: &Shell,
-    tools: &PgTools,
+    cx: &Context,
     admin: &DbUrl,
     target: &DbUrl,
     media: Option<&Path>,
 ) -> anyhow::Result<(lock::TargetLock, Option<lock::MediaLock>)> {
     let media = media.map(lock::MediaLock::take).transpose()?;
-    let lock = lock::TargetLock::take(sh, tools, admin, target)?;
+    let lock = lock::TargetLock::take(cx, admin, target)?;
     if let Some(journal) = media.as_ref().and_then(|m| m.left.clone()) {
         let ours = journal.target == format!("{}/{}", target.host_port(), target.database);
-        if ours && journal.staging.exists() && exists(sh, tools, admin, &journal.aside)? {
+        if ours && journal.staging.exists() && exists(cx, admin, &journal.aside)? {
             term::warn(format!(
                 "a run killed during its swap left {target} with the new database but the old media: putting the previous database back"
             ));
-            put_back(sh, tools, admin, target, &journal.aside)?;
+            put_back(cx, admin, target, &journal.aside)?;
             let _ = fs::remove_dir_all(&journal.staging);
         }
     }

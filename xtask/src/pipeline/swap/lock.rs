@@ -10,11 +10,11 @@ use std::{
     process::{Child, ChildStdin, ChildStdout, Stdio},
 };
 
-use anyhow::{bail, Context};
-use xshell::Shell;
+use anyhow::{bail, Context as _};
 
 use crate::{
-    pg::{self, sql::literal, Access, DbUrl, PgTools},
+    context::Context,
+    pg::{self, sql::literal, Access, DbUrl},
     pipeline::swap,
     process,
 };
@@ -45,12 +45,8 @@ pub struct TargetLock {
 impl TargetLock {
     /// Takes the lock for `target` on the server `admin` connects to, or refuses, naming
     /// the run that holds it.
-    pub fn take(
-        sh: &Shell,
-        tools: &PgTools,
-        admin: &DbUrl,
-        target: &DbUrl,
-    ) -> anyhow::Result<TargetLock> {
+    pub fn take(cx: &Context, admin: &DbUrl, target: &DbUrl) -> anyhow::Result<TargetLock> {
+        let (sh, tools) = (&cx.sh, &cx.tools);
         let cmd = tools.stdin_session(sh, admin, Access::ReadWrite)?;
         let mut child = process::spawn_holder(
             pg::tool_command(cmd, admin)

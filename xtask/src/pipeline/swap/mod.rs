@@ -21,14 +21,14 @@ use stale::temp_name;
 
 use std::{thread, time::Duration};
 
-use anyhow::{bail, Context};
-use xshell::Shell;
+use anyhow::{bail, Context as _};
 
 use crate::remedy::Remedy;
 use crate::{
+    context::Context,
     pg::{
         sql::{ident, literal},
-        Access, DbUrl, PgTools,
+        Access, DbUrl,
     },
     process::{self, check_interrupted},
     term,
@@ -40,8 +40,7 @@ use crate::{
 /// is put back. On any failure or interruption the target is as it was and the temporary
 /// database is gone.
 pub fn replace(
-    sh: &Shell,
-    tools: &PgTools,
+    cx: &Context,
     admin: &DbUrl,
     target: &DbUrl,
     create: impl FnOnce(&DbUrl) -> anyhow::Result<()>,
@@ -50,7 +49,7 @@ pub fn replace(
 ) -> anyhow::Result<()> {
     let temp = target.with_database(&temp_name(&target.database, "load"));
     let drop_temp = || {
-        if drop_database(sh, tools, admin, &temp.database).is_err() {
+        if drop_database(cx, admin, &temp.database).is_err() {
             process::note_left_behind();
         }
     };
@@ -63,7 +62,7 @@ pub fn replace(
         let err = explain_load_failure(err);
         // A server that stopped (a full disk for its WAL stops it) is given time to come back.
         let started = std::time::Instant::now();
-        while drop_database(sh, tools, admin, &temp.database).is_err() {
+        while drop_database(cx, admin, &temp.database).is_err() {
             if started.elapsed() > Duration::from_secs(30) || process::interrupted() {
                 process::note_left_behind();
                 return Err(anyhow::anyhow!(
@@ -78,7 +77,7 @@ pub fn replace(
     // From here the run finishes what it started, even when a signal arrives meanwhile.
     process::critical(|| {
         let old = temp_name(&target.database, "old");
-        let replaced = match swap(sh, tools, admin, target, &temp.database, &old, true) {
+        let replaced = match swap(cx, admin, target, &temp.database, &old, true) {
             Ok(replaced) => replaced,
             Err(err) => {
                 drop_temp();
@@ -87,7 +86,7 @@ pub fn replace(
         };
         if let Err(err) = then() {
             if !replaced {
-                if drop_database(sh, tools, admin, &target.database).is_err() {
+                if drop_database(cx, admin, &target.database).is_err() {
                     process::note_left_behind();
                     return Err(err.context(format!(
                         "the new {} could not be removed again",
@@ -96,7 +95,7 @@ pub fn replace(
                 }
                 return Err(err.context(format!("{} was removed again", target.masked())));
             }
-            return match swap(sh, tools, admin, target, &old, &temp.database, false) {
+            return match swap(cx, admin, target, &old, &temp.database, false) {
                 Ok(_) => {
                     drop_temp();
                     Err(err.context(format!("{} was put back as it was", target.masked())))
@@ -112,7 +111,7 @@ pub fn replace(
                 }
             };
         }
-        if let Err(err) = drop_database(sh, tools, admin, &old) {
+        if let Err(err) = drop_database(cx, admin, &old) {
             term::warn(format!(
                 "the new database is in place, but the previous one ({old}) could not be dropped: {err}"
             ));
@@ -145,12 +144,12 @@ pub fn explain_load_failure(err: anyhow::Error) -> anyhow::Error {
 /// (LATIN1 on a UTF-8 locale) gets the server's default encoding instead, as `createdb`
 /// and `psql < netpoint.sql` would: the rows are converted on the way in.
 pub fn create_temp(
-    sh: &Shell,
-    tools: &PgTools,
+    cx: &Context,
     admin: &DbUrl,
     temp: &DbUrl,
     encoding: Option<&str>,
 ) -> anyhow::Result<()> {
+    let (sh, tools) = (&cx.sh, &cx.tools);
     let create = |encoding: Option<&str>| {
         let encoding = encoding
             .map(|e| format!(" encoding {}", literal(e)))
@@ -186,7 +185,8 @@ pub fn create_temp(
     }
 }
 
-pub fn drop_database(sh: &Shell, tools: &PgTools, admin: &DbUrl, name: &str) -> anyhow::Result<()> {
+pub fn drop_database(cx: &Context, admin: &DbUrl, name: &str) -> anyhow::Result<()> {
+    let (sh, tools) = (&cx.sh, &cx.tools);
     tools
         .query(
             sh,
@@ -213,14 +213,14 @@ pub fn drop_database(sh: &Shell, tools: &PgTools, admin: &DbUrl, name: &str) -> 
 /// `stoppable` (the swap forward, before anything changed; never the swap back). Returns
 /// whether there was a database to put aside.
 pub fn swap(
-    sh: &Shell,
-    tools: &PgTools,
+    cx: &Context,
     admin: &DbUrl,
     target: &DbUrl,
     new: &str,
     aside: &str,
     stoppable: bool,
 ) -> anyhow::Result<bool> {
+    let (sh, tools) = (&cx.sh, &cx.tools);
     #[derive(serde::Deserialize)]
     struct Sessions {
         exists: bool,

@@ -9,13 +9,13 @@
 //! names is not alive here.
 
 use sha2::{Digest, Sha256};
-use xshell::Shell;
 
 use crate::{
+    context::Context,
     media,
     pg::{
         sql::{ident, literal},
-        Access, DbUrl, PgTools,
+        Access, DbUrl,
     },
     process, term,
 };
@@ -94,22 +94,17 @@ pub fn snapshot_key_sql(target: &DbUrl) -> String {
 
 /// Undoes a swap that a killed run left half done: `aside` (the previous database) goes back
 /// in place of the target, and the database the run had put there is dropped.
-pub fn put_back(
-    sh: &Shell,
-    tools: &PgTools,
-    admin: &DbUrl,
-    target: &DbUrl,
-    aside: &str,
-) -> anyhow::Result<()> {
+pub fn put_back(cx: &Context, admin: &DbUrl, target: &DbUrl, aside: &str) -> anyhow::Result<()> {
     let unwanted = temp_name(&target.database, "load");
     process::critical(|| {
-        swap(sh, tools, admin, target, aside, &unwanted, false)?;
-        drop_database(sh, tools, admin, &unwanted)
+        swap(cx, admin, target, aside, &unwanted, false)?;
+        drop_database(cx, admin, &unwanted)
     })
 }
 
 /// Whether a database of this name exists on the server `admin` connects to.
-pub fn exists(sh: &Shell, tools: &PgTools, admin: &DbUrl, name: &str) -> anyhow::Result<bool> {
+pub fn exists(cx: &Context, admin: &DbUrl, name: &str) -> anyhow::Result<bool> {
+    let (sh, tools) = (&cx.sh, &cx.tools);
     let answer = tools.query(
         sh,
         admin,
@@ -162,7 +157,8 @@ pub fn stale_of_dead_runs(names: Vec<String>) -> Vec<String> {
 
 /// Removes the leftovers [`stale_query`] found. A database that cannot be removed is named
 /// in a warning; the next run tries again.
-pub fn drop_stale(sh: &Shell, tools: &PgTools, admin: &DbUrl, names: &[String]) {
+pub fn drop_stale(cx: &Context, admin: &DbUrl, names: &[String]) {
+    let (sh, tools) = (&cx.sh, &cx.tools);
     for name in names {
         term::step(format!(
             "removing {name}, left behind by an interrupted run"
