@@ -5,7 +5,9 @@
 #   2. the host tools the tests call (psql, python3, sha256sum, script, ssh-keygen);
 #   3. local images postgres:13, postgres:15 and postgres:17, and
 #      netpoint-prod-ssh:15, a "production" reachable only over SSH
-#      (scripts/images/ssh-prod-entrypoint.sh), which is always built here.
+#      (scripts/images/ssh-prod-entrypoint.sh), which is always built here;
+#   4. Mermaid's CLI (@mermaid-js/mermaid-cli, pinned) in $MERMAID_DIR with Debian's
+#      chromium as its browser, for the test that renders schema diagrams.
 # An image that already exists is reused. Otherwise it is pulled, and when no
 # registry is reachable (the normal case here) it is built offline: a minimal
 # Debian root file system with that major's Debian package, from the Debian
@@ -22,6 +24,8 @@
 #   SSH_PROD_IMAGE   1 to build netpoint-prod-ssh:15 (default: 1 unless PG_MAJORS is set)
 #   DEBIAN_MIRROR    Debian archive to bootstrap from (default: read from apt sources)
 #   DOCKERD_LOG      dockerd's log file (default: /var/log/dockerd.log)
+#   MERMAID_DIR      where Mermaid's CLI goes (default: /opt/netpoint-mermaid); the
+#                    tests look there, or in $NETPOINT_MERMAID_DIR when set
 set -Eeuo pipefail
 
 # macOS: Docker runs in a VM that Docker Desktop, colima or OrbStack manages, and the
@@ -230,6 +234,32 @@ ensure_host_tools() {
     fi
 }
 
+# --- 4. Mermaid's CLI -----------------------------------------------------------------
+# The schema diagram test renders with Mermaid itself. Puppeteer's browser download is
+# not reachable here, so the CLI drives Debian's chromium, named in a puppeteer config
+# beside it (--no-sandbox: the tests run as root).
+MERMAID_CLI_VERSION=11.9.0
+MERMAID_DIR=${MERMAID_DIR:-/opt/netpoint-mermaid}
+ensure_mermaid() {
+    local start=$SECONDS
+    command -v chromium >/dev/null 2>&1 || apt_install chromium
+    command -v npm >/dev/null 2>&1 || apt_install npm
+    local have="" manifest="$MERMAID_DIR/node_modules/@mermaid-js/mermaid-cli/package.json"
+    [ ! -r "$manifest" ] || have=$(sed -n 's/^ *"version": *"\([^"]*\)".*/\1/p' "$manifest" | head -n 1)
+    if [ "$have" = "$MERMAID_CLI_VERSION" ] && [ -x "$MERMAID_DIR/node_modules/.bin/mmdc" ]; then
+        log "mermaid-cli $have: present in $MERMAID_DIR, reusing"
+    else
+        log "mermaid-cli $MERMAID_CLI_VERSION: installing into $MERMAID_DIR"
+        mkdir -p "$MERMAID_DIR"
+        PUPPETEER_SKIP_DOWNLOAD=1 npm install --prefix "$MERMAID_DIR" --no-audit --no-fund \
+            --loglevel=error "@mermaid-js/mermaid-cli@$MERMAID_CLI_VERSION" >>"$APT_LOG" 2>&1 ||
+            die "npm install @mermaid-js/mermaid-cli@$MERMAID_CLI_VERSION failed; see $APT_LOG"
+    fi
+    printf '{"executablePath": "%s", "args": ["--no-sandbox", "--disable-gpu"]}\n' \
+        "$(command -v chromium)" >"$MERMAID_DIR/puppeteer.json"
+    log "mermaid-cli: ready in $((SECONDS - start)) s (NETPOINT_MERMAID_DIR=$MERMAID_DIR)"
+}
+
 # --- 3. postgres images ------------------------------------------------------------
 # Identifies what an offline build of this major contains; stored in the image
 # as ENV NETPOINT_PG_IMAGE_RECIPE so a changed entrypoint triggers a rebuild.
@@ -375,6 +405,7 @@ flock -w 900 9 || die "another scripts/test-prereqs.sh still holds /run/netpoint
 START=$SECONDS
 ensure_docker
 ensure_host_tools
+ensure_mermaid
 declare -A RECIPE=()
 REUSED=()
 PULLED=()

@@ -795,3 +795,137 @@ fn help_lists_each_command_on_one_line() {
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout), help);
 }
+
+/// The tables of the diagram test before its migration.
+const DIAGRAM_BEFORE: &str = "\
+create table dcim_site (id bigint primary key, name varchar(100) not null, \"legacy-code\" varchar(150), created timestamptz);
+create table dcim_rack (id bigint primary key, site_id bigint not null references dcim_site (id), name varchar(100) not null);
+create index dcim_rack_site_idx on dcim_rack (site_id);
+create table dcim_device (id bigint primary key, rack_id bigint references dcim_rack (id), name text);";
+
+/// A table added with a foreign key, a column dropped, a unique constraint added, an index renamed.
+const DIAGRAM_MIGRATION: &str = "\
+create table dcim_cable (id bigint primary key, device_id bigint references dcim_device (id), \"end\" varchar(150) not null);
+alter table dcim_site drop column \"legacy-code\";
+alter table dcim_rack add constraint dcim_rack_site_name_uniq unique (site_id, name);
+alter index dcim_rack_site_idx rename to dcim_rack_site_id_idx;";
+
+/// Mermaid's CLI as `scripts/test-prereqs.sh` installs it, driving Debian's chromium.
+fn mermaid_cli() -> (PathBuf, PathBuf) {
+    let dir = std::env::var_os("NETPOINT_MERMAID_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/opt/netpoint-mermaid"));
+    let (mmdc, config) = (
+        dir.join("node_modules/.bin/mmdc"),
+        dir.join("puppeteer.json"),
+    );
+    assert!(
+        mmdc.exists() && config.exists(),
+        "no Mermaid CLI in {}: run scripts/test-prereqs.sh (or set NETPOINT_MERMAID_DIR)",
+        dir.display()
+    );
+    (mmdc, config)
+}
+
+/// Renders Mermaid source to SVG with Mermaid itself; panics on any error it reports.
+fn render_mermaid(source: &str, dir: &Path, name: &str) -> PathBuf {
+    let (mmdc, config) = mermaid_cli();
+    let (input, svg) = (
+        dir.join(format!("{name}.mmd")),
+        dir.join(format!("{name}.svg")),
+    );
+    fs::write(&input, source).unwrap();
+    let out = std::process::Command::new(mmdc)
+        .arg("--puppeteerConfigFile")
+        .arg(config)
+        .arg("--input")
+        .arg(&input)
+        .arg("--output")
+        .arg(&svg)
+        .arg("--quiet")
+        .output()
+        .expect("running mmdc");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && stderr.trim().is_empty(),
+        "mmdc failed on\n{source}\n{stderr}"
+    );
+    let drawn = fs::read_to_string(&svg).unwrap();
+    assert!(
+        drawn.contains("<svg") && !drawn.contains("Syntax error"),
+        "{drawn}"
+    );
+    svg
+}
+
+#[test]
+fn summary_diagram_of_a_migration_renders_with_mermaid() {
+    let pg = Pg::start(15);
+    pg.create_db("netpoint");
+    pg.psql("netpoint", DIAGRAM_BEFORE);
+    let dir = tempfile::tempdir().unwrap();
+    let output = dir.path().join("schema.sql");
+    let before = snapshot_to(&pg.url("netpoint"), &output);
+    pg.psql("netpoint", DIAGRAM_MIGRATION);
+    let summary = dir.path().join("summary.md");
+    run(check_with_summary(
+        &pg.url("netpoint"),
+        output.to_str().unwrap(),
+        &summary,
+    ))
+    .fails_with("differs from");
+    let markdown = fs::read_to_string(&summary).unwrap();
+    let source = markdown
+        .split_once("```mermaid\n")
+        .and_then(|(_, rest)| rest.split_once("```\n"))
+        .map(|(source, _)| source)
+        .unwrap_or_else(|| panic!("no diagram in\n{markdown}"));
+    for expected in [
+        "dcim_cable[\"dcim_cable (new)\"] {",
+        "varchar(150) legacy-code \"removed\"",
+        "unique dcim_rack_site_name_uniq \"added\"",
+        "index dcim_rack_site_id_idx \"renamed from dcim_rack_site_idx\"",
+        "dcim_device |o--o{ dcim_cable : \"device_id (added)\"",
+    ] {
+        assert!(
+            source.contains(expected),
+            "{expected:?} missing in\n{source}"
+        );
+    }
+    // The list stays below the diagram.
+    assert!(markdown.find("```mermaid").unwrap() < markdown.find("- ").unwrap());
+    let svg = render_mermaid(source, dir.path(), "migration");
+    if let Some(keep) = std::env::var_os("NETPOINT_KEEP_DIAGRAM") {
+        fs::copy(&svg, keep).unwrap();
+    }
+
+    // `--diagram` draws the committed file the same way, with no database at all.
+    let drawn = dir.path().join("tables.mmd");
+    let diagram = |extra: &[&str]| {
+        let mut args = vec![
+            "schema-snapshot",
+            "--output",
+            output.to_str().unwrap(),
+            "--diagram",
+            drawn.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        xtask(&args)
+    };
+    run(diagram(&["--tables", "dcim_r*"])).ok();
+    let text = fs::read_to_string(&drawn).unwrap();
+    assert!(
+        text.contains("dcim_rack {") && text.contains("dcim_site {"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("(changed)") && !text.contains("(new)"),
+        "{text}"
+    );
+    render_mermaid(&text, dir.path(), "tables");
+    run(diagram(&["--tables", "dcim_r*", "--check"])).ok();
+    run(diagram(&["--check"])).fails_with("update it with");
+    run(diagram(&["--tables", "nothing_here"])).fails_with("--tables");
+    assert_eq!(fs::read_to_string(&drawn).unwrap(), text);
+    drop(before);
+}

@@ -246,6 +246,7 @@ pub fn spell(remedy: Remedy) -> &'static str {
             "export it with `--sign-key KEY`, or pass --trust-unsigned if you made it yourself"
         }
         Remedy::NotASnapshot => "name the dev database, or use `cargo xtask dev-db restore`",
+        Remedy::FewerTables => "draw fewer tables: name them with --tables PATTERN",
     }
 }
 
@@ -322,6 +323,7 @@ mod tests {
             Remedy::SourceMediaPath,
             Remedy::BundleDir,
             Remedy::ToolsFromDocker,
+            Remedy::FewerTables,
         ];
         for remedy in all {
             let text = spell(remedy);

@@ -43,6 +43,8 @@ pub enum Remedy {
     SignOrTrustUnsigned,
     /// Name the dev database, not a snapshot of it; or restore the snapshot.
     NotASnapshot,
+    /// Draw fewer tables at once.
+    FewerTables,
 }
 
 /// How the command line spells each remedy; set once by `main`.
@@ -92,6 +94,7 @@ impl Remedy {
                 "export it signed, or trust it unsigned on purpose if you made it yourself"
             }
             Remedy::NotASnapshot => "name the dev database, or restore the snapshot",
+            Remedy::FewerTables => "name fewer tables to draw",
         }
     }
 }

@@ -1,6 +1,9 @@
 //! `cargo xtask schema-snapshot`: a deterministic schema-only dump, written or checked.
 
-use std::path::{Path, PathBuf};
+use std::{
+    collections::BTreeSet,
+    path::{Path, PathBuf},
+};
 
 use anyhow::{bail, Context as _};
 use xshell::Shell;
@@ -10,8 +13,11 @@ use crate::{
     context::Context,
     mode::{self, Mode},
     pg::DbUrl,
-    pipeline::schema::{recorded_major, snapshot},
-    plain::schema_diff,
+    pipeline::{
+        schema::{recorded_major, snapshot},
+        source::pattern_regexes,
+    },
+    plain::schema_diff::{self, diagram, model::Table},
     term,
 };
 
@@ -33,12 +39,23 @@ pub struct SchemaSnapshot {
     /// With --check: also write a Markdown summary of the changes, for a pull-request comment.
     #[arg(long, value_name = "PATH", requires = "check")]
     summary: Option<PathBuf>,
+    /// Draw the tables of the --output file as a Mermaid diagram into FILE (Mermaid source;
+    /// a ```mermaid block when FILE ends in .md), with no database. Takes --check and --dry-run.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["source", "summary"])]
+    diagram: Option<PathBuf>,
+    /// With --diagram: the tables to draw, as pg_dump reads table patterns (`dcim_*`,
+    /// `public.dcim_site`; unqualified names are looked for in public); repeatable [default: all].
+    #[arg(long = "tables", value_name = "PATTERN", requires = "diagram")]
+    tables: Vec<String>,
 }
 
 impl SchemaSnapshot {
     pub fn run(self, cx: &Context) -> anyhow::Result<()> {
         let sh = &cx.sh;
         let mode = Mode::from_flags(self.check, self.dry_run);
+        if let Some(file) = &self.diagram {
+            return draw(sh, mode, self.output.as_deref(), file, &self.tables);
+        }
         let source_from_flag = self.source.is_some();
         let source = cli::required_dev_database(self.source, "--source")?;
         let output = self
@@ -61,11 +78,10 @@ impl SchemaSnapshot {
                 bail!("{shown} does not exist: create it with `{update}`");
             };
             let live = snapshot(cx, &source, recorded_major(&committed))?;
-            let changes = schema_diff::changes(&committed, &live);
             if let Some(summary) = &self.summary {
                 atomic_file::write_bytes(
                     summary,
-                    schema_diff::markdown(&changes, &shown).as_bytes(),
+                    schema_diff::markdown(&committed, &live, &shown).as_bytes(),
                 )
                 .with_context(|| format!("writing the summary {}", summary.display()))?;
             }
@@ -101,6 +117,118 @@ impl SchemaSnapshot {
             .with_context(|| format!("writing {shown}"))?;
         term::success(format!("wrote {shown} ({} lines)", text.lines().count()));
         Ok(())
+    }
+}
+
+/// `--diagram`: the committed snapshot's tables drawn, written or checked; nothing else.
+fn draw(
+    sh: &Shell,
+    mode: Mode,
+    output: Option<&Path>,
+    file: &Path,
+    patterns: &[String],
+) -> anyhow::Result<()> {
+    let output = output.map_or_else(
+        || sh.current_dir().join("fixtures/schema.sql"),
+        Path::to_path_buf,
+    );
+    let shown = term::display_path(sh, &output);
+    let file_shown = term::display_path(sh, file);
+    refuse_directory(sh, file, "--diagram", "schema.mmd")?;
+    if atomic_file::resolved(file) == atomic_file::resolved(&output) {
+        bail!("--diagram {file_shown} is the snapshot itself: give the diagram a path of its own, such as schema.mmd");
+    }
+    let Ok(text) = std::fs::read_to_string(&output) else {
+        bail!("{shown} does not exist: create it with `cargo xtask schema-snapshot`, or name it with --output");
+    };
+    let tables = diagram::tables(&text);
+    let mut selected: BTreeSet<Table> = BTreeSet::new();
+    if patterns.is_empty() {
+        selected.extend(tables.iter().cloned());
+    }
+    for pattern in patterns {
+        let parts = pattern_regexes(pattern)
+            .and_then(|parts| {
+                parts
+                    .iter()
+                    .map(|part| regex::Regex::new(part).map_err(anyhow::Error::from))
+                    .collect::<anyhow::Result<Vec<_>>>()
+            })
+            .with_context(|| format!("--tables `{pattern}`"))?;
+        let matches = |table: &&Table| match &parts[..] {
+            [name] => table.schema == "public" && name.is_match(&table.name),
+            [schema, name] => schema.is_match(&table.schema) && name.is_match(&table.name),
+            _ => false,
+        };
+        let found: Vec<&Table> = tables.iter().filter(matches).collect();
+        if found.is_empty() {
+            bail!("--tables `{pattern}` matches no table of {shown}: give a pattern such as `dcim_*` or `public.dcim_site`");
+        }
+        selected.extend(found.into_iter().cloned());
+    }
+    let source = diagram::of_tables(&text, &selected)?;
+    let content = if file.extension().is_some_and(|e| e == "md") {
+        format!("```mermaid\n{source}```\n")
+    } else {
+        source
+    };
+    let mut update = String::from("cargo xtask schema-snapshot");
+    if shown != "fixtures/schema.sql" {
+        update.push_str(&format!(" --output {shown}"));
+    }
+    update.push_str(&format!(" --diagram {file_shown}"));
+    for pattern in patterns {
+        update.push_str(&format!(" --tables '{pattern}'"));
+    }
+    let current = std::fs::read_to_string(file).ok();
+    match mode {
+        Mode::Check => {
+            let Some(current) = current else {
+                bail!("{file_shown} does not exist: create it with `{update}`");
+            };
+            if current == content {
+                mode::up_to_date(format!("{file_shown} is the diagram of {shown}"));
+                return Ok(());
+            }
+            let diff = similar::TextDiff::from_lines(&current, &content)
+                .unified_diff()
+                .context_radius(3)
+                .header(&file_shown, &format!("{file_shown} (drawn from {shown})"))
+                .to_string();
+            term::print_diff(&diff);
+            Err(mode::out_of_date(
+                format!("{file_shown} is not the diagram of {shown}"),
+                &update,
+            ))
+        }
+        Mode::DryRun => {
+            let now = match current {
+                Some(current) if current == content => "unchanged",
+                Some(_) => "changed",
+                None => "new",
+            };
+            mode::print_plan(&[
+                format!("read {shown} (no database)"),
+                format!(
+                    "draw {} of its {} tables and their neighbours: {} characters of Mermaid",
+                    selected.len(),
+                    tables.len(),
+                    content.len()
+                ),
+                format!("write {file_shown}: {now}"),
+            ]);
+            Ok(())
+        }
+        Mode::Write => {
+            atomic_file::write_bytes(file, content.as_bytes())
+                .with_context(|| format!("writing {file_shown}"))?;
+            term::success(format!(
+                "wrote {file_shown} ({} of {} tables, and their neighbours)",
+                selected.len(),
+                tables.len()
+            ));
+            Ok(())
+        }
     }
 }
 

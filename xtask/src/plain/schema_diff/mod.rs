@@ -1,9 +1,14 @@
 //! A reviewer's summary of the difference between two schema dumps: each object pg_dump
 //! writes (tables and their columns, indexes, constraints, views, sequences, functions, types,
 //! extensions, triggers, rules, policies, row-level security, publications, comments, ...)
-//! that was added, removed or changed. Two dumps that differ never summarise as unchanged.
+//! that was added, removed or changed, with a diagram of the tables it touches above the list.
+//! Two dumps that differ never summarise as unchanged.
 
 use std::collections::{BTreeMap, BTreeSet};
+
+pub mod diagram;
+mod mermaid;
+pub mod model;
 
 use crate::plain::entry_header::EntryHeader;
 
@@ -330,13 +335,27 @@ fn table_changes(key: &Key, old: &str, new: &str) -> Vec<String> {
     lines
 }
 
-pub fn markdown(changes: &[String], file: &str) -> String {
+/// The pull-request summary of the change from `old_text` (the file `file`) to `new_text`:
+/// a diagram of the touched tables (or why there is none), then every change.
+pub fn markdown(old_text: &str, new_text: &str, file: &str) -> String {
+    let changes = changes(old_text, new_text);
     if changes.is_empty() {
         return format!("No schema changes: the database matches `{file}`.\n");
     }
     let mut out = format!("### Schema changes against `{file}`\n\n");
+    match diagram::of_change(old_text, new_text) {
+        diagram::Drawing::Nothing => {}
+        diagram::Drawing::TooBig(why) => {
+            out.push_str(&format!(
+                "_No diagram: {why}; the list below names every change._\n\n"
+            ));
+        }
+        diagram::Drawing::Diagram(source) => {
+            out.push_str(&format!("```mermaid\n{source}```\n\n"));
+        }
+    }
     for line in changes {
-        out.push_str(line);
+        out.push_str(&line);
         out.push('\n');
     }
     out
@@ -400,7 +419,7 @@ CREATE VIEW public.old_view AS SELECT 1;
     #[test]
     fn no_changes_is_one_line() {
         assert!(changes(OLD, OLD).is_empty());
-        assert_eq!(markdown(&[], "fixtures/schema.sql").lines().count(), 1);
+        assert_eq!(markdown(OLD, OLD, "fixtures/schema.sql").lines().count(), 1);
     }
 
     const PREAMBLE: &str = "\
@@ -659,7 +678,7 @@ SET row_security = off;
                     !found.is_empty(),
                     "no change found between\n{old}\nand\n{new}"
                 );
-                assert!(!markdown(&found, "schema.sql").contains("No schema changes"));
+                assert!(!markdown(old, new, "schema.sql").contains("No schema changes"));
             }
         }
         assert!(changes(&text, &text).is_empty());
