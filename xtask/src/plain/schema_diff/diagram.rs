@@ -406,3 +406,206 @@ fn neighbour_lines(
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plain::schema_diff::markdown;
+
+    /// A dump laid out as pg_dump writes it, from `(header, statements)` pairs.
+    fn dump(objects: &[(&str, &str)]) -> String {
+        let mut out = String::from("-- NetPoint schema snapshot, PostgreSQL 15\n--\n-- PostgreSQL database dump\n--\n\nSET statement_timeout = 0;\n\n");
+        for (header, sql) in objects {
+            out.push_str(&format!(
+                "--\n-- Name: {header}; Owner: -\n--\n\n{sql}\n\n\n"
+            ));
+        }
+        out + "--\n-- PostgreSQL database dump complete\n--\n\n"
+    }
+
+    const SITE_BEFORE: (&str, &str) = ("dcim_site; Type: TABLE; Schema: public", "CREATE TABLE public.dcim_site (\n    id bigint NOT NULL,\n    name character varying(100) NOT NULL,\n    \"legacy-code\" character varying(150),\n    created timestamp with time zone\n);");
+    const SITE_AFTER: (&str, &str) = ("dcim_site; Type: TABLE; Schema: public", "CREATE TABLE public.dcim_site (\n    id bigint NOT NULL,\n    name character varying(100) NOT NULL,\n    created timestamp with time zone\n);");
+    const RACK: (&str, &str) = ("dcim_rack; Type: TABLE; Schema: public", "CREATE TABLE public.dcim_rack (\n    id bigint NOT NULL,\n    site_id bigint NOT NULL,\n    name character varying(100) NOT NULL\n);");
+    const DEVICE: (&str, &str) = ("dcim_device; Type: TABLE; Schema: public", "CREATE TABLE public.dcim_device (\n    id bigint NOT NULL,\n    rack_id bigint,\n    name text\n);");
+    const CABLE: (&str, &str) = ("dcim_cable; Type: TABLE; Schema: public", "CREATE TABLE public.dcim_cable (\n    id bigint NOT NULL,\n    device_id bigint,\n    \"end\" character varying(150) NOT NULL\n);");
+    const KEYS: &[(&str, &str)] = &[
+        ("dcim_device dcim_device_pkey; Type: CONSTRAINT; Schema: public", "ALTER TABLE ONLY public.dcim_device\n    ADD CONSTRAINT dcim_device_pkey PRIMARY KEY (id);"),
+        ("dcim_rack dcim_rack_pkey; Type: CONSTRAINT; Schema: public", "ALTER TABLE ONLY public.dcim_rack\n    ADD CONSTRAINT dcim_rack_pkey PRIMARY KEY (id);"),
+        ("dcim_site dcim_site_pkey; Type: CONSTRAINT; Schema: public", "ALTER TABLE ONLY public.dcim_site\n    ADD CONSTRAINT dcim_site_pkey PRIMARY KEY (id);"),
+        ("dcim_device dcim_device_rack_id_fkey; Type: FK CONSTRAINT; Schema: public", "ALTER TABLE ONLY public.dcim_device\n    ADD CONSTRAINT dcim_device_rack_id_fkey FOREIGN KEY (rack_id) REFERENCES public.dcim_rack(id);"),
+        ("dcim_rack dcim_rack_site_id_fkey; Type: FK CONSTRAINT; Schema: public", "ALTER TABLE ONLY public.dcim_rack\n    ADD CONSTRAINT dcim_rack_site_id_fkey FOREIGN KEY (site_id) REFERENCES public.dcim_site(id);"),
+    ];
+    const OLD_INDEX: (&str, &str) = (
+        "dcim_rack_site_idx; Type: INDEX; Schema: public",
+        "CREATE INDEX dcim_rack_site_idx ON public.dcim_rack USING btree (site_id);",
+    );
+    const NEW_INDEX: (&str, &str) = (
+        "dcim_rack_site_id_idx; Type: INDEX; Schema: public",
+        "CREATE INDEX dcim_rack_site_id_idx ON public.dcim_rack USING btree (site_id);",
+    );
+    const MIGRATION: &[(&str, &str)] = &[
+        ("dcim_cable dcim_cable_pkey; Type: CONSTRAINT; Schema: public", "ALTER TABLE ONLY public.dcim_cable\n    ADD CONSTRAINT dcim_cable_pkey PRIMARY KEY (id);"),
+        ("dcim_rack dcim_rack_site_name_uniq; Type: CONSTRAINT; Schema: public", "ALTER TABLE ONLY public.dcim_rack\n    ADD CONSTRAINT dcim_rack_site_name_uniq UNIQUE (site_id, name);"),
+        ("dcim_cable dcim_cable_device_id_fkey; Type: FK CONSTRAINT; Schema: public", "ALTER TABLE ONLY public.dcim_cable\n    ADD CONSTRAINT dcim_cable_device_id_fkey FOREIGN KEY (device_id) REFERENCES public.dcim_device(id);"),
+    ];
+
+    fn before() -> String {
+        let mut objects = vec![DEVICE, RACK, SITE_BEFORE, OLD_INDEX];
+        objects.extend_from_slice(KEYS);
+        dump(&objects)
+    }
+
+    fn after() -> String {
+        let mut objects = vec![CABLE, DEVICE, RACK, SITE_AFTER, NEW_INDEX];
+        objects.extend_from_slice(KEYS);
+        objects.extend_from_slice(MIGRATION);
+        dump(&objects)
+    }
+
+    #[test]
+    fn a_migration_is_drawn_with_its_neighbours_and_marks() {
+        let expected = r#"erDiagram
+    dcim_cable["dcim_cable (new)"] {
+        bigint id PK
+        bigint device_id FK
+        varchar(150) end
+    }
+    dcim_device {
+        bigint id PK
+        bigint rack_id FK
+    }
+    dcim_rack["dcim_rack (changed)"] {
+        bigint id PK
+        bigint site_id FK, UK
+        varchar(100) name UK
+        unique dcim_rack_site_name_uniq "added"
+        index dcim_rack_site_id_idx "renamed from dcim_rack_site_idx"
+    }
+    dcim_site["dcim_site (changed)"] {
+        bigint id PK
+        varchar(100) name
+        timestamptz created
+        varchar(150) legacy-code "removed"
+    }
+    dcim_device |o--o{ dcim_cable : "device_id (added)"
+    dcim_rack |o--o{ dcim_device : "rack_id"
+    dcim_site ||--o{ dcim_rack : "site_id"
+"#;
+        assert_eq!(
+            of_change(&before(), &after()),
+            Drawing::Diagram(expected.to_string())
+        );
+        let summary = markdown(&before(), &after(), "fixtures/schema.sql");
+        assert!(
+            summary.contains(&format!("```mermaid\n{expected}```\n\n- ")),
+            "{summary}"
+        );
+        // Back again: the new table dropped, its key removed, the column added.
+        let Drawing::Diagram(back) = of_change(&after(), &before()) else {
+            panic!("no diagram");
+        };
+        for line in [
+            "dcim_cable[\"dcim_cable (dropped)\"] {",
+            "varchar(150) legacy-code \"added\"",
+            "unique dcim_rack_site_name_uniq \"removed\"",
+            "dcim_device |o--o{ dcim_cable : \"device_id (removed)\"",
+        ] {
+            assert!(back.contains(line), "{line:?} missing in\n{back}");
+        }
+    }
+
+    #[test]
+    fn no_diagram_without_touched_tables() {
+        let text = before();
+        assert_eq!(of_change(&text, &text), Drawing::Nothing);
+        assert!(!markdown(&text, &text, "schema.sql").contains("mermaid"));
+        let laid_out = text.replace(
+            ";\n\n\n--\n-- Name: dcim_rack;",
+            ";\n\n\n\n--\n-- Name: dcim_rack;",
+        );
+        let summary = markdown(&text, &laid_out, "schema.sql");
+        assert!(
+            summary.contains("Other changes") && !summary.contains("mermaid"),
+            "{summary}"
+        );
+    }
+
+    fn tables(n: usize) -> Vec<(String, String)> {
+        (0..n)
+            .map(|i| {
+                (
+                    format!("t{i:02}; Type: TABLE; Schema: public"),
+                    format!("CREATE TABLE public.t{i:02} (\n    id integer NOT NULL\n);"),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn forty_touched_tables_are_one_line() {
+        let many = tables(40);
+        let objects: Vec<(&str, &str)> =
+            many.iter().map(|(h, s)| (h.as_str(), s.as_str())).collect();
+        let (old, new) = (dump(&[]), dump(&objects));
+        assert_eq!(
+            of_change(&old, &new),
+            Drawing::TooBig("40 tables changed, more than the 25 one diagram shows".to_string())
+        );
+        let summary = markdown(&old, &new, "schema.sql");
+        assert!(!summary.contains("```"), "{summary}");
+        assert!(
+            summary.contains("_No diagram: 40 tables changed"),
+            "{summary}"
+        );
+        assert_eq!(
+            summary.lines().filter(|l| l.starts_with("- Table")).count(),
+            40
+        );
+        let all: BTreeSet<Table> = Schema::read(&new).tables.into_keys().collect();
+        let refused = of_tables(&new, &all).unwrap_err().to_string();
+        assert!(
+            refused.starts_with("40 tables are more than the 25"),
+            "{refused}"
+        );
+        let few: BTreeSet<Table> = all.into_iter().take(25).collect();
+        assert!(of_tables(&new, &few).is_ok());
+        // Long enough columns make 25 tables too many characters.
+        let wide = new.replace(
+            "    id integer NOT NULL\n",
+            &"    a_rather_long_column_name_for_a_diagram integer NOT NULL,\n".repeat(40),
+        );
+        let refused = of_tables(&wide, &few).unwrap_err().to_string();
+        assert!(
+            refused.contains("characters, more than the 40000"),
+            "{refused}"
+        );
+    }
+
+    #[test]
+    fn names_mermaid_cannot_take_are_mapped() {
+        let old = dump(&[]);
+        let new = dump(&[
+            ("end; Type: TABLE; Schema: net-ops", "CREATE TABLE \"net-ops\".\"end\" (\n    \"PK\" integer NOT NULL,\n    \"first name\" character varying(150),\n    \"2fa\" public.\"Mood\"[],\n    \"class\" double precision DEFAULT 0 NOT NULL\n);"),
+            ("my.table; Type: TABLE; Schema: public", "CREATE TABLE public.\"my.table\" (\n    id integer NOT NULL,\n    end_pk integer\n);"),
+            ("end end_pkey; Type: CONSTRAINT; Schema: net-ops", "ALTER TABLE ONLY \"net-ops\".\"end\"\n    ADD CONSTRAINT end_pkey PRIMARY KEY (\"PK\");"),
+            ("my.table my.table_fk; Type: FK CONSTRAINT; Schema: public", "ALTER TABLE ONLY public.\"my.table\"\n    ADD CONSTRAINT \"my.table_fk\" FOREIGN KEY (end_pk) REFERENCES \"net-ops\".\"end\"(\"PK\");"),
+        ]);
+        let expected = r#"erDiagram
+    net_ops_end["net-ops.end (new)"] {
+        integer PK_ PK "name: PK"
+        varchar(150) first_name "name: first name"
+        public._Mood_[] _2fa "name: 2fa"
+        float8 class
+    }
+    my_table["my.table (new)"] {
+        integer id
+        integer end_pk FK
+    }
+    net_ops_end |o--o{ my_table : "end_pk (added)"
+"#;
+        assert_eq!(
+            of_change(&old, &new),
+            Drawing::Diagram(expected.to_string())
+        );
+    }
+}
