@@ -246,7 +246,7 @@ pub fn spell(remedy: Remedy) -> &'static str {
             "export it with `--sign-key KEY`, or pass --trust-unsigned if you made it yourself"
         }
         Remedy::NotASnapshot => "name the dev database, or use `cargo xtask dev-db restore`",
-        Remedy::FewerTables => "draw fewer tables: name them with --tables PATTERN",
+        Remedy::FewerTables => "name the tables to draw with --tables PATTERN",
     }
 }
 
