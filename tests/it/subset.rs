@@ -6,7 +6,7 @@ use std::process::Command;
 
 use serde_json::Value;
 
-use crate::harness::{run, workspace_root, xtask, Pg, Run};
+use crate::harness::{run, tree, workspace_root, xtask, Pg, Run};
 
 /// The source as pg_dump prints it, without the per-run key of its `\\restrict` lines.
 fn dump(pg: &Pg) -> String {
@@ -520,4 +520,113 @@ fn a_subset_that_fails_its_checks_or_bad_input_leaves_the_target_untouched() {
     .fails_with("--subset does not work with --out yet");
     assert!(!out.exists());
     pg.assert_unchanged("prod", &prod, "the source is only read");
+}
+
+/// Writes `files` (relative path → content) below `root`.
+fn write_files(root: &std::path::Path, files: &[(&str, &str)]) {
+    for (rel, text) in files {
+        let path = root.join(rel);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    }
+}
+
+#[test]
+fn a_subset_brings_only_the_media_its_rows_name() {
+    let pg = Pg::start(15);
+    load_schema(&pg, "prod");
+    // A file column of the project's own, declared in the rules file; site 2 (in upward,
+    // through the cable's far end) names a path that climbs out of the media root.
+    pg.psql(
+        "prod",
+        "alter table dcim_site add column logo varchar(100) not null default ''; \
+         update dcim_site set logo = case id when 1 then 'logos/ams1.svg' else '../outside.txt' end",
+    );
+    let work = tempfile::tempdir().unwrap();
+    let (source, target) = (
+        work.path().join("prod-media"),
+        work.path().join("dev-media"),
+    );
+    write_files(
+        &source,
+        &[
+            ("image-attachments/ams1.jpg", "ams1"),
+            ("image-attachments/fra1.jpg", "fra1"),
+            ("devicetype-images/mx.png", "mx"),
+            ("devicetype-images/cat.png", "cat"),
+            ("devicetype-images/unused.png", "unused"),
+            ("logos/ams1.svg", "logo"),
+            ("other/unrelated.txt", "other"),
+        ],
+    );
+    // Named by an included image attachment, but not in the source media.
+    assert!(!source.join("image-attachments/ams-r1.jpg").exists());
+    write_files(work.path(), &[("outside.txt", "secret")]);
+    write_files(&target, &[("old.txt", "old")]);
+    let rules = work.path().join("subset.toml");
+    std::fs::write(&rules, "version = 1\nfiles = [\"dcim_site.logo\"]\n").unwrap();
+    let clone_media = || {
+        clone(
+            &pg,
+            &[
+                "--subset",
+                "site=ams1",
+                "--subset-rules",
+                rules.to_str().unwrap(),
+                "--source-media",
+                source.to_str().unwrap(),
+                "--target-media",
+                target.to_str().unwrap(),
+            ],
+        )
+        .ok()
+    };
+    let out = clone_media();
+    let files: Vec<(String, Vec<u8>)> = [
+        ("devicetype-images/cat.png", "cat"),
+        ("devicetype-images/mx.png", "mx"),
+        ("image-attachments/ams1.jpg", "ams1"),
+        ("logos/ams1.svg", "logo"),
+    ]
+    .iter()
+    .map(|(rel, text)| (rel.to_string(), text.as_bytes().to_vec()))
+    .collect();
+    assert_eq!(tree(&target), files, "{}", out.output());
+    let shown = out.output();
+    assert!(
+        shown.contains("2 media files the subset names are not in"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("2 media files it names missing from the source media"),
+        "{shown}"
+    );
+    assert_eq!(loaded(&pg, "dev"), expected(AMS1));
+    // Incremental: a second run links the unchanged files from the copy in place.
+    let again = clone_media();
+    assert_eq!(tree(&target), files);
+    assert!(
+        again
+            .output()
+            .contains("4 unchanged since the previous copy"),
+        "{}",
+        again.output()
+    );
+    // A rules file naming a file column the source lacks: refused before anything changes.
+    std::fs::write(&rules, "version = 1\nfiles = [\"dcim_site.photo\"]\n").unwrap();
+    clone(
+        &pg,
+        &[
+            "--subset",
+            "site=ams1",
+            "--subset-rules",
+            rules.to_str().unwrap(),
+            "--source-media",
+            source.to_str().unwrap(),
+            "--target-media",
+            target.to_str().unwrap(),
+        ],
+    )
+    .fails_with("has no column `photo`");
+    assert_eq!(tree(&target), files);
 }

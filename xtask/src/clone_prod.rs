@@ -245,13 +245,8 @@ impl CloneProd {
             }
             None => {
                 let target = cli::required_dev_database(self.target.clone(), "--target")?;
-                let mut target_media = cli::dev_media(self.target_media.clone());
+                let target_media = cli::dev_media(self.target_media.clone());
                 let subset = self.subset.request()?;
-                let mut source_media = source_media;
-                if subset.is_some() && (source_media.is_some() || target_media.is_some()) {
-                    term::warn("--subset clones the database only for now: the media directory is left as it is");
-                    (source_media, target_media) = (None, None);
-                }
                 let (guard, scrub) = (self.guard.guard(), self.scrub.options());
                 let direct = direct::Direct {
                     source,
