@@ -506,19 +506,21 @@ fn a_subset_that_fails_its_checks_or_bad_input_leaves_the_target_untouched() {
     );
     fails(&["--sample", "5%"], "name its roots with --subset");
     fails(&["--subset", "site=ams1", "--sample", "0%"], "such as 5%");
-    let out = work.path().join("bundle");
-    let source = pg.url("prod");
+    // A bundle holds the subset it was exported with: none is chosen on import.
+    let dir = work.path().join("bundle");
+    std::fs::create_dir(&dir).unwrap();
+    let dev_url = pg.url("dev");
     run(xtask(&[
         "clone-prod",
-        "--source",
-        &source,
-        "--out",
-        out.to_str().unwrap(),
+        "--bundle",
+        dir.to_str().unwrap(),
+        "--target",
+        &dev_url,
         "--subset",
         "site=ams1",
     ]))
-    .fails_with("--subset does not work with --out yet");
-    assert!(!out.exists());
+    .fails_with("--subset does not work with --bundle");
+    pg.assert_unchanged("dev", &dev, "a subset on import");
     pg.assert_unchanged("prod", &prod, "the source is only read");
 }
 
@@ -630,3 +632,112 @@ fn a_subset_brings_only_the_media_its_rows_name() {
     .fails_with("has no column `photo`");
     assert_eq!(tree(&target), files);
 }
+
+#[test]
+fn a_subset_bundle_loads_through_the_import_and_through_psql() {
+    let pg = Pg::start(15);
+    load_schema(&pg, "prod");
+    pg.psql("prod", "select setval('dcim_site_id_seq', 42); analyze");
+    let work = tempfile::tempdir().unwrap();
+    let media = work.path().join("prod-media");
+    write_files(
+        &media,
+        &[
+            ("image-attachments/ams1.jpg", "ams1"),
+            ("image-attachments/fra1.jpg", "fra1"),
+            ("devicetype-images/mx.png", "mx"),
+            ("devicetype-images/unused.png", "unused"),
+        ],
+    );
+    let rules = work.path().join("scrub.toml");
+    std::fs::write(
+        &rules,
+        "[[rule]]\ntable = \"dcim_device\"\ncolumn = \"name\"\naction = \"value\"\nvalue = \"device {pk}\"\n",
+    )
+    .unwrap();
+    let bundle = work.path().join("bundle");
+    let source = pg.url("prod");
+    let before = pg.fingerprint("prod");
+    let export = run(xtask(&[
+        "clone-prod",
+        "--source",
+        &source,
+        "--out",
+        bundle.to_str().unwrap(),
+        "--source-media",
+        media.to_str().unwrap(),
+        "--subset",
+        "site=ams1",
+        "--scrub-rules",
+        rules.to_str().unwrap(),
+    ]))
+    .ok();
+    pg.assert_unchanged("prod", &before, "the source is only read");
+    assert!(
+        export
+            .output()
+            .contains("2 media files the subset names are not in"),
+        "{}",
+        export.output()
+    );
+    let manifest: Value =
+        serde_json::from_str(&std::fs::read_to_string(bundle.join("manifest.json")).unwrap())
+            .unwrap();
+    assert_eq!(manifest["subset"]["roots"][0], "site=ams1");
+    assert_eq!(manifest["media"]["files"], 2);
+    assert_eq!(manifest["rows"]["public.dcim_device"], 3);
+    let sql = std::fs::read_to_string(bundle.join("netpoint.sql")).unwrap();
+    assert!(
+        sql.contains("-- Data for Name: dcim_device; Type: TABLE DATA; Schema: public; Owner: -")
+    );
+    assert!(sql.contains("-- Name: dcim_site_id_seq; Type: SEQUENCE SET; Schema: public; Owner: -"));
+    assert!(
+        sql.ends_with("-- PostgreSQL database dump complete\n--\n\n"),
+        "{}",
+        &sql[sql.len() - 200..]
+    );
+    assert!(
+        !sql.contains("fra1.jpg"),
+        "rows outside the subset stay out"
+    );
+
+    // The import: the guard and the table of contents accept it.
+    let (dev, dev_media) = (pg.url("dev"), work.path().join("dev-media"));
+    let import = run(xtask(&[
+        "clone-prod",
+        "--bundle",
+        bundle.to_str().unwrap(),
+        "--trust-unsigned",
+        "--target",
+        &dev,
+        "--target-media",
+        dev_media.to_str().unwrap(),
+        "--yes",
+    ]))
+    .ok();
+    assert_eq!(loaded(&pg, "dev"), expected(AMS1), "{}", import.output());
+    assert_eq!(valid_fks(&pg, "dev"), valid_fks(&pg, "prod"));
+    assert_eq!(
+        pg.psql("dev", "select last_value from dcim_site_id_seq"),
+        "42"
+    );
+    assert_eq!(
+        pg.psql(
+            "dev",
+            "select string_agg(name, ',' order by id) from dcim_device"
+        ),
+        "device 1,device 2,device 3"
+    );
+    let files: Vec<String> = tree(&dev_media).into_iter().map(|(rel, _)| rel).collect();
+    assert_eq!(
+        files,
+        ["devicetype-images/mx.png", "image-attachments/ams1.jpg"]
+    );
+
+    // The manual procedure: psql alone loads it into an empty database.
+    pg.create_db("manual");
+    pg.psql_file("manual", &bundle.join("netpoint.sql"));
+    assert_eq!(loaded(&pg, "manual"), expected(AMS1));
+    assert_eq!(valid_fks(&pg, "manual"), valid_fks(&pg, "prod"));
+}
+

@@ -362,6 +362,7 @@ impl Refresh<'_> {
                 files: t.files,
                 bytes: t.bytes,
             }),
+            subset: None,
         };
         fs::write(dir.join(bundle::MANIFEST), manifest.text())?;
         let mut names = vec![bundle::SQL, bundle::MANIFEST];

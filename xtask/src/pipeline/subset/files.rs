@@ -1,7 +1,7 @@
 //! The subset's media: the files its rows name in their file columns (the rules' `files`),
 //! read in the subset's snapshot, as paths relative to the media root.
 
-use std::collections::BTreeSet;
+use std::{collections::BTreeSet, path::Path};
 
 use super::{
     closure::resolve,
@@ -9,6 +9,7 @@ use super::{
     rules::Rules,
     Subset,
 };
+use crate::media::{Entry, Kind};
 
 impl Subset {
     /// The files the included rows name, sorted, each once; a rules file's column that the
@@ -52,5 +53,71 @@ impl Subset {
             }
         }
         Ok(files.into_iter().collect())
+    }
+}
+
+/// Of a scanned media tree, the entries that hold the files `names` (and the directories on
+/// their way); with the names that are no file of the tree.
+pub fn media_entries(entries: Vec<Entry>, names: &[String]) -> (Vec<Entry>, Vec<String>) {
+    let files: BTreeSet<&Path> = entries
+        .iter()
+        .filter(|e| matches!(e.kind, Kind::File { .. }))
+        .map(|e| e.rel.as_path())
+        .collect();
+    let (mut wanted, mut dirs, mut missing) = (BTreeSet::new(), BTreeSet::new(), Vec::new());
+    for name in names {
+        let rel = Path::new(name);
+        match files.contains(rel) {
+            true => {
+                wanted.insert(rel.to_path_buf());
+                dirs.extend(rel.ancestors().skip(1).map(Path::to_path_buf));
+            }
+            false => missing.push(name.clone()),
+        }
+    }
+    let kept = entries
+        .into_iter()
+        .filter(|e| match e.kind {
+            Kind::File { .. } => wanted.contains(&e.rel),
+            Kind::Dir => dirs.contains(&e.rel),
+            Kind::Symlink { .. } => false,
+        })
+        .collect();
+    (kept, missing)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_named_files_and_their_directories_are_kept() {
+        let entry = |rel: &str, kind: Kind| Entry {
+            rel: rel.into(),
+            kind,
+        };
+        let file = Kind::File { size: 1 };
+        let entries = vec![
+            entry("a", Kind::Dir),
+            entry("a/b", Kind::Dir),
+            entry("a/b/x.png", file.clone()),
+            entry("a/y.png", file.clone()),
+            entry("c", Kind::Dir),
+            entry(
+                "c/link",
+                Kind::Symlink {
+                    target: "../a/y.png".into(),
+                },
+            ),
+        ];
+        let names = [
+            "a/b/x.png".to_string(),
+            "c/link".to_string(),
+            "../z".to_string(),
+        ];
+        let (kept, missing) = media_entries(entries, &names);
+        let kept: Vec<_> = kept.iter().map(|e| e.rel.to_str().unwrap()).collect();
+        assert_eq!(kept, ["a", "a/b", "a/b/x.png"]);
+        assert_eq!(missing, ["c/link", "../z"]);
     }
 }
