@@ -49,7 +49,7 @@ fn ids(run: &Run) -> Vec<(String, Vec<i64>)> {
         .collect()
 }
 
-fn expected(rows: &[(&str, &[i64])]) -> Vec<(String, Vec<i64>)> {
+pub(crate) fn expected(rows: &[(&str, &[i64])]) -> Vec<(String, Vec<i64>)> {
     let mut rows: Vec<(String, Vec<i64>)> = rows
         .iter()
         .map(|(t, ids)| (t.to_string(), ids.to_vec()))
@@ -59,7 +59,7 @@ fn expected(rows: &[(&str, &[i64])]) -> Vec<(String, Vec<i64>)> {
 }
 
 /// One site: its objects, what they point at, the far end of its cable, and nothing else.
-const AMS1: &[(&str, &[i64])] = &[
+pub(crate) const AMS1: &[(&str, &[i64])] = &[
     // Site 1 is the root; site 2 comes with the far end of the cable (device 3), upward only.
     ("dcim_site", &[1, 2]),
     ("tenancy_tenant", &[1, 2]),
@@ -348,7 +348,7 @@ fn clone(pg: &Pg, args: &[&str]) -> Run {
 }
 
 /// `table → ids` of `db`, for the tables `AMS1` names.
-fn loaded(pg: &Pg, db: &str) -> Vec<(String, Vec<i64>)> {
+pub(crate) fn loaded(pg: &Pg, db: &str) -> Vec<(String, Vec<i64>)> {
     let mut rows: Vec<(String, Vec<i64>)> = AMS1
         .iter()
         .map(|(table, _)| {
@@ -369,7 +369,7 @@ fn loaded(pg: &Pg, db: &str) -> Vec<(String, Vec<i64>)> {
 }
 
 /// The foreign keys of `db`: how many, and how many of them valid.
-fn valid_fks(pg: &Pg, db: &str) -> String {
+pub(crate) fn valid_fks(pg: &Pg, db: &str) -> String {
     pg.psql(
         db,
         "select count(*) || ' ' || count(*) filter (where convalidated) from pg_constraint where contype = 'f'",
@@ -741,3 +741,94 @@ fn a_subset_bundle_loads_through_the_import_and_through_psql() {
     assert_eq!(valid_fks(&pg, "manual"), valid_fks(&pg, "prod"));
 }
 
+#[test]
+fn seed_dev_refresh_makes_fixtures_from_a_subset_and_checks_them() {
+    let pg = Pg::start(15);
+    load_schema(&pg, "prod");
+    let work = tempfile::tempdir().unwrap();
+    let media = work.path().join("prod-media");
+    write_files(
+        &media,
+        &[
+            ("image-attachments/ams1.jpg", "ams1"),
+            ("image-attachments/fra1.jpg", "fra1"),
+            ("devicetype-images/cat.png", "cat"),
+        ],
+    );
+    let (fx, source) = (work.path().join("fx"), pg.url("prod"));
+    let refresh = |extra: &[&str]| {
+        let mut args = vec![
+            "seed-dev",
+            "--refresh",
+            "--source",
+            &source,
+            "--source-media",
+            media.to_str().unwrap(),
+            "--fixtures",
+            fx.to_str().unwrap(),
+            "--subset",
+            "site=ams1",
+        ];
+        args.extend_from_slice(extra);
+        run(xtask(&args))
+    };
+    let made = refresh(&[]).ok();
+    let files: Vec<String> = tree(&fx.join("media"))
+        .into_iter()
+        .map(|(rel, _)| rel)
+        .collect();
+    assert_eq!(
+        files,
+        ["devicetype-images/cat.png", "image-attachments/ams1.jpg"],
+        "{}",
+        made.output()
+    );
+    let manifest: Value =
+        serde_json::from_str(&std::fs::read_to_string(fx.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["subset"]["roots"][0], "site=ams1");
+    pg.create_db("seeded");
+    pg.psql_file("seeded", &fx.join("netpoint.sql"));
+    assert_eq!(loaded(&pg, "seeded"), expected(AMS1));
+    assert_eq!(valid_fks(&pg, "seeded"), valid_fks(&pg, "prod"));
+
+    // Deterministic: the same source gives the same fixtures, and a change outside the
+    // subset changes nothing.
+    let first = tree(&fx);
+    pg.psql(
+        "prod",
+        "update dcim_device set name = 'elsewhere' where id = 5",
+    );
+    let current = refresh(&["--check"]).ok();
+    assert!(
+        current.stdout.contains("up to date"),
+        "{}",
+        current.output()
+    );
+    refresh(&[]).ok();
+    assert!(tree(&fx) == first, "a second refresh changed the fixtures");
+    // A change inside it is caught, and the command that fixes it names the subset.
+    pg.psql(
+        "prod",
+        "update dcim_device set name = 'renamed' where id = 1",
+    );
+    let stale = refresh(&["--check"]).fails_with("out of date");
+    assert!(
+        stale
+            .output()
+            .contains("table public.dcim_device: rows changed (+1 -1)"),
+        "{}",
+        stale.output()
+    );
+    assert!(
+        stale
+            .output()
+            .contains("cargo xtask seed-dev --refresh --source 'postgres://")
+            && stale.output().contains(" --subset site=ams1"),
+        "{}",
+        stale.output()
+    );
+    assert!(tree(&fx) == first, "--check changed the fixtures");
+    // Subset flags shape a refresh only.
+    run(xtask(&["seed-dev", "--subset", "site=ams1", "--dry-run"]))
+        .fails_with("--subset shapes the fixtures a refresh makes");
+}
