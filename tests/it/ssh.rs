@@ -1076,3 +1076,68 @@ fn a_hostile_ssh_host_cannot_slip_entries_modes_or_changed_files_into_the_media(
     }
     assert_eq!(ssh_left(&prod), "");
 }
+
+#[test]
+fn a_subset_clone_over_ssh_reads_its_rows_and_only_its_media_through_the_tunnel() {
+    use crate::subset::{expected, loaded, valid_fks, AMS1};
+    let prod = SshProd::start();
+    prod.psql("postgres", "create database netpoint");
+    prod.psql_file(
+        "netpoint",
+        &workspace_root().join("tests/it/sql/subset.sql"),
+    );
+    prod.root(&format!(
+        "mkdir -p {MEDIA}/image-attachments {MEDIA}/devicetype-images && \
+         printf ams1 > {MEDIA}/image-attachments/ams1.jpg && printf fra1 > {MEDIA}/image-attachments/fra1.jpg && \
+         printf mx > {MEDIA}/devicetype-images/mx.png && printf unused > {MEDIA}/devicetype-images/unused.png && \
+         chown -R deploy {MEDIA}"
+    ));
+    let dev = Pg::start(15);
+    dev.create_db("netpoint");
+    let (tmp, work) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let media = work.path().join("media");
+    let mut clone = over_ssh(
+        &prod,
+        &prod.ssh_command(),
+        tmp.path(),
+        &[
+            "--yes",
+            "--subset",
+            "site=ams1",
+            "--source-media",
+            MEDIA,
+            "--target-media",
+            media.to_str().unwrap(),
+        ],
+    );
+    clone.env("NETPOINT_DATABASE_URL", dev.url("netpoint"));
+    let cloned = run(clone).ok();
+    assert_eq!(
+        loaded(&dev, "netpoint"),
+        expected(AMS1),
+        "{}",
+        cloned.output()
+    );
+    let source_fks = prod.psql(
+        "netpoint",
+        "select count(*) || ' ' || count(*) filter (where convalidated) from pg_constraint where contype = 'f'",
+    );
+    assert_eq!(valid_fks(&dev, "netpoint"), source_fks);
+    let files: Vec<String> = tree(&media).into_iter().map(|(rel, _)| rel).collect();
+    assert_eq!(
+        files,
+        ["devicetype-images/mx.png", "image-attachments/ams1.jpg"],
+        "{}",
+        cloned.output()
+    );
+    // Named by the subset's rows, absent on the host: counted, not fatal.
+    assert!(
+        cloned
+            .output()
+            .contains("2 media files it names missing from the source media"),
+        "{}",
+        cloned.output()
+    );
+    assert!(!cloned.output().contains(&prod.password));
+    assert!(ssh_left(&prod).is_empty(), "{}", ssh_left(&prod));
+}

@@ -6,7 +6,7 @@ use std::process::Command;
 
 use serde_json::Value;
 
-use crate::harness::{run, workspace_root, xtask, Pg, Run};
+use crate::harness::{run, tree, workspace_root, xtask, Pg, Run};
 
 /// The source as pg_dump prints it, without the per-run key of its `\\restrict` lines.
 fn dump(pg: &Pg) -> String {
@@ -49,7 +49,7 @@ fn ids(run: &Run) -> Vec<(String, Vec<i64>)> {
         .collect()
 }
 
-fn expected(rows: &[(&str, &[i64])]) -> Vec<(String, Vec<i64>)> {
+pub(crate) fn expected(rows: &[(&str, &[i64])]) -> Vec<(String, Vec<i64>)> {
     let mut rows: Vec<(String, Vec<i64>)> = rows
         .iter()
         .map(|(t, ids)| (t.to_string(), ids.to_vec()))
@@ -59,7 +59,7 @@ fn expected(rows: &[(&str, &[i64])]) -> Vec<(String, Vec<i64>)> {
 }
 
 /// One site: its objects, what they point at, the far end of its cable, and nothing else.
-const AMS1: &[(&str, &[i64])] = &[
+pub(crate) const AMS1: &[(&str, &[i64])] = &[
     // Site 1 is the root; site 2 comes with the far end of the cable (device 3), upward only.
     ("dcim_site", &[1, 2]),
     ("tenancy_tenant", &[1, 2]),
@@ -348,7 +348,7 @@ fn clone(pg: &Pg, args: &[&str]) -> Run {
 }
 
 /// `table → ids` of `db`, for the tables `AMS1` names.
-fn loaded(pg: &Pg, db: &str) -> Vec<(String, Vec<i64>)> {
+pub(crate) fn loaded(pg: &Pg, db: &str) -> Vec<(String, Vec<i64>)> {
     let mut rows: Vec<(String, Vec<i64>)> = AMS1
         .iter()
         .map(|(table, _)| {
@@ -369,7 +369,7 @@ fn loaded(pg: &Pg, db: &str) -> Vec<(String, Vec<i64>)> {
 }
 
 /// The foreign keys of `db`: how many, and how many of them valid.
-fn valid_fks(pg: &Pg, db: &str) -> String {
+pub(crate) fn valid_fks(pg: &Pg, db: &str) -> String {
     pg.psql(
         db,
         "select count(*) || ' ' || count(*) filter (where convalidated) from pg_constraint where contype = 'f'",
@@ -506,18 +506,329 @@ fn a_subset_that_fails_its_checks_or_bad_input_leaves_the_target_untouched() {
     );
     fails(&["--sample", "5%"], "name its roots with --subset");
     fails(&["--subset", "site=ams1", "--sample", "0%"], "such as 5%");
-    let out = work.path().join("bundle");
-    let source = pg.url("prod");
+    // A bundle holds the subset it was exported with: none is chosen on import.
+    let dir = work.path().join("bundle");
+    std::fs::create_dir(&dir).unwrap();
+    let dev_url = pg.url("dev");
     run(xtask(&[
+        "clone-prod",
+        "--bundle",
+        dir.to_str().unwrap(),
+        "--target",
+        &dev_url,
+        "--subset",
+        "site=ams1",
+    ]))
+    .fails_with("--subset does not work with --bundle");
+    pg.assert_unchanged("dev", &dev, "a subset on import");
+    pg.assert_unchanged("prod", &prod, "the source is only read");
+}
+
+/// Writes `files` (relative path → content) below `root`.
+fn write_files(root: &std::path::Path, files: &[(&str, &str)]) {
+    for (rel, text) in files {
+        let path = root.join(rel);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    }
+}
+
+#[test]
+fn a_subset_brings_only_the_media_its_rows_name() {
+    let pg = Pg::start(15);
+    load_schema(&pg, "prod");
+    // A file column of the project's own, declared in the rules file; site 2 (in upward,
+    // through the cable's far end) names a path that climbs out of the media root.
+    pg.psql(
+        "prod",
+        "alter table dcim_site add column logo varchar(100) not null default ''; \
+         update dcim_site set logo = case id when 1 then 'logos/ams1.svg' else '../outside.txt' end",
+    );
+    let work = tempfile::tempdir().unwrap();
+    let (source, target) = (
+        work.path().join("prod-media"),
+        work.path().join("dev-media"),
+    );
+    write_files(
+        &source,
+        &[
+            ("image-attachments/ams1.jpg", "ams1"),
+            ("image-attachments/fra1.jpg", "fra1"),
+            ("devicetype-images/mx.png", "mx"),
+            ("devicetype-images/cat.png", "cat"),
+            ("devicetype-images/unused.png", "unused"),
+            ("logos/ams1.svg", "logo"),
+            ("other/unrelated.txt", "other"),
+        ],
+    );
+    // Named by an included image attachment, but not in the source media.
+    assert!(!source.join("image-attachments/ams-r1.jpg").exists());
+    write_files(work.path(), &[("outside.txt", "secret")]);
+    write_files(&target, &[("old.txt", "old")]);
+    let rules = work.path().join("subset.toml");
+    std::fs::write(&rules, "version = 1\nfiles = [\"dcim_site.logo\"]\n").unwrap();
+    let clone_media = || {
+        clone(
+            &pg,
+            &[
+                "--subset",
+                "site=ams1",
+                "--subset-rules",
+                rules.to_str().unwrap(),
+                "--source-media",
+                source.to_str().unwrap(),
+                "--target-media",
+                target.to_str().unwrap(),
+            ],
+        )
+        .ok()
+    };
+    let out = clone_media();
+    let files: Vec<(String, Vec<u8>)> = [
+        ("devicetype-images/cat.png", "cat"),
+        ("devicetype-images/mx.png", "mx"),
+        ("image-attachments/ams1.jpg", "ams1"),
+        ("logos/ams1.svg", "logo"),
+    ]
+    .iter()
+    .map(|(rel, text)| (rel.to_string(), text.as_bytes().to_vec()))
+    .collect();
+    assert_eq!(tree(&target), files, "{}", out.output());
+    let shown = out.output();
+    assert!(
+        shown.contains("2 media files the subset names are not in"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("2 media files it names missing from the source media"),
+        "{shown}"
+    );
+    assert_eq!(loaded(&pg, "dev"), expected(AMS1));
+    // Incremental: a second run links the unchanged files from the copy in place.
+    let again = clone_media();
+    assert_eq!(tree(&target), files);
+    assert!(
+        again
+            .output()
+            .contains("4 unchanged since the previous copy"),
+        "{}",
+        again.output()
+    );
+    // A rules file naming a file column the source lacks: refused before anything changes.
+    std::fs::write(&rules, "version = 1\nfiles = [\"dcim_site.photo\"]\n").unwrap();
+    clone(
+        &pg,
+        &[
+            "--subset",
+            "site=ams1",
+            "--subset-rules",
+            rules.to_str().unwrap(),
+            "--source-media",
+            source.to_str().unwrap(),
+            "--target-media",
+            target.to_str().unwrap(),
+        ],
+    )
+    .fails_with("has no column `photo`");
+    assert_eq!(tree(&target), files);
+}
+
+#[test]
+fn a_subset_bundle_loads_through_the_import_and_through_psql() {
+    let pg = Pg::start(15);
+    load_schema(&pg, "prod");
+    pg.psql("prod", "select setval('dcim_site_id_seq', 42); analyze");
+    let work = tempfile::tempdir().unwrap();
+    let media = work.path().join("prod-media");
+    write_files(
+        &media,
+        &[
+            ("image-attachments/ams1.jpg", "ams1"),
+            ("image-attachments/fra1.jpg", "fra1"),
+            ("devicetype-images/mx.png", "mx"),
+            ("devicetype-images/unused.png", "unused"),
+        ],
+    );
+    let rules = work.path().join("scrub.toml");
+    std::fs::write(
+        &rules,
+        "[[rule]]\ntable = \"dcim_device\"\ncolumn = \"name\"\naction = \"value\"\nvalue = \"device {pk}\"\n",
+    )
+    .unwrap();
+    let bundle = work.path().join("bundle");
+    let source = pg.url("prod");
+    let before = pg.fingerprint("prod");
+    let export = run(xtask(&[
         "clone-prod",
         "--source",
         &source,
         "--out",
-        out.to_str().unwrap(),
+        bundle.to_str().unwrap(),
+        "--source-media",
+        media.to_str().unwrap(),
         "--subset",
         "site=ams1",
+        "--scrub-rules",
+        rules.to_str().unwrap(),
     ]))
-    .fails_with("--subset does not work with --out yet");
-    assert!(!out.exists());
-    pg.assert_unchanged("prod", &prod, "the source is only read");
+    .ok();
+    pg.assert_unchanged("prod", &before, "the source is only read");
+    assert!(
+        export
+            .output()
+            .contains("2 media files the subset names are not in"),
+        "{}",
+        export.output()
+    );
+    let manifest: Value =
+        serde_json::from_str(&std::fs::read_to_string(bundle.join("manifest.json")).unwrap())
+            .unwrap();
+    assert_eq!(manifest["subset"]["roots"][0], "site=ams1");
+    assert_eq!(manifest["media"]["files"], 2);
+    assert_eq!(manifest["rows"]["public.dcim_device"], 3);
+    let sql = std::fs::read_to_string(bundle.join("netpoint.sql")).unwrap();
+    assert!(
+        sql.contains("-- Data for Name: dcim_device; Type: TABLE DATA; Schema: public; Owner: -")
+    );
+    assert!(sql.contains("-- Name: dcim_site_id_seq; Type: SEQUENCE SET; Schema: public; Owner: -"));
+    assert!(
+        sql.ends_with("-- PostgreSQL database dump complete\n--\n\n"),
+        "{}",
+        &sql[sql.len() - 200..]
+    );
+    assert!(
+        !sql.contains("fra1.jpg"),
+        "rows outside the subset stay out"
+    );
+
+    // The import: the guard and the table of contents accept it.
+    let (dev, dev_media) = (pg.url("dev"), work.path().join("dev-media"));
+    let import = run(xtask(&[
+        "clone-prod",
+        "--bundle",
+        bundle.to_str().unwrap(),
+        "--trust-unsigned",
+        "--target",
+        &dev,
+        "--target-media",
+        dev_media.to_str().unwrap(),
+        "--yes",
+    ]))
+    .ok();
+    assert_eq!(loaded(&pg, "dev"), expected(AMS1), "{}", import.output());
+    assert_eq!(valid_fks(&pg, "dev"), valid_fks(&pg, "prod"));
+    assert_eq!(
+        pg.psql("dev", "select last_value from dcim_site_id_seq"),
+        "42"
+    );
+    assert_eq!(
+        pg.psql(
+            "dev",
+            "select string_agg(name, ',' order by id) from dcim_device"
+        ),
+        "device 1,device 2,device 3"
+    );
+    let files: Vec<String> = tree(&dev_media).into_iter().map(|(rel, _)| rel).collect();
+    assert_eq!(
+        files,
+        ["devicetype-images/mx.png", "image-attachments/ams1.jpg"]
+    );
+
+    // The manual procedure: psql alone loads it into an empty database.
+    pg.create_db("manual");
+    pg.psql_file("manual", &bundle.join("netpoint.sql"));
+    assert_eq!(loaded(&pg, "manual"), expected(AMS1));
+    assert_eq!(valid_fks(&pg, "manual"), valid_fks(&pg, "prod"));
+}
+
+#[test]
+fn seed_dev_refresh_makes_fixtures_from_a_subset_and_checks_them() {
+    let pg = Pg::start(15);
+    load_schema(&pg, "prod");
+    let work = tempfile::tempdir().unwrap();
+    let media = work.path().join("prod-media");
+    write_files(
+        &media,
+        &[
+            ("image-attachments/ams1.jpg", "ams1"),
+            ("image-attachments/fra1.jpg", "fra1"),
+            ("devicetype-images/cat.png", "cat"),
+        ],
+    );
+    let (fx, source) = (work.path().join("fx"), pg.url("prod"));
+    let refresh = |extra: &[&str]| {
+        let mut args = vec![
+            "seed-dev",
+            "--refresh",
+            "--source",
+            &source,
+            "--source-media",
+            media.to_str().unwrap(),
+            "--fixtures",
+            fx.to_str().unwrap(),
+            "--subset",
+            "site=ams1",
+        ];
+        args.extend_from_slice(extra);
+        run(xtask(&args))
+    };
+    let made = refresh(&[]).ok();
+    let files: Vec<String> = tree(&fx.join("media"))
+        .into_iter()
+        .map(|(rel, _)| rel)
+        .collect();
+    assert_eq!(
+        files,
+        ["devicetype-images/cat.png", "image-attachments/ams1.jpg"],
+        "{}",
+        made.output()
+    );
+    let manifest: Value =
+        serde_json::from_str(&std::fs::read_to_string(fx.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["subset"]["roots"][0], "site=ams1");
+    pg.create_db("seeded");
+    pg.psql_file("seeded", &fx.join("netpoint.sql"));
+    assert_eq!(loaded(&pg, "seeded"), expected(AMS1));
+    assert_eq!(valid_fks(&pg, "seeded"), valid_fks(&pg, "prod"));
+
+    // Deterministic: the same source gives the same fixtures, and a change outside the
+    // subset changes nothing.
+    let first = tree(&fx);
+    pg.psql(
+        "prod",
+        "update dcim_device set name = 'elsewhere' where id = 5",
+    );
+    let current = refresh(&["--check"]).ok();
+    assert!(
+        current.stdout.contains("up to date"),
+        "{}",
+        current.output()
+    );
+    refresh(&[]).ok();
+    assert!(tree(&fx) == first, "a second refresh changed the fixtures");
+    // A change inside it is caught, and the command that fixes it names the subset.
+    pg.psql(
+        "prod",
+        "update dcim_device set name = 'renamed' where id = 1",
+    );
+    let stale = refresh(&["--check"]).fails_with("out of date");
+    assert!(
+        stale
+            .output()
+            .contains("table public.dcim_device: rows changed (+1 -1)"),
+        "{}",
+        stale.output()
+    );
+    assert!(
+        stale
+            .output()
+            .contains("cargo xtask seed-dev --refresh --source 'postgres://")
+            && stale.output().contains(" --subset site=ams1"),
+        "{}",
+        stale.output()
+    );
+    assert!(tree(&fx) == first, "--check changed the fixtures");
+    // Subset flags shape a refresh only.
+    run(xtask(&["seed-dev", "--subset", "site=ams1", "--dry-run"]))
+        .fails_with("--subset shapes the fixtures a refresh makes");
 }

@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{anyhow, bail};
+use anyhow::{anyhow, bail, Context as _};
 
 use crate::{
     pg::{self, url::from_env, DbUrl},
@@ -86,6 +86,8 @@ pub struct SubsetRequest {
     pub rules: subset::Rules,
     pub roots: Vec<subset::Root>,
     pub sample: Option<f64>,
+    /// The definition as a bundle's manifest records it.
+    pub record: crate::bundle::SubsetRecord,
 }
 
 impl SubsetFlags {
@@ -119,10 +121,24 @@ impl SubsetFlags {
             .map(|arg| rules.root(arg))
             .collect::<anyhow::Result<Vec<_>>>()?;
         let sample = self.sample.as_deref().map(parse_sample).transpose()?;
+        let rules_sha256 = self
+            .subset_rules
+            .as_deref()
+            .map(|file| {
+                crate::media::hash_file(file)
+                    .with_context(|| format!("cannot read subset rules {}", file.display()))
+            })
+            .transpose()?;
+        let record = crate::bundle::SubsetRecord {
+            roots: self.subset.clone(),
+            sample: sample.map(|pct| format!("{pct}%")),
+            rules_sha256,
+        };
         Ok(Some(SubsetRequest {
             rules,
             roots,
             sample,
+            record,
         }))
     }
 }

@@ -101,14 +101,13 @@ impl CloneProd {
         }
         if let Some(flag) = self.subset.given().first() {
             let mode = [
-                (self.out.is_some(), "--out"),
                 (self.bundle.is_some(), "--bundle"),
                 (self.media_only, "--media-only"),
             ]
             .into_iter()
             .find_map(|(given, mode)| given.then_some(mode));
             if let Some(mode) = mode {
-                bail!("{flag} does not work with {mode} yet: a subset is cloned straight into a database (--target) for now; bundles and seed-dev come next");
+                bail!("{flag} does not work with {mode}: a subset is chosen where the source is read (--target or --out); a bundle already holds the subset it was exported with");
             }
         }
         if let Some(dir) = &self.bundle {
@@ -198,6 +197,7 @@ impl CloneProd {
         excluded.extend(self.exclude_table_data.iter().cloned());
         match &self.out {
             Some(out) => {
+                let subset = self.subset.request()?;
                 let sign_key =
                     cli::path_or_env(self.sign_key.clone(), "NETPOINT_BUNDLE_SIGNING_KEY")
                         .map(|path| SigningKey::open(&path))
@@ -240,18 +240,14 @@ impl CloneProd {
                     scrub: &self.scrub.options(),
                     out,
                     sign_key: sign_key.as_ref(),
+                    subset: subset.as_ref(),
                 };
                 export.run(cx, mode)
             }
             None => {
                 let target = cli::required_dev_database(self.target.clone(), "--target")?;
-                let mut target_media = cli::dev_media(self.target_media.clone());
+                let target_media = cli::dev_media(self.target_media.clone());
                 let subset = self.subset.request()?;
-                let mut source_media = source_media;
-                if subset.is_some() && (source_media.is_some() || target_media.is_some()) {
-                    term::warn("--subset clones the database only for now: the media directory is left as it is");
-                    (source_media, target_media) = (None, None);
-                }
                 let (guard, scrub) = (self.guard.guard(), self.scrub.options());
                 let direct = direct::Direct {
                     source,

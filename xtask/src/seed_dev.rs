@@ -13,7 +13,7 @@ use xshell::Shell;
 
 use crate::{
     atomic_file, bundle,
-    cli::{self, GuardFlags, ScrubFlags},
+    cli::{self, GuardFlags, ScrubFlags, SubsetFlags, SubsetRequest},
     context::Context,
     media,
     mode::{self, Mode},
@@ -21,6 +21,7 @@ use crate::{
     pipeline::{
         import::{Import, MediaForm, Trust},
         leak_scan, schema, scrub, source,
+        subset::{files::media_entries, load::Fill, Subset},
     },
     plain::{copy, lines},
     term,
@@ -63,6 +64,9 @@ pub struct SeedDev {
     /// Remove the local dev-database container and its data volume.
     #[arg(long, conflicts_with_all = ["refresh", "target"])]
     destroy: bool,
+    /// With --refresh: fixtures made from a subset of the source.
+    #[command(flatten)]
+    subset: SubsetFlags,
 }
 
 impl SeedDev {
@@ -79,14 +83,21 @@ impl SeedDev {
         if self.destroy {
             return DevContainer::new(sh).destroy(sh, self.guard.yes);
         }
+        if let (Some(flag), false) = (self.subset.given().first(), self.refresh) {
+            anyhow::bail!(
+                "{flag} shapes the fixtures a refresh makes: use it with --refresh --source URL"
+            );
+        }
         if self.refresh {
             let source = cli::required_dev_database(self.source.clone(), "--source")?;
+            let subset = self.subset.request()?;
             let refresh = Refresh {
                 source: &source,
                 source_media: self.source_media.as_deref(),
                 fixtures: &fixtures,
                 scrub: &self.scrub.options(),
                 fix: self.refresh_command(sh, &source, &fixtures),
+                subset: subset.as_ref(),
             };
             return refresh.run(cx, mode);
         }
@@ -144,7 +155,28 @@ impl SeedDev {
         if fixtures != sh.current_dir().join("fixtures") {
             command.push_str(&format!(" --fixtures {}", term::display_path(sh, fixtures)));
         }
+        for root in &self.subset.subset {
+            command.push_str(&format!(" --subset {}", quoted(root)));
+        }
+        if let Some(rules) = &self.subset.subset_rules {
+            command.push_str(&format!(
+                " --subset-rules {}",
+                term::display_path(sh, rules)
+            ));
+        }
+        if let Some(sample) = &self.subset.sample {
+            command.push_str(&format!(" --sample {}", quoted(sample)));
+        }
         command
+    }
+}
+
+/// `word` as a shell reads it back: bare when it is plain, else in single quotes.
+fn quoted(word: &str) -> String {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "=%._-/:".contains(c);
+    match !word.is_empty() && word.chars().all(plain) {
+        true => word.to_string(),
+        false => format!("'{}'", word.replace('\'', "'\\''")),
     }
 }
 
@@ -165,6 +197,7 @@ struct Refresh<'a> {
     scrub: &'a scrub::Options,
     /// The command that regenerates these fixtures, named when a check finds them stale.
     fix: String,
+    subset: Option<&'a SubsetRequest>,
 }
 
 impl Refresh<'_> {
@@ -173,6 +206,11 @@ impl Refresh<'_> {
         let server = tools.server(sh, self.source, Access::ReadOnly)?;
         tools.check_dump_compatible(sh, &server)?;
         atomic_file::parent_dir(self.fixtures)?;
+        // Computed before anything is written: a bad root changes nothing.
+        let mut subset = self
+            .subset
+            .map(|r| Subset::compute(cx, self.source, &r.rules, &r.roots, r.sample))
+            .transpose()?;
         if mode == Mode::DryRun {
             let scrub = self.scrub.plan(cx, self.source)?;
             let media = match self.source_media {
@@ -194,7 +232,11 @@ impl Refresh<'_> {
                     self.source, server.version
                 ),
                 format!(
-                    "dump it with rows sorted and without the data of {}",
+                    "dump {} with rows sorted and without the data of {}",
+                    match &self.subset {
+                        Some(r) => format!("the subset {}", r.record.roots.join(", ")),
+                        None => "it".to_string(),
+                    },
                     source::CHANGELOG_TABLES.join(", ")
                 ),
                 format!(
@@ -217,7 +259,7 @@ impl Refresh<'_> {
         atomic_file::remove_stale_siblings(self.fixtures);
         let staging = atomic_file::StagingDir(atomic_file::sibling(self.fixtures, "staging"));
         fs::create_dir(&staging.0).with_context(|| format!("creating {}", staging.0.display()))?;
-        self.write(cx, &server, &staging.0)?;
+        self.write(cx, &server, &staging.0, subset.as_mut())?;
         if mode == Mode::Check {
             let changes = compare(self.fixtures, &staging.0)?;
             if changes.is_empty() {
@@ -257,12 +299,42 @@ impl Refresh<'_> {
         Ok(())
     }
 
-    fn write(&self, cx: &Context, server: &pg::Server, dir: &Path) -> anyhow::Result<()> {
-        let (sh, tools) = (&cx.sh, &cx.tools);
+    fn write(
+        &self,
+        cx: &Context,
+        server: &pg::Server,
+        dir: &Path,
+        mut subset: Option<&mut Subset>,
+    ) -> anyhow::Result<()> {
         term::step(format!(
             "dumping {} (rows sorted, no changelog data)",
             self.source
         ));
+        let excluded: Vec<String> = source::CHANGELOG_TABLES
+            .iter()
+            .map(|t| format!("public.{t}"))
+            .collect();
+        let dump = match subset.as_deref_mut() {
+            Some(subset) => {
+                let fill = Fill {
+                    source: self.source,
+                    left_out: &excluded,
+                    rules: &[],
+                    scan: None,
+                    drop_settings: Vec::new(),
+                };
+                let mut script = Vec::new();
+                subset.write_script(cx, &fill, &mut script)?;
+                script
+            }
+            None => self.dump(cx)?,
+        };
+        self.write_from(cx, server, dir, &dump, excluded, subset)
+    }
+
+    /// The whole source, as pg_dump writes it.
+    fn dump(&self, cx: &Context) -> anyhow::Result<Vec<u8>> {
+        let (sh, tools) = (&cx.sh, &cx.tools);
         let excludes: Vec<String> = source::CHANGELOG_TABLES
             .iter()
             .map(|t| format!("--exclude-table-data={t}"))
@@ -283,8 +355,22 @@ impl Refresh<'_> {
             ))
             .context("pg_dump failed");
         }
+        Ok(out.stdout)
+    }
+
+    /// The fixtures from `dump`: scrubbed, sorted, scanned, with their schema and media.
+    fn write_from(
+        &self,
+        cx: &Context,
+        server: &pg::Server,
+        dir: &Path,
+        dump: &[u8],
+        excluded: Vec<String>,
+        subset: Option<&mut Subset>,
+    ) -> anyhow::Result<()> {
+        let (sh, tools) = (&cx.sh, &cx.tools);
         let scrub = self.scrub.plan(cx, self.source)?;
-        let (scrubbed, counts) = scrub::scrubbing_reader(&out.stdout[..], &scrub.applied);
+        let (scrubbed, counts) = scrub::scrubbing_reader(dump, &scrub.applied);
         let (mut rows, mut entries) = Default::default();
         atomic_file::write(&dir.join(bundle::SQL), |file| {
             let mut counter = lines::RowCounter::new(file);
@@ -296,13 +382,9 @@ impl Refresh<'_> {
         if !scrub.applied.is_empty() {
             term::step(scrub.report(&counts));
         }
-        let excluded: Vec<String> = source::CHANGELOG_TABLES
-            .iter()
-            .map(|t| format!("public.{t}"))
-            .collect();
         let covered = leak_scan::Covered::by_rules(&scrub.applied, &excluded);
         let leaks = leak_scan::Scanner::start(cx, self.source, &covered)?.map(|scanner| {
-            scanner.scan_bytes(&out.stdout);
+            scanner.scan_bytes(dump);
             scanner.report()
         });
         leak_scan::check(
@@ -324,9 +406,25 @@ impl Refresh<'_> {
             }
             None => None,
         };
+        // A subset's own media: only the files its rows name.
+        let names = match (subset, self.subset, self.source_media) {
+            (Some(subset), Some(request), Some(_)) => Some(subset.media_files(&request.rules)?),
+            _ => None,
+        };
         let totals = match from {
             Some(from) => {
-                let entries = media::scan(&from)?;
+                let mut entries = media::scan(&from)?;
+                if let Some(names) = &names {
+                    let (kept, missing) = media_entries(entries, names);
+                    if let Some(first) = missing.first() {
+                        term::warn(format!(
+                            "{} media files the subset names are not in {} (such as {first}): the rows keep their names",
+                            missing.len(),
+                            from.display()
+                        ));
+                    }
+                    entries = kept;
+                }
                 let hashed = media::copy_verified(&from, &entries, &media_root, &|_| {})?;
                 fs::write(dir.join(bundle::MEDIA_SUMS), media::sha256_list(&hashed))?;
                 Some(media::totals(&hashed))
@@ -362,6 +460,7 @@ impl Refresh<'_> {
                 files: t.files,
                 bytes: t.bytes,
             }),
+            subset: self.subset.map(|r| r.record.clone()),
         };
         fs::write(dir.join(bundle::MANIFEST), manifest.text())?;
         let mut names = vec![bundle::SQL, bundle::MANIFEST];

@@ -30,6 +30,7 @@ impl SubsetPlan {
             rules,
             roots,
             sample,
+            ..
         } = request;
         let mut subset = Subset::compute(cx, &source, &rules, &roots, sample)?;
         if let Some(path) = &self.copy {

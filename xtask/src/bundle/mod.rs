@@ -295,6 +295,20 @@ pub struct Manifest {
     pub leaks: Vec<Leak>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub media: Option<MediaRecord>,
+    /// The subset the bundle holds, when it holds one rather than the whole source.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subset: Option<SubsetRecord>,
+}
+
+/// A subset's definition: its roots as given, its sample, and the rules file's SHA-256.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubsetRecord {
+    pub roots: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sample: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rules_sha256: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

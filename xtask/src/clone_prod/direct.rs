@@ -94,6 +94,11 @@ impl Direct<'_> {
             .subset
             .map(|request| subset_fill::compute(cx, self.source, request))
             .transpose()?;
+        // The files its rows name, read in its snapshot: only those are copied.
+        let subset_files = match (&mut subset, self.subset, self.source_media) {
+            (Some(subset), Some(request), Some(_)) => Some(subset.media_files(&request.rules)?),
+            _ => None,
+        };
         if dry_run {
             let dump = match &subset {
                 Some(subset) => subset_fill::plan_line(subset),
@@ -110,11 +115,21 @@ impl Direct<'_> {
                     "restore into a temporary database beside {} and swap it in place",
                     self.target
                 ),
-                media_plan(
-                    self.source_media.map(|m| m.shown()).as_deref(),
-                    self.target_media,
-                    media_totals.map(|c| c.totals),
-                ),
+                match &subset_files {
+                    Some(files) => format!(
+                        "copy the {} media files the subset names from {} to {}",
+                        files.len(),
+                        self.source_media.map(|m| m.shown()).unwrap_or_default(),
+                        self.target_media
+                            .map(|p| p.display().to_string())
+                            .unwrap_or_default()
+                    ),
+                    None => media_plan(
+                        self.source_media.map(|m| m.shown()).as_deref(),
+                        self.target_media,
+                        media_totals.map(|c| c.totals),
+                    ),
+                },
             ]);
             return Ok(());
         }
@@ -128,13 +143,30 @@ impl Direct<'_> {
         }
         let locked = replacement.lock(cx, &target, Some(server.major))?;
         let drop_settings = locked.drop_settings.clone();
-        let stage =
-            |timings: &mut Timings| match (self.source_media, self.target_media, &media_totals) {
-                (Some(src), Some(dst), Some(count)) => {
-                    Ok(Some(timings.time("media copy", || src.stage(count, dst))?))
+        let mut missing_files = 0;
+        let stage = |timings: &mut Timings| match (
+            self.source_media,
+            self.target_media,
+            &media_totals,
+        ) {
+            (Some(src), Some(dst), Some(count)) => match &subset_files {
+                Some(files) => {
+                    let (staged, missing) =
+                        timings.time("media copy", || src.stage_listed(count, files, dst))?;
+                    missing_files = missing.len();
+                    if let Some(first) = missing.first() {
+                        term::warn(format!(
+                                "{} media files the subset names are not in {} (such as {first}): the rows keep their names",
+                                missing.len(),
+                                src.shown()
+                            ));
+                    }
+                    Ok(Some(staged))
                 }
-                _ => Ok(None),
-            };
+                None => Ok(Some(timings.time("media copy", || src.stage(count, dst))?)),
+            },
+            _ => Ok(None),
+        };
         let estimates: Vec<(String, i64)> = excluded
             .iter()
             .map(|(name, rows)| (name.clone(), rows.unwrap_or(0)))
@@ -210,6 +242,13 @@ impl Direct<'_> {
             fill: Box::new(fill),
         };
         let replaced = locked.replace(cx, stage, database)?;
+        let provenance = verified.as_ref().map(|v| match missing_files {
+            0 => v.line(),
+            n => format!(
+                "{}, {n} media files it names missing from the source media",
+                v.line()
+            ),
+        });
         summarise(
             cx,
             &Summary {
@@ -217,7 +256,7 @@ impl Direct<'_> {
                 excluded,
                 media: replaced.media,
                 leaks: leaks.as_ref(),
-                provenance: verified.as_ref().map(|v| v.line()).as_deref(),
+                provenance: provenance.as_deref(),
                 timings: &replaced.timings,
             },
         );

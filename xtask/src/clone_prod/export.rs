@@ -4,10 +4,11 @@ use std::{fs, path::Path};
 
 use anyhow::{bail, Context as _};
 
-use super::SourceSide;
+use super::{subset as subset_export, SourceSide};
 use crate::{
     atomic_file::{self, StagingDir},
     bundle::{self, sign::SigningKey},
+    cli::SubsetRequest,
     context::Context,
     media,
     mode::{print_plan, Mode},
@@ -17,6 +18,7 @@ use crate::{
         leak_scan,
         report::{excluded_text, media_plan, Timings},
         scrub,
+        subset::load::Fill,
     },
     plain::lines,
     process::{self},
@@ -34,6 +36,8 @@ pub struct Export<'a> {
     pub scrub: &'a scrub::Options,
     pub out: &'a Path,
     pub sign_key: Option<&'a SigningKey>,
+    /// A subset of the source instead of all of it.
+    pub subset: Option<&'a SubsetRequest>,
 }
 
 impl Export<'_> {
@@ -46,6 +50,7 @@ impl Export<'_> {
             scrub: scrub_flags,
             out,
             sign_key,
+            subset: request,
         } = *self;
         if out.exists()
             && fs::read_dir(out)
@@ -76,16 +81,39 @@ impl Export<'_> {
             encoding,
         } = &side;
         let excluded = &exclusions.tables;
+        // Computed before anything is written: a bad root writes nothing.
+        let mut subset = request
+            .map(|request| subset_export::compute(cx, source, request))
+            .transpose()?;
+        let mut missing_files = Vec::new();
+        let entries = match (&mut subset, request, entries) {
+            (Some(subset), Some(request), Some(entries)) => {
+                let names = subset.media_files(&request.rules)?;
+                let (kept, missing) =
+                    crate::pipeline::subset::files::media_entries(entries, &names);
+                missing_files = missing;
+                Some(kept)
+            }
+            (_, _, entries) => entries,
+        };
         if mode == Mode::DryRun {
             print_plan(&[
                 side.scrub_plan(),
                 side.read_plan(source),
-                format!(
-                    "dump it to {}/{}{}",
-                    out.display(),
-                    bundle::SQL,
-                    excluded_text(excluded)
-                ),
+                match &subset {
+                    Some(subset) => format!(
+                        "{}; write it to {}/{}",
+                        subset_export::plan_line(subset),
+                        out.display(),
+                        bundle::SQL
+                    ),
+                    None => format!(
+                        "dump it to {}/{}{}",
+                        out.display(),
+                        bundle::SQL,
+                        excluded_text(excluded)
+                    ),
+                },
                 media_plan(
                     source_media.map(|p| p.display().to_string()).as_deref(),
                     None,
@@ -116,6 +144,23 @@ impl Export<'_> {
             let file =
                 fs::File::create(&path).with_context(|| format!("writing {}", path.display()))?;
             let mut file = lines::RowCounter::new(file);
+            if let Some(subset) = subset.as_mut() {
+                let fill = Fill {
+                    source,
+                    left_out: &excluded_names,
+                    rules: &scrub.applied,
+                    scan: scanner.as_ref(),
+                    drop_settings: Vec::new(),
+                };
+                let loaded = subset.write_script(cx, &fill, &mut file)?;
+                let rows = std::mem::take(&mut file.counts);
+                let toc_entries = file.entries;
+                let file = file.into_inner();
+                file.sync_all()?;
+                let bytes = file.metadata()?.len();
+                bar.finish_and_clear();
+                return Ok((bytes, loaded.scrubbed, rows, toc_entries));
+            }
             let dump = Dump {
                 source,
                 patterns: &exclusions.patterns,
@@ -175,6 +220,9 @@ impl Export<'_> {
                 None
             }
         };
+        if let Some(root) = source_media.filter(|_| subset.is_some()) {
+            subset_export::warn_missing(&missing_files, &root.display().to_string());
+        }
         let manifest = bundle::Manifest {
             format: bundle::FORMAT,
             tool: bundle::Manifest::tool(),
@@ -203,6 +251,7 @@ impl Export<'_> {
                 files: t.files,
                 bytes: t.bytes,
             }),
+            subset: request.map(|r| r.record.clone()),
         };
         fs::write(staging.0.join(bundle::MANIFEST), manifest.text())?;
         let sums = bundle::sums_for(&staging.0, &names)?;

@@ -77,3 +77,13 @@ impl SubsetFill<'_> {
         Ok((report, verified))
     }
 }
+
+/// Warns of the media files a subset names that the source does not hold.
+pub fn warn_missing(missing: &[String], source: &str) {
+    if let Some(first) = missing.first() {
+        term::warn(format!(
+            "{} media files the subset names are not in {source} (such as {first}): the rows keep their names",
+            missing.len()
+        ));
+    }
+}

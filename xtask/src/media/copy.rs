@@ -160,7 +160,7 @@ pub fn unchanged_file(
 /// Links `rel` of the earlier copy `previous` as `to` when it has the same size,
 /// modification time and mode as `from` (and is not `from` itself under another name, which
 /// a link would tie to the source); returns its size if so.
-fn link_unchanged(previous: &Path, rel: &Path, from: &Path, to: &Path) -> Option<u64> {
+pub(super) fn link_unchanged(previous: &Path, rel: &Path, from: &Path, to: &Path) -> Option<u64> {
     use std::os::unix::fs::MetadataExt;
     let new = fs::symlink_metadata(from).ok()?;
     let old = unchanged_file(previous, rel, new.len(), |was| {

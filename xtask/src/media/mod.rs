@@ -6,6 +6,7 @@ mod archive;
 mod copy;
 mod extract;
 mod gz;
+mod listed;
 mod origins;
 mod sums;
 mod walk;
@@ -21,6 +22,7 @@ pub use copy::{
     Tracked, TreeCopy,
 };
 pub use extract::{extract_archive, extract_tar, Listed, Member};
+pub use listed::copy_listed;
 pub use origins::{Origins, Stamp};
 pub use sums::{
     hash_all, hash_file, hash_reader, hex, parse_sha256_list, parse_sums, print_sums, sha256_list,

@@ -222,6 +222,48 @@ impl MediaSource<'_> {
         }
     }
 
+    /// A subset's media beside `target`, ready to swap in: only the files `names` (paths
+    /// relative to the root), verified as a whole tree's are, files unchanged since the copy
+    /// the target holds linked from it. Returns the names that are no file of the source.
+    pub fn stage_listed(
+        &self,
+        count: &MediaCount,
+        names: &[String],
+        target: &Path,
+    ) -> anyhow::Result<(StagedMedia, Vec<String>)> {
+        atomic_file::remove_stale_staging(target);
+        term::step(format!(
+            "copying the {} media files the subset names {} → {}",
+            names.len(),
+            self.shown(),
+            target.display()
+        ));
+        let dir = StagingDir(atomic_file::staging_dir(target)?);
+        let (copied, missing) = match (self, &count.tree) {
+            (MediaSource::Local(path), _) => {
+                let bar = term::bytes_progress("media", None);
+                let listed =
+                    media::copy_listed(path, names, &dir, previous_copy(target), &|n| bar.inc(n))?;
+                bar.finish_and_clear();
+                (listed.copy, listed.missing)
+            }
+            (MediaSource::Remote(remote), Some(tree)) => {
+                let (only, missing) = tree.only(names)?;
+                (remote.fetch(&only, previous_copy(target), &dir)?, missing)
+            }
+            (MediaSource::Remote(_), None) => {
+                bail!("a remote media tree is listed before it is fetched")
+            }
+        };
+        process::check_interrupted()?;
+        let staged = StagedMedia {
+            dir,
+            totals: copied.all,
+            linked: copied.linked,
+        };
+        Ok((staged, missing))
+    }
+
     /// A remote tree fetched into the new directory `dst` (files unchanged since `previous`
     /// linked from it) and checked against its listing.
     pub fn fetch_into(

@@ -59,7 +59,7 @@ struct Walk<'a> {
 
 /// Finds the tables and columns the rules name in the graph: preset entries a database lacks
 /// are passed over, a file's must exist.
-fn resolve(
+pub(super) fn resolve(
     graph: &Graph,
     name: &str,
     origin: &str,

@@ -60,7 +60,12 @@ pub fn write_table(
 ) -> anyhow::Result<u64> {
     let table: &Table = &graph.tables[t];
     let (header, exprs) = select_list(graph, closure, t);
-    out.write_all(header.as_bytes())?;
+    // pg_dump's entry header, which a bundle's table of contents reads.
+    write!(
+        out,
+        "--\n-- Data for Name: {}; Type: TABLE DATA; Schema: {}; Owner: -\n--\n\n{header}",
+        table.name, table.schema
+    )?;
     let rows = &closure.rows[t];
     let mut written = 0;
     match (rows.whole && !rows.derived, table.id()) {

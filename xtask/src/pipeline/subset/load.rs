@@ -50,8 +50,18 @@ struct Sequence {
     called: Option<bool>,
 }
 
+/// A sequence's names: quoted (`schema.name`, as `setval` takes it) and as pg_dump's entry
+/// header gives them.
+#[derive(Deserialize)]
+struct SequenceName {
+    quoted: String,
+    schema: String,
+    name: String,
+}
+
 const SEQUENCES: &str = "\
-select coalesce(jsonb_agg(quote_ident(n.nspname) || '.' || quote_ident(c.relname) order by 1), '[]')
+select coalesce(jsonb_agg(jsonb_build_object('quoted', quote_ident(n.nspname) || '.' || quote_ident(c.relname),
+  'schema', n.nspname, 'name', c.relname) order by n.nspname, c.relname), '[]')
 from pg_class c join pg_namespace n on n.oid = c.relnamespace
 where c.relkind = 'S' and n.nspname <> 'information_schema' and n.nspname not like 'pg\\_%'
   and not exists (select from pg_depend d where d.classid = 'pg_class'::regclass
@@ -93,8 +103,45 @@ impl Subset {
         Ok(loaded)
     }
 
-    /// The rows and the sequences, streamed from the snapshot through the scan and the scrub
-    /// into one loading psql.
+    /// The subset as one plain script in pg_dump's layout, as a bundle holds it: pg_dump's
+    /// pre-data, the rows and sequences (scanned and scrubbed as they pass), then pg_dump's
+    /// post-data and its closing lines.
+    pub fn write_script(
+        &mut self,
+        cx: &Context,
+        fill: &Fill,
+        out: &mut dyn Write,
+    ) -> anyhow::Result<Loaded> {
+        let snapshot = self.session.export_snapshot()?;
+        let section = |name: &str| -> anyhow::Result<Vec<u8>> {
+            let extra = [
+                format!("--section={name}"),
+                format!("--snapshot={snapshot}"),
+            ];
+            let child = spawn_dump(cx, fill.source, &[], &extra)?;
+            let (text, _) = pump_dump(child, fill.source, Vec::new(), &[], None, false, |r| {
+                let mut text = Vec::new();
+                r.read_to_end(&mut text)?;
+                Ok(text)
+            })
+            .with_context(|| format!("dumping the schema's {name} section"))?;
+            Ok(text)
+        };
+        let pre = section("pre-data")?;
+        let written = "writing the subset's script";
+        out.write_all(&pre[..trailer_start(&pre)])
+            .context(written)?;
+        let loaded = self.stream_rows(fill, |input| {
+            std::io::copy(input, out).context(written)?;
+            Ok(())
+        })?;
+        let post = section("post-data")?;
+        out.write_all(&post[first_entry(&post)..])
+            .context(written)?;
+        Ok(loaded)
+    }
+
+    /// The rows and the sequences into one loading psql.
     fn load_rows(
         &mut self,
         cx: &Context,
@@ -103,6 +150,18 @@ impl Subset {
         on_bytes: &dyn Fn(u64),
     ) -> anyhow::Result<Loaded> {
         let psql = load::spawn_psql_load(cx, temp)?;
+        self.stream_rows(fill, |input| {
+            load::feed_psql(temp, psql, input, on_bytes).map(drop)
+        })
+    }
+
+    /// The rows and the sequences, streamed from the snapshot through the scan and the scrub
+    /// into `sink`.
+    fn stream_rows(
+        &mut self,
+        fill: &Fill,
+        sink: impl FnOnce(&mut dyn Read) -> anyhow::Result<()>,
+    ) -> anyhow::Result<Loaded> {
         let (reader, writer) = std::io::pipe().context("making a pipe for the subset's rows")?;
         let subset = &mut *self;
         std::thread::scope(|scope| {
@@ -114,22 +173,22 @@ impl Subset {
                     None => Box::new(reader),
                 };
                 let (mut input, counts) = scrub::scrubbing_reader(input, fill.rules);
-                let fed = load::feed_psql(temp, psql, &mut input, on_bytes);
+                let fed = sink(&mut input);
                 let scrubbed = counts.borrow().clone();
-                // Dropping the reader here ends a writer that psql stopped reading.
+                // Dropping the reader here ends a writer that the sink stopped reading.
                 (fed, scrubbed)
             };
             let written = written
                 .join()
                 .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
             match (fed, written) {
-                (Ok(_), Ok((rows, sequences))) => Ok(Loaded {
+                (Ok(()), Ok((rows, sequences))) => Ok(Loaded {
                     rows,
                     scrubbed,
                     sequences,
                 }),
-                (Ok(_), Err(err)) => Err(err),
-                // psql stopping breaks the writer's pipe: psql's error says why.
+                (Ok(()), Err(err)) => Err(err),
+                // The sink stopping breaks the writer's pipe: the sink's error says why.
                 (Err(err), Err(written)) if !broken_pipe(&written) => Err(written.context(err)),
                 (Err(err), _) => Err(err),
             }
@@ -152,14 +211,15 @@ impl Subset {
             }
             *count = self.write_table(t, &mut out)?;
         }
-        let names: Vec<String> = self.session.json(SEQUENCES)?;
+        let names: Vec<SequenceName> = self.session.json(SEQUENCES)?;
         for chunk in names.chunks(200) {
             let selects: Vec<String> = chunk
                 .iter()
-                .map(|name| {
+                .map(|seq| {
                     format!(
-                        "select {} as name, last_value as last, is_called as called from {name}",
-                        literal(name)
+                        "select {} as name, last_value as last, is_called as called from {}",
+                        literal(&seq.quoted),
+                        seq.quoted
                     )
                 })
                 .collect();
@@ -167,11 +227,14 @@ impl Subset {
                 "select coalesce(jsonb_agg(to_jsonb(s)), '[]') from ({}) s;",
                 selects.join(" union all ")
             ))?;
-            for seq in sequences {
-                if let (Some(last), Some(called)) = (seq.last, seq.called) {
+            for seq in &sequences {
+                let named = chunk.iter().find(|n| n.quoted == seq.name);
+                if let (Some(last), Some(called), Some(named)) = (seq.last, seq.called, named) {
                     writeln!(
                         out,
-                        "SELECT pg_catalog.setval({}, {last}, {called});",
+                        "--\n-- Name: {}; Type: SEQUENCE SET; Schema: {}; Owner: -\n--\n\nSELECT pg_catalog.setval({}, {last}, {called});\n\n",
+                        named.name,
+                        named.schema,
                         literal(&seq.name)
                     )
                     .context("writing the subset's rows")?;
@@ -183,10 +246,56 @@ impl Subset {
     }
 }
 
+/// pg_dump's closing lines, which end the script.
+const TRAILER: &[u8] = b"--\n-- PostgreSQL database dump complete\n--\n";
+
+/// Where a section's closing lines start (its end, without them).
+fn trailer_start(text: &[u8]) -> usize {
+    find_last(text, TRAILER).unwrap_or(text.len())
+}
+
+/// Where a section's first entry starts, past its header of settings; its closing lines
+/// when it has no entry.
+fn first_entry(text: &[u8]) -> usize {
+    let mut at = 0;
+    for line in text.split_inclusive(|&b| b == b'\n') {
+        let next = &text[at + line.len()..];
+        if line == b"--\n"
+            && (next.starts_with(b"-- Name: ") || next.starts_with(b"-- Data for Name: "))
+        {
+            return at;
+        }
+        at += line.len();
+    }
+    trailer_start(text)
+}
+
+fn find_last(text: &[u8], needle: &[u8]) -> Option<usize> {
+    (0..=text.len().checked_sub(needle.len())?)
+        .rev()
+        .find(|&i| text[i..].starts_with(needle))
+}
+
 fn broken_pipe(err: &anyhow::Error) -> bool {
     err.chain().any(|cause| {
         cause
             .downcast_ref::<std::io::Error>()
             .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sections_are_joined_at_their_entries() {
+        let pre = b"--\n-- PostgreSQL database dump\n--\n\nSET a = 1;\n\n--\n-- Name: t; Type: TABLE; Schema: public; Owner: -\n--\n\nCREATE TABLE t ();\n\n--\n-- PostgreSQL database dump complete\n--\n\n";
+        let cut = &pre[..trailer_start(pre)];
+        assert!(cut.ends_with(b"CREATE TABLE t ();\n\n"));
+        let start = first_entry(pre);
+        assert!(pre[start..].starts_with(b"--\n-- Name: t;"));
+        let empty = b"--\n-- PostgreSQL database dump\n--\n\nSET a = 1;\n\n--\n-- PostgreSQL database dump complete\n--\n\n";
+        assert!(empty[first_entry(empty)..].starts_with(TRAILER));
+    }
 }

@@ -5,6 +5,7 @@
 pub mod closure;
 pub mod copy;
 pub mod derived;
+pub mod files;
 pub mod graph;
 pub mod keys;
 pub mod load;

@@ -53,6 +53,9 @@ pub struct Rules {
     pub follow_down: Vec<Named>,
     pub pairs: Vec<Pair>,
     pub derived: Vec<Derived>,
+    /// `table.column`: file columns, whose files (paths under the media root) the subset's
+    /// media hold for the rows included.
+    pub files: Vec<Named>,
 }
 
 /// A rules file, as written.
@@ -78,6 +81,8 @@ struct RulesFile {
     pair: Vec<toml::Spanned<PairSpec>>,
     #[serde(default)]
     derived: Vec<toml::Spanned<DerivedSpec>>,
+    #[serde(default)]
+    files: Vec<toml::Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -140,6 +145,11 @@ impl Rules {
         self.cut.extend(other.cut);
         self.follow_down.extend(other.follow_down);
         self.pairs.extend(other.pairs);
+        for entry in other.files {
+            if !self.files.iter().any(|f| f.name == entry.name) {
+                self.files.push(entry);
+            }
+        }
         for derived in other.derived {
             self.derived.retain(|d| d.table.name != derived.table.name);
             self.derived.push(derived);
@@ -292,6 +302,9 @@ fn parse(text: &str, what: &str, rules: &mut Rules) -> anyhow::Result<bool> {
     for entry in file.follow_down {
         rules.follow_down.push(named(entry, "follow_down", true)?);
     }
+    for entry in file.files {
+        rules.files.push(named(entry, "files", true)?);
+    }
     for (name, template) in file.named {
         let origin = at(template.span());
         let template = template.into_inner();
@@ -384,6 +397,9 @@ mod tests {
             .iter()
             .any(|c| c.name == "dcim_interface._path_id"));
         assert_eq!(path.nodes.as_deref(), Some("_nodes"));
+        for column in ["extras_imageattachment.image", "dcim_devicetype.rear_image"] {
+            assert!(rules.files.iter().any(|f| f.name == column), "{column}");
+        }
     }
 
     #[test]
@@ -429,6 +445,11 @@ mod tests {
             "{version}"
         );
         assert!(error_of("whole = []\n").contains("version"));
+        let files = error_of("version = 1\nfiles = [\"photo\"]\n");
+        assert!(
+            files.contains("line 2") && files.contains("`files`"),
+            "{files}"
+        );
         let cut = error_of("version = 1\ncut = [\n  \"nocolumn\",\n]\n");
         assert!(
             cut.contains("line 3") && cut.contains("TABLE.COLUMN"),

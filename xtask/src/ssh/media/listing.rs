@@ -43,6 +43,31 @@ impl Tree {
         }
     }
 
+    /// The part of the tree that holds the files `names` (and the directories on their
+    /// way), with the names that are no file of it.
+    pub fn only(&self, names: &[String]) -> anyhow::Result<(Tree, Vec<String>)> {
+        if self.sums.is_some() {
+            bail!("fetching only a subset's media files needs GNU find and GNU tar on the SSH host; install them there, or clone the media whole with --media-only");
+        }
+        let mut only = Tree::default();
+        let mut missing = Vec::new();
+        for name in names {
+            let rel = PathBuf::from(name);
+            match self.files.get(&rel) {
+                Some(meta) => {
+                    for dir in rel.ancestors().skip(1) {
+                        if let Some(mode) = self.dirs.get(dir) {
+                            only.dirs.insert(dir.to_path_buf(), *mode);
+                        }
+                    }
+                    only.files.insert(rel, *meta);
+                }
+                None => missing.push(name.clone()),
+            }
+        }
+        Ok((only, missing))
+    }
+
     /// Whether the listing holds `rel` as that kind of member: a file, a directory, or a
     /// link to that target (to any, when the host could not say).
     pub(super) fn holds(&self, rel: &Path, member: media::Member<'_>) -> bool {
