@@ -17,7 +17,8 @@ the same scale gives the same rows. Only the Python standard library is used.
 import hashlib
 
 # Rows at scale 1 in the large tables: about 610 MiB in all, most of it the search cache and the
-# changelog. Every other table holds 0 to 40 rows.
+# changelog. Every other table holds 0 to 40 rows. Foreign keys point in proportion (see spread()),
+# so that one site's rows are about the same at every scale, as `--subset` needs.
 LARGE = {
     "extras_cachedvalue": 1_500_000,
     "extras_objectchange": 300_000,
@@ -41,6 +42,11 @@ LARGE = {
     "dcim_location": 600,
     "tenancy_contactassignment": 2_000,
     "extras_journalentry": 3_000,
+    # One per site or per device, as in real data: a site's share of what they own stays the same
+    # at every scale (a fixed handful would own ever more devices, VLANs and interfaces).
+    "virtualization_cluster": 300,
+    "ipam_vlangroup": 300,
+    "dcim_module": 10_000,
 }
 
 # The tables, in an order where every foreign key points at an earlier table.
@@ -187,7 +193,8 @@ def define():
           extra=[("type", "varchar(50)"), ("label", "varchar(100)"), ("color", "varchar(6)"),
                  ("length", "numeric(8,2)"), ("length_unit", "varchar(50)")])
     table("dcim_cablepath", "plain", extra=[("path", "jsonb"), ("is_active", "boolean"),
-                                            ("is_complete", "boolean"), ("is_split", "boolean")])
+                                            ("is_complete", "boolean"), ("is_split", "boolean"),
+                                            ("_nodes", "varchar(40)[]")])
     table("dcim_powerpanel", "primary", fks=[("site_id", "dcim_site", False),
                                              ("location_id", "dcim_location", True)])
     table("dcim_powerfeed", "primary", fks=[("power_panel_id", "dcim_powerpanel", False),
@@ -244,8 +251,7 @@ def define():
           extra=[("cid", "varchar(100)"), ("install_date", "date"), ("commit_rate", "integer")])
     table("circuits_circuittermination", "plain",
           fks=[("circuit_id", "circuits_circuit", False), ("site_id", "dcim_site", True),
-               ("provider_network_id", "circuits_providernetwork", True), ("cable_id", "dcim_cable", True),
-               ("_path_id", "dcim_cablepath", True)],
+               ("provider_network_id", "circuits_providernetwork", True), ("cable_id", "dcim_cable", True)],
           extra=[("term_side", "varchar(1)"), ("port_speed", "integer"), ("xconnect_id", "varchar(50)")])
     table("circuits_circuit_terminations_a", "plain", fks=[("circuit_id", "circuits_circuit", False)])
 
@@ -387,6 +393,23 @@ def define():
 
 define()
 BY_NAME = {t["name"]: t for t in TABLES}
+# django_content_type holds one row per table, in TABLES' order, named as Django names a
+# model's table (`<app_label>_<model>`), so that generic pairs resolve to tables.
+CONTENT_TYPE_ID = {t["name"]: i + 1 for i, t in enumerate(TABLES)}
+# What the generic pairs of the large tables point at (round robin over the list); every other
+# generic pair points at devices.
+GENERIC_TARGETS = {
+    "ipam_ipaddress": ["dcim_interface"],
+    "dcim_cabletermination": ["dcim_interface"],
+    "extras_taggeditem": ["dcim_device", "dcim_interface", "ipam_ipaddress"],
+    "tenancy_contactassignment": ["dcim_site", "dcim_device"],
+    "extras_imageattachment": ["dcim_device", "dcim_rack"],
+    "ipam_vlangroup": ["dcim_site"],
+    "ipam_fhrpgroupassignment": ["dcim_interface"],
+    "vpn_tunneltermination": ["dcim_interface"],
+    "vpn_l2vpntermination": ["dcim_interface"],
+}
+DEFAULT_GENERIC_TARGETS = ["dcim_device"]
 BASE_TIME = "timestamptz '2024-01-01 00:00:00+00'"
 
 
@@ -476,6 +499,23 @@ def schema_sql():
     return "\n".join(out) + "\n"
 
 
+def spread(size, n):
+    """The row that row g of n rows points at in a table of size rows, in proportion: consecutive
+    rows share a parent, so what belongs to one site stays together, as in real data, and a
+    site's share of every table is the same at every scale."""
+    return f"1 + ((g - 1)::bigint * {size}) / {n}"
+
+
+def generic_target(t, counts, n):
+    """The tables the generic pair of table t points at, row g at the (g mod count)-th; a pair
+    that must be unique points at a table with a row for each of its n rows."""
+    targets = GENERIC_TARGETS.get(t["name"], DEFAULT_GENERIC_TARGETS)
+    targets = [x for x in targets if counts[x] > 0] or ["django_content_type"]
+    if t["unique"] and any(counts[x] < n for x in targets):
+        targets = ["django_content_type"]  # unique (type, id): a table with a row for each g
+    return targets
+
+
 def value(t, column, type_, counts, n):
     """A deterministic value for row g of table t (n rows)."""
     name = t["name"]
@@ -484,16 +524,26 @@ def value(t, column, type_, counts, n):
         ref = fk[column]
         size = counts[ref] if ref != name else 0
         nullable = next(nl for c, _, nl in t["fks"] if c == column)
-        if ref == name:  # a parent earlier in the same table
-            return "nullif(g / 2, 0)"
+        if ref == name:  # the previous row, within groups of four (an interface's parent, a LAG)
+            return "case when g % 4 <> 1 then g - 1 end"
         if size == 0:
             return "null"
-        expr = f"1 + ((g * 7919 + {len(column)}) % {size})"
+        expr = spread(size, n)
         return f"case when g % 3 = 0 then null else {expr} end" if nullable and size < n else expr
-    if t["generic"] and column == f"{t['generic']}_type_id":
-        return f"1 + (g % {counts['django_content_type']})"
-    if t["generic"] and column == f"{t['generic']}_id":
-        return "g" if t["unique"] else "1 + (g / 7)"
+    if t["generic"] and column in (f"{t['generic']}_type_id", f"{t['generic']}_id"):
+        targets = generic_target(t, counts, n)
+        k = len(targets)
+        if column.endswith("_type_id"):
+            if k == 1:
+                return str(CONTENT_TYPE_ID[targets[0]])
+            cases = " ".join(f"when {i} then {CONTENT_TYPE_ID[x]}" for i, x in enumerate(targets))
+            return f"case g % {k} {cases} end"
+        if targets == ["django_content_type"] and t["unique"]:
+            return "g"
+        if k == 1:
+            return spread(counts[targets[0]], n)
+        cases = " ".join(f"when {i} then {spread(counts[x], n)}" for i, x in enumerate(targets))
+        return f"case g % {k} {cases} end"
     if column in ("created", "last_updated", "timestamp", "time", "applied", "expire_date", "last_login",
                   "expires"):
         return f"{BASE_TIME} + g * interval '17 seconds'"
@@ -511,6 +561,10 @@ def value(t, column, type_, counts, n):
         return "2 * g + 1"
     if column in ("tree_id", "level"):
         return "g % 5"
+    if column == "_nodes":  # a cable path's nodes: two interfaces of the block the path serves
+        ct, size = CONTENT_TYPE_ID["dcim_interface"], counts["dcim_interface"]
+        first = spread(size, n)
+        return f"array['{ct}:' || ({first}), '{ct}:' || least({first} + 1, {size})]::varchar(40)[]"
     if type_.endswith("[]"):
         return "null"
     if type_.startswith("varchar"):
@@ -574,6 +628,12 @@ SELECT {BASE_TIME} + g * interval '3 seconds', 'user-' || (g % {users}), md5((g 
     'tags', jsonb_build_array('core')) end,
   1 + g % {ctypes}, case when g % 2 = 0 then 1 + g % {ctypes} end, 1 + g % {users}
 FROM generate_series(1, {n}) g;""")
+            continue
+        if name == "django_content_type":
+            rows = ", ".join(f"({CONTENT_TYPE_ID[x['name']]}, '{x['name'].split('_', 1)[0]}', "
+                             f"'{x['name'].split('_', 1)[1]}')" for x in TABLES)
+            out.append(f"INSERT INTO public.{name} (id, app_label, model) VALUES {rows};")
+            out.append(f"SELECT setval(pg_get_serial_sequence('public.{name}', 'id'), {len(TABLES)});")
             continue
         cols = [c for c in columns(t) if c[0] != "id"]
         if t["kind"] == "m2m":
