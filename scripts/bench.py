@@ -3,7 +3,8 @@
 
     python3 scripts/bench.py [--scale quick|full|N] [--rounds R] [--keep]
                              [--json FILE] [--workdir DIR]
-                             [--scrub-cost | --ssh-media | --dev-db | --netbox-shape]
+                             [--scrub-cost | --ssh-media | --dev-db | --netbox-shape |
+                              --databases | --subset]
 
 It is a report, not a test: it exits 0 when a target is missed and non-zero
 only when the benchmark itself cannot run. Everything it needs is created
@@ -19,6 +20,11 @@ from scratch and removed at the end (unless --keep):
 - an SSH-only host (`netpoint-prod-ssh:15`, sshd in Docker, a key of the
   run's own) whose media directory is that tree, for the clones over SSH.
 
+`--subset` instead makes two NetBox-shaped sources (scripts/netbox_shape.py)
+in the one container, at the scale and four times it, and times a one-site
+subset of each, a full clone of the larger and a sample of about a million
+rows of the larger, with each run's peak RSS.
+
 `full` (the default) is a ~2 GiB database of which ~515 MiB is not changelog,
 and 2.5 GiB of media in ~22,000 files; `quick` is 1/20 of that; a number N is
 that fraction of `full`. Each comparison runs one warm-up of every command,
@@ -32,6 +38,7 @@ import json
 import math
 import os
 import random
+import re
 import resource
 import secrets
 import shutil
@@ -132,6 +139,19 @@ DEV_DB_STEPS = [
     ("devdb_save", "xtask dev-db save NAME --force"),
     ("devdb_restore", "xtask dev-db restore NAME --yes"),
 ]
+SUBSET_STEPS = [
+    ("sub_small", "S1 clone-prod --subset site=SLUG --target, source 1x"),
+    ("sub_large", "S2   the same one-site subset, source 4x"),
+    ("sub_full", "S3 clone-prod --source 4x --target (the whole source)"),
+    ("sub_million", "S4 clone-prod --subset 'dcim_device: true' --sample P%, 4x"),
+]
+# --subset: the larger source is this many times the smaller one.
+SUBSET_FACTOR = 4
+# S4 samples enough devices for a subset of about this many rows of the larger source at full scale.
+SUBSET_ROWS = 1_000_000
+# "Within noise" for S2/S1: one command's time varies by about a quarter between rounds here.
+SUBSET_NOISE = (0.8, 1.25)
+SUBSET_GOAL = 0.10
 # Share of the media files rewritten between a full clone and the incremental one (T11, T12).
 CHANGED_SHARE = 0.01
 RSS_LIMIT_MB = 100
@@ -176,6 +196,8 @@ class Run:
         self.maxrss_kb = maxrss_kb
         # CPU seconds during the run, {"client", "server", "proxy"}; None when not measured.
         self.cpu = cpu
+        # Rows of a subset run, from its closing line (--subset); None otherwise.
+        self.rows = None
 
     def as_json(self):
         result = {"seconds": round(self.seconds, 4), "vmhwm_kb": self.hwm_kb, "ru_maxrss_kb": self.maxrss_kb}
@@ -356,6 +378,8 @@ class Bench:
         # and the databases: source (doubled), four targets, a directory dump and WAL.
         media = FULL["media_bytes"] * self.scale
         need_work = 4.5 * media + 1.2e9 * self.scale + 2e8
+        if self.args.subset:  # no media, no dumps: only logs and the binary
+            need_work = 2e8
         need_docker = 8e9 * self.scale + 1.5e9
         docker_root = subprocess.run(["docker", "info", "-f", "{{.DockerRootDir}}"], capture_output=True,
                                      text=True).stdout.strip() or "/"
@@ -953,6 +977,166 @@ class Bench:
                           ("N1", "N2", "N3"), NETBOX_STEPS, source="nb_source")
         return 0
 
+    # ---------------------------------------------------------------- subsets
+
+    def prepare_subsets(self):
+        """Two NetBox-shaped sources in the one container: the benchmark's scale and
+        SUBSET_FACTOR times it; the site of the one-site subset; S4's sample."""
+        self.start_postgres()
+        for db, scale in (("bench_sub_small", self.scale), ("bench_sub_large", self.scale * SUBSET_FACTOR)):
+            self.createdb(db)
+            log(f"creating {db}: NetBox's shape at {scale:g} of full")
+            t0 = time.monotonic()
+            for part in (netbox_shape.schema_sql(), netbox_shape.data_sql(scale),
+                         netbox_shape.constraints_sql(), "vacuum (analyze);\n"):
+                self.psql(db, part)
+            log(f"  done in {time.monotonic() - t0:.0f} s")
+            self.data[db] = self.db_sizes(db)
+            self.data[db]["rows_estimate"] = int(self.psql(db, f"""
+                select coalesce(sum(greatest(reltuples, 0)), 0)::bigint from pg_class
+                 where relnamespace = 'public'::regnamespace and relkind = 'r'
+                   and relname not in ('{CHANGELOG}', 'extras_cachedvalue')"""))
+            self.print_db_sizes(self.data[db])
+            self.check_subset_shape(db)
+        # A site in the middle of the smaller source; the larger one has it too.
+        slug = self.psql("bench_sub_small", "select slug from public.dcim_site order by id "
+                                            "offset (select count(*) / 2 from public.dcim_site) limit 1")
+        if self.psql("bench_sub_large", f"select count(*) from public.dcim_site where slug = '{slug}'") != "1":
+            raise Fail(f"bench_sub_large has no site {slug!r}: scripts/netbox_shape.py must give both scales "
+                       f"the same site slugs")
+        self.data["subset_site"] = slug
+        large = self.data["bench_sub_large"]["rows_estimate"]
+        full_large = large / self.scale  # the larger source's rows at full scale
+        self.data["subset_sample_percent"] = min(100, math.ceil(100 * SUBSET_ROWS / full_large)) if large else 100
+        log(f"  one-site subset: site={slug}; S4 samples {self.data['subset_sample_percent']}% of the devices")
+
+    def check_subset_shape(self, db):
+        """What the NetBox preset needs of the shape: content types naming tables, and generic
+        pairs pointing at rows that exist."""
+        unnamed = self.psql(db, "select count(*) from public.django_content_type c "
+                                "where to_regclass('public.' || c.app_label || '_' || c.model) is null")
+        if unnamed != "0":
+            raise Fail(f"{db}: {unnamed} content types name no table: fix django_content_type in "
+                       f"scripts/netbox_shape.py")
+        pairs = rows = 0
+        for t in netbox_shape.TABLES:
+            g = t["generic"]
+            if not g:
+                continue
+            name = t["name"]
+            kinds = self.psql(db, f"select distinct c.app_label || '_' || c.model from public.{name} x "
+                                  f"join public.django_content_type c on c.id = x.{g}_type_id")
+            for target in kinds.split():
+                dangling, total = self.psql(db, f"""
+                    select count(*) filter (where not exists (select 1 from public.{target} y where y.id = x.{g}_id)),
+                           count(*)
+                      from public.{name} x join public.django_content_type c on c.id = x.{g}_type_id
+                     where c.app_label || '_' || c.model = '{target}'""").split("|")
+                if dangling != "0":
+                    raise Fail(f"{db}: {dangling} rows of {name}.{g}_type_id/{g}_id point at no {target} row: "
+                               f"fix the generic pairs in scripts/netbox_shape.py")
+                pairs += 1
+                rows += int(total)
+        log(f"  {db}: every content type names a table; {pairs} generic pairs, {rows:,} rows, none dangling")
+
+    def subset_rows(self, log_name):
+        """The rows of the last subset run logged under log_name, from its closing line."""
+        text = (self.work / "logs" / f"{log_name}.log").read_text(errors="replace")
+        found = re.findall(r"subset: (\d+) rows", text)
+        return int(found[-1]) if found else None
+
+    def subset_round(self, warmup):
+        site = ["--subset", f"site={self.data['subset_site']}"]
+        sample = ["--subset", "dcim_device: true", "--sample", f"{self.data['subset_sample_percent']}%"]
+        for name, src, target, extra in (
+            ("sub_small", "bench_sub_small", "bench_sub_t1", site),
+            ("sub_large", "bench_sub_large", "bench_sub_t2", site),
+            ("sub_full", "bench_sub_large", "bench_sub_t3", []),
+            ("sub_million", "bench_sub_large", "bench_sub_t4", sample),
+        ):
+            self.settle()
+            log_name = name.replace("_", "-")
+            run = self.timed_xtask(["clone-prod", "--source", self.url(src), "--target", self.url(target), "--yes",
+                                    *extra], log_name)
+            run.rows = self.subset_rows(log_name) if extra else None
+            self.record(name, run, warmup)
+        if warmup:
+            counts = {db: self.psql(db, "select (select count(*) from public.dcim_device) || ' devices, ' || "
+                                        "(select count(*) from public.dcim_interface) || ' interfaces'")
+                      for db in ("bench_sub_t1", "bench_sub_t2", "bench_sub_t4")}
+            log("  " + "; ".join(f"{db}: {c}" for db, c in counts.items()))
+            slug = self.data["subset_site"]
+            for db in ("bench_sub_t1", "bench_sub_t2"):
+                if self.psql(db, f"select count(*) from public.dcim_site where slug = '{slug}'") != "1":
+                    raise Fail(f"{db} lacks the site {slug}: the subset is not the one asked for")
+
+    def run_subsets(self):
+        self.prepare_subsets()
+        self.group("subsets (S1-S4)", self.subset_round)
+        return self.report_subsets()
+
+    def report_subsets(self):
+        small, large = self.data["bench_sub_small"], self.data["bench_sub_large"]
+        t = self.times
+        targets = []
+        for tid, what, ours, base, goal in (
+            ("S2/S1", "one-site subset, source 4x / source 1x", t("sub_large"), t("sub_small"), SUBSET_NOISE),
+            ("S2/S3", "one-site subset / full clone, source 4x", t("sub_large"), t("sub_full"), SUBSET_GOAL),
+        ):
+            values = [a / b for a, b in zip(ours, base)]
+            med = statistics.median(values)
+            ok = goal[0] <= med <= goal[1] if isinstance(goal, tuple) else med <= goal
+            targets.append({"id": tid, "what": what, "goal": goal, "ratios": values, "min": min(values),
+                            "median": med, "max": max(values), "ours_median_s": statistics.median(ours),
+                            "baseline_median_s": statistics.median(base), "result": "PASS" if ok else "MISS"})
+        print(f"NetPoint subset benchmark on NetBox's shape: scale {self.scale:g} and {self.scale * SUBSET_FACTOR:g} "
+              f"of full, {self.rounds} round{'s' if self.rounds > 1 else ''} after 1 warm-up, {self.cores} cores")
+        print(f"xtask {self.revision}, dev profile ({self.xtask_built})")
+        for label, src in (("source 1x", small), ("source 4x", large)):
+            print(f"{label}: {human_bytes(src['database_bytes'])}, about {src['rows_estimate']:,} rows outside "
+                  f"{CHANGELOG} and the search cache")
+        print(f"one-site subset: --subset site={self.data['subset_site']}; S4: --subset 'dcim_device: true' "
+              f"--sample {self.data['subset_sample_percent']}%")
+        print()
+        print(f"{'':6}{'comparison':<42}{'ours':>8}{'baseline':>10}  {'ratio min / median / max':<26}"
+              f"{'goal':<14}result")
+        for x in targets:
+            goal = f"{x['goal'][0]:g} to {x['goal'][1]:g}" if isinstance(x["goal"], tuple) else f"<= {x['goal']:g}"
+            spread = f"{x['min']:.3f} / {x['median']:.3f} / {x['max']:.3f}"
+            print(f"{x['id']:<6}{x['what']:<42}{x['ours_median_s']:>7.2f}s{x['baseline_median_s']:>9.2f}s  "
+                  f"{spread:<26}{goal:<14}{x['result']}")
+        print()
+        print(f"per run, over the warm-up and the rounds: seconds median [min - max], rows, peak RSS "
+              f"(goal < {RSS_LIMIT_MB} MiB)")
+        rss_rows = []
+        for name, label in SUBSET_STEPS:
+            runs = self.runs[name]["warmup"] + self.runs[name]["rounds"]
+            secs = self.times(name)
+            hwm = max((r.hwm_kb or 0) for r in runs)
+            rows = [r.rows for r in runs if r.rows]
+            result = "PASS" if hwm and hwm < RSS_LIMIT_MB * 1024 else "MISS"
+            row_text = f"{max(rows):>9,} rows" if rows else f"{'(whole)':>14}"
+            print(f"  {label:<56}{statistics.median(secs):>8.2f} [{min(secs):.2f} - {max(secs):.2f}]"
+                  f"{row_text}  {hwm / 1024:6.1f} MiB  {result}")
+            rss_rows.append({"command": name, "label": label, "rows": max(rows) if rows else None,
+                             "vmhwm_max_kb": hwm or None, "result": result})
+        s4 = next(r for r in rss_rows if r["command"] == "sub_million")
+        if s4["rows"] and s4["rows"] < SUBSET_ROWS:
+            print(f"  (S4 holds {s4['rows']:,} rows, fewer than {SUBSET_ROWS:,}: at this scale the 4x source is "
+                  f"too small; the full-scale run reaches about a million)")
+        print(f"elapsed {(time.monotonic() - START) / 60:.1f} min")
+        if self.args.json:
+            result = {"scale": self.scale, "factor": SUBSET_FACTOR, "rounds": self.rounds, "cores": self.cores,
+                      "xtask": {"revision": self.revision},
+                      "data": {k: self.data[k] for k in ("bench_sub_small", "bench_sub_large", "subset_site",
+                                                         "subset_sample_percent")},
+                      "targets": targets, "peaks": rss_rows,
+                      "runs": {name: {k: [dict(r.as_json(), rows=r.rows) for r in v]
+                                      for k, v in self.runs[name].items()} for name, _ in SUBSET_STEPS},
+                      "elapsed_s": round(time.monotonic() - START, 1)}
+            Path(self.args.json).write_text(json.dumps(result, indent=2) + "\n")
+        return 0
+
     def run_dev_db(self):
         self.prepare()
         self.group("dev-db (T13)", self.devdb_round)
@@ -1130,6 +1314,8 @@ class Bench:
             return self.run_netbox_shape()
         if self.args.databases:
             return self.run_databases()
+        if self.args.subset:
+            return self.run_subsets()
         self.prepare()
         self.group("database (T1-T3)", self.db_round)
         self.group("media (T4-T6)", self.media_round)
@@ -1645,6 +1831,10 @@ def main():
     only.add_argument("--databases", action="store_true",
                       help="only measure the database clones, on both data sets: NetPoint's schema (T1-T3) "
                            "and NetBox's shape (N1-N3); no media")
+    only.add_argument("--subset", action="store_true",
+                      help="only measure clone-prod --subset on NetBox's shape at two scales in one run (the "
+                           "scale and 4x): a one-site subset at both (S1, S2), a full clone of the larger "
+                           "source (S3) and a sample of about a million rows (S4), with peak RSS")
     parser.add_argument("--workdir", metavar="DIR",
                         help="where the work directory (media, dumps, bundles) is created [default: /tmp]")
     args = parser.parse_args()
