@@ -263,6 +263,10 @@ pub fn spell(remedy: Remedy) -> &'static str {
         }
         Remedy::NotASnapshot => "name the dev database, or use `cargo xtask dev-db restore`",
         Remedy::FewerTables => "name the tables to draw with --tables PATTERN",
+        Remedy::ClassifyColumns => {
+            "scrub each with a rule (--scrub-rules FILE) or keep it with a reason in fixtures/scrub-coverage.toml \
+             (`cargo xtask schema-snapshot --write-coverage` adds them); or drop --strict"
+        }
     }
 }
 
@@ -340,6 +344,7 @@ mod tests {
             Remedy::BundleDir,
             Remedy::ToolsFromDocker,
             Remedy::FewerTables,
+            Remedy::ClassifyColumns,
         ];
         for remedy in all {
             let text = spell(remedy);

@@ -7,6 +7,7 @@
 //! is derived from the table, column and row key, so the same row always scrubs to the same
 //! bytes.
 
+pub mod coverage;
 mod redact;
 mod rewrite;
 mod rules;
@@ -84,6 +85,9 @@ struct Column {
     /// `json` or `jsonb`.
     #[serde(default)]
     json: bool,
+    /// A type the coverage check covers (see [`coverage::in_scope`]).
+    #[serde(default)]
+    scope: bool,
 }
 
 /// What the plan reads of the source: its columns, which tables inherit from (or are
@@ -98,7 +102,9 @@ struct Catalog {
 const CATALOG_QUERY: &str = "select json_build_object(\
  'columns', coalesce((select json_agg(json_build_object('schema', table_schema, 'table', table_name, 'column', column_name, \
    'nullable', is_nullable = 'YES', 'textual', data_type in ('text', 'character varying', 'character', 'name') or udt_name = 'citext', \
-   'json', data_type in ('json', 'jsonb'))) \
+   'json', data_type in ('json', 'jsonb'), \
+   'scope', data_type in ('text', 'character varying', 'character', 'json', 'jsonb', 'inet', 'cidr', 'macaddr', 'macaddr8', 'bytea') \
+     or udt_name in ('citext', '_text', '_varchar', '_bpchar', '_json', '_jsonb', '_inet', '_cidr', '_macaddr', '_macaddr8', '_bytea', '_citext'))) \
    from information_schema.columns where table_schema not in ('pg_catalog', 'information_schema') and table_schema not like 'pg\\_%'), '[]'), \
  'children', coalesce((select json_agg(json_build_array(cn.nspname || '.' || c.relname, pn.nspname || '.' || p.relname)) \
    from pg_inherits i join pg_class c on c.oid = i.inhrelid join pg_namespace cn on cn.oid = c.relnamespace \
@@ -115,6 +121,7 @@ impl Options {
         let catalog: Catalog = serde_json::from_str(&answer)
             .with_context(|| format!("reading the columns of {source}"))?;
         let mut plan = plan_rules(rules, &catalog)?;
+        unaccounted_columns(cx, source, &catalog, &plan, self.strict)?;
         if let Some(file) = &self.rules {
             // A preset rule for a table this database lacks is normal; one of the user's
             // is most likely a misspelt table or column, which would scrub nothing.
@@ -187,6 +194,56 @@ impl Options {
         }
         Ok(plan)
     }
+}
+
+/// Says how many columns that can hold text would be copied verbatim with neither a rule nor
+/// an entry of the coverage file to account for them; refuses them when `strict`.
+fn unaccounted_columns(
+    cx: &Context,
+    source: &DbUrl,
+    catalog: &Catalog,
+    plan: &Plan,
+    strict: bool,
+) -> anyhow::Result<()> {
+    let file = cx.sh.current_dir().join(coverage::PROJECT_FILE);
+    let kept = coverage::load(&file, coverage::PROJECT_FILE)?;
+    let columns: Vec<coverage::Column> = catalog
+        .columns
+        .iter()
+        .map(|c| coverage::Column {
+            schema: c.schema.clone(),
+            table: c.table.clone(),
+            name: c.column.clone(),
+            data_type: String::new(),
+            in_scope: c.scope,
+        })
+        .collect();
+    let found = coverage::unaccounted(&columns, &plan.applied, &kept);
+    if found.is_empty() {
+        return Ok(());
+    }
+    let mut names: Vec<String> = found
+        .iter()
+        .map(|c| format!("{}.{}.{}", c.schema, c.table, c.name))
+        .collect();
+    if names.len() > 10 {
+        let more = names.len() - 10;
+        names.truncate(10);
+        names.push(format!("and {more} more"));
+    }
+    let message = format!(
+        "{} column(s) of {source} that can hold text would be copied verbatim, and no scrub rule or coverage entry accounts for them: {}",
+        found.len(),
+        names.join(", ")
+    );
+    if strict {
+        return Err(refuse(
+            Remedy::ClassifyColumns,
+            format!("{message}; nothing was changed"),
+        ));
+    }
+    term::warn(message);
+    Ok(())
 }
 
 /// The rules resolved against a source's tables: a table named without a schema is found
