@@ -415,6 +415,7 @@ mod tests {
             columns: columns
                 .iter()
                 .map(|&(schema, table, column, nullable, textual)| Column {
+                    scope: textual,
                     schema: schema.into(),
                     table: table.into(),
                     column: column.into(),
