@@ -70,9 +70,17 @@ impl SchemaSnapshot {
         if let Some(file) = &self.diagram {
             return draw(sh, mode, self.output.as_deref(), file, &self.tables);
         }
-        let coverage_file = self.coverage.clone().unwrap_or_else(|| sh.current_dir().join(coverage::PROJECT_FILE));
+        let coverage_file = self
+            .coverage
+            .clone()
+            .unwrap_or_else(|| sh.current_dir().join(coverage::PROJECT_FILE));
         if self.write_coverage {
-            return write_coverage(sh, self.output.as_deref(), &coverage_file, self.scrub_rules.as_deref());
+            return write_coverage(
+                sh,
+                self.output.as_deref(),
+                &coverage_file,
+                self.scrub_rules.as_deref(),
+            );
         }
         let source_from_flag = self.source.is_some();
         let source = cli::required_dev_database(self.source, "--source")?;
@@ -103,10 +111,14 @@ impl SchemaSnapshot {
                 atomic_file::write_bytes(summary, text.as_bytes())
                     .with_context(|| format!("writing the summary {}", summary.display()))?;
             }
-            for line in &gaps {
-                term::error(line);
-            }
+            // Findings are data, on stdout after the diff; the one error line follows.
+            let print_gaps = || {
+                for line in &gaps {
+                    println!("scrub coverage: {line}");
+                }
+            };
             if committed == live {
+                print_gaps();
                 if !gaps.is_empty() {
                     bail!(
                         "{} column(s) or entries of the scrub coverage need a decision (each line above says how); the schema matches {shown}",
@@ -122,6 +134,7 @@ impl SchemaSnapshot {
                 .header(&shown, &format!("{} (live)", source.masked()))
                 .to_string();
             term::print_diff(&diff);
+            print_gaps();
             return Err(mode::out_of_date(
                 format!("the schema of {source} differs from {shown}"),
                 &update,
@@ -315,7 +328,10 @@ fn write_coverage(
         || sh.current_dir().join("fixtures/schema.sql"),
         Path::to_path_buf,
     );
-    let (shown, file_shown) = (term::display_path(sh, &output), term::display_path(sh, file));
+    let (shown, file_shown) = (
+        term::display_path(sh, &output),
+        term::display_path(sh, file),
+    );
     refuse_directory(sh, file, "--coverage", "scrub-coverage.toml")?;
     let Ok(schema) = std::fs::read_to_string(&output) else {
         bail!("{shown} does not exist: create it with `cargo xtask schema-snapshot`, or name it with --output");
@@ -323,7 +339,9 @@ fn write_coverage(
     let kept = coverage::load(file, &file_shown)?;
     let report = coverage::check(&coverage::columns(&schema), &coverage::rules(rules)?, &kept);
     if report.uncovered.is_empty() {
-        mode::up_to_date(format!("every column of {shown} that can hold text is covered; {file_shown} is unchanged"));
+        mode::up_to_date(format!(
+            "every column of {shown} that can hold text is covered; {file_shown} is unchanged"
+        ));
         return Ok(());
     }
     let current = std::fs::read_to_string(file).ok();

@@ -116,7 +116,12 @@ pub fn load(path: &Path, shown: &str) -> anyhow::Result<Coverage> {
     let mut coverage = Coverage::default();
     parse(BUILT_IN, "the built-in coverage list", false, &mut coverage)?;
     match std::fs::read_to_string(path) {
-        Ok(text) => parse(&text, &format!("coverage file {shown}"), true, &mut coverage)?,
+        Ok(text) => parse(
+            &text,
+            &format!("coverage file {shown}"),
+            true,
+            &mut coverage,
+        )?,
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
         Err(err) => return Err(err).with_context(|| format!("reading coverage file {shown}")),
     }
@@ -276,7 +281,10 @@ pub fn with_entries(current: Option<&str>, columns: &[Column]) -> anyhow::Result
     };
     let has_table = text.lines().any(|line| line.trim() == "[keep]");
     if !has_table {
-        if text.lines().any(|line| line.trim_start().starts_with("keep")) {
+        if text
+            .lines()
+            .any(|line| line.trim_start().starts_with("keep"))
+        {
             bail!("the coverage file writes `keep` inline: make it a `[keep]` table at the end of the file, so that entries can be added to it");
         }
         if !text.ends_with('\n') {
@@ -291,7 +299,12 @@ pub fn with_entries(current: Option<&str>, columns: &[Column]) -> anyhow::Result
         text.push_str(&format!("{:?} = {TODO:?}\n", column.entry_name()));
     }
     let mut check = Coverage::default();
-    parse(&text, "the coverage file as it would be written", true, &mut check)?;
+    parse(
+        &text,
+        "the coverage file as it would be written",
+        true,
+        &mut check,
+    )?;
     Ok(text)
 }
 
@@ -348,10 +361,23 @@ mod tests {
             "{columns:?}"
         );
         let none = BTreeMap::new();
-        for yes in ["text[]", "bytea", "macaddr8", "public.citext", "character(2)", "cidr[]"] {
+        for yes in [
+            "text[]",
+            "bytea",
+            "macaddr8",
+            "public.citext",
+            "character(2)",
+            "cidr[]",
+        ] {
             assert!(in_scope(yes, &none), "{yes}");
         }
-        for no in ["integer", "uuid", "timestamp with time zone", "public.posint", "tsvector"] {
+        for no in [
+            "integer",
+            "uuid",
+            "timestamp with time zone",
+            "public.posint",
+            "tsvector",
+        ] {
             assert!(!in_scope(no, &none), "{no}");
         }
     }
@@ -378,14 +404,23 @@ mod tests {
         }];
         assert!(check(&columns, &whole_table, &Coverage::default()).passes());
 
-        let stale = coverage_of("version = 1\n[keep]\n\"person.gone\" = \"was here\"\n\"other.*\" = \"x\"\n");
+        let stale = coverage_of(
+            "version = 1\n[keep]\n\"person.gone\" = \"was here\"\n\"other.*\" = \"x\"\n",
+        );
         let report = check(&columns, &whole_table, &stale);
         let stale: Vec<&str> = report.stale.iter().map(|e| e.name.as_str()).collect();
         assert_eq!(stale, ["other.*", "person.gone"]);
-        assert!(report.stale[1].at.ends_with("line 3"), "{}", report.stale[1].at);
+        assert!(
+            report.stale[1].at.ends_with("line 3"),
+            "{}",
+            report.stale[1].at
+        );
 
         let todo = with_entries(None, &report_columns(&columns, &["seen"])).unwrap();
-        assert!(todo.contains("\"person.seen\" = \"TODO: why may this be copied?\""), "{todo}");
+        assert!(
+            todo.contains("\"person.seen\" = \"TODO: why may this be copied?\""),
+            "{todo}"
+        );
         let report = check(&columns, &whole_table, &coverage_of(&todo));
         assert_eq!(report.unreasoned.len(), 1);
         assert!(!report.passes());
@@ -404,15 +439,24 @@ mod tests {
     fn files_are_strict() {
         assert!(error_of("[keep]\n\"a.b\" = \"x\"\n").contains("version"));
         let version = error_of("\nversion = 2\n");
-        assert!(version.contains("line 2") && version.contains("version = 1"), "{version}");
+        assert!(
+            version.contains("line 2") && version.contains("version = 1"),
+            "{version}"
+        );
         let key = error_of("version = 1\nkeeps = {}\n");
         assert!(key.contains("line 2") && key.contains("keeps"), "{key}");
         let name = error_of("version = 1\n[keep]\n\"a.b\" = \"x\"\n\"site\" = \"x\"\n");
         assert!(name.contains("line 4") && name.contains("`site`"), "{name}");
         let empty = error_of("version = 1\n[keep]\n\"a.b\" = \" \"\n");
-        assert!(empty.contains("line 3") && empty.contains("no reason"), "{empty}");
+        assert!(
+            empty.contains("line 3") && empty.contains("no reason"),
+            "{empty}"
+        );
         let appended = with_entries(Some("version = 1\n"), &columns(DUMP)[1..2]).unwrap();
-        assert_eq!(appended, "version = 1\n\n[keep]\n\"person.name\" = \"TODO: why may this be copied?\"\n");
+        assert_eq!(
+            appended,
+            "version = 1\n\n[keep]\n\"person.name\" = \"TODO: why may this be copied?\"\n"
+        );
     }
 
     #[test]

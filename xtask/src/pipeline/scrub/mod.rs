@@ -103,8 +103,9 @@ const CATALOG_QUERY: &str = "select json_build_object(\
  'columns', coalesce((select json_agg(json_build_object('schema', table_schema, 'table', table_name, 'column', column_name, \
    'nullable', is_nullable = 'YES', 'textual', data_type in ('text', 'character varying', 'character', 'name') or udt_name = 'citext', \
    'json', data_type in ('json', 'jsonb'), \
-   'scope', data_type in ('text', 'character varying', 'character', 'json', 'jsonb', 'inet', 'cidr', 'macaddr', 'macaddr8', 'bytea') \
-     or udt_name in ('citext', '_text', '_varchar', '_bpchar', '_json', '_jsonb', '_inet', '_cidr', '_macaddr', '_macaddr8', '_bytea', '_citext'))) \
+   'scope', (data_type in ('text', 'character varying', 'character', 'json', 'jsonb', 'inet', 'cidr', 'macaddr', 'macaddr8', 'bytea') \
+     or udt_name in ('citext', '_text', '_varchar', '_bpchar', '_json', '_jsonb', '_inet', '_cidr', '_macaddr', '_macaddr8', '_bytea', '_citext')) \
+     and (table_schema, table_name) in (select table_schema, table_name from information_schema.tables where table_type = 'BASE TABLE'))) \
    from information_schema.columns where table_schema not in ('pg_catalog', 'information_schema') and table_schema not like 'pg\\_%'), '[]'), \
  'children', coalesce((select json_agg(json_build_array(cn.nspname || '.' || c.relname, pn.nspname || '.' || p.relname)) \
    from pg_inherits i join pg_class c on c.oid = i.inhrelid join pg_namespace cn on cn.oid = c.relnamespace \
