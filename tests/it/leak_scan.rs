@@ -455,6 +455,9 @@ fn email_addresses_are_their_own_kind_and_both_scans_find_the_same() {
             .collect::<String>(),
     )
     .unwrap();
+    // The corpus is kept on purpose, so that the scan (not the coverage gate) refuses it.
+    let kept = rules.with_file_name("coverage.toml");
+    fs::write(&kept, "version = 1\n[keep]\n\"corpus.*\" = \"test data\"\n").unwrap();
     pg.psql("dev", "create table old_data_marker (x int)");
     let counts = pg.row_counts_fast("dev");
     let strict = run(xtask(&[
@@ -467,6 +470,8 @@ fn email_addresses_are_their_own_kind_and_both_scans_find_the_same() {
         "--strict",
         "--scrub-rules",
         s(&rules),
+        "--scrub-coverage",
+        s(&kept),
     ]))
     .fails_with("leak scan (strict): e-mail addresses in public.corpus.c00 (1 row), ");
     assert!(

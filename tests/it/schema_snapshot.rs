@@ -948,7 +948,7 @@ fn check_gates_each_column_no_rule_or_entry_covers() {
     let check = |extra: &[&str]| {
         let (snapshot, coverage) = (arg(&snapshot), arg(&coverage));
         let mut args = vec!["schema-snapshot", "--source", &url, "--output", &snapshot];
-        args.extend(["--check", "--coverage", &coverage]);
+        args.extend(["--check", "--scrub-coverage", &coverage]);
         args.extend_from_slice(extra);
         run(xtask(&args))
     };
@@ -1002,7 +1002,7 @@ fn check_gates_each_column_no_rule_or_entry_covers() {
         "schema-snapshot",
         "--output",
         &arg(&snapshot),
-        "--coverage",
+        "--scrub-coverage",
         &arg(&coverage),
         "--write-coverage",
     ]))

@@ -50,6 +50,10 @@ pub struct ScrubFlags {
     /// no scrub rule covers (with --no-scrub no column is covered).
     #[arg(long)]
     pub strict: bool,
+    /// The columns kept on purpose, each with a reason (see README.md, "Scrub coverage")
+    /// [default: fixtures/scrub-coverage.toml].
+    #[arg(long, value_name = "FILE")]
+    pub scrub_coverage: Option<PathBuf>,
 }
 
 impl ScrubFlags {
@@ -62,6 +66,7 @@ impl ScrubFlags {
             rules: self.scrub_rules.clone(),
             no_scrub: self.no_scrub,
             strict: self.strict,
+            coverage: self.scrub_coverage.clone(),
         }
     }
 }

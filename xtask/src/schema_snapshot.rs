@@ -55,7 +55,7 @@ pub struct SchemaSnapshot {
     /// The file of columns kept on purpose, each with a reason [default:
     /// fixtures/scrub-coverage.toml].
     #[arg(long, value_name = "FILE", conflicts_with = "diagram")]
-    coverage: Option<PathBuf>,
+    scrub_coverage: Option<PathBuf>,
     /// Add an entry to the coverage file for each column of the --output snapshot that can
     /// hold text and that no scrub rule or entry covers, with a TODO reason that --check
     /// refuses until it is replaced. Reads no database.
@@ -71,7 +71,7 @@ impl SchemaSnapshot {
             return draw(sh, mode, self.output.as_deref(), file, &self.tables);
         }
         let coverage_file = self
-            .coverage
+            .scrub_coverage
             .clone()
             .unwrap_or_else(|| sh.current_dir().join(coverage::PROJECT_FILE));
         if self.write_coverage {
@@ -332,7 +332,7 @@ fn write_coverage(
         term::display_path(sh, &output),
         term::display_path(sh, file),
     );
-    refuse_directory(sh, file, "--coverage", "scrub-coverage.toml")?;
+    refuse_directory(sh, file, "--scrub-coverage", "scrub-coverage.toml")?;
     let Ok(schema) = std::fs::read_to_string(&output) else {
         bail!("{shown} does not exist: create it with `cargo xtask schema-snapshot`, or name it with --output");
     };

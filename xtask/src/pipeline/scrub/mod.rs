@@ -61,8 +61,11 @@ pub struct Options {
     /// Copy secrets and personal data verbatim.
     pub no_scrub: bool,
     /// Refuse, changing nothing, when the leak scan finds credential-shaped values in
-    /// columns no scrub rule covers.
+    /// columns no scrub rule covers, or when columns that can hold text are neither scrubbed
+    /// nor kept by the coverage file.
     pub strict: bool,
+    /// The project's coverage file, if not the one at [`coverage::PROJECT_FILE`].
+    pub coverage: Option<std::path::PathBuf>,
 }
 
 /// The rules that apply to one source database, and those skipped because their table or
@@ -122,7 +125,9 @@ impl Options {
         let catalog: Catalog = serde_json::from_str(&answer)
             .with_context(|| format!("reading the columns of {source}"))?;
         let mut plan = plan_rules(rules, &catalog)?;
-        unaccounted_columns(cx, source, &catalog, &plan, self.strict)?;
+        let file = self.coverage.clone();
+        let file = file.unwrap_or_else(|| cx.sh.current_dir().join(coverage::PROJECT_FILE));
+        unaccounted_columns(cx, source, &catalog, &plan, &file, self.strict)?;
         if let Some(file) = &self.rules {
             // A preset rule for a table this database lacks is normal; one of the user's
             // is most likely a misspelt table or column, which would scrub nothing.
@@ -204,10 +209,10 @@ fn unaccounted_columns(
     source: &DbUrl,
     catalog: &Catalog,
     plan: &Plan,
+    file: &std::path::Path,
     strict: bool,
 ) -> anyhow::Result<()> {
-    let file = cx.sh.current_dir().join(coverage::PROJECT_FILE);
-    let kept = coverage::load(&file, coverage::PROJECT_FILE)?;
+    let kept = coverage::load(file, &term::display_path(&cx.sh, file))?;
     let columns: Vec<coverage::Column> = catalog
         .columns
         .iter()
