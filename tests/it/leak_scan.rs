@@ -455,6 +455,9 @@ fn email_addresses_are_their_own_kind_and_both_scans_find_the_same() {
             .collect::<String>(),
     )
     .unwrap();
+    // The corpus is kept on purpose, so that the scan (not the coverage gate) refuses it.
+    let kept = rules.with_file_name("coverage.toml");
+    fs::write(&kept, "version = 1\n[keep]\n\"corpus.*\" = \"test data\"\n").unwrap();
     pg.psql("dev", "create table old_data_marker (x int)");
     let counts = pg.row_counts_fast("dev");
     let strict = run(xtask(&[
@@ -467,6 +470,8 @@ fn email_addresses_are_their_own_kind_and_both_scans_find_the_same() {
         "--strict",
         "--scrub-rules",
         s(&rules),
+        "--scrub-coverage",
+        s(&kept),
     ]))
     .fails_with("leak scan (strict): e-mail addresses in public.corpus.c00 (1 row), ");
     assert!(
@@ -478,5 +483,51 @@ fn email_addresses_are_their_own_kind_and_both_scans_find_the_same() {
     assert_eq!(
         databases_besides(&pg, &["postgres", "prod", "dev", "imported"]),
         Vec::<String>::new()
+    );
+}
+
+/// A column that can hold text, with neither a scrub rule nor a coverage entry, is counted by
+/// a clone, and refused by a strict one before anything changes.
+#[test]
+fn strict_refuses_columns_no_rule_or_coverage_entry_accounts_for() {
+    let pg = Pg::start(15);
+    pg.load_fixture("prod");
+    pg.psql(
+        "prod",
+        "alter table dcim_site add column manager_phone text",
+    );
+    let (prod, dev) = (pg.url("prod"), pg.url("dev"));
+    let clone = |extra: &[&str]| {
+        let mut args = vec!["clone-prod", "--source", &prod, "--target", &dev, "--yes"];
+        args.extend_from_slice(extra);
+        run(xtask(&args))
+    };
+    pg.create_db("dev");
+    pg.psql("dev", "create table old_data_marker (x int)");
+    let counts = pg.row_counts_fast("dev");
+    let strict = clone(&["--strict"]).fails_with("public.dcim_site.manager_phone");
+    assert!(
+        strict.stderr.contains("1 column(s) of ")
+            && strict.stderr.contains("fixtures/scrub-coverage.toml")
+            && strict.stderr.contains("drop --strict"),
+        "{}",
+        strict.stderr
+    );
+    assert_eq!(pg.row_counts_fast("dev"), counts, "the target changed");
+    assert_eq!(
+        databases_besides(&pg, &["postgres", "prod", "dev"]),
+        Vec::<String>::new()
+    );
+
+    // Without --strict the clone says how many, and copies.
+    let copied = clone(&[]).ok();
+    assert!(
+        copied
+            .stderr
+            .lines()
+            .any(|l| l.starts_with("warning: 1 column(s) of ")
+                && l.contains("dcim_site.manager_phone")),
+        "{}",
+        copied.stderr
     );
 }

@@ -929,3 +929,116 @@ fn summary_diagram_of_a_migration_renders_with_mermaid() {
     assert_eq!(fs::read_to_string(&drawn).unwrap(), text);
     drop(before);
 }
+
+/// The scrub-coverage gate: a migration's new text column fails `--check` by name until a
+/// rule scrubs it or an entry keeps it with a reason; TODO reasons and stale entries fail.
+#[test]
+fn check_gates_each_column_no_rule_or_entry_covers() {
+    let pg = Pg::start(15);
+    pg.load_fixture("netpoint");
+    let dir = tempfile::tempdir().unwrap();
+    let (snapshot, coverage) = (
+        dir.path().join("schema.sql"),
+        dir.path().join("coverage.toml"),
+    );
+    let (summary, rules) = (dir.path().join("summary.md"), dir.path().join("rules.toml"));
+    fs::copy(fixtures().join("scrub-coverage.toml"), &coverage).unwrap();
+    let url = pg.url("netpoint");
+    let arg = |p: &Path| p.to_str().unwrap().to_string();
+    let check = |extra: &[&str]| {
+        let (snapshot, coverage) = (arg(&snapshot), arg(&coverage));
+        let mut args = vec!["schema-snapshot", "--source", &url, "--output", &snapshot];
+        args.extend(["--check", "--scrub-coverage", &coverage]);
+        args.extend_from_slice(extra);
+        run(xtask(&args))
+    };
+    let migrate = |sql: &str| {
+        pg.psql("netpoint", sql);
+        run(snapshot_cmd(&url, &snapshot)).ok();
+    };
+
+    // The project's schema passes as committed.
+    migrate("select 1");
+    check(&[]).ok();
+
+    // A migration adds a column for a person's phone number: named, with both fixes.
+    migrate("alter table dcim_site add column manager_phone varchar(40)");
+    let failed = check(&["--summary", &arg(&summary)]).fails_with("scrub coverage");
+    let line = failed
+        .stdout
+        .lines()
+        .find(|l| l.contains("public.dcim_site.manager_phone (character varying(40))"))
+        .unwrap_or_else(|| panic!("{}", failed.output()));
+    assert!(
+        line.contains("--scrub-rules") && line.contains("\"dcim_site.manager_phone\" = "),
+        "{line}"
+    );
+    assert_eq!(
+        failed.stdout.matches("scrub coverage:").count(),
+        1,
+        "{}",
+        failed.stdout
+    );
+    let text = fs::read_to_string(&summary).unwrap();
+    let heading = text
+        .find("### Scrub coverage")
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(
+        text[heading..].contains("dcim_site.manager_phone"),
+        "{text}"
+    );
+
+    // A rule scrubs it.
+    fs::write(
+        &rules,
+        "[[rule]]\ntable = \"dcim_site\"\ncolumn = \"manager_phone\"\naction = \"empty\"\n",
+    )
+    .unwrap();
+    check(&["--scrub-rules", &arg(&rules)]).ok();
+
+    // --write-coverage adds an entry whose TODO reason the check refuses.
+    let before = fs::read_to_string(&coverage).unwrap();
+    run(xtask(&[
+        "schema-snapshot",
+        "--output",
+        &arg(&snapshot),
+        "--scrub-coverage",
+        &arg(&coverage),
+        "--write-coverage",
+    ]))
+    .ok();
+    let written = fs::read_to_string(&coverage).unwrap();
+    assert_eq!(
+        written,
+        format!("{before}\"dcim_site.manager_phone\" = \"TODO: why may this be copied?\"\n")
+    );
+    let todo = check(&[]).fails_with("scrub coverage");
+    assert!(
+        todo.stdout
+            .contains("\"dcim_site.manager_phone\" (coverage file"),
+        "{}",
+        todo.stdout
+    );
+    assert!(todo.stdout.contains("has no reason yet"), "{}", todo.stdout);
+
+    // A reason keeps it.
+    fs::write(
+        &coverage,
+        written.replace(
+            "TODO: why may this be copied?",
+            "the site's front desk line, reviewed: no person's number",
+        ),
+    )
+    .unwrap();
+    check(&[]).ok();
+
+    // The column goes: its entry is stale.
+    migrate("alter table dcim_site drop column manager_phone");
+    let stale = check(&[]).fails_with("scrub coverage");
+    assert!(
+        stale.stdout.contains("\"dcim_site.manager_phone\"")
+            && stale.stdout.contains("names no column"),
+        "{}",
+        stale.stdout
+    );
+}

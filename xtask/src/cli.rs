@@ -50,6 +50,10 @@ pub struct ScrubFlags {
     /// no scrub rule covers (with --no-scrub no column is covered).
     #[arg(long)]
     pub strict: bool,
+    /// The columns kept on purpose, each with a reason (see README.md, "Scrub coverage")
+    /// [default: fixtures/scrub-coverage.toml].
+    #[arg(long, value_name = "FILE")]
+    pub scrub_coverage: Option<PathBuf>,
 }
 
 impl ScrubFlags {
@@ -62,6 +66,7 @@ impl ScrubFlags {
             rules: self.scrub_rules.clone(),
             no_scrub: self.no_scrub,
             strict: self.strict,
+            coverage: self.scrub_coverage.clone(),
         }
     }
 }
@@ -263,6 +268,10 @@ pub fn spell(remedy: Remedy) -> &'static str {
         }
         Remedy::NotASnapshot => "name the dev database, or use `cargo xtask dev-db restore`",
         Remedy::FewerTables => "name the tables to draw with --tables PATTERN",
+        Remedy::ClassifyColumns => {
+            "scrub each with a rule (--scrub-rules FILE) or keep it with a reason in fixtures/scrub-coverage.toml \
+             (`cargo xtask schema-snapshot --write-coverage` adds them); or drop --strict"
+        }
     }
 }
 
@@ -340,6 +349,7 @@ mod tests {
             Remedy::BundleDir,
             Remedy::ToolsFromDocker,
             Remedy::FewerTables,
+            Remedy::ClassifyColumns,
         ];
         for remedy in all {
             let text = spell(remedy);

@@ -45,6 +45,9 @@ pub enum Remedy {
     NotASnapshot,
     /// Draw fewer tables at once.
     FewerTables,
+    /// Scrub each column with a rule or keep it with a reason in the coverage file, or leave
+    /// strict mode.
+    ClassifyColumns,
 }
 
 /// How the command line spells each remedy; set once by `main`.
@@ -95,6 +98,9 @@ impl Remedy {
             }
             Remedy::NotASnapshot => "name the dev database, or restore the snapshot",
             Remedy::FewerTables => "name fewer tables to draw",
+            Remedy::ClassifyColumns => {
+                "scrub each with a rule, or keep it with a reason in the coverage file; or leave strict mode"
+            }
         }
     }
 }

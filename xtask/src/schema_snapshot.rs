@@ -15,6 +15,7 @@ use crate::{
     pg::DbUrl,
     pipeline::{
         schema::{recorded_major, snapshot},
+        scrub::coverage,
         source::pattern_regexes,
     },
     plain::schema_diff::{self, diagram, model::Table},
@@ -47,6 +48,19 @@ pub struct SchemaSnapshot {
     /// `public.dcim_site`; unqualified names are looked for in public); repeatable [default: all].
     #[arg(long = "tables", value_name = "PATTERN", requires = "diagram")]
     tables: Vec<String>,
+    /// Scrub rules that extend the built-in preset, as clone-prod takes them: the scrub-coverage
+    /// part of --check and --write-coverage counts their columns as scrubbed.
+    #[arg(long, value_name = "FILE", conflicts_with = "diagram")]
+    scrub_rules: Option<PathBuf>,
+    /// The file of columns kept on purpose, each with a reason [default:
+    /// fixtures/scrub-coverage.toml].
+    #[arg(long, value_name = "FILE", conflicts_with = "diagram")]
+    scrub_coverage: Option<PathBuf>,
+    /// Add an entry to the coverage file for each column of the --output snapshot that can
+    /// hold text and that no scrub rule or entry covers, with a TODO reason that --check
+    /// refuses until it is replaced. Reads no database.
+    #[arg(long, conflicts_with_all = ["check", "dry_run", "diagram", "source", "summary"])]
+    write_coverage: bool,
 }
 
 impl SchemaSnapshot {
@@ -55,6 +69,18 @@ impl SchemaSnapshot {
         let mode = Mode::from_flags(self.check, self.dry_run);
         if let Some(file) = &self.diagram {
             return draw(sh, mode, self.output.as_deref(), file, &self.tables);
+        }
+        let coverage_file = self
+            .scrub_coverage
+            .clone()
+            .unwrap_or_else(|| sh.current_dir().join(coverage::PROJECT_FILE));
+        if self.write_coverage {
+            return write_coverage(
+                sh,
+                self.output.as_deref(),
+                &coverage_file,
+                self.scrub_rules.as_deref(),
+            );
         }
         let source_from_flag = self.source.is_some();
         let source = cli::required_dev_database(self.source, "--source")?;
@@ -78,14 +104,27 @@ impl SchemaSnapshot {
                 bail!("{shown} does not exist: create it with `{update}`");
             };
             let live = snapshot(cx, &source, recorded_major(&committed))?;
+            let gaps = coverage_gaps(sh, &live, &coverage_file, self.scrub_rules.as_deref())?;
             if let Some(summary) = &self.summary {
-                atomic_file::write_bytes(
-                    summary,
-                    schema_diff::markdown(&committed, &live, &shown).as_bytes(),
-                )
-                .with_context(|| format!("writing the summary {}", summary.display()))?;
+                let mut text = schema_diff::markdown(&committed, &live, &shown);
+                text.push_str(&gaps_markdown(&gaps));
+                atomic_file::write_bytes(summary, text.as_bytes())
+                    .with_context(|| format!("writing the summary {}", summary.display()))?;
             }
+            // Findings are data, on stdout after the diff; the one error line follows.
+            let print_gaps = || {
+                for line in &gaps {
+                    println!("scrub coverage: {line}");
+                }
+            };
             if committed == live {
+                print_gaps();
+                if !gaps.is_empty() {
+                    bail!(
+                        "{} column(s) or entries of the scrub coverage need a decision (each line above says how); the schema matches {shown}",
+                        gaps.len()
+                    );
+                }
                 mode::up_to_date(format!("schema matches {shown}"));
                 return Ok(());
             }
@@ -95,6 +134,7 @@ impl SchemaSnapshot {
                 .header(&shown, &format!("{} (live)", source.masked()))
                 .to_string();
             term::print_diff(&diff);
+            print_gaps();
             return Err(mode::out_of_date(
                 format!("the schema of {source} differs from {shown}"),
                 &update,
@@ -230,6 +270,90 @@ fn draw(
             Ok(())
         }
     }
+}
+
+/// The scrub-coverage check of a schema: one line per column no rule or entry covers, per
+/// stale entry and per entry whose reason is still a TODO, each saying how to fix it.
+fn coverage_gaps(
+    sh: &Shell,
+    schema: &str,
+    file: &Path,
+    rules: Option<&Path>,
+) -> anyhow::Result<Vec<String>> {
+    let shown = term::display_path(sh, file);
+    let kept = coverage::load(file, &shown)?;
+    let report = coverage::check(&coverage::columns(schema), &coverage::rules(rules)?, &kept);
+    let mut lines = Vec::new();
+    for column in &report.uncovered {
+        lines.push(format!(
+            "{}.{}.{} ({}) would be copied verbatim into dev copies: scrub it with a rule (--scrub-rules FILE), or keep it in {shown} with a reason: \"{}\" = \"why its values may be copied\"",
+            column.schema, column.table, column.name, column.data_type, column.entry_name()
+        ));
+    }
+    for entry in &report.unreasoned {
+        lines.push(format!(
+            "\"{}\" ({}) has no reason yet: say why its values may be copied verbatim, or scrub it with a rule and remove the entry",
+            entry.name, entry.at
+        ));
+    }
+    for entry in &report.stale {
+        lines.push(format!(
+            "\"{}\" ({}) names no column of the schema: remove it from {shown}",
+            entry.name, entry.at
+        ));
+    }
+    Ok(lines)
+}
+
+/// The coverage problems under a heading of their own, for the pull request's summary.
+fn gaps_markdown(gaps: &[String]) -> String {
+    if gaps.is_empty() {
+        return String::new();
+    }
+    let mut text = String::from("\n### Scrub coverage: columns to classify\n\n");
+    for line in gaps {
+        text.push_str(&format!("- {line}\n"));
+    }
+    text
+}
+
+/// `--write-coverage`: an entry with a TODO reason for each uncovered column of the snapshot.
+fn write_coverage(
+    sh: &Shell,
+    output: Option<&Path>,
+    file: &Path,
+    rules: Option<&Path>,
+) -> anyhow::Result<()> {
+    let output = output.map_or_else(
+        || sh.current_dir().join("fixtures/schema.sql"),
+        Path::to_path_buf,
+    );
+    let (shown, file_shown) = (
+        term::display_path(sh, &output),
+        term::display_path(sh, file),
+    );
+    refuse_directory(sh, file, "--scrub-coverage", "scrub-coverage.toml")?;
+    let Ok(schema) = std::fs::read_to_string(&output) else {
+        bail!("{shown} does not exist: create it with `cargo xtask schema-snapshot`, or name it with --output");
+    };
+    let kept = coverage::load(file, &file_shown)?;
+    let report = coverage::check(&coverage::columns(&schema), &coverage::rules(rules)?, &kept);
+    if report.uncovered.is_empty() {
+        mode::up_to_date(format!(
+            "every column of {shown} that can hold text is covered; {file_shown} is unchanged"
+        ));
+        return Ok(());
+    }
+    let current = std::fs::read_to_string(file).ok();
+    let text = coverage::with_entries(current.as_deref(), &report.uncovered)
+        .with_context(|| format!("adding entries to {file_shown}"))?;
+    atomic_file::write_bytes(file, text.as_bytes())
+        .with_context(|| format!("writing {file_shown}"))?;
+    term::success(format!(
+        "added {} entries to {file_shown}, each with a TODO reason: replace each with why its values may be copied, or scrub the column with a rule and remove its entry",
+        report.uncovered.len()
+    ));
+    Ok(())
 }
 
 fn update_command(source: &DbUrl, from_flag: bool, output: &str) -> String {

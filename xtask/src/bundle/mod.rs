@@ -30,7 +30,14 @@ pub const MANIFEST: &str = "manifest.json";
 pub const SUMS: &str = "SHA256SUMS";
 
 /// Files a bundle may hold besides those listed in `SHA256SUMS`.
-const UNLISTED: &[&str] = &[SUMS, sign::SIG, MEDIA_DIR, "schema.sql", "README.md"];
+const UNLISTED: &[&str] = &[
+    SUMS,
+    sign::SIG,
+    MEDIA_DIR,
+    "schema.sql",
+    "scrub-coverage.toml",
+    "README.md",
+];
 
 /// `SHA256SUMS` text over the named files of `dir`, in name order.
 pub fn sums_for(dir: &Path, names: &[&str]) -> anyhow::Result<String> {

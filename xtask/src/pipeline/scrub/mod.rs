@@ -7,6 +7,7 @@
 //! is derived from the table, column and row key, so the same row always scrubs to the same
 //! bytes.
 
+pub mod coverage;
 mod redact;
 mod rewrite;
 mod rules;
@@ -60,8 +61,11 @@ pub struct Options {
     /// Copy secrets and personal data verbatim.
     pub no_scrub: bool,
     /// Refuse, changing nothing, when the leak scan finds credential-shaped values in
-    /// columns no scrub rule covers.
+    /// columns no scrub rule covers, or when columns that can hold text are neither scrubbed
+    /// nor kept by the coverage file.
     pub strict: bool,
+    /// The project's coverage file, if not the one at [`coverage::PROJECT_FILE`].
+    pub coverage: Option<std::path::PathBuf>,
 }
 
 /// The rules that apply to one source database, and those skipped because their table or
@@ -84,6 +88,9 @@ struct Column {
     /// `json` or `jsonb`.
     #[serde(default)]
     json: bool,
+    /// A type the coverage check covers (see [`coverage::in_scope`]).
+    #[serde(default)]
+    scope: bool,
 }
 
 /// What the plan reads of the source: its columns, which tables inherit from (or are
@@ -98,7 +105,10 @@ struct Catalog {
 const CATALOG_QUERY: &str = "select json_build_object(\
  'columns', coalesce((select json_agg(json_build_object('schema', table_schema, 'table', table_name, 'column', column_name, \
    'nullable', is_nullable = 'YES', 'textual', data_type in ('text', 'character varying', 'character', 'name') or udt_name = 'citext', \
-   'json', data_type in ('json', 'jsonb'))) \
+   'json', data_type in ('json', 'jsonb'), \
+   'scope', (data_type in ('text', 'character varying', 'character', 'json', 'jsonb', 'inet', 'cidr', 'macaddr', 'macaddr8', 'bytea') \
+     or udt_name in ('citext', '_text', '_varchar', '_bpchar', '_json', '_jsonb', '_inet', '_cidr', '_macaddr', '_macaddr8', '_bytea', '_citext')) \
+     and (table_schema, table_name) in (select table_schema, table_name from information_schema.tables where table_type = 'BASE TABLE'))) \
    from information_schema.columns where table_schema not in ('pg_catalog', 'information_schema') and table_schema not like 'pg\\_%'), '[]'), \
  'children', coalesce((select json_agg(json_build_array(cn.nspname || '.' || c.relname, pn.nspname || '.' || p.relname)) \
    from pg_inherits i join pg_class c on c.oid = i.inhrelid join pg_namespace cn on cn.oid = c.relnamespace \
@@ -115,6 +125,9 @@ impl Options {
         let catalog: Catalog = serde_json::from_str(&answer)
             .with_context(|| format!("reading the columns of {source}"))?;
         let mut plan = plan_rules(rules, &catalog)?;
+        let file = self.coverage.clone();
+        let file = file.unwrap_or_else(|| cx.sh.current_dir().join(coverage::PROJECT_FILE));
+        unaccounted_columns(cx, source, &catalog, &plan, &file, self.strict)?;
         if let Some(file) = &self.rules {
             // A preset rule for a table this database lacks is normal; one of the user's
             // is most likely a misspelt table or column, which would scrub nothing.
@@ -187,6 +200,56 @@ impl Options {
         }
         Ok(plan)
     }
+}
+
+/// Says how many columns that can hold text would be copied verbatim with neither a rule nor
+/// an entry of the coverage file to account for them; refuses them when `strict`.
+fn unaccounted_columns(
+    cx: &Context,
+    source: &DbUrl,
+    catalog: &Catalog,
+    plan: &Plan,
+    file: &std::path::Path,
+    strict: bool,
+) -> anyhow::Result<()> {
+    let kept = coverage::load(file, &term::display_path(&cx.sh, file))?;
+    let columns: Vec<coverage::Column> = catalog
+        .columns
+        .iter()
+        .map(|c| coverage::Column {
+            schema: c.schema.clone(),
+            table: c.table.clone(),
+            name: c.column.clone(),
+            data_type: String::new(),
+            in_scope: c.scope,
+        })
+        .collect();
+    let found = coverage::unaccounted(&columns, &plan.applied, &kept);
+    if found.is_empty() {
+        return Ok(());
+    }
+    let mut names: Vec<String> = found
+        .iter()
+        .map(|c| format!("{}.{}.{}", c.schema, c.table, c.name))
+        .collect();
+    if names.len() > 10 {
+        let more = names.len() - 10;
+        names.truncate(10);
+        names.push(format!("and {more} more"));
+    }
+    let message = format!(
+        "{} column(s) of {source} that can hold text would be copied verbatim, and no scrub rule or coverage entry accounts for them: {}",
+        found.len(),
+        names.join(", ")
+    );
+    if strict {
+        return Err(refuse(
+            Remedy::ClassifyColumns,
+            format!("{message}; nothing was changed"),
+        ));
+    }
+    term::warn(message);
+    Ok(())
 }
 
 /// The rules resolved against a source's tables: a table named without a schema is found
@@ -358,6 +421,7 @@ mod tests {
             columns: columns
                 .iter()
                 .map(|&(schema, table, column, nullable, textual)| Column {
+                    scope: textual,
                     schema: schema.into(),
                     table: table.into(),
                     column: column.into(),

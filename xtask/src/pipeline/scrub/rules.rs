@@ -186,7 +186,7 @@ fn key_line(rule: &str, key: &str) -> Option<usize> {
 }
 
 /// The line of `text` that byte `offset` is on, counted from 1.
-fn line_of(text: &str, offset: usize) -> usize {
+pub(super) fn line_of(text: &str, offset: usize) -> usize {
     text[..offset.min(text.len())].matches('\n').count() + 1
 }
 

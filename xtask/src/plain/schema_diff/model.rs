@@ -58,6 +58,8 @@ pub struct Schema {
     pub tables: BTreeMap<Table, TableDef>,
     /// By the referencing table and the constraint's name.
     pub foreign_keys: BTreeMap<(Table, String), ForeignKey>,
+    /// Each domain, as a column's type names it (`public.email`), with the type it is over.
+    pub domains: BTreeMap<String, String>,
 }
 
 impl Schema {
@@ -72,6 +74,10 @@ impl Schema {
                 };
                 let def = table_def(body);
                 schema.tables.insert(table, def);
+            } else if key.kind == "DOMAIN" {
+                if let Some((name, base)) = domain(body) {
+                    schema.domains.insert(name, base);
+                }
             }
         }
         for (key, body) in &objects {
@@ -180,6 +186,13 @@ fn data_type(definition: &str) -> String {
     .min()
     .unwrap_or(definition.len());
     definition[..end].to_string()
+}
+
+/// `CREATE DOMAIN public.d AS text ...` as (`public.d`, `text`).
+fn domain(body: &str) -> Option<(String, String)> {
+    let line = body.lines().find(|l| l.starts_with("CREATE DOMAIN "))?;
+    let (name, rest) = line["CREATE DOMAIN ".len()..].split_once(" AS ")?;
+    Some((name.to_string(), data_type(rest.trim_end_matches(';'))))
 }
 
 fn after_constraint_name(body: &str) -> Option<&str> {
