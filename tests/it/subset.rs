@@ -80,7 +80,14 @@ pub(crate) const AMS1: &[(&str, &[i64])] = &[
     // Address 1 is on interface 1 (generic, downward) and device 1's primary; address 2 is
     // device 3's primary (upward), its interface already in.
     ("ipam_ipaddress", &[1, 2]),
-    ("extras_taggeditem", &[1, 3]),
+    // The tags of every included row: of site 1 and interface 1 (downward), of device 3
+    // and site 2 (included only upward); not site 3's.
+    ("extras_taggeditem", &[1, 2, 3, 5]),
+    // The component templates of the device types included, with the rear port template
+    // the front port template names; not device type 3's.
+    ("dcim_interfacetemplate", &[1, 2]),
+    ("dcim_rearporttemplate", &[1]),
+    ("dcim_frontporttemplate", &[1]),
     ("extras_imageattachment", &[1, 3]),
     // Text object ids: '1' of a site and of a device; not '0001', not '2'.
     ("django_admin_log", &[1, 5]),
@@ -99,6 +106,20 @@ fn one_site_brings_exactly_its_rows() {
     }
     assert_eq!(shown["tables"]["extras_tag"]["count"], 3);
     assert_eq!(shown["rebuild"][0]["command"], "manage.py trace_paths");
+    // Path 5 runs through interface 5, outside the site: left out, interface 2's reference
+    // to it cleared; the search cache emptied; each with its rebuild.
+    let paths = &shown["derived"][0];
+    assert_eq!(
+        (&paths["table"], &paths["kept"], &paths["left_out"]),
+        (&"dcim_cablepath".into(), &2.into(), &1.into())
+    );
+    assert_eq!(paths["cleared"]["dcim_interface._path_id"], 1);
+    let cache = &shown["derived"][1];
+    assert_eq!(
+        (&cache["table"], &cache["kept"], &cache["source_rows"]),
+        (&"extras_cachedvalue".into(), &0.into(), &2.into())
+    );
+    assert_eq!(cache["rebuild"], "manage.py reindex");
     // The condition form gives the same rows; the source is only read.
     let condition = plan_of(&pg, &["--subset", "dcim_site: slug = 'ams1'"]);
     assert_eq!(ids(&condition), expected(AMS1));
@@ -429,7 +450,7 @@ fn clone_prod_subset_loads_exactly_its_rows_scrubbed_and_checked() {
     );
     // Every foreign key re-created and valid; the sequences as the source has them.
     assert_eq!(valid_fks(&pg, "dev"), valid_fks(&pg, "prod"));
-    assert_eq!(valid_fks(&pg, "prod"), "23 23");
+    assert_eq!(valid_fks(&pg, "prod"), "28 28");
     assert_eq!(
         pg.psql("dev", "select last_value from dcim_site_id_seq"),
         "42"
@@ -453,10 +474,27 @@ fn clone_prod_subset_loads_exactly_its_rows_scrubbed_and_checked() {
     );
     // The closing summary gives the subset's share of the source.
     let shown = out.output();
-    // 43 rows of the source's 68 (the changelog's two among those left out).
+    // 49 rows of the source's 78 (the changelog's two among those left out).
     assert!(
-        shown.contains("subset: 43 rows of about 68 (63.2%)"),
+        shown.contains("subset: 49 rows of about 78 (62.8%)"),
         "{shown}"
+    );
+    // One line per derived table changed, with what was left out and its rebuild.
+    assert!(
+        shown.contains("derived: `dcim_cablepath` 2 rows kept, 1 left out as they run through rows outside the subset, 1 references to them cleared (dcim_interface._path_id 1); rebuild with `manage.py trace_paths`"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("derived: `extras_cachedvalue` emptied (2 rows in the source); rebuild with `manage.py reindex`"),
+        "{shown}"
+    );
+    assert_eq!(count("extras_cachedvalue"), "0");
+    assert_eq!(
+        pg.psql(
+            "dev",
+            "select _path_id is null from dcim_interface where id = 2"
+        ),
+        "t"
     );
     pg.assert_unchanged("prod", &before, "the source is only read");
 }
@@ -603,6 +641,12 @@ fn a_subset_brings_only_the_media_its_rows_name() {
         shown.contains("2 media files it names missing from the source media"),
         "{shown}"
     );
+    // A source never analysed has no row estimates: said so, with no share of them.
+    assert!(
+        shown.contains("subset: 49 rows (source estimate unknown"),
+        "{shown}"
+    );
+    assert!(!shown.contains("rows of about 0"), "{shown}");
     assert_eq!(loaded(&pg, "dev"), expected(AMS1));
     // Incremental: a second run links the unchanged files from the copy in place.
     let again = clone_media();

@@ -2,7 +2,8 @@
 -- both ways, a two-table cycle (device and virtual chassis), a three-table cycle through a
 -- generic foreign key (device, its primary IP, the interface that IP is assigned to), a
 -- self-referencing location tree, nullable references to rows outside a site, file columns,
--- tables kept whole, a derived table (cable paths) and an object id stored as text.
+-- tables kept whole, derived tables (cable paths, the search cache), an object id stored as
+-- text, tags on objects included only upward, and a device type's component templates.
 
 create table django_content_type (id int primary key, app_label text not null, model text not null);
 create table users_user (id bigint primary key, username text not null);
@@ -64,6 +65,28 @@ create table extras_taggeditem (
     content_type_id int not null references django_content_type,
     object_id bigint not null
 );
+create table extras_cachedvalue (
+    id bigint primary key,
+    object_type_id int not null references django_content_type,
+    object_id bigint not null,
+    value text not null
+);
+create table dcim_interfacetemplate (
+    id bigint primary key,
+    device_type_id bigint references dcim_devicetype,
+    name text not null
+);
+create table dcim_rearporttemplate (
+    id bigint primary key,
+    device_type_id bigint references dcim_devicetype,
+    name text not null
+);
+create table dcim_frontporttemplate (
+    id bigint primary key,
+    device_type_id bigint references dcim_devicetype,
+    rear_port_id bigint not null references dcim_rearporttemplate,
+    name text not null
+);
 create table extras_imageattachment (
     id bigint primary key,
     object_type_id int not null references django_content_type,
@@ -110,7 +133,12 @@ insert into dcim_interface values
     (1, 'et-0/0/0', 1, 1, 1), (2, 'et-0/0/1', 1, null, 5), (3, 'gi0/1', 3, 1, 2),
     (4, 'gi0/2', 3, 2, 3), (5, 'gi0/1', 4, 2, 4), (6, 'et-0/0/0', 2, null, null);
 insert into dcim_cabletermination values (1, 1, 3, 1), (2, 1, 3, 3), (3, 2, 3, 4), (4, 2, 3, 5);
-insert into extras_taggeditem values (1, 1, 1, 1), (2, 2, 2, 3), (3, 1, 3, 1), (4, 3, 1, 3);
+insert into extras_taggeditem values
+    (1, 1, 1, 1), (2, 2, 2, 3), (3, 1, 3, 1), (4, 3, 1, 3), (5, 2, 1, 2);
+insert into extras_cachedvalue values (1, 1, 1, 'ams1'), (2, 2, 3, 'fra-r1');
+insert into dcim_interfacetemplate values (1, 1, 'et-0/0/0'), (2, 2, 'gi0/1'), (3, 3, 'eth0');
+insert into dcim_rearporttemplate values (1, 1, 'rear'), (2, 3, 'rear');
+insert into dcim_frontporttemplate values (1, 1, 1, 'front'), (2, 3, 2, 'front');
 insert into extras_imageattachment values
     (1, 1, 1, 'image-attachments/ams1.jpg'), (2, 1, 2, 'image-attachments/fra1.jpg'),
     (3, 2, 1, 'image-attachments/ams-r1.jpg');

@@ -242,6 +242,9 @@ impl Direct<'_> {
             fill: Box::new(fill),
         };
         let replaced = locked.replace(cx, stage, database)?;
+        for line in subset.iter().flat_map(|s| s.derived_lines()) {
+            term::step(line);
+        }
         let provenance = verified.as_ref().map(|v| match missing_files {
             0 => v.line(),
             n => format!(

@@ -274,6 +274,9 @@ impl Export<'_> {
             Some(key) => format!("signed with {}", key.describe()),
             None => "unsigned (an import needs --trust-unsigned)".to_string(),
         };
+        for line in subset.iter().flat_map(|s| s.derived_lines()) {
+            term::step(line);
+        }
         term::success(format!(
             "bundle written to {}: {} of SQL{media}; {signed}; {}; {}",
             out.display(),

@@ -33,6 +33,8 @@ pub struct Closure {
     pub dangling: BTreeMap<String, u64>,
     /// The commands that rebuild derived tables, with the table.
     pub rebuild: Vec<(String, String)>,
+    /// What the subset did to each derived table the source has.
+    pub derived: Vec<derived::Outcome>,
 }
 
 /// An edge of the graph the closure follows.
@@ -119,6 +121,7 @@ pub fn compute(
     }
     let mut rebuild = Vec::new();
     let mut derived = Vec::new();
+    let mut commands = BTreeMap::new();
     for d in &rules.derived {
         let Some((t, _)) = resolve(graph, &d.table.name, &d.table.origin, false)? else {
             continue;
@@ -142,6 +145,7 @@ pub fn compute(
         if let Some(command) = &d.rebuild {
             rebuild.push((graph.tables[t].key(), command.clone()));
         }
+        commands.insert(t, d.rebuild.clone());
         derived.push((t, d.nodes.clone(), clear, d.table.origin.clone()));
     }
     derived::check_clears(graph, &derived)?;
@@ -181,15 +185,36 @@ pub fn compute(
     let whole: Vec<bool> = rows.iter().map(|r| r.whole).collect();
     let included: Vec<&BTreeSet<Key>> = rows.iter().map(|r| &r.ids).collect();
     let mut kept = Vec::new();
+    let mut outcomes = Vec::new();
     for (t, nodes, clear, _) in &derived {
         let rows = derived::Included {
             ids: &included,
             whole: &whole,
         };
-        kept.push((
-            *t,
-            derived::kept(walk.session, graph, &rows, *t, nodes.as_deref(), clear)?,
-        ));
+        let (ids, references) =
+            derived::kept(walk.session, graph, &rows, *t, nodes.as_deref(), clear)?;
+        let table = &graph.tables[*t];
+        let source_rows: u64 = walk
+            .session
+            .line(&format!("select count(*) from {};", table.quoted))?
+            .parse()
+            .unwrap_or(0);
+        let pointed: BTreeSet<&Key> = references.iter().flat_map(|(_, keys)| keys).collect();
+        outcomes.push(derived::Outcome {
+            table: table.key(),
+            source_rows,
+            kept: ids.len() as u64,
+            left_out: pointed.iter().filter(|k| !ids.contains(k)).count() as u64,
+            cleared: references
+                .iter()
+                .map(|(column, keys)| {
+                    let n = keys.iter().filter(|k| !ids.contains(k)).count();
+                    (column.clone(), n as u64)
+                })
+                .collect(),
+            rebuild: commands.get(t).cloned().flatten(),
+        });
+        kept.push((*t, ids));
     }
     for (t, ids) in kept {
         rows[t].ids = ids;
@@ -198,6 +223,7 @@ pub fn compute(
         rows,
         dangling: walk.dangling,
         rebuild,
+        derived: outcomes,
     })
 }
 

@@ -54,8 +54,66 @@ pub fn check_clears(graph: &Graph, derived: &[DerivedPlan]) -> anyhow::Result<()
     Ok(())
 }
 
+/// The references from included rows to a derived table's rows, per `table.column`.
+pub type References = Vec<(String, Vec<Key>)>;
+
+/// What the subset did to a derived table, for the closing summary.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Outcome {
+    /// `table` as rules and output name it.
+    pub table: String,
+    /// The source's rows.
+    pub source_rows: u64,
+    /// The rows kept.
+    pub kept: u64,
+    /// Rows the included rows reference but that name a row outside the subset: left out.
+    pub left_out: u64,
+    /// References to those rows cleared, per `table.column`.
+    pub cleared: Vec<(String, u64)>,
+    pub rebuild: Option<String>,
+}
+
+impl Outcome {
+    /// The summary's line, or none when the subset holds the table as the source does.
+    pub fn line(&self) -> Option<String> {
+        let rebuild = match &self.rebuild {
+            Some(command) => format!("; rebuild with `{command}`"),
+            None => String::new(),
+        };
+        let cleared: u64 = self.cleared.iter().map(|(_, n)| n).sum();
+        if self.kept == 0 && self.left_out == 0 && cleared == 0 {
+            return match self.source_rows {
+                0 => None,
+                n => Some(format!(
+                    "derived: `{}` emptied ({n} rows in the source){rebuild}",
+                    self.table
+                )),
+            };
+        }
+        if self.left_out == 0 && cleared == 0 {
+            return None;
+        }
+        let columns = self
+            .cleared
+            .iter()
+            .filter(|(_, n)| *n > 0)
+            .map(|(column, n)| format!("{column} {n}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let columns = match columns.is_empty() {
+            true => String::new(),
+            false => format!(" ({columns})"),
+        };
+        Some(format!(
+            "derived: `{}` {} rows kept, {} left out as they run through rows outside the subset, {cleared} references to them cleared{columns}{rebuild}",
+            self.table, self.kept, self.left_out
+        ))
+    }
+}
+
 /// The rows of derived table `t` to keep: those the included rows reference through the
-/// cleared columns whose every node (`<content type>:<id>`) is in the subset.
+/// cleared columns whose every node (`<content type>:<id>`) is in the subset; and the
+/// references to the others, per cleared column.
 pub fn kept(
     session: &mut Session,
     graph: &Graph,
@@ -63,31 +121,35 @@ pub fn kept(
     t: usize,
     nodes: Option<&str>,
     clear: &[(usize, String)],
-) -> anyhow::Result<BTreeSet<Key>> {
+) -> anyhow::Result<(BTreeSet<Key>, References)> {
     let table = &graph.tables[t];
     let Some(id) = table.id() else {
-        return Ok(BTreeSet::new());
+        return Ok((BTreeSet::new(), Vec::new()));
     };
     let mut candidates = BTreeSet::new();
+    let mut references = Vec::new();
     for (c, column) in clear {
         let child = &graph.tables[*c];
         let (Some(cid), Some(col)) = (child.id(), child.column(column)) else {
             continue;
         };
         let ids: Vec<Key> = rows.ids[*c].iter().cloned().collect();
+        let mut pointed = Vec::new();
         for chunk in ids.chunks(BATCH) {
             let texts: Vec<String> = session.json(&format!(
-                "select coalesce(jsonb_agg(distinct {col}::text), '[]') from {child} where {cid} = any({ids}) and {col} is not null;",
+                "select coalesce(jsonb_agg({col}::text), '[]') from {child} where {cid} = any({ids}) and {col} is not null;",
                 col = col.quoted,
                 child = child.quoted,
                 cid = cid.quoted,
                 ids = array(chunk, &cid.sql_type),
             ))?;
-            candidates.extend(texts.iter().filter_map(|text| Key::parse(table, text)));
+            pointed.extend(texts.iter().filter_map(|text| Key::parse(table, text)));
         }
+        candidates.extend(pointed.iter().cloned());
+        references.push((format!("{}.{column}", child.key()), pointed));
     }
     let Some(nodes) = nodes.and_then(|n| table.column(n)) else {
-        return Ok(candidates);
+        return Ok((candidates, references));
     };
     let candidates: Vec<Key> = candidates.into_iter().collect();
     let mut kept = BTreeSet::new();
@@ -117,5 +179,53 @@ pub fn kept(
             }
         }
     }
-    Ok(kept)
+    Ok((kept, references))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_summary_names_what_was_left_out_and_the_rebuild() {
+        let paths = Outcome {
+            table: "dcim_cablepath".into(),
+            source_rows: 5,
+            kept: 2,
+            left_out: 1,
+            cleared: vec![
+                ("dcim_interface._path_id".into(), 1),
+                ("dcim_powerport._path_id".into(), 0),
+            ],
+            rebuild: Some("manage.py trace_paths".into()),
+        };
+        assert_eq!(
+            paths.line().unwrap(),
+            "derived: `dcim_cablepath` 2 rows kept, 1 left out as they run through rows outside the subset, 1 references to them cleared (dcim_interface._path_id 1); rebuild with `manage.py trace_paths`"
+        );
+        let whole = Outcome {
+            left_out: 0,
+            cleared: vec![("dcim_interface._path_id".into(), 0)],
+            ..paths.clone()
+        };
+        assert_eq!(whole.line(), None, "nothing to rebuild");
+        let cache = Outcome {
+            table: "extras_cachedvalue".into(),
+            source_rows: 40,
+            rebuild: Some("manage.py reindex".into()),
+            ..Outcome::default()
+        };
+        assert_eq!(
+            cache.line().unwrap(),
+            "derived: `extras_cachedvalue` emptied (40 rows in the source); rebuild with `manage.py reindex`"
+        );
+        assert_eq!(
+            Outcome {
+                source_rows: 0,
+                ..cache
+            }
+            .line(),
+            None
+        );
+    }
 }

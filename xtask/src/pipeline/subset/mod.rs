@@ -70,6 +70,16 @@ impl Subset {
         Ok(total)
     }
 
+    /// The closing summary's lines for the derived tables the subset changed: one a table,
+    /// with what was left out or cleared and the command that rebuilds it.
+    pub fn derived_lines(&self) -> Vec<String> {
+        self.closure
+            .derived
+            .iter()
+            .filter_map(derived::Outcome::line)
+            .collect()
+    }
+
     /// The rows per table (tables with none left out), the dangling generic references and
     /// the rebuild commands, as JSON.
     pub fn plan_json(&self) -> serde_json::Value {
@@ -101,6 +111,18 @@ impl Subset {
             "dangling": self.closure.dangling,
             "rebuild": self.closure.rebuild.iter()
                 .map(|(table, command)| serde_json::json!({"table": table, "command": command}))
+                .collect::<Vec<_>>(),
+            "derived": self.closure.derived.iter()
+                .map(|d| serde_json::json!({
+                    "table": d.table,
+                    "source_rows": d.source_rows,
+                    "kept": d.kept,
+                    "left_out": d.left_out,
+                    "cleared": d.cleared.iter()
+                        .map(|(column, n)| (column.clone(), serde_json::Value::from(*n)))
+                        .collect::<serde_json::Map<_, _>>(),
+                    "rebuild": d.rebuild,
+                }))
                 .collect::<Vec<_>>(),
         })
     }

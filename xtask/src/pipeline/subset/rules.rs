@@ -383,10 +383,21 @@ mod tests {
         ] {
             assert!(rules.whole.iter().any(|w| w.name == table), "{table}");
         }
-        assert!(rules
-            .follow_down
+        for edge in [
+            "dcim_cabletermination.cable_id",
+            "extras_taggeditem.object_id",
+            "dcim_interfacetemplate.device_type_id",
+            "dcim_frontporttemplate.module_type_id",
+            "dcim_inventoryitemtemplate.device_type_id",
+        ] {
+            assert!(rules.follow_down.iter().any(|f| f.name == edge), "{edge}");
+        }
+        let cache = rules
+            .derived
             .iter()
-            .any(|f| f.name == "dcim_cabletermination.cable_id"));
+            .find(|d| d.table.name == "extras_cachedvalue")
+            .unwrap();
+        assert_eq!(cache.rebuild.as_deref(), Some("manage.py reindex"));
         let path = rules
             .derived
             .iter()

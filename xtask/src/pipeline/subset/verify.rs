@@ -42,10 +42,10 @@ pub struct Verified {
 }
 
 impl Verified {
-    /// The closing summary's words for the subset.
+    /// The closing summary's words for the subset; a share never above 100%.
     pub fn line(&self) -> String {
         let share = |part: f64, whole: f64| match whole > 0.0 {
-            true => format!("{:.1}%", 100.0 * part / whole),
+            true => format!("{:.1}%", (100.0 * part / whole).min(100.0)),
             false => "?%".to_string(),
         };
         let dangling: u64 = self.dangling.values().sum();
@@ -53,14 +53,17 @@ impl Verified {
             0 => String::new(),
             n => format!(", {n} generic references dangling as in the source"),
         };
-        let rows = match self.source_rows > 0.0 {
+        let rows = match self.source_rows >= self.rows as f64 && self.source_rows > 0.0 {
             true => format!(
                 "{} rows of about {} ({})",
                 self.rows,
                 self.source_rows.round() as u64,
                 share(self.rows as f64, self.source_rows)
             ),
-            false => format!("{} rows (the source has no row estimates yet)", self.rows),
+            false => format!(
+                "{} rows (source estimate unknown: run ANALYZE on the source)",
+                self.rows
+            ),
         };
         format!(
             "subset: {rows}, {} of {} ({}){dangling}",
@@ -69,6 +72,30 @@ impl Verified {
             share(self.bytes as f64, self.source_bytes as f64),
         )
     }
+}
+
+/// A table's rows beside the planner's estimate of the source's (`reltuples`, -1 or 0 where
+/// the table was never analysed): unknown where it is none or smaller than the rows written.
+fn table_line(table: &str, written: u64, estimate: f64) -> String {
+    match estimate > 0.0 && estimate.round() >= written as f64 {
+        true => format!(
+            "{table}: {written} rows of about {}",
+            estimate.round() as u64
+        ),
+        false => format!("{table}: {written} rows (estimate unknown)"),
+    }
+}
+
+/// The source's rows for the closing line: each table's estimate, or the rows written where
+/// that is unknown or smaller, so that the share stays a share; 0 when no table has one.
+fn estimated_total(tables: &[(u64, f64)]) -> f64 {
+    if tables.iter().all(|&(_, estimate)| estimate <= 0.0) {
+        return 0.0;
+    }
+    tables
+        .iter()
+        .map(|&(written, estimate)| estimate.max(written as f64))
+        .sum()
 }
 
 impl Subset {
@@ -100,20 +127,31 @@ impl Subset {
         let source = sizes(self.session.line(&format!("{SIZES};"))?)?;
         let subset = sizes(query(SIZES)?)?;
         let mut rows = 0;
+        let mut counted = Vec::new();
         for (table, written) in self.graph.tables.iter().zip(&loaded.rows) {
             rows += written;
+            let estimate = source.get(&table.quoted).map_or(0.0, |s| s.0);
+            counted.push((*written, estimate));
             if *written > 0 {
-                let estimate = source.get(&table.quoted).map_or(0.0, |s| s.0);
-                term::detail(format!(
-                    "{}: {written} rows of about {}",
-                    table.key(),
-                    estimate.round() as u64
-                ));
+                term::detail(table_line(&table.key(), *written, estimate));
             }
         }
+        // Tables outside the graph (none today) count with their estimate.
+        let known: std::collections::BTreeSet<&str> = self
+            .graph
+            .tables
+            .iter()
+            .map(|t| t.quoted.as_str())
+            .collect();
+        counted.extend(
+            source
+                .iter()
+                .filter(|(name, _)| !known.contains(name.as_str()))
+                .map(|(_, s)| (0, s.0)),
+        );
         Ok(Verified {
             rows,
-            source_rows: source.values().map(|s| s.0).sum(),
+            source_rows: estimated_total(&counted),
             bytes: subset.values().map(|s| s.1).sum(),
             source_bytes: source.values().map(|s| s.1).sum(),
             dangling,
@@ -207,5 +245,44 @@ impl Subset {
             );
         }
         Ok(dangling)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn verified(rows: u64, source_rows: f64) -> Verified {
+        Verified {
+            rows,
+            source_rows,
+            bytes: 2048,
+            source_bytes: 1024,
+            dangling: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn stale_estimates_give_no_share_over_100_percent() {
+        let line = verified(43, 68.0).line();
+        assert!(
+            line.starts_with("subset: 43 rows of about 68 (63.2%), ") && line.ends_with("(100.0%)"),
+            "{line}"
+        );
+        for stale in [0.0, 12.0] {
+            let line = verified(43, stale).line();
+            assert!(
+                line.starts_with("subset: 43 rows (source estimate unknown"),
+                "{line}"
+            );
+        }
+        assert_eq!(table_line("t", 5, -1.0), "t: 5 rows (estimate unknown)");
+        assert_eq!(table_line("t", 5, 0.0), "t: 5 rows (estimate unknown)");
+        assert_eq!(table_line("t", 5, 3.0), "t: 5 rows (estimate unknown)");
+        assert_eq!(table_line("t", 5, 9.2), "t: 5 rows of about 9");
+        // A table never analysed counts with its rows written; none analysed: unknown.
+        assert_eq!(estimated_total(&[(5, 0.0), (3, 10.0), (0, 7.0)]), 22.0);
+        assert_eq!(estimated_total(&[(5, 3.0), (0, 7.0)]), 12.0);
+        assert_eq!(estimated_total(&[(5, 0.0), (2, -1.0)]), 0.0);
     }
 }
