@@ -59,6 +59,18 @@ pub(crate) fn expected(rows: &[(&str, &[i64])]) -> Vec<(String, Vec<i64>)> {
 }
 
 /// One site: its objects, what they point at, the far end of its cable, and nothing else.
+/// What a clone of `rows` holds: the preset's scrub deletes the admin log's rows (they name
+/// people and what they did), whatever the subset picked.
+pub(crate) fn scrubbed(rows: &[(&str, &[i64])]) -> Vec<(String, Vec<i64>)> {
+    let mut rows = expected(rows);
+    for (table, ids) in &mut rows {
+        if table == "django_admin_log" {
+            ids.clear();
+        }
+    }
+    rows
+}
+
 pub(crate) const AMS1: &[(&str, &[i64])] = &[
     // Site 1 is the root; site 2 comes with the far end of the cable (device 3), upward only.
     ("dcim_site", &[1, 2]),
@@ -235,7 +247,7 @@ fn subsets_agree_on_postgresql_13_and_17() {
         let site = plan(&pg, "prod", &["--subset", "site=ams1"]).ok();
         assert_eq!(ids(&site), expected(AMS1), "PostgreSQL {major}");
         clone(&pg, &["--subset", "site=ams1"]).ok();
-        assert_eq!(loaded(&pg, "dev"), expected(AMS1), "PostgreSQL {major}");
+        assert_eq!(loaded(&pg, "dev"), scrubbed(AMS1), "PostgreSQL {major}");
         assert_eq!(valid_fks(&pg, "dev"), valid_fks(&pg, "prod"));
     }
 }
@@ -434,7 +446,7 @@ fn clone_prod_subset_loads_exactly_its_rows_scrubbed_and_checked() {
         ],
     )
     .ok();
-    assert_eq!(loaded(&pg, "dev"), expected(AMS1), "{}", out.output());
+    assert_eq!(loaded(&pg, "dev"), scrubbed(AMS1), "{}", out.output());
     let count = |table: &str| pg.psql("dev", &format!("select count(*) from {table}"));
     // Tables kept whole, the changelog left out, the old table gone.
     assert_eq!(count("extras_tag"), "3");
@@ -647,7 +659,7 @@ fn a_subset_brings_only_the_media_its_rows_name() {
         "{shown}"
     );
     assert!(!shown.contains("rows of about 0"), "{shown}");
-    assert_eq!(loaded(&pg, "dev"), expected(AMS1));
+    assert_eq!(loaded(&pg, "dev"), scrubbed(AMS1));
     // Incremental: a second run links the unchanged files from the copy in place.
     let again = clone_media();
     assert_eq!(tree(&target), files);
@@ -759,7 +771,7 @@ fn a_subset_bundle_loads_through_the_import_and_through_psql() {
         "--yes",
     ]))
     .ok();
-    assert_eq!(loaded(&pg, "dev"), expected(AMS1), "{}", import.output());
+    assert_eq!(loaded(&pg, "dev"), scrubbed(AMS1), "{}", import.output());
     assert_eq!(valid_fks(&pg, "dev"), valid_fks(&pg, "prod"));
     assert_eq!(
         pg.psql("dev", "select last_value from dcim_site_id_seq"),
@@ -781,7 +793,7 @@ fn a_subset_bundle_loads_through_the_import_and_through_psql() {
     // The manual procedure: psql alone loads it into an empty database.
     pg.create_db("manual");
     pg.psql_file("manual", &bundle.join("netpoint.sql"));
-    assert_eq!(loaded(&pg, "manual"), expected(AMS1));
+    assert_eq!(loaded(&pg, "manual"), scrubbed(AMS1));
     assert_eq!(valid_fks(&pg, "manual"), valid_fks(&pg, "prod"));
 }
 
@@ -832,7 +844,7 @@ fn seed_dev_refresh_makes_fixtures_from_a_subset_and_checks_them() {
     assert_eq!(manifest["subset"]["roots"][0], "site=ams1");
     pg.create_db("seeded");
     pg.psql_file("seeded", &fx.join("netpoint.sql"));
-    assert_eq!(loaded(&pg, "seeded"), expected(AMS1));
+    assert_eq!(loaded(&pg, "seeded"), scrubbed(AMS1));
     assert_eq!(valid_fks(&pg, "seeded"), valid_fks(&pg, "prod"));
 
     // Deterministic: the same source gives the same fixtures, and a change outside the
