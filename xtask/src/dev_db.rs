@@ -16,6 +16,7 @@
 
 mod restore;
 mod save;
+mod spare;
 mod store;
 
 use std::{
@@ -65,6 +66,9 @@ enum Action {
         /// Save over an existing snapshot of that name.
         #[arg(long)]
         force: bool,
+        /// Keep no ready spare of it (restores copy it instead) [also: $NETPOINT_DEV_DB_NO_SPARE=1].
+        #[arg(long)]
+        no_spare: bool,
     },
     /// Put the dev database and media back exactly as NAME saved them.
     Restore {
@@ -82,6 +86,9 @@ enum Action {
         #[arg(long)]
         yes: bool,
     },
+    /// Prepare the spare of snapshot NAME (run detached by save and restore).
+    #[command(hide = true)]
+    Spare { name: String },
 }
 
 /// What a snapshot's database comment holds (and `snapshot.json` beside its media).
@@ -99,6 +106,9 @@ struct Meta {
     /// The newest applied Django migration per app: `[app, name]`.
     migrations: Option<Vec<(String, String)>>,
     media: Option<MediaSize>,
+    /// Saved with `--no-spare`: restores copy it, no spare is kept.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    no_spare: bool,
 }
 
 /// The snapshot format this tool writes and restores: 2 names the media by the save's id.
@@ -119,7 +129,8 @@ impl DevDb {
         let name = match &self.action {
             Action::Save { name, .. }
             | Action::Restore { name, .. }
-            | Action::Drop { name, .. } => Some(check_name(name)?),
+            | Action::Drop { name, .. }
+            | Action::Spare { name } => Some(check_name(name)?),
             Action::List => None,
         };
         let media = cli::dev_media(self.target_media.clone())
@@ -162,21 +173,34 @@ impl DevDb {
             major: state.server.major,
             prefix: format!("npsnap_{key}_"),
             found: std::cell::OnceCell::new(),
+            detached: Detached {
+                target: self.target.clone(),
+                media: media.clone(),
+                allow_remote_target: self.allow_remote_target,
+            },
         };
         match self.action {
-            Action::Save { force, .. } => {
+            Action::Save {
+                force, no_spare, ..
+            } => {
                 if !state.exists {
                     bail!(
                         "there is no dev database {target}: make one with `cargo xtask seed-dev` (or clone-prod), then save it"
                     );
                 }
-                dev.save(name.unwrap(), force)
+                dev.save(name.unwrap(), force, no_spare || spares_off())
             }
             Action::Restore { .. } => dev.restore(name.unwrap(), &replacement, &inspected),
             Action::List => dev.list(),
             Action::Drop { yes, .. } => dev.drop_snapshot(name.unwrap(), yes),
+            Action::Spare { .. } => dev.prepare_spare(name.unwrap()),
         }
     }
+}
+
+/// `NETPOINT_DEV_DB_NO_SPARE=1`: no spares, for a disk that cannot hold two copies.
+fn spares_off() -> bool {
+    std::env::var("NETPOINT_DEV_DB_NO_SPARE").is_ok_and(|v| v.trim() == "1")
 }
 
 /// A snapshot name is part of a database name and a directory name: kept plain and short.
@@ -206,6 +230,16 @@ struct Dev<'a> {
     prefix: String,
     /// The snapshots, once read (a run that holds the locks is the only one to change them).
     found: std::cell::OnceCell<Vec<Found>>,
+    /// What a detached run preparing a spare is given to find the same dev database.
+    detached: Detached,
+}
+
+/// The settings a detached run of xtask is started with: the URL travels in its
+/// environment, never on its command line.
+struct Detached {
+    target: Option<String>,
+    media: PathBuf,
+    allow_remote_target: bool,
 }
 
 /// A snapshot found on the server: its name, its database's size and its description

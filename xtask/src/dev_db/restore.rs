@@ -20,7 +20,10 @@ use crate::{
     process, term,
 };
 
-use super::{Dev, Meta, FORMAT, ORIGINS};
+use super::{
+    spare::{SpareMedia, TakenSpare},
+    Dev, Meta, FORMAT, ORIGINS,
+};
 
 impl Dev<'_> {
     pub(super) fn restore(
@@ -51,9 +54,36 @@ impl Dev<'_> {
                 None
             }
         };
+        let (spare_lock, spare_db, spare_media) = match self.take_spare(name, &meta) {
+            Some(TakenSpare {
+                lock,
+                database,
+                media,
+            }) => (Some(lock), Some(database), media),
+            None => (None, None, None),
+        };
         let mut linked = None;
+        let mut media_from_spare = false;
         let stage = |_: &mut Timings| match (meta.media, &origins) {
             (Some(size), Some(origins)) => {
+                if let Some((spare, spare_origins)) = spare_media {
+                    match SpareMedia::stage(&spare, self.media) {
+                        Ok((dir, totals)) if (totals.files, totals.bytes) == (size.files, size.bytes) => {
+                            media_from_spare = true;
+                            return Ok(Some(Placed::Spare(SpareMedia {
+                                dir,
+                                origins: spare_origins,
+                                totals,
+                                record: store.join(ORIGINS),
+                                id: &meta.id,
+                            })));
+                        }
+                        Ok(_) => term::step("the spare's media differ from the snapshot's: copying them instead"),
+                        Err(err) => term::step(format!(
+                            "the spare's media could not be moved into place ({err:#}): copying them instead"
+                        )),
+                    }
+                }
                 atomic_file::remove_stale_staging(self.media);
                 let dir = StagingDir(atomic_file::staging_dir(self.media)?);
                 term::step(format!(
@@ -81,12 +111,12 @@ impl Dev<'_> {
                     totals: copy.all,
                     linked: copy.linked,
                 };
-                Ok(Some(SnapshotMedia {
+                Ok(Some(Placed::Copied(SnapshotMedia {
                     staged,
                     copy,
                     record: store.join(ORIGINS),
                     id: &meta.id,
-                }))
+                })))
             }
             _ => {
                 term::step(format!(
@@ -99,15 +129,27 @@ impl Dev<'_> {
         let database = Database {
             announce: None,
             create: Create::By(Box::new(|temp: &DbUrl| {
-                process::critical(|| self.copy_database(&snapshot, &temp.database, "restoring it"))
+                process::critical(|| match &spare_db {
+                    Some(spare) => self.rename_spare_to(spare, &temp.database),
+                    None => self.copy_database(&snapshot, &temp.database, "restoring it"),
+                })
             })),
             fill: Box::new(|_| Ok(())),
         };
-        let _replaced = locked.replace(self.cx, stage, database)?;
+        let replaced = locked.replace(self.cx, stage, database);
+        drop(spare_lock);
+        if !meta.no_spare && !super::spares_off() {
+            self.start_spare(name);
+        }
+        let _replaced = replaced?;
         term::success(format!(
-            "restored snapshot `{name}` (saved {}) into {}{}",
+            "restored snapshot `{name}` (saved {}) into {}{}{}",
             meta.saved,
             self.target.masked(),
+            match (meta.media, media_from_spare) {
+                (Some(m), true) => format!(" and {} ({} files)", self.media.display(), m.files),
+                _ => String::new(),
+            },
             match (meta.media, linked) {
                 (Some(m), Some(linked)) => format!(
                     " and {} ({} files; {} unchanged since the snapshot kept as they were)",
@@ -118,6 +160,11 @@ impl Dev<'_> {
                 _ => String::new(),
             }
         ));
+        if spare_db.is_some() {
+            term::step(format!(
+                "renamed the ready spare of `{name}` into place; preparing the next one in the background"
+            ));
+        }
         Ok(())
     }
 
@@ -136,6 +183,32 @@ impl Dev<'_> {
         Origins::read(&store.join(ORIGINS), &meta.id).map_err(|err| {
             anyhow::anyhow!("snapshot `{name}`: {err:#}; drop the snapshot and save it again")
         })
+    }
+}
+
+/// The media a restore puts in place: a copy of the snapshot's, or its spare's.
+enum Placed<'a> {
+    Copied(SnapshotMedia<'a>),
+    Spare(SpareMedia<'a>),
+}
+
+impl Staged for Placed<'_> {
+    fn dir(&self) -> &Path {
+        match self {
+            Placed::Copied(media) => media.dir(),
+            Placed::Spare(media) => media.dir(),
+        }
+    }
+
+    fn swap_in(
+        staged: Option<Self>,
+        target: Option<&Path>,
+    ) -> anyhow::Result<Option<media::Totals>> {
+        match staged {
+            Some(Placed::Copied(media)) => SnapshotMedia::swap_in(Some(media), target),
+            Some(Placed::Spare(media)) => SpareMedia::swap_in(Some(media), target),
+            None => Ok(None),
+        }
     }
 }
 

@@ -21,7 +21,7 @@ use crate::{
 use super::{Dev, MediaSize, Meta, FORMAT, ORIGINS};
 
 impl Dev<'_> {
-    pub(super) fn save(&self, name: &str, force: bool) -> anyhow::Result<()> {
+    pub(super) fn save(&self, name: &str, force: bool, no_spare: bool) -> anyhow::Result<()> {
         let snapshot = self.snapshot_db(name);
         let (_lock, _media_lock) = self.locks()?;
         let previous = self.meta_of(name)?;
@@ -46,6 +46,7 @@ impl Dev<'_> {
             commit: git(&self.cx.sh, &["rev-parse", "--short", "HEAD"]),
             migrations: self.migrations()?,
             media: None,
+            no_spare,
         };
         // The new media go beside the previous ones, under a name only this save's database
         // will give; until the databases are renamed, nothing of the snapshot has changed.
@@ -138,6 +139,13 @@ impl Dev<'_> {
                 }
             }
         }
+        if previous.is_some() {
+            if let Err(err) = self.remove_spare(name) {
+                term::warn(format!(
+                    "snapshot `{name}` is saved, but the spare of the save it replaced could not be removed ({err:#}): the next run removes it"
+                ));
+            }
+        }
         let size = self.query(&format!("select pg_database_size({})", literal(&snapshot)))?;
         term::success(format!(
             "saved {} as snapshot `{name}`: database {}{}",
@@ -153,6 +161,12 @@ impl Dev<'_> {
                 None => format!(", no media ({} does not exist)", self.media.display()),
             }
         ));
+        if !no_spare {
+            term::step(format!(
+                "preparing the spare of `{name}` in the background (`cargo xtask dev-db list` shows when it is ready)"
+            ));
+            self.start_spare(name);
+        }
         Ok(())
     }
 
