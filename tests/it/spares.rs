@@ -96,6 +96,12 @@ fn spares_restore(major: u32) {
             "dev"
         );
         env.wait_ready("base");
+        // The previous dev database was dropped by the detached run.
+        wait_for(
+            "the previous database dropped",
+            Duration::from_secs(60),
+            || env.pg.temp_dbs().is_empty(),
+        );
     }
 
     // A missing spare: the restore copies, and says so in one line.

@@ -11,8 +11,11 @@
 //! makes a new database from the snapshot and swaps it in with the replace sequence
 //! `clone-prod` uses (`pipeline::replace`).
 //!
-//! `save.rs`, `restore.rs` and `store.rs` (the snapshots found, their media, `list` and
-//! `drop`) hold the actions.
+//! A restore renames the snapshot's ready spare into place instead, when there is one
+//! (`spare.rs`).
+//!
+//! `save.rs`, `restore.rs`, `spare.rs` and `store.rs` (the snapshots found, their media,
+//! `list` and `drop`) hold the actions.
 
 mod restore;
 mod save;
@@ -88,7 +91,12 @@ enum Action {
     },
     /// Prepare the spare of snapshot NAME (run detached by save and restore).
     #[command(hide = true)]
-    Spare { name: String },
+    Spare {
+        name: String,
+        /// First drop the previous dev database this run was handed, once run PID exits.
+        #[arg(long, value_name = "PID")]
+        after: Option<u32>,
+    },
 }
 
 /// What a snapshot's database comment holds (and `snapshot.json` beside its media).
@@ -130,7 +138,7 @@ impl DevDb {
             Action::Save { name, .. }
             | Action::Restore { name, .. }
             | Action::Drop { name, .. }
-            | Action::Spare { name } => Some(check_name(name)?),
+            | Action::Spare { name, .. } => Some(check_name(name)?),
             Action::List => None,
         };
         let media = cli::dev_media(self.target_media.clone())
@@ -193,7 +201,7 @@ impl DevDb {
             Action::Restore { .. } => dev.restore(name.unwrap(), &replacement, &inspected),
             Action::List => dev.list(),
             Action::Drop { yes, .. } => dev.drop_snapshot(name.unwrap(), yes),
-            Action::Spare { .. } => dev.prepare_spare(name.unwrap()),
+            Action::Spare { after, .. } => dev.prepare_spare(name.unwrap(), after),
         }
     }
 }

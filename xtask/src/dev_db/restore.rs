@@ -16,6 +16,7 @@ use crate::{
         replace::{Create, Database, Inspected, Replacement, Staged},
         report::Timings,
         staged_media::StagedMedia,
+        swap,
     },
     process, term,
 };
@@ -136,10 +137,20 @@ impl Dev<'_> {
             })),
             fill: Box::new(|_| Ok(())),
         };
+        let background = !meta.no_spare && !super::spares_off();
+        if background {
+            locked.keep_previous();
+        }
         let replaced = locked.replace(self.cx, stage, database);
         drop(spare_lock);
-        if !meta.no_spare && !super::spares_off() {
-            self.start_spare(name);
+        if background {
+            // The previous dev database is dropped by the detached run, under its name.
+            let old = swap::aside_name(&self.target.database);
+            let ok = replaced.is_ok();
+            let run = self.start_spare(name, ok);
+            if ok && !run.is_some_and(|pid| self.hand_over(&old, pid)) {
+                self.discard(&old);
+            }
         }
         let _replaced = replaced?;
         term::success(format!(

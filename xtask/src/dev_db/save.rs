@@ -165,7 +165,7 @@ impl Dev<'_> {
             term::step(format!(
                 "preparing the spare of `{name}` in the background (`cargo xtask dev-db list` shows when it is ready)"
             ));
-            self.start_spare(name);
+            self.start_spare(name, false);
         }
         Ok(())
     }

@@ -306,8 +306,10 @@ impl Dev<'_> {
     /// Starts a detached run of xtask that prepares the spare of snapshot `name`: a session
     /// of its own (it survives the terminal closing), not one of the tools that die with this
     /// run, logging to `spares.log` beside the snapshots.
-    pub(super) fn start_spare(&self, name: &str) {
-        let started = (|| -> anyhow::Result<()> {
+    /// With `after`, it first drops the previous dev database once this run has exited (see
+    /// [`Dev::hand_over`]). Returns its pid.
+    pub(super) fn start_spare(&self, name: &str, after: bool) -> Option<u32> {
+        let started = (|| -> anyhow::Result<u32> {
             let stores = self.stores();
             fs::create_dir_all(&stores)
                 .with_context(|| format!("creating {}", stores.display()))?;
@@ -325,6 +327,9 @@ impl Dev<'_> {
                 .stdin(Stdio::null())
                 .stdout(log.try_clone()?)
                 .stderr(log);
+            if after {
+                cmd.arg("--after").arg(std::process::id().to_string());
+            }
             if self.detached.allow_remote_target {
                 cmd.arg("--allow-remote-target");
             }
@@ -340,19 +345,57 @@ impl Dev<'_> {
                     Ok(())
                 });
             }
-            cmd.spawn().context("starting xtask")?;
-            Ok(())
+            Ok(cmd.spawn().context("starting xtask")?.id())
         })();
-        if let Err(err) = started {
-            term::warn(format!(
-                "could not start preparing the spare of snapshot `{name}` ({err:#}): the next restore copies it"
-            ));
+        match started {
+            Ok(pid) => Some(pid),
+            Err(err) => {
+                term::warn(format!(
+                    "could not start preparing the spare of snapshot `{name}` ({err:#}): the next restore copies it"
+                ));
+                None
+            }
+        }
+    }
+
+    /// Renames this run's previous dev database `old` (`<target>__npold_<pid>`) to the name
+    /// the detached run `pid` drops: from then on it is that live run's, not a leftover.
+    pub(super) fn hand_over(&self, old: &str, pid: u32) -> bool {
+        let Some(base) = old.strip_suffix(&std::process::id().to_string()) else {
+            return false;
+        };
+        self.query(&format!(
+            "alter database {} rename to {}",
+            ident(old),
+            ident(&format!("{base}{pid}"))
+        ))
+        .is_ok()
+    }
+
+    /// In the detached run: waits for run `pid` to exit, then drops the previous dev
+    /// database it handed over, if any.
+    fn drop_handed_over(&self, pid: u32) {
+        let started = std::time::Instant::now();
+        while process::alive(pid) && started.elapsed() < Duration::from_secs(60) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let old = swap::aside_name(&self.target.database);
+        match swap::exists(self.cx, self.admin, &old) {
+            Ok(true) => {
+                term::step(format!("dropping the previous dev database {old}"));
+                self.discard(&old);
+            }
+            Ok(false) => {}
+            Err(err) => term::warn(format!("{err:#}")),
         }
     }
 
     /// The detached run: makes the spare of snapshot `name` unless it is ready, under its
     /// lock; on failure or interruption removes what it made.
-    pub(super) fn prepare_spare(&self, name: &str) -> anyhow::Result<()> {
+    pub(super) fn prepare_spare(&self, name: &str, after: Option<u32>) -> anyhow::Result<()> {
+        if let Some(pid) = after {
+            self.drop_handed_over(pid);
+        }
         let Ok(_lock) = self.spare_lock(name) else {
             println!("the spare of snapshot `{name}` is being prepared by another run");
             return Ok(());
