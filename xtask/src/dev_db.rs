@@ -35,7 +35,7 @@ use crate::{
     pg::{
         dev_container::DevContainer,
         sql::{ident, literal},
-        Access, DbUrl,
+        DbUrl, QuerySession,
     },
     pipeline::{
         replace::Replacement,
@@ -181,6 +181,7 @@ impl DevDb {
             major: state.server.major,
             prefix: format!("npsnap_{key}_"),
             found: std::cell::OnceCell::new(),
+            session: QuerySession::new(admin),
             detached: Detached {
                 target: self.target.clone(),
                 media: media.clone(),
@@ -238,6 +239,8 @@ struct Dev<'a> {
     prefix: String,
     /// The snapshots, once read (a run that holds the locks is the only one to change them).
     found: std::cell::OnceCell<Vec<Found>>,
+    /// The run's queries on the server, one session for all of them.
+    session: QuerySession,
     /// What a detached run preparing a spare is given to find the same dev database.
     detached: Detached,
 }
@@ -273,10 +276,10 @@ impl Dev<'_> {
         )
     }
 
+    /// A query on the server's maintenance database, in the run's one session. Several
+    /// statements are each their own transaction unless wrapped in `begin; … commit;`.
     pub(super) fn query(&self, sql: &str) -> anyhow::Result<String> {
-        self.cx
-            .tools
-            .query(&self.cx.sh, self.admin, Access::ReadWrite, sql)
+        self.session.query(self.cx, sql)
     }
 
     pub(super) fn unknown(&self, name: &str) -> anyhow::Error {

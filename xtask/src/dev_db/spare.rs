@@ -192,8 +192,8 @@ impl Dev<'_> {
     /// its tag removed (a dev database carries no mark).
     pub(super) fn rename_spare_to(&self, spare: &str, temp: &str) -> anyhow::Result<()> {
         self.query(&format!(
-            "alter database {0} rename to {1}; alter database {1} allow_connections true; \
-             comment on database {1} is null",
+            "begin; alter database {0} rename to {1}; alter database {1} allow_connections true; \
+             comment on database {1} is null; commit;",
             ident(spare),
             ident(temp)
         ))
@@ -262,15 +262,19 @@ impl Dev<'_> {
         names.sort();
         names.dedup();
         for name in names {
-            let meta = match super::check_name(&name) {
-                Ok(_) => self.meta_of(&name).ok().flatten(),
-                Err(_) => continue,
-            };
+            if super::check_name(&name).is_err() {
+                continue;
+            }
+            let meta = self
+                .snapshots()?
+                .iter()
+                .find(|found| found.name == name)
+                .and_then(|found| found.meta.as_ref());
             let tmp_dirs = self
                 .spare_dirs(Some(&name))
                 .into_iter()
                 .any(|d| atomic_file::file_name(&d).starts_with('.'));
-            let state = match &meta {
+            let state = match meta {
                 Some(meta) => self.spare_state(&name, meta)?,
                 None => SpareState::Missing,
             };
@@ -281,7 +285,7 @@ impl Dev<'_> {
                 continue;
             };
             // Under the lock, again: a preparation may have finished meanwhile.
-            if let Some(meta) = &meta {
+            if let Some(meta) = meta {
                 if self.spare_whole(&name, meta)? {
                     for dir in self.spare_dirs(Some(&name)) {
                         if atomic_file::file_name(&dir).starts_with('.') {
@@ -454,7 +458,7 @@ impl Dev<'_> {
         process::critical(|| {
             self.copy_database(&self.snapshot_db(name), &spare, "preparing its spare")?;
             self.query(&format!(
-                "alter database {0} allow_connections false; comment on database {0} is {1}",
+                "begin; alter database {0} allow_connections false; comment on database {0} is {1}; commit;",
                 ident(&spare),
                 literal(&spare_comment(&meta.id))
             ))
