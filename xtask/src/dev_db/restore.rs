@@ -176,6 +176,9 @@ impl Dev<'_> {
                 "renamed the ready spare of `{name}` into place; preparing the next one in the background"
             ));
         }
+        if let Some(drift) = self.migration_drift(&meta) {
+            term::warn(format!("migrations: {drift}"));
+        }
         Ok(())
     }
 

@@ -183,6 +183,7 @@ impl Dev<'_> {
             "name", "saved", "database", "media", "spare"
         );
         let (mut snapshots_bytes, mut spares_bytes) = (0, 0);
+        let current = super::hook::current_branch();
         let spare_sizes = self.spare_sizes()?;
         for (size, meta) in snapshots {
             let spare = self.spare_state(&meta.name, meta)?;
@@ -199,11 +200,15 @@ impl Dev<'_> {
                 Some(m) => format!("{} files, {}", m.files, term::human_bytes(m.bytes)),
                 None => "none".into(),
             };
-            let git = match (&meta.branch, &meta.commit) {
+            let mut git = match (&meta.branch, &meta.commit) {
                 (Some(branch), Some(commit)) => format!("{branch} @ {commit}"),
+                (Some(branch), None) => branch.clone(),
                 (None, Some(commit)) => commit.clone(),
                 _ => "-".into(),
             };
+            if meta.branch.is_some() && meta.branch == current {
+                git.push_str("  (branch checked out)");
+            }
             println!(
                 "{:<24} {:<24} {:>10} {:>22}  {:<9}  {git}",
                 meta.name,
@@ -222,6 +227,9 @@ impl Dev<'_> {
                 }
                 Some(_) => println!("    migrations: none applied"),
                 None => println!("    migrations: no django_migrations table"),
+            }
+            if let Some(drift) = self.migration_drift(meta) {
+                println!("    migrations: {drift}");
             }
         }
         println!(
