@@ -265,3 +265,154 @@ fn a_spare_preparation_killed_halfway_is_cleaned_up_and_listed_as_missing() {
     assert!(!restored.stderr.contains("spare"), "{}", restored.stderr);
     assert_eq!(env.spare_dbs().len(), 1);
 }
+
+/// `git` in `repo`, with the hook's environment: the dev database, its media, and this
+/// build of xtask in place of `cargo xtask`.
+fn git_in(env: &DevEnv, repo: &std::path::Path, args: &[&str]) -> crate::harness::Run {
+    let xtask = env.xtask_with_spares(&[]);
+    let mut git = std::process::Command::new("git");
+    git.args([
+        "-c",
+        "user.name=dev",
+        "-c",
+        "user.email=dev@example.invalid",
+    ])
+    .args(args)
+    .current_dir(repo)
+    .stdin(Stdio::null())
+    .env("NETPOINT_XTASK", crate::harness::xtask_bin());
+    for (key, _) in std::env::vars().filter(|(key, _)| key.starts_with("GIT_")) {
+        git.env_remove(key);
+    }
+    for (key, value) in xtask.get_envs() {
+        match value {
+            Some(value) => git.env(key, value),
+            None => git.env_remove(key),
+        };
+    }
+    run(git).ok()
+}
+
+#[test]
+fn the_branch_hook_makes_the_database_follow_git_branches_and_compares_migrations() {
+    let env = DevEnv::start(15);
+    let repo = tempfile::tempdir().unwrap();
+    let dir = repo.path();
+    let add_migration = |name: &str| {
+        let file = dir.join("netpoint/branchapp/migrations").join(name);
+        fs::create_dir_all(file.parent().unwrap()).unwrap();
+        fs::write(file, "# migration\n").unwrap();
+    };
+    git_in(&env, dir, &["init", "-q", "-b", "main"]);
+    add_migration("0001_initial.py");
+    git_in(&env, dir, &["add", "."]);
+    git_in(&env, dir, &["commit", "-q", "-m", "main"]);
+    // A hook of the developer's own: chained, not replaced, and put back by uninstall.
+    let own = "#!/bin/sh\necho \"$3\" >> \"$(git rev-parse --git-dir)/own-hook-ran\"\n";
+    let hook = dir.join(".git/hooks/post-checkout");
+    fs::write(&hook, own).unwrap();
+    fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let mut install = env.xtask_with_spares(&["dev-db", "hook", "install"]);
+    install.current_dir(dir);
+    run(install).ok();
+
+    env.dev_psql(
+        "insert into django_migrations (app, name, applied) values ('branchapp', '0001_initial', now())",
+    );
+    let main_state = env.state();
+    let created = git_in(&env, dir, &["checkout", "-q", "-b", "feature"]);
+    assert!(
+        created.stderr.contains("saved branch main as `br-")
+            && created
+                .stderr
+                .contains("branch feature has no snapshot yet"),
+        "{}",
+        created.stderr
+    );
+    add_migration("0002_rack.py");
+    git_in(&env, dir, &["add", "."]);
+    git_in(&env, dir, &["commit", "-q", "-m", "feature"]);
+    env.dev_psql(
+        "create table branch_rack (id int); \
+         insert into django_migrations (app, name, applied) values ('branchapp', '0002_rack', now())",
+    );
+    let feature_state = env.state();
+    assert_ne!(feature_state, main_state);
+
+    let back = git_in(&env, dir, &["checkout", "-q", "main"]);
+    let lines: Vec<&str> = back
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("dev-db:"))
+        .collect();
+    assert_eq!(lines.len(), 1, "{}", back.stderr);
+    assert!(
+        lines[0].contains("saved branch feature") && lines[0].contains("of branch main"),
+        "{}",
+        back.stderr
+    );
+    assert_eq!(env.state(), main_state);
+    assert_eq!(
+        env.dev_psql("select to_regclass('branch_rack') is null"),
+        "t"
+    );
+
+    // list: the branch of each snapshot, the one checked out marked, and the feature
+    // snapshot's migration that this checkout (main) does not have.
+    let mut list = env.xtask_with_spares(&["dev-db", "list"]);
+    list.current_dir(dir);
+    let listed = run(list).ok().stdout;
+    assert!(
+        listed.lines().any(|l| l.starts_with("br-")
+            && l.ends_with("(branch checked out)")
+            && l.contains(" main @ ")),
+        "{listed}"
+    );
+    assert!(
+        listed.contains("the snapshot has migrations this checkout lacks: branchapp.0002_rack"),
+        "{listed}"
+    );
+
+    let forth = git_in(&env, dir, &["checkout", "-q", "feature"]);
+    assert!(
+        forth.stderr.contains("of branch feature"),
+        "{}",
+        forth.stderr
+    );
+    assert_eq!(env.state(), feature_state);
+
+    // A restore of main's snapshot on the feature checkout says what it lacks.
+    let main_snapshot = created
+        .stderr
+        .split('`')
+        .nth(1)
+        .expect("the snapshot's name")
+        .to_string();
+    let mut restore = env.xtask_with_spares(&["dev-db", "restore", &main_snapshot, "--yes"]);
+    restore.current_dir(dir);
+    let restored = run(restore).ok();
+    assert!(
+        restored.stderr.contains(
+            "this checkout has migrations the snapshot has not applied: branchapp.0002_rack"
+        ),
+        "{}",
+        restored.stderr
+    );
+
+    // File checkouts and a detached HEAD leave the database alone.
+    env.dev_psql("create table untouched (id int)");
+    let file = git_in(&env, dir, &["checkout", "main", "--", "netpoint"]);
+    let detached = git_in(&env, dir, &["checkout", "-q", "--detach"]);
+    assert!(!file.stderr.contains("dev-db:") && !detached.stderr.contains("dev-db:"));
+    assert_eq!(
+        env.dev_psql("select to_regclass('untouched') is not null"),
+        "t"
+    );
+
+    let ran = fs::read_to_string(dir.join(".git/own-hook-ran")).unwrap();
+    assert_eq!(ran.lines().filter(|l| *l == "1").count(), 4, "{ran}");
+    let mut uninstall = env.xtask_with_spares(&["dev-db", "hook", "uninstall"]);
+    uninstall.current_dir(dir);
+    run(uninstall).ok();
+    assert_eq!(fs::read_to_string(&hook).unwrap(), own);
+}

@@ -57,7 +57,11 @@ fn hooks_dir() -> anyhow::Result<PathBuf> {
 }
 
 fn is_ours(path: &Path) -> bool {
-    fs::read_to_string(path).is_ok_and(|text| text.lines().nth(1) == Some(MARK))
+    fs::read_to_string(path).is_ok_and(|text| {
+        text.lines()
+            .nth(1)
+            .is_some_and(|line| line.starts_with(MARK))
+    })
 }
 
 pub(super) fn install() -> anyhow::Result<()> {

@@ -296,75 +296,6 @@ pub fn first_error(stderr: &str) -> Option<String> {
         .map(|line| line.trim().to_string())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sqlstates_in_any_language() {
-        assert_eq!(
-            sqlstate("ERROR:  55006: database \"x\" is being accessed by other users\nDETAIL:  1 other\n").as_deref(),
-            Some("55006")
-        );
-        assert_eq!(
-            sqlstate("psql:<stdin>:3: FEHLER:  22023: Kodierung passt nicht\n").as_deref(),
-            Some("22023")
-        );
-        assert_eq!(
-            sqlstate("ОШИБКА:  42P01: отношение не существует\n").as_deref(),
-            Some("42P01")
-        );
-        assert_eq!(sqlstate("psql: error: connection to server failed\n"), None);
-    }
-
-    #[test]
-    fn failures_become_one_clear_line() {
-        let url = DbUrl::parse("postgres://app:s3cret@db.local:5433/netpoint").unwrap();
-        let cases = [
-            ("psql: error: connection to server at \"db.local\" (10.0.0.1), port 5433 failed: FATAL:  password authentication failed for user \"app\"", "wrong password"),
-            ("psql: error: connection to server at \"db.local\", port 5433 failed: Connection refused", "connection refused"),
-            ("psql: error: could not translate host name \"db.local\" to address: Name or service not known", "unknown host"),
-            ("psql: error: connection to server at \"db.local\" failed: FATAL:  database \"netpoint\" does not exist", "database `netpoint` does not exist"),
-            ("psql: error: connection failed: FATAL:  role \"app\" does not exist", "user `app` does not exist"),
-            ("ERROR:  query would be affected by row-level security policy for table \"t\"", "a role with BYPASSRLS"),
-        ];
-        for (stderr, expected) in cases {
-            let message = explain_failure(&url, stderr).to_string();
-            assert!(message.contains(expected), "{message}");
-            assert!(message.contains("db.local:5433"), "{message}");
-            assert!(
-                !message.contains("s3cret") && !message.contains('\n'),
-                "{message}"
-            );
-        }
-    }
-
-    #[test]
-    fn sources_are_read_only() {
-        let url = DbUrl::parse("postgres://u@h/db?options=-c%20work_mem%3D64MB").unwrap();
-        let env = session_env(&url, Access::ReadOnly);
-        let options = &env.iter().find(|(k, _)| k == "PGOPTIONS").unwrap().1;
-        assert_eq!(
-            options,
-            "-c work_mem=64MB -c default_transaction_read_only=on"
-        );
-        assert!(!session_env(&url, Access::ReadWrite)
-            .iter()
-            .any(|(_, v)| v.contains("read_only")));
-    }
-
-    #[test]
-    fn loads_do_not_wait_for_each_commit_to_reach_disk() {
-        let url = DbUrl::parse("postgres://u@h/db").unwrap();
-        let env = session_env(&url, Access::Load);
-        let options = &env.iter().find(|(k, _)| k == "PGOPTIONS").unwrap().1;
-        assert_eq!(options, "-c synchronous_commit=off");
-        assert!(!session_env(&url, Access::ReadWrite)
-            .iter()
-            .any(|(k, _)| k == "PGOPTIONS"));
-    }
-}
-
 /// One psql session kept open for a run's many short queries on one server (its
 /// maintenance database): a query costs a round trip instead of a process start, a
 /// connection and an authentication. A query that fails ends the session (`ON_ERROR_STOP`),
@@ -475,5 +406,74 @@ impl Drop for QuerySession {
             drop(stdin);
             let _ = child.wait();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sqlstates_in_any_language() {
+        assert_eq!(
+            sqlstate("ERROR:  55006: database \"x\" is being accessed by other users\nDETAIL:  1 other\n").as_deref(),
+            Some("55006")
+        );
+        assert_eq!(
+            sqlstate("psql:<stdin>:3: FEHLER:  22023: Kodierung passt nicht\n").as_deref(),
+            Some("22023")
+        );
+        assert_eq!(
+            sqlstate("ОШИБКА:  42P01: отношение не существует\n").as_deref(),
+            Some("42P01")
+        );
+        assert_eq!(sqlstate("psql: error: connection to server failed\n"), None);
+    }
+
+    #[test]
+    fn failures_become_one_clear_line() {
+        let url = DbUrl::parse("postgres://app:s3cret@db.local:5433/netpoint").unwrap();
+        let cases = [
+            ("psql: error: connection to server at \"db.local\" (10.0.0.1), port 5433 failed: FATAL:  password authentication failed for user \"app\"", "wrong password"),
+            ("psql: error: connection to server at \"db.local\", port 5433 failed: Connection refused", "connection refused"),
+            ("psql: error: could not translate host name \"db.local\" to address: Name or service not known", "unknown host"),
+            ("psql: error: connection to server at \"db.local\" failed: FATAL:  database \"netpoint\" does not exist", "database `netpoint` does not exist"),
+            ("psql: error: connection failed: FATAL:  role \"app\" does not exist", "user `app` does not exist"),
+            ("ERROR:  query would be affected by row-level security policy for table \"t\"", "a role with BYPASSRLS"),
+        ];
+        for (stderr, expected) in cases {
+            let message = explain_failure(&url, stderr).to_string();
+            assert!(message.contains(expected), "{message}");
+            assert!(message.contains("db.local:5433"), "{message}");
+            assert!(
+                !message.contains("s3cret") && !message.contains('\n'),
+                "{message}"
+            );
+        }
+    }
+
+    #[test]
+    fn sources_are_read_only() {
+        let url = DbUrl::parse("postgres://u@h/db?options=-c%20work_mem%3D64MB").unwrap();
+        let env = session_env(&url, Access::ReadOnly);
+        let options = &env.iter().find(|(k, _)| k == "PGOPTIONS").unwrap().1;
+        assert_eq!(
+            options,
+            "-c work_mem=64MB -c default_transaction_read_only=on"
+        );
+        assert!(!session_env(&url, Access::ReadWrite)
+            .iter()
+            .any(|(_, v)| v.contains("read_only")));
+    }
+
+    #[test]
+    fn loads_do_not_wait_for_each_commit_to_reach_disk() {
+        let url = DbUrl::parse("postgres://u@h/db").unwrap();
+        let env = session_env(&url, Access::Load);
+        let options = &env.iter().find(|(k, _)| k == "PGOPTIONS").unwrap().1;
+        assert_eq!(options, "-c synchronous_commit=off");
+        assert!(!session_env(&url, Access::ReadWrite)
+            .iter()
+            .any(|(k, _)| k == "PGOPTIONS"));
     }
 }
