@@ -389,13 +389,14 @@ impl Dev<'_> {
     /// One line on how the snapshot's applied migrations differ from the checkout's
     /// migration files, when the checkout has some and the save recorded them.
     pub(super) fn migration_drift(&self, meta: &Meta) -> Option<String> {
+        let applied = meta.applied.as_deref()?;
         let checkout = self.checkout_migrations.get_or_init(|| {
             // The checkout the command runs in (as the hook does), else the workspace.
             let root = hook::git(&["rev-parse", "--show-toplevel"])
                 .map_or_else(|| self.cx.sh.current_dir(), PathBuf::from);
             migrations::in_checkout(&root)
         });
-        migrations::compare(meta.applied.as_deref()?, checkout.as_ref()?)
+        migrations::compare(applied, checkout.as_ref()?)
     }
 
     pub(super) fn unknown(&self, name: &str) -> anyhow::Error {
