@@ -138,6 +138,7 @@ DEV_DB_STEPS = [
     ("devdb_clone", "xtask clone-prod --source --target --source-media (empty)"),
     ("devdb_save", "xtask dev-db save NAME --force"),
     ("devdb_restore", "xtask dev-db restore NAME --yes"),
+    ("devdb_restore_spare", "  the same with the ready spare renamed in"),
 ]
 SUBSET_STEPS = [
     ("sub_small", "S1 clone-prod --subset site=SLUG --target, source 1x"),
@@ -914,6 +915,23 @@ class Bench:
         self.record("devdb_restore", run, warmup)
         if warmup:
             self.check_media_copy(dev_media, "dev-db restore")
+        # The spare the restore started preparing, renamed in by the next restore.
+        self.wait_spare_ready("bench", target)
+        self.settle()
+        run = self.timed_xtask(["dev-db", "restore", "bench", "--yes", *target], "devdb-restore-spare")
+        if warmup and "renamed the ready spare" not in (self.work / "logs" / "devdb-restore-spare.log").read_text():
+            raise Fail("dev-db restore did not rename the ready spare in: see logs/devdb-restore-spare.log")
+        self.record("devdb_restore_spare", run, warmup)
+
+    def wait_spare_ready(self, name, target, timeout=600):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            listed = subprocess.run([self.xtask, "dev-db", "list", *map(str, target)], capture_output=True,
+                                    text=True, env=self.xtask_env()).stdout
+            if any(line.startswith(f"{name} ") and "  ready  " in line for line in listed.splitlines()):
+                return
+            time.sleep(0.5)
+        raise Fail(f"the spare of dev-db snapshot {name} was not ready after {timeout} s: see .netpoint-dev-db/spares.log")
 
     def prepare_netbox_shape(self):
         """The NetBox-shaped source (scripts/netbox_shape.py) and its floor dump."""

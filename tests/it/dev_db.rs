@@ -11,16 +11,16 @@ use std::{
 
 use crate::harness::{leftovers, marker, output_of, run, sha256_hex, tree, xtask, Pg, Run};
 
-struct DevEnv {
-    pg: Pg,
-    password: String,
-    media: PathBuf,
+pub(crate) struct DevEnv {
+    pub(crate) pg: Pg,
+    pub(crate) password: String,
+    pub(crate) media: PathBuf,
     _dir: tempfile::TempDir,
 }
 
 impl DevEnv {
     /// A server with a `dev` role (LOGIN CREATEDB) and a dev database seeded by it.
-    fn start(major: u32) -> DevEnv {
+    pub(crate) fn start(major: u32) -> DevEnv {
         let pg = Pg::start(major);
         let password = marker("devpw");
         pg.psql(
@@ -44,23 +44,32 @@ impl DevEnv {
         env
     }
 
-    fn url(&self, db: &str) -> String {
+    pub(crate) fn url(&self, db: &str) -> String {
         format!(
             "postgres://dev:{}@127.0.0.1:{}/{db}",
             self.password, self.pg.port
         )
     }
 
-    /// `cargo xtask` with this dev database and media configured as a developer has them.
-    fn xtask(&self, args: &[&str]) -> Command {
+    /// `cargo xtask` with this dev database and media configured as a developer has them,
+    /// without spares (their tests are in `spares.rs`): every restore copies.
+    pub(crate) fn xtask(&self, args: &[&str]) -> Command {
+        let mut cmd = self.xtask_with_spares(args);
+        cmd.env("NETPOINT_DEV_DB_NO_SPARE", "1");
+        cmd
+    }
+
+    /// `cargo xtask` as a developer runs it, spares and all.
+    pub(crate) fn xtask_with_spares(&self, args: &[&str]) -> Command {
         let mut cmd = xtask(args);
         cmd.env("NETPOINT_DATABASE_URL", self.url("netpoint"))
-            .env("NETPOINT_MEDIA_ROOT", &self.media);
+            .env("NETPOINT_MEDIA_ROOT", &self.media)
+            .env_remove("NETPOINT_DEV_DB_NO_SPARE");
         cmd
     }
 
     /// psql as the dev role.
-    fn dev_psql(&self, sql: &str) -> String {
+    pub(crate) fn dev_psql(&self, sql: &str) -> String {
         let out = Command::new("psql")
             .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", sql])
             .env("PGHOST", "127.0.0.1")
@@ -81,7 +90,7 @@ impl DevEnv {
 
     /// What a restore must give back: the schema, every table's content digest, and every
     /// media file's SHA-256.
-    fn state(&self) -> (String, String, Vec<(String, String)>) {
+    pub(crate) fn state(&self) -> (String, String, Vec<(String, String)>) {
         // The project's own schema snapshot (which picks client tools for any major).
         let file = self._dir.path().join("schema.sql");
         let mut snapshot = self.xtask(&["schema-snapshot", "--output", file.to_str().unwrap()]);
@@ -96,7 +105,7 @@ impl DevEnv {
         (schema, digests, media)
     }
 
-    fn snapshots(&self) -> Vec<String> {
+    pub(crate) fn snapshots(&self) -> Vec<String> {
         self.pg
             .databases()
             .into_iter()
@@ -357,11 +366,11 @@ impl DevEnv {
     }
 
     /// Where the snapshots' media live, and the directories there.
-    fn stores(&self) -> PathBuf {
+    pub(crate) fn stores(&self) -> PathBuf {
         self.media.parent().unwrap().join(".netpoint-dev-db")
     }
 
-    fn store_names(&self) -> Vec<String> {
+    pub(crate) fn store_names(&self) -> Vec<String> {
         let mut names: Vec<String> = fs::read_dir(self.stores())
             .map(|d| {
                 d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -415,7 +424,7 @@ impl DevEnv {
         child
     }
 
-    fn sessions_of(&self, application: &str) -> usize {
+    pub(crate) fn sessions_of(&self, application: &str) -> usize {
         self.pg
             .psql(
                 "postgres",

@@ -17,6 +17,7 @@ mod scrub;
 mod scrub_netbox;
 mod seed_dev;
 mod signing;
+mod spares;
 mod ssh;
 mod subset;
 mod versions;

@@ -11,11 +11,17 @@
 //! makes a new database from the snapshot and swaps it in with the replace sequence
 //! `clone-prod` uses (`pipeline::replace`).
 //!
-//! `save.rs`, `restore.rs` and `store.rs` (the snapshots found, their media, `list` and
-//! `drop`) hold the actions.
+//! A restore renames the snapshot's ready spare into place instead, when there is one
+//! (`spare.rs`).
+//!
+//! `save.rs`, `restore.rs`, `spare.rs` and `store.rs` (the snapshots found, their media,
+//! `list` and `drop`) hold the actions.
 
+mod hook;
+mod migrations;
 mod restore;
 mod save;
+mod spare;
 mod store;
 
 use std::{
@@ -31,7 +37,7 @@ use crate::{
     pg::{
         dev_container::DevContainer,
         sql::{ident, literal},
-        Access, DbUrl,
+        DbUrl, QuerySession,
     },
     pipeline::{
         replace::Replacement,
@@ -65,6 +71,9 @@ enum Action {
         /// Save over an existing snapshot of that name.
         #[arg(long)]
         force: bool,
+        /// Keep no ready spare of it (restores copy it instead) [also: $NETPOINT_DEV_DB_NO_SPARE=1].
+        #[arg(long)]
+        no_spare: bool,
     },
     /// Put the dev database and media back exactly as NAME saved them.
     Restore {
@@ -82,6 +91,35 @@ enum Action {
         #[arg(long)]
         yes: bool,
     },
+    /// Keep a snapshot per git branch: `install` a post-checkout hook, or `uninstall` it.
+    Hook {
+        #[command(subcommand)]
+        hook: HookAction,
+    },
+    /// Prepare the spare of snapshot NAME (run detached by save and restore).
+    #[command(hide = true)]
+    Spare {
+        name: String,
+        /// First drop the previous dev database this run was handed, once run PID exits.
+        #[arg(long, value_name = "PID")]
+        after: Option<u32>,
+    },
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum HookAction {
+    /// Install the post-checkout hook: on a branch switch, save the branch left and restore
+    /// the one checked out (a hook already there is kept and runs first).
+    Install,
+    /// Remove the hook, putting back the one that was there before.
+    Uninstall,
+    /// What the hook runs: git's post-checkout arguments.
+    #[command(hide = true)]
+    Run {
+        old: String,
+        new: String,
+        flag: String,
+    },
 }
 
 /// What a snapshot's database comment holds (and `snapshot.json` beside its media).
@@ -98,7 +136,13 @@ struct Meta {
     commit: Option<String>,
     /// The newest applied Django migration per app: `[app, name]`.
     migrations: Option<Vec<(String, String)>>,
+    /// Every applied Django migration, `[app, name]`, to compare with the checkout's files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    applied: Option<Vec<(String, String)>>,
     media: Option<MediaSize>,
+    /// Saved with `--no-spare`: restores copy it, no spare is kept.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    no_spare: bool,
 }
 
 /// The snapshot format this tool writes and restores: 2 names the media by the save's id.
@@ -115,12 +159,79 @@ const ORIGINS: &str = "origins.json";
 
 impl DevDb {
     pub fn run(self, cx: &Context) -> anyhow::Result<()> {
+        match &self.action {
+            Action::Hook {
+                hook: HookAction::Install,
+            } => hook::install(),
+            Action::Hook {
+                hook: HookAction::Uninstall,
+            } => hook::uninstall(),
+            Action::Hook {
+                hook: HookAction::Run { old, flag, .. },
+            } => {
+                if let Some((left, checked_out)) = hook::switch(flag) {
+                    // A checkout is never blocked: whatever fails is one line.
+                    match self.follow_branch(cx, old, &left, &checked_out) {
+                        Ok(line) => eprintln!("dev-db: {line}"),
+                        Err(err) => eprintln!("dev-db: {err:#}"),
+                    }
+                }
+                Ok(())
+            }
+            _ => self.run_on(cx, None).map(|_| ()),
+        }
+    }
+
+    /// Saves the state of branch `left` (at commit `old`) and restores the one saved for
+    /// `checked_out`, if any; returns the one line saying what was done.
+    fn follow_branch(
+        &self,
+        cx: &Context,
+        old: &str,
+        left: &str,
+        checked_out: &str,
+    ) -> anyhow::Result<String> {
+        let (save_as, restore) = (hook::snapshot_name(left), hook::snapshot_name(checked_out));
+        let with = |action| DevDb {
+            action,
+            target: self.target.clone(),
+            target_media: self.target_media.clone(),
+            allow_remote_target: self.allow_remote_target,
+        };
+        let commit = hook::git(&["rev-parse", "--short", old]);
+        with(Action::Save {
+            name: save_as.clone(),
+            force: true,
+            no_spare: false,
+        })
+        .run_on(cx, Some((left, commit)))
+        .with_context(|| format!("could not save branch {left}, so nothing was restored"))?;
+        let restored = with(Action::Restore {
+            name: restore.clone(),
+            yes: true,
+        })
+        .run_on(cx, Some((checked_out, None)))
+        .with_context(|| {
+            format!(
+                "saved branch {left} as `{save_as}`, but could not restore branch {checked_out}"
+            )
+        })?;
+        Ok(match restored {
+            true => format!("saved branch {left} as `{save_as}`, restored `{restore}` of branch {checked_out}"),
+            false => format!("saved branch {left} as `{save_as}`; branch {checked_out} has no snapshot yet, the dev database stays as it is"),
+        })
+    }
+
+    /// Runs the action; with `branch`, for the hook: the branch (and commit) a save records,
+    /// and a restore of a snapshot that does not exist does nothing and returns false.
+    fn run_on(&self, cx: &Context, branch: Option<(&str, Option<String>)>) -> anyhow::Result<bool> {
         let (sh, tools) = (&cx.sh, &cx.tools);
         let name = match &self.action {
             Action::Save { name, .. }
             | Action::Restore { name, .. }
-            | Action::Drop { name, .. } => Some(check_name(name)?),
-            Action::List => None,
+            | Action::Drop { name, .. }
+            | Action::Spare { name, .. } => Some(check_name(name)?),
+            Action::List | Action::Hook { .. } => None,
         };
         let media = cli::dev_media(self.target_media.clone())
             .unwrap_or_else(|| sh.current_dir().join("netpoint/media"));
@@ -133,8 +244,8 @@ impl DevDb {
             Some(url) => url,
             None => DevContainer::new(sh).ensure(sh, tools)?,
         };
-        let yes = match self.action {
-            Action::Restore { yes, .. } => yes,
+        let yes = match &self.action {
+            Action::Restore { yes, .. } => *yes,
             _ => true,
         };
         let guard = LoadGuard {
@@ -162,21 +273,44 @@ impl DevDb {
             major: state.server.major,
             prefix: format!("npsnap_{key}_"),
             found: std::cell::OnceCell::new(),
+            checkout_migrations: std::cell::OnceCell::new(),
+            session: QuerySession::new(admin),
+            detached: Detached {
+                target: self.target.clone(),
+                media: media.clone(),
+                allow_remote_target: self.allow_remote_target,
+            },
         };
         match self.action {
-            Action::Save { force, .. } => {
+            Action::Save {
+                force, no_spare, ..
+            } => {
                 if !state.exists {
                     bail!(
                         "there is no dev database {target}: make one with `cargo xtask seed-dev` (or clone-prod), then save it"
                     );
                 }
-                dev.save(name.unwrap(), force)
+                let git = branch.map(|(branch, commit)| (branch.to_string(), commit));
+                dev.save(name.unwrap(), force, no_spare || spares_off(), git)
             }
-            Action::Restore { .. } => dev.restore(name.unwrap(), &replacement, &inspected),
+            Action::Restore { .. } => {
+                if branch.is_some() && dev.meta_of(name.unwrap())?.is_none() {
+                    return Ok(false);
+                }
+                dev.restore(name.unwrap(), &replacement, &inspected)
+            }
             Action::List => dev.list(),
             Action::Drop { yes, .. } => dev.drop_snapshot(name.unwrap(), yes),
+            Action::Spare { after, .. } => dev.prepare_spare(name.unwrap(), after),
+            Action::Hook { .. } => unreachable!("the hook's actions are run above"),
         }
+        .map(|()| true)
     }
+}
+
+/// `NETPOINT_DEV_DB_NO_SPARE=1`: no spares, for a disk that cannot hold two copies.
+fn spares_off() -> bool {
+    std::env::var("NETPOINT_DEV_DB_NO_SPARE").is_ok_and(|v| v.trim() == "1")
 }
 
 /// A snapshot name is part of a database name and a directory name: kept plain and short.
@@ -206,6 +340,21 @@ struct Dev<'a> {
     prefix: String,
     /// The snapshots, once read (a run that holds the locks is the only one to change them).
     found: std::cell::OnceCell<Vec<Found>>,
+    /// The checkout's Django migration files, once looked for.
+    checkout_migrations:
+        std::cell::OnceCell<Option<std::collections::BTreeSet<migrations::Migration>>>,
+    /// The run's queries on the server, one session for all of them.
+    session: QuerySession,
+    /// What a detached run preparing a spare is given to find the same dev database.
+    detached: Detached,
+}
+
+/// The settings a detached run of xtask is started with: the URL travels in its
+/// environment, never on its command line.
+struct Detached {
+    target: Option<String>,
+    media: PathBuf,
+    allow_remote_target: bool,
 }
 
 /// A snapshot found on the server: its name, its database's size and its description
@@ -231,10 +380,23 @@ impl Dev<'_> {
         )
     }
 
+    /// A query on the server's maintenance database, in the run's one session. Several
+    /// statements are each their own transaction unless wrapped in `begin; … commit;`.
     pub(super) fn query(&self, sql: &str) -> anyhow::Result<String> {
-        self.cx
-            .tools
-            .query(&self.cx.sh, self.admin, Access::ReadWrite, sql)
+        self.session.query(self.cx, sql)
+    }
+
+    /// One line on how the snapshot's applied migrations differ from the checkout's
+    /// migration files, when the checkout has some and the save recorded them.
+    pub(super) fn migration_drift(&self, meta: &Meta) -> Option<String> {
+        let applied = meta.applied.as_deref()?;
+        let checkout = self.checkout_migrations.get_or_init(|| {
+            // The checkout the command runs in (as the hook does), else the workspace.
+            let root = hook::git(&["rev-parse", "--show-toplevel"])
+                .map_or_else(|| self.cx.sh.current_dir(), PathBuf::from);
+            migrations::in_checkout(&root)
+        });
+        migrations::compare(applied, checkout.as_ref()?)
     }
 
     pub(super) fn unknown(&self, name: &str) -> anyhow::Error {

@@ -16,11 +16,15 @@ use crate::{
         replace::{Create, Database, Inspected, Replacement, Staged},
         report::Timings,
         staged_media::StagedMedia,
+        swap,
     },
     process, term,
 };
 
-use super::{Dev, Meta, FORMAT, ORIGINS};
+use super::{
+    spare::{SpareMedia, TakenSpare},
+    Dev, Meta, FORMAT, ORIGINS,
+};
 
 impl Dev<'_> {
     pub(super) fn restore(
@@ -51,9 +55,36 @@ impl Dev<'_> {
                 None
             }
         };
+        let (spare_lock, spare_db, spare_media) = match self.take_spare(name, &meta) {
+            Some(TakenSpare {
+                lock,
+                database,
+                media,
+            }) => (Some(lock), Some(database), media),
+            None => (None, None, None),
+        };
         let mut linked = None;
+        let mut media_from_spare = false;
         let stage = |_: &mut Timings| match (meta.media, &origins) {
             (Some(size), Some(origins)) => {
+                if let Some((spare, spare_origins)) = spare_media {
+                    match SpareMedia::stage(&spare, self.media) {
+                        Ok((dir, totals)) if (totals.files, totals.bytes) == (size.files, size.bytes) => {
+                            media_from_spare = true;
+                            return Ok(Some(Placed::Spare(SpareMedia {
+                                dir,
+                                origins: spare_origins,
+                                totals,
+                                record: store.join(ORIGINS),
+                                id: &meta.id,
+                            })));
+                        }
+                        Ok(_) => term::step("the spare's media differ from the snapshot's: copying them instead"),
+                        Err(err) => term::step(format!(
+                            "the spare's media could not be moved into place ({err:#}): copying them instead"
+                        )),
+                    }
+                }
                 atomic_file::remove_stale_staging(self.media);
                 let dir = StagingDir(atomic_file::staging_dir(self.media)?);
                 term::step(format!(
@@ -81,12 +112,12 @@ impl Dev<'_> {
                     totals: copy.all,
                     linked: copy.linked,
                 };
-                Ok(Some(SnapshotMedia {
+                Ok(Some(Placed::Copied(SnapshotMedia {
                     staged,
                     copy,
                     record: store.join(ORIGINS),
                     id: &meta.id,
-                }))
+                })))
             }
             _ => {
                 term::step(format!(
@@ -99,15 +130,37 @@ impl Dev<'_> {
         let database = Database {
             announce: None,
             create: Create::By(Box::new(|temp: &DbUrl| {
-                process::critical(|| self.copy_database(&snapshot, &temp.database, "restoring it"))
+                process::critical(|| match &spare_db {
+                    Some(spare) => self.rename_spare_to(spare, &temp.database),
+                    None => self.copy_database(&snapshot, &temp.database, "restoring it"),
+                })
             })),
             fill: Box::new(|_| Ok(())),
         };
-        let _replaced = locked.replace(self.cx, stage, database)?;
+        let background = !meta.no_spare && !super::spares_off();
+        if background {
+            locked.keep_previous();
+        }
+        let replaced = locked.replace(self.cx, stage, database);
+        drop(spare_lock);
+        if background {
+            // The previous dev database is dropped by the detached run, under its name.
+            let old = swap::aside_name(&self.target.database);
+            let ok = replaced.is_ok();
+            let run = self.start_spare(name, ok);
+            if ok && !run.is_some_and(|pid| self.hand_over(&old, pid)) {
+                self.discard(&old);
+            }
+        }
+        let _replaced = replaced?;
         term::success(format!(
-            "restored snapshot `{name}` (saved {}) into {}{}",
+            "restored snapshot `{name}` (saved {}) into {}{}{}",
             meta.saved,
             self.target.masked(),
+            match (meta.media, media_from_spare) {
+                (Some(m), true) => format!(" and {} ({} files)", self.media.display(), m.files),
+                _ => String::new(),
+            },
             match (meta.media, linked) {
                 (Some(m), Some(linked)) => format!(
                     " and {} ({} files; {} unchanged since the snapshot kept as they were)",
@@ -118,6 +171,14 @@ impl Dev<'_> {
                 _ => String::new(),
             }
         ));
+        if spare_db.is_some() {
+            term::step(format!(
+                "renamed the ready spare of `{name}` into place; preparing the next one in the background"
+            ));
+        }
+        if let Some(drift) = self.migration_drift(&meta) {
+            term::warn(format!("migrations: {drift}"));
+        }
         Ok(())
     }
 
@@ -136,6 +197,32 @@ impl Dev<'_> {
         Origins::read(&store.join(ORIGINS), &meta.id).map_err(|err| {
             anyhow::anyhow!("snapshot `{name}`: {err:#}; drop the snapshot and save it again")
         })
+    }
+}
+
+/// The media a restore puts in place: a copy of the snapshot's, or its spare's.
+enum Placed<'a> {
+    Copied(SnapshotMedia<'a>),
+    Spare(SpareMedia<'a>),
+}
+
+impl Staged for Placed<'_> {
+    fn dir(&self) -> &Path {
+        match self {
+            Placed::Copied(media) => media.dir(),
+            Placed::Spare(media) => media.dir(),
+        }
+    }
+
+    fn swap_in(
+        staged: Option<Self>,
+        target: Option<&Path>,
+    ) -> anyhow::Result<Option<media::Totals>> {
+        match staged {
+            Some(Placed::Copied(media)) => SnapshotMedia::swap_in(Some(media), target),
+            Some(Placed::Spare(media)) => SpareMedia::swap_in(Some(media), target),
+            None => Ok(None),
+        }
     }
 }
 

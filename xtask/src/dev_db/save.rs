@@ -21,7 +21,14 @@ use crate::{
 use super::{Dev, MediaSize, Meta, FORMAT, ORIGINS};
 
 impl Dev<'_> {
-    pub(super) fn save(&self, name: &str, force: bool) -> anyhow::Result<()> {
+    /// With `git`, the branch and commit to record (the hook saves the branch just left).
+    pub(super) fn save(
+        &self,
+        name: &str,
+        force: bool,
+        no_spare: bool,
+        git_state: Option<(String, Option<String>)>,
+    ) -> anyhow::Result<()> {
         let snapshot = self.snapshot_db(name);
         let (_lock, _media_lock) = self.locks()?;
         let previous = self.meta_of(name)?;
@@ -42,10 +49,18 @@ impl Dev<'_> {
             saved: self.query(
                 "select to_char(now() at time zone 'utc', 'YYYY-MM-DD HH24:MI:SS') || ' UTC'",
             )?,
-            branch: git(&self.cx.sh, &["rev-parse", "--abbrev-ref", "HEAD"]),
-            commit: git(&self.cx.sh, &["rev-parse", "--short", "HEAD"]),
-            migrations: self.migrations()?,
+            branch: match &git_state {
+                Some((branch, _)) => Some(branch.clone()),
+                None => git(&self.cx.sh, &["rev-parse", "--abbrev-ref", "HEAD"]),
+            },
+            commit: match git_state {
+                Some((_, commit)) => commit,
+                None => git(&self.cx.sh, &["rev-parse", "--short", "HEAD"]),
+            },
+            migrations: None,
+            applied: None,
             media: None,
+            no_spare,
         };
         // The new media go beside the previous ones, under a name only this save's database
         // will give; until the databases are renamed, nothing of the snapshot has changed.
@@ -69,7 +84,10 @@ impl Dev<'_> {
             }
             None => None,
         };
+        let (migrations, applied) = self.migrations()?.unzip();
         let meta = Meta {
+            migrations,
+            applied,
             media: copied.as_ref().map(|c| MediaSize {
                 files: c.all.files,
                 bytes: c.all.bytes,
@@ -138,6 +156,13 @@ impl Dev<'_> {
                 }
             }
         }
+        if previous.is_some() {
+            if let Err(err) = self.remove_spare(name) {
+                term::warn(format!(
+                    "snapshot `{name}` is saved, but the spare of the save it replaced could not be removed ({err:#}): the next run removes it"
+                ));
+            }
+        }
         let size = self.query(&format!("select pg_database_size({})", literal(&snapshot)))?;
         term::success(format!(
             "saved {} as snapshot `{name}`: database {}{}",
@@ -153,6 +178,12 @@ impl Dev<'_> {
                 None => format!(", no media ({} does not exist)", self.media.display()),
             }
         ));
+        if !no_spare {
+            term::step(format!(
+                "preparing the spare of `{name}` in the background (`cargo xtask dev-db list` shows when it is ready)"
+            ));
+            self.start_spare(name, false);
+        }
         Ok(())
     }
 
@@ -183,8 +214,10 @@ impl Dev<'_> {
         }
     }
 
-    /// The newest applied migration per app, when the database has Django's table.
-    fn migrations(&self) -> anyhow::Result<Option<Vec<(String, String)>>> {
+    /// The newest applied migration per app, and every applied one, when the database has
+    /// Django's table.
+    #[allow(clippy::type_complexity)]
+    fn migrations(&self) -> anyhow::Result<Option<(Vec<(String, String)>, Vec<(String, String)>)>> {
         let query = |sql: &str| {
             self.cx
                 .tools
@@ -194,9 +227,12 @@ impl Dev<'_> {
             return Ok(None);
         }
         let answer = query(
-            "select coalesce(json_agg(json_build_array(app, name) order by app), '[]') from \
-             (select distinct on (app) app, name from public.django_migrations \
-              order by app, applied desc, id desc) newest",
+            "select json_build_array(\
+             (select coalesce(json_agg(json_build_array(app, name) order by app), '[]') from \
+              (select distinct on (app) app, name from public.django_migrations \
+               order by app, applied desc, id desc) newest), \
+             (select coalesce(json_agg(json_build_array(app, name) order by app, name), '[]') \
+              from public.django_migrations))",
         )?;
         Ok(Some(serde_json::from_str(&answer).with_context(|| {
             format!("unexpected answer reading django_migrations: {answer}")

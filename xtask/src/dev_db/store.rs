@@ -19,7 +19,7 @@ use crate::{
     process, term,
 };
 
-use super::{Dev, Found, Meta};
+use super::{spare::SpareState, Dev, Found, Meta};
 
 impl Dev<'_> {
     /// Where the snapshots' media live: beside the media directory (on its file system, so
@@ -121,7 +121,7 @@ impl Dev<'_> {
     /// directories of dead runs of earlier versions.
     pub(super) fn remove_stale_stores(&self) -> anyhow::Result<()> {
         let Ok(entries) = fs::read_dir(self.stores()) else {
-            return Ok(());
+            return self.remove_stale_spares();
         };
         // A snapshot this tool cannot read keeps every media directory of its name.
         let live = self.snapshots()?;
@@ -157,7 +157,7 @@ impl Dev<'_> {
                 }
             }
         }
-        Ok(())
+        self.remove_stale_spares()
     }
 
     pub(super) fn list(&self) -> anyhow::Result<()> {
@@ -179,25 +179,43 @@ impl Dev<'_> {
             self.media.display()
         );
         println!(
-            "{:<24} {:<24} {:>10} {:>22}  git",
-            "name", "saved", "database", "media"
+            "{:<24} {:<24} {:>10} {:>22}  {:<9}  git",
+            "name", "saved", "database", "media", "spare"
         );
+        let (mut snapshots_bytes, mut spares_bytes) = (0, 0);
+        let current = super::hook::current_branch();
+        let spare_sizes = self.spare_sizes()?;
         for (size, meta) in snapshots {
+            let spare = self.spare_state(&meta.name, meta)?;
+            let media_bytes = meta.media.map_or(0, |m| m.bytes);
+            snapshots_bytes += size + media_bytes;
+            if spare == SpareState::Ready {
+                spares_bytes += media_bytes;
+            }
+            spares_bytes += spare_sizes
+                .iter()
+                .find(|(name, _)| *name == meta.name)
+                .map_or(0, |(_, size)| *size);
             let media = match meta.media {
                 Some(m) => format!("{} files, {}", m.files, term::human_bytes(m.bytes)),
                 None => "none".into(),
             };
-            let git = match (&meta.branch, &meta.commit) {
+            let mut git = match (&meta.branch, &meta.commit) {
                 (Some(branch), Some(commit)) => format!("{branch} @ {commit}"),
+                (Some(branch), None) => branch.clone(),
                 (None, Some(commit)) => commit.clone(),
                 _ => "-".into(),
             };
+            if meta.branch.is_some() && meta.branch == current {
+                git.push_str("  (branch checked out)");
+            }
             println!(
-                "{:<24} {:<24} {:>10} {:>22}  {git}",
+                "{:<24} {:<24} {:>10} {:>22}  {:<9}  {git}",
                 meta.name,
                 meta.saved,
                 term::human_bytes(size),
-                media
+                media,
+                spare.word()
             );
             match &meta.migrations {
                 Some(list) if !list.is_empty() => {
@@ -210,8 +228,33 @@ impl Dev<'_> {
                 Some(_) => println!("    migrations: none applied"),
                 None => println!("    migrations: no django_migrations table"),
             }
+            if let Some(drift) = self.migration_drift(meta) {
+                println!("    migrations: {drift}");
+            }
         }
+        println!(
+            "disk: snapshots {}, spares {} (media copies that share blocks by reflink take less)",
+            term::human_bytes(snapshots_bytes),
+            term::human_bytes(spares_bytes)
+        );
         Ok(())
+    }
+
+    /// The size of each spare database of this dev database, by snapshot name.
+    fn spare_sizes(&self) -> anyhow::Result<Vec<(String, u64)>> {
+        let prefix = self.spare_db("");
+        let answer = self.query(&format!(
+            "select coalesce(json_agg(json_build_array(substr(datname, {}), pg_database_size(oid))), '[]') \
+             from pg_database where starts_with(datname, {})",
+            prefix.len() + 1,
+            literal(&prefix)
+        ))?;
+        serde_json::from_str(&answer).with_context(|| {
+            format!(
+                "unexpected answer from {} listing spares: {answer}",
+                self.admin
+            )
+        })
     }
 
     pub(super) fn drop_snapshot(&self, name: &str, yes: bool) -> anyhow::Result<()> {
@@ -239,6 +282,11 @@ impl Dev<'_> {
                     store.display()
                 ));
             }
+        }
+        if let Err(err) = self.remove_spare(name) {
+            term::warn(format!(
+                "snapshot `{name}` is dropped, but its spare could not be removed ({err:#}): the next run removes it"
+            ));
         }
         term::success(format!("removed snapshot `{name}` (saved {})", meta.saved));
         Ok(())

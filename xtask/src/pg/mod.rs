@@ -9,6 +9,6 @@ pub mod sql;
 mod tools;
 pub mod url;
 
-pub use session::{explain_failure, first_error, log, scrub, tool_command};
+pub use session::{explain_failure, first_error, log, scrub, tool_command, QuerySession};
 pub use tools::{Access, DockerNet, Need, PgTools, Server, Tool, ToolSource};
 pub use url::DbUrl;

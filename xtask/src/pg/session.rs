@@ -296,6 +296,119 @@ pub fn first_error(stderr: &str) -> Option<String> {
         .map(|line| line.trim().to_string())
 }
 
+/// One psql session kept open for a run's many short queries on one server (its
+/// maintenance database): a query costs a round trip instead of a process start, a
+/// connection and an authentication. A query that fails ends the session (`ON_ERROR_STOP`),
+/// and the next one opens another. After an interrupt, queries run as [`PgTools::query`]
+/// does, each a session of the run cleaning up.
+pub struct QuerySession {
+    url: DbUrl,
+    open: std::cell::RefCell<Option<Open>>,
+}
+
+struct Open {
+    child: std::process::Child,
+    stdin: std::process::ChildStdin,
+    stdout: std::io::BufReader<std::process::ChildStdout>,
+    stderr: std::thread::JoinHandle<String>,
+}
+
+/// The line that ends each answer: no query of ours prints it.
+const ANSWER_END: &str = "\u{1}netpoint-answer-end";
+
+impl QuerySession {
+    pub fn new(url: &DbUrl) -> QuerySession {
+        QuerySession {
+            url: url.clone(),
+            open: std::cell::RefCell::new(None),
+        }
+    }
+
+    /// Runs `sql` (one or more statements) and returns its unaligned, tuples-only output,
+    /// as [`PgTools::query`] does.
+    pub fn query(&self, cx: &crate::context::Context, sql: &str) -> anyhow::Result<String> {
+        if process::interrupted() {
+            *self.open.borrow_mut() = None;
+            return cx.tools.query(&cx.sh, &self.url, Access::ReadWrite, sql);
+        }
+        let mut open = self.open.borrow_mut();
+        if open.is_none() {
+            *open = Some(self.start(cx)?);
+        }
+        let session = open.as_mut().unwrap();
+        match ask(session, sql) {
+            Some(answer) => Ok(answer),
+            None => {
+                let mut ended = open.take().unwrap();
+                drop(ended.stdin);
+                let _ = ended.child.kill();
+                let _ = ended.child.wait();
+                let stderr = ended.stderr.join().unwrap_or_default();
+                if process::stop_requested() {
+                    anyhow::bail!("interrupted");
+                }
+                Err(explain_failure(&self.url, &stderr))
+            }
+        }
+    }
+
+    fn start(&self, cx: &crate::context::Context) -> anyhow::Result<Open> {
+        use std::process::Stdio;
+        let cmd = cx
+            .tools
+            .stdin_session(&cx.sh, &self.url, Access::ReadWrite)?;
+        log(&cmd, &self.url);
+        let mut command = Command::from(cmd);
+        command
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = process::spawn(&mut command)
+            .with_context(|| format!("running psql against {}", self.url))?;
+        Ok(Open {
+            stderr: process::collect_stderr(child.stderr.take().unwrap()),
+            stdin: child.stdin.take().unwrap(),
+            stdout: std::io::BufReader::new(child.stdout.take().unwrap()),
+            child,
+        })
+    }
+}
+
+/// Sends `sql` and reads its answer up to the end line; none when the session ended.
+fn ask(session: &mut Open, sql: &str) -> Option<String> {
+    use std::io::{BufRead, Write};
+    // Statements end at a semicolon on psql's input: the last one is given one if need be.
+    let sql = sql.trim_end();
+    let end = if sql.ends_with(';') { "" } else { ";" };
+    let sent = format!("{sql}{end}\n\\echo {ANSWER_END}\n");
+    session.stdin.write_all(sent.as_bytes()).ok()?;
+    session.stdin.flush().ok()?;
+    let mut answer = String::new();
+    loop {
+        let mut line = String::new();
+        if session.stdout.read_line(&mut line).ok()? == 0 {
+            return None;
+        }
+        if line.trim_end_matches('\n') == ANSWER_END {
+            return Some(answer.trim_end_matches('\n').to_string());
+        }
+        answer.push_str(&line);
+    }
+}
+
+impl Drop for QuerySession {
+    fn drop(&mut self) {
+        if let Some(open) = self.open.get_mut().take() {
+            let Open {
+                mut child, stdin, ..
+            } = open;
+            // End of input: psql disconnects and exits.
+            drop(stdin);
+            let _ = child.wait();
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -76,6 +76,7 @@ impl<'a> Replacement<'a> {
             lock,
             media_lock,
             stale_dropped: false,
+            keep_previous: false,
         })
     }
 }
@@ -93,6 +94,7 @@ pub struct Locked<'a, 't> {
     lock: TargetLock,
     media_lock: Option<MediaLock>,
     stale_dropped: bool,
+    keep_previous: bool,
 }
 
 /// A step on the new temporary database, given its URL.
@@ -153,6 +155,11 @@ impl Locked<'_, '_> {
         self.asked_media = None;
     }
 
+    /// The previous database is left as [`aside_name`] once replaced, for the caller to drop.
+    pub fn keep_previous(&mut self) {
+        self.keep_previous = true;
+    }
+
     /// Removes the temporary databases of dead runs found while taking the lock (once).
     pub fn drop_stale(&mut self, cx: &Context) {
         if !std::mem::replace(&mut self.stale_dropped, true) {
@@ -199,7 +206,15 @@ impl Locked<'_, '_> {
                 media = M::swap_in(staged, target_media)?;
                 Ok(())
             };
-            swap::replace(cx, admin, target, create, database.fill, swap_media)
+            swap::replace(
+                cx,
+                admin,
+                target,
+                create,
+                database.fill,
+                swap_media,
+                self.keep_previous,
+            )
         })?;
         Ok(Replaced {
             media,

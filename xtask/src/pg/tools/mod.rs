@@ -9,7 +9,7 @@ mod docker;
 use std::{
     collections::{HashMap, HashSet},
     path::{Path, PathBuf},
-    sync::Mutex,
+    sync::{Mutex, OnceLock},
 };
 
 use anyhow::bail;
@@ -130,8 +130,12 @@ pub enum Need {
 
 pub struct PgTools {
     /// Each tool's clients: the one on PATH first, then other installs, newest first.
-    pub pg_dump: Vec<Client>,
-    pub psql: Vec<Client>,
+    /// Looked up when the tool is first used: each `--version` is a process start (Debian's
+    /// `pg_wrapper` a Perl one), which a command that never runs the tool should not pay.
+    pg_dump: OnceLock<Vec<Client>>,
+    psql: OnceLock<Vec<Client>>,
+    /// The `PATH` the tools are looked up on.
+    path: Option<std::ffi::OsString>,
     pub source: ToolSource,
     /// Server majors learnt so far, by `host:port`.
     pub servers: Mutex<HashMap<String, u32>>,
@@ -144,22 +148,15 @@ pub struct PgTools {
 }
 
 impl PgTools {
-    /// Looks the tools up on `PATH` and where this system's installers put them; a missing
-    /// one is an error only when it is needed. `docker_net` is how Docker-run tools reach
-    /// this machine's servers ([`DockerNet::from_env`], read once in `main`).
+    /// Looks the tools up on `PATH` and where this system's installers put them, each when
+    /// it is first needed; a missing one is an error only when it is needed. `docker_net` is
+    /// how Docker-run tools reach this machine's servers ([`DockerNet::from_env`], read once
+    /// in `main`).
     pub fn discover(sh: &Shell, source: ToolSource, docker_net: DockerNet) -> PgTools {
-        // Side by side: each lookup starts its tool once or twice.
-        let path = sh.var_os("PATH");
-        let layout = Layout::HOST;
-        let root = Path::new("/");
-        let (pg_dump, psql) = std::thread::scope(|scope| {
-            let pg_dump = scope.spawn(|| find_clients(layout, root, path.as_deref(), "pg_dump"));
-            let psql = find_clients(layout, root, path.as_deref(), "psql");
-            (pg_dump.join().unwrap_or_default(), psql)
-        });
         PgTools {
-            pg_dump,
-            psql,
+            pg_dump: OnceLock::new(),
+            psql: OnceLock::new(),
+            path: sh.var_os("PATH"),
             source,
             servers: Mutex::default(),
             images: Mutex::default(),
@@ -175,7 +172,9 @@ impl PgTools {
         let (runner, _) = self.choose(sh, Tool::Psql, self.need_for(Tool::Psql, url))?;
         let (restricts, which) = match runner {
             Runner::Host(path) => (
-                self.psql.iter().any(|c| c.path == path && c.restricts),
+                self.host(Tool::Psql)
+                    .iter()
+                    .any(|c| c.path == path && c.restricts),
                 path.display().to_string(),
             ),
             Runner::Docker(major) => {
@@ -206,11 +205,20 @@ impl PgTools {
         Ok(())
     }
 
-    fn host(&self, tool: Tool) -> &[Client] {
-        match tool {
+    /// The clients of `tool` on this machine, looked up on first use.
+    pub fn host(&self, tool: Tool) -> &[Client] {
+        let cell = match tool {
             Tool::PgDump => &self.pg_dump,
             Tool::Psql => &self.psql,
-        }
+        };
+        cell.get_or_init(|| {
+            find_clients(
+                Layout::HOST,
+                Path::new("/"),
+                self.path.as_deref(),
+                tool.name(),
+            )
+        })
     }
 
     /// What a tool should be for `url`'s server, when its major is known.

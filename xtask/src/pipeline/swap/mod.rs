@@ -13,7 +13,7 @@ pub use guard::{
 };
 pub use stale::{
     aside_name, drop_stale, exists, is_temp_name, put_back, snapshot_key_sql, stale_of_dead_runs,
-    stale_query, SNAPSHOT_MARK,
+    stale_query, SNAPSHOT_MARK, SPARE_PREFIX,
 };
 pub use target::{inspect_target, TargetState};
 
@@ -38,7 +38,8 @@ use crate::{
 /// it with `load`, then swaps it in place of the target and runs `then` (the media swap). The
 /// previous database is dropped only when `then` succeeded; if it fails, the previous database
 /// is put back. On any failure or interruption the target is as it was and the temporary
-/// database is gone.
+/// database is gone. With `keep_previous`, the previous database is left as
+/// [`aside_name`] for the caller to drop (a drop forces a checkpoint, which it may do later).
 pub fn replace(
     cx: &Context,
     admin: &DbUrl,
@@ -46,6 +47,7 @@ pub fn replace(
     create: impl FnOnce(&DbUrl) -> anyhow::Result<()>,
     load: impl FnOnce(&DbUrl) -> anyhow::Result<()>,
     then: impl FnOnce() -> anyhow::Result<()>,
+    keep_previous: bool,
 ) -> anyhow::Result<()> {
     let temp = target.with_database(&temp_name(&target.database, "load"));
     let drop_temp = || {
@@ -110,6 +112,9 @@ pub fn replace(
                     )))
                 }
             };
+        }
+        if keep_previous {
+            return Ok(());
         }
         if let Err(err) = drop_database(cx, admin, &old) {
             term::warn(format!(

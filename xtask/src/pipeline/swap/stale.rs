@@ -50,6 +50,10 @@ pub fn aside_name(database: &str) -> String {
 /// replaces once the new one has its name.
 pub const SNAPSHOT_TEMP_PREFIXES: [&str; 2] = ["npsnaptmp_", "npsnapold_"];
 
+/// The prefix of a snapshot's spare, `npspare_<key>_<name>`: a copy `dev-db restore` renames
+/// into place, removed by `dev-db` when stale, never a dev database.
+pub const SPARE_PREFIX: &str = "npspare_";
+
 /// The prefix of a snapshot database's comment, which marks it as one: the target's
 /// inspection tells a snapshot from a dev database by it, and `dev-db` writes it.
 pub const SNAPSHOT_MARK: &str = "{\"netpoint_dev_db_snapshot\":";
@@ -66,6 +70,7 @@ pub fn is_temp_name(name: &str) -> bool {
     pid_after("__npload_")
         || pid_after("__npold_")
         || SNAPSHOT_TEMP_PREFIXES.iter().any(|p| name.starts_with(p))
+        || name.starts_with(SPARE_PREFIX)
 }
 
 /// SQL for the key of a dev database's snapshots, `dev-db`'s and every command's one
@@ -204,6 +209,7 @@ mod tests {
             &temp_name(&"x".repeat(60), "old"),
             "npsnaptmp_0123abcd_42",
             "npsnapold_0123abcd_42",
+            "npspare_0123abcd_base",
         ] {
             assert!(is_temp_name(temp), "{temp}");
         }
