@@ -383,7 +383,7 @@ impl Dev<'_> {
     /// A query on the server's maintenance database, in the run's one session. Several
     /// statements are each their own transaction unless wrapped in `begin; … commit;`.
     pub(super) fn query(&self, sql: &str) -> anyhow::Result<String> {
-        self.session.query(self.cx, sql)
+        self.session.query(&self.cx.sh, &self.cx.tools, sql)
     }
 
     /// One line on how the snapshot's applied migrations differ from the checkout's

@@ -326,14 +326,14 @@ impl QuerySession {
 
     /// Runs `sql` (one or more statements) and returns its unaligned, tuples-only output,
     /// as [`PgTools::query`] does.
-    pub fn query(&self, cx: &crate::context::Context, sql: &str) -> anyhow::Result<String> {
+    pub fn query(&self, sh: &Shell, tools: &PgTools, sql: &str) -> anyhow::Result<String> {
         if process::interrupted() {
             *self.open.borrow_mut() = None;
-            return cx.tools.query(&cx.sh, &self.url, Access::ReadWrite, sql);
+            return tools.query(sh, &self.url, Access::ReadWrite, sql);
         }
         let mut open = self.open.borrow_mut();
         if open.is_none() {
-            *open = Some(self.start(cx)?);
+            *open = Some(self.start(sh, tools)?);
         }
         let session = open.as_mut().unwrap();
         match ask(session, sql) {
@@ -352,11 +352,9 @@ impl QuerySession {
         }
     }
 
-    fn start(&self, cx: &crate::context::Context) -> anyhow::Result<Open> {
+    fn start(&self, sh: &Shell, tools: &PgTools) -> anyhow::Result<Open> {
         use std::process::Stdio;
-        let cmd = cx
-            .tools
-            .stdin_session(&cx.sh, &self.url, Access::ReadWrite)?;
+        let cmd = tools.stdin_session(sh, &self.url, Access::ReadWrite)?;
         log(&cmd, &self.url);
         let mut command = Command::from(cmd);
         command
