@@ -4,6 +4,7 @@
 use std::{
     io::{BufRead, BufReader, Write},
     process::{Child, ChildStdin, ChildStdout, Stdio},
+    thread::JoinHandle,
 };
 
 use anyhow::Context as _;
@@ -29,21 +30,42 @@ pub struct Snapshot {
     pub id: String,
 }
 
+/// A read-only psql session on the source, kept open: SQL goes to its stdin, answers come
+/// from its stdout, and its stderr is collected for the error a failure explains.
+pub struct OpenSession {
+    pub child: Child,
+    pub stdin: ChildStdin,
+    pub stdout: BufReader<ChildStdout>,
+    pub stderr: JoinHandle<String>,
+}
+
+/// Starts a read-only psql session on `source` that reads its SQL from stdin.
+pub fn open_read_only(cx: &Context, source: &DbUrl) -> anyhow::Result<OpenSession> {
+    let cmd = cx.tools.stdin_session(&cx.sh, source, Access::ReadOnly)?;
+    let mut command = pg::tool_command(cmd, source);
+    command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = command
+        .spawn_tool()
+        .with_context(|| format!("starting psql for {source}"))?;
+    Ok(OpenSession {
+        stderr: process::collect_stderr(child.stderr.take().unwrap()),
+        stdin: child.stdin.take().unwrap(),
+        stdout: BufReader::new(child.stdout.take().unwrap()),
+        child,
+    })
+}
+
 impl Snapshot {
     pub fn export(cx: &Context, source: &DbUrl) -> anyhow::Result<Snapshot> {
-        let (sh, tools) = (&cx.sh, &cx.tools);
-        let cmd = tools.stdin_session(sh, source, Access::ReadOnly)?;
-        let mut command = pg::tool_command(cmd, source);
-        command
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = command
-            .spawn_tool()
-            .with_context(|| format!("starting psql for {source}"))?;
-        let stderr = process::collect_stderr(child.stderr.take().unwrap());
-        let mut stdin = child.stdin.take().unwrap();
-        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let OpenSession {
+            mut child,
+            mut stdin,
+            mut stdout,
+            stderr,
+        } = open_read_only(cx, source)?;
         // No timeout may end the holder, or a count, while other sessions need the snapshot.
         let _ = stdin.write_all(READ_ONLY_SNAPSHOT.as_bytes());
         let _ = stdin.write_all(b"select pg_export_snapshot();\n");

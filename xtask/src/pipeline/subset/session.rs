@@ -5,7 +5,7 @@
 
 use std::{
     io::{BufRead, BufReader, Write},
-    process::{Child, ChildStdin, ChildStdout, Stdio},
+    process::{Child, ChildStdin, ChildStdout},
     thread::JoinHandle,
 };
 
@@ -14,9 +14,9 @@ use serde::de::DeserializeOwned;
 
 use crate::{
     context::Context,
-    pg::{self, Access, DbUrl},
-    pipeline::snapshot::READ_ONLY_SNAPSHOT,
-    process::{self, SpawnTool},
+    pg::{self, DbUrl},
+    pipeline::snapshot::{open_read_only, OpenSession, READ_ONLY_SNAPSHOT},
+    process,
 };
 
 /// The line psql prints after the rows of a `COPY ... TO STDOUT`: no row of the text format
@@ -35,19 +35,12 @@ pub struct Session {
 
 impl Session {
     pub fn open(cx: &Context, source: &DbUrl) -> anyhow::Result<Session> {
-        let (sh, tools) = (&cx.sh, &cx.tools);
-        let cmd = tools.stdin_session(sh, source, Access::ReadOnly)?;
-        let mut command = pg::tool_command(cmd, source);
-        command
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = command
-            .spawn_tool()
-            .with_context(|| format!("starting psql for {source}"))?;
-        let stderr = process::collect_stderr(child.stderr.take().unwrap());
-        let stdin = child.stdin.take().unwrap();
-        let stdout = BufReader::new(child.stdout.take().unwrap());
+        let OpenSession {
+            child,
+            stdin,
+            stdout,
+            stderr,
+        } = open_read_only(cx, source)?;
         let mut session = Session {
             child,
             stdin: Some(stdin),
