@@ -584,7 +584,10 @@ impl Pg {
         self.databases()
             .into_iter()
             .filter(|d| {
-                d.contains("__np") || d.starts_with("npsnaptmp_") || d.starts_with("npsnapold_")
+                d.contains("__np")
+                    || d.starts_with("npsnaptmp_")
+                    || d.starts_with("npsnapold_")
+                    || d.starts_with("npschematmp_")
             })
             .collect()
     }

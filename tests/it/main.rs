@@ -20,5 +20,6 @@ mod signing;
 mod spares;
 mod ssh;
 mod subset;
+mod subset_template;
 mod versions;
 mod workflows;

@@ -17,7 +17,7 @@ fn dump(pg: &Pg) -> String {
         .join("\n")
 }
 
-fn load_schema(pg: &Pg, db: &str) {
+pub(crate) fn load_schema(pg: &Pg, db: &str) {
     pg.create_db(db);
     pg.psql_file(db, &workspace_root().join("tests/it/sql/subset.sql"));
 }
@@ -366,7 +366,7 @@ fn rules_cut_edges_and_samples_are_deterministic() {
 }
 
 /// `clone-prod` from `prod` into `dev` on the same server, confirmed.
-fn clone(pg: &Pg, args: &[&str]) -> Run {
+pub(crate) fn clone(pg: &Pg, args: &[&str]) -> Run {
     let (source, target) = (pg.url("prod"), pg.url("dev"));
     let mut all = vec![
         "clone-prod",

@@ -317,14 +317,14 @@ impl Refresh<'_> {
         let dump = match subset.as_deref_mut() {
             Some(subset) => {
                 let fill = Fill {
-                    source: self.source,
                     left_out: &excluded,
                     rules: &[],
                     scan: None,
                     drop_settings: Vec::new(),
                 };
                 let mut script = Vec::new();
-                subset.write_script(cx, &fill, &mut script)?;
+                let schema = subset.schema()?;
+                subset.write_script(&fill, &schema, &mut script)?;
                 script
             }
             None => self.dump(cx)?,

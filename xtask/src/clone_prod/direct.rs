@@ -1,6 +1,6 @@
 //! The direct clone: production's database and media straight into a dev target.
 
-use std::path::Path;
+use std::{cell::Cell, path::Path};
 
 use anyhow::bail;
 
@@ -17,7 +17,7 @@ use crate::{
         report::{excluded_text, media_plan, summarise, Summary, Timings},
         scrub,
         staged_media::{check_media_pair, MediaSource},
-        swap::LoadGuard,
+        swap::{self, LoadGuard},
     },
     term,
 };
@@ -174,6 +174,31 @@ impl Direct<'_> {
         let left_out: Vec<String> = excluded.iter().map(|(t, _)| t.clone()).collect();
         let mut leaks = None;
         let mut verified = None;
+        // The schema's sections, dumped in the subset's snapshot while it was computed.
+        let schema = subset.as_mut().map(|s| s.schema()).transpose()?;
+        let unfit = match (&subset, &schema) {
+            (Some(subset), Some(schema)) => subset.unfit_for_template(schema),
+            _ => None,
+        };
+        let templated = Cell::new(false);
+        let create = match &schema {
+            Some(schema) => Create::Beside(Box::new(|admin: &DbUrl, temp: &DbUrl| {
+                match unfit {
+                    Some(why) => term::detail(format!("building the schema anew: {why}")),
+                    None => {
+                        let settings = &drop_settings;
+                        if schema.create_from_template(cx, admin, temp, settings, Some(encoding))? {
+                            templated.set(true);
+                            return Ok(());
+                        }
+                    }
+                }
+                swap::create_temp(cx, admin, temp, Some(encoding))
+            })),
+            None => Create::Empty {
+                encoding: Some(encoding),
+            },
+        };
         let fill = |temp: &DbUrl| {
             if let Some(subset) = subset.as_mut() {
                 let fill = subset_fill::SubsetFill {
@@ -182,6 +207,8 @@ impl Direct<'_> {
                     left_out: &left_out,
                     drop_settings: drop_settings.clone(),
                     strict: self.scrub.strict,
+                    schema: schema.as_ref().expect("a subset has its schema"),
+                    templated: templated.get(),
                 };
                 let (report, checked) = fill.run(cx, subset, temp)?;
                 (leaks, verified) = (report, Some(checked));
@@ -236,9 +263,7 @@ impl Direct<'_> {
         };
         let database = Database {
             announce: Some(format!("cloning {} into {}", self.source, self.target)),
-            create: Create::Empty {
-                encoding: Some(encoding),
-            },
+            create,
             fill: Box::new(fill),
         };
         let replaced = locked.replace(cx, stage, database)?;

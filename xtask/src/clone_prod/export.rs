@@ -146,13 +146,13 @@ impl Export<'_> {
             let mut file = lines::RowCounter::new(file);
             if let Some(subset) = subset.as_mut() {
                 let fill = Fill {
-                    source,
                     left_out: &excluded_names,
                     rules: &scrub.applied,
                     scan: scanner.as_ref(),
                     drop_settings: Vec::new(),
                 };
-                let loaded = subset.write_script(cx, &fill, &mut file)?;
+                let schema = subset.schema()?;
+                let loaded = subset.write_script(&fill, &schema, &mut file)?;
                 let rows = std::mem::take(&mut file.counts);
                 let toc_entries = file.entries;
                 let file = file.into_inner();

@@ -1,13 +1,17 @@
 //! `clone-prod --subset` in the direct clone: the subset computed before anything is
 //! replaced, and the fill of the temporary database from it, checked before the swap.
 
+use std::io::Write;
+
 use crate::{
     cli::SubsetRequest,
     context::Context,
     pg::DbUrl,
     pipeline::{
-        leak_scan, scrub,
-        subset::{load::Fill, verify::Verified, Subset},
+        leak_scan,
+        parallel::schedule::spawn_flush,
+        scrub,
+        subset::{load::Fill, template::Schema, verify::Verified, Subset},
     },
     term,
 };
@@ -38,6 +42,9 @@ pub struct SubsetFill<'a> {
     pub left_out: &'a [String],
     pub drop_settings: Vec<&'static str>,
     pub strict: bool,
+    pub schema: &'a Schema,
+    /// Whether the temporary database is a copy of the schema's template.
+    pub templated: bool,
 }
 
 impl SubsetFill<'_> {
@@ -53,14 +60,26 @@ impl SubsetFill<'_> {
         let covered = leak_scan::Covered::by_rules(&self.scrub.applied, self.left_out);
         let scanner = leak_scan::Scanner::start(cx, self.source, &covered)?;
         let fill = Fill {
-            source: self.source,
             left_out: self.left_out,
             rules: &self.scrub.applied,
             scan: scanner.as_ref(),
             drop_settings: self.drop_settings.clone(),
         };
-        let loaded = subset.fill(cx, &fill, temp, &|n| bar.inc(n))?;
+        let loaded = subset.fill(cx, &fill, self.schema, self.templated, temp, &|n| {
+            bar.inc(n)
+        })?;
         bar.finish_and_clear();
+        // The swap ends by dropping the previous database, which forces a checkpoint: asked
+        // for now, its writing overlaps the checks (a built schema asks with its indexes).
+        let checkpoint = match self.templated {
+            true => spawn_flush(cx, temp).ok().map(|mut psql| {
+                if let Some(mut stdin) = psql.stdin.take() {
+                    let _ = stdin.write_all(b"checkpoint;\n");
+                }
+                psql
+            }),
+            false => None,
+        };
         let verified = subset
             .verify(cx, temp, &loaded)
             .map_err(|err| anyhow::anyhow!("{err:#}; the target is untouched"))?;
@@ -74,6 +93,9 @@ impl SubsetFill<'_> {
         }
         let report = scanner.map(leak_scan::Scanner::report);
         leak_scan::check(report.as_ref(), self.strict, "the target is untouched")?;
+        if let Some(mut psql) = checkpoint {
+            let _ = psql.wait();
+        }
         Ok((report, verified))
     }
 }

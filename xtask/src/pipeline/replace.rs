@@ -100,12 +100,18 @@ pub struct Locked<'a, 't> {
 /// A step on the new temporary database, given its URL.
 pub type OnTemp<'f> = Box<dyn FnOnce(&DbUrl) -> anyhow::Result<()> + 'f>;
 
+/// A step that makes the new temporary database, given the server's maintenance database
+/// and the temporary one.
+pub type OnServer<'f> = Box<dyn FnOnce(&DbUrl, &DbUrl) -> anyhow::Result<()> + 'f>;
+
 /// How the new temporary database comes to be.
 pub enum Create<'f> {
     /// Empty, in the source's encoding when the server's locale can hold it; then filled.
     Empty { encoding: Option<&'f str> },
     /// Made whole by this step (a file-level copy of a template, say).
     By(OnTemp<'f>),
+    /// Made by this step, given the server's maintenance database first.
+    Beside(OnServer<'f>),
 }
 
 /// The database side of a replacement.
@@ -200,6 +206,7 @@ impl Locked<'_, '_> {
             let create = |temp: &DbUrl| match database.create {
                 Create::Empty { encoding } => swap::create_temp(cx, admin, temp, encoding),
                 Create::By(create) => create(temp),
+                Create::Beside(create) => create(admin, temp),
             };
             // The media go in after the database; a failure there puts the database back.
             let swap_media = || {

@@ -4,7 +4,7 @@
 
 mod direct;
 mod file;
-mod schedule;
+pub mod schedule;
 mod straight;
 
 pub use direct::DirectClone;

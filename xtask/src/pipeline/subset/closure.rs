@@ -11,6 +11,7 @@ use super::{
     derived,
     graph::{Graph, Table},
     keys::{array, Key, BATCH},
+    roots::{check_condition, sampled},
     rules::{Root, Rules},
     session::Session,
 };
@@ -57,6 +58,8 @@ struct Walk<'a> {
     cut: BTreeSet<(usize, String)>,
     follow_down: BTreeSet<(usize, String)>,
     dangling: BTreeMap<String, u64>,
+    /// Queries for keys, each with the table of the keys it returns, sent together.
+    batch: Vec<(usize, String)>,
 }
 
 /// Finds the tables and columns the rules name in the graph: preset entries a database lacks
@@ -110,6 +113,7 @@ pub fn compute(
         cut: BTreeSet::new(),
         follow_down: BTreeSet::new(),
         dangling: BTreeMap::new(),
+        batch: Vec::new(),
     };
     for entry in &rules.cut {
         walk.cut
@@ -323,9 +327,10 @@ impl Walk<'_> {
                 let keys = std::mem::take(&mut self.down[t]);
                 for chunk in keys.chunks(BATCH) {
                     for &edge in &edges {
-                        for (child, key) in self.downward(edge, t, chunk)? {
-                            self.own(child, key);
-                        }
+                        self.downward(edge, t, chunk)?;
+                    }
+                    for (child, key) in self.send_batch()? {
+                        self.own(child, key);
                     }
                 }
                 continue;
@@ -338,10 +343,11 @@ impl Walk<'_> {
                             self.include(parent, key);
                         }
                         if self.always_down(edge) {
-                            for (child, key) in self.downward(edge, t, chunk)? {
-                                self.include(child, key);
-                            }
+                            self.downward(edge, t, chunk)?;
                         }
+                    }
+                    for (table, key) in self.send_batch()? {
+                        self.include(table, key);
                     }
                 }
                 continue;
@@ -365,6 +371,37 @@ impl Walk<'_> {
         }
     }
 
+    /// Queues a query for keys of table `t` (one JSON array of text), sent by
+    /// [`Walk::send_batch`] with the others in one round trip.
+    fn later(&mut self, t: usize, sql: String) {
+        self.batch.push((t, sql));
+    }
+
+    /// Runs the queued queries as one statement; the keys they found.
+    fn send_batch(&mut self) -> anyhow::Result<Vec<(usize, Key)>> {
+        let batch = std::mem::take(&mut self.batch);
+        if batch.is_empty() {
+            return Ok(Vec::new());
+        }
+        let parts: Vec<String> = batch
+            .iter()
+            .map(|(_, sql)| format!("({})", sql.trim_end_matches(';')))
+            .collect();
+        let answers: Vec<Vec<String>> = self
+            .session
+            .json(&format!("select jsonb_build_array({});", parts.join(",\n")))?;
+        let mut keys = Vec::new();
+        for ((t, _), texts) in batch.iter().zip(answers) {
+            let table = &self.graph.tables[*t];
+            keys.extend(
+                texts
+                    .iter()
+                    .filter_map(|text| Some((*t, Key::parse(table, text)?))),
+            );
+        }
+        Ok(keys)
+    }
+
     fn keys_of(&mut self, t: usize, sql: &str) -> anyhow::Result<Vec<(usize, Key)>> {
         let texts: Vec<String> = self.session.json(sql)?;
         let table = &self.graph.tables[t];
@@ -374,23 +411,19 @@ impl Walk<'_> {
             .collect())
     }
 
-    /// Rows of other tables that reference the rows `keys` of table `t` through `edge`.
-    fn downward(
-        &mut self,
-        edge: Edge,
-        t: usize,
-        keys: &[Key],
-    ) -> anyhow::Result<Vec<(usize, Key)>> {
+    /// Queues the query for rows of other tables that reference the rows `keys` of table
+    /// `t` through `edge`.
+    fn downward(&mut self, edge: Edge, t: usize, keys: &[Key]) -> anyhow::Result<()> {
         let graph = self.graph;
         match edge {
             Edge::Fk(i) => {
                 let fk = &graph.fks[i];
                 if fk.parent != t || self.whole[fk.child] {
-                    return Ok(Vec::new());
+                    return Ok(());
                 }
                 let (parent, child) = (&graph.tables[t], &graph.tables[fk.child]);
                 let (Some(pid), Some(cid)) = (parent.id(), child.id()) else {
-                    return Ok(Vec::new());
+                    return Ok(());
                 };
                 let sql = match fk.refs == [pid.name.clone()] {
                     true => format!(
@@ -411,17 +444,18 @@ impl Walk<'_> {
                         ids = array(keys, &pid.sql_type),
                     ),
                 };
-                self.keys_of(fk.child, &sql)
+                self.later(fk.child, sql);
+                Ok(())
             }
             Edge::Generic(i) => {
                 let g = &graph.generics[i];
                 let types = graph.types_of(t);
                 if types.is_empty() || self.whole[g.child] {
-                    return Ok(Vec::new());
+                    return Ok(());
                 }
                 let child = &graph.tables[g.child];
                 let (Some(cid), Some(id_column)) = (child.id(), child.column(&g.id_column)) else {
-                    return Ok(Vec::new());
+                    return Ok(());
                 };
                 // Text ids are compared as text; integer ids only with integer keys.
                 let ids: Vec<Key> = match g.text_ids {
@@ -433,7 +467,7 @@ impl Walk<'_> {
                         .collect(),
                 };
                 if ids.is_empty() {
-                    return Ok(Vec::new());
+                    return Ok(());
                 }
                 let types: Vec<String> = types.iter().map(i64::to_string).collect();
                 let sql = format!(
@@ -445,12 +479,14 @@ impl Walk<'_> {
                     ic = id_column.quoted,
                     ids = array(&ids, &id_column.sql_type),
                 );
-                self.keys_of(g.child, &sql)
+                self.later(g.child, sql);
+                Ok(())
             }
         }
     }
 
-    /// Rows that the rows `keys` of table `t` reference through `edge`.
+    /// Rows that the rows `keys` of table `t` reference through `edge`: found now through a
+    /// generic key, queued through a foreign key.
     fn upward(&mut self, edge: Edge, t: usize, keys: &[Key]) -> anyhow::Result<Vec<(usize, Key)>> {
         let graph = self.graph;
         match edge {
@@ -482,7 +518,8 @@ impl Walk<'_> {
                         ids = array(keys, &cid.sql_type),
                     ),
                 };
-                self.keys_of(fk.parent, &sql)
+                self.later(fk.parent, sql);
+                Ok(Vec::new())
             }
             Edge::Generic(i) => {
                 let g = &graph.generics[i];
@@ -555,76 +592,4 @@ fn columns(table: &Table, alias: &str, names: &[String]) -> String {
         .map(|c| format!("{alias}.{}", quoted(table, c)))
         .collect::<Vec<_>>()
         .join(", ")
-}
-
-/// Whether a row with primary key `text` is in a sample of `percent` of the rows: decided by
-/// a hash of the key, so the same rows every time, on every machine.
-pub fn sampled(text: &str, percent: f64) -> bool {
-    use sha2::{Digest, Sha256};
-    let digest = Sha256::digest(text.as_bytes());
-    let n = u64::from_be_bytes(digest[..8].try_into().unwrap());
-    ((n % 1_000_000) as f64) < percent * 10_000.0
-}
-
-/// A condition must be one SQL expression as psql sends it: no `;` ending it early, no psql
-/// variable or backslash command, parentheses balanced.
-pub fn check_condition(condition: &str) -> Result<(), String> {
-    let mut lexer = psqlscan::Lexer::default();
-    let text = format!("select 1 where ({condition}\n)");
-    for line in text.split_inclusive('\n') {
-        lexer.line(line.as_bytes());
-    }
-    if let Some(refusal) = lexer.take_refusal() {
-        return Err(format!("the condition holds {}", refusal.what));
-    }
-    if lexer.take_statements().next().is_some() {
-        return Err("the condition holds a `;`".to_string());
-    }
-    let statement = lexer.finish().ok_or("the condition is empty")?;
-    let mut depth = 0i64;
-    for token in &statement.tokens {
-        if token.is_op("(") {
-            depth += 1;
-        } else if token.is_op(")") {
-            depth -= 1;
-            if depth == 0 && !std::ptr::eq(token, statement.tokens.last().unwrap()) {
-                return Err("the condition closes a parenthesis it did not open".to_string());
-            }
-        }
-    }
-    match depth {
-        0 => Ok(()),
-        _ => Err("the condition leaves a parenthesis open".to_string()),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn samples_are_deterministic_and_near_their_share() {
-        let kept = (0..10_000).filter(|n| sampled(&n.to_string(), 5.0)).count();
-        assert!((400..600).contains(&kept), "{kept}");
-        assert_eq!(sampled("42", 5.0), sampled("42", 5.0));
-        assert!((0..100).all(|n| sampled(&n.to_string(), 100.0)));
-    }
-
-    #[test]
-    fn conditions_are_one_expression() {
-        assert!(check_condition("slug = 'ams1'").is_ok());
-        assert!(check_condition("name = 'a;b' and (id > 3)").is_ok());
-        assert!(check_condition("true); delete from dcim_site; select (1").is_err());
-        assert!(
-            check_condition("true; delete").is_ok(),
-            "one statement: the server refuses it"
-        );
-        assert!(check_condition("true) or (true")
-            .unwrap_err()
-            .contains("did not open"));
-        assert!(check_condition("(true").unwrap_err().contains("open"));
-        assert!(check_condition("id = :x").is_err());
-        assert!(check_condition("true \\! rm -rf /").is_err());
-        assert!(check_condition("true --").is_ok());
-    }
 }

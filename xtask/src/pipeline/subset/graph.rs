@@ -64,6 +64,9 @@ pub struct Fk {
     pub columns: Vec<String>,
     pub parent: usize,
     pub refs: Vec<String>,
+    /// Checked when the transaction commits, where a load asks for that.
+    #[serde(default)]
+    pub deferrable: bool,
 }
 
 /// A generic foreign key: `child.type_column` holds a content type, `child.id_column` the
@@ -113,7 +116,8 @@ select jsonb_build_object(
       'columns', (select jsonb_agg(a.attname order by k.ord) from unnest(con.conkey) with ordinality k(attnum, ord)
                   join pg_attribute a on a.attrelid = con.conrelid and a.attnum = k.attnum),
       'refs', (select jsonb_agg(a.attname order by k.ord) from unnest(con.confkey) with ordinality k(attnum, ord)
-               join pg_attribute a on a.attrelid = con.confrelid and a.attnum = k.attnum)
+               join pg_attribute a on a.attrelid = con.confrelid and a.attnum = k.attnum),
+      'deferrable', con.condeferrable
     ) order by ch.i, con.conname)
     from pg_constraint con join numbered ch on ch.oid = con.conrelid join numbered pa on pa.oid = con.confrelid
     where con.contype = 'f'), '[]'))";
@@ -185,6 +189,44 @@ impl Graph {
             content_types: HashMap::new(),
             by_key,
         }
+    }
+
+    /// The tables in an order that puts every table after those its foreign keys that
+    /// cannot be deferred point at, ties in catalog order; `None` when such keys form a
+    /// cycle. A key of a table to itself is checked when its `COPY` ends, so it never
+    /// orders anything.
+    pub fn load_order(&self) -> Option<Vec<usize>> {
+        let n = self.tables.len();
+        let mut waiting = vec![0usize; n];
+        let mut children: Vec<Vec<usize>> = vec![Vec::new(); n];
+        let mut edges = std::collections::HashSet::new();
+        for fk in &self.fks {
+            if !fk.deferrable && fk.child != fk.parent && edges.insert((fk.child, fk.parent)) {
+                waiting[fk.child] += 1;
+                children[fk.parent].push(fk.child);
+            }
+        }
+        let mut ready: std::collections::BinaryHeap<std::cmp::Reverse<usize>> = (0..n)
+            .filter(|&t| waiting[t] == 0)
+            .map(std::cmp::Reverse)
+            .collect();
+        let mut order = Vec::with_capacity(n);
+        while let Some(std::cmp::Reverse(t)) = ready.pop() {
+            order.push(t);
+            for &child in &children[t] {
+                waiting[child] -= 1;
+                if waiting[child] == 0 {
+                    ready.push(std::cmp::Reverse(child));
+                }
+            }
+        }
+        (order.len() == n).then_some(order)
+    }
+
+    /// [`Graph::load_order`], or the catalog's order where there is none.
+    pub fn load_order_or_catalog(&self) -> Vec<usize> {
+        self.load_order()
+            .unwrap_or_else(|| (0..self.tables.len()).collect())
     }
 
     /// A table named as a user would: `name` (in `public`, else in the one schema that has
@@ -284,7 +326,34 @@ mod tests {
             columns: vec![column.into()],
             parent,
             refs: vec!["id".into()],
+            deferrable: false,
         }
+    }
+
+    #[test]
+    fn parents_load_before_children_unless_their_keys_wait_for_the_commit() {
+        let tables = ["a", "b", "c"]
+            .map(|n| table(n, &[("x_id", true)]))
+            .to_vec();
+        // c -> b -> a: loaded a, b, c.
+        let graph = Graph::new(tables.clone(), vec![fk(2, "x_id", 1), fk(1, "x_id", 0)]);
+        assert_eq!(graph.load_order(), Some(vec![0, 1, 2]));
+        // a -> c: reversed. A key of a table to itself orders nothing.
+        let graph = Graph::new(tables.clone(), vec![fk(0, "x_id", 2), fk(1, "x_id", 1)]);
+        assert_eq!(graph.load_order(), Some(vec![1, 2, 0]));
+        // a -> b -> a cannot be ordered, unless one of the two waits for the commit.
+        let cycle = vec![fk(0, "x_id", 1), fk(1, "x_id", 0)];
+        assert_eq!(Graph::new(tables.clone(), cycle.clone()).load_order(), None);
+        assert_eq!(
+            Graph::new(tables.clone(), cycle.clone()).load_order_or_catalog(),
+            vec![0, 1, 2]
+        );
+        let mut deferred = cycle;
+        deferred[0].deferrable = true;
+        assert_eq!(
+            Graph::new(tables, deferred).load_order(),
+            Some(vec![0, 1, 2])
+        );
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! check the rows as they are created. Everything is read in the subset's one snapshot.
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, HashMap},
     io::{BufWriter, Read, Write},
 };
 
@@ -15,15 +15,13 @@ use super::Subset;
 use crate::{
     context::Context,
     pg::{sql::literal, DbUrl},
-    pipeline::{
-        dump::{pump_dump, spawn_dump},
-        leak_scan, load, scrub,
-    },
+    pipeline::{leak_scan, load, scrub},
 };
+
+use super::template::{run_post, Schema};
 
 /// What the fill of a subset does to the rows on their way, and what it leaves out.
 pub struct Fill<'a> {
-    pub source: &'a DbUrl,
     /// `schema.table` of each table whose data is left out (the changelog, ...).
     pub left_out: &'a [String],
     pub rules: &'a [scrub::Rule],
@@ -68,38 +66,35 @@ where c.relkind = 'S' and n.nspname <> 'information_schema' and n.nspname not li
                   and d.objid = c.oid and d.deptype = 'e');";
 
 impl Subset {
-    /// Fills `temp` (an empty database) with the subset; `on_bytes` counts what psql reads.
+    /// Fills `temp` with the subset; `on_bytes` counts what psql reads. With `templated`,
+    /// `temp` is a copy of the schema's template and takes the rows alone (see
+    /// [`super::template`]); otherwise it is empty and takes pg_dump's pre-data, the rows,
+    /// then the post-data on `cx.jobs` sessions, as a parallel clone's.
     pub fn fill(
         &mut self,
         cx: &Context,
         fill: &Fill,
+        schema: &Schema,
+        templated: bool,
         temp: &DbUrl,
         on_bytes: &dyn Fn(u64),
     ) -> anyhow::Result<Loaded> {
-        let snapshot = self.session.export_snapshot()?;
-        let section = |name: &str| -> anyhow::Result<()> {
-            let extra = [
-                format!("--section={name}"),
-                format!("--snapshot={snapshot}"),
-            ];
-            let child = spawn_dump(cx, fill.source, &[], &extra)?;
-            let psql = load::spawn_psql_load(cx, temp)?;
-            let rules = &[];
-            pump_dump(
-                child,
-                fill.source,
-                fill.drop_settings.clone(),
-                rules,
-                None,
-                false,
-                |reader| load::feed_psql(temp, psql, reader, on_bytes),
-            )
-            .with_context(|| format!("loading the schema's {name} section"))?;
-            Ok(())
-        };
-        section("pre-data")?;
-        let loaded = self.load_rows(cx, fill, temp, on_bytes)?;
-        section("post-data")?;
+        if templated {
+            return self.load_rows(cx, fill, temp, true, on_bytes);
+        }
+        let psql = load::spawn_psql_load(cx, temp)?;
+        let mut pre = Schema::section(&schema.pre, fill.drop_settings.clone());
+        load::feed_psql(temp, psql, &mut pre, on_bytes)
+            .context("loading the schema's pre-data section")?;
+        let loaded = self.load_rows(cx, fill, temp, false, on_bytes)?;
+        let sizes: HashMap<String, u64> = self
+            .graph
+            .tables
+            .iter()
+            .zip(&loaded.rows)
+            .map(|(table, rows)| (table.quoted.clone(), *rows))
+            .collect();
+        run_post(cx, temp, &schema.post, &fill.drop_settings, &sizes, true)?;
         Ok(loaded)
     }
 
@@ -108,50 +103,41 @@ impl Subset {
     /// post-data and its closing lines.
     pub fn write_script(
         &mut self,
-        cx: &Context,
         fill: &Fill,
+        schema: &Schema,
         out: &mut dyn Write,
     ) -> anyhow::Result<Loaded> {
-        let snapshot = self.session.export_snapshot()?;
-        let section = |name: &str| -> anyhow::Result<Vec<u8>> {
-            let extra = [
-                format!("--section={name}"),
-                format!("--snapshot={snapshot}"),
-            ];
-            let child = spawn_dump(cx, fill.source, &[], &extra)?;
-            let (text, _) = pump_dump(child, fill.source, Vec::new(), &[], None, false, |r| {
-                let mut text = Vec::new();
-                r.read_to_end(&mut text)?;
-                Ok(text)
-            })
-            .with_context(|| format!("dumping the schema's {name} section"))?;
-            Ok(text)
-        };
-        let pre = section("pre-data")?;
         let written = "writing the subset's script";
-        out.write_all(&pre[..trailer_start(&pre)])
-            .context(written)?;
+        let pre = &schema.pre;
+        out.write_all(&pre[..trailer_start(pre)]).context(written)?;
         let loaded = self.stream_rows(fill, |input| {
             std::io::copy(input, out).context(written)?;
             Ok(())
         })?;
-        let post = section("post-data")?;
-        out.write_all(&post[first_entry(&post)..])
-            .context(written)?;
+        let post = &schema.post;
+        out.write_all(&post[first_entry(post)..]).context(written)?;
         Ok(loaded)
     }
 
     /// The rows and the sequences into one loading psql.
+    /// With `keyed`, the tables have their keys already: the rows go in one transaction
+    /// whose deferrable constraints are checked when it commits.
     fn load_rows(
         &mut self,
         cx: &Context,
         fill: &Fill,
         temp: &DbUrl,
+        keyed: bool,
         on_bytes: &dyn Fn(u64),
     ) -> anyhow::Result<Loaded> {
         let psql = load::spawn_psql_load(cx, temp)?;
         self.stream_rows(fill, |input| {
-            load::feed_psql(temp, psql, input, on_bytes).map(drop)
+            let (begin, commit): (&[u8], &[u8]) = match keyed {
+                true => (b"BEGIN;\nSET CONSTRAINTS ALL DEFERRED;\n", b"COMMIT;\n"),
+                false => (b"", b""),
+            };
+            let mut input = begin.chain(input).chain(commit);
+            load::feed_psql(temp, psql, &mut input, on_bytes).map(drop)
         })
     }
 
@@ -204,12 +190,12 @@ impl Subset {
     ) -> anyhow::Result<(Vec<u64>, usize)> {
         let mut out = BufWriter::with_capacity(1 << 20, writer);
         let mut rows = vec![0; self.graph.tables.len()];
-        for (t, count) in rows.iter_mut().enumerate() {
+        for t in self.graph.load_order_or_catalog() {
             let table = &self.graph.tables[t];
             if left_out.contains(&format!("{}.{}", table.schema, table.name)) {
                 continue;
             }
-            *count = self.write_table(t, &mut out)?;
+            rows[t] = self.write_table(t, &mut out)?;
         }
         let names: Vec<SequenceName> = self.session.json(SEQUENCES)?;
         for chunk in names.chunks(200) {

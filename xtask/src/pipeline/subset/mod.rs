@@ -9,8 +9,10 @@ pub mod files;
 pub mod graph;
 pub mod keys;
 pub mod load;
+pub mod roots;
 pub mod rules;
 mod session;
+pub mod template;
 pub mod verify;
 
 use std::io::Write;
@@ -31,6 +33,8 @@ pub struct Subset {
     session: Session,
     pub graph: Graph,
     pub closure: Closure,
+    /// pg_dump's schema sections of the snapshot, dumped while the closure was computed.
+    schema: Option<template::Dumping>,
 }
 
 impl Subset {
@@ -46,14 +50,50 @@ impl Subset {
         if roots.is_empty() {
             bail!("a subset needs at least one root: a table and a condition (TABLE: CONDITION) or a named subset (NAME=VALUE)");
         }
+        // A condition that is not one expression is refused before anything is opened.
+        for root in roots {
+            roots::check_condition(&root.condition).map_err(|why| {
+                anyhow::anyhow!(
+                    "root {:?}: {why}; write one SQL condition on the table's columns",
+                    root.shown
+                )
+            })?;
+        }
         let mut session = Session::open(cx, source)?;
+        let snapshot = session.export_snapshot()?;
+        let schema = template::Dumping::start(cx, source, &snapshot)?;
         let graph = Graph::read(&mut session, rules)?;
         let closure = closure::compute(&mut session, &graph, rules, roots, sample)?;
         Ok(Subset {
             session,
             graph,
             closure,
+            schema: Some(schema),
         })
+    }
+
+    /// pg_dump's schema sections of the subset's snapshot, once: the load and the script
+    /// take them.
+    pub fn schema(&mut self) -> anyhow::Result<template::Schema> {
+        match self.schema.take() {
+            Some(dumping) => dumping.wait(),
+            None => bail!("the subset's schema was already taken"),
+        }
+    }
+
+    /// Why the subset's rows cannot go into a copy of the schema's template, if they cannot
+    /// (see [`template`]).
+    pub fn unfit_for_template(&self, schema: &template::Schema) -> Option<String> {
+        let picked: usize = self.closure.rows.iter().map(|r| r.ids.len()).sum();
+        if picked > template::MAX_ROWS {
+            return Some(format!(
+                "{picked} rows load faster before their indexes than into them"
+            ));
+        }
+        if self.graph.load_order().is_none() {
+            return Some("foreign keys that cannot be deferred form a cycle".to_string());
+        }
+        schema.unfit()
     }
 
     /// Table `t`'s block in pg_dump's `COPY ... FROM stdin` form; returns its rows.
@@ -61,10 +101,10 @@ impl Subset {
         copy::write_table(&mut self.session, &self.graph, &self.closure, t, out)
     }
 
-    /// Every table's block, in the catalog's order.
+    /// Every table's block, parents before children (see [`Graph::load_order`]).
     pub fn write_all(&mut self, out: &mut dyn Write) -> anyhow::Result<u64> {
         let mut total = 0;
-        for t in 0..self.graph.tables.len() {
+        for t in self.graph.load_order_or_catalog() {
             total += self.write_table(t, out)?;
         }
         Ok(total)

@@ -13,7 +13,7 @@ use super::{
 };
 use crate::{
     context::Context,
-    pg::{Access, DbUrl},
+    pg::{DbUrl, QuerySession},
     term,
 };
 
@@ -107,7 +107,9 @@ impl Subset {
         temp: &DbUrl,
         loaded: &Loaded,
     ) -> anyhow::Result<Verified> {
-        let query = |sql: &str| cx.tools.query(&cx.sh, temp, Access::ReadWrite, sql);
+        // One session for every query on the new database; it ends before the swap.
+        let session = QuerySession::new(temp);
+        let query = |sql: &str| session.query(&cx.sh, &cx.tools, sql);
         let parse = |answer: String| -> anyhow::Result<(u64, u64)> {
             serde_json::from_str(&answer)
                 .with_context(|| format!("unexpected answer about foreign keys: {answer}"))
@@ -119,7 +121,7 @@ impl Subset {
                 "the subset's foreign keys do not match the source's: {valid} of {total} valid where the source has {source_valid} of {source_total}"
             );
         }
-        let dangling = self.check_generics(cx, temp)?;
+        let dangling = self.check_generics(cx, &session)?;
         let sizes = |answer: String| -> anyhow::Result<BTreeMap<String, (f64, u64)>> {
             serde_json::from_str(&answer)
                 .with_context(|| format!("unexpected answer about table sizes: {answer}"))
@@ -163,7 +165,7 @@ impl Subset {
     fn check_generics(
         &mut self,
         cx: &Context,
-        temp: &DbUrl,
+        temp: &QuerySession,
     ) -> anyhow::Result<BTreeMap<String, u64>> {
         let mut dangling = BTreeMap::new();
         for g in &self.graph.generics {
@@ -173,9 +175,7 @@ impl Subset {
                 continue;
             };
             let (tc, ic) = (&tc.quoted, &ic.quoted);
-            let query = |sql: String| -> anyhow::Result<String> {
-                cx.tools.query(&cx.sh, temp, Access::ReadWrite, &sql)
-            };
+            let query = |sql: String| temp.query(&cx.sh, &cx.tools, &sql);
             let types: Vec<i64> = serde_json::from_str(&query(format!(
                 "select coalesce(jsonb_agg(distinct {tc}), '[]') from {} where {tc} is not null and {ic} is not null",
                 child.quoted

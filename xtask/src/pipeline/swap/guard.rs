@@ -59,7 +59,7 @@ pub fn guard_target(target: &DbUrl, guard: &LoadGuard) -> anyhow::Result<()> {
     }
     if is_temp_name(&target.database) {
         bail!(
-            "target {target} has the name of a temporary database (`<name>__npload_<pid>`, `<name>__npold_<pid>`, `npsnaptmp_…`, `npsnapold_…`, `npspare_…`), which a later run would remove as a leftover: choose another name"
+            "target {target} has the name of a temporary database (`<name>__npload_<pid>`, `<name>__npold_<pid>`, `npsnaptmp_…`, `npsnapold_…`, `npspare_…`, `npschema_…`), which a later run would remove as a leftover: choose another name"
         );
     }
     if !target.is_loopback() && !guard.allow_remote_target {

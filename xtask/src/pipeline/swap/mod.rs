@@ -13,7 +13,7 @@ pub use guard::{
 };
 pub use stale::{
     aside_name, drop_stale, exists, is_temp_name, put_back, snapshot_key_sql, stale_of_dead_runs,
-    stale_query, SNAPSHOT_MARK, SPARE_PREFIX,
+    stale_query, SCHEMA_BUILD_PREFIX, SCHEMA_TEMPLATE_PREFIX, SNAPSHOT_MARK, SPARE_PREFIX,
 };
 pub use target::{inspect_target, TargetState};
 

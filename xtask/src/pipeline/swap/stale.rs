@@ -54,6 +54,13 @@ pub const SNAPSHOT_TEMP_PREFIXES: [&str; 2] = ["npsnaptmp_", "npsnapold_"];
 /// into place, removed by `dev-db` when stale, never a dev database.
 pub const SPARE_PREFIX: &str = "npspare_";
 
+/// The prefix of a subset's schema template, `npschema_<hash>`: an empty database holding
+/// a source's schema, copied for each subset of it, never a dev database.
+pub const SCHEMA_TEMPLATE_PREFIX: &str = "npschema_";
+
+/// The prefix of a schema template being built, `npschematmp_<hash>_<pid>`.
+pub const SCHEMA_BUILD_PREFIX: &str = "npschematmp_";
+
 /// The prefix of a snapshot database's comment, which marks it as one: the target's
 /// inspection tells a snapshot from a dev database by it, and `dev-db` writes it.
 pub const SNAPSHOT_MARK: &str = "{\"netpoint_dev_db_snapshot\":";
@@ -71,6 +78,8 @@ pub fn is_temp_name(name: &str) -> bool {
         || pid_after("__npold_")
         || SNAPSHOT_TEMP_PREFIXES.iter().any(|p| name.starts_with(p))
         || name.starts_with(SPARE_PREFIX)
+        || name.starts_with(SCHEMA_TEMPLATE_PREFIX)
+        || name.starts_with(SCHEMA_BUILD_PREFIX)
 }
 
 /// SQL for the key of a dev database's snapshots, `dev-db`'s and every command's one
@@ -141,6 +150,10 @@ pub fn stale_query(target: &DbUrl) -> String {
     for prefix in SNAPSHOT_TEMP_PREFIXES {
         shapes.push(with_pid(format!("{} || {key} || '_'", literal(prefix))));
     }
+    // A schema template being built serves every target of its server.
+    shapes.push(format!(
+        "datname ~ '^{SCHEMA_BUILD_PREFIX}[0-9a-f]+_[0-9]+$'"
+    ));
     format!(
         "coalesce((select json_agg(datname) from pg_database where ({}) \
          and not exists (select 1 from pg_stat_activity a where a.datname = pg_database.datname)), '[]')",
