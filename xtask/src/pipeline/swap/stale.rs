@@ -223,6 +223,8 @@ mod tests {
             "npsnaptmp_0123abcd_42",
             "npsnapold_0123abcd_42",
             "npspare_0123abcd_base",
+            "npschema_1dd494b860175345f68e",
+            "npschematmp_1dd494b86017_42",
         ] {
             assert!(is_temp_name(temp), "{temp}");
         }
