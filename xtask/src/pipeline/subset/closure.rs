@@ -198,15 +198,12 @@ pub fn compute(
         let (ids, references) =
             derived::kept(walk.session, graph, &rows, *t, nodes.as_deref(), clear)?;
         let table = &graph.tables[*t];
-        let source_rows: u64 = walk
-            .session
-            .line(&format!("select count(*) from {};", table.quoted))?
-            .parse()
-            .unwrap_or(0);
+        let (source_rows, estimated) = derived::source_rows(walk.session, table)?;
         let pointed: BTreeSet<&Key> = references.iter().flat_map(|(_, keys)| keys).collect();
         outcomes.push(derived::Outcome {
             table: table.key(),
             source_rows,
+            estimated,
             kept: ids.len() as u64,
             left_out: pointed.iter().filter(|k| !ids.contains(k)).count() as u64,
             cleared: references

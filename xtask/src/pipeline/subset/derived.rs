@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use anyhow::bail;
 
 use super::{
-    graph::Graph,
+    graph::{Graph, Table},
     keys::{array, Key, BATCH},
     session::Session,
 };
@@ -57,13 +57,34 @@ pub fn check_clears(graph: &Graph, derived: &[DerivedPlan]) -> anyhow::Result<()
 /// The references from included rows to a derived table's rows, per `table.column`.
 pub type References = Vec<(String, Vec<Key>)>;
 
+/// Rows of a derived table counted for the summary; beyond, the planner's estimate: a
+/// subset's time does not grow with the source's search cache.
+pub const COUNTED: u64 = 100_000;
+
+/// The rows of `table` in the source: exact up to [`COUNTED`], else the planner's estimate
+/// (never below what was counted); whether it is the estimate.
+pub fn source_rows(session: &mut Session, table: &Table) -> anyhow::Result<(u64, bool)> {
+    let (counted, estimate): (u64, i64) = session.json(&format!(
+        "select json_build_array((select count(*) from (select from {quoted} limit {limit}) x), \
+         (select reltuples::bigint from pg_class where oid = {oid}::regclass));",
+        quoted = table.quoted,
+        limit = COUNTED + 1,
+        oid = crate::pg::sql::literal(&table.quoted),
+    ))?;
+    Ok(match counted > COUNTED {
+        true => (counted.max(estimate.max(0) as u64), true),
+        false => (counted, false),
+    })
+}
+
 /// What the subset did to a derived table, for the closing summary.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Outcome {
     /// `table` as rules and output name it.
     pub table: String,
-    /// The source's rows.
+    /// The source's rows: counted up to [`COUNTED`], the planner's estimate beyond.
     pub source_rows: u64,
+    pub estimated: bool,
     /// The rows kept.
     pub kept: u64,
     /// Rows the included rows reference but that name a row outside the subset: left out.
@@ -85,8 +106,9 @@ impl Outcome {
             return match self.source_rows {
                 0 => None,
                 n => Some(format!(
-                    "derived: `{}` emptied ({n} rows in the source){rebuild}",
-                    self.table
+                    "derived: `{}` emptied ({}{n} rows in the source){rebuild}",
+                    self.table,
+                    if self.estimated { "about " } else { "" }
                 )),
             };
         }
@@ -191,6 +213,7 @@ mod tests {
         let paths = Outcome {
             table: "dcim_cablepath".into(),
             source_rows: 5,
+            estimated: false,
             kept: 2,
             left_out: 1,
             cleared: vec![
@@ -218,6 +241,15 @@ mod tests {
         assert_eq!(
             cache.line().unwrap(),
             "derived: `extras_cachedvalue` emptied (40 rows in the source); rebuild with `manage.py reindex`"
+        );
+        let large = Outcome {
+            source_rows: 1_500_000,
+            estimated: true,
+            ..cache.clone()
+        };
+        assert_eq!(
+            large.line().unwrap(),
+            "derived: `extras_cachedvalue` emptied (about 1500000 rows in the source); rebuild with `manage.py reindex`"
         );
         assert_eq!(
             Outcome {

@@ -156,6 +156,7 @@ impl Subset {
                 .map(|d| serde_json::json!({
                     "table": d.table,
                     "source_rows": d.source_rows,
+                    "source_rows_estimated": d.estimated,
                     "kept": d.kept,
                     "left_out": d.left_out,
                     "cleared": d.cleared.iter()
