@@ -3,7 +3,7 @@
 //! upward from every included row), through foreign keys and generic foreign keys, to a
 //! fixpoint. The ids found so far stay here and travel to the source as array literals.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{btree_map::Entry, BTreeMap, BTreeSet};
 
 use anyhow::bail;
 
@@ -48,8 +48,9 @@ enum Edge {
 struct Walk<'a> {
     session: &'a mut Session,
     graph: &'a Graph,
-    included: Vec<BTreeSet<Key>>,
-    owned: Vec<BTreeSet<Key>>,
+    /// The rows included, each marked when it belongs to a root (followed downward): one
+    /// map, not two sets, as a subset of a million rows must stay small.
+    included: Vec<BTreeMap<Key, bool>>,
     /// Rows newly owned, to follow downward; rows newly included, to follow upward.
     down: Vec<Vec<Key>>,
     up: Vec<Vec<Key>>,
@@ -104,8 +105,7 @@ pub fn compute(
     let mut walk = Walk {
         session,
         graph,
-        included: vec![BTreeSet::new(); n],
-        owned: vec![BTreeSet::new(); n],
+        included: vec![BTreeMap::new(); n],
         down: vec![Vec::new(); n],
         up: vec![Vec::new(); n],
         whole: vec![false; n],
@@ -181,7 +181,7 @@ pub fn compute(
 
     let mut rows: Vec<Rows> = (0..n)
         .map(|t| Rows {
-            ids: std::mem::take(&mut walk.included[t]),
+            ids: std::mem::take(&mut walk.included[t]).into_keys().collect(),
             whole: walk.whole[t],
             derived: walk.derived[t],
         })
@@ -230,16 +230,25 @@ pub fn compute(
 
 impl Walk<'_> {
     fn include(&mut self, t: usize, key: Key) {
-        if self.included[t].insert(key.clone()) {
+        if let Entry::Vacant(entry) = self.included[t].entry(key.clone()) {
+            entry.insert(false);
             self.up[t].push(key);
         }
     }
 
     fn own(&mut self, t: usize, key: Key) {
-        if self.owned[t].insert(key.clone()) {
-            self.down[t].push(key.clone());
+        match self.included[t].entry(key.clone()) {
+            Entry::Vacant(entry) => {
+                entry.insert(true);
+                self.down[t].push(key.clone());
+                self.up[t].push(key);
+            }
+            Entry::Occupied(mut entry) => {
+                if !entry.insert(true) {
+                    self.down[t].push(key);
+                }
+            }
         }
-        self.include(t, key);
     }
 
     fn root(&mut self, root: &Root, sample: Option<f64>) -> anyhow::Result<()> {
