@@ -412,13 +412,8 @@ impl Walk<'_> {
         if batch.is_empty() {
             return Ok(Vec::new());
         }
-        let parts: Vec<String> = batch
-            .iter()
-            .map(|(_, sql)| format!("({})", sql.trim_end_matches(';')))
-            .collect();
-        let answers: Vec<Vec<String>> = self
-            .session
-            .json(&format!("select jsonb_build_array({});", parts.join(",\n")))?;
+        let queries: Vec<&str> = batch.iter().map(|(_, sql)| sql.as_str()).collect();
+        let answers: Vec<Vec<String>> = self.session.json(&batch_sql(&queries))?;
         let mut keys = Vec::new();
         for ((t, _), texts) in batch.iter().zip(answers) {
             let table = &self.graph.tables[*t];
@@ -441,6 +436,22 @@ impl Walk<'_> {
     }
 }
 
+/// One statement answering `queries` (each one JSON array) as an array of their answers, in
+/// order. A function takes at most 100 arguments: the arrays of a hundred are concatenated.
+fn batch_sql(queries: &[&str]) -> String {
+    let arrays: Vec<String> = queries
+        .chunks(100)
+        .map(|chunk| {
+            let parts: Vec<String> = chunk
+                .iter()
+                .map(|sql| format!("({})", sql.trim_end_matches(';')))
+                .collect();
+            format!("jsonb_build_array({})", parts.join(",\n"))
+        })
+        .collect();
+    format!("select {};", arrays.join("\n|| "))
+}
+
 /// The keys waiting in each table's queue, taken out of it.
 fn take_pending(queues: &mut [Vec<Key>]) -> Vec<(usize, Vec<Key>)> {
     queues
@@ -449,4 +460,26 @@ fn take_pending(queues: &mut [Vec<Key>]) -> Vec<(usize, Vec<Key>)> {
         .filter(|(_, keys)| !keys.is_empty())
         .map(|(t, keys)| (t, std::mem::take(keys)))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_batch_passes_no_function_over_100_arguments() {
+        assert_eq!(
+            batch_sql(&["select '[]';", "select '[1]'"]),
+            "select jsonb_build_array((select '[]'),\n(select '[1]'));"
+        );
+        let queries = vec!["select '[]'"; 250];
+        let sql = batch_sql(&queries);
+        let calls: Vec<&str> = sql.split("jsonb_build_array(").skip(1).collect();
+        assert_eq!(calls.len(), 3);
+        for call in calls {
+            assert!(call.matches("(select '[]')").count() <= 100, "{call}");
+        }
+        assert_eq!(sql.matches("(select '[]')").count(), 250);
+        assert_eq!(sql.matches("\n|| ").count(), 2);
+    }
 }
