@@ -36,6 +36,7 @@ impl Dev<'_> {
         let snapshot = self.snapshot_db(name);
         // Every check comes first: until the swap, nothing is changed and no session ended.
         let mut locked = replacement.lock(self.cx, target, None)?;
+        locked.query_in(&self.session);
         locked.drop_stale(self.cx);
         self.remove_stale_stores()?;
         let Some(meta) = self.meta_of(name)? else {

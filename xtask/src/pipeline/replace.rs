@@ -11,7 +11,7 @@ use xshell::Shell;
 use crate::{
     context::Context,
     media,
-    pg::{DbUrl, PgTools},
+    pg::{DbUrl, PgTools, QuerySession},
     pipeline::{
         report::Timings,
         staged_media::{finish_media, StagedMedia},
@@ -77,6 +77,7 @@ impl<'a> Replacement<'a> {
             media_lock,
             stale_dropped: false,
             keep_previous: false,
+            session: None,
         })
     }
 }
@@ -95,6 +96,8 @@ pub struct Locked<'a, 't> {
     media_lock: Option<MediaLock>,
     stale_dropped: bool,
     keep_previous: bool,
+    /// A session on the admin connection the swap's queries run in.
+    session: Option<&'t QuerySession>,
 }
 
 /// A step on the new temporary database, given its URL.
@@ -149,7 +152,7 @@ pub struct Replaced {
     _locks: (TargetLock, Option<MediaLock>),
 }
 
-impl Locked<'_, '_> {
+impl<'t> Locked<'_, 't> {
     /// The media directory stays as it is: the confirmation does not name it.
     pub fn keep_media(&mut self) {
         self.asked_media = None;
@@ -158,6 +161,12 @@ impl Locked<'_, '_> {
     /// The previous database is left as [`aside_name`] once replaced, for the caller to drop.
     pub fn keep_previous(&mut self) {
         self.keep_previous = true;
+    }
+
+    /// The swap's queries run in `session` (on [`Inspected::admin`]), not each in a psql
+    /// of its own.
+    pub fn query_in(&mut self, session: &'t QuerySession) {
+        self.session = Some(session);
     }
 
     /// Removes the temporary databases of dead runs found while taking the lock (once).
@@ -209,6 +218,7 @@ impl Locked<'_, '_> {
             swap::replace(
                 cx,
                 admin,
+                self.session,
                 target,
                 create,
                 database.fill,
