@@ -259,7 +259,7 @@ impl DevDb {
             guard: &guard,
         };
         replacement.check()?;
-        let inspected = replacement.inspect(sh, tools)?;
+        let inspected = replacement.inspect_unless_confirmed(sh, tools)?;
         let (admin, state) = (&inspected.admin, &inspected.state);
         let key = &state.snapshot_key;
         if key.len() != 8 || !key.bytes().all(|b| b.is_ascii_hexdigit()) {

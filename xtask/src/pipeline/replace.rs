@@ -47,7 +47,19 @@ impl<'a> Replacement<'a> {
 
     /// Reads the target's server; changes nothing.
     pub fn inspect(&self, sh: &Shell, tools: &PgTools) -> anyhow::Result<Inspected> {
-        let (admin, state) = inspect_target(sh, tools, self.target)?;
+        let (admin, state) = inspect_target(sh, tools, self.target, true)?;
+        Ok(Inspected { admin, state })
+    }
+
+    /// [`Replacement::inspect`] without a session on the target to count its tables when
+    /// the run will not ask before replacing it (`--yes`), the one place they are shown:
+    /// for a command whose whole run is a few queries.
+    pub fn inspect_unless_confirmed(
+        &self,
+        sh: &Shell,
+        tools: &PgTools,
+    ) -> anyhow::Result<Inspected> {
+        let (admin, state) = inspect_target(sh, tools, self.target, !self.guard.yes)?;
         Ok(Inspected { admin, state })
     }
 

@@ -22,11 +22,14 @@ pub struct TargetState {
 }
 
 /// Checks the target server before anything is loaded: reachable, allowed to create
-/// databases, and allowed to replace the target. Only reads: it changes nothing.
+/// databases, and allowed to replace the target. Only reads: it changes nothing. The
+/// target's tables are counted (a session on it) only with `count_tables`: only the
+/// question before replacing it shows them.
 pub fn inspect_target(
     sh: &Shell,
     tools: &PgTools,
     target: &DbUrl,
+    count_tables: bool,
 ) -> anyhow::Result<(DbUrl, TargetState)> {
     let (admin, server) = admin_url(sh, tools, target)?;
     #[derive(serde::Deserialize)]
@@ -97,7 +100,7 @@ pub fn inspect_target(
         size: size.max(0) as u64,
         snapshot_key,
     };
-    if state.exists {
+    if state.exists && count_tables {
         let tables = tools.query(
             sh,
             target,
