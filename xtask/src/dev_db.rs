@@ -281,6 +281,8 @@ impl DevDb {
                 allow_remote_target: self.allow_remote_target,
             },
         };
+        // Its psql connects while the locks are taken.
+        dev.session.connect_early(sh, tools);
         match self.action {
             Action::Save {
                 force, no_spare, ..

@@ -87,18 +87,35 @@ impl PgTools {
     /// Connects once to learn the server's version and identity, turning connection
     /// failures into clear errors.
     pub fn server(&self, sh: &Shell, url: &DbUrl, access: Access) -> anyhow::Result<Server> {
-        let out = self.query(
-            sh,
-            url,
-            access,
+        Ok(self.server_and(sh, url, access, None)?.0)
+    }
+
+    /// [`PgTools::server`], and the one-line answer of query `then` in the same session.
+    pub fn server_and(
+        &self,
+        sh: &Shell,
+        url: &DbUrl,
+        access: Access,
+        then: Option<&str>,
+    ) -> anyhow::Result<(Server, String)> {
+        let sql = format!(
             "select json_build_object('version_num', current_setting('server_version_num'), \
              'version', current_setting('server_version'), \
              'sysid', case when has_function_privilege('pg_catalog.pg_control_system()', 'execute') \
              then (select system_identifier::text from pg_catalog.pg_control_system()) end, \
              'started', pg_postmaster_start_time()::text, 'port', current_setting('port'), \
              'recovery', pg_is_in_recovery(), \
-             'database_oid', (select oid::text from pg_database where datname = current_database()))",
-        )?;
+             'database_oid', (select oid::text from pg_database where datname = current_database())){}",
+            then.map(|then| format!("; {then}")).unwrap_or_default()
+        );
+        let answer = self.query(sh, url, access, &sql)?;
+        let (out, then) = match then {
+            Some(_) => answer
+                .split_once('\n')
+                .map(|(out, then)| (out.to_string(), then.to_string()))
+                .unwrap_or((answer, String::new())),
+            None => (answer, String::new()),
+        };
         let mut server: Server = serde_json::from_str(&out)
             .with_context(|| format!("unexpected answer from {url} about its version: {out}"))?;
         let num: u32 = server
@@ -110,7 +127,7 @@ impl PgTools {
             .lock()
             .unwrap()
             .insert(url.host_port(), server.major);
-        Ok(server)
+        Ok((server, then))
     }
 }
 
@@ -357,6 +374,15 @@ impl QuerySession {
                 *self.last_failure.borrow_mut() = Some(scrub(&self.url, &stderr));
                 Err(error)
             }
+        }
+    }
+
+    /// Starts the session's psql now, so that it connects while the run does other work;
+    /// a failure is reported by the first query.
+    pub fn connect_early(&self, sh: &Shell, tools: &PgTools) {
+        let mut open = self.open.borrow_mut();
+        if open.is_none() && !process::interrupted() {
+            *open = self.start(sh, tools).ok();
         }
     }
 

@@ -31,7 +31,6 @@ pub fn inspect_target(
     target: &DbUrl,
     count_tables: bool,
 ) -> anyhow::Result<(DbUrl, TargetState)> {
-    let (admin, server) = admin_url(sh, tools, target)?;
     #[derive(serde::Deserialize)]
     struct Answer {
         can_create: bool,
@@ -41,11 +40,8 @@ pub fn inspect_target(
         snapshot: bool,
         snapshot_key: String,
     }
-    let answer = tools.query(
-        sh,
-        &admin,
-        Access::ReadWrite,
-        &format!(
+    // Asked in the session that learns the server's version.
+    let inspect = format!(
             "select json_build_object('can_create', r.rolcreatedb or r.rolsuper, \
              'may_replace', coalesce(pg_get_userbyid(d.datdba) = current_user or r.rolsuper, true), \
              'oid', d.oid::text, 'size', coalesce(pg_database_size(d.oid), 0), \
@@ -55,8 +51,8 @@ pub fn inspect_target(
             literal(super::SNAPSHOT_MARK),
             super::snapshot_key_sql(target),
             literal(&target.database)
-        ),
-    )?;
+        );
+    let (admin, server, answer) = admin_url(sh, tools, target, Some(&inspect))?;
     let Answer {
         can_create,
         may_replace,
@@ -114,9 +110,15 @@ pub fn inspect_target(
     Ok((admin, state))
 }
 
-/// A connection to the target server that is not the target database itself, and the
-/// server's version, learnt on the way.
-pub fn admin_url(sh: &Shell, tools: &PgTools, target: &DbUrl) -> anyhow::Result<(DbUrl, Server)> {
+/// A connection to the target server that is not the target database itself, the
+/// server's version, learnt on the way, and the answer of query `then` asked there in the
+/// same session.
+fn admin_url(
+    sh: &Shell,
+    tools: &PgTools,
+    target: &DbUrl,
+    then: Option<&str>,
+) -> anyhow::Result<(DbUrl, Server, String)> {
     let candidates: &[&str] = if target.database == "postgres" {
         &["template1"]
     } else {
@@ -127,8 +129,8 @@ pub fn admin_url(sh: &Shell, tools: &PgTools, target: &DbUrl) -> anyhow::Result<
     let mut first = None;
     for name in candidates {
         let url = target.with_database(name);
-        match tools.server(sh, &url, Access::ReadWrite) {
-            Ok(server) => return Ok((url, server)),
+        match tools.server_and(sh, &url, Access::ReadWrite, then) {
+            Ok((server, answer)) => return Ok((url, server, answer)),
             Err(err) => {
                 first.get_or_insert(err);
             }
