@@ -77,6 +77,49 @@ impl Dev<'_> {
         self.stores().join(format!("{}@{id}", self.spare_db(name)))
     }
 
+    /// Written by the run preparing the spare while its database is copied: the size of the
+    /// snapshot's tablespace before the copy began (the copy's files are counted in it
+    /// before the new database is visible by its name).
+    fn progress_file(&self, name: &str) -> PathBuf {
+        self.stores()
+            .join(format!(".{}.progress", self.spare_db(name)))
+    }
+
+    fn tablespace_sql(&self, name: &str) -> String {
+        format!(
+            "select pg_tablespace_size(dattablespace) from pg_database where datname = {}",
+            literal(&self.snapshot_db(name))
+        )
+    }
+
+    /// How far a preparation under way is, in percent of the snapshot's database (`size`)
+    /// and media: the media copied so far, and what the server's tablespace grew since the
+    /// database's copy began. Never 100: only a finished spare is ready.
+    pub(super) fn spare_progress(&self, name: &str, meta: &Meta, size: u64) -> u64 {
+        let media_total = meta.media.map_or(0, |m| m.bytes);
+        let media_done = if self.spare_store(name, &meta.id).join("media").is_dir() {
+            media_total
+        } else {
+            self.spare_dirs(Some(name))
+                .iter()
+                .filter(|dir| atomic_file::file_name(dir).starts_with('.'))
+                .filter_map(|dir| media::count(&dir.join("media")).ok())
+                .map(|totals| totals.bytes)
+                .sum::<u64>()
+                .min(media_total)
+        };
+        let database_done = fs::read_to_string(self.progress_file(name))
+            .ok()
+            .and_then(|base| base.trim().parse::<u64>().ok())
+            .and_then(|base| {
+                let now: u64 = self.query(&self.tablespace_sql(name)).ok()?.parse().ok()?;
+                Some(now.saturating_sub(base).min(size))
+            })
+            .unwrap_or(0);
+        let total = (media_total + size).max(1);
+        ((media_done + database_done) * 100 / total).min(99)
+    }
+
     /// The spare's lock, taken now or not at all: it is held by the run preparing it.
     fn spare_lock(&self, name: &str) -> anyhow::Result<TargetLock> {
         let key = self.target.with_database(&self.spare_db(name));
@@ -209,6 +252,7 @@ impl Dev<'_> {
 
     fn remove_spare_locked(&self, name: &str) -> anyhow::Result<()> {
         swap::drop_database(self.cx, self.admin, &self.spare_db(name))?;
+        let _ = fs::remove_file(self.progress_file(name));
         for dir in self.spare_dirs(Some(name)) {
             fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
         }
@@ -430,6 +474,7 @@ impl Dev<'_> {
                 "preparing the spare of snapshot `{name}`: restores copy it until one is ready"
             )));
         }
+        let _ = fs::remove_file(self.progress_file(name));
         term::success(format!("the spare of snapshot `{name}` is ready"));
         Ok(())
     }
@@ -455,6 +500,10 @@ impl Dev<'_> {
         }
         process::check_interrupted()?;
         let spare = self.spare_db(name);
+        // For `list`'s progress; a role that may not read the tablespace's size shows none.
+        if let Ok(base) = self.query(&self.tablespace_sql(name)) {
+            let _ = fs::write(self.progress_file(name), base);
+        }
         process::critical(|| {
             self.copy_database(&self.snapshot_db(name), &spare, "preparing its spare")?;
             self.query(&format!(
