@@ -66,6 +66,7 @@ impl Dev<'_> {
         };
         let mut linked = None;
         let mut media_from_spare = false;
+        let replaced_media = std::cell::RefCell::new(None);
         let stage = |_: &mut Timings| match (meta.media, &origins) {
             (Some(size), Some(origins)) => {
                 if let Some((spare, spare_origins)) = spare_media {
@@ -78,6 +79,7 @@ impl Dev<'_> {
                                 totals,
                                 record: store.join(ORIGINS),
                                 id: &meta.id,
+                                replaced: &replaced_media,
                             })));
                         }
                         Ok(_) => term::step("the spare's media differ from the snapshot's: copying them instead"),
@@ -144,13 +146,21 @@ impl Dev<'_> {
         }
         let replaced = locked.replace(self.cx, stage, database);
         drop(spare_lock);
+        let mut handed_over = false;
         if background {
-            // The previous dev database is dropped by the detached run, under its name.
+            // The previous dev database is dropped by the detached run, under its name, and
+            // the media replaced are removed by it.
             let old = swap::aside_name(&self.target.database);
             let ok = replaced.is_ok();
             let run = self.start_spare(name, ok);
+            handed_over = run.is_some();
             if ok && !run.is_some_and(|pid| self.hand_over(&old, pid)) {
                 self.discard(&old);
+            }
+        }
+        if let Some((old, target)) = replaced_media.take() {
+            if !handed_over {
+                atomic_file::remove_replaced(&old, &target);
             }
         }
         let _replaced = replaced?;

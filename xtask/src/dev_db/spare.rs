@@ -427,6 +427,8 @@ impl Dev<'_> {
         while process::alive(pid) && started.elapsed() < Duration::from_secs(60) {
             std::thread::sleep(Duration::from_millis(20));
         }
+        // The media the run replaced, moved aside under its pid.
+        atomic_file::remove_stale_staging(self.media);
         let old = swap::aside_name(&self.target.database);
         match swap::exists(self.cx, self.admin, &old) {
             Ok(true) => {
@@ -524,6 +526,9 @@ pub(super) struct SpareMedia<'a> {
     /// The snapshot's record of the live files that hold its contents.
     pub record: PathBuf,
     pub id: &'a str,
+    /// Where the media it replaced were moved aside (and the media directory), left for the
+    /// detached run to remove: removing a tree takes time in proportion to its files.
+    pub replaced: &'a std::cell::RefCell<Option<(PathBuf, PathBuf)>>,
 }
 
 impl SpareMedia<'_> {
@@ -554,7 +559,14 @@ impl Staged for SpareMedia<'_> {
             return Ok(None);
         };
         let stamp = Stamp::now(&media.dir)?;
-        atomic_file::replace_dir(&media.dir, target)?;
+        if let Some((old, target)) = atomic_file::replace_dir_keeping_old(&media.dir, target)? {
+            // A directory moved aside beside the media is a dead run's leftover once this run
+            // has exited; one inside them (a mount point) is removed now.
+            match old.parent() == Some(target.as_path()) {
+                true => atomic_file::remove_replaced(&old, &target),
+                false => *media.replaced.borrow_mut() = Some((old, target)),
+            }
+        }
         let mut origins = Origins::default();
         for (rel, identity) in media.origins.into_files() {
             if identity.before(&stamp) {
