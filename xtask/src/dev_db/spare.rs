@@ -16,7 +16,7 @@ use anyhow::Context as _;
 
 use crate::{
     atomic_file::{self, StagingDir},
-    media::{self, Origins, Stamp},
+    media::{self, Origins},
     pg::sql::{ident, literal},
     pipeline::{
         replace::Staged,
@@ -25,7 +25,7 @@ use crate::{
     process, term,
 };
 
-use super::{Dev, Meta, ORIGINS};
+use super::{Dev, MediaSize, Meta, ORIGINS};
 
 /// The prefix of a spare's database comment: the save's id follows.
 const SPARE_MARK: &str = "{\"netpoint_dev_db_spare\":";
@@ -52,9 +52,20 @@ impl SpareState {
 pub(super) struct TakenSpare {
     pub lock: TargetLock,
     pub database: String,
-    /// The spare's media and the record of their files, when the snapshot has media.
-    pub media: Option<(PathBuf, Origins)>,
+    /// The spare's media, when the snapshot has media.
+    pub media: Option<TakenMedia>,
 }
+
+/// A ready spare's media directory, the record of its files and their totals as the copy
+/// that made them counted them.
+pub(super) struct TakenMedia {
+    pub dir: PathBuf,
+    pub record: PathBuf,
+    pub totals: Option<MediaSize>,
+}
+
+/// Beside a spare's media: their totals, written by the copy that made them.
+const TOTALS: &str = "totals.json";
 
 fn spare_comment(id: &str) -> String {
     format!(
@@ -212,15 +223,21 @@ impl Dev<'_> {
         let media = match meta.media {
             Some(_) => {
                 let dir = self.spare_store(name, &meta.id);
-                match Origins::read(&dir.join(ORIGINS), &meta.id) {
-                    Ok(origins) => Some((dir.join("media"), origins)),
-                    Err(err) => {
-                        term::step(format!(
-                            "the spare of snapshot `{name}` has no readable record ({err:#}): copying the snapshot instead"
-                        ));
-                        return None;
-                    }
+                let record = dir.join(ORIGINS);
+                if !record.is_file() {
+                    term::step(format!(
+                        "the spare of snapshot `{name}` has no record of its files: copying the snapshot instead"
+                    ));
+                    return None;
                 }
+                let totals = fs::read(dir.join(TOTALS))
+                    .ok()
+                    .and_then(|text| serde_json::from_slice(&text).ok());
+                Some(TakenMedia {
+                    dir: dir.join("media"),
+                    record,
+                    totals,
+                })
             }
             None => None,
         };
@@ -497,6 +514,12 @@ impl Dev<'_> {
                 &Origins::default(),
             )?;
             copy.origins.write(&tmp.join(ORIGINS), &meta.id)?;
+            let totals = MediaSize {
+                files: copy.all.files,
+                bytes: copy.all.bytes,
+            };
+            fs::write(tmp.join(TOTALS), serde_json::to_string(&totals)?)
+                .with_context(|| format!("writing {}", tmp.join(TOTALS).display()))?;
             fs::rename(&*tmp, &made).with_context(|| format!("renaming to {}", made.display()))?;
             tmp.keep();
         }
@@ -521,25 +544,30 @@ impl Dev<'_> {
 /// A spare's media, moved beside the live ones by the restore, swapped in by rename.
 pub(super) struct SpareMedia<'a> {
     pub dir: StagingDir,
-    pub origins: Origins,
+    /// The spare's record of its files: the live files' once moved in.
+    pub origins: PathBuf,
     pub totals: media::Totals,
     /// The snapshot's record of the live files that hold its contents.
     pub record: PathBuf,
-    pub id: &'a str,
     /// Where the media it replaced were moved aside (and the media directory), left for the
     /// detached run to remove: removing a tree takes time in proportion to its files.
     pub replaced: &'a std::cell::RefCell<Option<(PathBuf, PathBuf)>>,
 }
 
 impl SpareMedia<'_> {
-    /// Moves the spare's media to the staging place beside `live`: a rename.
+    /// Moves the spare's media to the staging place beside `live`: a rename. Their totals
+    /// are those the copy that made them counted (counted again for a spare made without).
     pub(super) fn stage(
-        spare_media: &Path,
+        spare: &TakenMedia,
         live: &Path,
     ) -> anyhow::Result<(StagingDir, media::Totals)> {
         atomic_file::remove_stale_staging(live);
         let dir = atomic_file::staging_dir(live)?;
-        let totals = media::count(spare_media)?;
+        let spare_media = &spare.dir;
+        let totals = match spare.totals {
+            Some(MediaSize { files, bytes }) => media::Totals { files, bytes },
+            None => media::count(spare_media)?,
+        };
         fs::rename(spare_media, &dir)
             .with_context(|| format!("moving {} to {}", spare_media.display(), dir.display()))?;
         Ok((StagingDir(dir), totals))
@@ -558,7 +586,6 @@ impl Staged for SpareMedia<'_> {
         let (Some(media), Some(target)) = (staged, target) else {
             return Ok(None);
         };
-        let stamp = Stamp::now(&media.dir)?;
         if let Some((old, target)) = atomic_file::replace_dir_keeping_old(&media.dir, target)? {
             // A directory moved aside beside the media is a dead run's leftover once this run
             // has exited; one inside them (a mount point) is removed now.
@@ -567,13 +594,12 @@ impl Staged for SpareMedia<'_> {
                 false => *media.replaced.borrow_mut() = Some((old, target)),
             }
         }
-        let mut origins = Origins::default();
-        for (rel, identity) in media.origins.into_files() {
-            if identity.before(&stamp) {
-                origins.insert(rel, identity);
-            }
-        }
-        if let Err(err) = origins.write(&media.record, media.id) {
+        // The spare's record names the files now live (a rename changes no file's identity),
+        // under the same save's id: it becomes the snapshot's, whatever the number of files.
+        // A file changed since is told by its identity and copied, never linked.
+        if let Err(err) = fs::rename(&media.origins, &media.record)
+            .with_context(|| format!("moving {}", media.origins.display()))
+        {
             term::warn(format!(
                 "the media are in place, but which of them are unchanged could not be recorded ({err:#}): the next save or restore copies every file"
             ));
