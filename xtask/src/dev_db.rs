@@ -22,6 +22,7 @@ mod migrations;
 mod restore;
 mod save;
 mod spare;
+mod spare_media;
 mod store;
 
 use std::{

@@ -21,10 +21,7 @@ use crate::{
     process, term,
 };
 
-use super::{
-    spare::{SpareMedia, TakenSpare},
-    Dev, Meta, FORMAT, ORIGINS,
-};
+use super::{spare::TakenSpare, spare_media::SpareMedia, Dev, Meta, FORMAT, ORIGINS};
 
 impl Dev<'_> {
     pub(super) fn restore(
