@@ -140,6 +140,18 @@ DEV_DB_STEPS = [
     ("devdb_restore", "xtask dev-db restore NAME --yes"),
     ("devdb_restore_spare", "  the same with the ready spare renamed in"),
 ]
+# --dev-db: the ready-spare restore at the scale and at this many times it, and the branch hook.
+SPARE_FACTOR = 4
+SPARE_ROUNDS = 5
+SPARE_GOAL_S = 0.15
+SPARE_SPREAD = 1.20
+HOOK_SLACK_S = 0.2
+SPARE_STEPS = [
+    ("devdb_spare_1x", "xtask dev-db restore NAME --yes, ready spare, the scale"),
+    ("devdb_spare_4x", f"  the same on a dev database {SPARE_FACTOR}x as large"),
+    ("git_checkout", "git checkout BRANCH, no hook"),
+    ("devdb_hook", "  the same with the dev-db hook (save + restore)"),
+]
 SUBSET_STEPS = [
     ("sub_small", "S1 clone-prod --subset site=SLUG --target, source 1x"),
     ("sub_large", "S2   the same one-site subset, source 4x"),
@@ -382,6 +394,8 @@ class Bench:
         if self.args.subset:  # no media, no dumps: only logs and the binary
             need_work = 2e8
         need_docker = 8e9 * self.scale + 1.5e9
+        if self.args.dev_db:  # the 4x dev database, its snapshot and its spare
+            need_docker += 3 * SPARE_FACTOR * 0.6e9 * self.scale
         docker_root = subprocess.run(["docker", "info", "-f", "{{.DockerRootDir}}"], capture_output=True,
                                      text=True).stdout.strip() or "/"
         checks = [(self.work, need_work, "--workdir")]
@@ -1158,8 +1172,142 @@ class Bench:
     def run_dev_db(self):
         self.prepare()
         self.group("dev-db (T13)", self.devdb_round)
-        self.print_subset("NetPoint dev-db benchmark", ("T13",), DEV_DB_STEPS)
+        self.devdb_spare_sizes()
+        self.devdb_hook()
+        self.print_subset("NetPoint dev-db benchmark", ("T13",), DEV_DB_STEPS + SPARE_STEPS)
+        self.print_spares()
         return 0
+
+    def devdb_spare_sizes(self):
+        """The ready-spare restore on the dev database of T13 and on one SPARE_FACTOR times as large
+        (the source inflated, its changelog emptied as a clone leaves it), SPARE_ROUNDS rounds each."""
+        big = "bench_dev4"
+        log(f"dev-db ready spare: a dev database {SPARE_FACTOR}x as large ({big})")
+        self.check(["dropdb", "--if-exists", big], env=self.pg_env())
+        self.check(["createdb", "-T", "bench_source", big], env=self.pg_env())
+        for batch in range(1, SPARE_FACTOR):
+            self.inflate(big, batch)
+        self.psql(big, f"truncate public.{CHANGELOG}")
+        dev_media = self.work / "dev-media"
+        big_media = self.work / "dev-media-4x"
+        shutil.rmtree(big_media, ignore_errors=True)
+        self.check(["cp", "-a", "--reflink=auto", dev_media, big_media])
+        self.data["spare_sizes"] = {}
+        rounds = max(self.rounds, SPARE_ROUNDS)
+        for label, db, media in (("1x", "bench_dev", dev_media), (f"{SPARE_FACTOR}x", big, big_media)):
+            self.data["spare_sizes"][label] = self.psql("postgres", f"select pg_database_size('{db}')")
+            target = ["--target", self.url(db), "--target-media", media]
+            self.timed_xtask(["dev-db", "save", "spare", "--force", *target], f"devdb-spare-{label}")
+            log(f"dev-db ready spare, {label}: {rounds} rounds after 1 warm-up")
+            for n in range(rounds + 1):
+                self.wait_spare_ready("spare", target)
+                self.settle()
+                logf = self.work / "logs" / f"devdb-spare-{label}.log"
+                before = logf.stat().st_size
+                run = self.timed_xtask(["dev-db", "restore", "spare", "--yes", *target], f"devdb-spare-{label}")
+                with open(logf, "rb") as f:
+                    f.seek(before)
+                    if b"renamed the ready spare" not in f.read():
+                        raise Fail(f"dev-db restore did not rename the ready spare in: see {logf}")
+                self.record(f"devdb_spare_{label}", run, n == 0)
+            self.wait_spare_ready("spare", target)
+            self.timed_xtask(["dev-db", "drop", "spare", "--yes", *target], f"devdb-spare-{label}")
+        self.check(["dropdb", big], env=self.pg_env())
+        shutil.rmtree(big_media, ignore_errors=True)
+
+    def devdb_hook(self):
+        """What the dev-db hook adds to a branch switch: git checkout between two branches with the
+        hook (it saves the branch left and renames the other's ready spare in) and without it."""
+        repo = self.work / "hook-repo"
+        shutil.rmtree(repo, ignore_errors=True)
+        repo.mkdir()
+        dev_media = self.work / "dev-media"
+        env = self.xtask_env()
+        env.update(NETPOINT_XTASK=str(self.xtask), NETPOINT_DATABASE_URL=self.url("bench_dev"),
+                   NETPOINT_MEDIA_ROOT=str(dev_media), GIT_AUTHOR_NAME="bench", GIT_AUTHOR_EMAIL="bench@invalid",
+                   GIT_COMMITTER_NAME="bench", GIT_COMMITTER_EMAIL="bench@invalid")
+        git = ["git", "-C", str(repo)]
+        self.check(git + ["init", "-q", "-b", "main"], env=env)
+        (repo / "README").write_text("main\n")
+        self.check(git + ["add", "."], env=env)
+        self.check(git + ["commit", "-q", "-m", "main"], env=env)
+        self.check(git + ["branch", "other"], env=env)
+        no_hooks = self.work / "no-hooks"
+        no_hooks.mkdir(exist_ok=True)
+        rounds = max(self.rounds, SPARE_ROUNDS)
+        log(f"git checkout without hooks: {rounds} rounds after 1 warm-up")
+        for n in range(rounds + 1):
+            for branch in ("other", "main"):
+                seconds = self.timed([(git + ["-c", f"core.hooksPath={no_hooks}", "checkout", "-q", branch], None)],
+                                     env, "git-checkout")
+                self.record("git_checkout", Run(seconds, cpu=self.last_cpu), n == 0)
+        self.check([self.xtask, "dev-db", "hook", "install"], env=env, cwd=repo)
+        target = ["--target", self.url("bench_dev"), "--target-media", dev_media]
+        # The first switch each way makes each branch's snapshot.
+        for branch in ("other", "main"):
+            self.check(git + ["checkout", "-q", branch], env=env)
+        log(f"git checkout with the dev-db hook: {rounds} rounds after 1 warm-up")
+        logf = self.work / "logs" / "devdb-hook.log"
+        for n in range(rounds + 1):
+            for branch in ("other", "main"):
+                self.wait_spares_ready(target)
+                self.settle()
+                before = logf.stat().st_size if logf.exists() else 0
+                seconds = self.timed([(git + ["checkout", "-q", branch], None)], env, "devdb-hook")
+                with open(logf, "rb") as f:
+                    f.seek(before)
+                    said = f.read().decode(errors="replace")
+                if "dev-db: saved branch" not in said or "restored" not in said:
+                    raise Fail(f"the dev-db hook did not save and restore on git checkout {branch}: see {logf}")
+                self.record("devdb_hook", Run(seconds, cpu=self.last_cpu), n == 0)
+        self.check([self.xtask, "dev-db", "hook", "uninstall"], env=env, cwd=repo)
+        self.wait_spares_ready(target)
+        for name in self.snapshot_names(target):
+            self.check([self.xtask, "dev-db", "drop", name, "--yes", *map(str, target)], env=self.xtask_env())
+
+    def snapshot_names(self, target):
+        listed = subprocess.run([self.xtask, "dev-db", "list", *map(str, target)], capture_output=True,
+                                text=True, env=self.xtask_env()).stdout
+        return [line.split()[0] for line in listed.splitlines()
+                if line and not line.startswith((" ", "snapshots of", "name ", "disk:", "no snapshots"))]
+
+    def wait_spares_ready(self, target, timeout=600):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            listed = subprocess.run([self.xtask, "dev-db", "list", *map(str, target)], capture_output=True,
+                                    text=True, env=self.xtask_env()).stdout
+            names = self.snapshot_names(target)
+            rows = [line for line in listed.splitlines() if line.split()[:1] and line.split()[0] in names]
+            if rows and all("  ready  " in line for line in rows):
+                return
+            time.sleep(0.5)
+        raise Fail(f"the dev-db spares were not all ready after {timeout} s: see .netpoint-dev-db/spares.log")
+
+    def print_spares(self):
+        med = {name: statistics.median(self.times(name)) for name, _ in SPARE_STEPS}
+        small, large = med["devdb_spare_1x"], med[f"devdb_spare_{SPARE_FACTOR}x"]
+        ratio = large / small
+        sizes = self.data["spare_sizes"]
+        ok = small <= SPARE_GOAL_S and large <= SPARE_GOAL_S and 1 / SPARE_SPREAD <= ratio <= SPARE_SPREAD
+        print()
+        print(f"dev-db restore with a ready spare (goal: median <= {SPARE_GOAL_S:g} s at both sizes, the medians "
+              f"within {SPARE_SPREAD - 1:.0%} of each other):")
+        for label in ("1x", f"{SPARE_FACTOR}x"):
+            t = self.times(f"devdb_spare_{label}")
+            print(f"  {label:<3} database {human_bytes(int(sizes[label])):>10}: median {statistics.median(t):.3f} s "
+                  f"[{min(t):.3f} - {max(t):.3f}] over {len(t)} rounds")
+        print(f"  ratio of the medians {SPARE_FACTOR}x / 1x: {ratio:.2f}   {'OK' if ok else 'MISS'}")
+        added = med["devdb_hook"] - med["git_checkout"]
+        save = statistics.median(self.times("devdb_save"))
+        budget = save + small + HOOK_SLACK_S
+        print(f"dev-db hook: a branch switch takes {med['devdb_hook']:.2f} s with it, {med['git_checkout']:.3f} s "
+              f"without: it adds {added:.2f} s; goal <= save {save:.2f} + ready-spare restore {small:.2f} + "
+              f"{HOOK_SLACK_S:g} = {budget:.2f} s   {'OK' if added <= budget else 'MISS'}")
+        if self.args.json:
+            result = json.loads(Path(self.args.json).read_text())
+            result["spares"] = {"sizes_bytes": sizes, "medians_s": med, "ratio": ratio, "hook_added_s": added,
+                                "hook_budget_s": budget}
+            Path(self.args.json).write_text(json.dumps(result, indent=2) + "\n")
 
     def print_subset(self, title, ids, steps, source="source"):
         src = self.data[source]

@@ -19,7 +19,18 @@ impl DevEnv {
             .find(|l| l.starts_with(&format!("{name} ")))
             .unwrap_or_else(|| panic!("{name} not listed: {}", listed.stdout))
             .to_string();
-        ["ready", "preparing", "missing"]
+        // `preparing` comes with its progress: `preparing 42%`.
+        let preparing = line.split("  preparing ").nth(1).map(|rest| {
+            let figure = rest.split('%').next().unwrap_or_default();
+            assert!(
+                rest.contains('%') && figure.parse::<u8>().is_ok_and(|p| p < 100),
+                "no progress in: {line}"
+            );
+        });
+        if preparing.is_some() {
+            return "preparing".to_string();
+        }
+        ["ready", "missing"]
             .into_iter()
             .find(|word| line.contains(&format!("  {word}  ")))
             .unwrap_or_else(|| panic!("no spare state in: {line}"))
@@ -415,4 +426,72 @@ fn the_branch_hook_makes_the_database_follow_git_branches_and_compares_migration
     uninstall.current_dir(dir);
     run(uninstall).ok();
     assert_eq!(fs::read_to_string(&hook).unwrap(), own);
+}
+
+#[test]
+fn a_hook_whose_save_fails_restores_nothing_and_never_blocks_the_checkout() {
+    let env = DevEnv::start(15);
+    let repo = tempfile::tempdir().unwrap();
+    let dir = repo.path();
+    git_in(&env, dir, &["init", "-q", "-b", "main"]);
+    fs::write(dir.join("README"), "main\n").unwrap();
+    git_in(&env, dir, &["add", "."]);
+    git_in(&env, dir, &["commit", "-q", "-m", "main"]);
+    let mut install = env.xtask_with_spares(&["dev-db", "hook", "install"]);
+    install.current_dir(dir);
+    run(install).ok();
+
+    // main saved, feature changed, then back on main: each branch has its snapshot.
+    let created = git_in(&env, dir, &["checkout", "-q", "-b", "feature"]);
+    let main_snapshot = created
+        .stderr
+        .split('`')
+        .nth(1)
+        .expect("the snapshot's name")
+        .to_string();
+    env.dev_psql("create table feature_only (id int)");
+    git_in(&env, dir, &["checkout", "-q", "main"]);
+    assert_eq!(
+        env.dev_psql("select to_regclass('feature_only') is null"),
+        "t"
+    );
+
+    // The next save of main cannot finish: a database that is no snapshot holds the name
+    // its snapshot gets.
+    let main_db = env
+        .pg
+        .databases()
+        .into_iter()
+        .find(|d| d.starts_with("npsnap_") && d.ends_with(&format!("_{main_snapshot}")))
+        .expect("the snapshot database of main");
+    run(env.xtask_with_spares(&["dev-db", "drop", &main_snapshot, "--yes"])).ok();
+    env.pg
+        .psql("postgres", &format!("create database \"{main_db}\""));
+    env.dev_psql("create table main_marker (id int)");
+
+    let switched = git_in(&env, dir, &["checkout", "-q", "feature"]);
+    let lines: Vec<&str> = switched
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("dev-db:"))
+        .collect();
+    assert_eq!(lines.len(), 1, "{}", switched.stderr);
+    assert!(
+        lines[0].contains("could not save branch main, so nothing was restored"),
+        "{}",
+        switched.stderr
+    );
+    assert_eq!(
+        git_in(&env, dir, &["rev-parse", "--abbrev-ref", "HEAD"])
+            .stdout
+            .trim(),
+        "feature"
+    );
+    // The dev database is main's, as it was: feature's snapshot was not restored.
+    assert_eq!(
+        env.dev_psql(
+            "select to_regclass('main_marker') is not null and to_regclass('feature_only') is null"
+        ),
+        "t"
+    );
 }

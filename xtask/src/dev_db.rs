@@ -22,6 +22,7 @@ mod migrations;
 mod restore;
 mod save;
 mod spare;
+mod spare_media;
 mod store;
 
 use std::{
@@ -259,7 +260,7 @@ impl DevDb {
             guard: &guard,
         };
         replacement.check()?;
-        let inspected = replacement.inspect(sh, tools)?;
+        let inspected = replacement.inspect_unless_confirmed(sh, tools)?;
         let (admin, state) = (&inspected.admin, &inspected.state);
         let key = &state.snapshot_key;
         if key.len() != 8 || !key.bytes().all(|b| b.is_ascii_hexdigit()) {
@@ -281,6 +282,8 @@ impl DevDb {
                 allow_remote_target: self.allow_remote_target,
             },
         };
+        // Its psql connects while the locks are taken.
+        dev.session.connect_early(sh, tools);
         match self.action {
             Action::Save {
                 force, no_spare, ..

@@ -21,10 +21,7 @@ use crate::{
     process, term,
 };
 
-use super::{
-    spare::{SpareMedia, TakenSpare},
-    Dev, Meta, FORMAT, ORIGINS,
-};
+use super::{spare::TakenSpare, spare_media::SpareMedia, Dev, Meta, FORMAT, ORIGINS};
 
 impl Dev<'_> {
     pub(super) fn restore(
@@ -36,6 +33,7 @@ impl Dev<'_> {
         let snapshot = self.snapshot_db(name);
         // Every check comes first: until the swap, nothing is changed and no session ended.
         let mut locked = replacement.lock(self.cx, target, None)?;
+        locked.query_in(&self.session);
         locked.drop_stale(self.cx);
         self.remove_stale_stores()?;
         let Some(meta) = self.meta_of(name)? else {
@@ -48,13 +46,10 @@ impl Dev<'_> {
             );
         }
         let store = self.store(name, &meta.id);
-        let origins = match meta.media {
-            Some(_) => Some(self.check_store(name, &meta, &store)?),
-            None => {
-                locked.keep_media();
-                None
-            }
-        };
+        match meta.media {
+            Some(_) => self.check_store(name, &meta, &store)?,
+            None => locked.keep_media(),
+        }
         let (spare_lock, spare_db, spare_media) = match self.take_spare(name, &meta) {
             Some(TakenSpare {
                 lock,
@@ -63,20 +58,28 @@ impl Dev<'_> {
             }) => (Some(lock), Some(database), media),
             None => (None, None, None),
         };
+        // The snapshot's record of its files is read, strictly, when its media are copied; a
+        // restore that moves the spare's media in writes it anew, in time independent of the
+        // number of files.
+        let origins = match (meta.media, &spare_media) {
+            (Some(_), None) => Some(self.read_origins(name, &meta, &store)?),
+            _ => None,
+        };
         let mut linked = None;
         let mut media_from_spare = false;
-        let stage = |_: &mut Timings| match (meta.media, &origins) {
-            (Some(size), Some(origins)) => {
-                if let Some((spare, spare_origins)) = spare_media {
+        let replaced_media = std::cell::RefCell::new(None);
+        let stage = |_: &mut Timings| match meta.media {
+            Some(size) => {
+                if let Some(spare) = spare_media {
                     match SpareMedia::stage(&spare, self.media) {
                         Ok((dir, totals)) if (totals.files, totals.bytes) == (size.files, size.bytes) => {
                             media_from_spare = true;
                             return Ok(Some(Placed::Spare(SpareMedia {
                                 dir,
-                                origins: spare_origins,
+                                origins: spare.record,
                                 totals,
                                 record: store.join(ORIGINS),
-                                id: &meta.id,
+                                replaced: &replaced_media,
                             })));
                         }
                         Ok(_) => term::step("the spare's media differ from the snapshot's: copying them instead"),
@@ -85,6 +88,14 @@ impl Dev<'_> {
                         )),
                     }
                 }
+                let read;
+                let origins = match &origins {
+                    Some(origins) => origins,
+                    None => {
+                        read = self.read_origins(name, &meta, &store)?;
+                        &read
+                    }
+                };
                 atomic_file::remove_stale_staging(self.media);
                 let dir = StagingDir(atomic_file::staging_dir(self.media)?);
                 term::step(format!(
@@ -119,7 +130,7 @@ impl Dev<'_> {
                     id: &meta.id,
                 })))
             }
-            _ => {
+            None => {
                 term::step(format!(
                     "the snapshot has no media: {} stays as it is",
                     self.media.display()
@@ -143,13 +154,21 @@ impl Dev<'_> {
         }
         let replaced = locked.replace(self.cx, stage, database);
         drop(spare_lock);
+        let mut handed_over = false;
         if background {
-            // The previous dev database is dropped by the detached run, under its name.
+            // The previous dev database is dropped by the detached run, under its name, and
+            // the media replaced are removed by it.
             let old = swap::aside_name(&self.target.database);
             let ok = replaced.is_ok();
             let run = self.start_spare(name, ok);
+            handed_over = run.is_some();
             if ok && !run.is_some_and(|pid| self.hand_over(&old, pid)) {
                 self.discard(&old);
+            }
+        }
+        if let Some((old, target)) = replaced_media.take() {
+            if !handed_over {
+                atomic_file::remove_replaced(&old, &target);
             }
         }
         let _replaced = replaced?;
@@ -182,9 +201,8 @@ impl Dev<'_> {
         Ok(())
     }
 
-    /// The snapshot's media are there and belong to its database (the same save), and their
-    /// record reads: returns the record.
-    fn check_store(&self, name: &str, meta: &Meta, store: &Path) -> anyhow::Result<Origins> {
+    /// The snapshot's media are there and belong to its database (the same save).
+    fn check_store(&self, name: &str, meta: &Meta, store: &Path) -> anyhow::Result<()> {
         let beside = fs::read_to_string(store.join("snapshot.json"))
             .ok()
             .and_then(|text| serde_json::from_str::<Meta>(&text).ok());
@@ -194,6 +212,11 @@ impl Dev<'_> {
                 store.display()
             );
         }
+        Ok(())
+    }
+
+    /// The record of the snapshot's media, read strictly.
+    fn read_origins(&self, name: &str, meta: &Meta, store: &Path) -> anyhow::Result<Origins> {
         Origins::read(&store.join(ORIGINS), &meta.id).map_err(|err| {
             anyhow::anyhow!("snapshot `{name}`: {err:#}; drop the snapshot and save it again")
         })

@@ -7,7 +7,7 @@
 
 use std::{
     fs,
-    path::{Path, PathBuf},
+    path::PathBuf,
     process::{Command, Stdio},
     time::Duration,
 };
@@ -16,16 +16,16 @@ use anyhow::Context as _;
 
 use crate::{
     atomic_file::{self, StagingDir},
-    media::{self, Origins, Stamp},
+    media::{self, Origins},
     pg::sql::{ident, literal},
-    pipeline::{
-        replace::Staged,
-        swap::{self, lock::TargetLock},
-    },
+    pipeline::swap::{self, lock::TargetLock},
     process, term,
 };
 
-use super::{Dev, Meta, ORIGINS};
+use super::{
+    spare_media::{TakenMedia, TOTALS},
+    Dev, MediaSize, Meta, ORIGINS,
+};
 
 /// The prefix of a spare's database comment: the save's id follows.
 const SPARE_MARK: &str = "{\"netpoint_dev_db_spare\":";
@@ -52,8 +52,8 @@ impl SpareState {
 pub(super) struct TakenSpare {
     pub lock: TargetLock,
     pub database: String,
-    /// The spare's media and the record of their files, when the snapshot has media.
-    pub media: Option<(PathBuf, Origins)>,
+    /// The spare's media, when the snapshot has media.
+    pub media: Option<TakenMedia>,
 }
 
 fn spare_comment(id: &str) -> String {
@@ -75,6 +75,49 @@ impl Dev<'_> {
 
     fn spare_store(&self, name: &str, id: &str) -> PathBuf {
         self.stores().join(format!("{}@{id}", self.spare_db(name)))
+    }
+
+    /// Written by the run preparing the spare while its database is copied: the size of the
+    /// snapshot's tablespace before the copy began (the copy's files are counted in it
+    /// before the new database is visible by its name).
+    fn progress_file(&self, name: &str) -> PathBuf {
+        self.stores()
+            .join(format!(".{}.progress", self.spare_db(name)))
+    }
+
+    fn tablespace_sql(&self, name: &str) -> String {
+        format!(
+            "select pg_tablespace_size(dattablespace) from pg_database where datname = {}",
+            literal(&self.snapshot_db(name))
+        )
+    }
+
+    /// How far a preparation under way is, in percent of the snapshot's database (`size`)
+    /// and media: the media copied so far, and what the server's tablespace grew since the
+    /// database's copy began. Never 100: only a finished spare is ready.
+    pub(super) fn spare_progress(&self, name: &str, meta: &Meta, size: u64) -> u64 {
+        let media_total = meta.media.map_or(0, |m| m.bytes);
+        let media_done = if self.spare_store(name, &meta.id).join("media").is_dir() {
+            media_total
+        } else {
+            self.spare_dirs(Some(name))
+                .iter()
+                .filter(|dir| atomic_file::file_name(dir).starts_with('.'))
+                .filter_map(|dir| media::count(&dir.join("media")).ok())
+                .map(|totals| totals.bytes)
+                .sum::<u64>()
+                .min(media_total)
+        };
+        let database_done = fs::read_to_string(self.progress_file(name))
+            .ok()
+            .and_then(|base| base.trim().parse::<u64>().ok())
+            .and_then(|base| {
+                let now: u64 = self.query(&self.tablespace_sql(name)).ok()?.parse().ok()?;
+                Some(now.saturating_sub(base).min(size))
+            })
+            .unwrap_or(0);
+        let total = (media_total + size).max(1);
+        ((media_done + database_done) * 100 / total).min(99)
     }
 
     /// The spare's lock, taken now or not at all: it is held by the run preparing it.
@@ -169,15 +212,21 @@ impl Dev<'_> {
         let media = match meta.media {
             Some(_) => {
                 let dir = self.spare_store(name, &meta.id);
-                match Origins::read(&dir.join(ORIGINS), &meta.id) {
-                    Ok(origins) => Some((dir.join("media"), origins)),
-                    Err(err) => {
-                        term::step(format!(
-                            "the spare of snapshot `{name}` has no readable record ({err:#}): copying the snapshot instead"
-                        ));
-                        return None;
-                    }
+                let record = dir.join(ORIGINS);
+                if !record.is_file() {
+                    term::step(format!(
+                        "the spare of snapshot `{name}` has no record of its files: copying the snapshot instead"
+                    ));
+                    return None;
                 }
+                let totals = fs::read(dir.join(TOTALS))
+                    .ok()
+                    .and_then(|text| serde_json::from_slice(&text).ok());
+                Some(TakenMedia {
+                    dir: dir.join("media"),
+                    record,
+                    totals,
+                })
             }
             None => None,
         };
@@ -209,6 +258,7 @@ impl Dev<'_> {
 
     fn remove_spare_locked(&self, name: &str) -> anyhow::Result<()> {
         swap::drop_database(self.cx, self.admin, &self.spare_db(name))?;
+        let _ = fs::remove_file(self.progress_file(name));
         for dir in self.spare_dirs(Some(name)) {
             fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
         }
@@ -383,6 +433,8 @@ impl Dev<'_> {
         while process::alive(pid) && started.elapsed() < Duration::from_secs(60) {
             std::thread::sleep(Duration::from_millis(20));
         }
+        // The media the run replaced, moved aside under its pid.
+        atomic_file::remove_stale_staging(self.media);
         let old = swap::aside_name(&self.target.database);
         match swap::exists(self.cx, self.admin, &old) {
             Ok(true) => {
@@ -430,6 +482,7 @@ impl Dev<'_> {
                 "preparing the spare of snapshot `{name}`: restores copy it until one is ready"
             )));
         }
+        let _ = fs::remove_file(self.progress_file(name));
         term::success(format!("the spare of snapshot `{name}` is ready"));
         Ok(())
     }
@@ -450,11 +503,21 @@ impl Dev<'_> {
                 &Origins::default(),
             )?;
             copy.origins.write(&tmp.join(ORIGINS), &meta.id)?;
+            let totals = MediaSize {
+                files: copy.all.files,
+                bytes: copy.all.bytes,
+            };
+            fs::write(tmp.join(TOTALS), serde_json::to_string(&totals)?)
+                .with_context(|| format!("writing {}", tmp.join(TOTALS).display()))?;
             fs::rename(&*tmp, &made).with_context(|| format!("renaming to {}", made.display()))?;
             tmp.keep();
         }
         process::check_interrupted()?;
         let spare = self.spare_db(name);
+        // For `list`'s progress; a role that may not read the tablespace's size shows none.
+        if let Ok(base) = self.query(&self.tablespace_sql(name)) {
+            let _ = fs::write(self.progress_file(name), base);
+        }
         process::critical(|| {
             self.copy_database(&self.snapshot_db(name), &spare, "preparing its spare")?;
             self.query(&format!(
@@ -464,59 +527,5 @@ impl Dev<'_> {
             ))
         })?;
         Ok(())
-    }
-}
-
-/// A spare's media, moved beside the live ones by the restore, swapped in by rename.
-pub(super) struct SpareMedia<'a> {
-    pub dir: StagingDir,
-    pub origins: Origins,
-    pub totals: media::Totals,
-    /// The snapshot's record of the live files that hold its contents.
-    pub record: PathBuf,
-    pub id: &'a str,
-}
-
-impl SpareMedia<'_> {
-    /// Moves the spare's media to the staging place beside `live`: a rename.
-    pub(super) fn stage(
-        spare_media: &Path,
-        live: &Path,
-    ) -> anyhow::Result<(StagingDir, media::Totals)> {
-        atomic_file::remove_stale_staging(live);
-        let dir = atomic_file::staging_dir(live)?;
-        let totals = media::count(spare_media)?;
-        fs::rename(spare_media, &dir)
-            .with_context(|| format!("moving {} to {}", spare_media.display(), dir.display()))?;
-        Ok((StagingDir(dir), totals))
-    }
-}
-
-impl Staged for SpareMedia<'_> {
-    fn dir(&self) -> &Path {
-        &self.dir
-    }
-
-    fn swap_in(
-        staged: Option<Self>,
-        target: Option<&Path>,
-    ) -> anyhow::Result<Option<media::Totals>> {
-        let (Some(media), Some(target)) = (staged, target) else {
-            return Ok(None);
-        };
-        let stamp = Stamp::now(&media.dir)?;
-        atomic_file::replace_dir(&media.dir, target)?;
-        let mut origins = Origins::default();
-        for (rel, identity) in media.origins.into_files() {
-            if identity.before(&stamp) {
-                origins.insert(rel, identity);
-            }
-        }
-        if let Err(err) = origins.write(&media.record, media.id) {
-            term::warn(format!(
-                "the media are in place, but which of them are unchanged could not be recorded ({err:#}): the next save or restore copies every file"
-            ));
-        }
-        Ok(Some(media.totals))
     }
 }

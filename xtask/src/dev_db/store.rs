@@ -179,7 +179,7 @@ impl Dev<'_> {
             self.media.display()
         );
         println!(
-            "{:<24} {:<24} {:>10} {:>22}  {:<9}  git",
+            "{:<24} {:<24} {:>10} {:>22}  {:<14}  git",
             "name", "saved", "database", "media", "spare"
         );
         let (mut snapshots_bytes, mut spares_bytes) = (0, 0);
@@ -210,12 +210,19 @@ impl Dev<'_> {
                 git.push_str("  (branch checked out)");
             }
             println!(
-                "{:<24} {:<24} {:>10} {:>22}  {:<9}  {git}",
+                "{:<24} {:<24} {:>10} {:>22}  {:<14}  {git}",
                 meta.name,
                 meta.saved,
                 term::human_bytes(size),
                 media,
-                spare.word()
+                match spare {
+                    SpareState::Preparing => format!(
+                        "{} {}%",
+                        spare.word(),
+                        self.spare_progress(&meta.name, meta, size)
+                    ),
+                    _ => spare.word().to_string(),
+                }
             );
             match &meta.migrations {
                 Some(list) if !list.is_empty() => {

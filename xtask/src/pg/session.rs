@@ -7,7 +7,10 @@ use anyhow::Context;
 use xshell::{Cmd, Shell};
 
 use super::{Access, DbUrl, PgTools, Server, Tool};
-use crate::{process, term};
+use crate::{
+    process::{self, SpawnTool},
+    term,
+};
 
 impl PgTools {
     /// Runs a query with `psql` and returns its unaligned, tuples-only output.
@@ -84,18 +87,35 @@ impl PgTools {
     /// Connects once to learn the server's version and identity, turning connection
     /// failures into clear errors.
     pub fn server(&self, sh: &Shell, url: &DbUrl, access: Access) -> anyhow::Result<Server> {
-        let out = self.query(
-            sh,
-            url,
-            access,
+        Ok(self.server_and(sh, url, access, None)?.0)
+    }
+
+    /// [`PgTools::server`], and the one-line answer of query `then` in the same session.
+    pub fn server_and(
+        &self,
+        sh: &Shell,
+        url: &DbUrl,
+        access: Access,
+        then: Option<&str>,
+    ) -> anyhow::Result<(Server, String)> {
+        let sql = format!(
             "select json_build_object('version_num', current_setting('server_version_num'), \
              'version', current_setting('server_version'), \
              'sysid', case when has_function_privilege('pg_catalog.pg_control_system()', 'execute') \
              then (select system_identifier::text from pg_catalog.pg_control_system()) end, \
              'started', pg_postmaster_start_time()::text, 'port', current_setting('port'), \
              'recovery', pg_is_in_recovery(), \
-             'database_oid', (select oid::text from pg_database where datname = current_database()))",
-        )?;
+             'database_oid', (select oid::text from pg_database where datname = current_database())){}",
+            then.map(|then| format!("; {then}")).unwrap_or_default()
+        );
+        let answer = self.query(sh, url, access, &sql)?;
+        let (out, then) = match then {
+            Some(_) => answer
+                .split_once('\n')
+                .map(|(out, then)| (out.to_string(), then.to_string()))
+                .unwrap_or((answer, String::new())),
+            None => (answer, String::new()),
+        };
         let mut server: Server = serde_json::from_str(&out)
             .with_context(|| format!("unexpected answer from {url} about its version: {out}"))?;
         let num: u32 = server
@@ -107,7 +127,7 @@ impl PgTools {
             .lock()
             .unwrap()
             .insert(url.host_port(), server.major);
-        Ok(server)
+        Ok((server, then))
     }
 }
 
@@ -304,6 +324,8 @@ pub fn first_error(stderr: &str) -> Option<String> {
 pub struct QuerySession {
     url: DbUrl,
     open: std::cell::RefCell<Option<Open>>,
+    /// What psql said when the last failed query ended its session.
+    last_failure: std::cell::RefCell<Option<String>>,
 }
 
 struct Open {
@@ -321,6 +343,7 @@ impl QuerySession {
         QuerySession {
             url: url.clone(),
             open: std::cell::RefCell::new(None),
+            last_failure: std::cell::RefCell::new(None),
         }
     }
 
@@ -347,21 +370,59 @@ impl QuerySession {
                 if process::stop_requested() {
                     anyhow::bail!("interrupted");
                 }
-                Err(explain_failure(&self.url, &stderr))
+                let error = explain_failure(&self.url, &stderr);
+                *self.last_failure.borrow_mut() = Some(scrub(&self.url, &stderr));
+                Err(error)
             }
+        }
+    }
+
+    /// Starts the session's psql now, so that it connects while the run does other work;
+    /// a failure is reported by the first query.
+    pub fn connect_early(&self, sh: &Shell, tools: &PgTools) {
+        let mut open = self.open.borrow_mut();
+        if open.is_none() && !process::interrupted() {
+            *open = self.start(sh, tools).ok();
+        }
+    }
+
+    /// Runs `sql` as [`PgTools::query_state`] does: a server error comes back as a
+    /// [`Failure`] with its SQLSTATE (the session it ended is replaced by the next query).
+    pub fn query_state(
+        &self,
+        sh: &Shell,
+        tools: &PgTools,
+        sql: &str,
+    ) -> anyhow::Result<Result<String, Failure>> {
+        if process::interrupted() {
+            *self.open.borrow_mut() = None;
+            return tools.query_state(sh, &self.url, sql);
+        }
+        // Only this statement's errors carry their SQLSTATE; the others read as usual.
+        let sql = sql.trim_end();
+        let end = if sql.ends_with(';') { "" } else { ";" };
+        let verbose = format!("\\set VERBOSITY verbose\n{sql}{end}\n\\set VERBOSITY default");
+        self.last_failure.borrow_mut().take();
+        match self.query(sh, tools, &verbose) {
+            Ok(answer) => Ok(Ok(answer)),
+            Err(err) => match self.last_failure.borrow_mut().take() {
+                Some(stderr) => match sqlstate(&stderr) {
+                    Some(state) => Ok(Err(Failure { state, stderr })),
+                    None => Err(err),
+                },
+                None => Err(err),
+            },
         }
     }
 
     fn start(&self, sh: &Shell, tools: &PgTools) -> anyhow::Result<Open> {
         use std::process::Stdio;
         let cmd = tools.stdin_session(sh, &self.url, Access::ReadWrite)?;
-        log(&cmd, &self.url);
-        let mut command = Command::from(cmd);
-        command
+        let mut child = tool_command(cmd, &self.url)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = process::spawn(&mut command)
+            .stderr(Stdio::piped())
+            .spawn_tool()
             .with_context(|| format!("running psql against {}", self.url))?;
         Ok(Open {
             stderr: process::collect_stderr(child.stderr.take().unwrap()),
@@ -375,9 +436,14 @@ impl QuerySession {
 /// Sends `sql` and reads its answer up to the end line; none when the session ended.
 fn ask(session: &mut Open, sql: &str) -> Option<String> {
     use std::io::{BufRead, Write};
-    // Statements end at a semicolon on psql's input: the last one is given one if need be.
+    // Statements end at a semicolon on psql's input: the last one is given one if need be
+    // (a psql command, on a line of its own, takes none).
     let sql = sql.trim_end();
-    let end = if sql.ends_with(';') { "" } else { ";" };
+    let last_line = sql.rsplit('\n').next().unwrap_or_default();
+    let end = match sql.ends_with(';') || last_line.starts_with('\\') {
+        true => "",
+        false => ";",
+    };
     let sent = format!("{sql}{end}\n\\echo {ANSWER_END}\n");
     session.stdin.write_all(sent.as_bytes()).ok()?;
     session.stdin.flush().ok()?;

@@ -11,7 +11,7 @@ use xshell::Shell;
 use crate::{
     context::Context,
     media,
-    pg::{DbUrl, PgTools},
+    pg::{DbUrl, PgTools, QuerySession},
     pipeline::{
         report::Timings,
         staged_media::{finish_media, StagedMedia},
@@ -47,7 +47,19 @@ impl<'a> Replacement<'a> {
 
     /// Reads the target's server; changes nothing.
     pub fn inspect(&self, sh: &Shell, tools: &PgTools) -> anyhow::Result<Inspected> {
-        let (admin, state) = inspect_target(sh, tools, self.target)?;
+        let (admin, state) = inspect_target(sh, tools, self.target, true)?;
+        Ok(Inspected { admin, state })
+    }
+
+    /// [`Replacement::inspect`] without a session on the target to count its tables when
+    /// the run will not ask before replacing it (`--yes`), the one place they are shown:
+    /// for a command whose whole run is a few queries.
+    pub fn inspect_unless_confirmed(
+        &self,
+        sh: &Shell,
+        tools: &PgTools,
+    ) -> anyhow::Result<Inspected> {
+        let (admin, state) = inspect_target(sh, tools, self.target, !self.guard.yes)?;
         Ok(Inspected { admin, state })
     }
 
@@ -77,6 +89,7 @@ impl<'a> Replacement<'a> {
             media_lock,
             stale_dropped: false,
             keep_previous: false,
+            session: None,
         })
     }
 }
@@ -95,6 +108,8 @@ pub struct Locked<'a, 't> {
     media_lock: Option<MediaLock>,
     stale_dropped: bool,
     keep_previous: bool,
+    /// A session on the admin connection the swap's queries run in.
+    session: Option<&'t QuerySession>,
 }
 
 /// A step on the new temporary database, given its URL.
@@ -155,7 +170,7 @@ pub struct Replaced {
     _locks: (TargetLock, Option<MediaLock>),
 }
 
-impl Locked<'_, '_> {
+impl<'t> Locked<'_, 't> {
     /// The media directory stays as it is: the confirmation does not name it.
     pub fn keep_media(&mut self) {
         self.asked_media = None;
@@ -164,6 +179,12 @@ impl Locked<'_, '_> {
     /// The previous database is left as [`aside_name`] once replaced, for the caller to drop.
     pub fn keep_previous(&mut self) {
         self.keep_previous = true;
+    }
+
+    /// The swap's queries run in `session` (on [`Inspected::admin`]), not each in a psql
+    /// of its own.
+    pub fn query_in(&mut self, session: &'t QuerySession) {
+        self.session = Some(session);
     }
 
     /// Removes the temporary databases of dead runs found while taking the lock (once).
@@ -216,6 +237,7 @@ impl Locked<'_, '_> {
             swap::replace(
                 cx,
                 admin,
+                self.session,
                 target,
                 create,
                 database.fill,

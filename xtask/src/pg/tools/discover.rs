@@ -149,6 +149,20 @@ fn probe_client(
             .ok()?;
         Some(String::from_utf8_lossy(&output.stdout).into_owned())
     };
+    // Debian's `pg_wrapper` runs the newest installed psql whatever the cluster: its choice
+    // is known without starting Perl (about 60 ms) for a `--version`.
+    if let Some(real) = newest_behind_wrapper(&path, name, Path::new(DEBIAN_BINROOT)) {
+        if let Some(text) = version(&real) {
+            if let Some(major) = parse_client_major(&text) {
+                return Some(Client {
+                    path: real,
+                    major,
+                    restricts: restricts(&text),
+                    found,
+                });
+            }
+        }
+    }
     let text = version(&path)?;
     let major = parse_client_major(&text)?;
     // Debian's `pg_wrapper` (a Perl script behind /usr/bin/psql) costs about 50 ms of CPU per
@@ -185,6 +199,28 @@ pub fn restricts(version_output: &str) -> bool {
         13 => minor >= 22,
         _ => false,
     }
+}
+
+/// Where Debian's packages install each major's binaries (`<binroot>/<major>/bin`).
+const DEBIAN_BINROOT: &str = "/usr/lib/postgresql";
+
+/// The psql Debian's `pg_wrapper` runs when `path` is that wrapper: for psql (and only
+/// for it) the wrapper takes the newest installed major, whatever cluster the environment
+/// names (but one older than 9.2, which this tool does not serve).
+pub fn newest_behind_wrapper(path: &Path, name: &str, binroot: &Path) -> Option<PathBuf> {
+    if name != "psql" || path.canonicalize().ok()?.file_name()? != "pg_wrapper" {
+        return None;
+    }
+    std::fs::read_dir(binroot)
+        .ok()?
+        .flatten()
+        .filter_map(|entry| {
+            let major: u32 = entry.file_name().to_str()?.parse().ok()?;
+            let real = entry.path().join("bin").join(name);
+            is_executable(&real).then_some((major, real))
+        })
+        .max_by_key(|(major, _)| *major)
+        .map(|(_, real)| real)
 }
 
 /// The versioned binary behind Debian's `pg_wrapper`, when `path` is that wrapper.
@@ -267,6 +303,33 @@ mod tests {
         let expected = is_executable(&real).then_some(real);
         assert_eq!(wrapped_binary(&link, "psql", 15), expected);
         assert_eq!(wrapped_binary(&link, "psql", 999), None);
+    }
+
+    #[test]
+    fn psql_behind_the_wrapper_is_the_newest_installed() {
+        let dir = tempfile::tempdir().unwrap();
+        let wrapper = dir.path().join("pg_wrapper");
+        std::fs::write(&wrapper, "#!/bin/sh\n").unwrap();
+        let link = dir.path().join("psql");
+        std::os::unix::fs::symlink(&wrapper, &link).unwrap();
+        let root = dir.path().join("lib");
+        for major in ["9", "13", "17", "16"] {
+            fake_tool(&root.join(major).join("bin"), "psql", major);
+        }
+        // A directory without psql (a server-only install) does not count.
+        std::fs::create_dir_all(root.join("18/bin")).unwrap();
+        assert_eq!(
+            newest_behind_wrapper(&link, "psql", &root),
+            Some(root.join("17/bin/psql"))
+        );
+        // pg_dump's choice depends on the cluster: the wrapper decides it.
+        let dump = dir.path().join("pg_dump");
+        std::os::unix::fs::symlink(&wrapper, &dump).unwrap();
+        assert_eq!(newest_behind_wrapper(&dump, "pg_dump", &root), None);
+        assert_eq!(
+            newest_behind_wrapper(&root.join("17/bin/psql"), "psql", &root),
+            None
+        );
     }
 
     /// A fake client `name` in `dir` that reports `version`.

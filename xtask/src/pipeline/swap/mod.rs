@@ -28,7 +28,7 @@ use crate::{
     context::Context,
     pg::{
         sql::{ident, literal},
-        Access, DbUrl,
+        Access, DbUrl, QuerySession,
     },
     process::{self, check_interrupted},
     term,
@@ -40,9 +40,13 @@ use crate::{
 /// is put back. On any failure or interruption the target is as it was and the temporary
 /// database is gone. With `keep_previous`, the previous database is left as
 /// [`aside_name`] for the caller to drop (a drop forces a checkpoint, which it may do later).
+/// With `session` (a session on `admin`), the swap's queries run in it rather than each in
+/// a psql of its own.
+#[allow(clippy::too_many_arguments)]
 pub fn replace(
     cx: &Context,
     admin: &DbUrl,
+    session: Option<&QuerySession>,
     target: &DbUrl,
     create: impl FnOnce(&DbUrl) -> anyhow::Result<()>,
     load: impl FnOnce(&DbUrl) -> anyhow::Result<()>,
@@ -79,7 +83,7 @@ pub fn replace(
     // From here the run finishes what it started, even when a signal arrives meanwhile.
     process::critical(|| {
         let old = temp_name(&target.database, "old");
-        let replaced = match swap(cx, admin, target, &temp.database, &old, true) {
+        let replaced = match swap(cx, admin, session, target, &temp.database, &old, true) {
             Ok(replaced) => replaced,
             Err(err) => {
                 drop_temp();
@@ -97,7 +101,7 @@ pub fn replace(
                 }
                 return Err(err.context(format!("{} was removed again", target.masked())));
             }
-            return match swap(cx, admin, target, &old, &temp.database, false) {
+            return match swap(cx, admin, session, target, &old, &temp.database, false) {
                 Ok(_) => {
                     drop_temp();
                     Err(err.context(format!("{} was put back as it was", target.masked())))
@@ -216,10 +220,12 @@ pub fn drop_database(cx: &Context, admin: &DbUrl, name: &str) -> anyhow::Result<
 /// we may not end): those are waited for briefly and then named, and a run that gives up
 /// has ended no session. Autovacuum yields by itself. An interrupt ends the wait when
 /// `stoppable` (the swap forward, before anything changed; never the swap back). Returns
-/// whether there was a database to put aside.
+/// whether there was a database to put aside. With `session` (on `admin`), the queries run
+/// in it.
 pub fn swap(
     cx: &Context,
     admin: &DbUrl,
+    session: Option<&QuerySession>,
     target: &DbUrl,
     new: &str,
     aside: &str,
@@ -232,16 +238,26 @@ pub fn swap(
         ended: u64,
         others: Vec<String>,
     }
+    let query = |sql: &str| match session {
+        Some(session) => session.query(sh, tools, sql),
+        None => tools.query(sh, admin, Access::ReadWrite, sql),
+    };
+    let query_state = |sql: &str| match session {
+        Some(session) => session.query_state(sh, tools, sql),
+        None => tools.query_state(sh, admin, sql),
+    };
+    // From PostgreSQL 14 an ended session is waited for (up to a second), so that the
+    // rename right after it does not find it still there.
+    let terminate = match tools.server_major(admin) {
+        Some(major) if major >= 14 => "pg_terminate_backend(pid, 1000)",
+        _ => "pg_terminate_backend(pid)",
+    };
     let name = literal(&target.database);
     let started = std::time::Instant::now();
     let mut attempt = 0;
     loop {
         attempt += 1;
-        let answer = tools.query(
-            sh,
-            admin,
-            Access::ReadWrite,
-            &format!(
+        let answer = query(&format!(
                 "with sessions as (select pid, usename, application_name, backend_type, \
                  backend_type = 'client backend' \
                  and (pg_has_role(usesysid, 'member') or pg_has_role('pg_signal_backend', 'member')) \
@@ -250,7 +266,7 @@ pub fn swap(
                  from pg_stat_activity a where datname = {name} and pid <> pg_backend_pid()), \
                  blockers as (select * from sessions where not coalesce(ours, false) \
                               and backend_type is distinct from 'autovacuum worker'), \
-                 mine as (select count(pg_terminate_backend(pid)) as n from sessions \
+                 mine as (select count({terminate}) as n from sessions \
                           where coalesce(ours, false) and not exists (select 1 from blockers)) \
                  select json_build_object('exists', exists (select 1 from pg_database where datname = {name}), \
                  'ended', (select n from mine), \
@@ -258,8 +274,7 @@ pub fn swap(
                      coalesce('user ' || usename || ', ', ''), \
                      coalesce(nullif(application_name, ''), backend_type, 'another role''s session'))) \
                    from blockers), '[]'))"
-            ),
-        )?;
+        ))?;
         let sessions: Sessions = serde_json::from_str(&answer)
             .with_context(|| format!("unexpected answer from {admin} while swapping: {answer}"))?;
         if sessions.ended > 0 {
@@ -283,7 +298,7 @@ pub fn swap(
                 ident(&target.database)
             )
         };
-        match tools.query_state(sh, admin, &sql)? {
+        match query_state(&sql)? {
             Ok(_) => return Ok(sessions.exists),
             // object_in_use: a session we may not end, or one that just arrived.
             Err(failure) if failure.state == "55006" => {

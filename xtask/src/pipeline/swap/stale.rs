@@ -111,7 +111,7 @@ pub fn snapshot_key_sql(target: &DbUrl) -> String {
 pub fn put_back(cx: &Context, admin: &DbUrl, target: &DbUrl, aside: &str) -> anyhow::Result<()> {
     let unwanted = temp_name(&target.database, "load");
     process::critical(|| {
-        swap(cx, admin, target, aside, &unwanted, false)?;
+        swap(cx, admin, None, target, aside, &unwanted, false)?;
         drop_database(cx, admin, &unwanted)
     })
 }

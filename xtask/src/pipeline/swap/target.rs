@@ -22,13 +22,15 @@ pub struct TargetState {
 }
 
 /// Checks the target server before anything is loaded: reachable, allowed to create
-/// databases, and allowed to replace the target. Only reads: it changes nothing.
+/// databases, and allowed to replace the target. Only reads: it changes nothing. The
+/// target's tables are counted (a session on it) only with `count_tables`: only the
+/// question before replacing it shows them.
 pub fn inspect_target(
     sh: &Shell,
     tools: &PgTools,
     target: &DbUrl,
+    count_tables: bool,
 ) -> anyhow::Result<(DbUrl, TargetState)> {
-    let (admin, server) = admin_url(sh, tools, target)?;
     #[derive(serde::Deserialize)]
     struct Answer {
         can_create: bool,
@@ -38,11 +40,8 @@ pub fn inspect_target(
         snapshot: bool,
         snapshot_key: String,
     }
-    let answer = tools.query(
-        sh,
-        &admin,
-        Access::ReadWrite,
-        &format!(
+    // Asked in the session that learns the server's version.
+    let inspect = format!(
             "select json_build_object('can_create', r.rolcreatedb or r.rolsuper, \
              'may_replace', coalesce(pg_get_userbyid(d.datdba) = current_user or r.rolsuper, true), \
              'oid', d.oid::text, 'size', coalesce(pg_database_size(d.oid), 0), \
@@ -52,8 +51,8 @@ pub fn inspect_target(
             literal(super::SNAPSHOT_MARK),
             super::snapshot_key_sql(target),
             literal(&target.database)
-        ),
-    )?;
+        );
+    let (admin, server, answer) = admin_url(sh, tools, target, Some(&inspect))?;
     let Answer {
         can_create,
         may_replace,
@@ -97,7 +96,7 @@ pub fn inspect_target(
         size: size.max(0) as u64,
         snapshot_key,
     };
-    if state.exists {
+    if state.exists && count_tables {
         let tables = tools.query(
             sh,
             target,
@@ -111,9 +110,15 @@ pub fn inspect_target(
     Ok((admin, state))
 }
 
-/// A connection to the target server that is not the target database itself, and the
-/// server's version, learnt on the way.
-pub fn admin_url(sh: &Shell, tools: &PgTools, target: &DbUrl) -> anyhow::Result<(DbUrl, Server)> {
+/// A connection to the target server that is not the target database itself, the
+/// server's version, learnt on the way, and the answer of query `then` asked there in the
+/// same session.
+fn admin_url(
+    sh: &Shell,
+    tools: &PgTools,
+    target: &DbUrl,
+    then: Option<&str>,
+) -> anyhow::Result<(DbUrl, Server, String)> {
     let candidates: &[&str] = if target.database == "postgres" {
         &["template1"]
     } else {
@@ -124,8 +129,8 @@ pub fn admin_url(sh: &Shell, tools: &PgTools, target: &DbUrl) -> anyhow::Result<
     let mut first = None;
     for name in candidates {
         let url = target.with_database(name);
-        match tools.server(sh, &url, Access::ReadWrite) {
-            Ok(server) => return Ok((url, server)),
+        match tools.server_and(sh, &url, Access::ReadWrite, then) {
+            Ok((server, answer)) => return Ok((url, server, answer)),
             Err(err) => {
                 first.get_or_insert(err);
             }
