@@ -942,7 +942,10 @@ class Bench:
         while time.monotonic() < deadline:
             listed = subprocess.run([self.xtask, "dev-db", "list", *map(str, target)], capture_output=True,
                                     text=True, env=self.xtask_env()).stdout
-            if any(line.startswith(f"{name} ") and "  ready  " in line for line in listed.splitlines()):
+            # Ready, and no background run of dev-db still at work: one that is about to
+            # check the spare holds its lock for a moment, and a restore then copies.
+            busy = subprocess.run(["pgrep", "-f", "dev-db spare"], capture_output=True).returncode == 0
+            if not busy and any(line.startswith(f"{name} ") and "  ready  " in line for line in listed.splitlines()):
                 return
             time.sleep(0.5)
         raise Fail(f"the spare of dev-db snapshot {name} was not ready after {timeout} s: see .netpoint-dev-db/spares.log")

@@ -75,12 +75,12 @@ fn subset_rows_go_into_a_copy_of_the_schema_template() {
             template.starts_with("npschema_") && !template.contains(','),
             "{template}"
         );
-        // The next run copies it; it never connects to it.
+        // The next run copies it while the subset is computed; it never connects to it.
         let second = clone(&pg, &["--subset", "site=ams1", "-v"]).ok();
         assert!(
-            second
-                .output()
-                .contains(&format!("schema copied from the template {template}")),
+            second.output().contains(&format!(
+                "schema copied from the template {template} while the subset was computed"
+            )),
             "{}",
             second.output()
         );
@@ -113,6 +113,11 @@ fn subset_rows_go_into_a_copy_of_the_schema_template() {
         )
         .fails_with("violates foreign key constraint");
         pg.assert_unchanged("dev", &dev, "a refused subset changes nothing");
+        // Neither it nor a refused target nor a dry run leaves a copy of the template.
+        clone(&pg, &["--subset", "site=nowhere"]).fails_with("matches no row");
+        clone(&pg, &["--subset", "site=ams1", "--dry-run"]).ok();
+        assert_eq!(pg.temp_dbs(), Vec::<String>::new());
+        assert_eq!(templates(&pg), template);
 
         // A changed schema gets a template of its own; past three, the oldest goes.
         pg.assert_unchanged("prod", &before, "the source is only read");

@@ -17,8 +17,10 @@ use crate::{
         report::{excluded_text, media_plan, summarise, Summary, Timings},
         scrub,
         staged_media::{check_media_pair, MediaSource},
+        subset::template::Early,
         swap::{self, LoadGuard},
     },
+    plain::lines,
     term,
 };
 
@@ -89,11 +91,39 @@ impl Direct<'_> {
             encoding,
         } = &side;
         let excluded = &exclusions.tables;
+        let target = target_side.transpose()?;
+        if let Some(target) = &target {
+            if server.same_database(&target.state.server, target.state.oid.as_deref()) {
+                bail!(
+                    "source and target are the same database ({} and {} name one database on one server, or on a replica of it): refusing to replace a database with itself",
+                    self.source,
+                    self.target
+                );
+            }
+        }
+        // The schema's template is copied on the target's server while the subset is
+        // computed (see `pipeline::subset::template`).
+        let early = target.as_ref().map(|target| {
+            let major = target.state.server.major;
+            Early {
+                sh: cx.sh.clone(),
+                tools: &cx.tools,
+                admin: target.admin.clone(),
+                drop_settings: match server.major <= major {
+                    true => Vec::new(),
+                    false => lines::settings_unknown_to(major),
+                },
+            }
+        });
         // Computed before anything is replaced: a bad root changes nothing.
         let mut subset = self
             .subset
-            .map(|request| subset_fill::compute(cx, self.source, request))
+            .map(|request| subset_fill::compute(cx, self.source, request, early))
             .transpose()?;
+        let prepared = subset_fill::PreparedCopy {
+            cx,
+            copy: std::cell::Cell::new(subset.as_mut().and_then(|s| s.prepared.take())),
+        };
         // The files its rows name, read in its snapshot: only those are copied.
         let subset_files = match (&mut subset, self.subset, self.source_media) {
             (Some(subset), Some(request), Some(_)) => Some(subset.media_files(&request.rules)?),
@@ -133,14 +163,7 @@ impl Direct<'_> {
             ]);
             return Ok(());
         }
-        let target = target_side.expect("the target is inspected unless this is a dry run")?;
-        if server.same_database(&target.state.server, target.state.oid.as_deref()) {
-            bail!(
-                "source and target are the same database ({} and {} name one database on one server, or on a replica of it): refusing to replace a database with itself",
-                self.source,
-                self.target
-            );
-        }
+        let target = target.expect("the target is inspected unless this is a dry run");
         let locked = replacement.lock(cx, &target, Some(server.major))?;
         let drop_settings = locked.drop_settings.clone();
         let mut missing_files = 0;
@@ -187,7 +210,15 @@ impl Direct<'_> {
                     Some(why) => term::detail(format!("building the schema anew: {why}")),
                     None => {
                         let settings = &drop_settings;
-                        if schema.create_from_template(cx, admin, temp, settings, Some(encoding))? {
+                        if prepared.take_place(temp)?
+                            || schema.create_from_template(
+                                cx,
+                                admin,
+                                temp,
+                                settings,
+                                Some(encoding),
+                            )?
+                        {
                             templated.set(true);
                             return Ok(());
                         }

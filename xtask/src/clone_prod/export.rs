@@ -83,7 +83,7 @@ impl Export<'_> {
         let excluded = &exclusions.tables;
         // Computed before anything is written: a bad root writes nothing.
         let mut subset = request
-            .map(|request| subset_export::compute(cx, source, request))
+            .map(|request| subset_export::compute(cx, source, request, None))
             .transpose()?;
         let mut missing_files = Vec::new();
         let entries = match (&mut subset, request, entries) {

@@ -11,15 +11,33 @@ use crate::{
         leak_scan,
         parallel::schedule::spawn_flush,
         scrub,
-        subset::{load::Fill, template::Schema, verify::Verified, Subset},
+        subset::{
+            load::Fill,
+            template::{Early, Prepared, Schema},
+            verify::Verified,
+            Subset,
+        },
     },
     term,
 };
 
 /// Computes the subset in one read-only snapshot of `source`, which stays open until the
-/// subset is dropped; says how many rows it holds.
-pub fn compute(cx: &Context, source: &DbUrl, request: &SubsetRequest) -> anyhow::Result<Subset> {
-    let subset = Subset::compute(cx, source, &request.rules, &request.roots, request.sample)?;
+/// subset is dropped, copying the schema's template meanwhile when given `early`; says how
+/// many rows it holds.
+pub fn compute(
+    cx: &Context,
+    source: &DbUrl,
+    request: &SubsetRequest,
+    early: Option<Early>,
+) -> anyhow::Result<Subset> {
+    let subset = Subset::compute_beside(
+        cx,
+        source,
+        &request.rules,
+        &request.roots,
+        request.sample,
+        early,
+    )?;
     term::step(plan_line(&subset));
     Ok(subset)
 }
@@ -107,5 +125,30 @@ pub fn warn_missing(missing: &[String], source: &str) {
             "{} media files the subset names are not in {source} (such as {first}): the rows keep their names",
             missing.len()
         ));
+    }
+}
+
+/// A copy of the schema's template made while the subset was computed, dropped unless it
+/// took the temporary database's place.
+pub struct PreparedCopy<'a> {
+    pub cx: &'a Context,
+    pub copy: std::cell::Cell<Option<Prepared>>,
+}
+
+impl PreparedCopy<'_> {
+    /// Renames the copy to `temp`; `false` when there is none or it could not be renamed.
+    pub fn take_place(&self, temp: &DbUrl) -> anyhow::Result<bool> {
+        match self.copy.take() {
+            Some(copy) => copy.rename_to(self.cx, temp),
+            None => Ok(false),
+        }
+    }
+}
+
+impl Drop for PreparedCopy<'_> {
+    fn drop(&mut self) {
+        if let Some(copy) = self.copy.take() {
+            copy.discard(self.cx);
+        }
     }
 }

@@ -35,6 +35,9 @@ pub struct Subset {
     pub closure: Closure,
     /// pg_dump's schema sections of the snapshot, dumped while the closure was computed.
     schema: Option<template::Dumping>,
+    ready: Option<template::Schema>,
+    /// A copy of the schema's template, made meanwhile when asked for.
+    pub prepared: Option<template::Prepared>,
 }
 
 impl Subset {
@@ -46,6 +49,19 @@ impl Subset {
         rules: &Rules,
         roots: &[Root],
         sample: Option<f64>,
+    ) -> anyhow::Result<Subset> {
+        Subset::compute_beside(cx, source, rules, roots, sample, None)
+    }
+
+    /// [`Subset::compute`], copying the schema's template on the target's server (`early`)
+    /// while the closure is computed: the copy is ready when the load begins.
+    pub fn compute_beside(
+        cx: &Context,
+        source: &DbUrl,
+        rules: &Rules,
+        roots: &[Root],
+        sample: Option<f64>,
+        early: Option<template::Early<'_>>,
     ) -> anyhow::Result<Subset> {
         if roots.is_empty() {
             bail!("a subset needs at least one root: a table and a condition (TABLE: CONDITION) or a named subset (NAME=VALUE)");
@@ -61,20 +77,57 @@ impl Subset {
         }
         let mut session = Session::open(cx, source)?;
         let snapshot = session.export_snapshot()?;
-        let schema = template::Dumping::start(cx, source, &snapshot)?;
-        let graph = Graph::read(&mut session, rules)?;
-        let closure = closure::compute(&mut session, &graph, rules, roots, sample)?;
+        let dumping = template::Dumping::start(cx, source, &snapshot)?;
+        let walk = |session: &mut Session| -> anyhow::Result<(Graph, Closure)> {
+            let graph = Graph::read(session, rules)?;
+            let closure = closure::compute(session, &graph, rules, roots, sample)?;
+            Ok((graph, closure))
+        };
+        let Some(early) = early else {
+            let (graph, closure) = walk(&mut session)?;
+            return Ok(Subset {
+                session,
+                graph,
+                closure,
+                schema: Some(dumping),
+                ready: None,
+                prepared: None,
+            });
+        };
+        let (walked, copied) = std::thread::scope(|scope| {
+            let copy = scope.spawn(move || early.prepare(dumping));
+            let walked = walk(&mut session);
+            let copied = copy
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            (walked, copied)
+        });
+        let (graph, closure) = match walked {
+            Ok(walked) => walked,
+            Err(err) => {
+                if let Ok((_, Some(prepared))) = copied {
+                    prepared.discard(cx);
+                }
+                return Err(err);
+            }
+        };
+        let (schema, prepared) = copied?;
         Ok(Subset {
             session,
             graph,
             closure,
-            schema: Some(schema),
+            schema: None,
+            ready: Some(schema),
+            prepared,
         })
     }
 
     /// pg_dump's schema sections of the subset's snapshot, once: the load and the script
     /// take them.
     pub fn schema(&mut self) -> anyhow::Result<template::Schema> {
+        if let Some(schema) = self.ready.take() {
+            return Ok(schema);
+        }
         match self.schema.take() {
             Some(dumping) => dumping.wait(),
             None => bail!("the subset's schema was already taken"),

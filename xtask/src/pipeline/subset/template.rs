@@ -25,11 +25,12 @@ use std::{
 
 use anyhow::Context as _;
 use sha2::{Digest, Sha256};
+use xshell::Shell;
 
 use crate::{
     context::Context,
     media,
-    pg::{sql::ident, Access, DbUrl},
+    pg::{sql::ident, Access, DbUrl, PgTools},
     pipeline::{
         budget::{jobs_within_limits, Sessions},
         dump::{pump_dump, spawn_dump},
@@ -40,6 +41,98 @@ use crate::{
     plain::{lines, post_data::post_jobs, toc},
     term,
 };
+
+/// What a subset needs to copy its schema's template while its closure is computed: the
+/// target's server, and the settings its load drops.
+pub struct Early<'a> {
+    pub sh: Shell,
+    pub tools: &'a PgTools,
+    pub admin: DbUrl,
+    pub drop_settings: Vec<&'static str>,
+}
+
+/// A copy of the schema's template made while the closure was computed, named as a build is
+/// (`npschematmp_<hash>_<pid>`, a leftover if its run dies): renamed into place as the
+/// temporary database, or dropped.
+pub struct Prepared {
+    name: String,
+    template: String,
+    admin: DbUrl,
+}
+
+impl Early<'_> {
+    /// Waits for the dumps, then copies the template when the server has one for them.
+    pub fn prepare(self, dumping: Dumping) -> anyhow::Result<(Schema, Option<Prepared>)> {
+        let schema = dumping.wait()?;
+        if schema.unfit().is_some() {
+            return Ok((schema, None));
+        }
+        let template = schema.template_name(&self.drop_settings);
+        let name = build_name(&template);
+        let copied = self.tools.query_state(
+            &self.sh,
+            &self.admin,
+            &format!(
+                "create database {} template {}",
+                ident(&name),
+                ident(&template)
+            ),
+        )?;
+        let prepared = copied.is_ok().then_some(Prepared {
+            name,
+            template,
+            admin: self.admin,
+        });
+        Ok((schema, prepared))
+    }
+}
+
+impl Prepared {
+    /// Renames the copy to `temp`; `false`, the copy dropped, when that fails.
+    pub fn rename_to(self, cx: &Context, temp: &DbUrl) -> anyhow::Result<bool> {
+        let renamed = cx.tools.query_state(
+            &cx.sh,
+            &self.admin,
+            &format!(
+                "alter database {} rename to {}",
+                ident(&self.name),
+                ident(&temp.database)
+            ),
+        )?;
+        match renamed {
+            Ok(_) => {
+                term::detail(format!(
+                    "schema copied from the template {} while the subset was computed",
+                    self.template
+                ));
+                Ok(true)
+            }
+            Err(failure) => {
+                term::detail(format!(
+                    "the copy of the template {} could not take its place ({:#})",
+                    self.template,
+                    failure.into_error(&self.admin)
+                ));
+                self.discard(cx);
+                Ok(false)
+            }
+        }
+    }
+
+    pub fn discard(self, cx: &Context) {
+        let _ = swap::drop_database(cx, &self.admin, &self.name);
+    }
+}
+
+/// The temporary name of a build or copy of `template`: this run's.
+fn build_name(template: &str) -> String {
+    let hash = &template[SCHEMA_TEMPLATE_PREFIX.len()..];
+    format!(
+        "{SCHEMA_BUILD_PREFIX}{}_{}",
+        &hash[..12],
+        std::process::id()
+    )
+}
 
 /// Templates a server keeps: the newest, by creation.
 const KEPT: usize = 3;
@@ -218,12 +311,7 @@ impl Schema {
         drop_settings: &[&'static str],
         encoding: Option<&str>,
     ) -> anyhow::Result<()> {
-        let hash = &name[SCHEMA_TEMPLATE_PREFIX.len()..];
-        let building = admin.with_database(&format!(
-            "{SCHEMA_BUILD_PREFIX}{}_{}",
-            &hash[..12],
-            std::process::id()
-        ));
+        let building = admin.with_database(&build_name(name));
         swap::create_temp(cx, admin, &building, encoding)?;
         let built = (|| {
             let psql = load::spawn_psql_load(cx, &building)?;
