@@ -1,9 +1,9 @@
 //! A subset's schema copied from a template kept on the target server instead of built anew.
 //!
 //! Building pg_dump's pre- and post-data of NetBox's 190 tables (their 480 indexes and 650
-//! constraints) takes a server about 1.7 s, whatever the subset holds; copying an empty
-//! database that already holds them (`CREATE DATABASE ... TEMPLATE`) takes about 0.15 s. The
-//! template, `npschema_<hash>`, is named by a hash of both sections as the target gets them,
+//! constraints) takes a server about 1.7 s of work, whatever the subset holds; copying an
+//! empty database that already holds them (`CREATE DATABASE ... TEMPLATE`) is a file-level
+//! copy of its 20 MB, made while the closure is computed ([`Early`]). The template, `npschema_<hash>`, is named by a hash of both sections as the target gets them,
 //! so a changed schema gets a template of its own. It is built once, under a temporary name
 //! (`npschematmp_<hash>_<pid>`, removed as a leftover when its run dies), renamed when
 //! whole, and never connected to again; a server keeps the three newest.
