@@ -502,7 +502,13 @@ class Bench:
         self.check(["createdb", db], env=self.pg_env())
 
     def settle(self):
-        """Start every measurement from the same state: dirty pages written, no pending checkpoint."""
+        """Start every measurement from the same state: no background run of dev-db at work (a
+        spare being prepared, a replaced copy being removed), dirty pages written, no pending
+        checkpoint."""
+        deadline = time.monotonic() + 900
+        while time.monotonic() < deadline and subprocess.run(
+                ["pgrep", "-f", "dev-db spare"], capture_output=True).returncode == 0:
+            time.sleep(0.5)
         self.psql("postgres", "checkpoint")
         os.sync()
 
