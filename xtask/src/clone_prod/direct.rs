@@ -92,14 +92,6 @@ impl Direct<'_> {
         } = &side;
         let excluded = &exclusions.tables;
         let target = target_side.transpose()?;
-        let source_key = format!(
-            "{}/{}",
-            server
-                .sysid
-                .clone()
-                .unwrap_or_else(|| self.source.host_port()),
-            self.source.database
-        );
         if let Some(target) = &target {
             if server.same_database(&target.state.server, target.state.oid.as_deref()) {
                 bail!(
@@ -121,7 +113,6 @@ impl Direct<'_> {
                     true => Vec::new(),
                     false => lines::settings_unknown_to(major),
                 },
-                source: source_key.clone(),
             }
         });
         // Computed before anything is replaced: a bad root changes nothing.
@@ -226,7 +217,6 @@ impl Direct<'_> {
                                 temp,
                                 settings,
                                 Some(encoding),
-                                &source_key,
                             )?
                         {
                             templated.set(true);

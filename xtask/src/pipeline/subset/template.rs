@@ -30,10 +30,7 @@ use xshell::Shell;
 use crate::{
     context::Context,
     media,
-    pg::{
-        sql::{ident, literal},
-        Access, DbUrl, PgTools,
-    },
+    pg::{sql::ident, Access, DbUrl, PgTools},
     pipeline::{
         budget::{jobs_within_limits, Sessions},
         dump::{pump_dump, spawn_dump},
@@ -52,14 +49,6 @@ pub struct Early<'a> {
     pub tools: &'a PgTools,
     pub admin: DbUrl,
     pub drop_settings: Vec<&'static str>,
-    /// The source, as [`source_mark`] names it.
-    pub source: String,
-}
-
-/// The comment of the templates made from `source` (its server and database): the newest
-/// is most likely its schema's, and its copy can start before the dumps end.
-pub fn source_mark(source: &str) -> String {
-    format!("netpoint schema template of {source}")
 }
 
 /// A copy of the schema's template made while the closure was computed, named as a build is
@@ -72,86 +61,29 @@ pub struct Prepared {
 }
 
 impl Early<'_> {
-    /// Copies the template the dumps name, when the server has it. The newest template made
-    /// from this source is copied before the dumps end, and kept when they name it.
+    /// Waits for the dumps, then copies the template when the server has one for them.
     pub fn prepare(self, dumping: Dumping) -> anyhow::Result<(Schema, Option<Prepared>)> {
-        let mark = source_mark(&self.source);
-        let newest = self
-            .tools
-            .query(
-                &self.sh,
-                &self.admin,
-                Access::ReadWrite,
-                &format!(
-                    "select coalesce((select datname from pg_database where datname ~ '^{SCHEMA_TEMPLATE_PREFIX}[0-9a-f]+$' \
-                     and shobj_description(oid, 'pg_database') = {} order by oid desc limit 1), '')",
-                    literal(&mark)
-                ),
-            )
-            .ok()
-            .filter(|name| !name.is_empty());
-        let copy = newest.and_then(|newest| self.copy(&newest));
-        let schema = match dumping.wait() {
-            Ok(schema) => schema,
-            Err(err) => {
-                self.discard(copy);
-                return Err(err);
-            }
-        };
+        let schema = dumping.wait()?;
         if schema.unfit().is_some() {
-            self.discard(copy);
             return Ok((schema, None));
         }
         let template = schema.template_name(&self.drop_settings);
-        if copy.as_ref().is_some_and(|c| c.template == template) {
-            return Ok((schema, copy));
-        }
-        self.discard(copy);
-        let copy = self.copy(&template);
-        if copy.is_some() {
-            // Marked for the next run of this source.
-            let _ = self.tools.query_state(
-                &self.sh,
-                &self.admin,
-                &format!(
-                    "comment on database {} is {}",
-                    ident(&template),
-                    literal(&mark)
-                ),
-            );
-        }
-        Ok((schema, copy))
-    }
-
-    /// A copy of `template`, when the server has it and allows it (the load makes one
-    /// otherwise).
-    fn copy(&self, template: &str) -> Option<Prepared> {
-        let name = build_name(template);
+        let name = build_name(&template);
         let copied = self.tools.query_state(
             &self.sh,
             &self.admin,
             &format!(
                 "create database {} template {}",
                 ident(&name),
-                ident(template)
+                ident(&template)
             ),
-        );
-        matches!(copied, Ok(Ok(_))).then(|| Prepared {
+        )?;
+        let prepared = copied.is_ok().then_some(Prepared {
             name,
-            template: template.to_string(),
-            admin: self.admin.clone(),
-        })
-    }
-
-    fn discard(&self, copy: Option<Prepared>) {
-        if let Some(copy) = copy {
-            let _ = self.tools.query(
-                &self.sh,
-                &self.admin,
-                Access::ReadWrite,
-                &format!("drop database if exists {} with (force)", ident(&copy.name)),
-            );
-        }
+            template,
+            admin: self.admin,
+        });
+        Ok((schema, prepared))
     }
 }
 
@@ -320,7 +252,6 @@ impl Schema {
         temp: &DbUrl,
         drop_settings: &[&'static str],
         encoding: Option<&str>,
-        source: &str,
     ) -> anyhow::Result<bool> {
         let name = self.template_name(drop_settings);
         let create = || {
@@ -349,7 +280,7 @@ impl Schema {
                 return Ok(false);
             }
         }
-        if let Err(err) = self.build(cx, admin, &name, drop_settings, encoding, source) {
+        if let Err(err) = self.build(cx, admin, &name, drop_settings, encoding) {
             term::detail(format!(
                 "building the schema anew: the template {name} could not be made ({err:#})"
             ));
@@ -379,7 +310,6 @@ impl Schema {
         name: &str,
         drop_settings: &[&'static str],
         encoding: Option<&str>,
-        source: &str,
     ) -> anyhow::Result<()> {
         let building = admin.with_database(&build_name(name));
         swap::create_temp(cx, admin, &building, encoding)?;
@@ -416,15 +346,6 @@ impl Schema {
             let _ = swap::drop_database(cx, admin, &building.database);
         }
         built?;
-        let _ = cx.tools.query_state(
-            &cx.sh,
-            admin,
-            &format!(
-                "comment on database {} is {}",
-                ident(name),
-                literal(&source_mark(source))
-            ),
-        );
         prune(cx, admin);
         Ok(())
     }
