@@ -148,7 +148,19 @@ impl Dev<'_> {
             }
             let dir = self.store(name, &previous.id);
             if store.as_deref() != Some(dir.as_path()) && dir.exists() {
-                if let Err(err) = fs::remove_dir_all(&dir) {
+                // With a spare to prepare, the previous media go aside as one of the spare's
+                // unfinished directories: the background run removes them with the spare it
+                // replaces, and nobody waits for thousands of files to be unlinked.
+                let aside = self.stores().join(format!(
+                    ".{}@replaced-{}",
+                    self.spare_db(name),
+                    previous.id
+                ));
+                let removed = match no_spare {
+                    false => fs::rename(&dir, &aside).or_else(|_| fs::remove_dir_all(&dir)),
+                    true => fs::remove_dir_all(&dir),
+                };
+                if let Err(err) = removed {
                     term::warn(format!(
                         "snapshot `{name}` is saved, but its previous media could not be removed ({err}): the next run removes {}",
                         dir.display()
@@ -156,7 +168,9 @@ impl Dev<'_> {
                 }
             }
         }
-        if previous.is_some() {
+        // The spare of the save replaced is tagged with that save: never renamed in, and
+        // removed by the background run before it prepares the new one.
+        if previous.is_some() && no_spare {
             if let Err(err) = self.remove_spare(name) {
                 term::warn(format!(
                     "snapshot `{name}` is saved, but the spare of the save it replaced could not be removed ({err:#}): the next run removes it"
