@@ -1,18 +1,42 @@
 //! A subset's schema copied from a template on the target server (`npschema_<hash>`): built
 //! once per schema, taken when the foreign keys allow the rows to go into keyed tables, the
-//! rows then exactly those of a built schema; a changed schema gets its own template, a
-//! server keeps three, and a build an interrupted run left is removed.
+//! rows then exactly those of a built schema; after each run a ready copy of the template
+//! is made in the background, which the next run renames into place; a template or ready
+//! copy another role made is never used; a changed schema gets its own template, a server
+//! keeps three, and a build an interrupted run left is removed.
+
+use std::time::Duration;
 
 use crate::{
-    harness::Pg,
+    harness::{wait_for, Pg},
     subset::{clone, load_schema, loaded, scrubbed, valid_fks, AMS1},
 };
 
+/// The templates, oldest first, without their ready copies.
 fn templates(pg: &Pg) -> String {
     pg.psql(
         "postgres",
-        "select coalesce(string_agg(datname, ',' order by oid), '') from pg_database where datname like 'npschema%'",
+        "select coalesce(string_agg(datname, ',' order by oid), '') from pg_database \
+         where datname like 'npschema%' and datname not like '%\\_ready'",
     )
+}
+
+fn exists(pg: &Pg, database: &str) -> bool {
+    pg.databases().iter().any(|d| d == database)
+}
+
+/// Waits for the ready copy of `template` a run started in the background, and for the
+/// previous target it drops there.
+fn wait_for_background(pg: &Pg, template: &str) {
+    let ready = format!("{template}_ready");
+    wait_for("the template's ready copy", Duration::from_secs(60), || {
+        exists(pg, &ready)
+    });
+    wait_for(
+        "the previous target dropped",
+        Duration::from_secs(60),
+        || pg.temp_dbs().is_empty(),
+    );
 }
 
 #[test]
@@ -75,16 +99,32 @@ fn subset_rows_go_into_a_copy_of_the_schema_template() {
             template.starts_with("npschema_") && !template.contains(','),
             "{template}"
         );
-        // The next run copies it while the subset is computed; it never connects to it.
+        // The run left a ready copy of it, made in the background, which the next run renames
+        // into place; that run leaves the next ready copy.
+        wait_for_background(&pg, &template);
         let second = clone(&pg, &["--subset", "site=ams1", "-v"]).ok();
         assert!(
             second.output().contains(&format!(
-                "schema copied from the template {template} while the subset was computed"
+                "schema from the ready copy of the template {template}"
             )),
             "{}",
             second.output()
         );
         assert_eq!(loaded(&pg, "dev"), rows);
+        wait_for_background(&pg, &template);
+        // Without a ready copy, the template is copied while the subset is computed; it is
+        // never connected to.
+        pg.psql("postgres", &format!("drop database {template}_ready"));
+        let copied = clone(&pg, &["--subset", "site=ams1", "-v"]).ok();
+        assert!(
+            copied.output().contains(&format!(
+                "schema copied from the template {template} while the subset was computed"
+            )),
+            "{}",
+            copied.output()
+        );
+        assert_eq!(loaded(&pg, "dev"), rows);
+        wait_for_background(&pg, &template);
         assert_eq!(
             pg.psql(
                 "dev",
@@ -112,12 +152,62 @@ fn subset_rows_go_into_a_copy_of_the_schema_template() {
             ],
         )
         .fails_with("violates foreign key constraint");
+        // It had taken the ready copy: it started the next one all the same.
+        wait_for_background(&pg, &template);
         pg.assert_unchanged("dev", &dev, "a refused subset changes nothing");
         // Neither it nor a refused target nor a dry run leaves a copy of the template.
         clone(&pg, &["--subset", "site=nowhere"]).fails_with("matches no row");
         clone(&pg, &["--subset", "site=ams1", "--dry-run"]).ok();
         assert_eq!(pg.temp_dbs(), Vec::<String>::new());
         assert_eq!(templates(&pg), template);
+        assert!(exists(&pg, &format!("{template}_ready")));
+
+        // A template or ready copy of another role (one that may create databases could
+        // plant one under the name) is never copied: the schema is built anew.
+        pg.psql("postgres", "create role mallory login createdb");
+        let ready = format!("{template}_ready");
+        pg.psql("postgres", &format!("drop database {ready}"));
+        pg.psql(
+            "postgres",
+            &format!("create database {ready} owner mallory"),
+        );
+        pg.psql(&ready, "create table planted (id int)");
+        let planted = clone(&pg, &["--subset", "site=ams1", "-v"]).ok();
+        assert!(
+            planted.output().contains(&format!(
+                "schema copied from the template {template} while the subset was computed"
+            )),
+            "{}",
+            planted.output()
+        );
+        assert_eq!(loaded(&pg, "dev"), rows);
+        pg.psql("postgres", &format!("drop database {ready}"));
+        pg.psql("postgres", &format!("drop database {template}"));
+        pg.psql(
+            "postgres",
+            &format!("create database {template} owner mallory"),
+        );
+        pg.psql(&template, "create table planted (id int)");
+        let refused = clone(&pg, &["--subset", "site=ams1", "-v"]).ok();
+        assert!(
+            refused.output().contains(&format!(
+                "building the schema anew: the template {template} belongs to the role mallory, not to this run's: drop it"
+            )),
+            "{}",
+            refused.output()
+        );
+        assert_eq!(loaded(&pg, "dev"), rows);
+        assert_eq!(pg.psql("dev", "select to_regclass('planted') is null"), "t");
+        wait_for(
+            "the previous target dropped",
+            Duration::from_secs(60),
+            || pg.temp_dbs().is_empty(),
+        );
+        assert!(!exists(&pg, &ready), "no ready copy of a planted template");
+        pg.psql("postgres", &format!("drop database {template}"));
+        pg.psql("postgres", "drop role mallory");
+        clone(&pg, &["--subset", "site=ams1"]).ok();
+        wait_for_background(&pg, &template);
 
         // A changed schema gets a template of its own; past three, the oldest goes.
         pg.assert_unchanged("prod", &before, "the source is only read");
@@ -135,6 +225,10 @@ fn subset_rows_go_into_a_copy_of_the_schema_template() {
         );
         let now = templates(&pg);
         assert!(!now.split(',').any(|t| t == template), "{now}");
+        assert!(
+            !exists(&pg, &format!("{template}_ready")),
+            "pruned with its template"
+        );
         assert_eq!(now.split(',').count(), 3, "{now}");
         assert!(
             now.starts_with("npschema_aaaa,npschema_bbbb,npschema_"),

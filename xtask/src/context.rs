@@ -6,13 +6,16 @@
 //! and the terminal's settings and the passwords to mask ([`crate::term`]), which every
 //! message and the panic hook read, from any thread.
 
+use std::sync::Arc;
+
 use xshell::Shell;
 
 use crate::pg::{DockerNet, PgTools, ToolSource};
 
 pub struct Context {
     pub sh: Shell,
-    pub tools: PgTools,
+    /// Shared with the contexts [`Context::fork`] makes for other threads.
+    pub tools: Arc<PgTools>,
     /// Sessions a load runs at once, and threads for hashing and compressing media.
     pub jobs: usize,
 }
@@ -34,6 +37,20 @@ impl Context {
             .num_threads(jobs)
             .build_global();
         let tools = PgTools::discover(&sh, tool_source, docker_net);
-        Context { sh, tools, jobs }
+        Context {
+            sh,
+            tools: Arc::new(tools),
+            jobs,
+        }
+    }
+
+    /// A context for another thread (a shell is not shared between threads): a shell of its
+    /// own in the same directory, and the same tools, with what they learnt so far.
+    pub fn fork(&self) -> Context {
+        Context {
+            sh: self.sh.clone(),
+            tools: Arc::clone(&self.tools),
+            jobs: self.jobs,
+        }
     }
 }

@@ -200,6 +200,7 @@ impl DevDb {
             allow_remote_target: self.allow_remote_target,
         };
         let commit = hook::git(&["rev-parse", "--short", old]);
+        let started = std::time::Instant::now();
         with(Action::Save {
             name: save_as.clone(),
             force: true,
@@ -207,19 +208,22 @@ impl DevDb {
         })
         .run_on(cx, Some((left, commit)))
         .with_context(|| format!("could not save branch {left}, so nothing was restored"))?;
+        // Hundredths: a restore that renames a spare in takes about a tenth of a second.
+        let took = |started: std::time::Instant| format!("{:.2}s", started.elapsed().as_secs_f64());
+        let saved = format!("saved branch {left} as `{save_as}` ({})", took(started));
+        let started = std::time::Instant::now();
         let restored = with(Action::Restore {
             name: restore.clone(),
             yes: true,
         })
         .run_on(cx, Some((checked_out, None)))
-        .with_context(|| {
-            format!(
-                "saved branch {left} as `{save_as}`, but could not restore branch {checked_out}"
-            )
-        })?;
+        .with_context(|| format!("{saved}, but could not restore branch {checked_out}"))?;
         Ok(match restored {
-            true => format!("saved branch {left} as `{save_as}`, restored `{restore}` of branch {checked_out}"),
-            false => format!("saved branch {left} as `{save_as}`; branch {checked_out} has no snapshot yet, the dev database stays as it is"),
+            true => format!(
+                "{saved}, restored `{restore}` of branch {checked_out} ({})",
+                took(started)
+            ),
+            false => format!("{saved}; branch {checked_out} has no snapshot yet, the dev database stays as it is"),
         })
     }
 

@@ -189,6 +189,20 @@ mod platform {
     }
 }
 
+/// Makes `command`'s child a session of its own: it outlives this run and a terminal
+/// closing, and is none of the tools [`end_children`] ends.
+pub fn detach(command: &mut Command) {
+    // SAFETY: setsid is async-signal-safe and touches no memory of the parent.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(command, || {
+            if libc::setsid() < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
 /// Whether a process with this pid exists (`kill(pid, 0)`, on any Unix).
 pub fn alive(pid: u32) -> bool {
     // SAFETY: signal 0 only checks that the process exists.

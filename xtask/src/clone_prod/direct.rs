@@ -1,6 +1,13 @@
 //! The direct clone: production's database and media straight into a dev target.
 
-use std::{cell::Cell, path::Path};
+use std::{
+    cell::Cell,
+    path::Path,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        mpsc, Arc,
+    },
+};
 
 use anyhow::bail;
 
@@ -17,7 +24,10 @@ use crate::{
         report::{excluded_text, media_plan, summarise, Summary, Timings},
         scrub,
         staged_media::{check_media_pair, MediaSource},
-        subset::template::Early,
+        subset::{
+            template::{self, Beside, Early},
+            Subset,
+        },
         swap::{self, LoadGuard},
     },
     plain::lines,
@@ -73,15 +83,53 @@ impl Direct<'_> {
             )
         };
         // The target is only read here, side by side with the source; a dry run leaves it be.
-        let (source_side, target_side) = std::thread::scope(|scope| {
+        // The subset is computed meanwhile in a snapshot of its own (it only reads the
+        // source), and the schema's template is copied on the target's server once the
+        // target is known not to be the source (see `pipeline::subset::template`).
+        let (early_tx, early) = mpsc::channel();
+        let abandon = Arc::new(AtomicBool::new(false));
+        let beside = Beside {
+            early,
+            abandon: Arc::clone(&abandon),
+        };
+        let (source_side, target_side, subset) = std::thread::scope(|scope| {
             let target = (!dry_run).then(|| {
                 let sh = sh.clone();
                 let replacement = &replacement;
                 scope.spawn(move || replacement.inspect(&sh, tools))
             });
+            // Its session starts on this thread, which lives as long as the run.
+            let subset = self.subset.map(|request| {
+                let session = Subset::open(cx, self.source, &request.roots);
+                let cx = cx.fork();
+                scope.spawn(move || subset_fill::compute(&cx, session?, request, Some(beside)))
+            });
             let source = inspect_source();
-            let target = target.map(|t| t.join().unwrap_or_else(|p| std::panic::resume_unwind(p)));
-            (source, target)
+            let target = target.map(joined);
+            let early = match (&source, &target) {
+                (Ok((side, _)), Some(Ok(target)))
+                    if !side
+                        .server
+                        .same_database(&target.state.server, target.state.oid.as_deref()) =>
+                {
+                    let major = target.state.server.major;
+                    Some(Early {
+                        sh: cx.sh.clone(),
+                        tools,
+                        admin: target.admin.clone(),
+                        drop_settings: match side.server.major <= major {
+                            true => Vec::new(),
+                            false => lines::settings_unknown_to(major),
+                        },
+                    })
+                }
+                _ => None,
+            };
+            if source.is_err() || matches!(target, Some(Err(_))) {
+                abandon.store(true, Ordering::Relaxed);
+            }
+            let _ = early_tx.send(early);
+            (source, target, subset.map(joined))
         });
         let (side, media_totals) = source_side?;
         let SourceSide {
@@ -101,25 +149,8 @@ impl Direct<'_> {
                 );
             }
         }
-        // The schema's template is copied on the target's server while the subset is
-        // computed (see `pipeline::subset::template`).
-        let early = target.as_ref().map(|target| {
-            let major = target.state.server.major;
-            Early {
-                sh: cx.sh.clone(),
-                tools: &cx.tools,
-                admin: target.admin.clone(),
-                drop_settings: match server.major <= major {
-                    true => Vec::new(),
-                    false => lines::settings_unknown_to(major),
-                },
-            }
-        });
         // Computed before anything is replaced: a bad root changes nothing.
-        let mut subset = self
-            .subset
-            .map(|request| subset_fill::compute(cx, self.source, request, early))
-            .transpose()?;
+        let mut subset = subset.transpose()?;
         let prepared = subset_fill::PreparedCopy {
             cx,
             copy: std::cell::Cell::new(subset.as_mut().and_then(|s| s.prepared.take())),
@@ -164,7 +195,12 @@ impl Direct<'_> {
             return Ok(());
         }
         let target = target.expect("the target is inspected unless this is a dry run");
-        let locked = replacement.lock(cx, &target, Some(server.major))?;
+        let mut locked = replacement.lock(cx, &target, Some(server.major))?;
+        // A subset's previous database is dropped once this run is done, not while its
+        // developer waits: the drop grows with that database, not with the subset.
+        if self.subset.is_some() {
+            locked.keep_previous();
+        }
         let drop_settings = locked.drop_settings.clone();
         let mut missing_files = 0;
         let stage = |timings: &mut Timings| match (
@@ -279,7 +315,7 @@ impl Direct<'_> {
             };
             bar.finish_and_clear();
             if !scrub.applied.is_empty() {
-                scrub.verify(cx, self.source, temp, &left_out)?;
+                scrub.verify((&cx.sh, &cx.tools), self.source, temp, &left_out)?;
                 term::step(scrub.report(&counts));
             }
             // Before the swap: with --strict a finding leaves the target be.
@@ -297,7 +333,15 @@ impl Direct<'_> {
             create,
             fill: Box::new(fill),
         };
-        let replaced = locked.replace(cx, stage, database)?;
+        let replaced = locked.replace(cx, stage, database);
+        // The next run's copy of the template, whether this one succeeded or not.
+        if let (true, Some(schema)) = (templated.get(), &schema) {
+            template::make_ready(cx, &target.admin, &schema.template_name(&drop_settings));
+        }
+        let replaced = replaced?;
+        if self.subset.is_some() && target.state.exists {
+            swap::drop_in_background(cx, &target.admin, &swap::aside_name(&self.target.database));
+        }
         for line in subset.iter().flat_map(|s| s.derived_lines()) {
             term::step(line);
         }
@@ -321,4 +365,11 @@ impl Direct<'_> {
         );
         Ok(())
     }
+}
+
+/// A scoped thread's result; its panic goes on.
+fn joined<T>(handle: std::thread::ScopedJoinHandle<'_, T>) -> T {
+    handle
+        .join()
+        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
 }

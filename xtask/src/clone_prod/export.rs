@@ -18,7 +18,7 @@ use crate::{
         leak_scan,
         report::{excluded_text, media_plan, Timings},
         scrub,
-        subset::load::Fill,
+        subset::{load::Fill, Subset},
     },
     plain::lines,
     process::{self},
@@ -83,7 +83,10 @@ impl Export<'_> {
         let excluded = &exclusions.tables;
         // Computed before anything is written: a bad root writes nothing.
         let mut subset = request
-            .map(|request| subset_export::compute(cx, source, request, None))
+            .map(|request| {
+                let session = Subset::open(cx, source, &request.roots)?;
+                subset_export::compute(cx, session, request, None)
+            })
             .transpose()?;
         let mut missing_files = Vec::new();
         let entries = match (&mut subset, request, entries) {

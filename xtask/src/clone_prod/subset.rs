@@ -1,19 +1,16 @@
 //! `clone-prod --subset` in the direct clone: the subset computed before anything is
 //! replaced, and the fill of the temporary database from it, checked before the swap.
 
-use std::io::Write;
-
 use crate::{
     cli::SubsetRequest,
     context::Context,
     pg::DbUrl,
     pipeline::{
-        leak_scan,
-        parallel::schedule::spawn_flush,
-        scrub,
+        leak_scan, scrub,
         subset::{
             load::Fill,
-            template::{Early, Prepared, Schema},
+            session::Session,
+            template::{Beside, Prepared, Schema},
             verify::Verified,
             Subset,
         },
@@ -21,22 +18,22 @@ use crate::{
     term,
 };
 
-/// Computes the subset in one read-only snapshot of `source`, which stays open until the
-/// subset is dropped, copying the schema's template meanwhile when given `early`; says how
-/// many rows it holds.
+/// Computes the subset in the read-only snapshot `session` holds on the source, which stays
+/// open until the subset is dropped, beside the run's other work (see
+/// [`Subset::compute_beside`]); says how many rows it holds.
 pub fn compute(
     cx: &Context,
-    source: &DbUrl,
+    session: Session,
     request: &SubsetRequest,
-    early: Option<Early>,
+    beside: Option<Beside>,
 ) -> anyhow::Result<Subset> {
     let subset = Subset::compute_beside(
         cx,
-        source,
+        session,
         &request.rules,
         &request.roots,
         request.sample,
-        early,
+        beside,
     )?;
     term::step(plan_line(&subset));
     Ok(subset)
@@ -87,33 +84,32 @@ impl SubsetFill<'_> {
             bar.inc(n)
         })?;
         bar.finish_and_clear();
-        // The swap ends by dropping the previous database, which forces a checkpoint: asked
-        // for now, its writing overlaps the checks (a built schema asks with its indexes).
-        let checkpoint = match self.templated {
-            true => spawn_flush(cx, temp).ok().map(|mut psql| {
-                if let Some(mut stdin) = psql.stdin.take() {
-                    let _ = stdin.write_all(b"checkpoint;\n");
-                }
-                psql
-            }),
-            false => None,
-        };
-        let verified = subset
-            .verify(cx, temp, &loaded)
-            .map_err(|err| anyhow::anyhow!("{err:#}; the target is untouched"))?;
+        // The scrub's check reads the source and the new database, beside the subset's own.
+        let (scrubbed, verified) = std::thread::scope(|scope| {
+            let (sh, tools) = (cx.sh.clone(), &cx.tools);
+            let scrub = scope.spawn(move || {
+                self.scrub
+                    .verify((&sh, tools), self.source, temp, self.left_out)
+            });
+            let verified = subset
+                .verify(cx, temp, &loaded)
+                .map_err(|err| anyhow::anyhow!("{err:#}; the target is untouched"));
+            let scrubbed = scrub
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            (scrubbed, verified)
+        });
+        let verified = verified?;
         term::step(format!(
             "checked: every foreign key valid, no generic reference to a row left out, {} sequences set",
             loaded.sequences
         ));
+        scrubbed?;
         if !self.scrub.applied.is_empty() {
-            self.scrub.verify(cx, self.source, temp, self.left_out)?;
             term::step(self.scrub.report(&loaded.scrubbed));
         }
         let report = scanner.map(leak_scan::Scanner::report);
         leak_scan::check(report.as_ref(), self.strict, "the target is untouched")?;
-        if let Some(mut psql) = checkpoint {
-            let _ = psql.wait();
-        }
         Ok((report, verified))
     }
 }

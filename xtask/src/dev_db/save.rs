@@ -141,11 +141,9 @@ impl Dev<'_> {
         }
         let store = store.map(StagingDir::keep);
         if let Some(previous) = &previous {
-            if swap::drop_database(self.cx, self.admin, &old).is_err() {
-                term::warn(format!(
-                    "snapshot `{name}` is saved, but its previous database {old} could not be dropped: the next run removes it"
-                ));
-            }
+            // In a psql detached from the run: a drop forces a checkpoint nobody should wait
+            // for. Should it die, `npsnapold_<key>_<pid>` is a leftover the next run removes.
+            swap::drop_in_background(self.cx, self.admin, &old);
             let dir = self.store(name, &previous.id);
             if store.as_deref() != Some(dir.as_path()) && dir.exists() {
                 // With a spare to prepare, the previous media go aside as one of the spare's

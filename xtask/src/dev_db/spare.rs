@@ -390,15 +390,7 @@ impl Dev<'_> {
             if let Some(target) = &self.detached.target {
                 cmd.env("NETPOINT_DATABASE_URL", target);
             }
-            // SAFETY: setsid is async-signal-safe and touches no memory of the parent.
-            unsafe {
-                std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
-                    if libc::setsid() < 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                    Ok(())
-                });
-            }
+            process::detach(&mut cmd);
             Ok(cmd.spawn().context("starting xtask")?.id())
         })();
         match started {

@@ -84,6 +84,23 @@ impl PgTools {
         Ok(answer(&output))
     }
 
+    /// Starts psql on `sql` detached from this run: it finishes after the run exits, a
+    /// terminal closing does not stop it, and nothing waits for it or reads what it says.
+    /// For work whose result the next run finds (or not) on the server, such as a drop that
+    /// forces a checkpoint nobody should wait for.
+    pub fn detached(&self, sh: &Shell, url: &DbUrl, sql: &str) -> anyhow::Result<()> {
+        use std::{io::Write, process::Stdio};
+        let mut cmd = tool_command(self.stdin_session(sh, url, Access::ReadWrite)?, url);
+        cmd.stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        process::detach(&mut cmd);
+        let mut child = cmd.spawn().context("starting psql")?;
+        let mut stdin = child.stdin.take().context("psql's stdin")?;
+        stdin.write_all(sql.as_bytes()).context("writing to psql")?;
+        Ok(())
+    }
+
     /// Connects once to learn the server's version and identity, turning connection
     /// failures into clear errors.
     pub fn server(&self, sh: &Shell, url: &DbUrl, access: Access) -> anyhow::Result<Server> {

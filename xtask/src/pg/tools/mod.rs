@@ -230,6 +230,11 @@ impl PgTools {
         }
     }
 
+    /// Records the major version of `url`'s server, which a session of its own learnt.
+    pub fn learn_major(&self, url: &DbUrl, major: u32) {
+        self.servers.lock().unwrap().insert(url.host_port(), major);
+    }
+
     /// The major version of `url`'s server, once a query has learnt it.
     pub fn server_major(&self, url: &DbUrl) -> Option<u32> {
         self.servers.lock().unwrap().get(&url.host_port()).copied()

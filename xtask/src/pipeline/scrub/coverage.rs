@@ -3,7 +3,10 @@
 //! columns; a project keeps its own in `fixtures/scrub-coverage.toml`. A column that is
 //! neither is one a migration added that nobody has classified yet.
 
-use std::{collections::BTreeMap, path::Path};
+use std::{
+    collections::{BTreeMap, HashMap},
+    path::Path,
+};
 
 use anyhow::{bail, Context as _};
 use serde::Deserialize;
@@ -43,6 +46,15 @@ pub struct Entry {
 }
 
 impl Entry {
+    /// The table it names, unless that is a pattern.
+    fn literal_table(&self) -> Option<&str> {
+        let table = match &self.parts[..] {
+            [table, _] | [_, table, _] => table,
+            _ => return None,
+        };
+        (!table.contains('*')).then_some(table.as_str())
+    }
+
     fn matches(&self, column: &Column) -> bool {
         match &self.parts[..] {
             [table, name] => glob(table, &column.table) && glob(name, &column.name),
@@ -65,6 +77,39 @@ impl Entry {
 #[derive(Debug, Default)]
 pub struct Coverage {
     pub entries: Vec<Entry>,
+}
+
+/// Entries by the table they name (those naming a pattern apart), so that a column is
+/// matched against its own table's entries: a schema's thousand columns against the
+/// built-in list's hundreds of entries would otherwise be every pair.
+struct Index<'a> {
+    by_table: HashMap<&'a str, Vec<&'a Entry>>,
+    patterns: Vec<&'a Entry>,
+}
+
+impl<'a> Index<'a> {
+    fn new(entries: impl Iterator<Item = &'a Entry>) -> Index<'a> {
+        let mut index = Index {
+            by_table: HashMap::new(),
+            patterns: Vec::new(),
+        };
+        for entry in entries {
+            match entry.literal_table() {
+                Some(table) => index.by_table.entry(table).or_default().push(entry),
+                None => index.patterns.push(entry),
+            }
+        }
+        index
+    }
+
+    fn matches(&self, column: &Column) -> bool {
+        self.by_table
+            .get(column.table.as_str())
+            .into_iter()
+            .flatten()
+            .chain(&self.patterns)
+            .any(|e| e.matches(column))
+    }
 }
 
 /// A column of a schema, as the check needs it.
@@ -236,12 +281,13 @@ fn ruled(rules: &[Rule], column: &Column) -> bool {
 /// reason, and each entry of the project's file names a column of `columns`.
 pub fn check(columns: &[Column], rules: &[Rule], coverage: &Coverage) -> Report {
     let mut report = Report::default();
+    let index = Index::new(coverage.entries.iter());
     for column in columns.iter().filter(|c| c.in_scope) {
         if ruled(rules, column) {
             continue;
         }
         // A column kept by a `TODO` entry is reported with the entry.
-        if !coverage.entries.iter().any(|e| e.matches(column)) {
+        if !index.matches(column) {
             report.uncovered.push(column.clone());
         }
     }
@@ -259,15 +305,10 @@ pub fn check(columns: &[Column], rules: &[Rule], coverage: &Coverage) -> Report 
 /// The in-scope columns that no rule and no entry with a reason accounts for: what a copy
 /// would carry verbatim unreviewed.
 pub fn unaccounted(columns: &[Column], rules: &[Rule], coverage: &Coverage) -> Vec<Column> {
+    let index = Index::new(coverage.entries.iter().filter(|e| !e.unreasoned()));
     columns
         .iter()
-        .filter(|c| c.in_scope && !ruled(rules, c))
-        .filter(|c| {
-            !coverage
-                .entries
-                .iter()
-                .any(|e| !e.unreasoned() && e.matches(c))
-        })
+        .filter(|c| c.in_scope && !ruled(rules, c) && !index.matches(c))
         .cloned()
         .collect()
 }

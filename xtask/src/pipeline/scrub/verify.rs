@@ -5,12 +5,13 @@ use anyhow::{bail, Context as _};
 
 use std::collections::{BTreeMap, HashMap};
 
+use xshell::Shell;
+
 use super::{scrub_field, Plan, Row, Rule};
 use crate::{
-    context::Context,
     pg::{
         sql::{ident, literal},
-        Access, DbUrl,
+        Access, DbUrl, PgTools,
     },
     plain::copy::unescape,
 };
@@ -21,12 +22,11 @@ impl Plan {
     /// queries in all, whatever the number of rules.
     pub fn verify(
         &self,
-        cx: &Context,
+        (sh, tools): (&Shell, &PgTools),
         source: &DbUrl,
         target: &DbUrl,
         data_excluded: &[String],
     ) -> anyhow::Result<()> {
-        let (sh, tools) = (&cx.sh, &cx.tools);
         // Tables whose data was left out have nothing to check.
         let rules: Vec<&Rule> = self
             .applied

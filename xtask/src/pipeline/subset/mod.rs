@@ -11,7 +11,7 @@ pub mod keys;
 pub mod load;
 pub mod roots;
 pub mod rules;
-mod session;
+pub mod session;
 pub mod template;
 pub mod verify;
 
@@ -38,6 +38,8 @@ pub struct Subset {
     ready: Option<template::Schema>,
     /// A copy of the schema's template, made meanwhile when asked for.
     pub prepared: Option<template::Prepared>,
+    /// Why the target server's template may not serve, when it may not.
+    template_refused: Option<String>,
 }
 
 impl Subset {
@@ -50,19 +52,13 @@ impl Subset {
         roots: &[Root],
         sample: Option<f64>,
     ) -> anyhow::Result<Subset> {
-        Subset::compute_beside(cx, source, rules, roots, sample, None)
+        let session = Subset::open(cx, source, roots)?;
+        Subset::compute_beside(cx, session, rules, roots, sample, None)
     }
 
-    /// [`Subset::compute`], copying the schema's template on the target's server (`early`)
-    /// while the closure is computed: the copy is ready when the load begins.
-    pub fn compute_beside(
-        cx: &Context,
-        source: &DbUrl,
-        rules: &Rules,
-        roots: &[Root],
-        sample: Option<f64>,
-        early: Option<template::Early<'_>>,
-    ) -> anyhow::Result<Subset> {
+    /// Checks the roots' conditions, then opens the subset's session on `source`: on the
+    /// thread that stays for the whole run (a tool started on a thread dies with it).
+    pub fn open(cx: &Context, source: &DbUrl, roots: &[Root]) -> anyhow::Result<Session> {
         if roots.is_empty() {
             bail!("a subset needs at least one root: a table and a condition (TABLE: CONDITION) or a named subset (NAME=VALUE)");
         }
@@ -75,7 +71,22 @@ impl Subset {
                 )
             })?;
         }
-        let mut session = Session::open(cx, source)?;
+        Session::open(cx, source)
+    }
+
+    /// [`Subset::compute`] in the `session` [`Subset::open`] opened, beside other work
+    /// (`beside`): the subset's queries stop when it is abandoned, and once the dumps are
+    /// done the schema's template is copied on the target's server (if the run sends it),
+    /// so that the copy is ready when the load begins.
+    pub fn compute_beside(
+        cx: &Context,
+        mut session: Session,
+        rules: &Rules,
+        roots: &[Root],
+        sample: Option<f64>,
+        beside: Option<template::Beside<'_>>,
+    ) -> anyhow::Result<Subset> {
+        let source = &session.source().clone();
         let snapshot = session.export_snapshot()?;
         let dumping = template::Dumping::start(cx, source, &snapshot)?;
         let walk = |session: &mut Session| -> anyhow::Result<(Graph, Closure)> {
@@ -83,7 +94,7 @@ impl Subset {
             let closure = closure::compute(session, &graph, rules, roots, sample)?;
             Ok((graph, closure))
         };
-        let Some(early) = early else {
+        let Some(beside) = beside else {
             let (graph, closure) = walk(&mut session)?;
             return Ok(Subset {
                 session,
@@ -92,10 +103,19 @@ impl Subset {
                 schema: Some(dumping),
                 ready: None,
                 prepared: None,
+                template_refused: None,
             });
         };
+        session.abandon_when(beside.abandon);
+        let early = beside.early;
         let (walked, copied) = std::thread::scope(|scope| {
-            let copy = scope.spawn(move || early.prepare(dumping));
+            let copy = scope.spawn(move || {
+                let schema = dumping.wait()?;
+                match early.recv() {
+                    Ok(Some(early)) => early.prepare(schema),
+                    _ => Ok((schema, None, None)),
+                }
+            });
             let walked = walk(&mut session);
             let copied = copy
                 .join()
@@ -105,13 +125,13 @@ impl Subset {
         let (graph, closure) = match walked {
             Ok(walked) => walked,
             Err(err) => {
-                if let Ok((_, Some(prepared))) = copied {
+                if let Ok((_, Some(prepared), _)) = copied {
                     prepared.discard(cx);
                 }
                 return Err(err);
             }
         };
-        let (schema, prepared) = copied?;
+        let (schema, prepared, template_refused) = copied?;
         Ok(Subset {
             session,
             graph,
@@ -119,6 +139,7 @@ impl Subset {
             schema: None,
             ready: Some(schema),
             prepared,
+            template_refused,
         })
     }
 
@@ -137,6 +158,9 @@ impl Subset {
     /// Why the subset's rows cannot go into a copy of the schema's template, if they cannot
     /// (see [`template`]).
     pub fn unfit_for_template(&self, schema: &template::Schema) -> Option<String> {
+        if let Some(why) = &self.template_refused {
+            return Some(why.clone());
+        }
         let picked: usize = self.closure.rows.iter().map(|r| r.ids.len()).sum();
         if picked > template::MAX_ROWS {
             return Some(format!(

@@ -6,6 +6,10 @@
 use std::{
     io::{BufRead, BufReader, Write},
     process::{Child, ChildStdin, ChildStdout},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
     thread::JoinHandle,
 };
 
@@ -31,6 +35,8 @@ pub struct Session {
     source: DbUrl,
     /// Why the session ended, once it has.
     ended: Option<String>,
+    /// Set when the run stops while the subset is computed beside its other work.
+    abandon: Option<Arc<AtomicBool>>,
 }
 
 impl Session {
@@ -48,15 +54,39 @@ impl Session {
             stderr: Some(stderr),
             source: source.clone(),
             ended: None,
+            abandon: None,
         };
         session.send(READ_ONLY_SNAPSHOT)?;
-        session
-            .line("select 'ready';")
+        // The server's major chooses the pg_dump of the schema's sections, which may start
+        // before anything else has asked the server.
+        let version = session
+            .line("select current_setting('server_version_num');")
             .with_context(|| format!("opening a read-only snapshot of {source}"))?;
+        let num: u32 = version
+            .parse()
+            .with_context(|| format!("unexpected server version `{version}` from {source}"))?;
+        cx.tools.learn_major(source, num / 10000);
         Ok(session)
     }
 
+    pub fn source(&self) -> &DbUrl {
+        &self.source
+    }
+
+    /// Makes every query after `flag` is set fail at once: the run that computes the
+    /// subset beside other work stops it so when that work fails.
+    pub fn abandon_when(&mut self, flag: Arc<AtomicBool>) {
+        self.abandon = Some(flag);
+    }
+
     fn send(&mut self, sql: &str) -> anyhow::Result<()> {
+        if self
+            .abandon
+            .as_ref()
+            .is_some_and(|f| f.load(Ordering::Relaxed))
+        {
+            anyhow::bail!("the subset was abandoned: the run stopped");
+        }
         let written = match self.stdin.as_mut() {
             Some(stdin) => stdin
                 .write_all(sql.as_bytes())

@@ -19,7 +19,7 @@
 use std::{
     collections::{HashMap, HashSet},
     io::Read,
-    sync::mpsc,
+    sync::{atomic::AtomicBool, mpsc, Arc},
     thread::JoinHandle,
 };
 
@@ -30,7 +30,10 @@ use xshell::Shell;
 use crate::{
     context::Context,
     media,
-    pg::{sql::ident, Access, DbUrl, PgTools},
+    pg::{
+        sql::{ident, literal},
+        Access, DbUrl, PgTools,
+    },
     pipeline::{
         budget::{jobs_within_limits, Sessions},
         dump::{pump_dump, spawn_dump},
@@ -51,6 +54,14 @@ pub struct Early<'a> {
     pub drop_settings: Vec<&'static str>,
 }
 
+/// What a subset computed beside the inspection of its source and target is given: the
+/// target's server for the template's copy, sent once the run knows it may work there
+/// (`None` when it may not), and a flag the run sets to abandon the subset when it stops.
+pub struct Beside<'a> {
+    pub early: mpsc::Receiver<Option<Early<'a>>>,
+    pub abandon: Arc<AtomicBool>,
+}
+
 /// A copy of the schema's template made while the closure was computed, named as a build is
 /// (`npschematmp_<hash>_<pid>`, a leftover if its run dies): renamed into place as the
 /// temporary database, or dropped.
@@ -58,32 +69,116 @@ pub struct Prepared {
     name: String,
     template: String,
     admin: DbUrl,
+    /// Whether it was the template's ready copy, renamed, rather than a copy made now.
+    from_ready: bool,
 }
 
 impl Early<'_> {
-    /// Waits for the dumps, then copies the template when the server has one for them.
-    pub fn prepare(self, dumping: Dumping) -> anyhow::Result<(Schema, Option<Prepared>)> {
-        let schema = dumping.wait()?;
+    /// Takes the template's ready copy, or copies the template, when the server has one of
+    /// this run's role for the schema. The third part says why a
+    /// template the server has may not serve (another role owns it).
+    pub fn prepare(
+        self,
+        schema: Schema,
+    ) -> anyhow::Result<(Schema, Option<Prepared>, Option<String>)> {
         if schema.unfit().is_some() {
-            return Ok((schema, None));
+            return Ok((schema, None, None));
         }
         let template = schema.template_name(&self.drop_settings);
         let name = build_name(&template);
-        let copied = self.tools.query_state(
+        let taken = self.tools.query(
             &self.sh,
             &self.admin,
-            &format!(
-                "create database {} template {}",
-                ident(&name),
-                ident(&template)
-            ),
+            Access::ReadWrite,
+            &take_sql(&template, &name),
         )?;
-        let prepared = copied.is_ok().then_some(Prepared {
+        let from_ready = match taken.as_str() {
+            "ready" => true,
+            "template" => false,
+            "none" => return Ok((schema, None, None)),
+            owner => {
+                let owner = owner.strip_prefix("owner:").unwrap_or(owner);
+                let why = format!(
+                    "the template {template} belongs to the role {owner}, not to this run's: drop it to let subsets copy their schema"
+                );
+                return Ok((schema, None, Some(why)));
+            }
+        };
+        if !from_ready {
+            let copied = self.tools.query_state(
+                &self.sh,
+                &self.admin,
+                &format!(
+                    "create database {} template {}",
+                    ident(&name),
+                    ident(&template)
+                ),
+            )?;
+            if copied.is_err() {
+                return Ok((schema, None, None));
+            }
+        }
+        let prepared = Prepared {
             name,
             template,
             admin: self.admin,
-        });
-        Ok((schema, prepared))
+            from_ready,
+        };
+        Ok((schema, Some(prepared), None))
+    }
+}
+
+/// One session's work on the server before a subset's load: renames the template's ready
+/// copy to `name` when the template and the copy are both the role's, and answers in a word:
+/// `ready` (renamed), `template` (no ready copy), `none` (no template) or `owner:ROLE` (the
+/// template is another role's: a database of that name planted by a role that may create
+/// databases is never copied). Renaming needs no one connected to the copy, or it fails and
+/// the template is copied.
+fn take_sql(template: &str, name: &str) -> String {
+    let ready = ready_name(template);
+    let owner = |db: &str| {
+        format!(
+            "(select datdba from pg_database where datname = {})",
+            literal(db)
+        )
+    };
+    let me = "(select oid from pg_roles where rolname = current_user)";
+    format!(
+        "do $np$ begin \
+         if {t} = {me} and {r} = {me} then \
+         execute format('alter database %I rename to %I', {ready}, {name}); end if; \
+         exception when object_in_use then null; end $np$; \
+         select case when exists (select 1 from pg_database where datname = {name}) then 'ready' \
+         when {t} is null then 'none' when {t} = {me} then 'template' \
+         else 'owner:' || {t}::regrole::text end",
+        t = owner(template),
+        r = owner(&ready),
+        ready = literal(&ready),
+        name = literal(name),
+    )
+}
+
+/// The name of the template's ready copy: a copy made in the background after a run that
+/// used the template, which the next run renames into place instead of copying.
+fn ready_name(template: &str) -> String {
+    format!("{template}{READY_SUFFIX}")
+}
+
+const READY_SUFFIX: &str = "_ready";
+
+/// Starts, detached from this run (see [`PgTools::detached`]), a copy of `template` under
+/// its ready name for the next subset run. A copy that fails, because one is there already
+/// or the disk is full, leaves nothing: a database exists under its name only once whole.
+pub fn make_ready(cx: &Context, admin: &DbUrl, template: &str) {
+    let sql = format!(
+        "create database {} template {};\n",
+        ident(&ready_name(template)),
+        ident(template)
+    );
+    if let Err(err) = cx.tools.detached(&cx.sh, admin, &sql) {
+        term::detail(format!(
+            "no ready copy of the template {template} for the next run ({err:#})"
+        ));
     }
 }
 
@@ -101,10 +196,16 @@ impl Prepared {
         )?;
         match renamed {
             Ok(_) => {
-                term::detail(format!(
-                    "schema copied from the template {} while the subset was computed",
-                    self.template
-                ));
+                term::detail(match self.from_ready {
+                    true => format!(
+                        "schema from the ready copy of the template {}",
+                        self.template
+                    ),
+                    false => format!(
+                        "schema copied from the template {} while the subset was computed",
+                        self.template
+                    ),
+                });
                 Ok(true)
             }
             Err(failure) => {
@@ -119,8 +220,21 @@ impl Prepared {
         }
     }
 
+    /// Unused, the copy is still the template's as made (nothing ever connected to it): it
+    /// becomes the ready copy unless there is one, else it is dropped.
     pub fn discard(self, cx: &Context) {
-        let _ = swap::drop_database(cx, &self.admin, &self.name);
+        let kept = cx.tools.query_state(
+            &cx.sh,
+            &self.admin,
+            &format!(
+                "alter database {} rename to {}",
+                ident(&self.name),
+                ident(&ready_name(&self.template))
+            ),
+        );
+        if !matches!(kept, Ok(Ok(_))) {
+            let _ = swap::drop_database(cx, &self.admin, &self.name);
+        }
     }
 }
 
@@ -351,7 +465,8 @@ impl Schema {
     }
 }
 
-/// Drops the templates beyond the newest [`KEPT`]; one being copied right now stays.
+/// Drops the templates beyond the newest [`KEPT`], with their ready copies; one being
+/// copied right now stays.
 fn prune(cx: &Context, admin: &DbUrl) {
     let query = format!(
         "select coalesce(json_agg(datname), '[]') from (select datname from pg_database \
@@ -363,11 +478,13 @@ fn prune(cx: &Context, admin: &DbUrl) {
     let old: Vec<String> = serde_json::from_str(&answer).unwrap_or_default();
     for name in old {
         // Without FORCE: a copy in progress keeps it.
-        let _ = cx.tools.query_state(
-            &cx.sh,
-            admin,
-            &format!("drop database if exists {}", ident(&name)),
-        );
+        for db in [ready_name(&name), name] {
+            let _ = cx.tools.query_state(
+                &cx.sh,
+                admin,
+                &format!("drop database if exists {}", ident(&db)),
+            );
+        }
     }
 }
 

@@ -168,40 +168,72 @@ impl Subset {
         temp: &QuerySession,
     ) -> anyhow::Result<BTreeMap<String, u64>> {
         let mut dangling = BTreeMap::new();
-        for g in &self.graph.generics {
-            let child = &self.graph.tables[g.child];
-            let (Some(tc), Some(ic)) = (child.column(&g.type_column), child.column(&g.id_column))
-            else {
-                continue;
-            };
-            let (tc, ic) = (&tc.quoted, &ic.quoted);
-            let query = |sql: String| temp.query(&cx.sh, &cx.tools, &sql);
-            let types: Vec<i64> = serde_json::from_str(&query(format!(
-                "select coalesce(jsonb_agg(distinct {tc}), '[]') from {} where {tc} is not null and {ic} is not null",
-                child.quoted
-            ))?)?;
-            // Every (type, id) the rows hold, less those whose row is in the subset.
-            let present: Vec<String> = types
+        // The pairs whose columns the table has, each `(pair, child, type, id)`.
+        let pairs: Vec<_> = self
+            .graph
+            .generics
+            .iter()
+            .filter_map(|g| {
+                let child = &self.graph.tables[g.child];
+                let tc = &child.column(&g.type_column)?.quoted;
+                let ic = &child.column(&g.id_column)?.quoted;
+                Some((g, child, tc, ic))
+            })
+            .collect();
+        if pairs.is_empty() {
+            return Ok(dangling);
+        }
+        // Two round trips for every pair together: the content types each names, then the
+        // references each holds to no row of the subset.
+        let query = |parts: Vec<String>| -> anyhow::Result<String> {
+            temp.query(
+                &cx.sh,
+                &cx.tools,
+                &format!("select json_build_array({})", parts.join(", ")),
+            )
+        };
+        let types: Vec<Vec<i64>> = serde_json::from_str(&query(
+            pairs
                 .iter()
-                .filter_map(|ct| {
-                    let p = *self.graph.content_types.get(ct)?;
-                    let parent = &self.graph.tables[p];
-                    let pk = parent.id()?;
-                    Some(format!(
-                        "select {ct}::bigint, {}::text from {}",
-                        pk.quoted, parent.quoted
-                    ))
+                .map(|(_, child, tc, ic)| {
+                    format!(
+                        "(select coalesce(jsonb_agg(distinct {tc}), '[]') from {} where {tc} is not null and {ic} is not null)",
+                        child.quoted
+                    )
                 })
-                .collect();
-            let except = match present.is_empty() {
-                true => String::new(),
-                false => format!(" except ({})", present.join(" union all ")),
-            };
-            let missing: Vec<(i64, String)> = serde_json::from_str(&query(format!(
-                "select coalesce(jsonb_agg(jsonb_build_array(m.t, m.i)), '[]') from \
-                 (select {tc}::bigint as t, {ic}::text as i from {} where {tc} is not null and {ic} is not null{except}) m",
-                child.quoted
-            ))?)?;
+                .collect(),
+        )?)?;
+        let missing: Vec<Vec<(i64, String)>> = serde_json::from_str(&query(
+            pairs
+                .iter()
+                .zip(&types)
+                .map(|((_, child, tc, ic), types)| {
+                    // Every (type, id) the rows hold, less those whose row is in the subset.
+                    let present: Vec<String> = types
+                        .iter()
+                        .filter_map(|ct| {
+                            let p = *self.graph.content_types.get(ct)?;
+                            let parent = &self.graph.tables[p];
+                            let pk = parent.id()?;
+                            Some(format!(
+                                "select {ct}::bigint, {}::text from {}",
+                                pk.quoted, parent.quoted
+                            ))
+                        })
+                        .collect();
+                    let except = match present.is_empty() {
+                        true => String::new(),
+                        false => format!(" except ({})", present.join(" union all ")),
+                    };
+                    format!(
+                        "(select coalesce(jsonb_agg(jsonb_build_array(m.t, m.i)), '[]') from \
+                         (select {tc}::bigint as t, {ic}::text as i from {} where {tc} is not null and {ic} is not null{except}) m)",
+                        child.quoted
+                    )
+                })
+                .collect(),
+        )?)?;
+        for ((g, child, _, _), missing) in pairs.iter().zip(missing) {
             if missing.is_empty() {
                 continue;
             }

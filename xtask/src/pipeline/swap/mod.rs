@@ -194,6 +194,21 @@ pub fn create_temp(
     }
 }
 
+/// Drops `name` in a session detached from this run (see [`crate::pg::PgTools::detached`]):
+/// a drop forces a checkpoint, which nobody should wait for. In the foreground when that
+/// session cannot start; should it die, the next run on the target drops what it left, a
+/// temporary database of a run that is gone.
+pub fn drop_in_background(cx: &Context, admin: &DbUrl, name: &str) {
+    let sql = format!("drop database if exists {} with (force);\n", ident(name));
+    if cx.tools.detached(&cx.sh, admin, &sql).is_err() {
+        if let Err(err) = drop_database(cx, admin, name) {
+            term::warn(format!(
+                "the previous database ({name}) could not be dropped: {err}"
+            ));
+        }
+    }
+}
+
 pub fn drop_database(cx: &Context, admin: &DbUrl, name: &str) -> anyhow::Result<()> {
     let (sh, tools) = (&cx.sh, &cx.tools);
     tools
