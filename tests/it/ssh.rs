@@ -1092,6 +1092,11 @@ fn a_subset_clone_over_ssh_reads_its_rows_and_only_its_media_through_the_tunnel(
          printf mx > {MEDIA}/devicetype-images/mx.png && printf unused > {MEDIA}/devicetype-images/unused.png && \
          chown -R deploy {MEDIA}"
     ));
+    // The host's other files are never read: one the SSH user may not read would fail a
+    // whole tree's listing of CRCs.
+    prod.root(&format!(
+        "chown root {MEDIA}/devicetype-images/unused.png && chmod 600 {MEDIA}/devicetype-images/unused.png"
+    ));
     let dev = Pg::start(15);
     dev.create_db("netpoint");
     let (tmp, work) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
@@ -1139,5 +1144,45 @@ fn a_subset_clone_over_ssh_reads_its_rows_and_only_its_media_through_the_tunnel(
         cloned.output()
     );
     assert!(!cloned.output().contains(&prod.password));
+    assert!(ssh_left(&prod).is_empty(), "{}", ssh_left(&prod));
+
+    // An export of the subset also fetches only the files its rows name, once it is computed.
+    let out = work.path().join("bundle");
+    let exported = run(over_ssh(
+        &prod,
+        &prod.ssh_command(),
+        tmp.path(),
+        &[
+            "--out",
+            out.to_str().unwrap(),
+            "--subset",
+            "site=ams1",
+            "--source-media",
+            MEDIA,
+        ],
+    ))
+    .ok();
+    assert!(
+        exported
+            .output()
+            .contains("fetching the 4 media files the subset names"),
+        "{}",
+        exported.output()
+    );
+    let sums = fs::read_to_string(out.join("media.sha256")).unwrap();
+    let mut archived: Vec<&str> = sums
+        .lines()
+        .filter_map(|line| line.split_whitespace().last())
+        .collect();
+    archived.sort();
+    assert_eq!(
+        archived,
+        ["devicetype-images/mx.png", "image-attachments/ams1.jpg"],
+        "{sums}"
+    );
+    let mut beside = entries(work.path());
+    beside.sort();
+    assert_eq!(beside, ["bundle", "media"], "the fetched files are removed");
+    assert!(!exported.output().contains(&prod.password));
     assert!(ssh_left(&prod).is_empty(), "{}", ssh_left(&prod));
 }

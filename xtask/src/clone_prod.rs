@@ -203,8 +203,11 @@ impl CloneProd {
                         .map(|path| SigningKey::open(&path))
                         .transpose()?;
                 // A remote tree is fetched (verified) beside the bundle, then archived as a
-                // local one is.
-                let fetched = match source_media {
+                // local one is; a subset's export fetches only the files its rows name, once
+                // it is computed.
+                let remote_media = source_media
+                    .filter(|m| matches!(m, MediaSource::Remote(_)) && subset.is_some());
+                let fetched = match source_media.filter(|_| remote_media.is_none()) {
                     Some(remote @ MediaSource::Remote(_)) => {
                         let count = remote.count()?;
                         if mode == Mode::DryRun {
@@ -241,6 +244,7 @@ impl CloneProd {
                     out,
                     sign_key: sign_key.as_ref(),
                     subset: subset.as_ref(),
+                    remote_media,
                 };
                 export.run(cx, mode)
             }

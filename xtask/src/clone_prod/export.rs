@@ -18,6 +18,7 @@ use crate::{
         leak_scan,
         report::{excluded_text, media_plan, Timings},
         scrub,
+        staged_media::MediaSource,
         subset::{load::Fill, Subset},
     },
     plain::lines,
@@ -38,6 +39,9 @@ pub struct Export<'a> {
     pub sign_key: Option<&'a SigningKey>,
     /// A subset of the source instead of all of it.
     pub subset: Option<&'a SubsetRequest>,
+    /// With a subset, media on the SSH host: only the files the subset names are fetched,
+    /// once it is computed, into a directory beside the bundle.
+    pub remote_media: Option<&'a MediaSource<'a>>,
 }
 
 impl Export<'_> {
@@ -51,6 +55,7 @@ impl Export<'_> {
             out,
             sign_key,
             subset: request,
+            remote_media,
         } = *self;
         if out.exists()
             && fs::read_dir(out)
@@ -89,15 +94,48 @@ impl Export<'_> {
             })
             .transpose()?;
         let mut missing_files = Vec::new();
-        let entries = match (&mut subset, request, entries) {
-            (Some(subset), Some(request), Some(entries)) => {
+        // The files a subset over SSH names, fetched into a directory removed at the end.
+        let mut fetched = None;
+        let entries = match (&mut subset, request, entries, remote_media) {
+            (Some(subset), Some(request), _, Some(remote)) => {
+                let names = subset.media_files(&request.rules)?;
+                let count = remote.count()?;
+                if mode == Mode::DryRun {
+                    print_plan(&[format!(
+                        "fetch the {} media files the subset names from {}, to archive them",
+                        names.len(),
+                        remote.shown()
+                    )]);
+                    None
+                } else {
+                    let dir = tempfile::Builder::new()
+                        .prefix(".netpoint-media-fetch-")
+                        .tempdir_in(atomic_file::parent_dir(out).context("--out")?)
+                        .context("creating a directory beside --out for the media")?;
+                    let into = dir.path().join("media");
+                    term::step(format!(
+                        "fetching the {} media files the subset names from {}",
+                        names.len(),
+                        remote.shown()
+                    ));
+                    missing_files = remote.fetch_listed_into(&count, &names, &into)?;
+                    let entries = media::scan(&into)?;
+                    fetched = Some((dir, into));
+                    Some(entries)
+                }
+            }
+            (Some(subset), Some(request), Some(entries), None) => {
                 let names = subset.media_files(&request.rules)?;
                 let (kept, missing) =
                     crate::pipeline::subset::files::media_entries(entries, &names);
                 missing_files = missing;
                 Some(kept)
             }
-            (_, _, entries) => entries,
+            (_, _, entries, _) => entries,
+        };
+        let source_media = match &fetched {
+            Some((_, into)) => Some(into.as_path()),
+            None => source_media,
         };
         if mode == Mode::DryRun {
             print_plan(&[
@@ -223,8 +261,14 @@ impl Export<'_> {
                 None
             }
         };
-        if let Some(root) = source_media.filter(|_| subset.is_some()) {
-            subset_export::warn_missing(&missing_files, &root.display().to_string());
+        match (remote_media, source_media) {
+            (Some(remote), _) if subset.is_some() => {
+                subset_export::warn_missing(&missing_files, &remote.shown())
+            }
+            (_, Some(root)) if subset.is_some() => {
+                subset_export::warn_missing(&missing_files, &root.display().to_string())
+            }
+            _ => {}
         }
         let manifest = bundle::Manifest {
             format: bundle::FORMAT,

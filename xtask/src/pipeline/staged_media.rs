@@ -266,6 +266,25 @@ impl MediaSource<'_> {
 
     /// A remote tree fetched into the new directory `dst` (files unchanged since `previous`
     /// linked from it) and checked against its listing.
+    /// Fetches the files `names` of a remote tree into `dst` (a new directory), verified as a
+    /// whole tree's are; returns the names the tree does not hold.
+    pub fn fetch_listed_into(
+        &self,
+        count: &MediaCount,
+        names: &[String],
+        dst: &Path,
+    ) -> anyhow::Result<Vec<String>> {
+        match (self, &count.tree) {
+            (MediaSource::Remote(remote), Some(tree)) => {
+                let (only, missing) = tree.only(names)?;
+                remote.fetch(&only, None, dst)?;
+                process::check_interrupted()?;
+                Ok(missing)
+            }
+            _ => bail!("only a remote media tree is fetched"),
+        }
+    }
+
     pub fn fetch_into(
         &self,
         count: &MediaCount,

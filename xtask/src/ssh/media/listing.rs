@@ -33,6 +33,9 @@ pub struct Tree {
     pub links: BTreeMap<PathBuf, Option<PathBuf>>,
     /// The CRCs, when the listing came from `cksum` (a host without GNU `find`).
     pub(super) sums: Option<Listing>,
+    /// Only some of the host's files ([`Tree::only`]): their CRCs are asked for by name,
+    /// never by reading the whole tree.
+    pub(super) partial: bool,
 }
 
 impl Tree {
@@ -49,7 +52,10 @@ impl Tree {
         if self.sums.is_some() {
             bail!("fetching only a subset's media files needs GNU find and GNU tar on the SSH host; install them there, or clone the media whole with --media-only");
         }
-        let mut only = Tree::default();
+        let mut only = Tree {
+            partial: true,
+            ..Tree::default()
+        };
         let mut missing = Vec::new();
         for name in names {
             let rel = PathBuf::from(name);

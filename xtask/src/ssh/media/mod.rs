@@ -182,7 +182,7 @@ impl RemoteMedia<'_> {
             };
         let mut sums = if wanted.is_empty() {
             Listing::new()
-        } else if unchanged.is_empty() {
+        } else if unchanged.is_empty() && !tree.partial {
             parse_listing(&self.run("cksum", "exec find . -type f -exec cksum {} +", None)?)?
         } else {
             parse_listing(&self.run(
