@@ -68,23 +68,49 @@ impl Dev<'_> {
             .media
             .is_dir()
             .then(|| StagingDir(self.store(name, &id)));
-        let copied = match &store {
-            Some(store) => {
-                term::step(format!("copying media {}", self.media.display()));
-                let earlier = self.earlier_copy()?;
-                let copy = media::copy_from_live(
-                    self.media,
-                    &store.join("media"),
-                    earlier
-                        .as_ref()
-                        .map(|(dir, origins)| (dir.as_path(), origins)),
-                )?;
-                copy.origins.write(&store.join(ORIGINS), &id)?;
-                Some(copy)
-            }
+        let (migrations, applied) = self.migrations()?.unzip();
+        let earlier = match &store {
+            Some(_) => self.earlier_copy()?,
             None => None,
         };
-        let (migrations, applied) = self.migrations()?.unzip();
+        process::check_interrupted()?;
+        let new = self.temp_db("tmp");
+        // The media are copied (mostly linked) on a thread while the server copies the
+        // database: a save takes the longer of the two, not their sum.
+        let (copied, made) = std::thread::scope(|scope| {
+            let media = store.as_ref().map(|store| {
+                term::step(format!("copying media {}", self.media.display()));
+                let (live, id) = (self.media, &id);
+                let earlier = earlier
+                    .as_ref()
+                    .map(|(dir, origins)| (dir.as_path(), origins));
+                scope.spawn(move || -> anyhow::Result<_> {
+                    let copy = media::copy_from_live(live, &store.join("media"), earlier)?;
+                    copy.origins.write(&store.join(ORIGINS), id)?;
+                    Ok(copy)
+                })
+            });
+            // The server finishes a copy whose session a signal ended: it runs to its end,
+            // and is removed if the run stops after it.
+            let made =
+                process::critical(|| self.copy_database(&self.target.database, &new, "saving it"));
+            let copied = media
+                .map(|handle| {
+                    handle
+                        .join()
+                        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+                })
+                .transpose();
+            (copied, made)
+        });
+        let copied = match (copied, made) {
+            (Ok(copied), Ok(_)) => copied,
+            // A copy whose session a signal ended may be there all the same.
+            (copied, made) => {
+                self.discard(&new);
+                return Err(made.err().or(copied.err()).expect("one failed"));
+            }
+        };
         let meta = Meta {
             migrations,
             applied,
@@ -95,25 +121,22 @@ impl Dev<'_> {
             ..meta
         };
         let text = serde_json::to_string(&meta)?;
-        if let Some(store) = &store {
-            atomic_file::write_bytes(&store.join("snapshot.json"), text.as_bytes())?;
-        }
-        process::check_interrupted()?;
-        let new = self.temp_db("tmp");
-        // The server finishes a copy whose session a signal ended: it runs to its end, and
-        // is removed if the run stops after it.
-        let made = process::critical(|| {
-            self.copy_database(&self.target.database, &new, "saving it")?;
-            self.query(&format!(
-                "alter database {} allow_connections false",
-                ident(&new)
-            ))?;
-            self.query(&format!(
-                "comment on database {} is {}",
-                ident(&new),
-                literal(&text)
-            ))
-        });
+        let made = (|| {
+            if let Some(store) = &store {
+                atomic_file::write_bytes(&store.join("snapshot.json"), text.as_bytes())?;
+            }
+            process::critical(|| {
+                self.query(&format!(
+                    "alter database {} allow_connections false",
+                    ident(&new)
+                ))?;
+                self.query(&format!(
+                    "comment on database {} is {}",
+                    ident(&new),
+                    literal(&text)
+                ))
+            })
+        })();
         if let Err(err) = made.and_then(|_| process::check_interrupted()) {
             self.discard(&new);
             return Err(err);
