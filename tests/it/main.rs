@@ -20,6 +20,7 @@ mod signing;
 mod spares;
 mod ssh;
 mod subset;
+mod subset_ready_attack;
 mod subset_template;
 mod versions;
 mod workflows;
