@@ -75,6 +75,12 @@ impl Dev<'_> {
         };
         process::check_interrupted()?;
         let new = self.temp_db("tmp");
+        // Made before either copy starts: a run killed during them leaves it for the next
+        // run to remove, whichever was further along.
+        if let Some(store) = &store {
+            fs::create_dir_all(&**store)
+                .with_context(|| format!("creating {}", store.display()))?;
+        }
         // The media are copied (mostly linked) on a thread while the server copies the
         // database: a save takes the longer of the two, not their sum.
         let (copied, made) = std::thread::scope(|scope| {

@@ -99,8 +99,11 @@ impl Early<'_> {
             owner => {
                 let owner = owner.strip_prefix("owner:").unwrap_or(owner);
                 let why = format!(
-                    "the template {template} belongs to the role {owner}, not to this run's: drop it to let subsets copy their schema"
+                    "the template {template} belongs to the role {owner}, not to this run's"
                 );
+                term::warn(format!(
+                    "{why}, so it is never copied and each subset builds its schema anew: ask {owner} or a superuser to drop it"
+                ));
                 return Ok((schema, None, Some(why)));
             }
         };
@@ -129,11 +132,13 @@ impl Early<'_> {
 }
 
 /// One session's work on the server before a subset's load: renames the template's ready
-/// copy to `name` when the template and the copy are both the role's, and answers in a word:
-/// `ready` (renamed), `template` (no ready copy), `none` (no template) or `owner:ROLE` (the
+/// copy to `name` when the template and the copy are both the role's (and opens it to
+/// connections: a ready copy takes none), and answers in a word: `ready` (this block renamed
+/// it), `template` (no ready copy could be taken), `none` (no template) or `owner:ROLE` (the
 /// template is another role's: a database of that name planted by a role that may create
-/// databases is never copied). Renaming needs no one connected to the copy, or it fails and
-/// the template is copied.
+/// databases is never copied). The answer comes from the rename itself, never from a
+/// database being there under `name`, which another role could have made. A rename that
+/// fails (someone connected to the copy, `name` taken) leaves the template to be copied.
 fn take_sql(template: &str, name: &str) -> String {
     let ready = ready_name(template);
     let owner = |db: &str| {
@@ -146,9 +151,11 @@ fn take_sql(template: &str, name: &str) -> String {
     format!(
         "do $np$ begin \
          if {t} = {me} and {r} = {me} then \
-         execute format('alter database %I rename to %I', {ready}, {name}); end if; \
-         exception when object_in_use then null; end $np$; \
-         select case when exists (select 1 from pg_database where datname = {name}) then 'ready' \
+         execute format('alter database %I rename to %I', {ready}, {name}); \
+         execute format('alter database %I allow_connections true', {name}); \
+         perform set_config('netpoint.taken', 'ready', false); end if; \
+         exception when object_in_use or duplicate_database then null; end $np$; \
+         select case when current_setting('netpoint.taken', true) = 'ready' then 'ready' \
          when {t} is null then 'none' when {t} = {me} then 'template' \
          else 'owner:' || {t}::regrole::text end",
         t = owner(template),
@@ -167,11 +174,13 @@ fn ready_name(template: &str) -> String {
 const READY_SUFFIX: &str = "_ready";
 
 /// Starts, detached from this run (see [`PgTools::detached`]), a copy of `template` under
-/// its ready name for the next subset run. A copy that fails, because one is there already
+/// its ready name for the next subset run, closed to connections. A copy that fails, because one is there already
 /// or the disk is full, leaves nothing: a database exists under its name only once whole.
 pub fn make_ready(cx: &Context, admin: &DbUrl, template: &str) {
+    // Nobody connects to it (on PostgreSQL 13 and 14 any role that may log in could
+    // otherwise leave objects in its `public` schema); the run that takes it opens it.
     let sql = format!(
-        "create database {} template {};\n",
+        "create database {} template {} allow_connections false;\n",
         ident(&ready_name(template)),
         ident(template)
     );
@@ -227,7 +236,7 @@ impl Prepared {
             &cx.sh,
             &self.admin,
             &format!(
-                "alter database {} rename to {}",
+                "alter database {0} rename to {1}; alter database {1} allow_connections false",
                 ident(&self.name),
                 ident(&ready_name(&self.template))
             ),
@@ -256,7 +265,7 @@ const KEPT: usize = 3;
 pub const MAX_ROWS: usize = 100_000;
 
 /// Changes when what a template holds for the same sections changes.
-const FORMAT: &str = "netpoint schema template 1";
+const FORMAT: &str = "netpoint schema template 2";
 
 /// The post-data entries a template may hold: they only index and constrain the rows.
 const KEY_KINDS: [&str; 6] = [
@@ -450,7 +459,16 @@ impl Schema {
                 ),
             )?;
             match renamed {
-                Ok(_) => Ok(true),
+                // Nobody connects to it again: copies need no connection.
+                Ok(_) => cx
+                    .tools
+                    .query_state(
+                        &cx.sh,
+                        admin,
+                        &format!("alter database {} allow_connections false", ident(name)),
+                    )?
+                    .map(|_| true)
+                    .map_err(|failure| failure.into_error(admin)),
                 // duplicate_database: another run built the same template meanwhile.
                 Err(failure) if failure.state == "42P04" => Ok(false),
                 Err(failure) => Err(failure.into_error(admin)),
@@ -485,6 +503,25 @@ fn prune(cx: &Context, admin: &DbUrl) {
                 &format!("drop database if exists {}", ident(&db)),
             );
         }
+    }
+    // Ready copies whose template is gone (dropped by hand, or pruned while the copy was
+    // being made).
+    let orphans = format!(
+        "select coalesce(json_agg(r.datname), '[]') from pg_database r \
+         where r.datname ~ '^{SCHEMA_TEMPLATE_PREFIX}[0-9a-f]+{READY_SUFFIX}$' and not exists \
+         (select 1 from pg_database t where t.datname = left(r.datname, -{}))",
+        READY_SUFFIX.len()
+    );
+    let Ok(answer) = cx.tools.query(&cx.sh, admin, Access::ReadWrite, &orphans) else {
+        return;
+    };
+    let orphans: Vec<String> = serde_json::from_str(&answer).unwrap_or_default();
+    for name in orphans {
+        let _ = cx.tools.query_state(
+            &cx.sh,
+            admin,
+            &format!("drop database if exists {}", ident(&name)),
+        );
     }
 }
 

@@ -185,12 +185,14 @@ impl Subset {
         }
         // Two round trips for every pair together: the content types each names, then the
         // references each holds to no row of the subset.
+        // A function takes at most 100 arguments: a schema with more pairs takes more trips.
         let query = |parts: Vec<String>| -> anyhow::Result<String> {
-            temp.query(
-                &cx.sh,
-                &cx.tools,
-                &format!("select json_build_array({})", parts.join(", ")),
-            )
+            let arrays = parts
+                .chunks(100)
+                .map(|chunk| format!("jsonb_build_array({})", chunk.join(", ")))
+                .collect::<Vec<_>>()
+                .join(" || ");
+            temp.query(&cx.sh, &cx.tools, &format!("select {arrays}"))
         };
         let types: Vec<Vec<i64>> = serde_json::from_str(&query(
             pairs

@@ -154,9 +154,13 @@ pub fn stale_query(target: &DbUrl) -> String {
     shapes.push(format!(
         "datname ~ '^{SCHEMA_BUILD_PREFIX}[0-9a-f]+_[0-9]+$'"
     ));
+    // Nobody connected to it, and no session dropping it: a run hands the drop of the
+    // database it replaced to a session that outlives it (`swap::drop_in_background`).
     format!(
         "coalesce((select json_agg(datname) from pg_database where ({}) \
-         and not exists (select 1 from pg_stat_activity a where a.datname = pg_database.datname)), '[]')",
+         and not exists (select 1 from pg_stat_activity a where a.datname = pg_database.datname) \
+         and not exists (select 1 from pg_stat_activity d where d.query ~* '^\\s*drop\\s+database' \
+         and position(pg_database.datname in d.query) > 0)), '[]')",
         shapes.join(" or ")
     )
 }
