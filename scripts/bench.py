@@ -142,7 +142,7 @@ DEV_DB_STEPS = [
 ]
 # --dev-db: the ready-spare restore at the scale and at this many times it, and the branch hook.
 SPARE_FACTOR = 4
-SPARE_ROUNDS = 5
+SPARE_ROUNDS = 9
 SPARE_GOAL_S = 0.15
 SPARE_SPREAD = 1.20
 HOOK_SLACK_S = 0.2
